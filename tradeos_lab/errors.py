@@ -1,0 +1,99 @@
+"""One exception hierarchy for the workbench.
+
+Every class says what the operator should do. Third-party errors are translated at the edge
+(`raise X from e`); only subclasses of `TransientError` are retried.
+"""
+
+from __future__ import annotations
+
+
+class TradeosError(Exception):
+    """Base of every error the workbench raises on purpose."""
+
+    action = "See the message."
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} ({self.action})" if self.action and self.action not in base else base
+
+
+class ConfigError(TradeosError):
+    """A setting is unknown or has a bad value; nothing was started."""
+
+    action = "Fix the named setting in the config file, environment or command line."
+
+
+class StackError(TradeosError):
+    """The embedded stack could not be started, found or stopped."""
+
+    action = "Check the data directory and `tradeos-lab status`."
+
+
+class StackAlreadyRunning(StackError):
+    """Another live process owns this data directory."""
+
+    action = "Use the running stack (`tradeos-lab status`) or stop it with `tradeos-lab down`."
+
+
+class StackNotRunning(StackError):
+    """No live stack owns this data directory."""
+
+    action = "Start one with `tradeos-lab up`."
+
+
+class DataDirError(StackError):
+    """The data directory cannot be created, locked or written."""
+
+    action = "Choose a writable directory with TRADEOS_DATA_DIR or --data-dir."
+
+
+class PortInUseError(StackError):
+    """A configured TCP port is already taken by another process."""
+
+    action = "Free the port or choose another one in the settings."
+
+
+class ValidationError(TradeosError, ValueError):
+    """Input (a message, a symbol, a bar, a parameter) is malformed; nothing was written."""
+
+    action = "Correct the input; nothing was written."
+
+
+class ContractError(ValidationError):
+    """A message does not match its stream's data contract."""
+
+
+class SymbolError(ValidationError):
+    """A symbol is not a valid ticker."""
+
+
+class StoreError(TradeosError):
+    """A store (records, lake, bar store) refused an operation."""
+
+    action = "Check the store's health with `tradeos-lab status`."
+
+
+class TransientError(TradeosError):
+    """A dependency is briefly unavailable; the operation may be retried with backoff."""
+
+    action = "Retried automatically; if it persists check the dependency's health."
+
+
+class DependencyUnavailable(TransientError):
+    """A server (Redis, database, lake, provider) cannot be reached."""
+
+
+class ProviderError(TradeosError):
+    """A market-data or broker provider answered with a permanent error."""
+
+    action = "Check the provider request (symbol, timeframe, range, credentials)."
+
+
+class RateLimited(TransientError):
+    """A rate limit is exhausted; wait for the window to pass."""
+
+
+class TradingHalted(TradeosError):
+    """A kill switch forbids the order."""
+
+    action = "Inspect the kill switches (`tradeos-lab flags`); clear them explicitly if safe."

@@ -1,0 +1,102 @@
+"""Every Redis key and stream name, built in one place.
+
+Names are `{namespace}:{...}`; the namespace (setting `namespace`) lets several labs or test runs
+share one server without touching each other. Stream names are the seed's (`signals.raw`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tradeos_lab.symbols import Timeframe, validate_symbol
+
+
+class Stream(StrEnum):
+    """The pipeline streams of seed 000, in pipeline order."""
+
+    MARKET_DATA = "market_data"
+    SIGNALS_RAW = "signals.raw"
+    SIGNALS_MODIFIED = "signals.modified"
+    INTENTS = "intents"
+    ORDERS = "orders"
+    FILLS_RAW = "fills.raw"
+    POSITIONS = "positions"
+    RISK_EVENTS = "risk_events"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds key and stream names under one namespace."""
+
+    namespace: str = "tradeos"
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    # ---- bus ------------------------------------------------------------------------------
+    def stream(self, stream: Stream | str) -> str:
+        return self._k("stream", Stream(stream).value)
+
+    def dead_letter(self, stream: Stream | str) -> str:
+        return self._k("dlq", Stream(stream).value)
+
+    def stream_pattern(self) -> str:
+        return self._k("stream", "*")
+
+    # ---- cache ----------------------------------------------------------------------------
+    def price(self, symbol: str) -> str:
+        return self._k("price", validate_symbol(symbol))
+
+    def account(self) -> str:
+        return self._k("account")
+
+    def positions(self) -> str:
+        return self._k("positions")
+
+    def hero_signals(self) -> str:
+        return self._k("hero_signals")
+
+    def policy_profile(self) -> str:
+        return self._k("policy", "active")
+
+    def tracker(self, name: str) -> str:
+        return self._k("tracker", name)
+
+    def bars(self, symbol: str, timeframe: Timeframe | str) -> str:
+        return self._k("bars", validate_symbol(symbol), Timeframe.parse(timeframe).value)
+
+    def indicators(self, symbol: str, timeframe: Timeframe | str) -> str:
+        return self._k("indicators", validate_symbol(symbol), Timeframe.parse(timeframe).value)
+
+    def watchlist(self) -> str:
+        return self._k("watchlist")
+
+    def candidates(self) -> str:
+        return self._k("candidates", "ranked")
+
+    def subscriptions(self) -> str:
+        return self._k("subscriptions")
+
+    # ---- flags ----------------------------------------------------------------------------
+    def kill_switch(self, scope: str, target: str = "*") -> str:
+        return self._k("kill", scope, target)
+
+    def kill_switch_pattern(self) -> str:
+        return self._k("kill", "*")
+
+    def rate_limit(self, name: str) -> str:
+        return self._k("ratelimit", name)
+
+    def circuit(self, dependency: str) -> str:
+        return self._k("circuit", dependency)
+
+    def dedup(self, key: str) -> str:
+        return self._k("dedup", key)
+
+    def workers(self) -> str:
+        return self._k("workers")
+
+    def heartbeat(self, service: str, instance: str) -> str:
+        return self._k("heartbeat", service, instance)

@@ -1,0 +1,309 @@
+"""The one typed, frozen settings object.
+
+Layers, lowest first: defaults -> profile -> config file (TOML) -> `TRADEOS_*` environment ->
+explicit overrides (the CLI). Unknown keys and bad values fail at start with one message naming the
+key. Secrets are `SecretUrl`/`SecretStr`, so they never show in `repr` or logs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tradeos_lab.errors import ConfigError
+from tradeos_lab.secrets import SecretUrl, register_secret
+from tradeos_lab.symbols import Timeframe
+
+ENV_PREFIX = "TRADEOS_"
+CONFIG_ENV = "TRADEOS_CONFIG"
+# Environment names that belong to the test-suite or the config locator, not to the settings.
+_ENV_NOT_SETTINGS = (CONFIG_ENV, "TRADEOS_TEST_")
+
+RedisRole = Literal["bus", "cache", "flags"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Buffer sizes and TTLs per environment (seed 000: development runs with smaller buffers)."""
+
+    stream_maxlen: int
+    dead_letter_maxlen: int
+    cache_bars: int
+    bar_ttl_seconds: dict[str, int]
+    price_ttl_seconds: int
+    heartbeat_ttl_seconds: int
+    cache_maxmemory: str
+    flags_maxmemory: str
+
+
+PROFILES: dict[str, Profile] = {
+    "dev": Profile(
+        stream_maxlen=10_000,
+        dead_letter_maxlen=10_000,
+        cache_bars=500,
+        bar_ttl_seconds={"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400},
+        price_ttl_seconds=300,
+        heartbeat_ttl_seconds=15,
+        cache_maxmemory="256mb",
+        flags_maxmemory="64mb",
+    ),
+    "prod": Profile(
+        stream_maxlen=1_000_000,
+        dead_letter_maxlen=100_000,
+        cache_bars=500,
+        bar_ttl_seconds={"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400},
+        price_ttl_seconds=300,
+        heartbeat_ttl_seconds=15,
+        cache_maxmemory="2gb",
+        flags_maxmemory="256mb",
+    ),
+}
+
+_REDIS_SCHEMES = {"redis", "rediss", "unix"}
+_LAKE_SCHEMES = {"chdb", "http", "https", "clickhouse", "clickhouses"}
+
+
+class Settings(BaseSettings):
+    """Everything configurable, validated once at start; immutable afterwards."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    profile: Literal["dev", "prod"] = "dev"
+    data_dir: Path = Field(default=Path(".tradeos"), description="embedded stack state")
+    namespace: str = Field(
+        default="tradeos",
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="prefix of every Redis key and stream name",
+    )
+
+    # One URL per part; None means the embedded default under data_dir.
+    bus_url: SecretUrl | None = None
+    cache_url: SecretUrl | None = None
+    flags_url: SecretUrl | None = None
+    records_url: SecretUrl | None = None
+    lake_url: SecretUrl | None = None
+
+    # Observability
+    service_name: str = Field(default="tradeos-lab", min_length=1, max_length=64)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+
+    # Profile overrides (None keeps the profile's value)
+    stream_maxlen: int | None = Field(default=None, ge=100)
+    dead_letter_maxlen: int | None = Field(default=None, ge=100)
+    cache_bars: int | None = Field(default=None, ge=1, le=100_000)
+    bar_ttl_1m_seconds: int | None = Field(default=None, ge=1)
+    bar_ttl_5m_seconds: int | None = Field(default=None, ge=1)
+
+    # Consumers
+    max_deliveries: int = Field(default=5, ge=1, le=1000)
+    claim_idle_ms: int = Field(default=30_000, ge=100)
+
+    # Lake retention per resolution tier, in days (0 keeps bars forever)
+    lake_ttl_1m_days: int = Field(default=730, ge=0)
+    lake_ttl_5m_days: int = Field(default=730, ge=0)
+    lake_ttl_1h_days: int = Field(default=3650, ge=0)
+    lake_ttl_1d_days: int = Field(default=0, ge=0)
+    backfill_history_days: int = Field(default=730, ge=1)
+
+    # Providers and brokers
+    coinbase_url: str = "https://api.exchange.coinbase.com"
+    alpaca_data_url: str = "https://data.alpaca.markets"
+    alpaca_trading_url: str = "https://paper-api.alpaca.markets"
+    alpaca_api_key: SecretStr | None = None
+    alpaca_secret_key: SecretStr | None = None
+
+    @field_validator("bus_url", "cache_url", "flags_url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretUrl | None) -> SecretUrl | None:
+        if url is not None and url.scheme not in _REDIS_SCHEMES:
+            raise ValueError(f"scheme {url.scheme!r} is not a Redis URL (redis, rediss, unix)")
+        return url
+
+    @field_validator("lake_url")
+    @classmethod
+    def _lake_scheme(cls, url: SecretUrl | None) -> SecretUrl | None:
+        if url is not None and url.scheme not in _LAKE_SCHEMES:
+            raise ValueError(f"scheme {url.scheme!r} is not chdb://PATH or a ClickHouse URL")
+        return url
+
+    @field_validator("records_url")
+    @classmethod
+    def _records_scheme(cls, url: SecretUrl | None) -> SecretUrl | None:
+        if url is not None and not url.scheme.split("+")[0] in {"sqlite", "postgresql"}:
+            raise ValueError("records_url must be a sqlite:// or postgresql+psycopg:// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _register_and_warn(self) -> Settings:
+        for key in (self.alpaca_api_key, self.alpaca_secret_key):
+            if key is not None:
+                register_secret(key.get_secret_value())
+        servers = [_redis_server(u) for u in (self.bus_url, self.cache_url, self.flags_url) if u]
+        if len(servers) != len(set(servers)):
+            warnings.warn(
+                "bus, cache and flags share one Redis server: eviction policy is per server, so "
+                "the tiers cannot have their own (bus noeviction, cache allkeys-lru, flags "
+                "volatile-ttl). Use one server per tier in production.",
+                SharedRedisServerWarning,
+                stacklevel=2,
+            )
+        return self
+
+    # ---- derived values -------------------------------------------------------------------
+
+    @property
+    def limits(self) -> Profile:
+        """The active profile with this object's overrides applied."""
+        base = PROFILES[self.profile]
+        ttl = dict(base.bar_ttl_seconds)
+        if self.bar_ttl_1m_seconds is not None:
+            ttl["1m"] = self.bar_ttl_1m_seconds
+        if self.bar_ttl_5m_seconds is not None:
+            ttl["5m"] = self.bar_ttl_5m_seconds
+        return Profile(
+            stream_maxlen=self.stream_maxlen or base.stream_maxlen,
+            dead_letter_maxlen=self.dead_letter_maxlen or base.dead_letter_maxlen,
+            cache_bars=self.cache_bars or base.cache_bars,
+            bar_ttl_seconds=ttl,
+            price_ttl_seconds=base.price_ttl_seconds,
+            heartbeat_ttl_seconds=base.heartbeat_ttl_seconds,
+            cache_maxmemory=base.cache_maxmemory,
+            flags_maxmemory=base.flags_maxmemory,
+        )
+
+    def lake_ttl_days(self, timeframe: Timeframe | str) -> int:
+        """Retention of one resolution tier in the lake; 0 keeps bars forever."""
+        tf = Timeframe.parse(timeframe)
+        return {
+            Timeframe.M1: self.lake_ttl_1m_days,
+            Timeframe.M5: self.lake_ttl_5m_days,
+            Timeframe.M15: self.lake_ttl_5m_days,
+            Timeframe.H1: self.lake_ttl_1h_days,
+            Timeframe.D1: self.lake_ttl_1d_days,
+        }[tf]
+
+    def redis_url(self, role: RedisRole) -> SecretUrl | None:
+        return {"bus": self.bus_url, "cache": self.cache_url, "flags": self.flags_url}[role]
+
+    @property
+    def embedded_parts(self) -> list[str]:
+        """Parts that run embedded because no URL was given for them."""
+        urls = {
+            "bus": self.bus_url,
+            "cache": self.cache_url,
+            "flags": self.flags_url,
+            "records": self.records_url,
+            "lake": self.lake_url,
+        }
+        return [name for name, url in urls.items() if url is None]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The config file is merged by load_settings() beneath init values; dotenv is not used.
+        return (init_settings, env_settings)
+
+
+class SharedRedisServerWarning(UserWarning):
+    """Two Redis tiers point at one server, so their eviction policies cannot differ."""
+
+
+def _redis_server(url: SecretUrl) -> str:
+    parts = urlsplit(url.get_secret_value())
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}"
+
+
+def _field_names() -> set[str]:
+    return set(Settings.model_fields)
+
+
+def _check_unknown(keys: list[str], where: str, env: bool = False) -> None:
+    fields = _field_names()
+
+    def spell(name: str) -> str:
+        return f"{ENV_PREFIX}{name.upper()}" if env else name
+
+    for key in keys:
+        if key.lower() not in fields:
+            near = difflib.get_close_matches(key.lower(), sorted(fields), n=1)
+            hint = f"; did you mean {spell(near[0])}?" if near else ""
+            raise ConfigError(f"unknown setting {spell(key)} in {where}{hint}")
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    section = data.get("tradeos", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [tradeos] must be a table")
+    _check_unknown(list(section), f"config file {path}")
+    return section
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from every layer; raise `ConfigError` naming the first bad key."""
+    env_keys = [
+        k[len(ENV_PREFIX) :]
+        for k in os.environ
+        if k.upper().startswith(ENV_PREFIX) and not k.upper().startswith(_ENV_NOT_SETTINGS)
+    ]
+    _check_unknown(env_keys, "the environment", env=True)
+    _check_unknown([k for k, v in overrides.items() if v is not None], "the overrides")
+
+    path = config_file or os.environ.get(CONFIG_ENV)
+    file_values = _read_config_file(Path(path)) if path else {}
+    env_present = {k.lower() for k in env_keys}
+    # File values sit beneath the environment: drop those the environment sets.
+    layered = {k: v for k, v in file_values.items() if k.lower() not in env_present}
+    layered.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**layered)
+    except PydanticValidationError as e:
+        raise ConfigError(_describe(e, file_values, env_present)) from None
+
+
+def _describe(
+    error: PydanticValidationError, file_values: dict[str, Any], env_present: set[str]
+) -> str:
+    first = error.errors()[0]
+    key = str(first["loc"][0]) if first["loc"] else "settings"
+    if key.lower() in env_present:
+        where = f"{ENV_PREFIX}{key.upper()}"
+    elif key in file_values:
+        where = f"{key} (config file)"
+    else:
+        where = key
+    # Never echo the rejected value: it may be a secret.
+    return f"invalid setting {where}: {first['msg']}"
