@@ -1,0 +1,147 @@
+"""The bar frame every store, provider and backtest exchanges, and its validation.
+
+A bar frame is a pandas DataFrame with the columns of `BAR_COLUMNS`: `ts` is the bar's open time
+as a tz-aware UTC timestamp; `vwap` and `trade_count` may be missing. `validate_bars` is the one
+gate between outside data and a store: it rejects instead of repairing, so tables stay unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.symbols import Timeframe, validate_symbol
+
+BAR_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trade_count",
+)
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+
+def empty_bars() -> pd.DataFrame:
+    """A bar frame with no rows and the right dtypes."""
+    return pd.DataFrame(
+        {
+            "symbol": pd.Series(dtype="string"),
+            "timeframe": pd.Series(dtype="string"),
+            "ts": pd.Series(dtype="datetime64[ns, UTC]"),
+            **{c: pd.Series(dtype="float64") for c in (*PRICE_COLUMNS, "volume", "vwap")},
+            "trade_count": pd.Series(dtype="Int64"),
+        }
+    )
+
+
+def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return a normalised copy of `frame` or raise `ValidationError` saying what is wrong.
+
+    Rejects: missing columns, invalid symbols or timeframes, timestamps that are not on the
+    timeframe's grid, NaN/inf or non-positive prices, negative volumes, high < low, open/close
+    outside [low, high], duplicate (symbol, timeframe, ts).
+    """
+    missing = [c for c in BAR_COLUMNS[:8] if c not in frame.columns]
+    if missing:
+        raise ValidationError(f"bars are missing columns {missing}")
+    out = frame.loc[:, [c for c in BAR_COLUMNS if c in frame.columns]].copy()
+    if out.empty:
+        return empty_bars()
+    for symbol in out["symbol"].unique():
+        validate_symbol(symbol)
+    timeframes = [Timeframe.parse(tf) for tf in out["timeframe"].unique()]
+    out["symbol"] = out["symbol"].astype("string")
+    out["timeframe"] = out["timeframe"].astype("string")
+    out["ts"] = _utc(out["ts"])
+    for col in (*PRICE_COLUMNS, "volume"):
+        out[col] = _finite(out[col], col)
+        if (out[col] < 0).any():
+            raise ValidationError(f"bars have negative {col}")
+    if (out.loc[:, list(PRICE_COLUMNS)] <= 0).any().any():
+        raise ValidationError("bars have a zero price")
+    if (out["high"] < out["low"]).any():
+        raise ValidationError("bars have high < low")
+    for col in ("open", "close"):
+        if ((out[col] > out["high"]) | (out[col] < out["low"])).any():
+            raise ValidationError(f"bars have {col} outside [low, high]")
+    out["vwap"] = pd.to_numeric(out["vwap"], errors="raise").astype("float64") if "vwap" in out else np.nan
+    if "trade_count" in out:
+        counts = pd.to_numeric(out["trade_count"], errors="raise")
+        if (counts.dropna() < 0).any():
+            raise ValidationError("bars have a negative trade_count")
+        out["trade_count"] = counts.astype("Int64")
+    else:
+        out["trade_count"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    for tf in timeframes:
+        rows = out["timeframe"] == tf.value
+        stamps = out.loc[rows, "ts"].astype("int64") // 1_000_000_000
+        if (stamps % tf.seconds != 0).any():
+            raise ValidationError(f"{tf.value} bars have timestamps off the {tf.value} grid")
+    if out.duplicated(["symbol", "timeframe", "ts"]).any():
+        raise ValidationError("bars have duplicate (symbol, timeframe, ts) rows")
+    return out.reset_index(drop=True)
+
+
+def _utc(values: pd.Series) -> pd.Series:
+    try:
+        ts = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError) as e:
+        raise ValidationError(f"bars have unparseable timestamps: {e}") from None
+    if ts.isna().any():
+        raise ValidationError("bars have missing timestamps")
+    return ts.astype("datetime64[ns, UTC]")
+
+
+def _finite(values: pd.Series, name: str) -> pd.Series:
+    try:
+        numbers = pd.to_numeric(values, errors="raise").astype("float64")
+    except (ValueError, TypeError):
+        raise ValidationError(f"bars have a non-numeric {name}") from None
+    if not np.isfinite(numbers.to_numpy()).all():
+        raise ValidationError(f"bars have NaN or infinite {name}")
+    return numbers
+
+
+@runtime_checkable
+class BarStore(Protocol):
+    """Where bars live for research and backtests (seed 004's DataSource protocol).
+
+    The lake (ClickHouse/chdb) and the Postgres/Timescale store both implement it, so swapping
+    one for the other changes no caller.
+    """
+
+    def write_bars(self, bars: pd.DataFrame) -> int:
+        """Validate and store bars idempotently; returns the number of rows given."""
+        ...
+
+    def read_bars(
+        self,
+        symbol: str,
+        timeframe: Timeframe | str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Bars in [start, end), oldest first; with `limit`, the latest `limit` of them."""
+        ...
+
+    def gaps(
+        self, symbol: str, timeframe: Timeframe | str, start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        """Missing intervals in [start, end): columns gap_start, gap_end, missing_bars."""
+        ...
+
+    def coverage(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
+        """Per symbol and timeframe: earliest, latest, bars (the monitoring view of seed 002)."""
+        ...
