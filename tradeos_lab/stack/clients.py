@@ -22,6 +22,7 @@ def make_redis(url: str, *, role: str, client_name: str = "tradeos-lab") -> redi
     if not HIREDIS_AVAILABLE:
         raise StackError("the hiredis parser is not installed; reinstall with `pip install -e .`")
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), RETRIES)
+    tcp_only = {} if url.startswith("unix://") else {"socket_keepalive": True}
     try:
         return redis.Redis.from_url(
             url,
@@ -30,7 +31,7 @@ def make_redis(url: str, *, role: str, client_name: str = "tradeos-lab") -> redi
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             health_check_interval=30,
             socket_connect_timeout=5,
-            socket_keepalive=True,
+            **tcp_only,
         )
     except ValueError as e:
         raise StackError(f"bad {role} URL {redact_url(url)}: {e}") from e

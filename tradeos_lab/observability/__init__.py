@@ -1,0 +1,1 @@
+"""Structured logs, health endpoints and metrics shared by every long-running process."""

@@ -1,0 +1,208 @@
+"""Health of every tier and service, for `tradeos-lab status`, `/healthz` and dashboards.
+
+Each check talks to the real part (PING and policy of each Redis tier, a query on the records and
+the lake, the stack owner's `/healthz`, worker heartbeats) and never raises: a failure is a row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from tradeos_lab.settings import Settings
+from tradeos_lab.stack.embedded import ROLE_POLICY
+from tradeos_lab.stack.runtime import RuntimeInfo, read_runtime, stack_password
+
+STATUS_TIMEOUT_S = 3.0
+
+
+@dataclass
+class PartStatus:
+    """One row of the status table."""
+
+    part: str
+    kind: str  # embedded | server | service
+    state: str  # up | degraded | down
+    target: str = ""
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+@dataclass
+class StatusReport:
+    parts: list[PartStatus]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.state != "down" for p in self.parts)
+
+    def to_json(self) -> str:
+        return json.dumps({"ok": self.ok, "parts": [asdict(p) for p in self.parts]}, indent=2)
+
+    def table(self) -> str:
+        rows = [("PART", "KIND", "STATE", "LATENCY", "TARGET", "DETAIL")]
+        for p in self.parts:
+            latency = f"{p.latency_ms:.1f} ms" if p.latency_ms is not None else "-"
+            rows.append((p.part, p.kind, p.state.upper(), latency, p.target, p.detail))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows]
+        return "\n".join(lines)
+
+
+def _timed(part: str, kind: str, target: str, check: Callable[[], tuple[str, str]]) -> PartStatus:
+    start = time.perf_counter()
+    try:
+        state, detail = check()
+    except Exception as e:  # noqa: BLE001 - a status check reports every failure as a row
+        return PartStatus(part, kind, "down", target, f"{type(e).__name__}: {e}"[:200])
+    return PartStatus(part, kind, state, target, detail, (time.perf_counter() - start) * 1000)
+
+
+def redis_check(url: str, role: str) -> Callable[[], tuple[str, str]]:
+    def check() -> tuple[str, str]:
+        client = redis.Redis.from_url(
+            url, socket_timeout=STATUS_TIMEOUT_S, socket_connect_timeout=STATUS_TIMEOUT_S
+        )
+        try:
+            client.ping()
+            version = client.info("server").get("redis_version", "?")
+            memory = client.info("memory")
+            try:
+                policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
+            except redis.ResponseError:
+                policy = "?"  # managed servers may disable CONFIG
+            detail = f"redis {version}, policy {policy}, used {memory.get('used_memory_human', '?')}"
+            expected = ROLE_POLICY[role]
+            if policy not in (expected, "?"):
+                return "degraded", f"{detail}; the {role} tier wants {expected}"
+            return "up", detail
+        finally:
+            client.close()
+
+    return check
+
+
+def _embedded_redis_urls(settings: Settings, info: RuntimeInfo) -> dict[str, str]:
+    password = stack_password(settings.data_dir.expanduser().resolve())
+    return {role: info.redis_url(role, password) for role in info.redis_sockets}
+
+
+def collect_status(settings: Settings) -> StatusReport:
+    """Check every part of the stack described by `settings`."""
+    parts: list[PartStatus] = []
+    data_dir = settings.data_dir.expanduser().resolve()
+    info = read_runtime(data_dir) if settings.embedded_parts else None
+    owner_report: dict[str, Any] = {}
+    if settings.embedded_parts:
+        if info is None:
+            parts.append(
+                PartStatus("stack", "embedded", "down", str(data_dir), "not running: start it with `tradeos-lab up`")
+            )
+        else:
+            owner = _owner_health(info)
+            owner_report = owner.get("dependencies", {})
+            parts.append(
+                PartStatus(
+                    "stack",
+                    "embedded",
+                    "up" if owner else "degraded",
+                    str(data_dir),
+                    f"owner pid {info.owner_pid} ({info.owner_kind}), version {info.version}",
+                )
+            )
+    embedded_urls = _embedded_redis_urls(settings, info) if info else {}
+    for role in ("bus", "cache", "flags"):
+        url = settings.redis_url(role)  # type: ignore[arg-type]
+        if url is not None:
+            parts.append(_timed(role, "server", url.redacted, redis_check(url.get_secret_value(), role)))
+        elif role in embedded_urls:
+            row = _timed(role, "embedded", info.redis_sockets[role] if info else "", redis_check(embedded_urls[role], role))
+            restarts = owner_report.get(role, {}).get("restarts")
+            if restarts:
+                row.detail += f"; restarted {restarts}x after dying"
+            parts.append(row)
+        else:
+            parts.append(PartStatus(role, "embedded", "down", "", "stack not running"))
+    parts.append(_records_status(settings, info))
+    parts.append(_lake_status(settings, info))
+    parts.extend(_service_rows(settings, embedded_urls))
+    return StatusReport(parts)
+
+
+def _owner_health(info: RuntimeInfo) -> dict[str, Any]:
+    if not info.health_url:
+        return {}
+    try:
+        with urllib.request.urlopen(f"{info.health_url}/healthz", timeout=STATUS_TIMEOUT_S) as r:  # noqa: S310 - loopback URL we wrote
+            return dict(json.loads(r.read()))
+    except Exception:  # noqa: BLE001 - a 503 or a dead owner is reported, not raised
+        return {}
+
+
+def _records_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
+    kind = "server" if settings.records_url else "embedded"
+    if kind == "embedded" and info is None:
+        return PartStatus("records", kind, "down", "", "stack not running")
+
+    def check() -> tuple[str, str]:
+        from tradeos_lab.stores.records import RecordsStore
+
+        store = RecordsStore.open(settings)
+        try:
+            return "up", store.describe()
+        finally:
+            store.close()
+
+    target = settings.records_url.redacted if settings.records_url else str(settings.data_dir / "records.db")
+    return _timed("records", kind, target, check)
+
+
+def _lake_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
+    kind = "server" if settings.lake_url else "embedded"
+    if kind == "embedded" and (info is None or not info.lake_gateway):
+        return PartStatus("lake", kind, "down", "", "stack not running")
+
+    def check() -> tuple[str, str]:
+        from tradeos_lab.stores.lake import Lake
+
+        if kind == "embedded" and info is not None and info.lake_gateway:
+            lake = Lake.over_gateway(info.lake_gateway, token=stack_password(settings.data_dir.expanduser().resolve()))
+        else:
+            lake = Lake.open(settings)
+        try:
+            version = lake.query("SELECT version() AS v")["v"].iloc[0]
+            return "up", f"clickhouse {version}"
+        finally:
+            lake.close()
+
+    target = settings.lake_url.redacted if settings.lake_url else (info.lake_gateway or "") if info else ""
+    return _timed("lake", kind, target, check)
+
+
+def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[PartStatus]:
+    """Workers seen in the flags tier's registry: up while their heartbeat is fresh."""
+    url = settings.flags_url.get_secret_value() if settings.flags_url else embedded_urls.get("flags")
+    if url is None:
+        return []
+    from tradeos_lab.keys import Keys
+    from tradeos_lab.tiers.flags import Flags
+
+    client = redis.Redis.from_url(url, socket_timeout=STATUS_TIMEOUT_S)
+    try:
+        workers = Flags(client, keys=Keys(settings.namespace), settings=settings).workers()
+    except redis.RedisError:
+        return []
+    finally:
+        client.close()
+    rows = []
+    for w in workers:
+        state = "up" if w.alive else "down"
+        detail = f"last heartbeat {w.age_seconds:.0f}s ago"
+        rows.append(PartStatus(w.name, "service", state, w.health_url or "", detail))
+    return rows
