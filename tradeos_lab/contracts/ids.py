@@ -1,0 +1,69 @@
+"""Time-ordered message ids (UUIDv7, RFC 9562).
+
+Ids sort by creation time, so a stream, a log or a table ordered by id is ordered by time, and
+the time a message was made can be read back from its id. Within one process ids are strictly
+increasing, even when several are made in the same millisecond or the clock steps back.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+
+from tradeos_lab.errors import ContractError
+
+MESSAGE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+_MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN.removeprefix("^").removesuffix("$"))
+
+_COUNTER_MAX = 0xFFF  # the 12 bits of `rand_a`, used as a counter (RFC 9562 method 1)
+
+
+class _Clock:
+    """The last millisecond and counter handed out, so ids never go backwards."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_ms = 0
+        self.counter = 0
+
+    def tick(self) -> tuple[int, int]:
+        with self.lock:
+            now_ms = time.time_ns() // 1_000_000
+            if now_ms > self.last_ms:
+                self.last_ms = now_ms
+                # a random start with the top bit clear leaves room for 2048 more ids this ms
+                self.counter = secrets.randbits(11)
+            else:
+                # same millisecond, or the clock stepped back: keep counting from the last id
+                self.counter += 1
+                if self.counter > _COUNTER_MAX:
+                    self.last_ms += 1
+                    self.counter = secrets.randbits(11)
+            return self.last_ms, self.counter
+
+
+_clock = _Clock()
+
+
+def new_message_id() -> str:
+    """A new UUIDv7 as a lowercase canonical string, greater than every earlier one here."""
+    ms, counter = _clock.tick()
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | secrets.randbits(62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def is_message_id(value: object) -> bool:
+    """True when `value` is a canonical lowercase UUIDv7 string."""
+    return isinstance(value, str) and _MESSAGE_ID.fullmatch(value) is not None
+
+
+def message_id_time(message_id: str) -> datetime:
+    """The UTC millisecond at which `message_id` was made."""
+    if not is_message_id(message_id):
+        raise ContractError(f"{message_id!r} is not a UUIDv7 message id")
+    ms = int(message_id[:8] + message_id[9:13], 16)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

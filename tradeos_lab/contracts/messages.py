@@ -1,0 +1,486 @@
+"""The envelope every message shares, one message class per schema, and the stream registry.
+
+Messages are immutable: a stage never edits what it received, it emits new messages with
+`derive(parent, payload, producer=...)`, which keeps the parent's correlation id (the whole
+chain from bar to fill shares it) and points `causation_id` at the parent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar, cast, overload
+
+from pydantic import Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from tradeos_lab.contracts.base import ContractModel
+from tradeos_lab.contracts.ids import new_message_id
+from tradeos_lab.contracts.payloads import (
+    Audit,
+    Bar,
+    Fill,
+    Intent,
+    ModifiedSignal,
+    Order,
+    Payload,
+    Position,
+    Quote,
+    RawSignal,
+    RiskEvent,
+    Trade,
+)
+from tradeos_lab.contracts.types import (
+    ExternalId,
+    MessageId,
+    Name,
+    SemVer,
+    UtcDatetime,
+)
+from tradeos_lab.errors import ContractError
+from tradeos_lab.keys import Stream
+
+P = TypeVar("P", bound=Payload)
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """`"1.2.3"` -> `(1, 2, 3)`; raises `ContractError` for anything that is not semver."""
+    parts = version.split(".")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+        raise ContractError(f"version {version!r} is not MAJOR.MINOR.PATCH")
+    major, minor, patch = (int(p) for p in parts)
+    return major, minor, patch
+
+
+class Envelope(ContractModel, Generic[P]):
+    """Who made a message, when, in answer to what, under which schema version; and its body."""
+
+    SCHEMA: ClassVar[str] = ""
+    VERSION: ClassVar[str] = ""
+    STREAM: ClassVar[Stream]
+    PAYLOAD: ClassVar[type[Payload]]
+
+    schema_name: Name = Field(alias="schema", description="The schema name, e.g. market_data.bar.")
+    version: SemVer = Field(
+        description="Schema version the producer wrote; readers accept any minor up to theirs."
+    )
+    message_id: MessageId = Field(description="UUIDv7, unique and time-ordered.")
+    correlation_id: ExternalId = Field(
+        description="Shared by every message of one chain (bar -> signal -> ... -> fill)."
+    )
+    causation_id: MessageId | None = Field(
+        description="The message this one answers; null for the first of a chain."
+    )
+    producer: Name = Field(description="The service or notebook that made it.")
+    produced_at: UtcDatetime
+    payload: P
+
+    @classmethod
+    def major(cls) -> int:
+        return parse_version(cls.VERSION)[0]
+
+    @model_validator(mode="after")
+    def _matches_class(self) -> Self:
+        cls = type(self)
+        if self.schema_name != cls.SCHEMA:
+            raise ValueError(f"schema {self.schema_name!r} sent to the {cls.SCHEMA} model")
+        major, minor, _ = parse_version(self.version)
+        own_major, own_minor, _ = parse_version(cls.VERSION)
+        if major != own_major:
+            raise ValueError(f"version {self.version} is not major {own_major}")
+        if minor > own_minor:
+            raise ValueError(
+                f"version {self.version} is newer than this reader's {cls.VERSION}; "
+                "upgrade consumers before producers"
+            )
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        target = handler.resolve_ref_schema(schema)
+        if cls.SCHEMA:
+            props = target["properties"]
+            props["schema"] = {"const": cls.SCHEMA, "type": "string"} | {
+                "description": props["schema"].get("description", "")
+            }
+            props["version"]["pattern"] = (
+                rf"^{cls.major()}\.(0|[1-9][0-9]{{0,5}})\.(0|[1-9][0-9]{{0,5}})$"
+            )
+        return schema
+
+
+# ---- one message class per schema --------------------------------------------------------------
+
+
+class BarMessage(Envelope[Bar]):
+    """A closed OHLCV bar from Ingestion."""
+
+    SCHEMA = Bar.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.MARKET_DATA
+    PAYLOAD = Bar
+
+
+class QuoteMessage(Envelope[Quote]):
+    """A top-of-book quote tick from Ingestion."""
+
+    SCHEMA = Quote.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.MARKET_DATA
+    PAYLOAD = Quote
+
+
+class TradeMessage(Envelope[Trade]):
+    """A trade tick from Ingestion."""
+
+    SCHEMA = Trade.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.MARKET_DATA
+    PAYLOAD = Trade
+
+
+class RawSignalMessage(Envelope[RawSignal]):
+    """A strategy's signal from the Signal Engine."""
+
+    SCHEMA = RawSignal.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.SIGNALS_RAW
+    PAYLOAD = RawSignal
+
+
+class ModifiedSignalMessage(Envelope[ModifiedSignal]):
+    """A signal after the Signal Modifier."""
+
+    SCHEMA = ModifiedSignal.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.SIGNALS_MODIFIED
+    PAYLOAD = ModifiedSignal
+
+
+class IntentMessage(Envelope[Intent]):
+    """An order intent cleared by Feasibility."""
+
+    SCHEMA = Intent.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.INTENTS
+    PAYLOAD = Intent
+
+
+class OrderMessage(Envelope[Order]):
+    """An order status from Execution."""
+
+    SCHEMA = Order.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.ORDERS
+    PAYLOAD = Order
+
+
+class FillMessage(Envelope[Fill]):
+    """A broker execution from Execution."""
+
+    SCHEMA = Fill.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.FILLS_RAW
+    PAYLOAD = Fill
+
+
+class PositionMessage(Envelope[Position]):
+    """A position update from Execution."""
+
+    SCHEMA = Position.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.POSITIONS
+    PAYLOAD = Position
+
+
+class RiskEventMessage(Envelope[RiskEvent]):
+    """A risk event from any service."""
+
+    SCHEMA = RiskEvent.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.RISK_EVENTS
+    PAYLOAD = RiskEvent
+
+
+class AuditMessage(Envelope[Audit]):
+    """An audit record from any service or notebook."""
+
+    SCHEMA = Audit.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.AUDIT
+    PAYLOAD = Audit
+
+
+Message: TypeAlias = (
+    BarMessage
+    | QuoteMessage
+    | TradeMessage
+    | RawSignalMessage
+    | ModifiedSignalMessage
+    | IntentMessage
+    | OrderMessage
+    | FillMessage
+    | PositionMessage
+    | RiskEventMessage
+    | AuditMessage
+)
+"""Any message a reader of this version can decode."""
+
+# ---- registry ---------------------------------------------------------------------------------
+
+MESSAGE_TYPES: tuple[type[Envelope[Any]], ...] = (
+    BarMessage,
+    QuoteMessage,
+    TradeMessage,
+    RawSignalMessage,
+    ModifiedSignalMessage,
+    IntentMessage,
+    OrderMessage,
+    FillMessage,
+    PositionMessage,
+    RiskEventMessage,
+    AuditMessage,
+)
+"""Every (schema, major) this reader knows. An old major stays listed while it is still read."""
+
+_BY_KEY: dict[tuple[str, int], type[Envelope[Any]]] = {
+    (c.SCHEMA, c.major()): c for c in MESSAGE_TYPES
+}
+_LATEST: dict[str, type[Envelope[Any]]] = {}
+for _cls in MESSAGE_TYPES:
+    if _cls.SCHEMA not in _LATEST or _cls.major() > _LATEST[_cls.SCHEMA].major():
+        _LATEST[_cls.SCHEMA] = _cls
+_BY_PAYLOAD: dict[type[Payload], type[Envelope[Any]]] = {c.PAYLOAD: c for c in _LATEST.values()}
+
+STREAM_SCHEMAS: Mapping[Stream, frozenset[str]] = MappingProxyType(
+    {s: frozenset(c.SCHEMA for c in MESSAGE_TYPES if c.STREAM is s) for s in Stream}
+)
+"""Which schemas each stream carries; the bus rejects any other."""
+
+
+def schema_names() -> tuple[str, ...]:
+    """Every schema name, in pipeline order."""
+    return tuple(_LATEST)
+
+
+def schema_for(name: str, major: int | None = None) -> type[Envelope[Any]]:
+    """The message class for a schema name (the newest major unless `major` is given)."""
+    if name not in _LATEST:
+        raise ContractError(f"unknown schema {name!r}; known: {', '.join(_LATEST)}")
+    if major is None:
+        return _LATEST[name]
+    try:
+        return _BY_KEY[(name, major)]
+    except KeyError:
+        known = sorted(m for (n, m) in _BY_KEY if n == name)
+        raise ContractError(
+            f"unsupported major version {major} of {name}; this reader knows {known}"
+        ) from None
+
+
+def stream_for(name: str) -> Stream:
+    """The stream a schema travels on."""
+    return schema_for(name).STREAM
+
+
+@overload
+def new_message(
+    payload: Bar,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> BarMessage: ...
+@overload
+def new_message(
+    payload: Quote,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> QuoteMessage: ...
+@overload
+def new_message(
+    payload: Trade,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> TradeMessage: ...
+@overload
+def new_message(
+    payload: RawSignal,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> RawSignalMessage: ...
+@overload
+def new_message(
+    payload: ModifiedSignal,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> ModifiedSignalMessage: ...
+@overload
+def new_message(
+    payload: Intent,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> IntentMessage: ...
+@overload
+def new_message(
+    payload: Order,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> OrderMessage: ...
+@overload
+def new_message(
+    payload: Fill,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> FillMessage: ...
+@overload
+def new_message(
+    payload: Position,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> PositionMessage: ...
+@overload
+def new_message(
+    payload: RiskEvent,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> RiskEventMessage: ...
+@overload
+def new_message(
+    payload: Audit,
+    *,
+    producer: str,
+    correlation_id: str | None = ...,
+    produced_at: datetime | None = ...,
+) -> AuditMessage: ...
+def new_message(
+    payload: Payload,
+    *,
+    producer: str,
+    correlation_id: str | None = None,
+    produced_at: datetime | None = None,
+) -> Message:
+    """Wrap `payload` in a fresh envelope that starts a chain (or joins `correlation_id`)."""
+    message_id = new_message_id()
+    return _build(
+        payload,
+        producer=producer,
+        message_id=message_id,
+        correlation_id=correlation_id or message_id,
+        causation_id=None,
+        produced_at=produced_at,
+    )
+
+
+@overload
+def derive(
+    parent: Envelope[Any], payload: Bar, *, producer: str, produced_at: datetime | None = ...
+) -> BarMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: Quote, *, producer: str, produced_at: datetime | None = ...
+) -> QuoteMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: Trade, *, producer: str, produced_at: datetime | None = ...
+) -> TradeMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: RawSignal, *, producer: str, produced_at: datetime | None = ...
+) -> RawSignalMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any],
+    payload: ModifiedSignal,
+    *,
+    producer: str,
+    produced_at: datetime | None = ...,
+) -> ModifiedSignalMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: Intent, *, producer: str, produced_at: datetime | None = ...
+) -> IntentMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: Order, *, producer: str, produced_at: datetime | None = ...
+) -> OrderMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: Fill, *, producer: str, produced_at: datetime | None = ...
+) -> FillMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: Position, *, producer: str, produced_at: datetime | None = ...
+) -> PositionMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: RiskEvent, *, producer: str, produced_at: datetime | None = ...
+) -> RiskEventMessage: ...
+@overload
+def derive(
+    parent: Envelope[Any], payload: Audit, *, producer: str, produced_at: datetime | None = ...
+) -> AuditMessage: ...
+def derive(
+    parent: Envelope[Any],
+    payload: Payload,
+    *,
+    producer: str,
+    produced_at: datetime | None = None,
+) -> Message:
+    """A new message caused by `parent`: same correlation id, `causation_id` = parent's id."""
+    return _build(
+        payload,
+        producer=producer,
+        message_id=new_message_id(),
+        correlation_id=parent.correlation_id,
+        causation_id=parent.message_id,
+        produced_at=produced_at,
+    )
+
+
+def _build(
+    payload: Payload,
+    *,
+    producer: str,
+    message_id: str,
+    correlation_id: str,
+    causation_id: str | None,
+    produced_at: datetime | None,
+) -> Message:
+    cls = _BY_PAYLOAD.get(type(payload))
+    if cls is None:
+        raise ContractError(f"{type(payload).__name__} is not a message payload")
+    message = cls(
+        schema=cls.SCHEMA,
+        version=cls.VERSION,
+        message_id=message_id,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        producer=producer,
+        produced_at=produced_at or datetime.now(UTC),
+        payload=payload,
+    )
+    return cast(Message, message)

@@ -1,0 +1,149 @@
+"""Field types shared by every message: bounded strings, finite numbers, UTC times, ids.
+
+Each type carries its JSON Schema constraints, so the committed schemas say the same as the
+models. Rules a JSON Schema cannot express (a symbol's look-alike letters, a time's range) are
+enforced by validators and named in the field's description.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, TypeAlias
+
+from pydantic import AfterValidator, AwareDatetime, Field, JsonValue, StringConstraints
+from pydantic.json_schema import WithJsonSchema
+
+from tradeos_lab.contracts.ids import MESSAGE_ID_PATTERN
+from tradeos_lab.symbols import validate_symbol
+
+# ---- strings ----------------------------------------------------------------------------------
+
+SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9./-]{0,19}$"
+"""The JSON Schema twin of `validate_symbol` (a test proves they agree)."""
+
+
+def _symbol(value: str) -> str:
+    return validate_symbol(value)
+
+
+Symbol: TypeAlias = Annotated[
+    str,
+    AfterValidator(_symbol),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 20,
+            "pattern": SYMBOL_PATTERN,
+            "description": "Ticker or pair in ASCII: A-Z, 0-9, '.', '-', '/' (BRK.B, BTC-USD).",
+        }
+    ),
+]
+
+MessageId: TypeAlias = Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
+"""A UUIDv7 made by `new_message_id`; sorts by creation time."""
+
+ExternalId: TypeAlias = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+]
+"""An id made elsewhere (broker order id, execution id, client order id, run id)."""
+
+Name: TypeAlias = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")]
+"""A machine name: a service, strategy, feature, check, modifier, regime or action."""
+
+Ref: TypeAlias = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9*][A-Za-z0-9_.:@/*=-]{0,127}$")
+]
+"""What something applies to: `global`, `symbol:AAPL`, `stream:orders`, `kill:strategy:momo`."""
+
+Currency: TypeAlias = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2,10}$")]
+
+SEMVER_PATTERN = r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$"
+SemVer: TypeAlias = Annotated[str, StringConstraints(pattern=SEMVER_PATTERN)]
+
+
+def _clean_text(value: str) -> str:
+    # Surrogates cannot be written as UTF-8 and control characters hide text in logs and terminals.
+    for ch in value:
+        code = ord(ch)
+        if (code < 0x20 and ch not in "\t\n\r") or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"text contains the control or surrogate character U+{code:04X}")
+    return value
+
+
+ShortText: TypeAlias = Annotated[
+    str, StringConstraints(min_length=1, max_length=256), AfterValidator(_clean_text)
+]
+"""Human text up to 256 characters with no control characters (tab and newline allowed)."""
+
+LongText: TypeAlias = Annotated[
+    str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_clean_text)
+]
+"""Human text up to 4000 characters with no control characters (tab and newline allowed)."""
+
+# ---- numbers ----------------------------------------------------------------------------------
+
+Finite: TypeAlias = Annotated[float, Field(allow_inf_nan=False)]
+Price: TypeAlias = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Quantity: TypeAlias = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative: TypeAlias = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Strength: TypeAlias = Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
+Probability: TypeAlias = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Count: TypeAlias = Annotated[int, Field(ge=0, le=2**53)]
+
+# ---- times ------------------------------------------------------------------------------------
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    value = value.astimezone(UTC)
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError(f"time {value.isoformat()} is outside 1970..2199")
+    return value
+
+
+UtcDatetime: TypeAlias = Annotated[
+    AwareDatetime,
+    AfterValidator(_utc),
+    Field(description="RFC 3339 time with an offset, stored as UTC, in 1970..2199."),
+]
+
+# ---- JSON values (audit old/new values, risk event data) ---------------------------------------
+
+MAX_JSON_DEPTH = 8
+
+
+def _check_json(value: JsonValue, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON value is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("JSON value holds a NaN or infinite number")
+    if isinstance(value, str):
+        _clean_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _clean_text(key)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+
+
+def _json_value(value: JsonValue) -> JsonValue:
+    _check_json(value)
+    return value
+
+
+Json: TypeAlias = Annotated[
+    JsonValue,
+    AfterValidator(_json_value),
+    WithJsonSchema({"description": f"Any JSON value, finite numbers, depth <= {MAX_JSON_DEPTH}."}),
+]
+
+Int64: TypeAlias = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+Scalar: TypeAlias = bool | Int64 | Finite | ShortText | None
+"""A value in a flat data map: a boolean, an integer, a finite number, short text or null."""
