@@ -6,10 +6,14 @@ share one server without touching each other. Stream names are the seed's (`sign
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tradeos_lab.errors import ValidationError
 from tradeos_lab.symbols import Timeframe, validate_symbol
+
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class Stream(StrEnum):
@@ -44,6 +48,21 @@ class Keys:
 
     def stream_pattern(self) -> str:
         return self._k("stream", "*")
+
+    @staticmethod
+    def group(name: str) -> str:
+        """A consumer-group or consumer name (not namespaced: it lives inside a stream key)."""
+        if not _GROUP_NAME.fullmatch(name):
+            raise ValidationError(f"bad group or consumer name {name!r}: 1-64 of [A-Za-z0-9_.:-]")
+        return name
+
+    def effect_done(self, group: str, message_id: str) -> str:
+        """Marker that `group` applied the effect of `message_id` (idempotent consumers)."""
+        return self._k("bus", "done", group, message_id)
+
+    def trim_loss_reported(self, stream: Stream | str, group: str, marker: str) -> str:
+        """Marker that one trimmed-before-delivery gap of `group` was already reported."""
+        return self._k("bus", "trimloss", Stream(stream).value, group, marker)
 
     # ---- cache ----------------------------------------------------------------------------
     def price(self, symbol: str) -> str:
@@ -85,6 +104,10 @@ class Keys:
 
     def kill_switch_pattern(self) -> str:
         return self._k("kill", "*")
+
+    def kill_switches(self) -> str:
+        """The one hash holding every kill switch plus the `armed` sentinel (see tiers.flags)."""
+        return self._k("killswitches")
 
     def rate_limit(self, name: str) -> str:
         return self._k("ratelimit", name)

@@ -1,0 +1,1 @@
+"""The three Redis tiers: stream bus, live-state cache and ephemeral flags."""
