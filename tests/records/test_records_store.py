@@ -1,0 +1,324 @@
+"""RecordsStore behaviour on SQLite and PostgreSQL: idempotent writes, history, attribution."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tradeos_lab.errors import StoreError, ValidationError
+from tradeos_lab.stores.records import (
+    ConfigChange,
+    Fill,
+    Order,
+    Position,
+    RecordsStore,
+    SignalOutcome,
+    SystemConfig,
+    Trade,
+)
+
+T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+
+
+def _count(store: RecordsStore, model: type[Fill] | type[Order] | type[Trade]) -> int:
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _order(store: RecordsStore, cid: str = "ord-1", **extra: object) -> bool:
+    return store.record_order(
+        client_order_id=cid, symbol="AAPL", side="buy", qty=10, correlation_id="corr-1", **extra
+    )  # type: ignore[arg-type]
+
+
+def _fill(store: RecordsStore, eid: str = "exec-1", at: datetime = T0) -> bool:
+    return store.record_fill(
+        execution_id=eid,
+        client_order_id="ord-1",
+        symbol="AAPL",
+        side="buy",
+        qty=10,
+        price=187.25,
+        filled_at=at,
+        fee=0.01,
+    )
+
+
+def test_seeded_profiles_have_documented_limits_in_increasing_risk(store: RecordsStore) -> None:
+    profiles = store.profiles()
+    assert [p.name for p in profiles] == ["Conservative", "Balanced", "Aggressive"]
+    for field in (
+        "max_position_pct",
+        "max_daily_loss_pct",
+        "max_leverage",
+        "risk_per_trade_pct",
+        "max_open_positions",
+        "max_drawdown_pct",
+    ):
+        values = [getattr(p, field) for p in profiles]
+        assert values == sorted(values), field
+        assert values[0] < values[-1], field
+    confidence = [p.min_signal_confidence for p in profiles]
+    assert confidence == sorted(confidence, reverse=True)
+    assert store.profile("Balanced").max_leverage == 2.0
+    with pytest.raises(ValidationError):
+        store.profile("YOLO")
+
+
+def test_seeded_config_has_hero_signals_and_thresholds(store: RecordsStore) -> None:
+    assert store.get_config("hero_signals") == []
+    assert store.get_config("signal_confidence_threshold") == 0.6
+    assert store.get_config("active_policy_profile") == "Balanced"
+    assert store.get_config("not_there", default=42) == 42
+
+
+def test_order_recorded_once_per_client_order_id(store: RecordsStore) -> None:
+    assert _order(store) is True
+    assert _order(store) is False
+    assert _count(store, Order) == 1
+    store.update_order_status("ord-1", "filled", broker_order_id="brk-9")
+    with store.session() as s:
+        order = s.scalars(select(Order)).one()
+        assert (order.status, order.broker_order_id) == ("filled", "brk-9")
+        assert order.updated_at.tzinfo is not None
+
+
+def test_duplicate_fill_by_execution_id_is_not_duplicated(store: RecordsStore) -> None:
+    _order(store)
+    assert _fill(store) is True
+    assert _fill(store) is False
+    # A broker re-reporting the execution with another timestamp is still the same execution.
+    assert _fill(store, at=T0 + timedelta(seconds=3)) is False
+    assert _fill(store, eid="exec-2") is True
+    assert _count(store, Fill) == 2
+
+
+def test_fill_for_an_unknown_order_is_refused_by_the_foreign_key(store: RecordsStore) -> None:
+    with pytest.raises(StoreError, match="constraint"):
+        _fill(store)
+    assert _count(store, Fill) == 0
+
+
+def test_trade_recorded_once_per_execution(store: RecordsStore) -> None:
+    _order(store)
+    kwargs = {
+        "execution_id": "exec-1",
+        "client_order_id": "ord-1",
+        "correlation_id": "corr-1",
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 10,
+        "price": 187.25,
+        "executed_at": T0,
+    }
+    assert store.record_trade(**kwargs) is True  # type: ignore[arg-type]
+    assert store.record_trade(**kwargs) is False  # type: ignore[arg-type]
+    assert _count(store, Trade) == 1
+
+
+def test_attribution_chain_queryable_from_any_link(store: RecordsStore) -> None:
+    _order(store, intent_id="intent-1")
+    _fill(store)
+    store.record_trade(
+        execution_id="exec-1",
+        client_order_id="ord-1",
+        correlation_id="corr-1",
+        market_data_message_id="1709303400000-0",
+        raw_signal_id="sig-raw-1",
+        modified_signal_id="sig-mod-1",
+        intent_id="intent-1",
+        strategy="rsi_reversion",
+        symbol="AAPL",
+        side="buy",
+        qty=10,
+        price=187.25,
+        executed_at=T0,
+    )
+    store.record_signal_outcome(
+        signal_id="sig-raw-1",
+        signal_at=T0 - timedelta(seconds=2),
+        symbol="AAPL",
+        outcome="win",
+        slippage_bps=1.5,
+        pnl=42.0,
+        holding_seconds=3600,
+        execution_id="exec-1",
+        closed_at=T0 + timedelta(hours=1),
+    )
+    found = [
+        store.attribution(correlation_id="corr-1"),
+        store.attribution(signal_id="sig-raw-1"),
+        store.attribution(signal_id="sig-mod-1"),
+        store.attribution(execution_id="exec-1"),
+    ]
+    for chains in found:
+        assert len(chains) == 1
+        chain = chains[0]
+        trade = chain.trade
+        assert (
+            trade.market_data_message_id,
+            trade.raw_signal_id,
+            trade.modified_signal_id,
+            trade.intent_id,
+            chain.order.client_order_id,
+            chain.fill.execution_id if chain.fill else None,
+            trade.correlation_id,
+        ) == (
+            "1709303400000-0",
+            "sig-raw-1",
+            "sig-mod-1",
+            "intent-1",
+            "ord-1",
+            "exec-1",
+            "corr-1",
+        )
+        assert chain.order.intent_id == trade.intent_id
+        assert chain.fill is not None
+        assert chain.fill.price == 187.25
+        assert chain.outcome is not None
+        assert chain.outcome.pnl == 42.0
+        assert trade.executed_at == T0
+    assert store.attribution(correlation_id="other") == []
+    with pytest.raises(ValidationError):
+        store.attribution(correlation_id="corr-1", execution_id="exec-1")
+
+
+def test_config_change_history_kept_with_who_when_old_new_and_why(store: RecordsStore) -> None:
+    assert store.set_config(
+        "hero_signals", ["rsi_14", "macd"], changed_by="agent", reason="weekly re-optimisation"
+    )
+    assert store.set_config("hero_signals", ["macd"], changed_by="alice", reason="rsi decayed")
+    assert not store.set_config("hero_signals", ["macd"], changed_by="bob", reason="no change")
+    assert store.get_config("hero_signals") == ["macd"]
+    history = store.config_history("hero_signals")
+    assert [(h.old_value, h.new_value, h.changed_by) for h in history] == [
+        (None, [], "migration 0001"),
+        ([], ["rsi_14", "macd"], "agent"),
+        (["rsi_14", "macd"], ["macd"], "alice"),
+    ]
+    assert history[-1].reason == "rsi decayed"
+    assert all(h.changed_at.tzinfo is not None for h in history)
+    assert history[0].changed_at <= history[1].changed_at <= history[2].changed_at
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("Hero Signals", 1, "bad key"),
+        ("x'; DROP TABLE system_config;--", 1, "bad key"),
+        ("threshold", math.nan, "NaN is not JSON"),
+        ("threshold", object(), "not JSON"),
+        ("threshold", None, "null"),
+        ("threshold", 0.7, "   "),
+    ],
+)
+def test_bad_config_changes_are_refused_and_change_nothing(
+    store: RecordsStore, key: str, value: object, reason: str
+) -> None:
+    def state() -> list[tuple[object, ...]]:
+        with store.session() as s:
+            config = s.execute(select(SystemConfig.key, SystemConfig.value)).all()
+            history = s.execute(select(ConfigChange.id, ConfigChange.new_value)).all()
+        return sorted(tuple(r) for r in config) + sorted(tuple(r) for r in history)
+
+    before = state()
+    with pytest.raises(ValidationError):
+        store.set_config(key, value, changed_by="alice", reason=reason)
+    assert state() == before
+
+
+def test_backtest_run_lifecycle(store: RecordsStore) -> None:
+    run_id = store.start_backtest(
+        strategy="rsi_reversion",
+        parameters={"window": 14, "entry": 30},
+        data_start=T0 - timedelta(days=365),
+        data_end=T0,
+        data_hash="sha256:abc123",
+        code_version="0.1.0+g93784b2",
+    )
+    run = store.backtest(run_id)
+    assert (run.state, run.results, run.finished_at) == ("running", None, None)
+    assert run.parameters == {"window": 14, "entry": 30}
+    done = store.finish_backtest(run_id, results={"sharpe": 1.4, "trades": 212})
+    assert done.state == "succeeded"
+    assert done.results == {"sharpe": 1.4, "trades": 212}
+    assert done.finished_at is not None
+    assert run.started_at is not None
+    assert done.finished_at >= run.started_at
+    with pytest.raises(ValidationError, match="already succeeded"):
+        store.finish_backtest(run_id, error="late")
+
+    failed = store.start_backtest(
+        strategy="rsi_reversion",
+        parameters={},
+        data_start=T0 - timedelta(days=1),
+        data_end=T0,
+        data_hash="sha256:def",
+        code_version="0.1.0",
+    )
+    assert store.finish_backtest(failed, error="no data").state == "failed"
+    with pytest.raises(ValidationError, match="before"):
+        store.start_backtest(
+            strategy="x",
+            parameters={},
+            data_start=T0,
+            data_end=T0,
+            data_hash="h",
+            code_version="v",
+        )
+
+
+def test_position_snapshots_keep_history_and_latest_wins(store: RecordsStore) -> None:
+    first = [Position("AAPL", 10, 187.0, 188.0, 10.0), Position("MSFT", 5, 400.0)]
+    second = [Position("AAPL", 15, 187.5, 190.0, 37.5)]
+    assert store.snapshot_positions(first, at=T0) == 2
+    assert store.snapshot_positions(second, at=T0 + timedelta(minutes=1)) == 1
+    # Re-writing the same instant replaces it rather than adding rows.
+    store.snapshot_positions([Position("AAPL", 20, 187.5)], at=T0 + timedelta(minutes=1))
+    latest = store.latest_positions()
+    assert [(p.symbol, p.qty) for p in latest] == [("AAPL", 20.0)]
+    assert latest[0].snapshot_at == T0 + timedelta(minutes=1)
+    assert store.latest_positions("other") == []
+
+
+def test_signal_outcome_revised_not_duplicated(store: RecordsStore) -> None:
+    common = {"signal_id": "sig-1", "signal_at": T0, "symbol": "BTC-USD"}
+    store.record_signal_outcome(**common, outcome="unfilled")  # type: ignore[arg-type]
+    store.record_signal_outcome(**common, outcome="loss", pnl=-3.0, slippage_bps=4.2)  # type: ignore[arg-type]
+    chains = store.attribution(signal_id="sig-1")
+    assert chains == []  # no trade, but the outcome itself is stored once:
+    with store.session() as s:
+        rows = s.scalars(select(SignalOutcome)).all()
+    assert [(r.outcome, r.pnl, r.slippage_bps) for r in rows] == [("loss", -3.0, 4.2)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"symbol": "AAPL'; DROP TABLE orders;--"},
+        {"symbol": "АAPL"},  # Cyrillic A
+        {"symbol": ""},
+        {"side": "hold"},
+        {"qty": -1},
+        {"qty": math.nan},
+        {"client_order_id": ""},
+        {"client_order_id": "x" * 10_000},
+        {"at": datetime(2024, 1, 1)},  # naive: which zone?
+    ],
+)
+def test_bad_orders_are_refused_and_tables_unchanged(
+    store: RecordsStore, bad: dict[str, object]
+) -> None:
+    kwargs: dict[str, object] = {
+        "client_order_id": "ord-x",
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 1,
+        **bad,
+    }
+    with pytest.raises(ValidationError):
+        store.record_order(**kwargs)  # type: ignore[arg-type]
+    assert _count(store, Order) == 0

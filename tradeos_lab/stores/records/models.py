@@ -1,0 +1,241 @@
+"""The durable business records (seed 000, layer 4) as typed SQLAlchemy 2 models.
+
+The schema itself is owned by the Alembic migrations in `migrations/versions/`; these models
+mirror it (a test compares them) and are what the store and notebooks query with.
+
+The attribution chain of a trade follows the stream pipeline of seed 000:
+`market_data` message -> `signals.raw` signal -> `signals.modified` signal -> `intents` intent ->
+order (`client_order_id`) -> fill (broker `execution_id`), all sharing one `correlation_id`.
+
+Time-series tables (fills, position snapshots, signal outcomes) carry their time column in the
+primary key so that TimescaleDB can turn them into hypertables without a schema change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tradeos_lab.stores.records.sqltypes import BigId, JSONDoc, UTCDateTime
+
+# Deterministic constraint names, so migrations can drop them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ORDER_SIDES = ("buy", "sell")
+BACKTEST_STATES = ("pending", "running", "succeeded", "failed")
+SIGNAL_OUTCOMES = ("win", "loss", "flat", "unfilled", "expired")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONDoc,
+        uuid.UUID: Uuid(),
+        float: Double(),
+    }
+
+
+class Order(Base):
+    """An order the Execution stage placed; `client_order_id` is our idempotency key."""
+
+    __tablename__ = "orders"
+    __table_args__ = (CheckConstraint(_in("side", ORDER_SIDES), name="side"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    broker_order_id: Mapped[str | None] = mapped_column(String(64))
+    intent_id: Mapped[str | None] = mapped_column(String(64))
+    correlation_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    symbol: Mapped[str] = mapped_column(String(20))
+    side: Mapped[str] = mapped_column(String(4))
+    order_type: Mapped[str] = mapped_column(String(16))
+    qty: Mapped[float]
+    limit_price: Mapped[float | None]
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Fill(Base):
+    """One broker execution; recorded once per `execution_id` however often it is reported."""
+
+    __tablename__ = "fills"
+    __table_args__ = (
+        CheckConstraint(_in("side", ORDER_SIDES), name="side"),
+        # Dropped when fills becomes a hypertable (unique indexes must include filled_at there);
+        # RecordsStore.record_fill checks the execution id itself, so behaviour is the same.
+        Index("uq_fills_execution_id", "execution_id", unique=True),
+    )
+
+    execution_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filled_at: Mapped[datetime] = mapped_column(primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("orders.client_order_id"), index=True
+    )
+    broker: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(20))
+    side: Mapped[str] = mapped_column(String(4))
+    qty: Mapped[float]
+    price: Mapped[float]
+    fee: Mapped[float]
+
+
+class Trade(Base):
+    """A filled order with its full attribution chain, so every P&L traces back to its data."""
+
+    __tablename__ = "trades"
+    __table_args__ = (CheckConstraint(_in("side", ORDER_SIDES), name="side"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    correlation_id: Mapped[str] = mapped_column(String(64), index=True)
+    market_data_message_id: Mapped[str | None] = mapped_column(String(64))
+    raw_signal_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    modified_signal_id: Mapped[str | None] = mapped_column(String(64))
+    intent_id: Mapped[str | None] = mapped_column(String(64))
+    client_order_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("orders.client_order_id"), index=True
+    )
+    # Not a foreign key: fills may be a hypertable, which cannot be referenced.
+    execution_id: Mapped[str] = mapped_column(String(64), unique=True)
+    strategy: Mapped[str | None] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(20))
+    side: Mapped[str] = mapped_column(String(4))
+    qty: Mapped[float]
+    price: Mapped[float]
+    executed_at: Mapped[datetime]
+
+
+class PositionSnapshot(Base):
+    """A position at one instant; the series of snapshots is the P&L history."""
+
+    __tablename__ = "position_snapshots"
+
+    snapshot_at: Mapped[datetime] = mapped_column(primary_key=True)
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(20), primary_key=True)
+    qty: Mapped[float]
+    avg_price: Mapped[float]
+    market_price: Mapped[float | None]
+    unrealized_pnl: Mapped[float | None]
+    realized_pnl: Mapped[float | None]
+
+
+class BacktestRun(Base):
+    """A backtest job: what ran (parameters, data range and hash, code version) and its result."""
+
+    __tablename__ = "backtest_runs"
+    __table_args__ = (CheckConstraint(_in("state", BACKTEST_STATES), name="state"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(128), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[dict[str, Any]]
+    results: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    data_start: Mapped[datetime]
+    data_end: Mapped[datetime]
+    data_hash: Mapped[str] = mapped_column(String(128))
+    code_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class PolicyProfile(Base):
+    """A named set of risk limits the Feasibility stage enforces (seed 000).
+
+    - max_position_pct: largest single position, in % of portfolio value.
+    - max_daily_loss_pct: realised + unrealised loss in one day, in % of start-of-day equity,
+      at which new intents are refused for the rest of the day.
+    - max_leverage: gross exposure / equity.
+    - risk_per_trade_pct: equity put at risk by one trade (entry to stop), in %.
+    - max_open_positions: positions open at the same time.
+    - max_drawdown_pct: peak-to-trough equity loss, in %, that trips the kill switch.
+    - min_signal_confidence: modified-signal confidence (0-1) below which no intent is formed.
+
+    Seeded by the first migration: Conservative, Balanced, Aggressive.
+    """
+
+    __tablename__ = "policy_profiles"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    description: Mapped[str] = mapped_column(Text)
+    max_position_pct: Mapped[float]
+    max_daily_loss_pct: Mapped[float]
+    max_leverage: Mapped[float]
+    risk_per_trade_pct: Mapped[float]
+    max_open_positions: Mapped[int]
+    max_drawdown_pct: Mapped[float]
+    min_signal_confidence: Mapped[float]
+    updated_at: Mapped[datetime]
+
+
+class SystemConfig(Base):
+    """A live-tunable parameter (hero signals, thresholds, active profile) and its value now."""
+
+    __tablename__ = "system_config"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONDoc)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class ConfigChange(Base):
+    """Every change of a system config value: who, when, old and new value, and why."""
+
+    __tablename__ = "system_config_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    old_value: Mapped[Any | None] = mapped_column(JSONDoc)
+    new_value: Mapped[Any] = mapped_column(JSONDoc)
+    changed_by: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class SignalOutcome(Base):
+    """What became of a signal (TCA): outcome, slippage, P&L and holding time."""
+
+    __tablename__ = "signal_outcomes"
+    __table_args__ = (
+        CheckConstraint(_in("outcome", SIGNAL_OUTCOMES), name="outcome"),
+        # Dropped when signal_outcomes becomes a hypertable, as for fills.
+        Index("uq_signal_outcomes_signal_id", "signal_id", unique=True),
+    )
+
+    signal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    signal_at: Mapped[datetime] = mapped_column(primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(20))
+    execution_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    slippage_bps: Mapped[float | None]
+    pnl: Mapped[float | None]
+    holding_seconds: Mapped[float | None]
+    closed_at: Mapped[datetime | None]
+    recorded_at: Mapped[datetime]

@@ -1,0 +1,706 @@
+"""`RecordsStore`: the durable records on SQLite (embedded) or PostgreSQL, behind one small API.
+
+The schema belongs to the Alembic migrations shipped in `migrations/`; `upgrade()` runs them in
+one transaction on the store's engine. Every write method is idempotent on its natural key
+(client order id, broker execution id, snapshot time), so a redelivered message never doubles a
+record. Database errors are translated at this edge into the workbench's exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.util.exc import CommandError
+from sqlalchemy import Executable, Table, create_engine, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+    StatementError,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from tradeos_lab.errors import (
+    ConfigError,
+    DataDirError,
+    DependencyUnavailable,
+    StoreError,
+    TradeosError,
+    ValidationError,
+)
+from tradeos_lab.settings import Settings
+from tradeos_lab.stores.records.models import (
+    BACKTEST_STATES,
+    ORDER_SIDES,
+    SIGNAL_OUTCOMES,
+    BacktestRun,
+    Base,
+    ConfigChange,
+    Fill,
+    Order,
+    PolicyProfile,
+    PositionSnapshot,
+    SignalOutcome,
+    SystemConfig,
+    Trade,
+)
+from tradeos_lab.stores.records.timescale import timescaledb_installed
+from tradeos_lab.symbols import validate_symbol
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_FILE = "records.db"
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+# Printable ASCII without spaces: stream message ids, UUIDs, broker ids.
+_IDENTIFIER = re.compile(r"[\x21-\x7e]+")
+_CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+
+
+@dataclass(frozen=True)
+class Position:
+    """One line of a position snapshot, as the Execution stage reports it."""
+
+    symbol: str
+    qty: float
+    avg_price: float
+    market_price: float | None = None
+    unrealized_pnl: float | None = None
+    realized_pnl: float | None = None
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """A trade with everything it came from: its order, its fill and its signal's outcome."""
+
+    trade: Trade
+    order: Order
+    fill: Fill | None
+    outcome: SignalOutcome | None
+
+
+def create_records_engine(url: str | URL, *, application_name: str = "tradeos-lab") -> Engine:
+    """An engine for a `sqlite://` or `postgresql://` records URL (psycopg 3 for PostgreSQL).
+
+    SQLite gets WAL (readers never block the writer), enforced foreign keys, a busy timeout, and
+    real transactions: pysqlite would otherwise run DDL outside them, so a failed migration could
+    leave half a schema.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("records_url is not a valid database URL") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return create_engine(
+            parsed.set(drivername="postgresql+psycopg"),
+            pool_pre_ping=True,
+            connect_args={"application_name": application_name},
+        )
+    if backend != "sqlite":
+        raise ConfigError("records_url must be a sqlite:// or postgresql+psycopg:// URL")
+    database = parsed.database or ""
+    if database in ("", ":memory:"):
+        raise ConfigError("records_url needs a SQLite file: every connection must see one database")
+    try:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataDirError(f"cannot create the directory of {database}: {e}") from e
+    engine = create_engine(parsed.set(drivername="sqlite+pysqlite"))
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # BEGIN is emitted by _sqlite_on_begin
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across crashes in WAL mode
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front, so read-then-write methods (set_config) wait on
+    # busy_timeout instead of failing when two processes write at once.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class RecordsStore:
+    """Trades, orders, fills, positions, backtests, policy profiles, config and TCA outcomes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, settings: Settings, *, migrate: bool = False) -> RecordsStore:
+        """The store the settings point at (`records_url`, else `data_dir/records.db`)."""
+        if settings.records_url is None:
+            url: str | URL = URL.create(
+                "sqlite+pysqlite", database=str(settings.data_dir / SQLITE_FILE)
+            )
+        else:
+            url = settings.records_url.get_secret_value()
+        store = cls(create_records_engine(url, application_name=settings.service_name))
+        if migrate:
+            store.upgrade()
+        return store
+
+    @classmethod
+    def from_url(cls, url: str | URL) -> RecordsStore:
+        return cls(create_records_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> RecordsStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ---- schema ---------------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to `revision`; a no-op when already there."""
+        self._alembic("upgrade", revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Undo migrations down to `revision` (`"base"` drops every records table)."""
+        self._alembic("downgrade", revision)
+
+    def current_revision(self) -> str | None:
+        with self._translate(), self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @property
+    def uses_timescale(self) -> bool:
+        """Whether the time-series tables are hypertables (TimescaleDB installed)."""
+        with self._translate(), self.engine.connect() as conn:
+            return timescaledb_installed(conn)
+
+    def _alembic(self, verb: Literal["upgrade", "downgrade"], revision: str) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        try:
+            with self._translate(), self.engine.begin() as conn:
+                config.attributes["connection"] = conn
+                getattr(command, verb)(config, revision)
+        except CommandError as e:
+            raise ValidationError(f"cannot {verb} the records schema to {revision!r}: {e}") from e
+
+    # ---- sessions and errors --------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction, committed when the block ends without an error."""
+        with self._translate(), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except StatementError as e:
+            if isinstance(e.orig, TradeosError):  # raised by one of our column types
+                raise e.orig from None
+            if _missing_schema(e):
+                raise StoreError(
+                    f"the records schema is missing or outdated ({_reason(e)}); "
+                    "run RecordsStore.upgrade()"
+                ) from e
+            if isinstance(e, IntegrityError):
+                raise StoreError(f"records constraint violated: {_reason(e)}") from e
+            if isinstance(e, OperationalError):
+                raise DependencyUnavailable(f"records database unavailable: {_reason(e)}") from e
+            raise StoreError(f"records operation failed: {_reason(e)}") from e
+        except SQLAlchemyError as e:
+            raise StoreError(f"records operation failed: {e}") from e
+
+    def _insert_ignore(self, session: Session, model: type[Base], values: dict[str, Any]) -> bool:
+        """INSERT that skips rows colliding with any unique key; True when a row was added."""
+        # RETURNING tells a new row from a skipped one on both backends (rowcount does not when
+        # SQLAlchemy adds RETURNING for the primary key itself).
+        table = cast(Table, model.__table__)
+        key = list(table.primary_key.columns)
+        stmt: Executable
+        if self.engine.dialect.name == "postgresql":
+            stmt = pg_insert(table).values(values).on_conflict_do_nothing().returning(*key)
+        else:
+            stmt = sqlite_insert(table).values(values).on_conflict_do_nothing().returning(*key)
+        return session.execute(stmt).first() is not None
+
+    # ---- orders, fills, trades ------------------------------------------------------------
+
+    def record_order(
+        self,
+        *,
+        client_order_id: str,
+        symbol: str,
+        side: str,
+        qty: float,
+        order_type: str = "market",
+        limit_price: float | None = None,
+        status: str = "new",
+        intent_id: str | None = None,
+        correlation_id: str | None = None,
+        broker_order_id: str | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """Record an order once per `client_order_id`; False when it was already recorded."""
+        when = _utc(at)
+        values = {
+            "client_order_id": _ident(client_order_id, "client_order_id"),
+            "broker_order_id": _ident(broker_order_id, "broker_order_id", optional=True),
+            "intent_id": _ident(intent_id, "intent_id", optional=True),
+            "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
+            "symbol": validate_symbol(symbol),
+            "side": _choice(side, ORDER_SIDES, "side"),
+            "order_type": _word(order_type, "order_type"),
+            "qty": _positive(qty, "qty"),
+            "limit_price": None if limit_price is None else _positive(limit_price, "limit_price"),
+            "status": _word(status, "status"),
+            "created_at": when,
+            "updated_at": when,
+        }
+        with self.session() as session:
+            return self._insert_ignore(session, Order, values)
+
+    def update_order_status(
+        self, client_order_id: str, status: str, *, broker_order_id: str | None = None
+    ) -> None:
+        """Move an order to a new status (accepted, filled, cancelled...)."""
+        with self.session() as session:
+            order = session.scalar(
+                select(Order).where(Order.client_order_id == _ident(client_order_id, "order id"))
+            )
+            if order is None:
+                raise ValidationError(f"no order with client_order_id {client_order_id!r}")
+            order.status = _word(status, "status")
+            if broker_order_id is not None:
+                order.broker_order_id = _ident(broker_order_id, "broker_order_id")
+            order.updated_at = _utc(None)
+
+    def record_fill(
+        self,
+        *,
+        execution_id: str,
+        client_order_id: str,
+        symbol: str,
+        side: str,
+        qty: float,
+        price: float,
+        filled_at: datetime,
+        fee: float = 0.0,
+        broker: str = "paper",
+    ) -> bool:
+        """Record a broker execution once per `execution_id`; False for a repeat report."""
+        values = {
+            "execution_id": _ident(execution_id, "execution_id"),
+            "client_order_id": _ident(client_order_id, "client_order_id"),
+            "broker": _word(broker, "broker"),
+            "symbol": validate_symbol(symbol),
+            "side": _choice(side, ORDER_SIDES, "side"),
+            "qty": _positive(qty, "qty"),
+            "price": _positive(price, "price"),
+            "fee": _finite(fee, "fee"),
+            "filled_at": _utc(filled_at),
+        }
+        with self.session() as session:
+            # The unique index on execution_id does this on plain tables; a hypertable can only
+            # be unique on (execution_id, filled_at), so check the id itself as well.
+            seen = select(Fill.execution_id).where(Fill.execution_id == values["execution_id"])
+            if session.scalar(seen.limit(1)) is not None:
+                return False
+            return self._insert_ignore(session, Fill, values)
+
+    def record_trade(
+        self,
+        *,
+        execution_id: str,
+        client_order_id: str,
+        correlation_id: str,
+        symbol: str,
+        side: str,
+        qty: float,
+        price: float,
+        executed_at: datetime,
+        market_data_message_id: str | None = None,
+        raw_signal_id: str | None = None,
+        modified_signal_id: str | None = None,
+        intent_id: str | None = None,
+        strategy: str | None = None,
+    ) -> bool:
+        """Record a filled order with its attribution chain, once per `execution_id`."""
+        values = {
+            "execution_id": _ident(execution_id, "execution_id"),
+            "client_order_id": _ident(client_order_id, "client_order_id"),
+            "correlation_id": _ident(correlation_id, "correlation_id"),
+            "market_data_message_id": _ident(
+                market_data_message_id, "market_data_message_id", optional=True
+            ),
+            "raw_signal_id": _ident(raw_signal_id, "raw_signal_id", optional=True),
+            "modified_signal_id": _ident(modified_signal_id, "modified_signal_id", optional=True),
+            "intent_id": _ident(intent_id, "intent_id", optional=True),
+            "strategy": _ident(strategy, "strategy", optional=True),
+            "symbol": validate_symbol(symbol),
+            "side": _choice(side, ORDER_SIDES, "side"),
+            "qty": _positive(qty, "qty"),
+            "price": _positive(price, "price"),
+            "executed_at": _utc(executed_at),
+        }
+        with self.session() as session:
+            return self._insert_ignore(session, Trade, values)
+
+    def attribution(
+        self,
+        *,
+        correlation_id: str | None = None,
+        signal_id: str | None = None,
+        execution_id: str | None = None,
+    ) -> list[Attribution]:
+        """Trades found by correlation id, signal id (raw or modified) or execution id, each
+        with its order, fill and the outcome recorded for its raw signal; oldest first."""
+        given = [v for v in (correlation_id, signal_id, execution_id) if v is not None]
+        if len(given) != 1:
+            raise ValidationError("pass exactly one of correlation_id, signal_id, execution_id")
+        stmt = (
+            select(Trade, Order, Fill, SignalOutcome)
+            .join(Order, Order.client_order_id == Trade.client_order_id)
+            .outerjoin(Fill, Fill.execution_id == Trade.execution_id)
+            .outerjoin(SignalOutcome, SignalOutcome.signal_id == Trade.raw_signal_id)
+            .order_by(Trade.executed_at, Trade.id)
+        )
+        if correlation_id is not None:
+            stmt = stmt.where(Trade.correlation_id == _ident(correlation_id, "correlation_id"))
+        elif signal_id is not None:
+            sid = _ident(signal_id, "signal_id")
+            stmt = stmt.where((Trade.raw_signal_id == sid) | (Trade.modified_signal_id == sid))
+        else:
+            stmt = stmt.where(Trade.execution_id == _ident(execution_id, "execution_id"))
+        with self.session() as session:
+            return [Attribution(t, o, f, s) for t, o, f, s in session.execute(stmt)]
+
+    # ---- positions ------------------------------------------------------------------------
+
+    def snapshot_positions(
+        self, positions: Iterable[Position], *, account: str = "paper", at: datetime | None = None
+    ) -> int:
+        """Store the book at one instant; writing the same instant again replaces it."""
+        when = _utc(at)
+        rows = [
+            {
+                "snapshot_at": when,
+                "account": _word(account, "account"),
+                "symbol": validate_symbol(p.symbol),
+                "qty": _finite(p.qty, "qty"),
+                "avg_price": _finite(p.avg_price, "avg_price"),
+                "market_price": _finite_or_none(p.market_price, "market_price"),
+                "unrealized_pnl": _finite_or_none(p.unrealized_pnl, "unrealized_pnl"),
+                "realized_pnl": _finite_or_none(p.realized_pnl, "realized_pnl"),
+            }
+            for p in positions
+        ]
+        if not rows:
+            return 0
+        keys = ["snapshot_at", "account", "symbol"]
+        with self.session() as session:
+            if self.engine.dialect.name == "postgresql":
+                pg = pg_insert(PositionSnapshot)
+                stmt = pg.on_conflict_do_update(
+                    index_elements=keys,
+                    set_={c: pg.excluded[c] for c in rows[0] if c not in keys},
+                )
+                session.execute(stmt, rows)
+            else:
+                lite = sqlite_insert(PositionSnapshot)
+                session.execute(
+                    lite.on_conflict_do_update(
+                        index_elements=keys,
+                        set_={c: lite.excluded[c] for c in rows[0] if c not in keys},
+                    ),
+                    rows,
+                )
+        return len(rows)
+
+    def latest_positions(self, account: str = "paper") -> list[PositionSnapshot]:
+        """The most recent snapshot of `account`, one row per symbol."""
+        with self.session() as session:
+            latest = (
+                select(PositionSnapshot.snapshot_at)
+                .where(PositionSnapshot.account == account)
+                .order_by(PositionSnapshot.snapshot_at.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+            stmt = (
+                select(PositionSnapshot)
+                .where(PositionSnapshot.account == account, PositionSnapshot.snapshot_at == latest)
+                .order_by(PositionSnapshot.symbol)
+            )
+            return list(session.scalars(stmt))
+
+    # ---- backtests ------------------------------------------------------------------------
+
+    def start_backtest(
+        self,
+        *,
+        strategy: str,
+        parameters: dict[str, Any],
+        data_start: datetime,
+        data_end: datetime,
+        data_hash: str,
+        code_version: str,
+    ) -> uuid.UUID:
+        """Record a backtest as running and return its id; enough to reproduce it later."""
+        start, end = _utc(data_start), _utc(data_end)
+        if start >= end:
+            raise ValidationError("backtest data_start must be before data_end")
+        run = BacktestRun(
+            id=uuid.uuid4(),
+            strategy=_ident(strategy, "strategy", limit=128),
+            state="running",
+            parameters=_json(parameters, "parameters"),
+            data_start=start,
+            data_end=end,
+            data_hash=_ident(data_hash, "data_hash", limit=128),
+            code_version=_ident(code_version, "code_version"),
+            created_at=_utc(None),
+            started_at=_utc(None),
+        )
+        with self.session() as session:
+            session.add(run)
+        return run.id
+
+    def finish_backtest(
+        self, run_id: uuid.UUID, *, results: dict[str, Any] | None = None, error: str | None = None
+    ) -> BacktestRun:
+        """Close a running backtest: succeeded with `results`, or failed with `error`."""
+        if (results is None) == (error is None):
+            raise ValidationError("finish a backtest with either results or an error")
+        with self.session() as session:
+            run = session.get(BacktestRun, run_id, with_for_update=True)
+            if run is None:
+                raise ValidationError(f"no backtest run {run_id}")
+            if run.state in BACKTEST_STATES[2:]:
+                raise ValidationError(f"backtest run {run_id} already {run.state}")
+            run.state = "failed" if error is not None else "succeeded"
+            run.results = None if results is None else _json(results, "results")
+            run.error = error
+            run.finished_at = _utc(None)
+            return run
+
+    def backtest(self, run_id: uuid.UUID) -> BacktestRun:
+        with self.session() as session:
+            run = session.get(BacktestRun, run_id)
+            if run is None:
+                raise ValidationError(f"no backtest run {run_id}")
+            return run
+
+    # ---- policy profiles ------------------------------------------------------------------
+
+    def profiles(self) -> list[PolicyProfile]:
+        """Every policy profile, most conservative (smallest max position) first."""
+        with self.session() as session:
+            stmt = select(PolicyProfile).order_by(PolicyProfile.max_position_pct)
+            return list(session.scalars(stmt))
+
+    def profile(self, name: str) -> PolicyProfile:
+        with self.session() as session:
+            found = session.get(PolicyProfile, name)
+            if found is None:
+                raise ValidationError(f"no policy profile named {name!r}")
+            return found
+
+    # ---- system config --------------------------------------------------------------------
+
+    def set_config(self, key: str, value: Any, *, changed_by: str, reason: str) -> bool:
+        """Set a live-tunable value and keep the change in its history; False if unchanged."""
+        key = _config_key(key)
+        value = _json(value, key)
+        if value is None:
+            raise ValidationError(f"config {key} cannot be set to null")
+        if not reason.strip():
+            raise ValidationError("say why the config changes (reason)")
+        who = _ident(changed_by, "changed_by")
+        now = _utc(None)
+        with self.session() as session:
+            current = session.get(SystemConfig, key, with_for_update=True)
+            old = None if current is None else current.value
+            if current is not None and old == value:
+                return False
+            if current is None:
+                session.add(SystemConfig(key=key, value=value, updated_at=now, updated_by=who))
+            else:
+                current.value, current.updated_at, current.updated_by = value, now, who
+            session.add(
+                ConfigChange(
+                    key=key,
+                    old_value=old,
+                    new_value=value,
+                    changed_by=who,
+                    changed_at=now,
+                    reason=reason,
+                )
+            )
+        return True
+
+    def get_config(self, key: str, default: Any = None) -> Any:
+        with self.session() as session:
+            found = session.get(SystemConfig, _config_key(key))
+            return default if found is None else found.value
+
+    def config_history(self, key: str) -> list[ConfigChange]:
+        """Every change of `key`, oldest first."""
+        with self.session() as session:
+            stmt = (
+                select(ConfigChange)
+                .where(ConfigChange.key == _config_key(key))
+                .order_by(ConfigChange.changed_at, ConfigChange.id)
+            )
+            return list(session.scalars(stmt))
+
+    # ---- signal outcomes (TCA) ------------------------------------------------------------
+
+    def record_signal_outcome(
+        self,
+        *,
+        signal_id: str,
+        signal_at: datetime,
+        symbol: str,
+        outcome: str,
+        slippage_bps: float | None = None,
+        pnl: float | None = None,
+        holding_seconds: float | None = None,
+        execution_id: str | None = None,
+        closed_at: datetime | None = None,
+    ) -> None:
+        """Record (or revise, when the position closes later) what became of a signal."""
+        values = {
+            "signal_id": _ident(signal_id, "signal_id"),
+            "signal_at": _utc(signal_at),
+            "symbol": validate_symbol(symbol),
+            "outcome": _choice(outcome, SIGNAL_OUTCOMES, "outcome"),
+            "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
+            "pnl": _finite_or_none(pnl, "pnl"),
+            "holding_seconds": _finite_or_none(holding_seconds, "holding_seconds"),
+            "execution_id": _ident(execution_id, "execution_id", optional=True),
+            "closed_at": None if closed_at is None else _utc(closed_at),
+            "recorded_at": _utc(None),
+        }
+        if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
+            raise ValidationError("holding_seconds cannot be negative")
+        keys = ["signal_id", "signal_at"]
+        changed = {k: v for k, v in values.items() if k not in keys}
+        with self.session() as session:
+            if self.engine.dialect.name == "postgresql":
+                session.execute(
+                    pg_insert(SignalOutcome)
+                    .values(values)
+                    .on_conflict_do_update(index_elements=keys, set_=changed)
+                )
+            else:
+                session.execute(
+                    sqlite_insert(SignalOutcome)
+                    .values(values)
+                    .on_conflict_do_update(index_elements=keys, set_=changed)
+                )
+
+
+# ---- validation helpers -------------------------------------------------------------------
+
+
+def _missing_schema(e: StatementError) -> bool:
+    if isinstance(e, ProgrammingError):  # PostgreSQL: undefined table or column
+        return True
+    return isinstance(e, OperationalError) and "no such" in str(e.orig)  # SQLite
+
+
+def _reason(e: StatementError) -> str:
+    return str(e.orig if isinstance(e, DBAPIError) else e).strip().splitlines()[0]
+
+
+def _utc(value: datetime | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    if not isinstance(value, datetime):
+        raise ValidationError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(f"timestamp {value.isoformat()} has no time zone; pass UTC")
+    return value.astimezone(UTC)
+
+
+def _ident(value: str | None, name: str, *, optional: bool = False, limit: int = 64) -> Any:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise ValidationError(f"{name} must be a non-empty string of at most {limit} characters")
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValidationError(f"{name} must be printable ASCII without spaces")
+    return value
+
+
+def _word(value: str, name: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", value):
+        raise ValidationError(f"{name} must be a lower-case word, got {value!r}")
+    return value
+
+
+def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise ValidationError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _finite(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _finite_or_none(value: float | None, name: str) -> float | None:
+    return None if value is None else _finite(value, name)
+
+
+def _positive(value: float, name: str) -> float:
+    number = _finite(value, name)
+    if number <= 0:
+        raise ValidationError(f"{name} must be positive, got {value!r}")
+    return number
+
+
+def _json(value: Any, name: str) -> Any:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValidationError(
+            f"{name} is not JSON (finite numbers, strings, lists, dicts): {e}"
+        ) from None
+
+
+def _config_key(key: str) -> str:
+    if not isinstance(key, str) or not _CONFIG_KEY.fullmatch(key):
+        raise ValidationError(
+            f"config key {key!r} must be lower-case letters, digits, '_' or '.' (at most 64)"
+        )
+    return key
