@@ -93,6 +93,14 @@ class RateLimited(TransientError):
     """A rate limit is exhausted; wait for the window to pass."""
 
 
+class ProviderRateLimited(RateLimited):
+    """A provider answered HTTP 429; `retry_after` is the wait it asked for, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TradingHalted(TradeosError):
     """A kill switch forbids the order."""
 
