@@ -98,6 +98,13 @@ class Keys:
     def subscriptions(self) -> str:
         return self._k("subscriptions")
 
+    def backfill(self, job: str) -> str:
+        """Checkpoint of one backfill job (plan, per-symbol cursor, finished symbols)."""
+        return self._k("backfill", Keys.group(job))
+
+    def backfill_pattern(self) -> str:
+        return self._k("backfill", "*")
+
     # ---- flags ----------------------------------------------------------------------------
     def kill_switch(self, scope: str, target: str = "*") -> str:
         return self._k("kill", scope, target)
