@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tradeos_lab.contracts.compat import check_compatibility, schema_key, updated_lock
-from tradeos_lab.contracts.messages import MESSAGE_TYPES, Envelope
+from tradeos_lab.contracts.messages import MESSAGE_TYPES, Envelope, parse_version
+from tradeos_lab.errors import ContractError
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMAS_DIR = "schemas"
@@ -64,11 +65,26 @@ def default_root() -> Path:
 
 
 def load_tree(root: Path) -> dict[str, dict[str, Any]]:
-    """File name -> schema document of every committed schema."""
+    """File name -> schema document of every committed schema that parses."""
+    return _read_tree(root)[0]
+
+
+def _read_tree(root: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Well-formed schema documents by file name, and a problem for each malformed file."""
     folder = root / SCHEMAS_DIR
-    if not folder.is_dir():
-        return {}
-    return {p.name: json.loads(p.read_text("utf-8")) for p in sorted(folder.glob("*.json"))}
+    docs: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text("utf-8"))
+            schema_filename(str(doc["x-schema"]), parse_version(str(doc["x-version"]))[0])
+        except (ValueError, KeyError, TypeError, ContractError):
+            problems.append(
+                f"{SCHEMAS_DIR}/{path.name} is not a schema with x-schema and x-version"
+            )
+            continue
+        docs[path.name] = doc
+    return docs, problems
 
 
 def load_lock(root: Path) -> dict[str, Any]:
@@ -78,8 +94,7 @@ def load_lock(root: Path) -> dict[str, Any]:
 
 def check(root: Path) -> list[str]:
     """Every way the tree disagrees with the models or the lock; empty when all is well."""
-    problems: list[str] = []
-    tree = load_tree(root)
+    tree, problems = _read_tree(root)
     for name, doc in generated_schemas().items():
         path = root / SCHEMAS_DIR / name
         if not path.is_file():
@@ -87,11 +102,7 @@ def check(root: Path) -> list[str]:
         elif path.read_text("utf-8") != render(doc):
             problems.append(f"{SCHEMAS_DIR}/{name} differs from the models: run the export")
     for name, doc in tree.items():
-        try:
-            expected = schema_filename(doc["x-schema"], int(str(doc["x-version"]).split(".")[0]))
-        except (KeyError, ValueError):
-            problems.append(f"{SCHEMAS_DIR}/{name} has no valid x-schema and x-version")
-            continue
+        expected = schema_filename(doc["x-schema"], parse_version(doc["x-version"])[0])
         if name != expected:
             problems.append(f"{SCHEMAS_DIR}/{name} holds {schema_key(doc)}; name it {expected}")
     lock = load_lock(root)
@@ -104,9 +115,10 @@ def check(root: Path) -> list[str]:
 def export(root: Path) -> list[str]:
     """Write the models' schemas and the lock; write nothing and return problems on a break."""
     generated = generated_schemas()
-    tree = {**load_tree(root), **generated}
+    committed, problems = _read_tree(root)
+    tree = {**committed, **generated}
     lock = load_lock(root)
-    problems = check_compatibility(tree.values(), lock)
+    problems += check_compatibility(tree.values(), lock)
     if problems:
         return problems
     folder = root / SCHEMAS_DIR
