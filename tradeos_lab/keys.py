@@ -102,6 +102,10 @@ class Keys:
         """Checkpoint of one backfill job (plan, per-symbol cursor, finished symbols)."""
         return self._k("backfill", Keys.group(job))
 
+    def backfill_lock(self, job: str) -> str:
+        """Lease held by the one process running a backfill job."""
+        return self._k("backfill_lock", Keys.group(job))
+
     def backfill_pattern(self) -> str:
         return self._k("backfill", "*")
 
