@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar, cast, overload
 
@@ -45,6 +46,7 @@ from tradeos_lab.keys import Stream
 P = TypeVar("P", bound=Payload)
 
 
+@lru_cache(maxsize=256)  # on the decode path; a handful of versions ever exist
 def parse_version(version: str) -> tuple[int, int, int]:
     """`"1.2.3"` -> `(1, 2, 3)`; raises `ContractError` for anything that is not semver."""
     parts = version.split(".")
