@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+import hiredis
 import redis
 from prometheus_client import Counter
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.retry import Retry
 
 from tradeos_lab import contracts
 from tradeos_lab.errors import ContractError, DependencyUnavailable, StoreError, TransientError
@@ -186,6 +188,71 @@ def _translate(e: redis.RedisError, what: str) -> Exception:
     return StoreError(f"bus Redis refused {what}: {e}")
 
 
+#: hiredis packs a command in C; its stub types the argument as a 1-tuple.
+pack_command = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+
+
+class _Wire:
+    """Raw round trips for the hot paths (publish, read, ack) on the client's own connections.
+
+    On a unix socket redis-py's per-call machinery (pool checkout with a socket poll, hooks,
+    reply callbacks) costs more than the round trip; commands are packed here with hiredis and
+    replies read straight off the connection. Connection errors are retried with the client's
+    backoff, as redis-py does; an error reply raises `ResponseError` after all replies are read,
+    so the connection stays in step. Connections come from the client's pool and are kept, so
+    closing the client closes them.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._retry = client.get_retry() or Retry(NoBackoff(), 0)
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    def call(self, packed: bytes, replies: int) -> list[Any]:
+        """Send pre-packed commands in one write and read their `replies`."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._pool.get_connection()
+        try:
+            try:
+                return self._round_trip(conn, packed, replies)
+            except (redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()  # the server went away: retry as redis-py would
+            result: list[Any] = self._retry.call_with_retry(
+                lambda: self._round_trip(conn, packed, replies),
+                lambda _error: conn.disconnect(),
+            )
+            return result
+        finally:
+            with self._lock:
+                self._idle.append(conn)
+
+    @staticmethod
+    def _round_trip(conn: Any, packed: bytes, replies: int) -> list[Any]:
+        conn.send_packed_command([packed])
+        if replies == 1:
+            return [conn.read_response()]
+        out: list[Any] = []
+        error: redis.ResponseError | None = None
+        for _ in range(replies):
+            try:
+                out.append(conn.read_response())
+            except redis.ResponseError as e:
+                error = error or e
+                out.append(e)
+        if error is not None:
+            raise error
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._pool.release(conn)
+
+
 # ---- the bus ------------------------------------------------------------------------------------
 
 
@@ -203,6 +270,7 @@ class Bus:
     ) -> None:
         self.redis = redis
         self._exec: Callable[..., Any] = redis.execute_command
+        self._wire = _Wire(redis)
         self.keys = keys
         self.settings = settings
         self.trim_policy: TrimPolicy = trim_policy
@@ -226,12 +294,13 @@ class Bus:
         Raises `ContractError` (nothing published) or `DependencyUnavailable`. A retry after a lost
         reply can append the message twice: consumers dedup by `message_id` (`apply_once`).
         """
-        s = Stream(stream)
+        s = stream if type(stream) is Stream else Stream(stream)
         raw = self._encode(s, message)
+        packed = pack_command(
+            ("XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw)
+        )
         try:
-            entry_id = self._exec(
-                "XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw
-            )
+            (entry_id,) = self._wire.call(packed, 1)
         except redis.RedisError as e:
             raise _translate(e, f"XADD to {s.value}") from e
         self._published[s].inc()
@@ -245,10 +314,11 @@ class Bus:
         ids: list[str] = []
         try:
             for start in range(0, len(raws), _PIPELINE_CHUNK):
-                pipe = self.redis.pipeline(transaction=False)
-                for raw in raws[start : start + _PIPELINE_CHUNK]:
-                    _pcmd(pipe, "XADD", key, "MAXLEN", "~", cap, "*", FIELD, raw)
-                ids.extend(_s(i) for i in pipe.execute())
+                chunk = raws[start : start + _PIPELINE_CHUNK]
+                packed = b"".join(
+                    [pack_command(("XADD", key, "MAXLEN", "~", cap, "*", FIELD, r)) for r in chunk]
+                )
+                ids.extend(_s(i) for i in self._wire.call(packed, len(chunk)))
         except redis.RedisError as e:
             raise _translate(e, f"XADD to {s.value} ({len(ids)} of {len(raws)} published)") from e
         finally:
@@ -275,6 +345,10 @@ class Bus:
         if len(fields) != 1:
             raise ContractError(f"entry has {len(fields)} fields; a bus entry has only {FIELD!r}")
         return contracts.decode(raw, stream=stream)
+
+    def close(self) -> None:
+        """Return the bus's hot-path connections to the client's pool."""
+        self._wire.close()
 
     # ---- groups and consumers -------------------------------------------------------------------
 
@@ -890,7 +964,7 @@ class Consumer:
         if not acks and not dead and not gone:
             return
         if not dead and not gone:
-            self._exec("XACK", self._key, self.group, *acks)
+            self.bus._wire.call(pack_command(("XACK", self._key, self.group, *acks)), 1)
             self._m_acked.inc(len(acks))
             return
         pipe = self._redis.pipeline(transaction=True)
