@@ -1,0 +1,274 @@
+"""Three-tier bar reads (seed 002): cache -> bar store -> provider, writing back down on a miss.
+
+What a request means. `get_bars(symbol, timeframe, start, end, limit)` asks for the bars opening in
+`[start, end)`; with `limit` and no `start`, the window is the `limit` grid points before `end`;
+with neither, the latest `settings.limits.cache_bars` (500) grid points. Like the stores' gap
+detection, this is calendar-naive (every grid point is expected, as in a 24/7 market); for a
+market with sessions pass an explicit `start`.
+
+A *tail* read (no `end`, or an `end` in the bar in progress) is about the present: the store and the
+provider are asked for completed bars only, and the answer is written back into the cache, which
+holds the tail of each series. Only tail reads write the cache, and they always write the whole
+last-500 window, so the cached block is always the series' latest bars with no hole the store
+could have filled: a range inside its span can be answered from it alone.
+
+Tiers:
+1. cache: a tail read is a hit when the block reaches back to the window's first bar and holds the
+   last completed bar (`fresh_within_bars`); any read is a hit when the block spans its window.
+2. store: `read_bars` + `gaps`; a hit when nothing is missing, or only holes the provider already
+   answered empty for (the lake's gap ledger) and that are older than `recheck_after`.
+3. provider: asked only for the missing spans (cut into requests of at most `max_request_bars`);
+   its bars go into the store; holes it leaves are recorded in the store's gap ledger.
+
+Hits and misses per tier are Prometheus counters (`tradeos_bar_reads_total{tier,result}`, served by
+every process's `/metrics`) and, for this reader alone, `stats()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+import pandas as pd
+from prometheus_client import Counter
+
+from tradeos_lab.bars import BarStore, empty_bars
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.marketdata.ranges import (
+    GapLedger,
+    Span,
+    ceil_to_grid,
+    floor_to_grid,
+    known_holes,
+    plan_requests,
+    spans_of,
+    subtract,
+)
+from tradeos_lab.providers.base import BarProvider, utc_timestamp
+from tradeos_lab.symbols import Timeframe, validate_symbol
+
+if TYPE_CHECKING:
+    from tradeos_lab.lab import Lab
+    from tradeos_lab.tiers.cache import Cache
+
+log = logging.getLogger(__name__)
+
+TIERS: Final = ("cache", "store", "provider")
+MAX_LIMIT: Final = 10_000_000
+
+BAR_READS = Counter(
+    "tradeos_bar_reads",
+    "Three-tier bar reads answered (hit) or passed on (miss) by each tier",
+    ["tier", "result"],
+)
+PROVIDER_BARS = Counter(
+    "tradeos_bar_provider_bars", "Bars fetched from a provider by three-tier reads", ["provider"]
+)
+
+Clock = Callable[[], pd.Timestamp]
+_PLURAL: Final = {"hit": "hits", "miss": "misses"}
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+class BarReader:
+    """Reads bars through the cache, the bar store and (optionally) a provider.
+
+    `provider=None` makes the store the last tier: missing bars are then simply absent.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        store: BarStore,
+        provider: BarProvider | None = None,
+        *,
+        fresh_within_bars: int | None = 1,
+        recheck_after: timedelta = timedelta(hours=6),
+        max_request_bars: int = 100_000,
+        clock: Clock = _now,
+    ) -> None:
+        if fresh_within_bars is not None and fresh_within_bars < 1:
+            raise ValidationError("fresh_within_bars must be >= 1 (or None to trust the TTL)")
+        if max_request_bars < 1:
+            raise ValidationError("max_request_bars must be >= 1")
+        self.cache = cache
+        self.store = store
+        self.provider = provider
+        self.fresh_within_bars = fresh_within_bars
+        self.recheck_after = recheck_after
+        self.max_request_bars = max_request_bars
+        self.window_bars = cache.settings.limits.cache_bars
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stats: dict[str, int] = {}
+        self.reset_stats()
+
+    @classmethod
+    def from_lab(cls, lab: Lab, provider: BarProvider | None = None, **kwargs: Any) -> BarReader:
+        """The reader over a connected lab's cache and lake."""
+        return cls(lab.cache, lab.lake, provider, **kwargs)
+
+    # ---- the read path ----------------------------------------------------------------------
+
+    def get_bars(
+        self,
+        symbol: str,
+        timeframe: Timeframe | str,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Bars opening in [start, end), oldest first; with `limit`, the latest `limit` of them.
+
+        Raises `ValidationError` for a bad symbol, timeframe, limit or a start after end, before
+        any tier is touched; provider errors propagate (a failed fetch never reads as no data).
+        """
+        symbol = validate_symbol(symbol)
+        tf = Timeframe.parse(timeframe)
+        lo = None if start is None else utc_timestamp(start, "start")
+        hi = None if end is None else utc_timestamp(end, "end")
+        if lo is not None and hi is not None and lo > hi:
+            raise ValidationError(f"start {lo.isoformat()} is after end {hi.isoformat()}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT
+        ):
+            raise ValidationError(f"limit must be an int in [1, {MAX_LIMIT}], got {limit!r}")
+        if lo is not None and lo == hi:
+            return empty_bars()
+
+        step = timedelta(seconds=tf.seconds)
+        in_progress = floor_to_grid(self._clock(), tf)
+        tail = hi is None or hi > in_progress
+        stop = min(hi, in_progress) if hi is not None else in_progress  # completed bars only
+        window = limit if limit is not None else (None if lo is not None else self.window_bars)
+        first = lo if lo is not None else stop - step * (window or 0)
+
+        cached = self._from_cache(symbol, tf, first, hi, stop, tail=tail)
+        if cached is not None:
+            self._count("cache", "hit")
+            return _tail(cached, limit)
+        self._count("cache", "miss")
+
+        # A tail read fills the whole cache window so the block written back is the true tail.
+        fill_from = min(first, stop - step * self.window_bars) if tail else first
+        bars = self._from_store(symbol, tf, fill_from, stop)
+        if tail and not bars.empty:
+            self.cache.write_bars(bars.tail(self.window_bars))
+        inside = bars["ts"] >= first
+        if hi is not None:
+            inside &= bars["ts"] < hi
+        return _tail(bars.loc[inside].reset_index(drop=True), limit)
+
+    def _from_cache(
+        self,
+        symbol: str,
+        tf: Timeframe,
+        first: pd.Timestamp,
+        hi: pd.Timestamp | None,
+        stop: pd.Timestamp,
+        *,
+        tail: bool,
+    ) -> pd.DataFrame | None:
+        """The cached bars answering the request, or None on a miss."""
+        cached = self.cache.get_bars(symbol, tf)
+        if cached.empty:
+            return None
+        step = timedelta(seconds=tf.seconds)
+        oldest, newest = cached["ts"].iloc[0], cached["ts"].iloc[-1]
+        if oldest > ceil_to_grid(first, tf):
+            return None
+        if tail:
+            if self.fresh_within_bars is not None and newest < stop - step * self.fresh_within_bars:
+                return None
+        elif newest < ceil_to_grid(stop, tf) - step:  # the last bar opening before `end`
+            return None
+        inside = cached["ts"] >= first
+        if hi is not None:
+            inside &= cached["ts"] < hi
+        return cached.loc[inside].reset_index(drop=True)
+
+    def _from_store(
+        self, symbol: str, tf: Timeframe, start: pd.Timestamp, stop: pd.Timestamp
+    ) -> pd.DataFrame:
+        """Store bars in [start, stop), completed from the provider where the store has gaps."""
+        if start >= stop:
+            self._count("store", "hit")
+            return empty_bars()
+        stored = self.store.read_bars(symbol, tf, start, stop)
+        missing = spans_of(self.store.gaps(symbol, tf, start, stop))
+        if missing:
+            recent = self._clock() - self.recheck_after
+            holes = known_holes(self.store, symbol, tf, older_than=recent)
+            missing = subtract(missing, holes)
+        if not missing:
+            self._count("store", "hit")
+            return stored
+        self._count("store", "miss")
+        if self.provider is None:
+            return stored
+        fetched = self._from_provider(symbol, tf, missing)
+        if not fetched:
+            return stored
+        parts = [f for f in (stored, *fetched) if not f.empty]
+        combined = pd.concat(parts, ignore_index=True)
+        combined = combined.drop_duplicates("ts", keep="last").sort_values("ts", kind="stable")
+        return combined.reset_index(drop=True)
+
+    def _from_provider(self, symbol: str, tf: Timeframe, missing: list[Span]) -> list[pd.DataFrame]:
+        """Ask the provider for exactly the missing spans; store what it returns."""
+        assert self.provider is not None
+        fetched: list[pd.DataFrame] = []
+        asked = plan_requests(missing, tf, max_bars=self.max_request_bars)
+        holes_left = False
+        for start, end in asked:
+            bars = self.provider.fetch_bars(symbol, tf, start, end)
+            expected = int((end - start).total_seconds()) // tf.seconds
+            holes_left |= len(bars) < expected
+            if bars.empty:
+                self._count("provider", "miss")
+                continue
+            self._count("provider", "hit")
+            self._add("provider_bars", len(bars))
+            PROVIDER_BARS.labels(provider=self.provider.name).inc(len(bars))
+            self.store.write_bars(bars)
+            fetched.append(bars)
+        if holes_left and isinstance(self.store, GapLedger):
+            # Remembered so the next read does not ask again for what the provider lacks.
+            self.store.record_gaps(symbol, tf, asked[0][0], asked[-1][1])
+        return fetched
+
+    # ---- counters ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """This reader's counts: `{tier}_hits`, `{tier}_misses` per tier and `provider_bars`."""
+        with self._lock:
+            return dict(self._stats)
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._stats = {f"{t}_{r}": 0 for t in TIERS for r in ("hits", "misses")}
+            self._stats["provider_bars"] = 0
+
+    def _count(self, tier: str, result: str) -> None:
+        BAR_READS.labels(tier=tier, result=result).inc()
+        self._add(f"{tier}_{_PLURAL[result]}", 1)
+
+    def _add(self, name: str, n: int) -> None:
+        with self._lock:
+            self._stats[name] = self._stats.get(name, 0) + n
+
+    def __repr__(self) -> str:
+        provider = self.provider.name if self.provider is not None else "none"
+        return f"BarReader(store={type(self.store).__name__}, provider={provider})"
+
+
+def _tail(bars: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    if limit is None or len(bars) <= limit:
+        return bars
+    return bars.iloc[-limit:].reset_index(drop=True)
