@@ -13,6 +13,11 @@ Starts one redis-server (the bus role's settings: noeviction, AOF everysec; unix
 
 Prints each rate and the ratios the issue sets targets for: pipelined publish >= 25% of
 redis-benchmark -P 16, unpipelined >= 50% of -c 1 -P 1, consume + ack >= 20k msg/s.
+
+    python benchmarks/bench_bus.py --aof-crash 5 [--server system]
+
+instead SIGKILLs the server under a flat-out pipelined producer, restarts it from its AOF and
+counts acknowledged entries that did not survive (the figure in docs/bus.md).
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tradeos_lab.contracts import decode, encode
+from tradeos_lab.errors import DependencyUnavailable
 from tradeos_lab.keys import Keys, Stream
 from tradeos_lab.settings import load_settings
 from tradeos_lab.stack.clients import make_redis
@@ -130,13 +138,66 @@ def consume_all(bus: Bus, group: str, expected: int) -> float:
     return rate
 
 
+def _produce_until_down(bus: Bus, batch: list[Any], acked: list[str]) -> None:
+    while True:
+        try:
+            acked.extend(bus.publish_many(MD, batch))
+        except DependencyUnavailable:
+            return  # the server is gone and stays gone until it is restarted
+
+
+def aof_crash(runs: int, *, system: bool, tcp: bool) -> int:
+    """SIGKILL the bus redis-server under a flat-out pipelined producer; count lost entries.
+
+    An entry is lost when its XADD was acknowledged but the restarted server (AOF everysec)
+    does not have it.
+    """
+    settings = load_settings(namespace="bench", stream_maxlen=10_000_000)
+    batch = [bar_message(i) for i in range(100)]
+    for run in range(1, runs + 1):
+        with tempfile.TemporaryDirectory(prefix="bench-bus-aof-") as tmp:
+            server = start_server(Path(tmp), system=system, tcp=tcp)
+            client = make_redis(server.url, role="bus", client_name="bench")
+            version = client.info("server")["redis_version"]
+            bus = Bus(client, keys=Keys("bench"), settings=settings)
+            acked: list[str] = []
+            started = time.perf_counter()
+            producer = threading.Thread(target=_produce_until_down, args=(bus, batch, acked))
+            producer.start()
+            time.sleep(1.5)
+            server.kill()
+            killed = time.perf_counter()
+            producer.join(60)
+            rate = len(acked) / (killed - started)
+            server.start()
+            client = make_redis(server.url, role="bus", client_name="bench")
+            stored = {
+                i.decode()
+                for i, _ in client.xrange(Keys("bench").stream(MD))  # type: ignore[union-attr]
+            }
+            lost = len(set(acked) - stored)
+            print(
+                f"run {run}: redis-server {version}, AOF everysec, SIGKILL after 1.5 s at "
+                f"{rate:,.0f} msg/s: {len(acked):,} acknowledged, {lost:,} lost "
+                f"(one second holds {rate:,.0f})"
+            )
+            client.close()
+            server.stop()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=40_000)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best counts")
     parser.add_argument("--server", choices=["embedded", "system"], default="embedded")
     parser.add_argument("--tcp", action="store_true", help="loopback TCP instead of a unix socket")
+    parser.add_argument(
+        "--aof-crash", type=int, default=0, metavar="RUNS", help="measure AOF loss instead"
+    )
     args = parser.parse_args()
+    if args.aof_crash:
+        return aof_crash(args.aof_crash, system=args.server == "system", tcp=args.tcp)
     if shutil.which("redis-benchmark") is None:
         print("redis-benchmark is not installed (apt-get install redis-tools)")
         return 2

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from tradeos_lab.contracts import (
@@ -25,7 +27,7 @@ from tradeos_lab.contracts import (
     encode,
     new_message,
 )
-from tradeos_lab.errors import ContractError
+from tradeos_lab.errors import ContractError, ValidationError
 from tradeos_lab.keys import Keys, Stream
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.redis_server import redis_server_binary
@@ -191,6 +193,10 @@ def test_consumer_acks_only_after_the_handler_returns(
         pending_during.append(pending_count(shared_redis, keys, "g"))
         raise RuntimeError("boom")
 
+    labels = {"stream": "market_data", "group": "g"}
+    consumed = metric("tradeos_bus_consumed_total", **labels)
+    acked = metric("tradeos_bus_acked_total", **labels)
+    redelivered = metric("tradeos_bus_redelivered_total", **labels)
     result = consumer.poll(fail)
     assert (result.handled, result.failed) == (0, 1)
     assert pending_during == [1]
@@ -200,6 +206,9 @@ def test_consumer_acks_only_after_the_handler_returns(
     assert result.handled == 1
     assert pending_during[-1] == 2
     assert pending_count(shared_redis, keys, "g") == 0
+    assert metric("tradeos_bus_consumed_total", **labels) == consumed + 2
+    assert metric("tradeos_bus_acked_total", **labels) == acked + 1
+    assert metric("tradeos_bus_redelivered_total", **labels) == redelivered + 1
 
 
 def test_restarted_consumer_drains_its_own_pending_entries_before_new_ones(
@@ -573,3 +582,59 @@ def test_inspection_shows_streams_groups_consumers_pending_and_reads_a_range(
         frame.columns
     )
     assert bus.inspect.read(MD, "-", "+", count=2).shape[0] == 2
+
+
+# ---- properties ---------------------------------------------------------------------------------
+
+entry_fields = st.dictionaries(
+    st.one_of(st.just(b"m"), st.binary(min_size=1, max_size=8)),
+    st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from([b"{}", b"null", b'{"schema":"market_data.bar","version":"1.0.0"}']),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(entries=st.lists(st.one_of(st.none(), entry_fields), min_size=1, max_size=8))
+def test_any_mix_of_entries_is_handled_or_dead_lettered_exactly_once(
+    shared_redis: redis.Redis,
+    make_bus: Callable[..., Bus],
+    keys: Keys,
+    entries: list[dict[bytes, bytes] | None],
+) -> None:
+    """None stands for a valid message; anything else is whatever bytes a writer left there."""
+    shared_redis.delete(keys.stream(MD), keys.dead_letter(MD))
+    bus = make_bus(shared_redis)
+    valid = 0
+    for fields in entries:
+        if fields is None:
+            bus.publish(MD, bar_message(valid))
+            valid += 1
+        else:
+            shared_redis.xadd(keys.stream(MD), fields)  # type: ignore[arg-type]
+    handled: list[int] = []
+    total = bus.consumer(MD, "g", "w1", block_ms=0).run(
+        lambda d: handled.append(minute_of(d.message)), idle_timeout_s=0.05
+    )
+    assert handled == list(range(valid))
+    assert total.dead_lettered == len(entries) - valid
+    assert shared_redis.xlen(keys.dead_letter(MD)) == len(entries) - valid
+    assert bus.inspect.group_info(MD, "g").pending == 0
+
+
+def test_group_and_consumer_names_are_validated(
+    shared_redis: redis.Redis, make_bus: Callable[..., Bus]
+) -> None:
+    bus = make_bus(shared_redis)
+    for bad in ("", "has space", "x" * 65, "tab\there"):
+        with pytest.raises(ValidationError):
+            bus.consumer(MD, bad, "w1")
+        with pytest.raises(ValidationError):
+            bus.consumer(MD, "g", bad)
