@@ -1,0 +1,209 @@
+"""Reading the last 500 bars from the cache, next to `redis-benchmark` GET on the same server.
+
+    python benchmarks/bench_cache_bars.py [--reads 5000] [--bars 500] [--url redis://...]
+
+Without `--url` it starts its own redis-server (the cache role: allkeys-lru, maxmemory) on a
+loopback TCP port; with `--url` it uses that server under a private namespace and removes its keys
+afterwards. It then measures, in one run on one server:
+
+- `Cache.get_bars(symbol, "1m")`: GET of the packed block + the bar DataFrame (the figure the
+  issue targets: p50 <= 0.5 ms, p99 <= 2 ms; seed 002 promises < 10 ms);
+- the same GET from redis-py alone (the network + parser share of it);
+- `redis-benchmark -c 1 -P 1 -t get -d <block size>`: the server's own client fetching a value of
+  the same size, the floor any client can reach;
+- the write side: `append_bar` (validation + one Lua merge) and `write_bars` of 500 bars.
+
+Prints p50/p99 of each and the ratio of `get_bars` to redis-benchmark GET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import io
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from tradeos_lab.keys import Keys
+from tradeos_lab.settings import load_settings
+from tradeos_lab.stack.clients import make_redis
+from tradeos_lab.stack.redis_server import RedisServerProcess, RedisServerSpec, redis_server_binary
+from tradeos_lab.tiers.cache import BAR_RECORD, Cache
+
+TARGET_P50_MS = 0.5
+TARGET_P99_MS = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bars(n: int, symbol: str = "AAPL") -> pd.DataFrame:
+    ts = pd.date_range("2024-01-02 14:30", periods=n, freq="1min", tz="UTC")
+    rng = np.random.default_rng(7)
+    close = 100 + rng.standard_normal(n).cumsum() * 0.1
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "timeframe": "1m",
+            "ts": ts,
+            "open": close,
+            "high": close + 0.2,
+            "low": close - 0.2,
+            "close": close,
+            "volume": rng.integers(100, 10_000, n).astype(float),
+            "vwap": close + 0.01,
+            "trade_count": rng.integers(1, 500, n),
+        }
+    )
+
+
+def timed(fn: Callable[[], object], n: int, warmup: int = 300) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = np.empty(n)
+    clock = time.perf_counter_ns
+    for i in range(n):
+        start = clock()
+        fn()
+        out[i] = clock() - start
+    return out / 1e6  # ms
+
+
+def pct(samples: np.ndarray) -> tuple[float, float]:
+    return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
+
+
+def redis_benchmark(
+    host: str, port: int, password: str | None, size: int, n: int
+) -> dict[str, float]:
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        raise SystemExit("redis-benchmark is not on PATH (apt-get install redis-tools)")
+    cmd = [exe, "-h", host, "-p", str(port), "-c", "1", "-P", "1", "-n", str(n)]
+    cmd += ["-t", "set,get", "-d", str(size), "--csv"]
+    if password:
+        cmd += ["-a", password]
+    env = {**os.environ, "LC_ALL": "C"}
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    rows = {row["test"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
+    get = rows["GET"]
+    return {"p50": float(get["p50_latency_ms"]), "p99": float(get["p99_latency_ms"])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=5000)
+    parser.add_argument("--bars", type=int, default=500)
+    parser.add_argument("--url", help="use this Redis instead of starting one")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    server: RedisServerProcess | None = None
+    if args.url:
+        url = args.url
+        parts = urlsplit(url)
+        host, port, password = parts.hostname or "127.0.0.1", parts.port or 6379, parts.password
+        where = f"{host}:{port} (given)"
+    else:
+        password = secrets.token_hex(16)
+        host, port = "127.0.0.1", free_port()
+        spec = RedisServerSpec(
+            role="cache",
+            directory=workdir / "cache",
+            password=password,
+            policy="allkeys-lru",
+            maxmemory="256mb",
+            port=port,
+        )
+        server = RedisServerProcess(
+            spec, binary=shutil.which("redis-server") or redis_server_binary()
+        )
+        server.start()
+        url = server.url
+        where = f"own redis-server {server.binary} on {host}:{port}"
+
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    keys = Keys(namespace)
+    settings = load_settings(
+        data_dir=workdir / "lab", namespace=namespace, cache_bars=args.bars, bar_ttl_1m_seconds=3600
+    )
+    client = make_redis(url, role="cache")
+    cache = Cache(client, keys=keys, settings=settings)
+    try:
+        frame = bars(args.bars + 100)
+        write_ms = timed(lambda: cache.write_bars(frame), 50, warmup=5)
+        check = cache.get_bars("AAPL", "1m")
+        assert len(check) == args.bars, len(check)
+        block = client.strlen(keys.bars("AAPL", "1m"))
+        assert block == args.bars * BAR_RECORD.itemsize
+
+        key = keys.bars("AAPL", "1m")
+        read_ms = timed(lambda: cache.get_bars("AAPL", "1m"), args.reads)
+        get_ms = timed(lambda: client.get(key), args.reads)
+        gc.disable()
+        read_nogc_ms = timed(lambda: cache.get_bars("AAPL", "1m"), args.reads)
+        gc.enable()
+        last = frame["ts"].iloc[-1]
+        bar = {"open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10.0}
+        counter = iter(range(1, 10**9))
+        append_ms = timed(
+            lambda: cache.append_bar(
+                "AAPL", "1m", {**bar, "ts": last + pd.Timedelta(minutes=next(counter))}
+            ),
+            500,
+            warmup=20,
+        )
+        peer = redis_benchmark(host, port, password, block, max(args.reads, 20_000))
+    finally:
+        for k in client.scan_iter(match=f"{namespace}:*"):
+            client.delete(k)
+        if args.url:
+            client.delete("key:__rand_int__")  # what redis-benchmark SET/GET used
+        client.close()
+        if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    p50, p99 = pct(read_ms)
+    rows = [
+        (f"Cache.get_bars ({args.bars} bars -> DataFrame)", p50, p99),
+        ("  same, gc disabled", *pct(read_nogc_ms)),
+        (f"redis-py GET of the {block} B block", *pct(get_ms)),
+        (f"redis-benchmark GET, -d {block}, -c 1 -P 1", peer["p50"], peer["p99"]),
+        ("Cache.append_bar (validate + Lua merge)", *pct(append_ms)),
+        (f"Cache.write_bars ({len(frame)} rows)", *pct(write_ms)),
+    ]
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"server: {where}; python {sys.version.split()[0]}, pandas {pd.__version__}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load} (p99 is sensitive to load)")
+    print(f"{'measurement':<48} {'p50 ms':>9} {'p99 ms':>9}")
+    for name, a, b in rows:
+        print(f"{name:<48} {a:9.3f} {b:9.3f}")
+    ratio50 = p50 / peer["p50"] if peer["p50"] else float("inf")
+    ratio99 = p99 / peer["p99"] if peer["p99"] else float("inf")
+    print(f"ratio get_bars / redis-benchmark GET: p50 {ratio50:.2f}x, p99 {ratio99:.2f}x")
+    ok = p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS
+    verdict = "PASS" if ok else "FAIL"
+    print(f"target p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms: {verdict}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
