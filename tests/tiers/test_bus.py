@@ -27,7 +27,7 @@ from tradeos_lab.contracts import (
     encode,
     new_message,
 )
-from tradeos_lab.errors import ContractError, ValidationError
+from tradeos_lab.errors import ContractError, StoreError, ValidationError
 from tradeos_lab.keys import Keys, Stream
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.redis_server import redis_server_binary
@@ -142,6 +142,21 @@ def test_publish_many_validates_every_message_before_publishing_any(
     assert len(ids) == 2500
     assert ids == sorted(ids, key=parse_id)
     assert shared_redis.xlen(keys.stream(MD)) == 2500
+
+
+def test_a_refused_publish_raises_store_error_and_the_next_one_works(
+    shared_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys
+) -> None:
+    bus = make_bus(shared_redis)
+    shared_redis.set(keys.stream(MD), "not a stream")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        bus.publish(MD, bar_message(1))
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        bus.publish_many(MD, [bar_message(i) for i in range(3)])
+    shared_redis.delete(keys.stream(MD))
+    assert len(bus.publish_many(MD, [bar_message(i) for i in range(3)])) == 3
+    bus.publish(MD, bar_message(4))
+    assert shared_redis.xlen(keys.stream(MD)) == 4
 
 
 @pytest.mark.parametrize(("policy", "cap"), [("maxlen", 1000), ("safe", 2000)])

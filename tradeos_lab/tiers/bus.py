@@ -215,17 +215,24 @@ class _Wire:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._pool.get_connection()
+        in_step = False  # every reply read: the connection can serve the next call
         try:
             try:
-                return self._round_trip(conn, packed, replies)
+                result = self._round_trip(conn, packed, replies)
             except (redis.ConnectionError, redis.TimeoutError):
                 conn.disconnect()  # the server went away: retry as redis-py would
-            result: list[Any] = self._retry.call_with_retry(
-                lambda: self._round_trip(conn, packed, replies),
-                lambda _error: conn.disconnect(),
-            )
+                result = self._retry.call_with_retry(
+                    lambda: self._round_trip(conn, packed, replies),
+                    lambda _error: conn.disconnect(),
+                )
+            in_step = True
             return result
+        except redis.ResponseError:
+            in_step = True  # an error reply, read like any other
+            raise
         finally:
+            if not in_step:
+                conn.disconnect()  # interrupted mid-reply: never reuse it half-read
             with self._lock:
                 self._idle.append(conn)
 
