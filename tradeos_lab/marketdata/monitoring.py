@@ -59,12 +59,19 @@ def freshness(
             needed = needed[needed["symbol"].isin(chosen)]
         have = set(zip(frame["symbol"], frame["timeframe"], strict=True))
         absent = [
-            {"symbol": s, "timeframe": t, "latest": pd.NaT, "bars": 0}
+            (s, t)
             for s, t in zip(needed["symbol"], needed["timeframe"], strict=True)
             if (s, t) not in have
         ]
         if absent:
-            extra = pd.DataFrame(absent).astype({"latest": "datetime64[ns, UTC]"})
+            extra = pd.DataFrame(
+                {
+                    "symbol": [s for s, _ in absent],
+                    "timeframe": [t for _, t in absent],
+                    "latest": pd.Series([pd.NaT] * len(absent), dtype="datetime64[ns, UTC]"),
+                    "bars": 0,
+                }
+            )
             frame = pd.concat([frame, extra], ignore_index=True) if len(frame) else extra
     if timeframe is not None:
         frame = frame[frame["timeframe"] == Timeframe.parse(timeframe).value]
