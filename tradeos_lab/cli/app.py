@@ -44,9 +44,9 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None, profile:
 
 
 def _register_commands() -> None:
-    from tradeos_lab.cli import stack_commands
+    from tradeos_lab.cli import data_commands, stack_commands
 
-    for command in stack_commands.COMMANDS:
+    for command in [*stack_commands.COMMANDS, *data_commands.COMMANDS]:
         cli.add_command(command)
 
 

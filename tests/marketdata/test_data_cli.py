@@ -1,0 +1,127 @@
+"""`tradeos-lab backfill`, `lake gaps`, `lake freshness`, `subscriptions` through click."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from marketdata_helpers import SHARED_REDIS_URL
+
+from tradeos_lab.cli import cli, main
+from tradeos_lab.settings import load_settings
+from tradeos_lab.stores.lake import Lake
+
+
+@pytest.fixture
+def env(tmp_path: Path, namespace: str) -> dict[str, str]:
+    """Settings for the commands: the shared Redis under this test's namespace, a chdb lake."""
+    return {
+        "TRADEOS_NAMESPACE": namespace,
+        "TRADEOS_DATA_DIR": str(tmp_path / "lab"),
+        "TRADEOS_BUS_URL": SHARED_REDIS_URL,
+        "TRADEOS_CACHE_URL": SHARED_REDIS_URL,
+        "TRADEOS_FLAGS_URL": SHARED_REDIS_URL,
+        "TRADEOS_RECORDS_URL": f"sqlite:///{tmp_path / 'records.db'}",
+        "TRADEOS_LAKE_URL": f"chdb://{tmp_path / 'lake'}",
+        "TRADEOS_LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["backfill"],
+        ["lake"],
+        ["lake", "gaps"],
+        ["lake", "freshness"],
+        ["subscriptions"],
+        ["subscriptions", "list"],
+        ["subscriptions", "add"],
+        ["subscriptions", "remove"],
+    ],
+)
+def test_every_data_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # one Redis server for the three tiers
+def test_backfill_of_subscribed_symbols_then_gaps_and_freshness(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+        return result.exit_code, result.output
+
+    code, out = run("subscriptions", "add", "algo", "btc-usd", "ETH-USD", "-t", "1h")
+    assert code == 0
+    assert "algo holds 1 reference(s) to BTC-USD 1h" in out
+
+    code, out = run("backfill", "-t", "1h", "--days", "5", "--seed", "3", "--no-progress")
+    assert code == 0, out
+    assert "backfill synthetic-1h: 2 symbols" in out
+    code, out = run("backfill", "-t", "1h", "--status")
+    assert out.count("done") == 2
+
+    with Lake.open(load_settings(lake_url=env["TRADEOS_LAKE_URL"])) as lake:
+        coverage = lake.coverage(["BTC-USD"]).set_index("timeframe")
+        first, last = coverage.loc["1h", "earliest"], coverage.loc["1h", "latest"]
+        holes = lake.gaps("BTC-USD", "1h", first, last + pd.Timedelta(hours=1))
+        ledger = lake.gap_ledger("BTC-USD", "1h", open_only=True)
+
+    code, out = run("lake", "gaps", "BTC-USD", "-t", "1h")
+    assert code == 0
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("BTC-USD"))
+    assert int(row[-3]) == len(holes)  # gaps, missing_bars, largest_gap_bars
+    assert int(row[-2]) == int(holes["missing_bars"].sum())
+
+    code, out = run("lake", "gaps", "--ledger", "BTC-USD")
+    assert code == 0
+    if ledger.empty:
+        assert "the gap ledger is empty" in out
+    else:
+        assert out.count("BTC-USD") == len(ledger)
+
+    code, out = run("lake", "freshness", "-t", "1h")
+    assert code == 0, out  # the backfill reached the last completed bar
+    assert "ETH-USD" in out
+
+    run("subscriptions", "add", "algo", "SOL-USD", "-t", "1h")
+    code, out = run("lake", "freshness", "-t", "1h", "--stale-only")
+    assert code == 1  # SOL-USD is needed but has no bars
+    assert "SOL-USD" in out
+    assert "BTC-USD" not in out
+
+    code, out = run("subscriptions", "remove", "algo")
+    assert "released 3 pair(s)" in out
+    code, out = run("subscriptions", "list")
+    assert "no subscriptions" in out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_bad_symbols_and_options_fail_with_one_clear_line(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backfill", "AA';--", "--no-progress"])
+    assert exit_info.value.code == 1
+    assert "error: symbol" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backfill", "BTC-USD", "--provider", "file"])
+    assert exit_info.value.code == 2
+    assert "--file" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lake", "gaps", "-t", "7m"])
+    assert exit_info.value.code == 2
+    assert os.environ["TRADEOS_NAMESPACE"] == env["TRADEOS_NAMESPACE"]
