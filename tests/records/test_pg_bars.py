@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
@@ -414,3 +416,82 @@ def test_unreachable_server_is_a_transient_dependency_error() -> None:
 def test_an_engine_without_psycopg_is_refused(tmp_path: Any) -> None:
     with pytest.raises(ConfigError):
         PostgresBarStore(create_engine(f"sqlite:///{tmp_path / 'x.db'}"))
+
+
+# ---- properties ----------------------------------------------------------------------------
+
+
+def test_unsorted_frames_of_several_symbols_round_trip(store: PostgresBarStore) -> None:
+    bars = pd.concat(
+        [make_bars("AAPL"), make_bars("BTC-USD", seed=2), make_bars("AAPL", timeframe="1h", n=5)],
+        ignore_index=True,
+    ).sample(frac=1.0, random_state=4)
+    store.write_bars(bars)
+    for (symbol, timeframe), want in bars.groupby(["symbol", "timeframe"]):
+        pd.testing.assert_frame_equal(
+            store.read_bars(str(symbol), str(timeframe)),
+            validate_bars(want.sort_values("ts", ignore_index=True)),
+        )
+
+
+_ROW = st.tuples(
+    st.sampled_from(["AAPL", "BTC-USD", "X"]),
+    st.sampled_from(["1m", "1h"]),
+    st.integers(0, 40),
+    st.floats(0.01, 1e6),
+    st.floats(0.0, 1e9),
+    st.one_of(st.none(), st.floats(0.01, 1e6)),
+    st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+)
+
+
+def _batch(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    unique = {(s, tf, i): (s, tf, i, *rest) for s, tf, i, *rest in rows}
+    records = []
+    for s, tf, i, price, volume, vwap, count in unique.values():
+        step = pd.Timedelta(minutes=1) if tf == "1m" else pd.Timedelta(hours=1)
+        records.append(
+            {
+                "symbol": s,
+                "timeframe": tf,
+                "ts": T0 + i * step,
+                "open": price,
+                "high": price * 1.5,
+                "low": price / 2,
+                "close": price,
+                "volume": volume,
+                "vwap": np.nan if vwap is None else vwap,
+                "trade_count": pd.NA if count is None else count,
+            }
+        )
+    frame = pd.DataFrame(records)
+    frame["trade_count"] = frame["trade_count"].astype("Int64")
+    return frame
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(writes=st.lists(st.lists(_ROW, min_size=1, max_size=25), min_size=1, max_size=4))
+def test_any_sequence_of_writes_reads_back_the_last_value_of_each_bar(
+    store: PostgresBarStore, engine: Engine, writes: list[list[tuple[Any, ...]]]
+) -> None:
+    with psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(False)) as pg:
+        pg.execute("TRUNCATE market_data_bars, symbol_metadata")
+    latest: dict[tuple[str, str], pd.DataFrame] = {}
+    for rows in writes:
+        batch = _batch(rows)
+        store.write_bars(batch)
+        for (symbol, timeframe), part in batch.groupby(["symbol", "timeframe"]):
+            key = (str(symbol), str(timeframe))
+            merged = pd.concat([latest.get(key, part.iloc[:0]), part])
+            latest[key] = merged.drop_duplicates("ts", keep="last")
+    totals: dict[str, int] = {}
+    for (symbol, timeframe), stored in latest.items():
+        want = validate_bars(stored.sort_values("ts", ignore_index=True))
+        pd.testing.assert_frame_equal(store.read_bars(symbol, timeframe), want)
+        totals[symbol] = totals.get(symbol, 0) + len(want)
+    meta = store.metadata()
+    assert dict(zip(meta["symbol"], meta["total_bars_stored"], strict=True)) == totals
