@@ -35,6 +35,15 @@ class StackAlreadyRunning(StackError):
     action = "Use the running stack (`tradeos-lab status`) or stop it with `tradeos-lab down`."
 
 
+class LakeInUse(StackAlreadyRunning):
+    """Another process has the embedded (chdb) lake open; chdb allows one process per directory."""
+
+    action = (
+        "Connect through the running stack (`tl.connect()` uses its lake gateway) "
+        "or stop it with `tradeos-lab down`."
+    )
+
+
 class StackNotRunning(StackError):
     """No live stack owns this data directory."""
 
