@@ -107,8 +107,15 @@ def test_without_timescaledb_bars_are_range_partitioned_with_refreshable_views(
         "WHERE matviewname LIKE 'bars_%%'",
     )
     assert views == ["bars_1d", "bars_1h", "bars_5m"]
-    # Writing bars across a month boundary creates one partition per month.
-    store.write_bars(make_bars(start=pd.Timestamp("2024-01-31 23:30", tz="UTC"), n=60))
+    # Writing bars across a month boundary creates one partition per month, in UTC even for a
+    # session with another time zone and date style.
+    local = create_engine(
+        engine.url, connect_args={"options": "-c TimeZone=America/New_York -c DateStyle=SQL,DMY"}
+    )
+    bars = make_bars(start=pd.Timestamp("2024-01-31 23:30", tz="UTC"), n=60)
+    PostgresBarStore(local).write_bars(bars)
+    local.dispose()
+    pd.testing.assert_frame_equal(store.read_bars("AAPL", "1m"), validate_bars(bars))
     partitions = _scalar(
         engine,
         "SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_inherits i "

@@ -119,8 +119,8 @@ CREATE TABLE IF NOT EXISTS {METADATA} (
     last_fetched_at timestamptz
 )"""
 
-# Monthly partitions, created by the writer for the months a batch touches. Bounds are computed
-# in UTC whatever the session time zone; a partition created concurrently is not an error.
+# Monthly partitions, created by the writer for the months a batch touches. Bounds are spelled
+# in UTC, whatever the session's TimeZone and DateStyle; a concurrent creation is not an error.
 _PARTITION_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION {TABLE}_add_partitions(months timestamptz[]) RETURNS integer
 LANGUAGE plpgsql AS $fn$
@@ -138,7 +138,9 @@ BEGIN
                 EXECUTE format(
                     'CREATE TABLE IF NOT EXISTS %I PARTITION OF {TABLE} '
                     || 'FOR VALUES FROM (%L) TO (%L)',
-                    part, lo::text || '+00', (lo + interval '1 month')::text || '+00');
+                    part,
+                    to_char(lo, 'YYYY-MM-DD') || ' 00:00:00+00',
+                    to_char(lo + interval '1 month', 'YYYY-MM-DD') || ' 00:00:00+00');
                 created := created + 1;
             EXCEPTION WHEN duplicate_table OR unique_violation THEN
                 NULL;
