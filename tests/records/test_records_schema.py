@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text
 
-from tradeos_lab.errors import StoreError, ValidationError
+from tradeos_lab.errors import DependencyUnavailable, StoreError, ValidationError
 from tradeos_lab.settings import Settings
 from tradeos_lab.stores.records import (
     Base,
@@ -159,3 +159,11 @@ def test_alembic_command_line_upgrades_and_downgrades(records_url: str) -> None:
     alembic("downgrade", "base")
     with RecordsStore.from_url(records_url) as store:
         assert store.current_revision() is None
+
+
+def test_unreachable_postgres_is_a_transient_dependency_error() -> None:
+    with (
+        RecordsStore.from_url("postgresql://postgres@127.0.0.1:1/none") as store,
+        pytest.raises(DependencyUnavailable),
+    ):
+        store.profiles()

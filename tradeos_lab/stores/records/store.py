@@ -23,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util.exc import CommandError
+from psycopg import errors as pg_errors
 from sqlalchemy import Executable, Table, create_engine, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -631,8 +632,8 @@ class RecordsStore:
 
 
 def _missing_schema(e: StatementError) -> bool:
-    if isinstance(e, ProgrammingError):  # PostgreSQL: undefined table or column
-        return True
+    if isinstance(e, ProgrammingError):  # PostgreSQL
+        return isinstance(e.orig, pg_errors.UndefinedTable | pg_errors.UndefinedColumn)
     return isinstance(e, OperationalError) and "no such" in str(e.orig)  # SQLite
 
 
