@@ -155,7 +155,12 @@ def _records_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
 
         store = RecordsStore.open(settings)
         try:
-            return "up", store.describe()
+            revision = store.current_revision()
+            dialect = store.engine.dialect.name
+            timescale = ", timescaledb" if dialect == "postgresql" and store.uses_timescale else ""
+            if revision is None:
+                return "degraded", f"{dialect}{timescale}, no schema yet: run `tradeos-lab up`"
+            return "up", f"{dialect}{timescale}, migration {revision}"
         finally:
             store.close()
 
@@ -195,14 +200,19 @@ def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[Par
 
     client = redis.Redis.from_url(url, socket_timeout=STATUS_TIMEOUT_S)
     try:
-        workers = Flags(client, keys=Keys(settings.namespace), settings=settings).workers()
-    except redis.RedisError:
+        flags = Flags(client, keys=Keys(settings.namespace), settings=settings)
+        seen = [("up", w) for w in flags.live_workers()] + [("down", w) for w in flags.stale_workers()]
+    except Exception:  # noqa: BLE001 - an unreachable flags tier is already its own row
         return []
     finally:
         client.close()
-    rows = []
-    for w in workers:
-        state = "up" if w.alive else "down"
-        detail = f"last heartbeat {w.age_seconds:.0f}s ago"
-        rows.append(PartStatus(w.name, "service", state, w.health_url or "", detail))
-    return rows
+    return [
+        PartStatus(
+            f"{w.service}/{w.instance}",
+            "service",
+            state,
+            w.info.get("health_url", ""),
+            f"last heartbeat {w.age_seconds:.1f}s ago, pid {w.info.get('pid', '?')}",
+        )
+        for state, w in seen
+    ]

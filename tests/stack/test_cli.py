@@ -168,7 +168,7 @@ WRITER = textwrap.dedent(
     import pandas as pd
     import tradeos_lab as tl
     lab = tl.connect(data_dir=sys.argv[1])
-    start = pd.Timestamp("2024-01-02 14:30", tz="UTC")
+    start = pd.Timestamp.now(tz="UTC").floor("1D") - pd.Timedelta(days=1)  # inside the 1m retention
     for batch in range(int(sys.argv[2])):
         ts = pd.date_range(start + pd.Timedelta(minutes=10 * batch), periods=10, freq="1min")
         lab.lake.write_bars(pd.DataFrame({

@@ -76,16 +76,20 @@ def down(ctx: CliContext, timeout: float, force: bool) -> None:
             "close it there with lab.close(), or pass --force"
         )
     os.kill(info.owner_pid, signal.SIGTERM)
-    try:
-        psutil.Process(info.owner_pid).wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        raise StackError(f"process {info.owner_pid} did not stop within {timeout:.0f}s") from None
-    deadline = time.monotonic() + 5
-    while read_runtime(data_dir) is not None and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout
+    while _running(info.owner_pid):
+        if time.monotonic() > deadline:
+            raise StackError(f"process {info.owner_pid} did not stop within {timeout:.0f}s")
         time.sleep(0.1)
     click.echo(f"stopped the stack of process {info.owner_pid}")
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited owner whose parent has not reaped it yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 COMMANDS = [up, status, down]

@@ -96,6 +96,10 @@ class EmbeddedStack:
                 server.start()
                 self.servers[role] = server
             records_url = self.records_url()
+            if "records" in self.settings.embedded_parts:
+                from tradeos_lab.stores.records import RecordsStore
+
+                RecordsStore.open(self.settings, migrate=True).close()
             if "lake" in self.settings.embedded_parts:
                 self._open_lake()
             pid, started = this_process()

@@ -3,7 +3,9 @@ heartbeat, for as long as the process lives."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -25,7 +27,7 @@ class StackOwner:
     def __init__(self, settings: Settings, service: str = "stack") -> None:
         self.settings = settings
         self.service = service
-        self.instance = f"{socket.gethostname()}-{id(self):x}"
+        self.instance = f"{socket.gethostname()}-{os.getpid()}"
         self.stack = EmbeddedStack(settings, owner_kind="up") if settings.embedded_parts else None
         self.health: HealthServer | None = None
         self._flags_client: redis.Redis | None = None
@@ -38,11 +40,8 @@ class StackOwner:
         started = time.perf_counter()
         if self.stack is not None:
             self.stack.start()
-        records = RecordsStore.open(self.settings)
-        try:
-            records.upgrade()
-        finally:
-            records.close()
+        if self.settings.records_url is not None:
+            RecordsStore.open(self.settings, migrate=True).close()
         self.health = HealthServer(
             self.service, self.check, self.settings.health_host, self.settings.health_port
         ).start()
@@ -82,8 +81,7 @@ class StackOwner:
                 flags.heartbeat(
                     self.service,
                     self.instance,
-                    health_url=self.health.url if self.health else None,
-                    ttl_seconds=self.settings.limits.heartbeat_ttl_seconds,
+                    {"pid": os.getpid(), "health_url": self.health.url if self.health else ""},
                 )
             except redis.RedisError:
                 log.warning("heartbeat failed; the flags tier is unreachable")
@@ -107,6 +105,12 @@ class StackOwner:
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
         if self._flags_client is not None:
+            from tradeos_lab.keys import Keys
+            from tradeos_lab.tiers.flags import Flags
+
+            flags = Flags(self._flags_client, keys=Keys(self.settings.namespace), settings=self.settings)
+            with contextlib.suppress(Exception):
+                flags.deregister(self.service, self.instance)
             self._flags_client.close()
         if self.health is not None:
             self.health.stop()
