@@ -1,0 +1,123 @@
+"""Rollups 1m -> 5m -> 15m -> 1h -> 1d computed by the engine, checked against pandas resample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lake_helpers import ANCHOR, make_bars
+
+from tradeos_lab.stores.lake import Lake
+
+RULES = {"5m": "5min", "15m": "15min", "1h": "1h", "1d": "1D"}
+
+
+def pandas_rollup(bars: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """The reference: first open, max high, min low, last close, summed volume and trade count,
+    vwap weighted by the volume of the bars that carry one."""
+    frames = []
+    for symbol, rows in bars.groupby("symbol"):
+        f = rows.set_index("ts").sort_index()
+        known = f["vwap"].notna()
+        r = f.resample(rule, label="left", closed="left")
+        out = pd.DataFrame(
+            {
+                "open": r["open"].first(),
+                "high": r["high"].max(),
+                "low": r["low"].min(),
+                "close": r["close"].last(),
+                "volume": r["volume"].sum(),
+                "vwap": (f["vwap"] * f["volume"]).where(known).resample(rule).sum()
+                / f["volume"].where(known).resample(rule).sum(),
+                "trade_count": r["trade_count"].sum(min_count=1),
+            }
+        )
+        out = out[r["open"].count() > 0]
+        out.insert(0, "symbol", symbol)
+        frames.append(out.reset_index())
+    return pd.concat(frames, ignore_index=True)
+
+
+def assert_same_bars(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    got = got.reset_index(drop=True)
+    want = want.reset_index(drop=True)
+    assert list(got["ts"]) == list(want["ts"])
+    for col in ("open", "high", "low", "close", "volume", "vwap"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-12, err_msg=col)
+    assert got["trade_count"].astype("float64").tolist() == pytest.approx(
+        want["trade_count"].astype("float64").tolist(), nan_ok=True
+    )
+
+
+def two_days_of_minutes() -> pd.DataFrame:
+    """Two symbols, two days and a bit, with holes and some bars lacking a vwap."""
+    rng = np.random.default_rng(7)
+    frames = []
+    for i, symbol in enumerate(("AAPL", "BTC-USD")):
+        bars = make_bars(symbol, periods=2 * 1440 + 97, seed=i)
+        keep = rng.uniform(size=len(bars)) > 0.05
+        bars = bars[keep].copy()
+        bars.loc[rng.uniform(size=len(bars)) < 0.1, "vwap"] = np.nan
+        frames.append(bars)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_every_tier_matches_pandas_resample_of_the_minutes(any_lake: Lake) -> None:
+    bars = two_days_of_minutes()
+    any_lake.write_bars(bars)
+
+    for tf, rule in RULES.items():
+        want = pandas_rollup(bars, rule)
+        for symbol in ("AAPL", "BTC-USD"):
+            got = any_lake.read_bars(symbol, tf)
+            assert (got["timeframe"] == tf).all()
+            assert_same_bars(got, want[want["symbol"] == symbol])
+
+
+def test_a_partial_bucket_is_recomputed_when_the_rest_of_it_arrives(any_lake: Lake) -> None:
+    bars = make_bars(periods=60)
+    any_lake.write_bars(bars.iloc[:25])
+    partial = any_lake.read_bars("AAPL", "1h")
+    assert partial["volume"].iloc[0] == pytest.approx(bars["volume"].iloc[:25].sum())
+
+    any_lake.write_bars(bars.iloc[25:])
+
+    assert_same_bars(any_lake.read_bars("AAPL", "1h"), pandas_rollup(bars, "1h"))
+    assert_same_bars(any_lake.read_bars("AAPL", "5m"), pandas_rollup(bars, "5min"))
+
+
+def test_chunks_written_out_of_order_roll_up_the_same(lake: Lake) -> None:
+    bars = make_bars(periods=300, seed=4)
+    for chunk in (bars.iloc[200:], bars.iloc[:90], bars.iloc[90:200]):
+        lake.write_bars(chunk)
+
+    assert_same_bars(lake.read_bars("AAPL", "15m"), pandas_rollup(bars, "15min"))
+    assert_same_bars(lake.read_bars("AAPL", "1h"), pandas_rollup(bars, "1h"))
+
+
+def test_hourly_bars_written_directly_roll_into_daily_bars(any_lake: Lake) -> None:
+    hours = make_bars("ETH-USD", "1h", periods=72, seed=2)
+    any_lake.write_bars(hours)
+
+    assert any_lake.read_bars("ETH-USD", "1m").empty
+    assert_same_bars(any_lake.read_bars("ETH-USD", "1d"), pandas_rollup(hours, "1D"))
+
+
+def test_daily_bars_start_at_utc_midnight(lake: Lake) -> None:
+    lake.write_bars(make_bars(start=ANCHOR + pd.Timedelta(hours=23), periods=120))
+
+    days = lake.read_bars("AAPL", "1d")
+
+    assert list(days["ts"]) == [ANCHOR, ANCHOR + pd.Timedelta(days=1)]
+
+
+def test_resample_in_the_lake_equals_the_stored_rollup(any_lake: Lake) -> None:
+    bars = two_days_of_minutes()
+    any_lake.write_bars(bars)
+
+    computed = any_lake.resample(["AAPL", "BTC-USD"], "1h")
+    stored = pd.concat([any_lake.read_bars(s, "1h") for s in ("AAPL", "BTC-USD")])
+
+    pd.testing.assert_frame_equal(computed, stored.reset_index(drop=True))
+    only_btc = any_lake.resample("BTC-USD", "1d", start=ANCHOR + pd.Timedelta(days=1))
+    assert list(only_btc["ts"]) == [ANCHOR + pd.Timedelta(days=1), ANCHOR + pd.Timedelta(days=2)]
