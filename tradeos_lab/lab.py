@@ -124,7 +124,7 @@ def connect(settings: Settings | None = None, **overrides: Any) -> Lab:
     redis_urls = {
         role: url.get_secret_value()
         for role in ("bus", "cache", "flags")
-        if (url := settings.redis_url(role)) is not None  # type: ignore[arg-type]
+        if (url := settings.redis_url(role)) is not None
     }
     if settings.embedded_parts:
         data_dir = settings.data_dir.expanduser().resolve()

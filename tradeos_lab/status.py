@@ -51,7 +51,10 @@ class StatusReport:
             latency = f"{p.latency_ms:.1f} ms" if p.latency_ms is not None else "-"
             rows.append((p.part, p.kind, p.state.upper(), latency, p.target, p.detail))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
+            for r in rows
+        ]
         return "\n".join(lines)
 
 
@@ -77,7 +80,9 @@ def redis_check(url: str, role: str) -> Callable[[], tuple[str, str]]:
                 policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
             except redis.ResponseError:
                 policy = "?"  # managed servers may disable CONFIG
-            detail = f"redis {version}, policy {policy}, used {memory.get('used_memory_human', '?')}"
+            detail = (
+                f"redis {version}, policy {policy}, used {memory.get('used_memory_human', '?')}"
+            )
             expected = ROLE_POLICY[role]
             if policy not in (expected, "?"):
                 return "degraded", f"{detail}; the {role} tier wants {expected}"
@@ -102,7 +107,13 @@ def collect_status(settings: Settings) -> StatusReport:
     if settings.embedded_parts:
         if info is None:
             parts.append(
-                PartStatus("stack", "embedded", "down", str(data_dir), "not running: start it with `tradeos-lab up`")
+                PartStatus(
+                    "stack",
+                    "embedded",
+                    "down",
+                    str(data_dir),
+                    "not running: start it with `tradeos-lab up`",
+                )
             )
         else:
             owner = _owner_health(info)
@@ -118,11 +129,18 @@ def collect_status(settings: Settings) -> StatusReport:
             )
     embedded_urls = _embedded_redis_urls(settings, info) if info else {}
     for role in ("bus", "cache", "flags"):
-        url = settings.redis_url(role)  # type: ignore[arg-type]
+        url = settings.redis_url(role)
         if url is not None:
-            parts.append(_timed(role, "server", url.redacted, redis_check(url.get_secret_value(), role)))
+            parts.append(
+                _timed(role, "server", url.redacted, redis_check(url.get_secret_value(), role))
+            )
         elif role in embedded_urls:
-            row = _timed(role, "embedded", info.redis_sockets[role] if info else "", redis_check(embedded_urls[role], role))
+            row = _timed(
+                role,
+                "embedded",
+                info.redis_sockets[role] if info else "",
+                redis_check(embedded_urls[role], role),
+            )
             restarts = owner_report.get(role, {}).get("restarts")
             if restarts:
                 row.detail += f"; restarted {restarts}x after dying"
@@ -164,7 +182,11 @@ def _records_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
         finally:
             store.close()
 
-    target = settings.records_url.redacted if settings.records_url else str(settings.data_dir / "records.db")
+    target = (
+        settings.records_url.redacted
+        if settings.records_url
+        else str(settings.data_dir / "records.db")
+    )
     return _timed("records", kind, target, check)
 
 
@@ -177,7 +199,9 @@ def _lake_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
         from tradeos_lab.stores.lake import Lake
 
         if kind == "embedded" and info is not None and info.lake_gateway:
-            lake = Lake.over_gateway(info.lake_gateway, token=stack_password(settings.data_dir.expanduser().resolve()))
+            lake = Lake.over_gateway(
+                info.lake_gateway, token=stack_password(settings.data_dir.expanduser().resolve())
+            )
         else:
             lake = Lake.open(settings)
         try:
@@ -186,13 +210,21 @@ def _lake_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
         finally:
             lake.close()
 
-    target = settings.lake_url.redacted if settings.lake_url else (info.lake_gateway or "") if info else ""
+    target = (
+        settings.lake_url.redacted
+        if settings.lake_url
+        else (info.lake_gateway or "")
+        if info
+        else ""
+    )
     return _timed("lake", kind, target, check)
 
 
 def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[PartStatus]:
     """Workers seen in the flags tier's registry: up while their heartbeat is fresh."""
-    url = settings.flags_url.get_secret_value() if settings.flags_url else embedded_urls.get("flags")
+    url = (
+        settings.flags_url.get_secret_value() if settings.flags_url else embedded_urls.get("flags")
+    )
     if url is None:
         return []
     from tradeos_lab.keys import Keys
@@ -201,7 +233,9 @@ def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[Par
     client = redis.Redis.from_url(url, socket_timeout=STATUS_TIMEOUT_S)
     try:
         flags = Flags(client, keys=Keys(settings.namespace), settings=settings)
-        seen = [("up", w) for w in flags.live_workers()] + [("down", w) for w in flags.stale_workers()]
+        seen = [("up", w) for w in flags.live_workers()] + [
+            ("down", w) for w in flags.stale_workers()
+        ]
     except Exception:  # noqa: BLE001 - an unreachable flags tier is already its own row
         return []
     finally:

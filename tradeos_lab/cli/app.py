@@ -32,21 +32,31 @@ pass_cli = click.make_pass_decorator(CliContext)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", type=click.Path(path_type=Path), help="TOML config file (else $TRADEOS_CONFIG).")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Embedded stack directory (default ./.tradeos).")
-@click.option("--profile", type=click.Choice(["dev", "prod"]), help="Buffer sizes and TTLs profile.")
+@click.option(
+    "--config", type=click.Path(path_type=Path), help="TOML config file (else $TRADEOS_CONFIG)."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Embedded stack directory (default ./.tradeos).",
+)
+@click.option(
+    "--profile", type=click.Choice(["dev", "prod"]), help="Buffer sizes and TTLs profile."
+)
 @click.version_option(package_name="tradeos-lab")
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None, data_dir: Path | None, profile: str | None) -> None:
+def cli(
+    ctx: click.Context, config: Path | None, data_dir: Path | None, profile: str | None
+) -> None:
     """tradeos-lab: research and paper-trading workbench on Redis streams, SQL records and a lake."""
     overrides = {"data_dir": data_dir, "profile": profile}
     ctx.obj = CliContext(config, {k: v for k, v in overrides.items() if v is not None})
 
 
 def _register_commands() -> None:
-    from tradeos_lab.cli import data_commands, stack_commands
+    from tradeos_lab.cli import data_commands, stack_commands, tier_commands
 
-    for command in [*stack_commands.COMMANDS, *data_commands.COMMANDS]:
+    for command in [*stack_commands.COMMANDS, *tier_commands.COMMANDS, *data_commands.COMMANDS]:
         cli.add_command(command)
 
 
