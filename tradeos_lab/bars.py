@@ -75,7 +75,9 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
     for col in ("open", "close"):
         if ((out[col] > out["high"]) | (out[col] < out["low"])).any():
             raise ValidationError(f"bars have {col} outside [low, high]")
-    out["vwap"] = pd.to_numeric(out["vwap"], errors="raise").astype("float64") if "vwap" in out else np.nan
+    out["vwap"] = (
+        pd.to_numeric(out["vwap"], errors="raise").astype("float64") if "vwap" in out else np.nan
+    )
     if "trade_count" in out:
         counts = pd.to_numeric(out["trade_count"], errors="raise")
         if (counts.dropna() < 0).any():

@@ -92,7 +92,9 @@ class EmbeddedStack:
             self.password = stack_password(self.data_dir)
             roles = [r for r in ("bus", "cache", "flags") if r in self.settings.embedded_parts]
             for role in roles:
-                server = RedisServerProcess(redis_spec(self.settings, self.data_dir, role, self.password))
+                server = RedisServerProcess(
+                    redis_spec(self.settings, self.data_dir, role, self.password)
+                )
                 server.start()
                 self.servers[role] = server
             records_url = self.records_url()
@@ -119,7 +121,9 @@ class EmbeddedStack:
         except BaseException:
             self.stop()
             raise
-        self._supervisor = threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True)
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="stack-supervisor", daemon=True
+        )
         self._supervisor.start()
         log.info("embedded stack started", extra={"data_dir": str(self.data_dir), "parts": roles})
         return self.info

