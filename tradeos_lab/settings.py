@@ -85,7 +85,10 @@ class Settings(BaseSettings):
     )
 
     profile: Literal["dev", "prod"] = "dev"
-    data_dir: Path = Field(default=Path(".tradeos"), description="embedded stack state")
+    data_dir: Path = Field(
+        default_factory=lambda: find_data_dir(Path.cwd()),
+        description="embedded stack state; default: the nearest ./.tradeos upwards, else ./.tradeos",
+    )
     namespace: str = Field(
         default="tradeos",
         pattern=r"^[a-z][a-z0-9_-]{0,31}$",
@@ -227,6 +230,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The config file is merged by load_settings() beneath init values; dotenv is not used.
         return (init_settings, env_settings)
+
+
+DATA_DIR_NAME = ".tradeos"
+
+
+def find_data_dir(start: Path) -> Path:
+    """The nearest existing `.tradeos` in `start` or above it, so a notebook in `notebooks/`
+    finds the stack started at the project root; `start/.tradeos` when there is none."""
+    for folder in (start, *start.parents):
+        if (folder / DATA_DIR_NAME).is_dir():
+            return folder / DATA_DIR_NAME
+    return start / DATA_DIR_NAME
 
 
 class SharedRedisServerWarning(UserWarning):

@@ -99,3 +99,16 @@ def test_tiers_on_one_server_warn_that_policies_cannot_differ() -> None:
             cache_url="redis://127.0.0.1:6379/1",
             flags_url="redis://127.0.0.1:6379/2",
         )
+
+
+def test_default_data_dir_is_the_nearest_one_upwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".tradeos").mkdir()
+    nested = tmp_path / "notebooks" / "research"
+    nested.mkdir(parents=True)
+    monkeypatch.chdir(nested)
+    assert load_settings().data_dir == tmp_path / ".tradeos"
+
+
+def test_default_data_dir_is_local_when_none_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().data_dir == tmp_path / ".tradeos"
