@@ -180,6 +180,25 @@ def test_a_hole_the_provider_cannot_fill_is_asked_once(cache: Cache, lake: Lake)
     assert reader.stats()["store_hits"] == 1
 
 
+def test_limit_counts_bars_so_holes_do_not_shorten_the_answer(cache: Cache, lake: Lake) -> None:
+    gappy = CountingSynthetic(seed=5, gap_rate=0.05)
+    reader = _reader(cache, lake, gappy)
+
+    got = reader.get_bars("XRP-USD", "1h", limit=200)
+
+    series = _bars(gappy, "XRP-USD", TAIL_END - 700 * H, TAIL_END)
+    assert (series["ts"] >= TAIL_END - 500 * H).sum() < 500, "the seed must leave holes"
+    _same(got, series.tail(200))
+    assert gappy.calls[0][2:] == (TAIL_END - 500 * H, TAIL_END)
+    assert len(gappy.calls) >= 2  # it reached back past the holes for the full cache window
+    _same(cache.get_bars("XRP-USD", "1h"), series.tail(500))
+
+    asked = len(gappy.calls)
+    _same(reader.get_bars("XRP-USD", "1h"), series.tail(500))  # default: the latest 500 bars
+    assert reader.stats()["cache_hits"] == 1
+    assert len(gappy.calls) == asked
+
+
 def test_without_a_provider_missing_bars_are_simply_absent(cache: Cache, lake: Lake) -> None:
     source = CountingSynthetic()
     end = TAIL_END - 100 * H

@@ -1,20 +1,22 @@
 """Three-tier bar reads (seed 002): cache -> bar store -> provider, writing back down on a miss.
 
-What a request means. `get_bars(symbol, timeframe, start, end, limit)` asks for the bars opening in
-`[start, end)`; with `limit` and no `start`, the window is the `limit` grid points before `end`;
-with neither, the latest `settings.limits.cache_bars` (500) grid points. Like the stores' gap
-detection, this is calendar-naive (every grid point is expected, as in a 24/7 market); for a
-market with sessions pass an explicit `start`.
+What a request means. `get_bars(symbol, timeframe, start, end, limit)` returns the bars opening in
+`[start, end)`, oldest first, and with `limit` only the latest `limit` of them, exactly like
+`BarStore.read_bars`; with neither `start` nor `limit`, the latest `settings.limits.cache_bars`
+(500). Missing bars are found with the store's gap detection, which is calendar-naive (every grid
+point is expected, as in a 24/7 market): for a market with sessions the provider is asked once
+for each closed stretch, answers empty, and the gap ledger remembers it. When holes leave fewer
+than `limit` bars, the read reaches further back (at most `MAX_EXTENSIONS` times).
 
 A *tail* read (no `end`, or an `end` in the bar in progress) is about the present: the store and the
 provider are asked for completed bars only, and the answer is written back into the cache, which
 holds the tail of each series. Only tail reads write the cache, and they always write the whole
 last-500 window, so the cached block is always the series' latest bars with no hole the store
-could have filled: a range inside its span can be answered from it alone.
+could have filled: a request inside its span can be answered from it alone.
 
 Tiers:
-1. cache: a tail read is a hit when the block reaches back to the window's first bar and holds the
-   last completed bar (`fresh_within_bars`); any read is a hit when the block spans its window.
+1. cache: a hit when the block holds the whole answer (back to `start`, or `limit` bars) and, for a
+   tail read, the last completed bar (`fresh_within_bars`), else the last bar before `end`.
 2. store: `read_bars` + `gaps`; a hit when nothing is missing, or only holes the provider already
    answered empty for (the lake's gap ledger) and that are older than `recheck_after`.
 3. provider: asked only for the missing spans (cut into requests of at most `max_request_bars`);
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 
 TIERS: Final = ("cache", "store", "provider")
 MAX_LIMIT: Final = 10_000_000
+MAX_EXTENSIONS: Final = 3  # times a count read reaches further back past unfillable holes
 
 BAR_READS = Counter(
     "tradeos_bar_reads",
@@ -142,37 +145,35 @@ class BarReader:
         if lo is not None and lo == hi:
             return empty_bars()
 
-        step = timedelta(seconds=tf.seconds)
         in_progress = floor_to_grid(self._clock(), tf)
         tail = hi is None or hi > in_progress
-        stop = min(hi, in_progress) if hi is not None else in_progress  # completed bars only
-        window = limit if limit is not None else (None if lo is not None else self.window_bars)
-        first = lo if lo is not None else stop - step * (window or 0)
+        stop = in_progress if tail else hi  # completed bars only
+        assert stop is not None
+        count = None if lo is not None else (limit or self.window_bars)
+        keep = limit if limit is not None else count  # how many of the newest bars to return
 
-        cached = self._from_cache(symbol, tf, first, hi, stop, tail=tail)
+        cached = self._from_cache(symbol, tf, lo=lo, hi=hi, stop=stop, count=count, tail=tail)
         if cached is not None:
             self._count("cache", "hit")
-            return _tail(cached, limit)
+            return _tail(cached, keep)
         self._count("cache", "miss")
 
         # A tail read fills the whole cache window so the block written back is the true tail.
-        fill_from = min(first, stop - step * self.window_bars) if tail else first
-        bars = self._from_store(symbol, tf, fill_from, stop)
+        want = max(count or 0, self.window_bars) if tail else count
+        bars = self._from_store(symbol, tf, lo=lo, stop=stop, count=want)
         if tail and not bars.empty:
             self.cache.write_bars(bars.tail(self.window_bars))
-        inside = bars["ts"] >= first
-        if hi is not None:
-            inside &= bars["ts"] < hi
-        return _tail(bars.loc[inside].reset_index(drop=True), limit)
+        return _tail(_between(bars, lo, hi), keep)
 
     def _from_cache(
         self,
         symbol: str,
         tf: Timeframe,
-        first: pd.Timestamp,
+        *,
+        lo: pd.Timestamp | None,
         hi: pd.Timestamp | None,
         stop: pd.Timestamp,
-        *,
+        count: int | None,
         tail: bool,
     ) -> pd.DataFrame | None:
         """The cached bars answering the request, or None on a miss."""
@@ -180,45 +181,87 @@ class BarReader:
         if cached.empty:
             return None
         step = timedelta(seconds=tf.seconds)
-        oldest, newest = cached["ts"].iloc[0], cached["ts"].iloc[-1]
-        if oldest > ceil_to_grid(first, tf):
-            return None
+        newest = cached["ts"].iloc[-1]
         if tail:
             if self.fresh_within_bars is not None and newest < stop - step * self.fresh_within_bars:
                 return None
         elif newest < ceil_to_grid(stop, tf) - step:  # the last bar opening before `end`
             return None
-        inside = cached["ts"] >= first
-        if hi is not None:
-            inside &= cached["ts"] < hi
-        return cached.loc[inside].reset_index(drop=True)
+        answer = _between(cached, lo, hi)
+        if lo is not None:
+            return answer if cached["ts"].iloc[0] <= ceil_to_grid(lo, tf) else None
+        return answer if count is not None and len(answer) >= count else None
 
     def _from_store(
-        self, symbol: str, tf: Timeframe, start: pd.Timestamp, stop: pd.Timestamp
+        self,
+        symbol: str,
+        tf: Timeframe,
+        *,
+        lo: pd.Timestamp | None,
+        stop: pd.Timestamp,
+        count: int | None,
     ) -> pd.DataFrame:
-        """Store bars in [start, stop), completed from the provider where the store has gaps."""
+        """Store bars in [lo, stop) and at least the latest `count` before stop, completed from
+        the provider where the store has gaps."""
+        step = timedelta(seconds=tf.seconds)
+        starts: list[pd.Timestamp] = [] if lo is None else [lo]
+        latest: pd.DataFrame | None = None
+        if count is not None:
+            latest = self.store.read_bars(symbol, tf, end=stop, limit=count)
+            # Fewer stored than wanted: start with the `count` grid points before stop.
+            starts.append(
+                latest["ts"].iloc[0]
+                if len(latest) == count
+                else min([stop - step * count, *latest["ts"].iloc[:1]])
+            )
+        start = min(starts)
         if start >= stop:
             self._count("store", "hit")
             return empty_bars()
-        stored = self.store.read_bars(symbol, tf, start, stop)
+        reuse = latest is not None and len(latest) > 0 and latest["ts"].iloc[0] == start
+        bars, missed = self._complete(symbol, tf, start, stop, latest if reuse else None)
+        # Holes the provider cannot fill leave fewer than `count` bars: reach further back.
+        for _ in range(MAX_EXTENSIONS):
+            if count is None or len(bars) >= count or self.provider is None:
+                break
+            earlier = start - step * 2 * (count - len(bars))
+            older, more_missed = self._complete(symbol, tf, earlier, start, None)
+            missed |= more_missed
+            if older.empty:
+                break  # nothing older anywhere: a young series
+            bars = pd.concat([older, bars], ignore_index=True) if len(bars) else older
+            start = earlier
+        self._count("store", "miss" if missed else "hit")
+        return bars
+
+    def _complete(
+        self,
+        symbol: str,
+        tf: Timeframe,
+        start: pd.Timestamp,
+        stop: pd.Timestamp,
+        stored: pd.DataFrame | None,
+    ) -> tuple[pd.DataFrame, bool]:
+        """Bars in [start, stop) from the store, its gaps asked of the provider; True when
+        something was missing (a store miss)."""
+        if stored is None:
+            stored = self.store.read_bars(symbol, tf, start, stop)
         missing = spans_of(self.store.gaps(symbol, tf, start, stop))
         if missing:
             recent = self._clock() - self.recheck_after
             holes = known_holes(self.store, symbol, tf, older_than=recent)
             missing = subtract(missing, holes)
         if not missing:
-            self._count("store", "hit")
-            return stored
-        self._count("store", "miss")
+            return stored, False
         if self.provider is None:
-            return stored
+            return stored, True
         fetched = self._from_provider(symbol, tf, missing)
-        if not fetched:
-            return stored
         parts = [f for f in (stored, *fetched) if not f.empty]
+        if not parts:
+            return stored, True
         combined = pd.concat(parts, ignore_index=True)
         combined = combined.drop_duplicates("ts", keep="last").sort_values("ts", kind="stable")
-        return combined.reset_index(drop=True)
+        return combined.reset_index(drop=True), True
 
     def _from_provider(self, symbol: str, tf: Timeframe, missing: list[Span]) -> list[pd.DataFrame]:
         """Ask the provider for exactly the missing spans; store what it returns."""
@@ -266,6 +309,17 @@ class BarReader:
     def __repr__(self) -> str:
         provider = self.provider.name if self.provider is not None else "none"
         return f"BarReader(store={type(self.store).__name__}, provider={provider})"
+
+
+def _between(bars: pd.DataFrame, lo: pd.Timestamp | None, hi: pd.Timestamp | None) -> pd.DataFrame:
+    if lo is None and hi is None:
+        return bars
+    inside = pd.Series(True, index=bars.index)
+    if lo is not None:
+        inside &= bars["ts"] >= lo
+    if hi is not None:
+        inside &= bars["ts"] < hi
+    return bars.loc[inside].reset_index(drop=True)
 
 
 def _tail(bars: pd.DataFrame, limit: int | None) -> pd.DataFrame:
