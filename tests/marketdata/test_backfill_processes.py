@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,8 @@ from provider_servers import source
 
 from tradeos_lab.keys import Keys
 from tradeos_lab.marketdata import BackfillCheckpoint
-from tradeos_lab.settings import load_settings
+from tradeos_lab.settings import Settings, load_settings
+from tradeos_lab.stack.embedded import EmbeddedStack
 from tradeos_lab.stores.lake import Lake
 
 TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
@@ -174,3 +176,50 @@ def test_two_concurrent_backfills_share_one_rate_limit(
     a, b = span({"BTC-USD", "SOL-USD"}), span({"ETH-USD", "ADA-USD"})
     assert a[0] < b[1], "the two runs did not overlap in time"
     assert b[0] < a[1], "the two runs did not overlap in time"
+
+
+def test_backfill_reaches_the_lake_through_a_running_stack(
+    tmp_path: Path, namespace: str, settings_factory: Callable[..., Settings]
+) -> None:
+    """With a stack up, chdb belongs to its owner: the CLI must go through the lake gateway."""
+    settings = settings_factory(namespace=namespace)
+    stack = EmbeddedStack(settings)
+    stack.start()
+    try:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TRADEOS_") or k.startswith("TRADEOS_TEST_")
+        }
+        env.update(
+            TRADEOS_NAMESPACE=namespace,
+            TRADEOS_DATA_DIR=str(settings.data_dir),
+            TRADEOS_LOG_LEVEL="WARNING",
+        )
+        run = subprocess.run(
+            [TRADEOS_LAB, "backfill", "-t", "1h", "--days", "3", "BTC-USD", "ETH-USD"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "2 symbols" in run.stdout
+        gaps = subprocess.run(
+            [TRADEOS_LAB, "lake", "gaps", "-t", "1h"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert gaps.returncode == 0, gaps.stderr[-3000:]
+        assert "ETH-USD" in gaps.stdout
+
+        owned = stack.lake.coverage(["BTC-USD", "ETH-USD"])
+        hourly = owned[owned["timeframe"] == "1h"]
+        assert sorted(hourly["symbol"]) == ["BTC-USD", "ETH-USD"]
+        assert (hourly["bars"] >= 3 * 24 - 5).all()
+    finally:
+        stack.stop()
