@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +92,21 @@ class EmbeddedStack:
         try:
             self.password = stack_password(self.data_dir)
             roles = [r for r in ("bus", "cache", "flags") if r in self.settings.embedded_parts]
+            # The servers boot while the records migrate and chdb opens: start-up takes the
+            # slowest of them, not their sum.
             for role in roles:
-                server = RedisServerProcess(
-                    redis_spec(self.settings, self.data_dir, role, self.password)
-                )
-                server.start()
-                self.servers[role] = server
+                spec = redis_spec(self.settings, self.data_dir, role, self.password)
+                self.servers[role] = RedisServerProcess(spec)
+                self.servers[role].launch()
             records_url = self.records_url()
-            if "records" in self.settings.embedded_parts:
-                from tradeos_lab.stores.records import RecordsStore
-
-                RecordsStore.open(self.settings, migrate=True).close()
-            if "lake" in self.settings.embedded_parts:
-                self._open_lake()
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="stack-start") as pool:
+                pending = [pool.submit(self._migrate_records)]
+                if "lake" in self.settings.embedded_parts:
+                    pending.append(pool.submit(self._open_lake))
+                for server in self.servers.values():
+                    server.wait_ready()
+                for task in pending:
+                    task.result()
             pid, started = this_process()
             self.info = RuntimeInfo(
                 owner_pid=pid,
@@ -160,6 +163,12 @@ class EmbeddedStack:
         if self.settings.records_url is not None:
             return self.settings.records_url.get_secret_value()
         return f"sqlite:///{self.data_dir / 'records.db'}"
+
+    def _migrate_records(self) -> None:
+        if "records" in self.settings.embedded_parts:
+            from tradeos_lab.stores.records import RecordsStore
+
+            RecordsStore.open(self.settings, migrate=True).close()
 
     def _open_lake(self) -> None:
         from tradeos_lab.stores.lake import Lake, serve_gateway

@@ -121,6 +121,12 @@ class RedisServerProcess:
         return self.process is not None and self.process.poll() is None
 
     def start(self, timeout: float = 15.0) -> None:
+        """Launch and wait until the server answers (its AOF, if any, loaded)."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting, so several servers can boot side by side."""
         spec = self.spec
         try:
             spec.directory.mkdir(parents=True, exist_ok=True)
@@ -143,9 +149,8 @@ class RedisServerProcess:
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run between fork and exec
         )
-        self._wait_ready(timeout)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:
