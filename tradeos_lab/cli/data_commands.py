@@ -254,30 +254,36 @@ def _detect_gaps(
     since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=days) if days else None
     details: list[pd.DataFrame] = []
     rows: list[dict[str, Any]] = []
-    for row in coverage.itertuples(index=False):
-        tf = Timeframe.parse(row.timeframe)
-        start = pd.Timestamp(row.earliest)
-        if since is not None:
-            start = max(start, since)
-        end = pd.Timestamp(row.latest) + pd.Timedelta(seconds=tf.seconds)
-        found = lab.lake.gaps(str(row.symbol), tf, start, end) if start < end else None
+    series = zip(
+        coverage["symbol"].astype(str),
+        coverage["timeframe"].astype(str),
+        pd.to_datetime(coverage["earliest"], utc=True),
+        pd.to_datetime(coverage["latest"], utc=True),
+        coverage["bars"].astype("int64"),
+        strict=True,
+    )
+    for symbol, timeframe_name, earliest, latest, bars in series:
+        tf = Timeframe.parse(timeframe_name)
+        start = earliest if since is None else max(earliest, since)
+        end = latest + pd.Timedelta(seconds=tf.seconds)
+        found = lab.lake.gaps(symbol, tf, start, end) if start < end else None
         count = 0 if found is None else len(found)
         missing = 0 if found is None or found.empty else int(found["missing_bars"].sum())
         largest = 0 if found is None or found.empty else int(found["missing_bars"].max())
         rows.append(
             {
-                "symbol": row.symbol,
-                "timeframe": row.timeframe,
-                "bars": int(row.bars),
-                "earliest": row.earliest,
-                "latest": row.latest,
+                "symbol": symbol,
+                "timeframe": timeframe_name,
+                "bars": int(bars),
+                "earliest": earliest,
+                "latest": latest,
                 "gaps": count,
                 "missing_bars": missing,
                 "largest_gap_bars": largest,
             }
         )
         if found is not None and not found.empty:
-            details.append(found.assign(symbol=row.symbol, timeframe=row.timeframe))
+            details.append(found.assign(symbol=symbol, timeframe=timeframe_name))
     columns = ["symbol", "timeframe", "gap_start", "gap_end", "missing_bars"]
     detail = (
         pd.concat(details, ignore_index=True).loc[:, columns]
