@@ -30,7 +30,9 @@ from tradeos_lab.stack.redis_server import (
 )
 
 SHARED_REDIS_URL = os.environ.get("TRADEOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-PG_ADMIN_URL = os.environ.get("TRADEOS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "TRADEOS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +51,12 @@ def namespace() -> str:
 @pytest.fixture
 def keys(namespace: str) -> Keys:
     return Keys(namespace)
+
+
+@pytest.fixture
+def shared_redis_url() -> str:
+    """URL of the machine's Redis 7 (db 0); tests add their own namespace to every key."""
+    return SHARED_REDIS_URL
 
 
 @pytest.fixture

@@ -24,8 +24,12 @@ TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOS_") or k.startswith("TRADEOS_TEST_")}
-    env.update(TRADEOS_DATA_DIR=str(data_dir), TRADEOS_LOG_LEVEL="WARNING", **extra)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TRADEOS_") or k.startswith("TRADEOS_TEST_")
+    }
+    env.update({"TRADEOS_DATA_DIR": str(data_dir), "TRADEOS_LOG_LEVEL": "WARNING", **extra})
     return env
 
 
@@ -48,7 +52,9 @@ class UpProcess:
             if "press Ctrl-C" in line:
                 break
         else:
-            raise AssertionError(f"up never came up: {''.join(lines)} {self.proc.stderr.read() if self.proc.stderr else ''}")
+            raise AssertionError(
+                f"up never came up: {''.join(lines)} {self.proc.stderr.read() if self.proc.stderr else ''}"
+            )
         self.banner = "".join(lines)
         info = read_runtime(data_dir)
         assert info is not None
@@ -74,7 +80,11 @@ def running(tmp_path: Path) -> Iterator[UpProcess]:
 
 def _status(data_dir: Path) -> tuple[int, dict]:  # type: ignore[type-arg]
     out = subprocess.run(
-        [TRADEOS_LAB, "status", "--json"], env=_env(data_dir), capture_output=True, text=True, timeout=60
+        [TRADEOS_LAB, "status", "--json"],
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return out.returncode, json.loads(out.stdout)
 
@@ -99,7 +109,9 @@ def test_up_is_healthy_and_stops_cleanly_on_signal(tmp_path: Path, sig: int) -> 
     assert any(p["kind"] == "service" and p["state"] == "up" for p in report["parts"]), "heartbeat"
     assert up.stop(sig) == 0
     time.sleep(0.2)
-    assert not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not [
+        p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+    ]
     assert read_runtime(up.data_dir) is None
 
 
@@ -116,14 +128,22 @@ def test_health_and_metrics_endpoints_answer(running: UpProcess) -> None:
 
 
 def test_down_stops_the_running_stack(running: UpProcess) -> None:
-    out = subprocess.run([TRADEOS_LAB, "down"], env=_env(running.data_dir), capture_output=True, text=True, timeout=90)
+    out = subprocess.run(
+        [TRADEOS_LAB, "down"],
+        env=_env(running.data_dir),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert out.returncode == 0, out.stderr
     assert running.proc.wait(30) == 0
     assert read_runtime(running.data_dir) is None
 
 
 def test_second_up_on_the_same_data_dir_is_refused(running: UpProcess) -> None:
-    out = subprocess.run([TRADEOS_LAB, "up"], env=_env(running.data_dir), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [TRADEOS_LAB, "up"], env=_env(running.data_dir), capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 1
     assert "already running" in out.stderr
     assert f"process {running.proc.pid}" in out.stderr
@@ -155,7 +175,11 @@ def test_status_reports_a_killed_server_restarted(running: UpProcess) -> None:
 
 def test_a_bad_setting_stops_the_start_naming_the_key(tmp_path: Path) -> None:
     out = subprocess.run(
-        [TRADEOS_LAB, "up"], env=_env(tmp_path / "lab", TRADEOS_PROFILE="staging"), capture_output=True, text=True, timeout=60
+        [TRADEOS_LAB, "up"],
+        env=_env(tmp_path / "lab", TRADEOS_PROFILE="staging"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "TRADEOS_PROFILE" in out.stderr
@@ -180,7 +204,9 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_a_notebook_uses_the_lake_while_up_owns_it_and_another_process_writes(running: UpProcess) -> None:
+def test_a_notebook_uses_the_lake_while_up_owns_it_and_another_process_writes(
+    running: UpProcess,
+) -> None:
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(running.data_dir), "30"],
         env=_env(running.data_dir),
@@ -213,4 +239,32 @@ def test_connect_without_a_running_stack_owns_one_and_stops_it(tmp_path: Path) -
     second.close()
     lab.close()
     time.sleep(0.2)
-    assert not [p for p in pids if p and psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not [
+        p for p in pids if p and psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+    ]
+
+
+def test_a_planted_broker_key_appears_in_no_output_of_a_running_stack(tmp_path: Path) -> None:
+    key, secret = "PKPLANTEDKEY7777777", "planted-secret-value-8888"
+    extra = {
+        "TRADEOS_ALPACA_API_KEY": key,
+        "TRADEOS_ALPACA_SECRET_KEY": secret,
+        "TRADEOS_LOG_LEVEL": "DEBUG",
+    }
+    up = UpProcess(tmp_path / "lab", **extra)
+    status = subprocess.run(
+        [TRADEOS_LAB, "status"],
+        env=_env(up.data_dir, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    up.stop()
+    assert up.proc.stdout is not None and up.proc.stderr is not None
+    logs = up.proc.stderr.read()
+    assert '"severity": "INFO"' in logs, "the stack logged at all"
+    everything = up.banner + up.proc.stdout.read() + logs + status.stdout + status.stderr
+    assert key not in everything
+    assert secret not in everything
+    password = (up.data_dir / "secret").read_text().strip()
+    assert password not in everything

@@ -31,11 +31,15 @@ def test_each_redis_tier_has_its_own_server_and_policy(role: str) -> None:
     assert flags["appendonly"] == "yes"
     assert flags["appendfsync"] == "everysec"
     prod = PROFILES["prod"]
-    expected_memory = {"bus": None, "cache": prod.cache_maxmemory, "flags": prod.flags_maxmemory}[role]
+    expected_memory = {"bus": None, "cache": prod.cache_maxmemory, "flags": prod.flags_maxmemory}[
+        role
+    ]
     assert flags.get("maxmemory") == expected_memory
 
 
-def test_servers_env_is_valid_settings_pointing_at_the_compose_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_servers_env_is_valid_settings_pointing_at_the_compose_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     services = _compose()["services"]
     env = dict(
         line.split("=", 1)

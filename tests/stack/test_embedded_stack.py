@@ -87,7 +87,9 @@ def test_password_file_is_owner_only_and_kept_across_restarts(
         second.stop()
 
 
-def test_stop_leaves_no_process_and_no_runtime_file(settings_factory: Callable[..., Settings]) -> None:
+def test_stop_leaves_no_process_and_no_runtime_file(
+    settings_factory: Callable[..., Settings],
+) -> None:
     settings = settings_factory(**NO_LAKE)
     s = EmbeddedStack(settings)
     info = s.start()
@@ -134,7 +136,9 @@ def test_stale_runtime_file_is_never_trusted_and_is_replaced(
         s.stop()
 
 
-def test_runtime_file_of_a_reused_pid_is_not_trusted(settings_factory: Callable[..., Settings]) -> None:
+def test_runtime_file_of_a_reused_pid_is_not_trusted(
+    settings_factory: Callable[..., Settings],
+) -> None:
     data_dir = settings_factory().data_dir.resolve()
     data_dir.mkdir(parents=True)
     # Our own pid, but a different process start time: a pid reused after the owner died.
@@ -177,7 +181,13 @@ def test_embedded_redis_port_already_in_use_is_a_clear_error(tmp_path: Path) -> 
         taken.listen()
         port = taken.getsockname()[1]
         server = RedisServerProcess(
-            RedisServerSpec(role="bus", directory=tmp_path / "r", password="x" * 16, policy="noeviction", port=port)
+            RedisServerSpec(
+                role="bus",
+                directory=tmp_path / "r",
+                password="x" * 16,
+                policy="noeviction",
+                port=port,
+            )
         )
         with pytest.raises(PortInUseError, match=str(port)):
             server.start()

@@ -44,7 +44,19 @@ def test_halt_and_clear_are_audited_on_the_audit_stream(data_dir: Path) -> None:
     run(data_dir, "flags", "arm", "--actor", "user:ops", "--reason", "start of day")
     run(data_dir, "flags", "halt", "--actor", "user:ops", "--reason", "news spike")
     assert json.loads(run(data_dir, "flags", "show", "--json").output)["mode"] == "HALTED"
-    run(data_dir, "flags", "halt", "--scope", "symbol", "--target", "TSLA", "--mode", "REDUCING", "--reason", "halted venue")
+    run(
+        data_dir,
+        "flags",
+        "halt",
+        "--scope",
+        "symbol",
+        "--target",
+        "TSLA",
+        "--mode",
+        "REDUCING",
+        "--reason",
+        "halted venue",
+    )
     run(data_dir, "flags", "clear", "--actor", "user:lead", "--reason", "spike over")
     state = json.loads(run(data_dir, "flags", "show", "--json").output)
     assert state["mode"] is None

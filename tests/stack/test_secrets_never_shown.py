@@ -63,7 +63,9 @@ def test_no_log_line_carries_a_secret(planted, formatter_cls) -> None:  # type: 
 
 
 def test_json_log_lines_carry_service_time_severity_and_correlation() -> None:
-    record = logging.LogRecord("tradeos_lab.x", logging.WARNING, __file__, 1, "halt %s", ("AAPL",), None)
+    record = logging.LogRecord(
+        "tradeos_lab.x", logging.WARNING, __file__, 1, "halt %s", ("AAPL",), None
+    )
     with correlation("corr-123"):
         line = json.loads(JsonFormatter("signal-engine").format(record))
     assert line["service"] == "signal-engine"

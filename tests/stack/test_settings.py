@@ -30,7 +30,9 @@ def test_override_beats_profile_value() -> None:
     assert s.limits.bar_ttl_seconds["5m"] == 300
 
 
-def test_layers_file_then_env_then_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_layers_file_then_env_then_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "lab.toml"
     config.write_text('[tradeos]\nprofile = "prod"\nnamespace = "fromfile"\nmax_deliveries = 3\n')
     monkeypatch.setenv("TRADEOS_NAMESPACE", "fromenv")
@@ -47,7 +49,9 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     assert load_settings().namespace == "viaenv"
 
 
-def test_unknown_environment_key_is_named_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_environment_key_is_named_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("TRADEOS_BUS_URLL", "redis://localhost")
     with pytest.raises(ConfigError, match=r"unknown setting TRADEOS_BUS_URLL.*TRADEOS_BUS_URL\?"):
         load_settings()
@@ -101,7 +105,9 @@ def test_tiers_on_one_server_warn_that_policies_cannot_differ() -> None:
         )
 
 
-def test_default_data_dir_is_the_nearest_one_upwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_data_dir_is_the_nearest_one_upwards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / ".tradeos").mkdir()
     nested = tmp_path / "notebooks" / "research"
     nested.mkdir(parents=True)
@@ -109,6 +115,8 @@ def test_default_data_dir_is_the_nearest_one_upwards(tmp_path: Path, monkeypatch
     assert load_settings().data_dir == tmp_path / ".tradeos"
 
 
-def test_default_data_dir_is_local_when_none_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_data_dir_is_local_when_none_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_settings().data_dir == tmp_path / ".tradeos"

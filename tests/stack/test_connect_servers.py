@@ -1,0 +1,106 @@
+"""With URLs set, the same code runs against the machine's Redis 7 and PostgreSQL."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+
+import tradeos_lab as tl
+from tradeos_lab.contracts import Audit, new_message
+from tradeos_lab.keys import Stream
+from tradeos_lab.settings import Settings, SharedRedisServerWarning
+from tradeos_lab.stores.records import RecordsStore
+from tradeos_lab.status import collect_status
+
+
+@pytest.fixture
+def server_settings(
+    settings_factory: Callable[..., Settings],
+    namespace: str,
+    pg_url: str,
+    tmp_path: Path,
+    shared_redis: object,
+    shared_redis_url: str,
+) -> Iterator[Settings]:
+    base = shared_redis_url.rsplit("/", 1)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        settings = settings_factory(
+            namespace=namespace,
+            bus_url=f"{base}/0",
+            cache_url=f"{base}/1",
+            flags_url=f"{base}/2",
+            records_url=pg_url,
+            lake_url=f"chdb://{tmp_path / 'lake'}",
+        )
+    RecordsStore.open(settings, migrate=True).close()
+    yield settings
+    for db in (1, 2):  # the shared_redis fixture cleans db 0
+        client = redis.Redis.from_url(f"{base}/{db}")
+        for key in client.scan_iter(match=f"{namespace}:*"):
+            client.delete(key)
+        client.close()
+
+
+def test_connect_uses_the_servers_and_starts_nothing(server_settings: Settings) -> None:
+    with tl.connect(server_settings) as lab:
+        assert not lab.owns_stack
+        assert lab.records.engine.dialect.name == "postgresql"
+        assert sorted(p.name for p in lab.records.profiles()) == [
+            "Aggressive",
+            "Balanced",
+            "Conservative",
+        ]
+        entry = lab.bus.publish(
+            Stream.AUDIT,
+            new_message(
+                Audit(
+                    actor="user:test",
+                    action="config.set",
+                    target="global",
+                    old_value=1,
+                    new_value=2,
+                    reason="t",
+                ),
+                producer="test",
+            ),
+        )
+        assert lab.bus.redis.xlen(lab.keys.stream(Stream.AUDIT)) == 1
+        assert entry
+        lab.cache.set_price("AAPL", 187.5)
+        assert lab.cache.get_price("AAPL").price == 187.5  # type: ignore[union-attr]
+        assert lab.lake.query("SELECT 1 AS one")["one"].iloc[0] == 1
+        ts = pd.Timestamp.now(tz="UTC").floor("1D") - pd.Timedelta(days=1)
+        lab.lake.write_bars(
+            pd.DataFrame(
+                {
+                    "symbol": ["AAPL"],
+                    "timeframe": ["1d"],
+                    "ts": [ts],
+                    "open": [1.0],
+                    "high": [2.0],
+                    "low": [0.5],
+                    "close": [1.5],
+                    "volume": [10.0],
+                }
+            )
+        )
+        assert len(lab.lake.read_bars("AAPL", "1d")) == 1
+    assert not (server_settings.data_dir / "runtime.json").exists()
+
+
+def test_status_flags_tiers_whose_server_policy_is_wrong(server_settings: Settings) -> None:
+    report = collect_status(server_settings)
+    states = {p.part: p for p in report.parts}
+    assert states["bus"].state == "up"  # the machine's Redis runs noeviction, right for the bus
+    assert states["cache"].state == "degraded"
+    assert "wants allkeys-lru" in states["cache"].detail
+    assert states["flags"].state == "degraded"
+    assert states["records"].state == "up"
+    assert "postgresql" in states["records"].detail
+    assert report.ok, "degraded is reported but is not down"
