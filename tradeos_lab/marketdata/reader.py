@@ -177,7 +177,9 @@ class BarReader:
         tail: bool,
     ) -> pd.DataFrame | None:
         """The cached bars answering the request, or None on a miss."""
-        cached = self.cache.get_bars(symbol, tf)
+        # "The latest N" needs only the block's tail (GETRANGE), the hot path of live readers.
+        latest_only = lo is None and hi is None
+        cached = self.cache.get_bars(symbol, tf, limit=count if latest_only else None)
         if cached.empty:
             return None
         step = timedelta(seconds=tf.seconds)
