@@ -277,3 +277,27 @@ def test_monitoring_shows_bars_per_symbol_and_stale_or_missing_series(
     assert pd.isna(table.loc["SOL-USD", "latest"])  # subscribed, never stored
     assert table.loc["SOL-USD", "stale"]
     assert list(table.index) == ["BTC-USD", "ETH-USD", "SOL-USD"]  # freshest first
+
+
+def test_a_run_that_loses_its_lease_stops_before_the_next_request(
+    lake: Lake, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    lock = keys.backfill_lock("synthetic-1h")
+
+    class Thief(CountingSynthetic):
+        """Another process takes the lease (ours expired) while a request is under way."""
+
+        def fetch_bars(self, *args: object, **kwargs: object) -> pd.DataFrame:
+            if len(self.calls) == 1:
+                shared_redis.set(lock, json.dumps({"token": "thief", "host": "x", "pid": 1}))
+                time.sleep(0.5)  # one renewal period of a 1 s lease
+            return super().fetch_bars(*args, **kwargs)  # type: ignore[arg-type]
+
+    thief = Thief()
+    job = _job(lake, thief, shared_redis, keys, chunk_bars=24, lease_seconds=1.0)
+
+    with pytest.raises(BackfillBusy, match="lost"):
+        job.run(["BTC-USD"])
+
+    assert len(thief.calls) == 2  # 20 days in 24-bar chunks would be 20 requests
+    assert json.loads(shared_redis.get(lock) or b"{}")["token"] == "thief"  # not released

@@ -343,6 +343,7 @@ class _Lease:
         self._take_over = redis.register_script(_TAKE_OVER)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lost = threading.Event()
 
     def __enter__(self) -> _Lease:
         deadline = time.monotonic() + self.wait_seconds
@@ -384,7 +385,8 @@ class _Lease:
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
                 if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
-                    log.error("backfill lease %s was lost to another process", self.key)
+                    log.error("backfill lease %s was lost; stopping after this chunk", self.key)
+                    self.lost.set()
                     return
             except redis.RedisError:
                 log.warning("backfill lease %s not renewed (Redis error); retrying", self.key)
@@ -440,6 +442,7 @@ class Backfill:
         self.progress = progress
         self._clock = clock
         self.checkpoint = BackfillCheckpoint(redis, keys, self.job)
+        self._lease: _Lease | None = None
 
     @classmethod
     def from_lab(
@@ -483,7 +486,8 @@ class Backfill:
             self.keys.backfill_lock(self.job),
             self.lease_seconds,
             self.lease_wait_seconds,
-        ):
+        ) as lease:
+            self._lease = lease
             plan = self._plan(chosen, days, resume)
             finished = self.checkpoint.done()
             pending = [s for s in plan.symbols if s not in finished]
@@ -505,6 +509,7 @@ class Backfill:
                     bar.update(1)
             finally:
                 bar.close()
+                self._lease = None
         log.info(report.summary())
         return report
 
@@ -561,6 +566,8 @@ class Backfill:
         )
         try:
             for start, end in requests:
+                if self._lease is not None and self._lease.lost.is_set():
+                    raise BackfillBusy(f"the lease of job {self.job} was lost; run it again")
                 if self.limiter is not None:
                     self.limiter()
                 bars = self.provider.fetch_bars(symbol, self.timeframe, start, end)
