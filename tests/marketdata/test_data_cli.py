@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from marketdata_helpers import SHARED_REDIS_URL
+from marketdata_helpers import SHARED_REDIS_URL, TimedProviderServer
+from provider_servers import API_KEY, SECRET_KEY
 
 from tradeos_lab.cli import cli, main
+from tradeos_lab.providers import SyntheticProvider, save_bars
 from tradeos_lab.settings import load_settings
 from tradeos_lab.stores.lake import Lake
 
@@ -125,3 +127,56 @@ def test_bad_symbols_and_options_fail_with_one_clear_line(
         main(["lake", "gaps", "-t", "7m"])
     assert exit_info.value.code == 2
     assert os.environ["TRADEOS_NAMESPACE"] == env["TRADEOS_NAMESPACE"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_backfill_from_alpaca_remembers_closed_market_hours(
+    env: dict[str, str], provider_server: TimedProviderServer
+) -> None:
+    """Stock bars exist on weekdays only: the closed stretches end in the gap ledger, and a
+    second pass asks Alpaca again only for a hole that ended recently (data may come late)."""
+    env = {
+        **env,
+        "TRADEOS_ALPACA_DATA_URL": provider_server.url,
+        "TRADEOS_ALPACA_API_KEY": API_KEY,
+        "TRADEOS_ALPACA_SECRET_KEY": SECRET_KEY,
+    }
+    runner = CliRunner()
+    args = ["backfill", "AAPL", "--provider", "alpaca", "-t", "1h", "--days", "10"]
+    first = runner.invoke(cli, [*args, "--no-progress"], env=env, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    asked = provider_server.count("/v2/stocks/bars")
+    assert asked >= 1
+
+    second = runner.invoke(cli, [*args, "--no-progress"], env=env, catch_exceptions=False)
+    assert second.exit_code == 0, second.output
+    recent = pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=7)  # recheck_after is 6 h
+    for request in provider_server.requests_to("/v2/stocks/bars")[asked:]:
+        assert pd.Timestamp(request.query["end"]) >= recent, "an old known hole was asked again"
+
+    with Lake.open(load_settings(lake_url=env["TRADEOS_LAKE_URL"])) as lake:
+        bars = lake.read_bars("AAPL", "1h")
+        ledger = lake.gap_ledger("AAPL", "1h", open_only=True)
+    assert len(bars) > 0
+    assert (bars["ts"].dt.day_of_week < 5).all()
+    assert (ledger["gap_start"].dt.day_of_week >= 5).any()  # a weekend is recorded as a hole
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_backfill_replays_a_bar_file(env: dict[str, str], tmp_path: Path) -> None:
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    bars = SyntheticProvider(seed=4).fetch_bars("BTC-USD", "1h", now - pd.Timedelta(days=3), now)
+    path = save_bars(bars, tmp_path / "btc.parquet")
+
+    args = ["backfill", "BTC-USD", "--provider", "file", "--file", str(path), "-t", "1h"]
+    result = CliRunner().invoke(
+        cli,
+        [*args, "--days", "2", "--no-progress"],
+        env=env,
+        catch_exceptions=False,
+    )
+
+    assert result.exit_code == 0, result.output
+    with Lake.open(load_settings(lake_url=env["TRADEOS_LAKE_URL"])) as lake:
+        stored = lake.read_bars("BTC-USD", "1h")
+    assert len(stored) == (bars["ts"] >= now - pd.Timedelta(days=2)).sum()
