@@ -14,7 +14,9 @@ afterwards. It then measures, in one run on one server:
 - the write side: `append_bar` (validation + one Lua merge), the Lua merge alone, and
   `write_bars` of 600 bars.
 
-Prints p50/p99 of each and the ratio of `get_bars` to redis-benchmark GET.
+The read-side measurements run round-robin (one call of each in turn), next to a pure-CPU task of
+the same length whose p99 shows the machine's scheduling noise. Prints p50/p99 of each and the
+ratio of `get_bars` to redis-benchmark GET.
 """
 
 from __future__ import annotations
@@ -85,6 +87,34 @@ def timed(fn: Callable[[], object], n: int, warmup: int = 300) -> np.ndarray:
         fn()
         out[i] = clock() - start
     return out / 1e6  # ms
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], n: int, warmup: int = 300
+) -> dict[str, np.ndarray]:
+    """Time several functions round-robin, so that all of them see the same machine load."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    out = {name: np.empty(n) for name in fns}
+    clock = time.perf_counter_ns
+    for i in range(n):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            out[name][i] = clock() - start
+    return {name: samples / 1e6 for name, samples in out.items()}  # ms
+
+
+def without_gc(fn: Callable[[], object]) -> Callable[[], object]:
+    def call() -> object:
+        gc.disable()
+        try:
+            return fn()
+        finally:
+            gc.enable()
+
+    return call
 
 
 def cpu_task(target_ms: float) -> Callable[[], object]:
@@ -170,11 +200,17 @@ def main() -> int:
         assert block == args.bars * BAR_RECORD.itemsize
 
         key = keys.bars("AAPL", "1m")
-        read_ms = timed(lambda: cache.get_bars("AAPL", "1m"), args.reads)
-        get_ms = timed(lambda: client.get(key), args.reads)
-        gc.disable()
-        read_nogc_ms = timed(lambda: cache.get_bars("AAPL", "1m"), args.reads)
-        gc.enable()
+        median = pct(timed(lambda: cache.get_bars("AAPL", "1m"), 500))[0]
+        reads = interleaved(
+            {
+                "get_bars": lambda: cache.get_bars("AAPL", "1m"),
+                "get_bars_nogc": without_gc(lambda: cache.get_bars("AAPL", "1m")),
+                "get": lambda: client.get(key),
+                "noise": cpu_task(median),
+            },
+            args.reads,
+        )
+        read_ms = reads["get_bars"]
         last = frame["ts"].iloc[-1]
         bar = {"open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10.0}
         counter = iter(range(1, 10**9))
@@ -204,7 +240,6 @@ def main() -> int:
 
         merge_ms = timed(merge_only, 2000)
         peer = redis_benchmark(host, port, password, block, max(args.reads, 20_000))
-        noise_ms = timed(cpu_task(pct(read_ms)[0]), args.reads)
     finally:
         for k in client.scan_iter(match=f"{namespace}:*"):
             client.delete(k)
@@ -218,10 +253,10 @@ def main() -> int:
     p50, p99 = pct(read_ms)
     rows = [
         (f"Cache.get_bars ({args.bars} bars -> DataFrame)", p50, p99),
-        ("  same, gc disabled", *pct(read_nogc_ms)),
-        (f"redis-py GET of the {block} B block", *pct(get_ms)),
+        ("  same, gc disabled during the call", *pct(reads["get_bars_nogc"])),
+        (f"redis-py GET of the {block} B block", *pct(reads["get"])),
         (f"redis-benchmark GET, -d {block}, -c 1 -P 1", peer["p50"], peer["p99"]),
-        ("noise floor: pure-CPU task of the same p50", *pct(noise_ms)),
+        ("noise floor: pure-CPU task of about that p50", *pct(reads["noise"])),
         ("Cache.append_bar (validate_bars + Lua merge)", *pct(append_ms)),
         ("  of which the Lua merge of one packed bar", *pct(merge_ms)),
         (f"Cache.write_bars ({len(frame)} rows)", *pct(write_ms)),
