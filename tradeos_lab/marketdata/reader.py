@@ -270,6 +270,13 @@ class BarReader:
         assert self.provider is not None
         fetched: list[pd.DataFrame] = []
         asked = plan_requests(missing, tf, max_bars=self.max_request_bars)
+        log.debug(
+            "%s %s: asking %s for %d missing span(s)",
+            symbol,
+            tf.value,
+            self.provider.name,
+            len(asked),
+        )
         holes_left = False
         for start, end in asked:
             bars = self.provider.fetch_bars(symbol, tf, start, end)
