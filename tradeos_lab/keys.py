@@ -46,9 +46,6 @@ class Keys:
     def dead_letter(self, stream: Stream | str) -> str:
         return self._k("dlq", Stream(stream).value)
 
-    def stream_pattern(self) -> str:
-        return self._k("stream", "*")
-
     @staticmethod
     def group(name: str) -> str:
         """A consumer-group or consumer name (not namespaced: it lives inside a stream key)."""
@@ -110,11 +107,6 @@ class Keys:
         return self._k("backfill", "*")
 
     # ---- flags ----------------------------------------------------------------------------
-    def kill_switch(self, scope: str, target: str = "*") -> str:
-        return self._k("kill", scope, target)
-
-    def kill_switch_pattern(self) -> str:
-        return self._k("kill", "*")
 
     def kill_switches(self) -> str:
         """The one hash holding every kill switch plus the `armed` sentinel (see tiers.flags)."""

@@ -21,6 +21,8 @@ from tradeos_lab.stack.runtime import RuntimeInfo, read_runtime, stack_password
 if TYPE_CHECKING:
     import redis
 
+    from tradeos_lab.marketdata import BarReader
+    from tradeos_lab.providers import BarProvider
     from tradeos_lab.stores.lake import Lake
     from tradeos_lab.stores.records import RecordsStore
     from tradeos_lab.tiers.bus import Bus
@@ -73,6 +75,12 @@ class Lab:
         else:
             self.lake = Lake.open(settings)
         self._owns_lake = self.lake is not (stack.lake if stack else None)
+
+    def bars(self, provider: BarProvider | None = None) -> BarReader:
+        """Three-tier bar reads (cache -> lake -> `provider`), writing back down on a miss."""
+        from tradeos_lab.marketdata import BarReader
+
+        return BarReader.from_lab(self, provider)
 
     @property
     def owns_stack(self) -> bool:
