@@ -43,6 +43,10 @@ from tradeos_lab.keys import Stream
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data_contracts" / "samples"
 
+# Fixed ids: parametrize values must be the same in every xdist worker.
+V4_ID = "3f2b8c1e-6a4d-4f0e-9b7a-2c5d8e1f0a3b"
+UPPER_V7_ID = "0190A1B2-C3D4-7E5F-8A6B-1C2D3E4F5A6B"
+
 
 def sample(name: str, index: int = 0) -> dict[str, Any]:
     """A golden sample as a mutable dict."""
@@ -248,7 +252,7 @@ def test_unknown_enum_values_are_rejected(
         ("signal.raw", "features", {"rsi": "high"}),
         ("signal.raw", "features", {f"f{i}": 1.0 for i in range(65)}),
         ("signal.raw", "features", {"bad key": 1.0}),
-        ("signal.raw", "source_message_id", str(uuid.uuid4())),  # not a UUIDv7
+        ("signal.raw", "source_message_id", V4_ID),  # not a UUIDv7
         ("market_data.bar", "trade_count", 12.5),
         ("risk_event", "data", {"nested": {"a": 1}}),
         ("audit", "reason", ""),
@@ -268,8 +272,8 @@ def test_wrong_types_and_values_are_rejected_naming_the_field(
     ("field", "value"),
     [
         ("message_id", "not-an-id"),
-        ("message_id", str(uuid.uuid4())),
-        ("message_id", new_message_id().upper()),
+        ("message_id", V4_ID),
+        ("message_id", UPPER_V7_ID),
         ("causation_id", ""),
         ("correlation_id", "has space"),
         ("producer", ""),
