@@ -99,8 +99,11 @@ def main() -> None:
     b, u, c = statistics.median(bare), statistics.median(up), statistics.median(connect)
     print(f"runs: {args.runs} (medians)")
     print(f"bare redis-server start to PING        {b * 1000:8.1f} ms   1.0x")
-    print(f"tradeos-lab up to all-healthy          {u * 1000:8.1f} ms   {u / b:5.1f}x bare redis-server")
-    print(f"tl.connect() to first bus round trip   {c * 1000:8.1f} ms   {c / b:5.1f}x bare redis-server")
+    for label, value in (
+        ("tradeos-lab up to all-healthy", u),
+        ("tl.connect() to first bus round trip", c),
+    ):
+        print(f"{label:<38} {value * 1000:8.1f} ms   {value / b:5.1f}x bare redis-server")
 
 
 if __name__ == "__main__":

@@ -64,17 +64,7 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
     out["symbol"] = out["symbol"].astype("string")
     out["timeframe"] = out["timeframe"].astype("string")
     out["ts"] = _utc(out["ts"])
-    for col in (*PRICE_COLUMNS, "volume"):
-        out[col] = _finite(out[col], col)
-        if (out[col] < 0).any():
-            raise ValidationError(f"bars have negative {col}")
-    if (out.loc[:, list(PRICE_COLUMNS)] <= 0).any().any():
-        raise ValidationError("bars have a zero price")
-    if (out["high"] < out["low"]).any():
-        raise ValidationError("bars have high < low")
-    for col in ("open", "close"):
-        if ((out[col] > out["high"]) | (out[col] < out["low"])).any():
-            raise ValidationError(f"bars have {col} outside [low, high]")
+    _check_prices(out)
     out["vwap"] = (
         pd.to_numeric(out["vwap"], errors="raise").astype("float64") if "vwap" in out else np.nan
     )
@@ -93,6 +83,21 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
     if out.duplicated(["symbol", "timeframe", "ts"]).any():
         raise ValidationError("bars have duplicate (symbol, timeframe, ts) rows")
     return out.reset_index(drop=True)
+
+
+def _check_prices(out: pd.DataFrame) -> None:
+    """Finite, positive prices and non-negative volumes forming a consistent OHLC; in place."""
+    for col in (*PRICE_COLUMNS, "volume"):
+        out[col] = _finite(out[col], col)
+        if (out[col] < 0).any():
+            raise ValidationError(f"bars have negative {col}")
+    if (out.loc[:, list(PRICE_COLUMNS)] <= 0).any().any():
+        raise ValidationError("bars have a zero price")
+    if (out["high"] < out["low"]).any():
+        raise ValidationError("bars have high < low")
+    for col in ("open", "close"):
+        if ((out[col] > out["high"]) | (out[col] < out["low"])).any():
+            raise ValidationError(f"bars have {col} outside [low, high]")
 
 
 def _utc(values: pd.Series) -> pd.Series:

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     profile: Literal["dev", "prod"] = "dev"
     data_dir: Path = Field(
         default_factory=lambda: find_data_dir(Path.cwd()),
-        description="embedded stack state; default: the nearest ./.tradeos upwards, else ./.tradeos",
+        description="embedded stack state; default: the nearest .tradeos upwards, else ./.tradeos",
     )
     namespace: str = Field(
         default="tradeos",
@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     @field_validator("records_url")
     @classmethod
     def _records_scheme(cls, url: SecretUrl | None) -> SecretUrl | None:
-        if url is not None and not url.scheme.split("+")[0] in {"sqlite", "postgresql"}:
+        if url is not None and url.scheme.split("+")[0] not in {"sqlite", "postgresql"}:
             raise ValueError("records_url must be a sqlite:// or postgresql+psycopg:// URL")
         return url
 

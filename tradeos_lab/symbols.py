@@ -1,4 +1,4 @@
-"""Validation of tickers and timeframes: the one place that decides what may reach a store or SQL."""
+"""Validation of tickers and timeframes: the one place deciding what may reach a store or SQL."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from enum import StrEnum
 
 from tradeos_lab.errors import SymbolError, ValidationError
 
-# ASCII only, so look-alike Unicode (Cyrillic 'А') never passes; '.', '-' and '/' for BRK.B, BTC-USD,
-# BTC/USD. Twenty characters cover every exchange ticker and crypto pair we know of.
+# ASCII only, so look-alike Unicode (a Cyrillic A) never passes; '.', '-' and '/' for BRK.B,
+# BTC-USD, BTC/USD. Twenty characters cover every exchange ticker and crypto pair we know of.
 _TICKER = re.compile(r"[A-Z0-9][A-Z0-9.\-/]{0,19}")
 
 

@@ -264,7 +264,7 @@ class ProviderServer:
         return Handler
 
 
-def utc(  # noqa: PLR0917 (mirrors datetime's own positional signature)
+def utc(
     year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
 ) -> datetime:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)

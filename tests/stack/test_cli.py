@@ -52,9 +52,8 @@ class UpProcess:
             if "press Ctrl-C" in line:
                 break
         else:
-            raise AssertionError(
-                f"up never came up: {''.join(lines)} {self.proc.stderr.read() if self.proc.stderr else ''}"
-            )
+            stderr = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"up never came up: {''.join(lines)} {stderr}")
         self.banner = "".join(lines)
         info = read_runtime(data_dir)
         assert info is not None
@@ -231,7 +230,7 @@ def test_a_notebook_uses_the_lake_while_up_owns_it_and_another_process_writes(
 def test_connect_without_a_running_stack_owns_one_and_stops_it(tmp_path: Path) -> None:
     lab = tl.connect(data_dir=tmp_path / "lab")
     assert lab.owns_stack
-    pids = list(lab.stack.servers[r].pid for r in ("bus", "cache", "flags"))  # type: ignore[union-attr]
+    pids = [lab.stack.servers[r].pid for r in ("bus", "cache", "flags")]  # type: ignore[union-attr]
     assert lab.bus.redis.ping()
     second = tl.connect(data_dir=tmp_path / "lab")
     assert not second.owns_stack

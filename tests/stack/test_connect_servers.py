@@ -14,8 +14,8 @@ import tradeos_lab as tl
 from tradeos_lab.contracts import Audit, new_message
 from tradeos_lab.keys import Stream
 from tradeos_lab.settings import Settings, SharedRedisServerWarning
-from tradeos_lab.stores.records import RecordsStore
 from tradeos_lab.status import collect_status
+from tradeos_lab.stores.records import RecordsStore
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ pass_cli = click.make_pass_decorator(CliContext)
 def cli(
     ctx: click.Context, config: Path | None, data_dir: Path | None, profile: str | None
 ) -> None:
-    """tradeos-lab: research and paper-trading workbench on Redis streams, SQL records and a lake."""
+    """tradeos-lab: a research and paper-trading workbench on Redis streams, records and a lake."""
     overrides = {"data_dir": data_dir, "profile": profile}
     ctx.obj = CliContext(config, {k: v for k, v in overrides.items() if v is not None})
 

@@ -131,7 +131,7 @@ def _provider(
 @click.option("--status", "show_status", is_flag=True, help="Show the job's checkpoint and exit.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
 @pass_cli
-def backfill(  # noqa: PLR0917 - one parameter per command-line option
+def backfill(
     ctx: CliContext,
     symbols: tuple[str, ...],
     symbol_list: str | None,
@@ -217,7 +217,7 @@ def lake() -> None:
 @click.option("--all", "include_filled", is_flag=True, help="With --ledger: filled gaps too.")
 @click.option("--list", "as_list", is_flag=True, help="One row per gap instead of a summary.")
 @pass_cli
-def gaps(  # noqa: PLR0917 - one parameter per command-line option
+def gaps(
     ctx: CliContext,
     symbols: tuple[str, ...],
     timeframe: str | None,

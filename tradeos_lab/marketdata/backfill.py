@@ -109,7 +109,7 @@ return 0
 """
 
 
-class BackfillBusy(TradeosError):  # noqa: N818 - named like errors.py (RateLimited, ...)
+class BackfillBusy(TradeosError):
     """Another process is running the same backfill job."""
 
     action = "Wait for it to finish, or pick another job name (--job)."

@@ -98,7 +98,7 @@ def _handler_for(server: HealthServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             """Requests are not logged: scrapes every few seconds would drown the log."""
 
     return Handler

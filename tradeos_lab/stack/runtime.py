@@ -26,7 +26,7 @@ from tradeos_lab.secrets import register_secret
 
 RUNTIME_FILE = "runtime.json"
 LOCK_FILE = "stack.lock"
-SECRET_FILE = "secret"
+SECRET_FILE = "secret"  # noqa: S105 - the file name, not a password
 
 
 def prepare_data_dir(path: Path) -> Path:
