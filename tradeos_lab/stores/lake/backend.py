@@ -49,8 +49,12 @@ class LakeBackend(Protocol):
         """Run a statement that returns no rows (DDL, INSERT ... SELECT, OPTIMIZE)."""
         ...
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int:
-        """Append `data` (column names = table columns) to `table`; returns the row count."""
+    def insert_arrow(self, table: str, data: pa.Table, *, unique: bool = False) -> int:
+        """Append `data` (column names = table columns) to `table`; returns the row count.
+
+        `unique=True` promises the rows are unique by the table's key, so the engine may skip
+        its on-insert deduplication pass (`optimize_on_insert`).
+        """
         ...
 
     def close(self) -> None:

@@ -149,17 +149,18 @@ class ChdbBackend:
     def command(self, sql: str, params: WireParams) -> None:
         self._run(sql, "CSV", params, "lake command failed")
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int:
+    def insert_arrow(self, table: str, data: pa.Table, *, unique: bool = False) -> int:
         check_table(table)
         if data.num_rows == 0:
             return 0
         columns = quote_columns(data.column_names)
+        settings = " SETTINGS optimize_on_insert = 0" if unique else ""
         # chdb's Python() table function reads the Arrow table from this frame by name: no copy,
         # no serialisation, the fastest ingest path chdb offers.
         lake_rows = data
         assert lake_rows is data
         self._run(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(lake_rows)",
+            f"INSERT INTO {table} ({columns}){settings} SELECT {columns} FROM Python(lake_rows)",
             "CSV",
             {},
             f"insert into {table} failed",

@@ -7,7 +7,7 @@ speaks it, so `Lake.over_gateway(url, token)` behaves exactly like the embedded 
 
     POST /v1/query    {"sql", "params"}    -> Arrow IPC stream of the rows
     POST /v1/command  {"sql", "params"}    -> {"ok": true}
-    POST /v1/insert?table=NAME  Arrow IPC stream body -> {"rows": n}
+    POST /v1/insert?table=NAME[&unique=1]  Arrow IPC stream body -> {"rows": n}
     GET  /v1/health                        -> {"status": "ok", "backend": "..."}
 
 Every request needs `Authorization: Bearer <token>`. Errors come back as JSON
@@ -182,8 +182,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if len(names) != 1:
                     raise ValidationError("insert needs exactly one ?table=NAME")
                 table_name = check_table(names[0])
+                unique = parse_qs(route.query).get("unique", ["0"]) == ["1"]
                 data = ipc_to_arrow(self._body(_MAX_INSERT_BODY))
-                rows = backend.insert_arrow(table_name, data)
+                rows = backend.insert_arrow(table_name, data, unique=unique)
                 self._send_json(HTTPStatus.OK, {"rows": rows})
             else:
                 self._fail(HTTPStatus.NOT_FOUND, ValidationError(f"no such endpoint: {route.path}"))
@@ -301,14 +302,14 @@ class GatewayBackend:
     def command(self, sql: str, params: WireParams) -> None:
         self._request("POST", "/v1/command", json={"sql": sql, "params": params})
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int:
+    def insert_arrow(self, table: str, data: pa.Table, *, unique: bool = False) -> int:
         check_table(table)
         if data.num_rows == 0:
             return 0
         response = self._request(
             "POST",
             "/v1/insert",
-            params={"table": table},
+            params={"table": table, "unique": "1" if unique else "0"},
             content=arrow_to_ipc(data),
             headers={"Content-Type": ARROW_STREAM},
         )

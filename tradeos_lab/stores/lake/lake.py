@@ -218,7 +218,8 @@ class Lake:
                 if part.empty:
                     continue
                 data = _bar_arrow(part, self._next_version())
-                self._backend.insert_arrow(bars_table(tf), data)
+                # validate_bars rejected duplicate (symbol, ts): the batch is unique by key.
+                self._backend.insert_arrow(bars_table(tf), data, unique=True)
                 ranges = _ranges(data, tf)
                 touched = {tf: ranges}
                 source = tf
@@ -386,21 +387,24 @@ class Lake:
     def _rollup(self, source: Timeframe, target: Timeframe, ranges: pa.Table) -> None:
         los = ranges["lo"].to_pylist()
         his = ranges["hi"].to_pylist()
-        aggregate = sql.AGGREGATE.format(source=bars_table(source), where=sql.ROLLUP_WHERE)
+        # Per-symbol bounds only narrow the work; when every symbol spans the same buckets the
+        # shared bounds say it all and the engine skips two lookups per row.
+        same_span = len(set(los)) == 1 and len(set(his)) == 1
+        where = sql.ROLLUP_WHERE_SHARED if same_span else sql.ROLLUP_WHERE
+        aggregate = sql.AGGREGATE.format(source=bars_table(source), where=where)
+        params: dict[str, Any] = {
+            "step": target.seconds,
+            "symbols": ranges["symbol"].to_pylist(),
+            "lo": pd.Timestamp(min(los), unit="s", tz="UTC"),
+            "hi": pd.Timestamp(max(his), unit="s", tz="UTC"),
+            # A rollup computed later saw every earlier write, so it must win.
+            "version": self._next_version(),
+        }
+        if not same_span:
+            params.update(los=los, his=his)
         self._backend.command(
             sql.ROLLUP_INSERT.format(target=bars_table(target), aggregate=aggregate),
-            to_wire(
-                {
-                    "step": target.seconds,
-                    "symbols": ranges["symbol"].to_pylist(),
-                    "los": los,
-                    "his": his,
-                    "lo": pd.Timestamp(min(los), unit="s", tz="UTC"),
-                    "hi": pd.Timestamp(max(his), unit="s", tz="UTC"),
-                    # A rollup computed later saw every earlier write, so it must win.
-                    "version": self._next_version(),
-                }
-            ),
+            to_wire(params),
         )
 
     def _next_version(self) -> int:
@@ -707,17 +711,22 @@ def _bar_arrow(frame: pd.DataFrame, version: int) -> pa.Table:
 
 def _ranges(data: pa.Table, timeframe: Timeframe) -> pa.Table:
     """Per symbol, the written span [lo, hi) in epoch seconds."""
-    secs = pc.cast(pc.cast(data["ts"], pa.timestamp("s", tz="UTC")), pa.int64())
+    # Grouping on dictionary indices hashes each symbol string once, not once per row.
+    symbols = pc.dictionary_encode(data["symbol"]).combine_chunks()
     grouped = (
-        pa.table({"symbol": data["symbol"], "t": secs})
-        .group_by("symbol")
-        .aggregate([("t", "min"), ("t", "max")])
+        pa.table({"i": symbols.indices, "ts": data["ts"]})
+        .group_by("i")
+        .aggregate([("ts", "min"), ("ts", "max")])
     )
+
+    def seconds(column: pa.ChunkedArray) -> pa.Array:
+        return pc.cast(pc.cast(column, pa.timestamp("s", tz="UTC")), pa.int64())
+
     return pa.table(
         {
-            "symbol": pc.cast(grouped["symbol"], pa.string()),
-            "lo": grouped["t_min"],
-            "hi": pc.add(grouped["t_max"], timeframe.seconds),
+            "symbol": pc.cast(pc.take(symbols.dictionary, grouped["i"]), pa.string()),
+            "lo": seconds(grouped["ts_min"]),
+            "hi": pc.add(seconds(grouped["ts_max"]), timeframe.seconds),
         }
     )
 

@@ -77,11 +77,18 @@ class ClickHouseServerBackend:
     def command(self, sql: str, params: WireParams) -> None:
         self._call("lake command failed", self._client.command, sql, parameters=params or None)
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int:
+    def insert_arrow(self, table: str, data: pa.Table, *, unique: bool = False) -> int:
         check_table(table)
         if data.num_rows == 0:
             return 0
-        self._call(f"insert into {table} failed", self._client.insert_arrow, table, data)
+        settings = {"optimize_on_insert": 0} if unique else None
+        self._call(
+            f"insert into {table} failed",
+            self._client.insert_arrow,
+            table,
+            data,
+            settings=settings,
+        )
         return int(data.num_rows)
 
     def close(self) -> None:

@@ -38,9 +38,16 @@ AND toUnixTimestamp(ts)
     < transform(toString(symbol), {{symbols:Array(String)}}, {{his:Array(UInt32)}}, 0)
 """
 
+ROLLUP_WHERE_SHARED = f"""
+symbol IN {{symbols:Array(String)}}
+AND ts >= {{lo:{UTC64}}} AND ts < {{hi:{UTC64}}}
+"""
+
+# GROUP BY already made the rows unique by key: skip the on-insert deduplication pass.
 ROLLUP_INSERT = """
 INSERT INTO {target}
     (symbol, ts, open, high, low, close, volume, vwap, vwap_volume, trade_count, version)
+SETTINGS optimize_on_insert = 0
 SELECT symbol, agg_ts, agg_open, agg_high, agg_low, agg_close, agg_volume, agg_vwap,
        agg_vwap_volume, agg_trade_count, {{version:UInt64}}
 FROM ({aggregate})
