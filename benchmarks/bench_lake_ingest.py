@@ -1,0 +1,133 @@
+"""Lake ingest: `Lake.write_bars` of a DataFrame vs chdb's `INSERT ... SELECT * FROM Python(df)`.
+
+Both load the same bar frame into the same chdb session, in the same run, alternating rounds on
+emptied tables. The peer is chdb's fastest documented DataFrame path into a table shaped like the
+frame (same engine, partitioning and order key as the lake's 1m tier). `write_bars` does more:
+it validates the frame, writes the 1m tier and recomputes the 5m/15m/1h/1d rollups it touched.
+
+Targets (issue 4): write_bars >= 70% of the peer's rate, and >= 1M bars/s.
+
+    .venv/bin/python benchmarks/bench_lake_ingest.py [--bars 1000000] [--symbols 20] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tradeos_lab.bars import validate_bars
+from tradeos_lab.settings import load_settings
+from tradeos_lab.stores.lake import TIERS, Lake, bars_table
+from tradeos_lab.stores.lake.chdb_backend import ChdbBackend
+
+PEER_DDL = """
+CREATE TABLE IF NOT EXISTS peer_bars
+(
+    symbol String, timeframe String, ts DateTime64(9, 'UTC'),
+    open Float64, high Float64, low Float64, close Float64, volume Float64, vwap Float64,
+    trade_count Nullable(Int64)
+)
+ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(ts) ORDER BY (symbol, ts)
+"""
+
+
+def bar_frame(n: int, symbols: int) -> pd.DataFrame:
+    """`n` one-minute bars, `symbols` symbols, ending today (inside every tier's retention)."""
+    per = n // symbols
+    end = pd.Timestamp.now(tz="UTC").floor("D")
+    ts = pd.date_range(end=end, periods=per, freq="1min")
+    rng = np.random.default_rng(0)
+    size = per * symbols
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, size)))
+    spread = close * rng.uniform(0, 0.002, size)
+    return pd.DataFrame(
+        {
+            "symbol": np.repeat([f"SYM{i:03d}" for i in range(symbols)], per),
+            "timeframe": "1m",
+            "ts": np.tile(ts, symbols),
+            "open": close,
+            "high": close + spread,
+            "low": close - spread,
+            "close": close,
+            "volume": rng.uniform(0, 1000, size),
+            "vwap": close,
+            "trade_count": rng.integers(0, 100, size),
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bars", type=int, default=1_000_000)
+    parser.add_argument("--symbols", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    df = bar_frame(args.bars, args.symbols)
+    n = len(df)
+    with tempfile.TemporaryDirectory() as tmp, Lake.open(load_settings(data_dir=Path(tmp))) as lake:
+        backend = lake.backend
+        assert isinstance(backend, ChdbBackend)
+        session = backend.session
+        session.query(PEER_DDL)
+
+        def empty_all() -> None:
+            for table in [bars_table(tf) for tf in TIERS] + ["gap_ledger", "peer_bars"]:
+                session.query(f"TRUNCATE TABLE {table}")
+
+        def peer() -> float:
+            start = time.perf_counter()
+            session.query("INSERT INTO peer_bars SELECT * FROM Python(df)")
+            return time.perf_counter() - start
+
+        def ours() -> float:
+            start = time.perf_counter()
+            lake.write_bars(df)
+            return time.perf_counter() - start
+
+        def gate() -> float:
+            start = time.perf_counter()
+            validate_bars(df)
+            return time.perf_counter() - start
+
+        # One untimed round of each warms caches and the engine.
+        empty_all()
+        peer()
+        ours()
+        peer_times, our_times, gate_times = [], [], []
+        for i in range(args.rounds):
+            # Alternate who goes first, so neither always meets the other's leftover merges.
+            for side in ("peer", "ours") if i % 2 == 0 else ("ours", "peer"):
+                empty_all()
+                (peer_times if side == "peer" else our_times).append(
+                    peer() if side == "peer" else ours()
+                )
+            gate_times.append(gate())
+
+        empty_all()
+        lake.write_bars(df)
+        stored = lake.coverage().set_index("timeframe")["bars"].groupby(level=0).sum()
+        assert stored["1m"] == n, stored
+
+    peer_rate = n / statistics.median(peer_times)
+    our_rate = n / statistics.median(our_times)
+    print(f"bars: {n:,} ({args.symbols} symbols), median of {args.rounds} paired rounds")
+    print(f"chdb INSERT ... SELECT * FROM Python(df): {peer_rate / 1e6:6.2f} M bars/s")
+    print(f"Lake.write_bars (validate + 1m + rollups): {our_rate / 1e6:6.2f} M bars/s")
+    print(f"ratio write_bars / chdb: {our_rate / peer_rate:.2f} (target >= 0.70; >= 1.0 M bars/s)")
+    ours_s, gate_s = statistics.median(our_times), statistics.median(gate_times)
+    print(
+        f"write_bars {ours_s:.3f} s = validate_bars {gate_s:.3f} s + 1m insert and rollups "
+        f"{ours_s - gate_s:.3f} s; chdb alone {statistics.median(peer_times):.3f} s"
+    )
+    print("rollup bars written: " + ", ".join(f"{tf}={stored[tf]:,}" for tf in stored.index))
+
+
+if __name__ == "__main__":
+    main()
