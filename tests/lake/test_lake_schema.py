@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 
 import pandas as pd
 from lake_helpers import make_bars
 
 from tradeos_lab.settings import Settings
-from tradeos_lab.stores.lake import TIERS, Lake, bars_table
+from tradeos_lab.stores.lake import TIERS, Lake, bars_table, serve_gateway
 
 NOW = pd.Timestamp.now(tz="UTC").floor("D")
 
@@ -91,3 +92,31 @@ def test_a_chdb_url_names_the_lake_directory(
         lake.write_bars(make_bars(periods=5))
         assert lake.backend.name == "chdb"
     assert (where / "metadata").is_dir()
+
+
+def test_a_lake_without_retention_settings_keeps_the_tables_retention(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    with Lake.open(settings_factory(lake_ttl_1m_days=30)) as owner:
+        # Same directory, same process: a bare Lake over the owner's backend changes nothing.
+        bare = Lake(owner.backend)
+        assert bare.table_ttl("1m") == "ts + toIntervalDay(30)"
+
+
+def test_a_gateway_client_works_by_the_owners_retention(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    token = secrets.token_urlsafe(24)
+    with Lake.open(settings_factory(lake_ttl_1m_days=30)) as owner:
+        server = serve_gateway(owner, token)
+        try:
+            client = Lake.over_gateway(server.url, token)
+            old = make_bars(start=NOW - pd.Timedelta(days=40), periods=60)
+            recent = make_bars(start=NOW - pd.Timedelta(days=10), periods=60)
+            client.write_bars(pd.concat([old, recent]))
+
+            assert list(owner.read_bars("AAPL", "1m")["ts"]) == list(recent["ts"])
+            assert len(owner.read_bars("AAPL", "1h")) == 1
+            client.close()
+        finally:
+            server.shutdown()

@@ -68,12 +68,16 @@ class Lake:
         ttl_days: Mapping[Timeframe, int] | None = None,
         ensure_schema: bool = True,
     ) -> None:
+        """`ttl_days` (per tier, 0 = forever) is enforced on the tables when given; without it
+        the tables keep the retention their owner gave them. Either way the tables' own TTLs are
+        what the lake then works by."""
         self._backend = backend
-        self._ttl_days = dict(ttl_days or {})
         self._write_lock = threading.RLock()
+        self._version_lock = threading.Lock()
         self._last_version = 0
         if ensure_schema:
-            self.ensure_schema()
+            self.ensure_schema(ttl_days)
+        self._ttl_days = self._table_ttl_days()
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -107,7 +111,7 @@ class Lake:
         """The lake owned by another process, reached through its lake gateway."""
         from tradeos_lab.stores.lake.gateway import GatewayBackend
 
-        # The owner created the schema with its own retention settings.
+        # The owner created the schema; its tables carry the retention this client works by.
         return cls(GatewayBackend(url, token, timeout=timeout), ensure_schema=False)
 
     @property
@@ -156,23 +160,18 @@ class Lake:
 
     # ---- schema ----------------------------------------------------------------------------
 
-    def ensure_schema(self) -> None:
-        """Create the tier tables and the gap ledger; bring each tier's TTL to the settings."""
+    def ensure_schema(self, ttl_days: Mapping[Timeframe, int] | None = None) -> None:
+        """Create the tier tables and the gap ledger; with `ttl_days`, bring each tier's TTL to
+        it (0 removes the TTL)."""
         for tf in TIERS:
-            self._backend.command(bars_ddl(tf, ttl_days_for(self._ttl_days, tf)), {})
+            self._backend.command(bars_ddl(tf, ttl_days_for(ttl_days, tf)), {})
         self._backend.command(LEDGER_DDL, {})
-        current = self.query(
-            "SELECT name, engine_full FROM system.tables "
-            "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
-            {"names": [bars_table(tf) for tf in TIERS]},
-        )
-        engines = dict(zip(current["name"], current["engine_full"], strict=True))
+        if ttl_days is None:
+            return
+        current = self._table_ttls()
         for tf in TIERS:
-            want = ttl_clause(ttl_days_for(self._ttl_days, tf))
-            engine = str(engines.get(bars_table(tf), ""))
-            has = re.search(r"\bTTL (.+?)(?: SETTINGS |$)", engine)
-            now = has.group(1).strip() if has else ""
-            if now == want:
+            want = ttl_clause(ttl_days_for(ttl_days, tf))
+            if current.get(tf, "") == want:
                 continue
             # New retention applies from the next merge on; rewriting every part now would stall
             # the stack's start for a large lake.
@@ -184,18 +183,32 @@ class Lake:
                 )
             else:
                 self._backend.command(f"ALTER TABLE {bars_table(tf)} REMOVE TTL", {})
+        self._ttl_days = self._table_ttl_days()
 
     def table_ttl(self, timeframe: Timeframe | str) -> str:
         """The TTL expression of one tier's table ('' when bars are kept forever)."""
-        tf = Timeframe.parse(timeframe)
+        return self._table_ttls().get(Timeframe.parse(timeframe), "")
+
+    def _table_ttls(self) -> dict[Timeframe, str]:
         frame = self.query(
-            "SELECT engine_full FROM system.tables "
-            "WHERE database = currentDatabase() AND name = {name:String}",
-            {"name": bars_table(tf)},
+            "SELECT name, engine_full FROM system.tables "
+            "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
+            {"names": [bars_table(tf) for tf in TIERS]},
         )
-        engine = str(frame["engine_full"].iloc[0]) if len(frame) else ""
-        found = re.search(r"\bTTL (.+?)(?: SETTINGS |$)", engine)
-        return found.group(1).strip() if found else ""
+        engines = dict(zip(frame["name"], frame["engine_full"], strict=True)) if len(frame) else {}
+        ttls = {}
+        for tf in TIERS:
+            found = re.search(r"\bTTL (.+?)(?: SETTINGS |$)", str(engines.get(bars_table(tf), "")))
+            ttls[tf] = found.group(1).strip() if found else ""
+        return ttls
+
+    def _table_ttl_days(self) -> dict[Timeframe, int]:
+        """Retention per tier as the tables carry it (a TTL of another form counts as none)."""
+        days = {}
+        for tf, ttl in self._table_ttls().items():
+            found = re.fullmatch(r"ts \+ toIntervalDay\((\d+)\)", ttl)
+            days[tf] = int(found.group(1)) if found else 0
+        return days
 
     # ---- BarStore --------------------------------------------------------------------------
 
@@ -408,9 +421,10 @@ class Lake:
         )
 
     def _next_version(self) -> int:
-        version = max(time.time_ns(), self._last_version + 1)
-        self._last_version = version
-        return version
+        with self._version_lock:
+            version = max(time.time_ns(), self._last_version + 1)
+            self._last_version = version
+            return version
 
     # ---- gap ledger ------------------------------------------------------------------------
 
