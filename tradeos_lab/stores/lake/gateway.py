@@ -138,19 +138,22 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValidationError('the request body must be {"sql": str, "params": {...}}')
         return request["sql"], to_wire(request.get("params") or {})
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, *, close: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")  # also ends this connection here
         self.end_headers()
         self.wfile.write(body)
 
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json")
+    def _send_json(self, status: int, payload: dict[str, Any], *, close: bool = False) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json", close=close)
 
     def _fail(self, status: int, error: BaseException) -> None:
         message = str(error.args[0]) if error.args else str(error)
-        self._send_json(status, {"error": type(error).__name__, "message": message})
+        # The request body may be unread: a fresh connection keeps the next request in step.
+        self._send_json(status, {"error": type(error).__name__, "message": message}, close=True)
 
     # ---- routes ----------------------------------------------------------------------------
 

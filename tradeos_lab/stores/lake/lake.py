@@ -44,9 +44,9 @@ from tradeos_lab.stores.lake.schema import (
 )
 from tradeos_lab.symbols import Timeframe, validate_symbol
 
-# Open-ended reads use these bounds, so every statement has the same bound parameters.
 log = logging.getLogger(__name__)
 
+# Open-ended reads use these bounds, so every statement has the same bound parameters.
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _FAR_FUTURE = pd.Timestamp("2200-01-01", tz="UTC")
 _MAX_LIMIT = 10_000_000
@@ -111,8 +111,13 @@ class Lake:
         """The lake owned by another process, reached through its lake gateway."""
         from tradeos_lab.stores.lake.gateway import GatewayBackend
 
-        # The owner created the schema; its tables carry the retention this client works by.
-        return cls(GatewayBackend(url, token, timeout=timeout), ensure_schema=False)
+        backend = GatewayBackend(url, token, timeout=timeout)
+        try:
+            # The owner created the schema; its tables carry the retention this client works by.
+            return cls(backend, ensure_schema=False)
+        except BaseException:
+            backend.close()
+            raise
 
     @property
     def backend(self) -> LakeBackend:
@@ -217,7 +222,8 @@ class Lake:
 
         Loading the same bars twice stores them once (reads use FINAL); a corrected bar wins
         over the earlier one. Rollups follow 1m -> 5m -> 15m -> 1h -> 1d and are computed by the
-        engine from the finer tier, so every reader sees the same coarse bars.
+        engine from the finer tier, so every reader sees the same coarse bars; a coarse bar
+        written directly stands until finer bars of its bucket arrive and replace it.
         """
         frame = validate_bars(bars)
         if frame.empty:
