@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tradeos_lab.stores.lake import Lake
 from tradeos_lab.stores.lake.server_backend import ClickHouseServerBackend
@@ -93,3 +94,44 @@ def drop_server_lake(lake: Lake) -> None:
             lake.command(f"DROP DATABASE IF EXISTS {database}")
     finally:
         lake.close()
+
+
+# Tier -> pandas resample rule.
+RULES = {"5m": "5min", "15m": "15min", "1h": "1h", "1d": "1D"}
+
+
+def pandas_rollup(bars: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """The reference: first open, max high, min low, last close, summed volume and trade count,
+    vwap weighted by the volume of the bars that carry one."""
+    frames = []
+    for symbol, rows in bars.groupby("symbol"):
+        f = rows.set_index("ts").sort_index()
+        known = f["vwap"].notna()
+        r = f.resample(rule, label="left", closed="left")
+        out = pd.DataFrame(
+            {
+                "open": r["open"].first(),
+                "high": r["high"].max(),
+                "low": r["low"].min(),
+                "close": r["close"].last(),
+                "volume": r["volume"].sum(),
+                "vwap": (f["vwap"] * f["volume"]).where(known).resample(rule).sum()
+                / f["volume"].where(known).resample(rule).sum(),
+                "trade_count": r["trade_count"].sum(min_count=1),
+            }
+        )
+        out = out[r["open"].count() > 0]
+        out.insert(0, "symbol", symbol)
+        frames.append(out.reset_index())
+    return pd.concat(frames, ignore_index=True)
+
+
+def assert_same_bars(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    got = got.reset_index(drop=True)
+    want = want.reset_index(drop=True)
+    assert list(got["ts"]) == list(want["ts"])
+    for col in ("open", "high", "low", "close", "volume", "vwap"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-12, err_msg=col)
+    assert got["trade_count"].astype("float64").tolist() == pytest.approx(
+        want["trade_count"].astype("float64").tolist(), nan_ok=True
+    )
