@@ -283,7 +283,11 @@ class GatewayBackend:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=5.0),
         )
-        health = self._request("GET", "/v1/health").json()
+        try:
+            health = self._request("GET", "/v1/health").json()
+        except BaseException:
+            self._client.close()
+            raise
         self.owner_backend = str(health.get("backend", "?"))
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
