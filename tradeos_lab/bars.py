@@ -30,6 +30,34 @@ BAR_COLUMNS = (
     "trade_count",
 )
 PRICE_COLUMNS = ("open", "high", "low", "close")
+#: Bounds an open-ended range is clamped to (pandas' nanosecond timestamps end in 2262).
+EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
+LATEST = pd.Timestamp("2200-01-01", tz="UTC")
+
+
+def utc_timestamp(value: object, name: str) -> pd.Timestamp:
+    """A UTC timestamp from a datetime, ISO string or datetime64; naive values are taken as UTC."""
+    if isinstance(value, bool) or not isinstance(
+        value, datetime | str | pd.Timestamp | np.datetime64
+    ):
+        raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as e:
+        raise ValidationError(f"{name} {value!r} is not a timestamp: {e}") from None
+    if pd.isna(ts):
+        raise ValidationError(f"{name} is missing")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def bar_span(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) in UTC for a bar query: open ends become `EARLIEST`/`LATEST`, and a start
+    after the end is refused before any store is asked."""
+    lo = EARLIEST if start is None else utc_timestamp(start, "start")
+    hi = LATEST if end is None else utc_timestamp(end, "end")
+    if lo > hi:
+        raise ValidationError(f"start {lo.isoformat()} is after end {hi.isoformat()}")
+    return max(lo, EARLIEST), min(hi, LATEST)
 
 
 def empty_bars() -> pd.DataFrame:
@@ -58,7 +86,8 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.loc[:, [c for c in BAR_COLUMNS if c in frame.columns]].copy()
     if out.empty:
         return empty_bars()
-    for symbol in out["symbol"].unique():
+    symbols = out["symbol"].unique()
+    for symbol in symbols:
         validate_symbol(symbol)
     timeframes = [Timeframe.parse(tf) for tf in out["timeframe"].unique()]
     out["symbol"] = out["symbol"].astype("string")
@@ -74,13 +103,15 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
             raise ValidationError("bars have a negative trade_count")
         out["trade_count"] = counts.astype("Int64")
     else:
-        out["trade_count"] = pd.array([pd.NA] * len(out), dtype="Int64")
+        out["trade_count"] = pd.arrays.IntegerArray(
+            np.zeros(len(out), dtype="int64"), np.ones(len(out), dtype=bool)
+        )
     for tf in timeframes:
         rows = out["timeframe"] == tf.value
         stamps = out.loc[rows, "ts"].astype("int64") // 1_000_000_000
         if (stamps % tf.seconds != 0).any():
             raise ValidationError(f"{tf.value} bars have timestamps off the {tf.value} grid")
-    if out.duplicated(["symbol", "timeframe", "ts"]).any():
+    if _has_duplicates(out, single_series=len(symbols) == 1 and len(timeframes) == 1):
         raise ValidationError("bars have duplicate (symbol, timeframe, ts) rows")
     return out.reset_index(drop=True)
 
@@ -98,6 +129,16 @@ def _check_prices(out: pd.DataFrame) -> None:
     for col in ("open", "close"):
         if ((out[col] > out["high"]) | (out[col] < out["low"])).any():
             raise ValidationError(f"bars have {col} outside [low, high]")
+
+
+def _has_duplicates(out: pd.DataFrame, *, single_series: bool) -> bool:
+    """Duplicate (symbol, timeframe, ts) rows; one series (the usual case) needs no hashing."""
+    if not single_series:
+        return bool(out.duplicated(["symbol", "timeframe", "ts"]).any())
+    stamps = out["ts"].array.asi8
+    if (np.diff(stamps) > 0).all():
+        return False
+    return bool((np.diff(np.sort(stamps)) == 0).any())
 
 
 def _utc(values: pd.Series) -> pd.Series:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pandas as pd
 from prometheus_client import Counter
 
-from tradeos_lab.bars import BarStore, empty_bars
+from tradeos_lab.bars import BarStore, empty_bars, utc_timestamp
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.marketdata.ranges import (
     GapLedger,
@@ -49,7 +49,7 @@ from tradeos_lab.marketdata.ranges import (
     spans_of,
     subtract,
 )
-from tradeos_lab.providers.base import BarProvider, utc_timestamp
+from tradeos_lab.providers.base import BarProvider
 from tradeos_lab.symbols import Timeframe, validate_symbol
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-from tradeos_lab.bars import validate_bars
+from tradeos_lab.bars import utc_timestamp, validate_bars
 from tradeos_lab.errors import ProviderError, ValidationError
 from tradeos_lab.symbols import Timeframe, validate_symbol
 
@@ -83,19 +83,6 @@ class BarRequest:
             f"BarRequest({self.symbol!r}, {self.timeframe.value!r}, "
             f"{self.start.isoformat()}, {self.end.isoformat()})"
         )
-
-
-def utc_timestamp(value: object, name: str) -> pd.Timestamp:
-    """A UTC `pd.Timestamp` from a datetime or ISO string; naive values are taken as UTC."""
-    if not isinstance(value, datetime | str | pd.Timestamp):
-        raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as e:
-        raise ValidationError(f"{name} {value!r} is not a timestamp: {e}") from None
-    if pd.isna(ts):
-        raise ValidationError(f"{name} is missing")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def finish(frame: pd.DataFrame, request: BarRequest, source: str) -> pd.DataFrame:

@@ -38,7 +38,7 @@ from psycopg import errors as pg_errors
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from tradeos_lab.bars import BAR_COLUMNS, empty_bars, validate_bars
+from tradeos_lab.bars import BAR_COLUMNS, bar_span, empty_bars, validate_bars
 from tradeos_lab.errors import (
     ConfigError,
     DependencyUnavailable,
@@ -88,8 +88,6 @@ _INT4_MAX: Final = 2**31 - 1
 _PG_EPOCH_US: Final = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 _COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _COPY_TRAILER: Final = b"\xff\xff"
-_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
-_FAR_FUTURE = pd.Timestamp("2200-01-01", tz="UTC")
 
 
 # ---- schema --------------------------------------------------------------------------------
@@ -449,7 +447,7 @@ class PostgresBarStore:
         """
         validate_symbol(symbol)
         tf = Timeframe.parse(timeframe)
-        lo, hi = _span(start, end)
+        lo, hi = bar_span(start, end)
         if limit is not None:
             _check_limit(limit)
         order = "DESC" if limit is not None else "ASC"
@@ -475,7 +473,7 @@ class PostgresBarStore:
         tf = Timeframe.parse(timeframe)
         if start is None or end is None:
             raise ValidationError("gaps needs both start and end")
-        lo, hi = _span(start, end)
+        lo, hi = bar_span(start, end)
         step = tf.seconds
         first = -(-int(lo.timestamp()) // step) * step  # first grid point >= start
         stop = -(-int(hi.timestamp()) // step) * step  # first grid point >= end
@@ -807,29 +805,6 @@ def _empty_gaps() -> pd.DataFrame:
             "missing_bars": pd.Series(dtype="int64"),
         }
     )
-
-
-def _timestamp(value: object, name: str) -> pd.Timestamp:
-    if isinstance(value, bool) or not isinstance(
-        value, datetime | str | pd.Timestamp | np.datetime64
-    ):
-        raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as e:
-        raise ValidationError(f"{name} is not a timestamp: {value!r}") from e
-    if pd.isna(ts):
-        raise ValidationError(f"{name} is missing")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _span(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """[start, end) in UTC (naive values are taken as UTC); open ends become far bounds."""
-    lo = _EPOCH if start is None else _timestamp(start, "start")
-    hi = _FAR_FUTURE if end is None else _timestamp(end, "end")
-    if lo > hi:
-        raise ValidationError(f"start {lo.isoformat()} is after end {hi.isoformat()}")
-    return lo, hi
 
 
 def _check_limit(limit: object) -> None:

@@ -22,14 +22,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tradeos_lab.bars import BAR_COLUMNS, empty_bars, validate_bars
+from tradeos_lab.bars import BAR_COLUMNS, bar_span, empty_bars, validate_bars
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.settings import Settings
 from tradeos_lab.stores.lake import sql
 from tradeos_lab.stores.lake.backend import (
     LakeBackend,
     check_table,
-    format_timestamp,
     to_wire,
 )
 from tradeos_lab.stores.lake.schema import (
@@ -47,8 +46,6 @@ from tradeos_lab.symbols import Timeframe, validate_symbol
 log = logging.getLogger(__name__)
 
 # Open-ended reads use these bounds, so every statement has the same bound parameters.
-_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
-_FAR_FUTURE = pd.Timestamp("2200-01-01", tz="UTC")
 _MAX_LIMIT = 10_000_000
 _MAX_WINDOW = 100_000
 _HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
@@ -285,7 +282,7 @@ class Lake:
         """Bars in [start, end), oldest first; with `limit`, the latest `limit` of them."""
         validate_symbol(symbol)
         tf = Timeframe.parse(timeframe)
-        lo, hi = _span(start, end)
+        lo, hi = bar_span(start, end)
         if limit is not None:
             _check_int(limit, "limit", 1, _MAX_LIMIT)
         text = sql.READ_BARS.format(
@@ -314,7 +311,7 @@ class Lake:
         tf = Timeframe.parse(timeframe)
         if start is None or end is None:
             raise ValidationError("gaps needs both start and end")
-        lo, hi = _span(start, end)
+        lo, hi = bar_span(start, end)
         step = tf.seconds
         first = -(-int(lo.timestamp()) // step) * step
         stop = -(-int(hi.timestamp()) // step) * step
@@ -392,7 +389,7 @@ class Lake:
         src = Timeframe.parse(source)
         if tf.seconds <= src.seconds or tf.seconds % src.seconds:
             raise ValidationError(f"cannot resample {src.value} bars to {tf.value}")
-        lo, hi = _span(start, end)
+        lo, hi = bar_span(start, end)
         params: dict[str, Any] = {"step": tf.seconds, "lo": lo, "hi": hi}
         where = "ts >= {lo:DateTime64(6, 'UTC')} AND ts < {hi:DateTime64(6, 'UTC')}"
         if symbols is not None:
@@ -636,7 +633,7 @@ class Lake:
             zoneinfo.ZoneInfo(tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
             raise ValidationError(f"unknown time zone {tz!r}") from None
-        lo, hi = _span(start, end)
+        lo, hi = bar_span(start, end)
         frame = self.query(
             sql.OPENING_RANGE_BREAKOUT.format(table=bars_table(tf)),
             {
@@ -658,7 +655,7 @@ class Lake:
         self, symbol: str, start: datetime | None, end: datetime | None, *, warmup: int
     ) -> dict[str, Any]:
         validate_symbol(symbol)
-        lo, hi = _span(start, end)
+        lo, hi = bar_span(start, end)
         return {"symbol": symbol, "start": lo, "end": hi, "warmup": warmup}
 
     @staticmethod
@@ -690,29 +687,6 @@ def _minutes(hhmm: str, name: str) -> int:
     if not found:
         raise ValidationError(f"{name} must be HH:MM, got {hhmm!r}")
     return int(found.group(1)) * 60 + int(found.group(2))
-
-
-def _timestamp(value: object, name: str) -> pd.Timestamp:
-    if isinstance(value, bool) or not isinstance(
-        value, datetime | str | pd.Timestamp | np.datetime64
-    ):
-        raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as e:
-        raise ValidationError(f"{name} is not a timestamp: {value!r}") from e
-    if pd.isna(ts):
-        raise ValidationError(f"{name} is missing")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _span(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """[start, end) as UTC timestamps; open ends become the epoch and a far future."""
-    lo = _EPOCH if start is None else _timestamp(start, "start")
-    hi = _FAR_FUTURE if end is None else _timestamp(end, "end")
-    if lo > hi:
-        raise ValidationError(f"start {format_timestamp(lo)} is after end {format_timestamp(hi)}")
-    return max(lo, _EPOCH), min(hi, _FAR_FUTURE)
 
 
 def _bar_arrow(frame: pd.DataFrame, version: int) -> pa.Table:
