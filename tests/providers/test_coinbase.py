@@ -31,6 +31,19 @@ CANDLES = "/products/"
 def coinbase(
     provider_server: ProviderServer, fast_retry: RetryPolicy, unthrottled: TokenBucket
 ) -> Iterator[CoinbaseProvider]:
+    """A patient client: a loaded test machine must not turn a slow answer into a retry."""
+    provider = CoinbaseProvider(
+        provider_server.url, retry=fast_retry, limiter=unthrottled, timeout=10.0
+    )
+    yield provider
+    provider.close()
+
+
+@pytest.fixture
+def impatient_coinbase(
+    provider_server: ProviderServer, fast_retry: RetryPolicy, unthrottled: TokenBucket
+) -> Iterator[CoinbaseProvider]:
+    """Times out after 0.5 s, for the tests that inject slow answers."""
     provider = CoinbaseProvider(
         provider_server.url, retry=fast_retry, limiter=unthrottled, timeout=0.5
     )
@@ -195,19 +208,21 @@ def test_persistent_server_errors_give_up_with_a_clear_error(
     assert provider_server.count(CANDLES) == 3
 
 
-def test_a_timeout_is_retried(coinbase: CoinbaseProvider, provider_server: ProviderServer) -> None:
+def test_a_timeout_is_retried(
+    impatient_coinbase: CoinbaseProvider, provider_server: ProviderServer
+) -> None:
     provider_server.inject(CANDLES, Fault(delay=1.5))
-    bars = coinbase.fetch_bars("BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 3))
+    bars = impatient_coinbase.fetch_bars("BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 3))
     assert provider_server.count(CANDLES) == 2
     assert not bars.empty
 
 
 def test_repeated_timeouts_fail_with_a_clear_error(
-    coinbase: CoinbaseProvider, provider_server: ProviderServer
+    impatient_coinbase: CoinbaseProvider, provider_server: ProviderServer
 ) -> None:
     provider_server.inject(CANDLES, *[Fault(delay=1.5)] * 3)
     with pytest.raises(DependencyUnavailable, match="did not answer in time") as failure:
-        coinbase.fetch_bars("BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 3))
+        impatient_coinbase.fetch_bars("BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 3))
     assert "failed after 3 attempts" in str(failure.value)
     assert provider_server.count(CANDLES) == 3
 
