@@ -276,7 +276,7 @@ def main() -> int:
         (f"redis-py GET of the {block} B block", *pct(reads["get"])),
         (f"redis-benchmark GET, -d {block}, -c 1 -P 1", peer["p50"], peer["p99"]),
         ("noise floor: pure-CPU task of about that p50", *pct(reads["noise"])),
-        ("Cache.append_bar (validate_bars + Lua merge)", *pct(append_ms)),
+        ("Cache.append_bar (validate_bar + Lua merge)", *pct(append_ms)),
         ("  of which the Lua merge of one packed bar", *pct(merge_ms)),
         (f"Cache.write_bars ({len(frame)} rows)", *pct(write_ms)),
     ]

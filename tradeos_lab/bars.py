@@ -7,9 +7,11 @@ gate between outside data and a store: it rejects instead of repairing, so table
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from numbers import Real
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -114,6 +116,58 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
     if _has_duplicates(out, single_series=len(symbols) == 1 and len(timeframes) == 1):
         raise ValidationError("bars have duplicate (symbol, timeframe, ts) rows")
     return out.reset_index(drop=True)
+
+
+def validate_bar(symbol: object, timeframe: object, bar: Mapping[str, Any]) -> dict[str, Any]:
+    """One bar checked by the rules of `validate_bars`, without building a frame: the live path
+    appends bars one at a time, where a DataFrame per bar would cost milliseconds.
+
+    `bar` has ts, open, high, low, close, volume and optionally vwap and trade_count. Returns them
+    normalised: `ts` a UTC timestamp, floats, `vwap` NaN and `trade_count` None when missing.
+    """
+    fields = set(BAR_COLUMNS[2:])
+    unknown = sorted(set(bar) - fields)
+    if unknown:
+        raise ValidationError(f"unknown bar fields {unknown}")
+    missing = [c for c in BAR_COLUMNS[2:8] if c not in bar]
+    if missing:
+        raise ValidationError(f"bar is missing {missing}")
+    tf = Timeframe.parse(timeframe)
+    ts = utc_timestamp(bar["ts"], "ts")
+    if ts.value % (tf.seconds * 1_000_000_000):
+        raise ValidationError(f"{tf.value} bar at {ts.isoformat()} is off the {tf.value} grid")
+    out: dict[str, Any] = {"symbol": validate_symbol(symbol), "timeframe": tf.value, "ts": ts}
+    for col in (*PRICE_COLUMNS, "volume"):
+        out[col] = _finite_number(bar[col], col)
+    if out["volume"] < 0:
+        raise ValidationError("bar has a negative volume")
+    if min(out[c] for c in PRICE_COLUMNS) <= 0:
+        raise ValidationError("bar has a zero or negative price")
+    if out["high"] < out["low"]:
+        raise ValidationError("bar has high < low")
+    for col in ("open", "close"):
+        if not out["low"] <= out[col] <= out["high"]:
+            raise ValidationError(f"bar has {col} outside [low, high]")
+    vwap = bar.get("vwap")
+    out["vwap"] = math.nan if vwap is None else _finite_number(vwap, "vwap", allow_nan=True)
+    count = bar.get("trade_count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int | np.integer)):
+        raise ValidationError(f"trade_count must be an integer, got {type(count).__name__}")
+    if count is not None and count < 0:
+        raise ValidationError("bar has a negative trade_count")
+    out["trade_count"] = None if count is None else int(count)
+    return out
+
+
+def _finite_number(value: object, name: str, *, allow_nan: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValidationError(f"bar {name} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if math.isnan(number) and allow_nan:
+        return number
+    if not math.isfinite(number):
+        raise ValidationError(f"bar has NaN or infinite {name}")
+    return number
 
 
 def _check_prices(out: pd.DataFrame) -> None:

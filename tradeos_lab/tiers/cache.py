@@ -30,7 +30,7 @@ import pandas as pd
 import redis
 from redis.typing import EncodableT
 
-from tradeos_lab.bars import BAR_COLUMNS, empty_bars, validate_bars
+from tradeos_lab.bars import BAR_COLUMNS, empty_bars, validate_bar, validate_bars
 from tradeos_lab.errors import ConfigError, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
@@ -469,19 +469,19 @@ class Cache:
         `bar` has `ts`, open, high, low, close, volume and optionally vwap, trade_count. Returns
         the number of bars now cached for the symbol and timeframe.
         """
-        tf = Timeframe.parse(timeframe)
-        unknown = set(bar) - set(BAR_COLUMNS[2:])
-        if unknown:
-            raise ValidationError(f"unknown bar fields {sorted(unknown)}")
-        row = pd.DataFrame([{**bar, "symbol": validate_symbol(symbol), "timeframe": tf.value}])
-        checked = validate_bars(row)
+        checked = validate_bar(symbol, timeframe, bar)
         values = _indicator_values(indicators) if indicators is not None else None
-        ts = int(checked["ts"].iloc[0].value // _NS_PER_S)
+        record = np.zeros(1, dtype=BAR_RECORD)
+        ts = checked["ts"].value // _NS_PER_S
+        record["ts"] = ts
+        for col in _FLOAT_COLUMNS:
+            record[col] = checked[col]
+        record["trade_count"] = -1 if checked["trade_count"] is None else checked["trade_count"]
         kept, _ = self._call_write(
             self.redis,
-            symbol=symbol,
-            timeframe=tf.value,
-            records=_pack(checked),
+            symbol=checked["symbol"],
+            timeframe=checked["timeframe"],
+            records=record.tobytes(),
             indicators_ts=ts,
             indicators=values,
         )
