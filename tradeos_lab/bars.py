@@ -186,13 +186,19 @@ def _check_prices(out: pd.DataFrame) -> None:
 
 
 def _has_duplicates(out: pd.DataFrame, *, single_series: bool) -> bool:
-    """Duplicate (symbol, timeframe, ts) rows; one series (the usual case) needs no hashing."""
-    if not single_series:
-        return bool(out.duplicated(["symbol", "timeframe", "ts"]).any())
-    stamps = out["ts"].array.asi8
-    if (np.diff(stamps) > 0).all():
+    """Duplicate (symbol, timeframe, ts) rows. Bars usually arrive ordered by series and time,
+    so one pass over a combined integer key settles it; only unordered input is sorted."""
+    seconds = out["ts"].array.asi8 // 1_000_000_000
+    if single_series:
+        keys = seconds
+    else:
+        symbol, _ = pd.factorize(out["symbol"])
+        timeframe, _ = pd.factorize(out["timeframe"])
+        series = symbol.astype("int64") * len(Timeframe) + timeframe
+        keys = series << 34 | seconds  # 2**34 s reaches past the year 2500
+    if (np.diff(keys) > 0).all():
         return False
-    return bool((np.diff(np.sort(stamps)) == 0).any())
+    return bool((np.diff(np.sort(keys)) == 0).any())
 
 
 def _utc(values: pd.Series) -> pd.Series:
