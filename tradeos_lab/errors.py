@@ -44,12 +44,6 @@ class LakeInUse(StackAlreadyRunning):
     )
 
 
-class StackNotRunning(StackError):
-    """No live stack owns this data directory."""
-
-    action = "Start one with `tradeos-lab up`."
-
-
 class DataDirError(StackError):
     """The data directory cannot be created, locked or written."""
 

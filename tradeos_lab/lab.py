@@ -7,7 +7,6 @@ With no URLs set the parts are embedded: the stack already running for the data 
 from __future__ import annotations
 
 import atexit
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from tradeos_lab.tiers.cache import Cache
     from tradeos_lab.tiers.flags import Flags
 
-log = logging.getLogger(__name__)
 ATTACH_WAIT_S = 30.0
 
 

@@ -93,11 +93,6 @@ def redis_check(url: str, role: str) -> Callable[[], tuple[str, str]]:
     return check
 
 
-def _embedded_redis_urls(settings: Settings, info: RuntimeInfo) -> dict[str, str]:
-    password = stack_password(settings.data_dir.expanduser().resolve())
-    return {role: info.redis_url(role, password) for role in info.redis_sockets}
-
-
 def collect_status(settings: Settings) -> StatusReport:
     """Check every part of the stack described by `settings`."""
     parts: list[PartStatus] = []
@@ -127,7 +122,8 @@ def collect_status(settings: Settings) -> StatusReport:
                     f"owner pid {info.owner_pid} ({info.owner_kind}), version {info.version}",
                 )
             )
-    embedded_urls = _embedded_redis_urls(settings, info) if info else {}
+    password = stack_password(data_dir) if info else ""
+    embedded_urls = {r: info.redis_url(r, password) for r in info.redis_sockets} if info else {}
     for role in ("bus", "cache", "flags"):
         url = settings.redis_url(role)
         if url is not None:
@@ -148,7 +144,7 @@ def collect_status(settings: Settings) -> StatusReport:
         else:
             parts.append(PartStatus(role, "embedded", "down", "", "stack not running"))
     parts.append(_records_status(settings, info))
-    parts.append(_lake_status(settings, info))
+    parts.append(_lake_status(settings, info, password))
     parts.extend(_service_rows(settings, embedded_urls))
     return StatusReport(parts)
 
@@ -190,7 +186,7 @@ def _records_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
     return _timed("records", kind, target, check)
 
 
-def _lake_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
+def _lake_status(settings: Settings, info: RuntimeInfo | None, password: str) -> PartStatus:
     kind = "server" if settings.lake_url else "embedded"
     if kind == "embedded" and (info is None or not info.lake_gateway):
         return PartStatus("lake", kind, "down", "", "stack not running")
@@ -199,9 +195,7 @@ def _lake_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
         from tradeos_lab.stores.lake import Lake
 
         if kind == "embedded" and info is not None and info.lake_gateway:
-            lake = Lake.over_gateway(
-                info.lake_gateway, token=stack_password(settings.data_dir.expanduser().resolve())
-            )
+            lake = Lake.over_gateway(info.lake_gateway, token=password)
         else:
             lake = Lake.open(settings)
         try:

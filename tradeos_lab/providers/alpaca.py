@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 import pandas as pd
@@ -31,7 +30,14 @@ from tradeos_lab.errors import (
     ProviderError,
     ProviderRateLimited,
 )
-from tradeos_lab.providers.base import BarRequest, RateLimiter, TimeLike, TokenBucket, finish
+from tradeos_lab.providers.base import (
+    BarRequest,
+    HttpProvider,
+    RateLimiter,
+    TimeLike,
+    TokenBucket,
+    finish,
+)
 from tradeos_lab.retry import RetryPolicy, parse_retry_after, retry_call
 from tradeos_lab.settings import Settings
 from tradeos_lab.symbols import Timeframe
@@ -61,7 +67,7 @@ def is_crypto(symbol: str) -> bool:
     return "/" in symbol
 
 
-class AlpacaProvider:
+class AlpacaProvider(HttpProvider):
     """Stock and crypto bars from Alpaca's market data API, endpoint configurable."""
 
     name = "alpaca"
@@ -208,17 +214,6 @@ class AlpacaProvider:
         for client in (self._stock, self._crypto):
             if client is not None:
                 client._session.close()
-
-    def __enter__(self) -> AlpacaProvider:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         keys = "set" if self._api_key is not None else "none"

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import pandas as pd
 
@@ -43,6 +43,19 @@ class BarProvider(Protocol):
     ) -> pd.DataFrame:
         """A validated bar frame of the bars opening in [start, end) (UTC), oldest first."""
         ...
+
+
+class HttpProvider:
+    """Providers that hold an HTTP session: usable as a context manager that closes it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class BarRequest:

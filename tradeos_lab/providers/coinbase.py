@@ -13,7 +13,6 @@ import logging
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -25,7 +24,14 @@ from tradeos_lab.errors import (
     ProviderRateLimited,
     ValidationError,
 )
-from tradeos_lab.providers.base import BarRequest, RateLimiter, TimeLike, TokenBucket, finish
+from tradeos_lab.providers.base import (
+    BarRequest,
+    HttpProvider,
+    RateLimiter,
+    TimeLike,
+    TokenBucket,
+    finish,
+)
 from tradeos_lab.retry import RetryPolicy, parse_retry_after, retry_call
 from tradeos_lab.settings import Settings
 from tradeos_lab.symbols import Timeframe
@@ -60,7 +66,7 @@ def product_id(symbol: str) -> str:
     return symbol.replace("/", "-")
 
 
-class CoinbaseProvider:
+class CoinbaseProvider(HttpProvider):
     """Bars from Coinbase Exchange public candles, paged 300 at a time under a rate limit."""
 
     name = "coinbase"
@@ -169,17 +175,6 @@ class CoinbaseProvider:
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
-
-    def __enter__(self) -> CoinbaseProvider:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"CoinbaseProvider(url={self.url!r})"

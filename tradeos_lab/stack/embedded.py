@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,12 +64,7 @@ def redis_spec(settings: Settings, data_dir: Path, role: str, password: str) -> 
 class EmbeddedStack:
     """Starts, supervises and stops the embedded parts for one data directory."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        owner_kind: str = "process",
-        health_url: Callable[[], str | None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, owner_kind: str = "process") -> None:
         self.settings = settings
         self.owner_kind = owner_kind
         self.data_dir = settings.data_dir.expanduser().resolve()
@@ -82,7 +76,6 @@ class EmbeddedStack:
         self.info: RuntimeInfo | None = None
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
-        self._lock = threading.Lock()
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -193,8 +186,7 @@ class EmbeddedStack:
                 )
                 REDIS_RESTARTS.labels(role=role).inc()
                 try:
-                    with self._lock:
-                        server.restart()
+                    server.restart()
                     if self.info is not None:
                         self.info.redis_pids[role] = server.pid or 0
                         write_runtime(self.data_dir, self.info)

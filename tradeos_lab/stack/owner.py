@@ -13,10 +13,13 @@ from typing import Any
 
 import redis
 
+from tradeos_lab.errors import DependencyUnavailable
+from tradeos_lab.keys import Keys
 from tradeos_lab.observability.health import HealthServer
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.embedded import EmbeddedStack
+from tradeos_lab.tiers.flags import Flags
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class StackOwner:
         self.stack = EmbeddedStack(settings, owner_kind="up") if settings.embedded_parts else None
         self.health: HealthServer | None = None
         self._flags_client: redis.Redis | None = None
+        self._flags: Flags | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -56,6 +60,8 @@ class StackOwner:
         )
         if flags_url:
             self._flags_client = make_redis(flags_url, role="flags", client_name=self.service)
+            keys = Keys(self.settings.namespace)
+            self._flags = Flags(self._flags_client, keys=keys, settings=self.settings)
             self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             self._heartbeat.start()
         log.info("stack up", extra={"seconds": round(time.perf_counter() - started, 3)})
@@ -70,13 +76,8 @@ class StackOwner:
         return parts
 
     def _beat(self) -> None:
-        from tradeos_lab.keys import Keys
-        from tradeos_lab.tiers.flags import Flags
-
-        assert self._flags_client is not None
-        flags = Flags(
-            self._flags_client, keys=Keys(self.settings.namespace), settings=self.settings
-        )
+        assert self._flags is not None
+        flags = self._flags
         interval = max(1.0, self.settings.limits.heartbeat_ttl_seconds / 3)
         while not self._stop.is_set():
             try:
@@ -85,7 +86,8 @@ class StackOwner:
                     self.instance,
                     {"pid": os.getpid(), "health_url": self.health.url if self.health else ""},
                 )
-            except redis.RedisError:
+            except DependencyUnavailable:
+                # keep beating: status shows the gap, and the next beat may get through
                 log.warning("heartbeat failed; the flags tier is unreachable")
             self._stop.wait(interval)
 
@@ -112,15 +114,10 @@ class StackOwner:
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
+        if self._flags is not None:
+            with contextlib.suppress(DependencyUnavailable, redis.RedisError):
+                self._flags.deregister(self.service, self.instance)
         if self._flags_client is not None:
-            from tradeos_lab.keys import Keys
-            from tradeos_lab.tiers.flags import Flags
-
-            flags = Flags(
-                self._flags_client, keys=Keys(self.settings.namespace), settings=self.settings
-            )
-            with contextlib.suppress(Exception):
-                flags.deregister(self.service, self.instance)
             self._flags_client.close()
         if self.health is not None:
             self.health.stop()

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -51,7 +51,6 @@ class RedisServerSpec:
     appendfsync: str = "everysec"
     port: int = 0
     socket_path: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
         lines = [
@@ -70,7 +69,6 @@ class RedisServerSpec:
             f"pidfile {self.directory / 'redis.pid'}",
             f"logfile {self.directory / 'redis.log'}",
             "daemonize no",
-            *(f"{k} {v}" for k, v in self.extra.items()),
         ]
         return "\n".join(line for line in lines if line) + "\n"
 
