@@ -200,7 +200,19 @@ def test_sigkilled_server_is_restarted_and_loses_nothing(stack: EmbeddedStack) -
     old_pid = stack.servers["bus"].pid
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
-    _wait(lambda: stack.servers["bus"].pid != old_pid and stack.servers["bus"].alive())
+
+    def restarted_and_recorded() -> bool:
+        # the supervisor rewrites the runtime file once the new server answers
+        info = read_runtime(stack.data_dir)
+        server = stack.servers["bus"]
+        return (
+            server.pid != old_pid
+            and server.alive()
+            and info is not None
+            and info.redis_pids["bus"] == server.pid
+        )
+
+    _wait(restarted_and_recorded)
     entries = bus.xrange("probe")
     assert [e[0] for e in entries] == ids
     assert stack.redis_health()["bus"]["restarts"] == 1
