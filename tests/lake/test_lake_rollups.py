@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from lake_helpers import ANCHOR, RULES, assert_same_bars, make_bars, pandas_rollup
 
+from tradeos_lab.settings import Settings
 from tradeos_lab.stores.lake import Lake
 
 
@@ -82,3 +83,79 @@ def test_resample_in_the_lake_equals_the_stored_rollup(any_lake: Lake) -> None:
     pd.testing.assert_frame_equal(computed, stored.reset_index(drop=True))
     only_btc = any_lake.resample("BTC-USD", "1d", start=ANCHOR + pd.Timedelta(days=1))
     assert list(only_btc["ts"]) == [ANCHOR + pd.Timedelta(days=1), ANCHOR + pd.Timedelta(days=2)]
+
+
+# ---- deferred rollups: queued by writes, settled by reads of coarse tiers --------------------
+
+
+def raw_count(lake: Lake, sql: str) -> int:
+    """A count read straight from the backend, which settles nothing."""
+    return int(lake.backend.query_arrow(sql, {})["n"][0].as_py())
+
+
+def pending(lake: Lake) -> int:
+    return raw_count(lake, "SELECT count() AS n FROM rollup_pending FINAL WHERE done = 0")
+
+
+def test_a_write_queues_its_span_and_the_first_coarse_read_settles_it(lake: Lake) -> None:
+    bars = make_bars(periods=120)
+    lake.write_bars(bars)
+    assert pending(lake) == 1
+    assert raw_count(lake, "SELECT count() AS n FROM bars_5m") == 0, "not computed at write"
+    assert len(lake.read_bars("AAPL", "1m")) == 120, "the written tier needs no refresh"
+    assert pending(lake) == 1
+
+    assert_same_bars(lake.read_bars("AAPL", "5m"), pandas_rollup(bars, "5min"))
+    assert pending(lake) == 0
+    assert_same_bars(lake.read_bars("AAPL", "1h"), pandas_rollup(bars, "1h"))
+    assert lake.refresh_rollups() == 0, "nothing left to settle"
+
+
+def test_raw_sql_over_a_coarse_tier_sees_finished_writes(any_lake: Lake) -> None:
+    any_lake.write_bars(make_bars(periods=120))
+    got = any_lake.query("SELECT count() AS n FROM bars_5m FINAL WHERE symbol = 'AAPL'")
+    assert int(got["n"].iloc[0]) == 24
+
+
+def test_a_live_feed_of_single_bars_rolls_up_like_one_batch(any_lake: Lake) -> None:
+    bars = make_bars("BTC-USD", periods=75, seed=11)
+    for i in range(len(bars)):
+        any_lake.write_bars(bars.iloc[[i]])
+        if i in (13, 44):  # reads in the middle of a bucket see the partial bucket
+            assert_same_bars(
+                any_lake.read_bars("BTC-USD", "15m"), pandas_rollup(bars.iloc[: i + 1], "15min")
+            )
+    for tf, rule in (("5m", "5min"), ("15m", "15min"), ("1h", "1h"), ("1d", "1D")):
+        assert_same_bars(any_lake.read_bars("BTC-USD", tf), pandas_rollup(bars, rule))
+
+
+def test_spans_far_apart_are_refreshed_without_the_time_between(lake: Lake) -> None:
+    early = make_bars("AAPL", periods=90, seed=1)
+    late = make_bars("AAPL", start=ANCHOR + pd.Timedelta(days=9), periods=90, seed=2)
+    other = make_bars("MSFT", periods=30, seed=3)
+    for chunk in (early.iloc[:40], late, other, early.iloc[40:]):  # touching chunks merge
+        lake.write_bars(chunk)
+    assert lake.refresh_rollups() == 4
+
+    both = pd.concat([early, late], ignore_index=True)
+    for tf, rule in (("5m", "5min"), ("1h", "1h"), ("1d", "1D")):
+        assert_same_bars(lake.read_bars("AAPL", tf), pandas_rollup(both, rule))
+        assert_same_bars(lake.read_bars("MSFT", tf), pandas_rollup(other, rule))
+    assert len(lake.read_bars("AAPL", "1d")) == 2, "no bucket between the two spans"
+
+
+def test_spans_queued_before_a_close_are_settled_after_reopening(lake_settings: Settings) -> None:
+    bars = make_bars(periods=180, seed=5)
+    with Lake.open(lake_settings) as first:
+        first.write_bars(bars)
+    with Lake.open(lake_settings) as second:
+        assert pending(second) == 1
+        assert_same_bars(second.read_bars("AAPL", "1h"), pandas_rollup(bars, "1h"))
+
+
+def test_a_clients_write_is_settled_by_the_owners_read(gateway_pair: tuple[Lake, Lake]) -> None:
+    owner, client = gateway_pair
+    bars = make_bars(periods=120, seed=6)
+    client.write_bars(bars)
+    assert_same_bars(owner.read_bars("AAPL", "15m"), pandas_rollup(bars, "15min"))
+    assert pending(client) == 0

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 import tradeos_lab as tl
 from tradeos_lab.cli import cli
 from tradeos_lab.stack.runtime import read_runtime
+from tradeos_lab.stores.lake import Lake
 
 TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
 
@@ -222,9 +223,22 @@ def test_a_notebook_uses_the_lake_while_up_owns_it_and_another_process_writes(
             time.sleep(0.05)
         assert writer.wait(60) == 0, writer.stderr.read() if writer.stderr else ""
         final = lab.lake.read_bars("AAPL", "1m")
+        # `up` settles the writer's rollups by itself: no read of a coarse tier asked for it.
+        deadline = time.monotonic() + 30
+        while _pending_spans(lab.lake) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _pending_spans(lab.lake) == 0
+        hourly = lab.lake.backend.query_arrow("SELECT sum(volume) AS v FROM bars_1h FINAL", {})
+        assert hourly["v"][0].as_py() == 300 * 1000.0
     assert len(final) == 300
     assert seen == sorted(seen), "reads never go backwards while the writer writes"
     assert _status(running.data_dir)[0] == 0
+
+
+def _pending_spans(lake: Lake) -> int:
+    """Spans queued for a rollup refresh, read without settling them."""
+    sql = "SELECT count() AS n FROM rollup_pending FINAL WHERE done = 0"
+    return int(lake.backend.query_arrow(sql, {})["n"][0].as_py())
 
 
 def test_connect_without_a_running_stack_owns_one_and_stops_it(tmp_path: Path) -> None:

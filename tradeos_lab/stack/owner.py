@@ -1,5 +1,5 @@
-"""What `tradeos-lab up` runs: the embedded parts, migrations, `/healthz` + `/metrics` and a
-heartbeat, for as long as the process lives."""
+"""What `tradeos-lab up` runs: the embedded parts, migrations, `/healthz` + `/metrics`, a
+heartbeat and the lake's rollup refresh, for as long as the process lives."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from tradeos_lab.errors import DependencyUnavailable
+from tradeos_lab.errors import DependencyUnavailable, TradeosError
 from tradeos_lab.keys import Keys
 from tradeos_lab.observability.health import HealthServer
 from tradeos_lab.settings import Settings
@@ -22,6 +22,10 @@ from tradeos_lab.stack.embedded import EmbeddedStack
 from tradeos_lab.tiers.flags import Flags
 
 log = logging.getLogger(__name__)
+
+# How often the owner settles the lake's pending rollups, so coarse tiers stay current for
+# SQL that bypasses `Lake` (every `Lake` read of a coarse tier settles them anyway).
+ROLLUP_REFRESH_SECONDS = 2.0
 
 
 class StackOwner:
@@ -37,6 +41,7 @@ class StackOwner:
         self._flags: Flags | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._refresher: threading.Thread | None = None
 
     def start(self) -> None:
         from tradeos_lab.stores.records import RecordsStore
@@ -64,6 +69,11 @@ class StackOwner:
             self._flags = Flags(self._flags_client, keys=keys, settings=self.settings)
             self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             self._heartbeat.start()
+        if self.stack is not None and self.stack.lake is not None:
+            self._refresher = threading.Thread(
+                target=self._refresh_rollups, name="rollup-refresh", daemon=True
+            )
+            self._refresher.start()
         log.info("stack up", extra={"seconds": round(time.perf_counter() - started, 3)})
 
     def check(self) -> dict[str, dict[str, Any]]:
@@ -91,6 +101,19 @@ class StackOwner:
                 log.warning("heartbeat failed; the flags tier is unreachable")
             self._stop.wait(interval)
 
+    def _refresh_rollups(self) -> None:
+        assert self.stack is not None
+        lake = self.stack.lake
+        while not self._stop.wait(ROLLUP_REFRESH_SECONDS):
+            try:
+                settled = lake.refresh_rollups()
+            except TradeosError:
+                # the next round retries: the spans stay queued until a refresh succeeds
+                log.exception("lake rollup refresh failed")
+                continue
+            if settled:
+                log.debug("lake rollups refreshed", extra={"spans": settled})
+
     def summary(self) -> str:
         lines = [f"tradeos-lab is up (profile {self.settings.profile})"]
         if self.stack is not None:
@@ -112,8 +135,9 @@ class StackOwner:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join(timeout=5)
+        for thread in (self._heartbeat, self._refresher):
+            if thread is not None:
+                thread.join(timeout=30)
         if self._flags is not None:
             with contextlib.suppress(DependencyUnavailable, redis.RedisError):
                 self._flags.deregister(self.service, self.instance)

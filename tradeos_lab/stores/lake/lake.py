@@ -34,6 +34,8 @@ from tradeos_lab.stores.lake.backend import (
 from tradeos_lab.stores.lake.schema import (
     LEDGER_DDL,
     LEDGER_TABLE,
+    PENDING_DDL,
+    PENDING_TABLE,
     ROLLS_INTO,
     TIERS,
     bars_ddl,
@@ -49,13 +51,15 @@ log = logging.getLogger(__name__)
 _MAX_LIMIT = 10_000_000
 _MAX_WINDOW = 100_000
 _HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+# Tiers computed from a finer one: reading them first settles the pending rollups.
+_ROLLUP_TARGETS = frozenset(ROLLS_INTO.values())
 
 
 class Lake:
     """OHLCV lake over a `LakeBackend`; implements `BarStore`.
 
-    Thread-safe: the backend serialises statements, and writes hold a lock so a write's rollups
-    are computed after its own insert and before the next write's.
+    Thread-safe: the backend serialises statements, and writes and rollup refreshes hold one
+    lock, so a refresh sees every write this object finished before it.
     """
 
     def __init__(
@@ -139,8 +143,13 @@ class Lake:
 
         Tier tables store timestamps as DateTime64 and come back as UTC datetimes; a 32-bit
         DateTime expression (e.g. `now()`) comes back as epoch seconds, as ClickHouse's Arrow
-        output writes it: wrap it in `toDateTime64(x, 0, 'UTC')` for a timestamp.
+        output writes it: wrap it in `toDateTime64(x, 0, 'UTC')` for a timestamp. Pending
+        rollups are settled first, so SQL over a coarse tier sees every finished write.
         """
+        self.refresh_rollups()
+        return self._query(sql_text, params)
+
+    def _query(self, sql_text: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         return _to_pandas(self._backend.query_arrow(sql_text, to_wire(params)))
 
     def command(self, sql_text: str, params: Mapping[str, Any] | None = None) -> None:
@@ -168,6 +177,7 @@ class Lake:
         for tf in TIERS:
             self._backend.command(bars_ddl(tf, ttl_days_for(ttl_days, tf)), {})
         self._backend.command(LEDGER_DDL, {})
+        self._backend.command(PENDING_DDL, {})
         if ttl_days is None:
             return
         current = self._table_ttls()
@@ -192,7 +202,7 @@ class Lake:
         return self._table_ttls().get(Timeframe.parse(timeframe), "")
 
     def _table_ttls(self) -> dict[Timeframe, str]:
-        frame = self.query(
+        frame = self._query(
             "SELECT name, engine_full FROM system.tables "
             "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
             {"names": [bars_table(tf) for tf in TIERS]},
@@ -215,12 +225,15 @@ class Lake:
     # ---- BarStore --------------------------------------------------------------------------
 
     def write_bars(self, bars: pd.DataFrame) -> int:
-        """Validate and store bars idempotently, then recompute the coarser tiers they touch.
+        """Validate and store bars idempotently; the coarser tiers follow on their next read.
 
         Loading the same bars twice stores them once (reads use FINAL); a corrected bar wins
-        over the earlier one. Rollups follow 1m -> 5m -> 15m -> 1h -> 1d and are computed by the
-        engine from the finer tier, so every reader sees the same coarse bars; a coarse bar
-        written directly stands until finer bars of its bucket arrive and replace it.
+        over the earlier one. The written spans are queued in `rollup_pending`, and the coarser
+        tiers (1m -> 5m -> 15m -> 1h -> 1d, computed by the engine from the finer tier) are
+        recomputed over them by `refresh_rollups`, which every read of a coarse tier runs first
+        and the stack owner runs every few seconds. So a live feed writing a bar at a time costs
+        two small inserts, not five, and a backfill in chunks recomputes each coarse bucket once.
+        A coarse bar written directly stands until finer bars of its bucket arrive.
         """
         frame = validate_bars(bars)
         if frame.empty:
@@ -233,20 +246,51 @@ class Lake:
                 part = self._within_retention(part, tf)
                 if part.empty:
                     continue
-                data = _bar_arrow(part, self._next_version())
+                version = self._next_version()
+                data = _bar_arrow(part, version)
                 # validate_bars rejected duplicate (symbol, ts): the batch is unique by key.
                 self._backend.insert_arrow(bars_table(tf), data, unique=True)
                 ranges = _ranges(data, tf)
-                touched = {tf: ranges}
-                source = tf
-                while source in ROLLS_INTO:
-                    target = ROLLS_INTO[source]
-                    ranges = _align(ranges, target)
-                    self._rollup(source, target, ranges)
-                    touched[target] = ranges
-                    source = target
-                self._close_filled_gaps(touched)
+                if tf in ROLLS_INTO:
+                    # Queued after the bars: a refresh that sees the span also sees its bars.
+                    self._backend.insert_arrow(PENDING_TABLE, _pending(ranges, tf, version))
+                self._close_filled_gaps({tf: ranges})
         return len(frame)
+
+    def refresh_rollups(self) -> int:
+        """Recompute the coarser tiers over every span written since the last refresh.
+
+        Returns how many queued spans were settled (0 when nothing was pending). Runs before
+        every read of a coarse tier, so callers rarely need it; call it to settle the lake
+        after a bulk load, before timing reads or handing the lake to raw SQL elsewhere.
+        """
+        with self._write_lock:
+            pending = self._backend.query_arrow(sql.PENDING, {})
+            if pending.num_rows == 0:
+                return 0
+            queued = _to_pandas(pending)
+            touched: dict[Timeframe, pa.Table] = {}
+            carried: pd.DataFrame | None = None  # spans recomputed in the finer tier
+            for source, target in ROLLS_INTO.items():
+                spans = queued.loc[queued["timeframe"] == source.value, ["symbol", "lo", "hi"]]
+                if carried is not None:
+                    spans = pd.concat([spans, carried], ignore_index=True)
+                if spans.empty:
+                    continue
+                spans = _coalesce(spans, target)
+                for batch in _rounds(spans):
+                    self._rollup(source, target, batch)
+                touched[target] = pa.Table.from_pandas(spans, preserve_index=False)
+                carried = spans
+            self._close_filled_gaps(touched)
+            done = pending.append_column("done", pa.array(np.ones(pending.num_rows, np.uint8)))
+            self._backend.insert_arrow(PENDING_TABLE, done)
+            return int(pending.num_rows)
+
+    def _settle(self, timeframe: Timeframe | str | None = None) -> None:
+        """Settle pending rollups before reading `timeframe` (any tier when None)."""
+        if timeframe is None or Timeframe.parse(timeframe) in _ROLLUP_TARGETS:
+            self.refresh_rollups()
 
     def _within_retention(self, frame: pd.DataFrame, timeframe: Timeframe) -> pd.DataFrame:
         """Drop bars older than the tier's retention before they are written.
@@ -285,6 +329,7 @@ class Lake:
         lo, hi = bar_span(start, end)
         if limit is not None:
             _check_int(limit, "limit", 1, _MAX_LIMIT)
+        self._settle(tf)
         text = sql.READ_BARS.format(
             table=bars_table(tf),
             order="DESC" if limit is not None else "ASC",
@@ -317,6 +362,7 @@ class Lake:
         stop = -(-int(hi.timestamp()) // step) * step
         if first >= stop:
             return _empty_gaps()
+        self._settle(tf)
         table = self._backend.query_arrow(
             sql.GAPS.format(table=bars_table(tf)),
             to_wire(
@@ -350,7 +396,7 @@ class Lake:
         for i, tf in enumerate(TIERS):
             params[f"tf_{i}"] = tf.value
             parts.append(sql.COVERAGE_PART.format(i=i, table=bars_table(tf), where=where))
-        frame = self.query(" UNION ALL ".join(parts), params)
+        frame = self.query(" UNION ALL ".join(parts), params)  # settles every tier first
         if frame.empty:
             return pd.DataFrame(
                 {
@@ -396,6 +442,7 @@ class Lake:
             chosen = [symbols] if isinstance(symbols, str) else list(symbols)
             params["symbols"] = [validate_symbol(s) for s in chosen]
             where += " AND symbol IN {symbols:Array(String)}"
+        self._settle(src)
         aggregate = sql.AGGREGATE.format(source=bars_table(src), where=where)
         table = self._backend.query_arrow(sql.RESAMPLE.format(aggregate=aggregate), to_wire(params))
         return _bar_frame(table, tf)
@@ -474,6 +521,7 @@ class Lake:
             clauses.append("timeframe = {timeframe:String}")
         if open_only:
             clauses.append("filled_at IS NULL")
+        # Settling closes the gaps that pending rollups of coarse tiers fill.
         frame = self.query(sql.LEDGER.format(where=" AND ".join(clauses)), params)
         if frame.empty:
             return pd.DataFrame(
@@ -502,7 +550,7 @@ class Lake:
         symbols = sorted({s for r in touched.values() for s in r["symbol"].to_pylist()})
         lo = min(min(r["lo"].to_pylist()) for r in touched.values())
         hi = max(max(r["hi"].to_pylist()) for r in touched.values())
-        open_gaps = self.query(
+        open_gaps = self._query(
             sql.OPEN_GAPS,
             {
                 "symbols": symbols,
@@ -518,7 +566,7 @@ class Lake:
         filled = []
         for row in gaps.itertuples(index=False):
             tf = Timeframe.parse(row.timeframe)
-            present = self.query(
+            present = self._query(
                 sql.PRESENT_IN_RANGE.format(table=bars_table(tf)),
                 {"symbol": row.symbol, "start": row.gap_start, "end": row.gap_end},
             )
@@ -576,7 +624,8 @@ class Lake:
             high=float(high),
         )
         text = sql.ATR_REGIME.format(source=self._feature_source(timeframe))
-        frame = self.query(text, params)
+        self._settle(timeframe)
+        frame = self._query(text, params)
         if "regime" in frame:
             frame["regime"] = frame["regime"].astype("object").where(frame["regime"].notna(), None)
         return frame
@@ -597,7 +646,8 @@ class Lake:
         params = self._feature_params(symbol, start, end, warmup=lookback)
         params.update(lookback=lookback, lookback_1=lookback - 1)
         text = sql.VOLUME_PERCENTILE.format(source=self._feature_source(timeframe))
-        return self.query(text, params)
+        self._settle(timeframe)
+        return self._query(text, params)
 
     def opening_range_breakout(
         self,
@@ -634,7 +684,8 @@ class Lake:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
             raise ValidationError(f"unknown time zone {tz!r}") from None
         lo, hi = bar_span(start, end)
-        frame = self.query(
+        self._settle(tf)
+        frame = self._query(
             sql.OPENING_RANGE_BREAKOUT.format(table=bars_table(tf)),
             {
                 "symbol": symbol,
@@ -725,12 +776,47 @@ def _ranges(data: pa.Table, timeframe: Timeframe) -> pa.Table:
     )
 
 
-def _align(ranges: pa.Table, timeframe: Timeframe) -> pa.Table:
-    """Spans widened to whole buckets of `timeframe`."""
+def _pending(ranges: pa.Table, timeframe: Timeframe, version: int) -> pa.Table:
+    """Rows of `rollup_pending` queuing the spans one write made in `timeframe`."""
+    n = ranges.num_rows
+    return pa.table(
+        {
+            "symbol": ranges["symbol"],
+            "timeframe": pa.array([timeframe.value] * n),
+            "lo": ranges["lo"],
+            "hi": ranges["hi"],
+            "version": pa.array(np.full(n, version, dtype=np.uint64)),
+            "done": pa.array(np.zeros(n, dtype=np.uint8)),
+        }
+    )
+
+
+def _coalesce(spans: pd.DataFrame, timeframe: Timeframe) -> pd.DataFrame:
+    """Spans widened to whole buckets of `timeframe`, overlapping or touching ones merged per
+    symbol; sorted by symbol and start."""
     step = timeframe.seconds
-    lo = np.asarray(ranges["lo"].to_numpy()) // step * step
-    hi = -(-np.asarray(ranges["hi"].to_numpy()) // step) * step
-    return pa.table({"symbol": ranges["symbol"], "lo": pa.array(lo), "hi": pa.array(hi)})
+    lo = spans["lo"].to_numpy(dtype="int64") // step * step
+    hi = -(-spans["hi"].to_numpy(dtype="int64") // step) * step
+    frame = pd.DataFrame({"symbol": spans["symbol"].astype(str).to_numpy(), "lo": lo, "hi": hi})
+    frame = frame.sort_values(["symbol", "lo"], ignore_index=True)
+    reach = frame.groupby("symbol", sort=False)["hi"].cummax()
+    previous = reach.groupby(frame["symbol"], sort=False).shift()
+    starts = previous.isna() | (frame["lo"] > previous)
+    group = starts.cumsum()
+    merged = frame.groupby(group, sort=False).agg(
+        symbol=("symbol", "first"), lo=("lo", "min"), hi=("hi", "max")
+    )
+    return merged.reset_index(drop=True)
+
+
+def _rounds(spans: pd.DataFrame) -> list[pa.Table]:
+    """Disjoint spans split so each batch holds at most one span per symbol (one rollup
+    statement bounds each symbol by one span)."""
+    order = spans.groupby("symbol", sort=False).cumcount()
+    return [
+        pa.Table.from_pandas(spans[order == k].reset_index(drop=True), preserve_index=False)
+        for k in range(int(order.max()) + 1)
+    ]
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

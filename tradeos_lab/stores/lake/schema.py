@@ -64,6 +64,27 @@ LEDGER_COLUMNS = (
 )
 
 
+# Spans written to a tier whose coarser tiers are not recomputed yet (see `Lake.refresh_rollups`).
+# A refresh marks its spans done by writing them again with done = 1 (the engine keeps the row
+# with the larger `done`); done rows leave a day later, pending ones never expire.
+PENDING_TABLE = "rollup_pending"
+PENDING_DDL = f"""
+CREATE TABLE IF NOT EXISTS {PENDING_TABLE}
+(
+    symbol LowCardinality(String),
+    timeframe LowCardinality(String) COMMENT 'the tier that was written',
+    lo Int64 COMMENT 'first written bar, epoch seconds',
+    hi Int64 COMMENT 'end of the written span (exclusive), epoch seconds',
+    version UInt64 COMMENT 'version of the write that queued the span',
+    done UInt8 COMMENT '1 once the coarser tiers were recomputed over the span',
+    changed_at DateTime('UTC') DEFAULT now()
+)
+ENGINE = ReplacingMergeTree(done)
+ORDER BY (timeframe, symbol, lo, hi, version)
+TTL changed_at + INTERVAL 1 DAY DELETE WHERE done = 1
+"""
+
+
 def bars_table(timeframe: Timeframe) -> str:
     """The table of one tier; names come from the enum, never from callers."""
     return f"bars_{timeframe.value}"

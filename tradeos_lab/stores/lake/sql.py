@@ -53,6 +53,12 @@ SELECT symbol, agg_ts, agg_open, agg_high, agg_low, agg_close, agg_volume, agg_v
 FROM ({aggregate})
 """
 
+PENDING = """
+SELECT toString(symbol) AS symbol, toString(timeframe) AS timeframe, lo, hi, version
+FROM rollup_pending FINAL
+WHERE done = 0
+"""
+
 RESAMPLE = """
 SELECT symbol, agg_ts AS ts, agg_open AS open, agg_high AS high, agg_low AS low,
        agg_close AS close, agg_volume AS volume, agg_vwap AS vwap,
