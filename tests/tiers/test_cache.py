@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import redis
 
-from tradeos_lab.bars import validate_bars
+from tradeos_lab.bars import empty_bars, validate_bars
 from tradeos_lab.errors import ConfigError, SymbolError, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
@@ -381,8 +381,26 @@ def test_the_fast_frame_path_and_the_public_constructor_agree(
 ) -> None:
     from tradeos_lab.tiers import cache as cache_module
 
-    cache.write_bars(bar_frame(20).drop(columns=["trade_count"]))
+    frame = bar_frame(20)
+    frame.loc[[3, 7], "trade_count"] = pd.NA
+    frame.loc[[2, 5], "vwap"] = np.nan
+    cache.write_bars(frame)
     fast = cache.get_bars("AAPL", "1m")
-    monkeypatch.setattr(cache_module, "_FROM_ARRAYS", None)
+    assert cache_module._FROM_BLOCKS is not None and cache_module._SIMPLE_NEW is not None
+    monkeypatch.setattr(cache_module, "_FROM_BLOCKS", None)
+    monkeypatch.setattr(cache_module, "_SIMPLE_NEW", None)
     public = cache.get_bars("AAPL", "1m")
     pd.testing.assert_frame_equal(fast, public)
+    pd.testing.assert_frame_equal(fast, validate_bars(frame))
+    assert fast.dtypes.equals(empty_bars().dtypes)
+    for got in (fast, public):  # every column writable, so a notebook may edit the frame
+        got.loc[0, "close"] = 1.0
+        got.loc[0, "ts"] = START
+        assert got.loc[0, "close"] == 1.0
+
+
+def test_frames_do_not_share_their_column_index(cache: Cache) -> None:
+    cache.write_bars(bar_frame(3))
+    first = cache.get_bars("AAPL", "1m")
+    first.columns.name = "renamed"
+    assert cache.get_bars("AAPL", "1m").columns.name is None

@@ -14,11 +14,12 @@ refreshes the TTL, all atomically on the server, so appending one bar sends 64 b
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -585,10 +586,57 @@ def _constant_strings(value: str, n: int) -> Any:
     return pd.array([value] * n, dtype="string")
 
 
-# `DataFrame._from_arrays` skips the per-column checks of the public constructor: 5x faster for a
-# 500-row frame (the bulk of `get_bars`). The arrays handed to it are fresh and well-formed.
-_FROM_ARRAYS = getattr(pd.DataFrame, "_from_arrays", None)
-_COLUMN_INDEX = pd.Index(BAR_COLUMNS)
+def _optional(module: str, name: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+# Frame building is most of a near-cache hit, so it takes two shortcuts, each guarded (a pandas
+# that changed them raises TypeError/AttributeError and the public road is taken; a test checks
+# both roads build the same frame):
+# - `create_dataframe_from_blocks` (pandas >= 3.0, `pandas.api.internals`) takes the columns as
+#   ready-made blocks: the six float columns go in as ONE (6, n) block copied out of the records
+#   in one step, and pandas neither checks nor consolidates columns (~55 us -> ~20 us, 500 bars);
+# - `DatetimeArray._simple_new` wraps int64 nanoseconds as UTC times without the checks and the
+#   tz-localisation of `DatetimeIndex(...).tz_localize("UTC")` (~40 us -> ~3 us).
+_FROM_BLOCKS: Callable[..., pd.DataFrame] | None = _optional(
+    "pandas.api.internals", "create_dataframe_from_blocks"
+)
+_SIMPLE_NEW: Callable[..., Any] | None = getattr(pd.arrays.DatetimeArray, "_simple_new", None)
+_UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
+_COLUMN_INDEX: Final = pd.Index(BAR_COLUMNS)
+
+
+def _first_float_word() -> int:
+    """Where the float columns start in a record, in 8-byte words; they must sit side by side,
+    as little-endian float64 in `_FLOAT_COLUMNS` order, for the one-step copy in `_frame`."""
+    fields: Mapping[str, Any] = BAR_RECORD.fields or {}
+    first = int(fields[_FLOAT_COLUMNS[0]][1]) // 8
+    for i, col in enumerate(_FLOAT_COLUMNS):
+        if fields[col][0] != np.dtype("<f8") or fields[col][1] != 8 * (first + i):
+            raise RuntimeError(f"BAR_RECORD: {col} is not the float64 after the one before it")
+    return first
+
+
+_WORDS: Final = BAR_RECORD.itemsize // 8
+_FIRST_FLOAT: Final = _first_float_word()
+_PLACEMENTS: Final = tuple(
+    np.array([BAR_COLUMNS.index(c) for c in group], dtype=np.intp)
+    for group in (("symbol",), ("timeframe",), ("ts",), _FLOAT_COLUMNS, ("trade_count",))
+)
+
+
+def _utc_times(nanoseconds: np.ndarray) -> Any:
+    """A `datetime64[ns, UTC]` array over int64 nanoseconds since the epoch."""
+    m8 = nanoseconds.view("M8[ns]")
+    if _SIMPLE_NEW is not None:
+        try:
+            return _SIMPLE_NEW(m8, dtype=_UTC_NS)
+        except (TypeError, AttributeError):
+            pass
+    return pd.DatetimeIndex(m8).tz_localize("UTC").array
 
 
 def _frame(raw: object, symbol: str, timeframe: str) -> pd.DataFrame:
@@ -600,23 +648,33 @@ def _frame(raw: object, symbol: str, timeframe: str) -> pd.DataFrame:
         return empty_bars()
     records = np.frombuffer(raw, dtype=BAR_RECORD)
     n = len(records)
-    seconds = records["ts"].astype("<i8")
     counts = records["trade_count"].astype("<i8")
+    # (6, n), C order: one writable copy, each column contiguous.
+    floats = (
+        np.frombuffer(raw, dtype="<f8")
+        .reshape(n, _WORDS)[:, _FIRST_FLOAT : _FIRST_FLOAT + len(_FLOAT_COLUMNS)]
+        .T.copy()
+    )
     arrays: list[Any] = [
         _constant_strings(symbol, n).copy(),
         _constant_strings(timeframe, n).copy(),
-        pd.DatetimeIndex((seconds * _NS_PER_S).view("M8[ns]")).tz_localize("UTC").array,
-        *(records[col].copy() for col in _FLOAT_COLUMNS),  # writable, contiguous
+        _utc_times(records["ts"].astype("<i8") * _NS_PER_S),
+        floats,
         pd.arrays.IntegerArray(counts, counts < 0),
     ]
-    if _FROM_ARRAYS is not None:
+    # A view of the shared column index: renaming one frame's columns leaves the others alone.
+    columns = _COLUMN_INDEX.view()
+    if _FROM_BLOCKS is not None:
         try:
-            return _FROM_ARRAYS(  # type: ignore[no-any-return]
-                arrays, columns=_COLUMN_INDEX, index=pd.RangeIndex(n), verify_integrity=False
+            return _FROM_BLOCKS(
+                list(zip(arrays, _PLACEMENTS, strict=True)), index=pd.RangeIndex(n), columns=columns
             )
-        except TypeError:  # a pandas whose private signature changed: take the public road
+        except (TypeError, AttributeError):  # a pandas that changed it: take the public road
             pass
-    return pd.DataFrame(dict(zip(BAR_COLUMNS, arrays, strict=True)), copy=False)
+    by_name = dict(zip(BAR_COLUMNS[:3], arrays[:3], strict=True))
+    by_name.update(zip(_FLOAT_COLUMNS, floats, strict=True))
+    by_name["trade_count"] = arrays[4]
+    return pd.DataFrame(by_name, columns=columns, copy=False)
 
 
 # ---- validation and decoding helpers --------------------------------------------------------
