@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from functools import lru_cache
 from numbers import Real
 from typing import Any, Protocol, runtime_checkable
 
@@ -63,7 +64,13 @@ def bar_span(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 
 def empty_bars() -> pd.DataFrame:
-    """A bar frame with no rows and the right dtypes."""
+    """A bar frame with no rows and the right dtypes (a copy of one template: building it from
+    typed Series costs ~1.5 ms, a copy ~30 us, and every cache miss returns one)."""
+    return _empty_bars_template().copy(deep=True)
+
+
+@lru_cache(maxsize=1)
+def _empty_bars_template() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "symbol": pd.Series(dtype="string"),
