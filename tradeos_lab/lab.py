@@ -56,14 +56,21 @@ class Lab:
         self._clients: list[redis.Redis] = []
         self._closed = False
 
-        def client(role: str) -> redis.Redis:
-            c = make_redis(redis_urls[role], role=role, client_name=settings.service_name)
+        def client(role: str, *, tracking: bool = False) -> redis.Redis:
+            c = make_redis(
+                redis_urls[role], role=role, client_name=settings.service_name, tracking=tracking
+            )
             ping(c, role)
             self._clients.append(c)
             return c
 
         self.bus: Bus = Bus(client("bus"), keys=self.keys, settings=settings)
-        self.cache: Cache = Cache(client("cache"), keys=self.keys, settings=settings)
+        # Bar reads go through a near cache on its own RESP3 connection (setting
+        # cache_near_entries; 0 = every read is a round trip).
+        near = client("cache", tracking=True) if settings.cache_near_entries > 0 else None
+        self.cache: Cache = Cache(
+            client("cache"), keys=self.keys, settings=settings, near_client=near
+        )
         self.flags: Flags = Flags(client("flags"), keys=self.keys, settings=settings)
         self.records: RecordsStore = RecordsStore.open(settings)
         if stack is not None and stack.lake is not None:

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     bar_ttl_1m_seconds: int | None = Field(default=None, ge=1)
     bar_ttl_5m_seconds: int | None = Field(default=None, ge=1)
 
+    # Near cache of each process that reads bars: bar blocks kept in memory and invalidated by the
+    # cache Redis (CLIENT TRACKING), so a repeated read costs no round trip. One entry is one block
+    # of cache_bars x 64 bytes (32 kB at 500 bars), least recently read dropped first; 0 = off.
+    cache_near_entries: int = Field(default=1000, ge=0, le=100_000)
+
     # Consumers
     max_deliveries: int = Field(default=5, ge=1, le=1000)
     claim_idle_ms: int = Field(default=30_000, ge=100)

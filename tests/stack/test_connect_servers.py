@@ -74,6 +74,14 @@ def test_connect_uses_the_servers_and_starts_nothing(server_settings: Settings) 
         assert entry
         lab.cache.set_price("AAPL", 187.5)
         assert lab.cache.get_price("AAPL").price == 187.5  # type: ignore[union-attr]
+        bar = {"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0}
+        minute = pd.Timestamp("2024-01-02 14:30", tz="UTC")
+        lab.cache.append_bar("AAPL", "1m", {**bar, "ts": minute})
+        assert len(lab.cache.get_bars("AAPL", "1m")) == 1
+        lab.cache.append_bar("AAPL", "1m", {**bar, "ts": minute + pd.Timedelta(minutes=1)})
+        assert len(lab.cache.get_bars("AAPL", "1m")) == 2  # the near cache saw the write
+        assert len(lab.cache.get_bars("AAPL", "1m")) == 2
+        assert lab.cache.near is not None and lab.cache.near.stats()["hits"] == 1
         assert lab.lake.query("SELECT 1 AS one")["one"].iloc[0] == 1
         ts = pd.Timestamp.now(tz="UTC").floor("1D") - pd.Timedelta(days=1)
         lab.lake.write_bars(

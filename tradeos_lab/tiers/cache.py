@@ -10,6 +10,11 @@ numpy view, which is what makes the <= 0.5 ms p50 possible (`benchmarks/bench_ca
 list or a hash per bar would cost one decode per bar. Writes go through a Lua script that merges
 new records by timestamp (a new bar replaces one with the same `ts`), keeps exactly the last N and
 refreshes the TTL, all atomically on the server, so appending one bar sends 64 bytes, not 32 kB.
+
+Bar reads can skip even that round trip: given a RESP3 client (`near_client`), `get_bars` reads
+through a near cache (`tradeos_lab.tiers.near_cache`) that keeps blocks in this process until
+Redis reports a change (CLIENT TRACKING), bounded by `settings.cache_near_entries` (0 = off).
+Every other command goes through the main client as before.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from tradeos_lab.errors import ConfigError, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
 from tradeos_lab.symbols import Timeframe, validate_symbol
+from tradeos_lab.tiers.near_cache import NearCache
 
 # One bar: `ts` (epoch seconds) is big-endian so the Lua merge can read it with struct.unpack;
 # the rest is little-endian so numpy views it without a byte swap on x86/ARM.
@@ -195,9 +201,21 @@ class BarSnapshot:
 
 
 class Cache:
-    """Typed accessors over the cache Redis. Writes validate first; bad input writes nothing."""
+    """Typed accessors over the cache Redis. Writes validate first; bad input writes nothing.
 
-    def __init__(self, redis: redis.Redis, *, keys: Keys, settings: Settings) -> None:
+    `near_client` (`make_redis(url, role="cache", tracking=True)`, same server as `redis`) turns
+    on the near cache for bar reads when `settings.cache_near_entries` > 0; without it every read
+    is a round trip, as before.
+    """
+
+    def __init__(
+        self,
+        redis: redis.Redis,
+        *,
+        keys: Keys,
+        settings: Settings,
+        near_client: redis.Redis | None = None,
+    ) -> None:
         if redis.get_connection_kwargs().get("decode_responses"):
             raise ConfigError(
                 "the cache needs a client with decode_responses=False (bars are binary)"
@@ -207,6 +225,12 @@ class Cache:
         self.settings = settings
         self._limits = settings.limits
         self._write_bars = redis.register_script(_WRITE_BARS)
+        entries = settings.cache_near_entries
+        self.near: NearCache | None = (
+            NearCache(near_client, entries) if near_client is not None and entries > 0 else None
+        )
+        # Near caches may be on in other processes too (same settings): fence bar writes for them.
+        self._fence = entries > 0
 
     # ---- prices -------------------------------------------------------------------------
 
@@ -445,6 +469,7 @@ class Cache:
         if bars.empty:
             return 0
         pipe = self.redis.pipeline(transaction=False)
+        written: list[str] = []
         for (symbol, timeframe), group in bars.groupby(["symbol", "timeframe"], sort=False):
             self._call_write(
                 pipe,
@@ -454,7 +479,9 @@ class Cache:
                 indicators_ts=None,
                 indicators=None,
             )
+            written.append(self.keys.bars(str(symbol), str(timeframe)))
         pipe.execute()
+        self._bars_written(written)
         return len(bars)
 
     def append_bar(
@@ -486,6 +513,7 @@ class Cache:
             indicators_ts=ts,
             indicators=values,
         )
+        self._bars_written([self.keys.bars(checked["symbol"], checked["timeframe"])])
         return int(kept)
 
     def set_indicators(
@@ -517,29 +545,58 @@ class Cache:
     ) -> pd.DataFrame:
         """The cached bars, oldest first, as a bar frame (`tradeos_lab.bars`); empty on a miss.
 
-        With `limit`, only the latest `limit` bars are read (GETRANGE on the tail).
+        With `limit`, only the latest `limit` bars. Through the near cache the whole block is
+        held and the tail cut from it in memory; without it, only the tail is read (GETRANGE).
         """
         tf = Timeframe.parse(timeframe)
         key = self.keys.bars(symbol, tf)
-        if limit is None:
-            raw = self.redis.get(key)
-        elif limit <= 0:
+        size = BAR_RECORD.itemsize
+        raw: Any
+        if limit is not None and limit <= 0:
             return empty_bars()
+        if self.near is not None:
+            raw = self.near.get(key)
+            # A block of another layout stays whole, so `_frame` reads it as a miss.
+            if raw and limit is not None and len(raw) % size == 0:
+                raw = raw[-limit * size :]
+        elif limit is None:
+            raw = self.redis.get(key)
         else:
-            raw = self.redis.getrange(key, -limit * BAR_RECORD.itemsize, -1)
+            raw = self.redis.getrange(key, -limit * size, -1)
         return _frame(raw, symbol, tf.value)
 
     def get_indicators(self, symbol: str, timeframe: Timeframe | str) -> Indicators | None:
         return _indicators(self.redis.hgetall(self.keys.indicators(symbol, timeframe)))
 
     def get_snapshot(self, symbol: str, timeframe: Timeframe | str) -> BarSnapshot:
-        """Bars and latest indicators of one symbol and timeframe in one round trip."""
+        """Bars and latest indicators of one symbol and timeframe in one round trip.
+
+        Never through the near cache: the indicators need the round trip anyway, and both are
+        read in that one server pass, so they belong to the same write.
+        """
         tf = Timeframe.parse(timeframe)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.keys.bars(symbol, tf))
         pipe.hgetall(self.keys.indicators(symbol, tf))
         raw, indicators = pipe.execute()
         return BarSnapshot(bars=_frame(raw, symbol, tf.value), indicators=_indicators(indicators))
+
+    def _bars_written(self, keys: list[str]) -> None:
+        """After bar blocks changed: drop them from this process's near cache, and fence.
+
+        Redis answers a writer in the same event-loop pass in which it pushes the invalidations
+        to tracking readers, and often writes the writer's reply first: a reader told "written"
+        at once could still find its socket empty and serve the old block (1 write in 50 to 1 in
+        400 in loops on this machine). Any later command of the writer is handled in a later
+        pass, after every push of the write went out, so its reply means each near cache already
+        has its invalidation (on a unix socket or loopback, where a sent message is at once in
+        the receiver's buffer). Costs one PING round trip per write call while near caches are
+        on; `tests/tiers/test_near_cache.py` fails within a few hundred turns without it.
+        """
+        if self.near is not None:
+            self.near.discard(*keys)
+        if self._fence:
+            self.redis.ping()
 
     def _call_write(
         self,
