@@ -269,7 +269,7 @@ def test_a_killed_connection_empties_the_near_cache(
     assert last_close(reader) == 322.0
 
 
-def test_a_silent_connection_is_probed_before_an_entry_is_served(
+def test_a_silent_connection_gets_a_ping_that_does_not_hold_up_the_read(
     make_cache: Callable[..., Cache], admin: redis.Redis
 ) -> None:
     cache = make_cache()
@@ -277,11 +277,37 @@ def test_a_silent_connection_is_probed_before_an_entry_is_served(
     cache.get_bars("AAPL", "1m")
     near_of(cache).quiet_s = 0.0  # every read finds the connection silent for too long
     before = round_trips(admin)
-    cache.get_bars("AAPL", "1m")
-    cache.get_bars("AAPL", "1m")
+    for _ in range(3):
+        assert len(cache.get_bars("AAPL", "1m")) == 5
+    stats = near_of(cache).stats()
+    assert stats["hits"] == 3
+    assert stats["probes"] >= 2
     after = round_trips(admin)
-    assert after["ping"] - before["ping"] == 2
+    assert after["ping"] > before["ping"]
     assert after["get"] == before["get"]
+
+
+def test_entries_are_not_served_once_a_ping_went_unanswered_for_quiet_s(
+    make_cache: Callable[..., Cache], admin: redis.Redis
+) -> None:
+    """CLIENT PAUSE stands in for a connection that died without a close: the server answers
+    nothing. The first read after a silence is served and sends a PING; once that PING has gone
+    unanswered for quiet_s, a read waits for the answer instead of serving what may be stale."""
+    cache = make_cache()
+    near = near_of(cache)
+    cache.write_bars(bar_frame(5))
+    expected = cache.get_bars("AAPL", "1m")
+    near.quiet_s = 0.2
+    time.sleep(0.3)
+    admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    pd.testing.assert_frame_equal(cache.get_bars("AAPL", "1m"), expected)  # served, PING sent
+    assert near.stats()["probes"] == 1
+    time.sleep(0.3)
+    started = time.monotonic()
+    pd.testing.assert_frame_equal(cache.get_bars("AAPL", "1m"), expected)
+    waited = time.monotonic() - started
+    assert waited >= 0.5, waited  # held until the pause (1.5 s from before the first read) ended
+    assert near.stats()["hits"] == 2  # both from memory; the first read was the fetch
 
 
 # ---- bounds and switches ---------------------------------------------------------------------

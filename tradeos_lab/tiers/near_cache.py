@@ -29,8 +29,10 @@ How it stays correct:
   server's.
 - Connection loss: a new connection is a new server session that tracks nothing yet, so every
   (re)connect, error and fork empties the near cache. A connection that dies without a close (a
-  host gone, a partition) reports nothing: entries are served only while the connection has
-  answered within `quiet_s` (1 s); after a longer silence one PING proves it alive first.
+  host gone, a partition) reports nothing. So when it has been silent for `quiet_s` (1 s), a hit
+  also sends a PING, without waiting for the answer; if no answer has come `quiet_s` after the
+  PING, the next hit waits for it. Entries are thus never served more than ~2 x `quiet_s` after
+  the server last gave a sign of life, and a steady reader pays no round trip for it.
 - Bounded: at most `max_entries` values, the least recently read dropped first. The server keeps
   tracking a dropped key until it changes; that invalidation is then ignored.
 
@@ -82,7 +84,8 @@ class NearCache:
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         # redis-py's connection classes have no precise public type for what is used here.
         self._conn: Any = None
-        self._heard = -math.inf
+        self._heard = -math.inf  # when the server last answered or pushed
+        self._ping_sent: float | None = None  # an unanswered liveness PING went out then
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._stats = dict.fromkeys(_STATS, 0)
@@ -138,8 +141,7 @@ class NearCache:
     def _get(self, conn: Any, key: str) -> bytes | None:
         self._drain(conn)
         if key in self._entries:
-            if time.monotonic() - self._heard > self.quiet_s:
-                self._probe(conn)  # pushes before its reply go through the handler
+            self._check_alive(conn)  # may read pushes, through the handler
             entry = self._entries.get(key)
             if entry is not None:
                 value, deadline = entry
@@ -151,20 +153,38 @@ class NearCache:
         return self._fetch(conn, key)
 
     def _drain(self, conn: Any) -> None:
-        """Apply the pushes already received. `can_read` reconnects a closed connection (which
-        empties the near cache) and raises ConnectionError on one the server closed."""
+        """Apply the pushes already received (and take the answer of a liveness PING).
+        `can_read` reconnects a closed connection (which empties the near cache) and raises
+        ConnectionError on one the server closed."""
         while conn.can_read(timeout=0):
             # Blocking on purpose: data is there, and half a push may be the key about to be read.
-            if conn.read_response(push_request=True) is not _PUSHED:
+            if conn.read_response(push_request=True) is _PUSHED:
+                continue
+            if self._ping_sent is None:
                 raise redis.ConnectionError("a reply nobody asked for on the near cache connection")
+            self._ping_sent = None
+            self._heard = time.monotonic()
 
-    def _probe(self, conn: Any) -> None:
-        conn.send_command("PING")
-        conn.read_response()
+    def _check_alive(self, conn: Any) -> None:
+        """Before a hit: a PING after `quiet_s` of silence, its answer awaited after another."""
+        now = time.monotonic()
+        if now - self._heard <= self.quiet_s:
+            return
+        if self._ping_sent is None:
+            conn.send_command("PING", check_health=False)  # answered by a later read
+            self._ping_sent = now
+            self._stats["probes"] += 1
+        elif now - self._ping_sent > self.quiet_s:
+            self._await_pong(conn)
+
+    def _await_pong(self, conn: Any) -> None:
+        conn.read_response()  # pushes that come first go through the handler
+        self._ping_sent = None
         self._heard = time.monotonic()
-        self._stats["probes"] += 1
 
     def _fetch(self, conn: Any, key: str) -> bytes | None:
+        if self._ping_sent is not None:  # its answer comes before the fetch's
+            self._await_pong(conn)
         sent = time.monotonic()
         conn.send_packed_command(conn.pack_commands([("GET", key), ("PTTL", key)]))
         value = conn.read_response()
@@ -205,6 +225,7 @@ class NearCache:
         # The handler runs inside read_response for pushes that precede a reply; without it
         # redis-py would drop them.
         conn._parser.set_invalidation_push_handler(self._on_invalidate)
+        self._ping_sent = None
         conn.send_command("CLIENT", "TRACKING", "ON")
         if conn.read_response() not in (b"OK", "OK"):
             raise redis.ConnectionError("CLIENT TRACKING ON was refused")
@@ -224,6 +245,7 @@ class NearCache:
 
     def _reset(self, conn: Any) -> None:
         self._flush()
+        self._ping_sent = None
         conn.disconnect()
 
     def _flush(self) -> None:
@@ -237,4 +259,5 @@ class NearCache:
         self._entries.clear()
         self._conn = None
         self._heard = -math.inf
+        self._ping_sent = None
         self._pid = os.getpid()
