@@ -7,12 +7,15 @@ loopback TCP port; with `--url` it uses that server under a private namespace an
 afterwards. It then measures, in one run on one server:
 
 - `Cache.get_bars(symbol, "1m")`: GET of the packed block + the bar DataFrame (the figure the
-  issue targets: p50 <= 0.5 ms, p99 <= 2 ms; seed 002 promises < 10 ms);
+  issue targets: p50 <= 0.5 ms, p99 <= 2 ms; seed 002 promises < 10 ms). The `Cache` here has
+  no near cache, so every read is a round trip: this measures the round trip and the frame, not
+  memory hits (`benchmarks/bench_bar_tiers.py` times both);
 - the same GET from redis-py alone (the network + parser share of it);
 - `redis-benchmark -c 1 -P 1 -t get -d <block size>`: the server's own client fetching a value of
   the same size, the floor any client can reach;
-- the write side: `append_bar` (validation + one Lua merge), the Lua merge alone, and
-  `write_bars` of 600 bars.
+- the write side: `append_bar` (validation + one Lua merge + the PING that fences bar writes
+  for other processes' near caches, see `Cache._bars_written`), the Lua merge alone, and
+  `write_bars` of 600 bars (fenced too).
 
 The read-side measurements run round-robin (one call of each in turn), next to a pure-CPU task of
 the same length whose p99 shows the machine's scheduling noise. Prints p50/p99 of each and the
@@ -276,7 +279,7 @@ def main() -> int:
         (f"redis-py GET of the {block} B block", *pct(reads["get"])),
         (f"redis-benchmark GET, -d {block}, -c 1 -P 1", peer["p50"], peer["p99"]),
         ("noise floor: pure-CPU task of about that p50", *pct(reads["noise"])),
-        ("Cache.append_bar (validate_bar + Lua merge)", *pct(append_ms)),
+        ("Cache.append_bar (validate + Lua merge + fence)", *pct(append_ms)),
         ("  of which the Lua merge of one packed bar", *pct(merge_ms)),
         (f"Cache.write_bars ({len(frame)} rows)", *pct(write_ms)),
     ]
