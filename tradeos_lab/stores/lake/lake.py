@@ -232,7 +232,8 @@ class Lake:
         tiers (1m -> 5m -> 15m -> 1h -> 1d, computed by the engine from the finer tier) are
         recomputed over them by `refresh_rollups`, which every read of a coarse tier runs first
         and the stack owner runs every few seconds. So a live feed writing a bar at a time costs
-        two small inserts, not five, and a backfill in chunks recomputes each coarse bucket once.
+        two small inserts, not five, and a backfill in chunks recomputes a coarse bucket once per
+        refresh rather than once per chunk.
         A coarse bar written directly stands until finer bars of its bucket arrive.
         """
         frame = validate_bars(bars)
