@@ -159,3 +159,11 @@ def test_a_clients_write_is_settled_by_the_owners_read(gateway_pair: tuple[Lake,
     client.write_bars(bars)
     assert_same_bars(owner.read_bars("AAPL", "15m"), pandas_rollup(bars, "15min"))
     assert pending(client) == 0
+
+
+def test_a_query_can_skip_settling_for_sql_that_reads_no_tier(lake: Lake) -> None:
+    lake.write_bars(make_bars(periods=30))
+    assert lake.query("SELECT 1 AS one", settle=False)["one"].iloc[0] == 1
+    assert pending(lake) == 1
+    lake.query("SELECT 1 AS one")
+    assert pending(lake) == 0

@@ -138,15 +138,19 @@ class Lake:
 
     # ---- raw SQL ---------------------------------------------------------------------------
 
-    def query(self, sql_text: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def query(
+        self, sql_text: str, params: Mapping[str, Any] | None = None, *, settle: bool = True
+    ) -> pd.DataFrame:
         """Run SQL with `{name:Type}` parameters bound server-side; rows as a DataFrame.
 
         Tier tables store timestamps as DateTime64 and come back as UTC datetimes; a 32-bit
         DateTime expression (e.g. `now()`) comes back as epoch seconds, as ClickHouse's Arrow
         output writes it: wrap it in `toDateTime64(x, 0, 'UTC')` for a timestamp. Pending
-        rollups are settled first, so SQL over a coarse tier sees every finished write.
+        rollups are settled first, so SQL over a coarse tier sees every finished write;
+        `settle=False` skips that for SQL that reads no tier (a health probe, system tables).
         """
-        self.refresh_rollups()
+        if settle:
+            self.refresh_rollups()
         return self._query(sql_text, params)
 
     def _query(self, sql_text: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
