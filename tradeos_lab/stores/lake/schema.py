@@ -37,32 +37,7 @@ _PARTITION = {
     Timeframe.D1: "tuple()",
 }
 
-BAR_TABLE_COLUMNS = (
-    "symbol",
-    "ts",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "vwap_volume",
-    "trade_count",
-    "version",
-)
-
 LEDGER_TABLE = "gap_ledger"
-LEDGER_COLUMNS = (
-    "symbol",
-    "timeframe",
-    "gap_start",
-    "gap_end",
-    "missing_bars",
-    "detected_at",
-    "filled_at",
-    "version",
-)
-
 
 # Spans written to a tier whose coarser tiers are not recomputed yet (see `Lake.refresh_rollups`).
 # A refresh marks its spans done by writing them again with done = 1 (the engine keeps the row
