@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 
 from tradeos_lab.errors import SymbolError, ValidationError
@@ -27,6 +28,13 @@ def validate_symbol(symbol: object) -> str:
             "letter or digit"
         )
     return symbol
+
+
+def validate_symbols(symbols: str | Iterable[str]) -> list[str]:
+    """One ticker or many, each checked by `validate_symbol`; order kept, repeats dropped (a
+    filter or a plan needs each symbol once)."""
+    chosen = [symbols] if isinstance(symbols, str) else symbols
+    return list(dict.fromkeys(validate_symbol(s) for s in chosen))
 
 
 class Timeframe(StrEnum):

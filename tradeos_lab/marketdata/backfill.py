@@ -62,7 +62,7 @@ from tradeos_lab.marketdata.ranges import (
     utc,
 )
 from tradeos_lab.providers.base import BarProvider, RateLimiter
-from tradeos_lab.symbols import Timeframe, validate_symbol
+from tradeos_lab.symbols import Timeframe, validate_symbols
 
 if TYPE_CHECKING:
     from tradeos_lab.lab import Lab
@@ -597,8 +597,7 @@ class Backfill:
             if subscriptions is None:
                 return []
             return subscriptions.symbols(self.timeframe)
-        chosen = [symbols] if isinstance(symbols, str) else list(symbols)
-        return list(dict.fromkeys(validate_symbol(s) for s in chosen))
+        return validate_symbols(symbols)
 
     def _plan(self, symbols: list[str], days: int | None, resume: bool) -> BackfillPlan:
         if resume:

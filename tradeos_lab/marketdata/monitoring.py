@@ -14,7 +14,7 @@ import pandas as pd
 from tradeos_lab.bars import BarStore
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.marketdata.subscriptions import SubscriptionManager
-from tradeos_lab.symbols import Timeframe
+from tradeos_lab.symbols import Timeframe, validate_symbols
 
 _SECONDS = {tf.value: tf.seconds for tf in Timeframe}
 
@@ -55,8 +55,7 @@ def freshness(
     if subscriptions is not None:
         needed = subscriptions.needed(timeframe)
         if symbols is not None:
-            chosen = [symbols] if isinstance(symbols, str) else list(symbols)
-            needed = needed[needed["symbol"].isin(chosen)]
+            needed = needed[needed["symbol"].isin(validate_symbols(symbols))]
         have = set(zip(frame["symbol"], frame["timeframe"], strict=True))
         absent = [
             (s, t)

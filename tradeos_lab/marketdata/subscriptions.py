@@ -23,7 +23,7 @@ import redis
 
 from tradeos_lab.errors import DependencyUnavailable, ValidationError
 from tradeos_lab.keys import Keys
-from tradeos_lab.symbols import Timeframe, validate_symbol
+from tradeos_lab.symbols import Timeframe, validate_symbol, validate_symbols
 
 _SUBSCRIBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
 _SEP: Final = "|"
@@ -155,9 +155,7 @@ class SubscriptionManager:
     ) -> dict[str, str]:
         who = _subscriber(subscriber)
         tf = Timeframe.parse(timeframe).value
-        chosen = [symbols] if isinstance(symbols, str) else list(symbols)
-        checked = [validate_symbol(s) for s in chosen]
-        return {s: _SEP.join((s, tf, who)) for s in dict.fromkeys(checked)}
+        return {s: _SEP.join((s, tf, who)) for s in validate_symbols(symbols)}
 
     def _rows(self) -> list[tuple[str, str, str, int]]:
         try:

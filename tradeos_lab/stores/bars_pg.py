@@ -46,7 +46,7 @@ from tradeos_lab.errors import (
     ValidationError,
 )
 from tradeos_lab.stores.records.timescale import enable_timescaledb
-from tradeos_lab.symbols import Timeframe, validate_symbol
+from tradeos_lab.symbols import Timeframe, validate_symbol, validate_symbols
 
 log = logging.getLogger(__name__)
 
@@ -519,10 +519,7 @@ class PostgresBarStore:
         """Per symbol and timeframe: earliest, latest, bars (the monitoring view of seed 002)."""
         where, params = "", []
         if symbols is not None:
-            chosen = [
-                validate_symbol(s) for s in ([symbols] if isinstance(symbols, str) else symbols)
-            ]
-            where, params = "WHERE symbol = ANY(%s)", [chosen]
+            where, params = "WHERE symbol = ANY(%s)", [validate_symbols(symbols)]
         rows = self._fetch(
             f"""SELECT symbol, timeframe,
                        (extract(epoch FROM min("timestamp")) * 1000000)::bigint,
@@ -547,10 +544,7 @@ class PostgresBarStore:
         """The `symbol_metadata` rows: earliest, latest, total bars stored, last fetched."""
         where, params = "", []
         if symbols is not None:
-            chosen = [
-                validate_symbol(s) for s in ([symbols] if isinstance(symbols, str) else symbols)
-            ]
-            where, params = "WHERE symbol = ANY(%s)", [chosen]
+            where, params = "WHERE symbol = ANY(%s)", [validate_symbols(symbols)]
         rows = self._fetch(
             f"""SELECT symbol, name, earliest_data_date, latest_data_date, total_bars_stored,
                        last_fetched_at

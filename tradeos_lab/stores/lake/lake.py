@@ -43,7 +43,7 @@ from tradeos_lab.stores.lake.schema import (
     ttl_clause,
     ttl_days_for,
 )
-from tradeos_lab.symbols import Timeframe, validate_symbol
+from tradeos_lab.symbols import Timeframe, validate_symbol, validate_symbols
 
 log = logging.getLogger(__name__)
 
@@ -392,10 +392,7 @@ class Lake:
         params: dict[str, Any] = {}
         where = ""
         if symbols is not None:
-            if isinstance(symbols, str):
-                symbols = [symbols]
-            chosen = [validate_symbol(s) for s in symbols]
-            params["symbols"] = chosen
+            params["symbols"] = validate_symbols(symbols)
             where = "WHERE symbol IN {symbols:Array(String)}"
         parts = []
         for i, tf in enumerate(TIERS):
@@ -444,8 +441,7 @@ class Lake:
         params: dict[str, Any] = {"step": tf.seconds, "lo": lo, "hi": hi}
         where = "ts >= {lo:DateTime64(6, 'UTC')} AND ts < {hi:DateTime64(6, 'UTC')}"
         if symbols is not None:
-            chosen = [symbols] if isinstance(symbols, str) else list(symbols)
-            params["symbols"] = [validate_symbol(s) for s in chosen]
+            params["symbols"] = validate_symbols(symbols)
             where += " AND symbol IN {symbols:Array(String)}"
         self._settle(src)
         aggregate = sql.AGGREGATE.format(source=bars_table(src), where=where)
