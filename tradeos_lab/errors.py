@@ -29,6 +29,18 @@ class StackError(TradeosError):
     action = "Check the data directory and `tradeos-lab status`."
 
 
+class StackNotRunning(StackError):
+    """No stack runs for the data directory and the caller asked not to start one."""
+
+    action = "Start it with `tradeos-lab up`, or connect with start=True to own one."
+
+
+class PartNotConnected(TradeosError):
+    """The lab was connected without this part (`tl.connect(parts=...)`)."""
+
+    action = "Name the part in `tl.connect(parts=...)`, or leave `parts` out for every part."
+
+
 class StackAlreadyRunning(StackError):
     """Another live process owns this data directory."""
 
