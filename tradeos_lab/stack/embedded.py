@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from tradeos_lab import __version__
 from tradeos_lab.errors import StackError
+from tradeos_lab.secrets import url_without_password
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.redis_server import RedisServerProcess, RedisServerSpec, socket_path_for
 from tradeos_lab.stack.runtime import (
@@ -109,7 +110,8 @@ class EmbeddedStack:
                 started_at=time.time(),
                 redis_sockets={r: str(s.spec.socket_path) for r, s in self.servers.items()},
                 redis_pids={r: s.pid or 0 for r, s in self.servers.items()},
-                records_url=records_url,
+                # Other processes take a password from their own settings, never from this file.
+                records_url=url_without_password(records_url),
                 lake_gateway=self.gateway.url if self.gateway else None,
                 version=__version__,
             )

@@ -69,7 +69,7 @@ class RuntimeInfo:
     started_at: float
     redis_sockets: dict[str, str] = field(default_factory=dict)  # role -> unix socket path
     redis_pids: dict[str, int] = field(default_factory=dict)
-    records_url: str | None = None
+    records_url: str | None = None  # without its password: this file is not a secret
     lake_gateway: str | None = None
     health_url: str | None = None
     version: str = ""
