@@ -130,6 +130,30 @@ def _url_secrets(url: str) -> list[str]:
     return [s for s in found if s]
 
 
+def _parse_problem(url: str) -> str | None:
+    """Why `url` does not parse as one connection URL, in words that quote none of it; None when
+    it parses. A password with an unescaped `/`, `?` or `#` (common in base64) ends the host part
+    early, leaving an `@` behind it."""
+    parts = urlsplit(url)
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        return (
+            "the URL does not parse: a character in its user or password part ends the host "
+            "early; percent-encode the password (/ is %2F, ? is %3F, # is %23, @ is %40)"
+        )
+    try:
+        parts.port  # noqa: B018 - reading it is the check: urllib raises on a bad port
+    except ValueError:
+        return "the URL's port is not a number from 0 to 65535"
+    return None
+
+
+def _register_unparsed(url: str) -> None:
+    rest = url.partition("://")[2]
+    userinfo = rest.rpartition("@")[0]
+    for piece in (rest, userinfo, userinfo.partition(":")[2], unquote(userinfo.partition(":")[2])):
+        register_secret(piece)
+
+
 class SecretUrl:
     """A connection URL whose password never shows in `repr`, `str` or serialised settings."""
 
@@ -138,6 +162,12 @@ class SecretUrl:
     def __init__(self, url: str) -> None:
         if not isinstance(url, str) or "://" not in url:
             raise ValueError("expected a URL such as redis://host:6379/0")
+        problem = _parse_problem(url)
+        if problem is not None:
+            # A URL that does not parse may carry a password anywhere in it: it is registered
+            # whole and in pieces, and the error never quotes it.
+            _register_unparsed(url)
+            raise ValueError(problem)
         self._url = url
         for secret in _url_secrets(url):
             register_secret(secret)
