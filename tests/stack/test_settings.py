@@ -188,6 +188,9 @@ def test_every_bad_setting_is_one_named_message_and_exit_code_2(tmp_path: Path, 
     assert "Traceback" not in out.stderr
     assert named in out.stderr
     assert out.stderr.count("config error:") == 1
+    message, action = out.stderr.splitlines()
+    assert ConfigError.action not in message
+    assert action.strip() == ConfigError.action
     assert out.stdout == ""
     assert not (tmp_path / "lab").exists(), "nothing was started"
 
