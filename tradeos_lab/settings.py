@@ -39,7 +39,8 @@ RedisRole = Literal["bus", "cache", "flags"]
 
 @dataclass(frozen=True)
 class Profile:
-    """Buffer sizes and TTLs per environment (seed 000: development runs with smaller buffers)."""
+    """Buffer sizes and TTLs per environment: development runs with smaller buffers and memory
+    limits than production, so a laptop holds the whole stack."""
 
     stream_maxlen: int
     dead_letter_maxlen: int
