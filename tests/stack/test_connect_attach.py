@@ -131,9 +131,12 @@ def test_flags_halt_from_the_cli_works_while_the_lake_and_records_are_down(
     assert '"mode": "HALTED"' in result.output
 
 
-def test_cli_commands_attach_and_never_start_a_stack(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command", [["flags", "show"], ["bus", "streams"], ["subscriptions", "list"], ["lake", "gaps"]]
+)
+def test_cli_commands_attach_and_never_start_a_stack(tmp_path: Path, command: list[str]) -> None:
     before = _live_children()
-    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "lab"), "flags", "show"])
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "lab"), *command])
     assert result.exit_code != 0
     assert isinstance(result.exception, StackNotRunning)
     assert _live_children() == before
