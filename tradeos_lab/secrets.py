@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
 
 from pydantic_core import core_schema
 
@@ -88,38 +88,40 @@ def scrub_fields(value: Any) -> Any:
 def url_without_password(url: str) -> str:
     """The URL with the password (and secret-looking query values) left out, for files other
     processes read: they take the password from their own settings or the data directory."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}@{host}" if user else host
-    query = urlencode(
-        [
-            (k, v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if k.lower() not in _SECRET_QUERY_KEYS
-        ]
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return _rewrite_secrets(url, None)
 
 
 def redact_url(url: str) -> str:
     """The URL with its password and secret-looking query values replaced by `***`."""
+    return _rewrite_secrets(url, "***")
+
+
+def _rewrite_secrets(url: str, mask: str | None) -> str:
+    """`url` with its password and secret query values replaced by `mask` (dropped when None);
+    everything else is kept as written (`sqlite:////abs/path` keeps its four slashes)."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         user, sep, _password = userinfo.partition(":")
-        netloc = f"{user}{':***' if sep else ''}@{host}"
+        if mask is not None:
+            netloc = f"{user}{':' + mask if sep else ''}@{host}"
+        else:
+            netloc = f"{user}@{host}" if user else host
     query = parts.query
-    if query:
-        pairs = [
-            (k, "***" if k.lower() in _SECRET_QUERY_KEYS else v)
-            for k, v in parse_qsl(query, keep_blank_values=True)
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(k.lower() in _SECRET_QUERY_KEYS for k, _ in pairs):
+        kept = [
+            (k, mask if k.lower() in _SECRET_QUERY_KEYS else v)
+            for k, v in pairs
+            if mask is not None or k.lower() not in _SECRET_QUERY_KEYS
         ]
-        query = urlencode(pairs, safe="*/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        query = urlencode(kept, safe="*/")
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 def _url_secrets(url: str) -> list[str]:

@@ -192,3 +192,16 @@ def test_status_json_shows_no_form_of_a_nasty_url_password(tmp_path) -> None:  #
     report = json.loads(out.stdout)
     assert {p["part"]: p["state"] for p in report["parts"]}["bus"] == "down"
     assert _nasty_leaks(out.stdout + out.stderr) == []
+
+
+def test_urls_without_a_password_keep_every_other_character() -> None:
+    from tradeos_lab.secrets import url_without_password
+
+    sqlite = "sqlite:////srv/lab/.tradeos/records.db"
+    assert url_without_password(sqlite) == sqlite
+    assert redact_url(sqlite) == sqlite
+    assert url_without_password("unix://:pw@/tmp/bus.sock?db=0") == "unix:///tmp/bus.sock?db=0"
+    assert (
+        url_without_password("postgresql+psycopg://app:pw@db:5432/rec?sslmode=require&password=x")
+        == "postgresql+psycopg://app@db:5432/rec?sslmode=require"
+    )
