@@ -31,7 +31,7 @@ class StackError(TradeosError):
 class StackNotRunning(StackError):
     """No stack runs for the data directory and the caller asked not to start one."""
 
-    action = "Start it with `tradeos-lab up`, or connect with start=True to own one."
+    action = "Start it with `tradeos-lab up` (or let a script own one: `tl.connect(start=True)`)."
 
 
 class PartNotConnected(TradeosError):
