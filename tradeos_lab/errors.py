@@ -1,7 +1,9 @@
 """One exception hierarchy for the workbench.
 
-Every class says what the operator should do. Third-party errors are translated at the edge
-(`raise X from e`); only subclasses of `TransientError` are retried.
+Every class says what the operator should do in its `action` attribute, kept out of the message
+text: the text of an error ends up in dead letters, risk events and logs, where the same advice on
+every line is noise; the CLI prints the action on a line of its own. Third-party errors are
+translated at the edge (`raise X from e`); only subclasses of `TransientError` are retried.
 """
 
 from __future__ import annotations
@@ -10,11 +12,8 @@ from __future__ import annotations
 class TradeosError(Exception):
     """Base of every error the workbench raises on purpose."""
 
+    #: What the operator should do about it; shown by the CLI, never part of `str(error)`.
     action = "See the message."
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        return f"{base} ({self.action})" if self.action and self.action not in base else base
 
 
 class ConfigError(TradeosError):
@@ -27,6 +26,18 @@ class StackError(TradeosError):
     """The embedded stack could not be started, found or stopped."""
 
     action = "Check the data directory and `tradeos-lab status`."
+
+
+class StackNotRunning(StackError):
+    """No stack runs for the data directory and the caller asked not to start one."""
+
+    action = "Start it with `tradeos-lab up` (or let a script own one: `tl.connect(start=True)`)."
+
+
+class PartNotConnected(TradeosError):
+    """The lab was connected without this part (`tl.connect(parts=...)`)."""
+
+    action = "Name the part in `tl.connect(parts=...)`, or leave `parts` out for every part."
 
 
 class StackAlreadyRunning(StackError):

@@ -18,7 +18,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from tradeos_lab.errors import ConfigError
 from tradeos_lab.secrets import SecretUrl, register_secret
@@ -34,7 +39,8 @@ RedisRole = Literal["bus", "cache", "flags"]
 
 @dataclass(frozen=True)
 class Profile:
-    """Buffer sizes and TTLs per environment (seed 000: development runs with smaller buffers)."""
+    """Buffer sizes and TTLs per environment: development runs with smaller buffers and memory
+    limits than production, so a laptop holds the whole stack."""
 
     stream_maxlen: int
     dead_letter_maxlen: int
@@ -283,6 +289,12 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     section = data.get("tradeos", data)
@@ -312,13 +324,18 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return Settings(**layered)
     except PydanticValidationError as e:
         raise ConfigError(_describe(e, file_values, env_present)) from None
+    except SettingsError as e:
+        # an environment value pydantic-settings could not decode; its message names the field
+        raise ConfigError(f"invalid setting in the environment: {e}") from None
 
 
 def _describe(
     error: PydanticValidationError, file_values: dict[str, Any], env_present: set[str]
 ) -> str:
     first = error.errors()[0]
-    key = str(first["loc"][0]) if first["loc"] else "settings"
+    if not first["loc"]:
+        return f"invalid settings: {first['msg']}"
+    key = str(first["loc"][0])
     if key.lower() in env_present:
         where = f"{ENV_PREFIX}{key.upper()}"
     elif key in file_values:
@@ -326,4 +343,4 @@ def _describe(
     else:
         where = key
     # Never echo the rejected value: it may be a secret.
-    return f"invalid setting {where}: {first['msg']}"
+    return f"invalid setting {where}: {first['msg'].removeprefix('Value error, ')}"

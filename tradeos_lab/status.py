@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from tradeos_lab.secrets import scrub, scrub_fields
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.embedded import ROLE_POLICY
 from tradeos_lab.stack.runtime import RuntimeInfo, read_runtime, stack_password
@@ -43,13 +44,17 @@ class StatusReport:
         return all(p.state != "down" for p in self.parts)
 
     def to_json(self) -> str:
-        return json.dumps({"ok": self.ok, "parts": [asdict(p) for p in self.parts]}, indent=2)
+        # Scrubbed per field before encoding: JSON escapes would hide a secret from a later scrub.
+        report = {"ok": self.ok, "parts": [asdict(p) for p in self.parts]}
+        return json.dumps(scrub_fields(report), indent=2)
 
     def table(self) -> str:
         rows = [("PART", "KIND", "STATE", "LATENCY", "TARGET", "DETAIL")]
         for p in self.parts:
             latency = f"{p.latency_ms:.1f} ms" if p.latency_ms is not None else "-"
-            rows.append((p.part, p.kind, p.state.upper(), latency, p.target, p.detail))
+            rows.append(
+                (p.part, p.kind, p.state.upper(), latency, scrub(p.target), scrub(p.detail))
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = [
             "  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]

@@ -252,3 +252,55 @@ def test_deep_data_dir_gets_a_short_private_socket(
         assert make_redis(s.redis_url("bus"), role="bus").ping()
     finally:
         s.stop()
+
+
+def _group_or_other_accessible(root: Path) -> list[str]:
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for path in (Path(folder), *(Path(folder) / n for n in (*dirs, *files))):
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                found.append(f"{stat.S_IMODE(mode):o} {path.relative_to(root)}")
+    return sorted(set(found))
+
+
+def test_a_pre_created_world_readable_data_dir_and_all_it_holds_become_owner_only(
+    tmp_path: Path, settings_factory: Callable[..., Settings]
+) -> None:
+    import pandas as pd
+
+    data_dir = tmp_path / "lab"
+    data_dir.mkdir()
+    data_dir.chmod(0o755)
+    (data_dir / "notes.txt").write_text("left by the user")
+    (data_dir / "notes.txt").chmod(0o644)
+    umask_before = os.umask(0o022)
+    os.umask(umask_before)
+    s = EmbeddedStack(settings_factory(data_dir=data_dir))
+    s.start()
+    try:
+        bus = make_redis(s.redis_url("bus"), role="bus")
+        bus.xadd("probe", {"n": 1})
+        bus.close()
+        start = pd.Timestamp.now(tz="UTC").floor("1D") - pd.Timedelta(days=1)
+        s.lake.write_bars(
+            pd.DataFrame(
+                {
+                    "symbol": "AAPL",
+                    "timeframe": "1m",
+                    "ts": pd.date_range(start, periods=5, freq="1min"),
+                    "open": 1.0,
+                    "high": 2.0,
+                    "low": 0.5,
+                    "close": 1.5,
+                    "volume": 10.0,
+                }
+            )
+        )
+        assert (data_dir / "records.db").exists()
+        assert list((data_dir / "redis" / "bus").glob("appendonly*"))
+        assert _group_or_other_accessible(data_dir) == []
+    finally:
+        s.stop()
+    assert _group_or_other_accessible(data_dir) == []
+    assert os.umask(umask_before) == umask_before, "the process umask is restored at stop"

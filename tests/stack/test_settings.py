@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,107 @@ def test_default_data_dir_is_local_when_none_exists(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_settings().data_dir == tmp_path / ".tradeos"
+
+
+# ---- every bad-settings case, as a user meets it: one message, exit code 2, no traceback ----
+
+TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
+# The digits-and-letters piece a password with an unescaped `/` or `#` leaves behind the host.
+PASSWORD_TAIL = "98765ZqX"
+
+
+def _run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOS_")}
+    clean.update({"TRADEOS_DATA_DIR": str(tmp_path / "lab"), **env})
+    return subprocess.run(
+        [TRADEOS_LAB, *args, "status", "--json"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _config(tmp_path: Path, content: bytes) -> str:
+    path = tmp_path / "lab.toml"
+    path.write_bytes(content)
+    return str(path)
+
+
+# The cases that printed a traceback or named no key; the others are covered in-process above.
+BAD_SETTINGS = {
+    "bad port in the bus URL": (
+        lambda tmp: ([], {"TRADEOS_BUS_URL": "redis://127.0.0.1:99999/0"}),
+        "TRADEOS_BUS_URL",
+    ),
+    "port that is not a number in the flags URL": (
+        lambda tmp: ([], {"TRADEOS_FLAGS_URL": "redis://:pw@127.0.0.1:6x79/0"}),
+        "TRADEOS_FLAGS_URL",
+    ),
+    "TRADEOS_CONFIG names a directory": (
+        lambda tmp: ([], {"TRADEOS_CONFIG": str(tmp)}),
+        "is a directory",
+    ),
+    "--config names a directory": (
+        lambda tmp: (["--config", str(tmp)], {}),
+        "is a directory",
+    ),
+    "config file that is not UTF-8": (
+        lambda tmp: ([], {"TRADEOS_CONFIG": _config(tmp, b'namespace = "caf\xe9"\n')}),
+        "is not UTF-8",
+    ),
+    "bad value in the config file": (
+        lambda tmp: ([], {"TRADEOS_CONFIG": _config(tmp, b"max_deliveries = 0\n")}),
+        "max_deliveries (config file)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
+def test_every_bad_setting_is_one_named_message_and_exit_code_2(tmp_path: Path, case: str) -> None:
+    make, named = BAD_SETTINGS[case]
+    args, env = make(tmp_path)
+    out = _run_cli(tmp_path, *args, **env)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert named in out.stderr
+    assert out.stderr.count("config error:") == 1
+    message, action = out.stderr.splitlines()
+    assert ConfigError.action not in message
+    assert action.strip() == ConfigError.action
+    assert out.stdout == ""
+    assert not (tmp_path / "lab").exists(), "nothing was started"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PASSWORD_TAIL[:5]}/{PASSWORD_TAIL[5:]}@127.0.0.1:6379/0",  # digits before /
+        f"redis://:{PASSWORD_TAIL[:5]}#{PASSWORD_TAIL[5:]}@127.0.0.1:6379/0",
+        f"unix://:{PASSWORD_TAIL[:4]}+{PASSWORD_TAIL[4:]}/8=@/tmp/bus.sock?db=0",
+    ],
+)
+def test_a_url_with_an_unescaped_slash_or_hash_is_named_and_never_echoed(
+    tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(ConfigError, match="invalid setting bus_url: the URL does not parse") as e:
+        load_settings(bus_url=url)
+    assert PASSWORD_TAIL[:4] not in str(e.value)
+    assert PASSWORD_TAIL[5:] not in str(e.value)
+    if not url.startswith(f"redis://:{PASSWORD_TAIL[:5]}/"):
+        return  # one run through the CLI is enough: the message is the same
+    out = _run_cli(tmp_path, TRADEOS_BUS_URL=url)
+    assert out.returncode == 2
+    assert "TRADEOS_BUS_URL" in out.stderr
+    for piece in (PASSWORD_TAIL[:4], PASSWORD_TAIL[5:]):
+        assert piece not in out.stdout + out.stderr
+
+
+def test_an_unparsable_url_is_scrubbed_from_logs_whole_and_in_pieces() -> None:
+    from tradeos_lab.secrets import scrub
+
+    url = f"redis://:{PASSWORD_TAIL[:5]}/{PASSWORD_TAIL[5:]}@127.0.0.1:6379/0"
+    with pytest.raises(ConfigError):
+        load_settings(cache_url=url)
+    assert PASSWORD_TAIL not in scrub(f"connecting to {url}")
+    assert f"{PASSWORD_TAIL[:5]}/{PASSWORD_TAIL[5:]}" not in scrub(url)

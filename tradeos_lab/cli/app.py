@@ -63,8 +63,15 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _show_error(kind: str, error: TradeosError) -> None:
+    """The error on one line, what to do about it on the next."""
+    click.echo(f"{kind}: {error}", err=True)
+    click.echo(f"  {error.action}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: our errors become one readable line and a non-zero exit."""
+    """Entry point: our errors become one readable line, what to do on the next, and a non-zero
+    exit (2 for bad settings)."""
     try:
         cli.main(args=argv, prog_name="tradeos-lab", standalone_mode=False)
     except click.exceptions.Abort:
@@ -74,10 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except ConfigError as e:
-        click.echo(f"config error: {e}", err=True)
+        _show_error("config error", e)
         sys.exit(2)
     except TradeosError as e:
-        click.echo(f"error: {e}", err=True)
+        _show_error("error", e)
         sys.exit(1)
     except SystemExit:
         raise

@@ -1,7 +1,8 @@
 """`backfill`, `lake gaps`, `lake freshness`, `subscriptions`: market data from the shell.
 
-Every command goes through `tl.connect(settings)`, so with a stack running the lake is reached
-through its gateway (chdb admits one process per directory) and Redis through its sockets.
+Every command attaches through `tl.connect(settings, start=False)`, so the lake of a running stack
+is reached through its gateway (chdb admits one process per directory) and Redis through its
+sockets; with embedded parts and no stack running, the command says to start one.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def _table(frame: pd.DataFrame, empty: str) -> str:
 def _connect(ctx: CliContext) -> Lab:
     import tradeos_lab as tl
 
-    return tl.connect(ctx.settings)
+    # Attach only: a one-shot command never starts (then stops) a stack of its own, and each
+    # part opens when the command first uses it.
+    return tl.connect(ctx.settings, start=False)
 
 
 # ---- backfill -----------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ STREAMS = click.Choice([s.value for s in Stream])
 def _lab(ctx: CliContext) -> Iterator[Lab]:
     import tradeos_lab as tl
 
-    lab = tl.connect(ctx.settings)
+    # Attach only, to the two tiers these commands use: a kill switch works while the lake or the
+    # records are down, and a command never starts (then stops) a stack of its own.
+    lab = tl.connect(ctx.settings, parts=("bus", "flags"), start=False)
     try:
         yield lab
     finally:

@@ -1,7 +1,11 @@
 """Structured JSON logs: service name, timestamp, correlation id and severity on every line.
 
-Secrets registered in `tradeos_lab.secrets` are scrubbed from the final line, whatever put them
-there (a message, an argument, an exception).
+Secrets registered in `tradeos_lab.secrets` are scrubbed from every field of a line (the message,
+its arguments, extra fields at any depth, an exception) before the line is encoded: `json.dumps`
+escapes quotes, backslashes and non-ASCII characters, so a secret scrubbed only from the encoded
+line could pass in its escaped form. The scrub lives in the stdlib formatter, not in a structlog
+processor, because every module and third-party library here logs through stdlib `logging`; one
+formatter covers them all without a second logging pipeline.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from tradeos_lab.secrets import scrub
+from tradeos_lab.secrets import scrub, scrub_fields
 
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "tradeos_correlation_id", default=None
@@ -54,7 +58,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(entry, default=str))
+        return json.dumps(scrub_fields(entry))
 
 
 class TextFormatter(logging.Formatter):

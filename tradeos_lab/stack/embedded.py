@@ -9,6 +9,7 @@ counted and restarted from its AOF), serves the lake to other processes through 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +20,11 @@ from prometheus_client import Counter
 
 from tradeos_lab import __version__
 from tradeos_lab.errors import StackError
+from tradeos_lab.secrets import url_without_password
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.redis_server import RedisServerProcess, RedisServerSpec, socket_path_for
 from tradeos_lab.stack.runtime import (
+    OWNER_ONLY_UMASK,
     DataDirLock,
     RuntimeInfo,
     prepare_data_dir,
@@ -76,12 +79,21 @@ class EmbeddedStack:
         self.info: RuntimeInfo | None = None
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._saved_umask: int | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> RuntimeInfo:
-        prepare_data_dir(self.data_dir)
-        self.lock.acquire()
+        """Start every embedded part. While the stack runs, this process's umask is owner-only:
+        chdb writes the lake's files from this process (and SQLite the records, the
+        redis-servers their AOFs), and the umask is the one control over the mode they get."""
+        self._saved_umask = os.umask(OWNER_ONLY_UMASK)
+        try:
+            prepare_data_dir(self.data_dir)
+            self.lock.acquire()
+        except BaseException:
+            self._restore_umask()
+            raise
         try:
             self.password = stack_password(self.data_dir)
             roles = [r for r in ("bus", "cache", "flags") if r in self.settings.embedded_parts]
@@ -109,7 +121,8 @@ class EmbeddedStack:
                 started_at=time.time(),
                 redis_sockets={r: str(s.spec.socket_path) for r, s in self.servers.items()},
                 redis_pids={r: s.pid or 0 for r, s in self.servers.items()},
-                records_url=records_url,
+                # Other processes take a password from their own settings, never from this file.
+                records_url=url_without_password(records_url),
                 lake_gateway=self.gateway.url if self.gateway else None,
                 version=__version__,
             )
@@ -148,7 +161,13 @@ class EmbeddedStack:
         if self.lock.held:
             remove_runtime(self.data_dir)
             self.lock.release()
+        self._restore_umask()
         log.info("embedded stack stopped", extra={"data_dir": str(self.data_dir)})
+
+    def _restore_umask(self) -> None:
+        if self._saved_umask is not None:
+            os.umask(self._saved_umask)
+            self._saved_umask = None
 
     # ---- parts ----------------------------------------------------------------------------
 

@@ -88,11 +88,13 @@ def socket_path_for(directory: Path, role: str) -> Path:
     return short / f"{digest}-{role}.sock"
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGTERM the child when the thread that started it goes away."""
+def _prepare_child() -> None:
+    """In the forked child: die with the thread that started it, keep Ctrl-C for the owner, and
+    create the AOF, log and pid files owner-only (they hold every message the tier carries)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     os.setpgrp()  # Ctrl-C in a terminal reaches the stack owner only, which shuts tiers in order
+    os.umask(0o077)
 
 
 class RedisServerProcess:
@@ -127,7 +129,7 @@ class RedisServerProcess:
         """Start the process without waiting, so several servers can boot side by side."""
         spec = self.spec
         try:
-            spec.directory.mkdir(parents=True, exist_ok=True)
+            spec.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             conf = spec.directory / "redis.conf"
             conf.write_text(spec.render())
             conf.chmod(0o600)
@@ -145,7 +147,7 @@ class RedisServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run between fork and exec
+            preexec_fn=_prepare_child,  # noqa: PLW1509 - no threads run between fork and exec
         )
 
     def wait_ready(self, timeout: float = 15.0) -> None:

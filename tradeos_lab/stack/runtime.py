@@ -29,8 +29,13 @@ LOCK_FILE = "stack.lock"
 SECRET_FILE = "secret"  # noqa: S105 - the file name, not a password
 
 
+#: The data directory holds the bus's messages, the records and the lake: owner-only, always.
+OWNER_ONLY_UMASK = 0o077
+
+
 def prepare_data_dir(path: Path) -> Path:
-    """Create the data directory (owner-only) and prove it is writable."""
+    """Create the data directory, make it and everything already in it owner-only (a directory
+    the user pre-created is often 0755) and prove it is writable."""
     path = path.expanduser().resolve()
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -39,7 +44,26 @@ def prepare_data_dir(path: Path) -> Path:
         probe.unlink()
     except OSError as e:
         raise DataDirError(f"data directory {path} is not writable: {e.strerror or e}") from e
+    make_owner_only(path)
     return path
+
+
+def make_owner_only(root: Path) -> None:
+    """Drop group and other permissions from `root` and every file and directory under it
+    (symbolic links are left alone: their targets are not ours to change)."""
+    try:
+        _drop_group_other(root)
+        for folder, dirs, files in os.walk(root):
+            for name in (*dirs, *files):
+                _drop_group_other(Path(folder) / name)
+    except OSError as e:
+        raise DataDirError(f"cannot make {root} owner-only: {e.strerror or e}") from e
+
+
+def _drop_group_other(path: Path) -> None:
+    mode = path.lstat().st_mode
+    if not stat.S_ISLNK(mode) and mode & 0o077:
+        path.chmod(stat.S_IMODE(mode) & ~0o077)
 
 
 def stack_password(data_dir: Path) -> str:
@@ -69,7 +93,7 @@ class RuntimeInfo:
     started_at: float
     redis_sockets: dict[str, str] = field(default_factory=dict)  # role -> unix socket path
     redis_pids: dict[str, int] = field(default_factory=dict)
-    records_url: str | None = None
+    records_url: str | None = None  # without its password: this file is not a secret
     lake_gateway: str | None = None
     health_url: str | None = None
     version: str = ""
