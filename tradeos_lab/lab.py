@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from tradeos_lab.stores.records import RecordsStore
     from tradeos_lab.tiers.bus import Bus
     from tradeos_lab.tiers.cache import Cache
-    from tradeos_lab.tiers.flags import Flags
+    from tradeos_lab.tiers.flags import Flags, KillSwitches
 
 ATTACH_WAIT_S = 30.0
 
@@ -47,7 +47,7 @@ class Lab:
         from tradeos_lab.stores.records import RecordsStore
         from tradeos_lab.tiers.bus import Bus
         from tradeos_lab.tiers.cache import Cache
-        from tradeos_lab.tiers.flags import Flags
+        from tradeos_lab.tiers.flags import Flags, KillSwitches
 
         self.settings = settings
         self.keys = Keys(settings.namespace)
@@ -72,6 +72,7 @@ class Lab:
             client("cache"), keys=self.keys, settings=settings, near_client=near
         )
         self.flags: Flags = Flags(client("flags"), keys=self.keys, settings=settings)
+        self.kill_switches: KillSwitches = KillSwitches(self.flags.redis, keys=self.keys)
         self.records: RecordsStore = RecordsStore.open(settings)
         if stack is not None and stack.lake is not None:
             self.lake: Lake = stack.lake

@@ -50,7 +50,7 @@ def halt(
     mode: KillMode | str = KillMode.HALTED,
 ) -> dict[str, Any]:
     """Engage a manual switch (it never lifts by itself) and audit it."""
-    record = lab.flags.engage(
+    record = lab.kill_switches.engage(
         scope, mode, target=target, source=KillSource.MANUAL, actor=actor, reason=reason
     )
     publish_audit(lab, record)
@@ -67,13 +67,15 @@ def clear(
     source: KillSource | str = KillSource.MANUAL,
 ) -> dict[str, Any]:
     """Clear one switch explicitly and audit who cleared what, and why."""
-    record = lab.flags.clear(scope, target=target, source=source, actor=actor, reason=reason)
+    record = lab.kill_switches.clear(
+        scope, target=target, source=source, actor=actor, reason=reason
+    )
     publish_audit(lab, record)
     return record
 
 
 def arm(lab: Lab, *, actor: str, reason: str) -> dict[str, Any]:
     """Arm the kill-switch registry (needed on a fresh or restarted flags server) and audit it."""
-    record = lab.flags.arm(actor=actor, reason=reason)
+    record = lab.kill_switches.arm(actor=actor, reason=reason)
     publish_audit(lab, record)
     return record

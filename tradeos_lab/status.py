@@ -228,8 +228,8 @@ def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[Par
     client = redis.Redis.from_url(url, socket_timeout=STATUS_TIMEOUT_S)
     try:
         flags = Flags(client, keys=Keys(settings.namespace), settings=settings)
-        seen = [("up", w) for w in flags.live_workers()] + [
-            ("down", w) for w in flags.stale_workers()
+        seen = [("up", w) for w in flags.workers.live_workers()] + [
+            ("down", w) for w in flags.workers.stale_workers()
         ]
     except Exception:
         return []

@@ -11,7 +11,7 @@ from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.redis_server import RedisServerProcess
-from tradeos_lab.tiers.flags import Flags, KillMode
+from tradeos_lab.tiers.flags import KillMode, KillSwitches
 
 ServerFactory = Callable[..., RedisServerProcess]
 
@@ -21,7 +21,7 @@ def test_an_unreachable_flags_tier_reads_halted_for_every_order(
 ) -> None:
     server = redis_server_factory("flags", policy="volatile-ttl", maxmemory="16mb")
     client = make_redis(server.url, role="flags")
-    flags = Flags(client, keys=keys, settings=settings_factory())
+    flags = KillSwitches(client, keys=keys)
     flags.arm(actor="ops", reason="start")
     assert flags.check_order("momentum", "AAPL", reduces_exposure=False).allowed
 
@@ -61,7 +61,7 @@ def test_filling_the_flags_tier_under_volatile_ttl_never_releases_a_kill_switch(
     server = redis_server_factory("flags", policy="volatile-ttl", maxmemory="4mb")
     client = make_redis(server.url, role="flags")
     assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-ttl"
-    flags = Flags(client, keys=keys, settings=settings_factory())
+    flags = KillSwitches(client, keys=keys)
     flags.arm(actor="ops", reason="start")
     flags.engage("symbol", "HALTED", target="AAPL", actor="ops", reason="bad prints")
     flags.engage(

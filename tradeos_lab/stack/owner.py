@@ -91,7 +91,7 @@ class StackOwner:
         interval = max(1.0, self.settings.limits.heartbeat_ttl_seconds / 3)
         while not self._stop.is_set():
             try:
-                flags.heartbeat(
+                flags.workers.heartbeat(
                     self.service,
                     self.instance,
                     {"pid": os.getpid(), "health_url": self.health.url if self.health else ""},
@@ -140,7 +140,7 @@ class StackOwner:
                 thread.join(timeout=30)
         if self._flags is not None:
             with contextlib.suppress(DependencyUnavailable, redis.RedisError):
-                self._flags.deregister(self.service, self.instance)
+                self._flags.workers.deregister(self.service, self.instance)
         if self._flags_client is not None:
             self._flags_client.close()
         if self.health is not None:

@@ -1,0 +1,222 @@
+"""Kill switches on the machine's Redis: arming, scopes, sources, expiry, a lost registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from tradeos_lab.errors import TradingHalted, ValidationError
+from tradeos_lab.keys import Keys
+from tradeos_lab.settings import Settings
+from tradeos_lab.tiers.flags import Flags, KillMode, KillScope, KillSource, KillSwitches
+
+
+@pytest.fixture
+def switches(shared_redis: redis.Redis, keys: Keys) -> KillSwitches:
+    return KillSwitches(shared_redis, keys=keys)
+
+
+@pytest.fixture
+def armed(switches: KillSwitches) -> KillSwitches:
+    switches.arm(actor="ops:alice", reason="trading day start")
+    return switches
+
+
+def ops(**kw: object) -> dict[str, object]:
+    return {"actor": "ops:alice", "reason": "test", **kw}
+
+
+# ---- kill switches ----------------------------------------------------------------------------
+
+
+def test_a_registry_that_was_never_armed_reads_halted(switches: KillSwitches) -> None:
+    decision = switches.check_order("momentum", "AAPL", reduces_exposure=True)
+    assert not decision.allowed
+    assert decision.mode is KillMode.HALTED
+    assert "arms it" in decision.reason
+    state = switches.state()
+    assert (state.reachable, state.armed, state.mode) == (True, False, KillMode.HALTED)
+    with pytest.raises(TradingHalted):
+        decision.raise_if_denied()
+
+
+def test_an_armed_registry_without_switches_lets_orders_through(armed: KillSwitches) -> None:
+    decision = armed.check_order("momentum", "AAPL", reduces_exposure=False)
+    assert decision.allowed
+    assert decision.mode is None
+    decision.raise_if_denied()
+    state = armed.state()
+    assert (state.armed, state.mode, state.switches) == (True, None, ())
+    assert state.armed_by is not None
+    assert state.armed_by["actor"] == "ops:alice"
+
+
+def test_global_halt_blocks_every_new_order_but_never_cancels(armed: KillSwitches) -> None:
+    record = armed.engage("global", "HALTED", **ops(reason="market halt"))
+    assert record["event"] == "kill_switch.engaged"
+    for reduces in (False, True):
+        decision = armed.check_order("momentum", "AAPL", reduces_exposure=reduces)
+        assert not decision.allowed
+        assert decision.mode is KillMode.HALTED
+        assert "market halt" in decision.reason
+    assert armed.check_cancel("momentum", "AAPL").allowed
+    assert armed.state().mode is KillMode.HALTED
+
+
+def test_reducing_mode_lets_only_exposure_reducing_orders_through(armed: KillSwitches) -> None:
+    armed.engage("global", KillMode.REDUCING, **ops())
+    assert not armed.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    decision = armed.check_order("momentum", "AAPL", reduces_exposure=True)
+    assert decision.allowed
+    assert decision.mode is KillMode.REDUCING
+    assert armed.state().mode is KillMode.REDUCING
+
+
+def test_strategy_and_symbol_switches_apply_only_to_their_target(armed: KillSwitches) -> None:
+    armed.engage("strategy", "HALTED", target="momentum", **ops())
+    armed.engage(KillScope.SYMBOL, "REDUCING", target="TSLA", **ops())
+    assert not armed.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    assert armed.check_order("meanrev", "AAPL", reduces_exposure=False).allowed
+    assert not armed.check_order("meanrev", "TSLA", reduces_exposure=False).allowed
+    assert armed.check_order("meanrev", "TSLA", reduces_exposure=True).allowed
+    assert armed.state().mode is None  # no global switch
+    assert len(armed.state().switches) == 2
+
+
+def test_halted_beats_reducing_whatever_the_scope(armed: KillSwitches) -> None:
+    armed.engage("global", "REDUCING", **ops())
+    armed.engage("symbol", "HALTED", target="AAPL", source="agent", **ops(actor="agent"))
+    decision = armed.check_order("momentum", "AAPL", reduces_exposure=True)
+    assert not decision.allowed
+    assert decision.mode is KillMode.HALTED
+
+
+def test_the_agent_can_neither_replace_nor_clear_a_manual_halt(armed: KillSwitches) -> None:
+    armed.engage("global", "HALTED", **ops())
+    armed.engage("global", "REDUCING", source=KillSource.AGENT, **ops(actor="agent"))
+    armed.clear("global", source="agent", **ops(actor="agent"))
+    decision = armed.check_order("momentum", "AAPL", reduces_exposure=True)
+    assert not decision.allowed
+    assert decision.mode is KillMode.HALTED
+
+
+def test_a_manual_halt_cannot_expire_and_lifts_only_by_an_audited_clear(
+    armed: KillSwitches,
+) -> None:
+    with pytest.raises(ValidationError):
+        armed.engage("global", "HALTED", ttl_seconds=60, **ops())
+    armed.engage("symbol", "HALTED", target="AAPL", **ops(reason="bad prints"))
+    for actor, reason in (("", "x"), ("ops", ""), ("ops", "   "), (None, "x")):
+        with pytest.raises(ValidationError):
+            armed.clear("symbol", target="AAPL", actor=actor, reason=reason)  # type: ignore[arg-type]
+    assert not armed.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+
+    record = armed.clear("symbol", target="AAPL", actor="ops:bob", reason="prints corrected")
+    assert record["event"] == "kill_switch.cleared"
+    assert (record["actor"], record["reason"]) == ("ops:bob", "prints corrected")
+    assert record["cleared"]["mode"] == "HALTED"
+    assert record["cleared"]["reason"] == "bad prints"
+    assert record["at"].endswith("+00:00")
+    assert armed.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    again = armed.clear("symbol", target="AAPL", actor="ops:bob", reason="twice")
+    assert again["cleared"] is None
+
+
+def test_an_agent_switch_may_expire_by_its_own_ttl(armed: KillSwitches, keys: Keys) -> None:
+    armed.engage("strategy", "HALTED", target="momentum", source="agent", ttl_seconds=0.3, **ops())
+    assert not armed.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    time.sleep(0.4)
+    assert armed.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    assert armed.refresh() is True
+    assert armed.redis.hlen(keys.kill_switches()) == 1  # only the sentinel is left
+
+
+def test_a_lost_registry_reads_halted_until_armed_again(armed: KillSwitches, keys: Keys) -> None:
+    armed.engage("symbol", "HALTED", target="AAPL", **ops())
+    armed.redis.delete(keys.kill_switches())  # what eviction or a flush would do
+    for symbol in ("AAPL", "MSFT"):
+        decision = armed.check_order("momentum", symbol, reduces_exposure=True)
+        assert not decision.allowed
+        assert decision.mode is KillMode.HALTED
+    # A switch written into the lost registry does not make it trustworthy again.
+    armed.engage("symbol", "REDUCING", target="TSLA", **ops())
+    assert not armed.check_order("momentum", "MSFT", reduces_exposure=False).allowed
+    assert armed.state().mode is KillMode.HALTED
+    assert armed.refresh() is False
+
+    record = armed.arm(actor="ops:alice", reason="registry lost; switches reviewed")
+    assert record["was_armed"] is False
+    assert armed.check_order("momentum", "MSFT", reduces_exposure=False).allowed
+    assert not armed.check_order("momentum", "TSLA", reduces_exposure=False).allowed
+
+
+def test_an_expired_registry_reads_halted(armed: KillSwitches, keys: Keys) -> None:
+    armed.redis.pexpire(keys.kill_switches(), 50)
+    time.sleep(0.1)
+    assert not armed.check_order("momentum", "AAPL", reduces_exposure=True).allowed
+    assert armed.refresh() is False
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"not json", b'{"mode": "PAUSED"}', b"[]", b'{"scope": "global"}'],
+)
+def test_a_corrupt_or_unknown_switch_reads_halted(
+    armed: KillSwitches, keys: Keys, stored: bytes
+) -> None:
+    armed.redis.hset(keys.kill_switches(), "global:*:manual", stored)
+    decision = armed.check_order("momentum", "AAPL", reduces_exposure=True)
+    assert not decision.allowed
+    assert decision.mode is KillMode.HALTED
+    assert armed.state().mode is KillMode.HALTED
+
+
+def test_the_registry_ttl_is_long_and_refreshed_by_writes_and_heartbeats(
+    armed: KillSwitches, keys: Keys, settings_factory: Callable[..., Settings]
+) -> None:
+    key = keys.kill_switches()
+    assert armed.redis.ttl(key) > 29 * 86_400
+    armed.redis.expire(key, 1000)
+    Flags(armed.redis, keys=keys, settings=settings_factory()).workers.heartbeat("execution", "w1")
+    assert armed.redis.ttl(key) > 29 * 86_400
+    armed.redis.expire(key, 1000)
+    armed.engage("global", "REDUCING", **ops())
+    assert armed.redis.ttl(key) > 29 * 86_400
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scope": "global", "mode": "PAUSED"},
+        {"scope": "global", "mode": "halted"},
+        {"scope": "account", "mode": "HALTED", "target": "x"},
+        {"scope": "global", "mode": "HALTED", "source": "robot"},
+        {"scope": "global", "mode": "HALTED", "target": "AAPL"},
+        {"scope": "symbol", "mode": "HALTED"},
+        {"scope": "symbol", "mode": "HALTED", "target": "aapl"},
+        {"scope": "strategy", "mode": "HALTED", "target": "has:colon"},
+        {"scope": "global", "mode": "HALTED", "source": "agent", "ttl_seconds": -1},
+        {"scope": "global", "mode": "HALTED", "source": "agent", "ttl_seconds": float("nan")},
+        {"scope": "global", "mode": None},
+    ],
+)
+def test_bad_kill_switch_input_raises_and_writes_nothing(
+    armed: KillSwitches, keys: Keys, kwargs: dict[str, object]
+) -> None:
+    before = armed.redis.hgetall(keys.kill_switches())
+    scope, mode = kwargs.pop("scope"), kwargs.pop("mode")
+    with pytest.raises(ValidationError):
+        armed.engage(scope, mode, actor="ops", reason="x", **kwargs)  # type: ignore[arg-type]
+    assert armed.redis.hgetall(keys.kill_switches()) == before
+
+
+def test_bad_order_checks_raise_instead_of_answering(armed: KillSwitches) -> None:
+    with pytest.raises(ValidationError):
+        armed.check_order("momentum", "not a ticker", reduces_exposure=False)
+    with pytest.raises(ValidationError):
+        armed.check_order("", "AAPL", reduces_exposure=False)
+    with pytest.raises(ValidationError):
+        armed.check_order("momentum", "AAPL", reduces_exposure="yes")  # type: ignore[arg-type]
