@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tradeos_lab.errors import StackAlreadyRunning, StackError
 from tradeos_lab.keys import Keys
-from tradeos_lab.settings import Settings, load_settings
+from tradeos_lab.settings import RedisRole, Settings, load_settings
 from tradeos_lab.stack.clients import make_redis, ping
 from tradeos_lab.stack.embedded import EmbeddedStack
 from tradeos_lab.stack.runtime import RuntimeInfo, read_runtime, stack_password
@@ -56,9 +56,13 @@ class Lab:
         self._clients: list[redis.Redis] = []
         self._closed = False
 
-        def client(role: str, *, tracking: bool = False) -> redis.Redis:
+        def client(role: RedisRole, *, tracking: bool = False) -> redis.Redis:
             c = make_redis(
-                redis_urls[role], role=role, client_name=settings.service_name, tracking=tracking
+                redis_urls[role],
+                role=role,
+                settings=settings,
+                client_name=settings.service_name,
+                tracking=tracking,
             )
             ping(c, role)
             self._clients.append(c)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -11,9 +16,63 @@ from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.redis_server import RedisServerProcess
-from tradeos_lab.tiers.flags import KillMode, KillSwitches
+from tradeos_lab.tiers.flags import Decision, KillMode, KillSwitches
 
 ServerFactory = Callable[..., RedisServerProcess]
+
+# The bound the kill switch promises on a stalled flags server (the default flags connect + read
+# timeouts are 0.25 s each, and a timeout is never retried).
+STALLED_CHECK_BOUND_S = 1.0
+
+
+@contextmanager
+def stalled(server: RedisServerProcess) -> Iterator[None]:
+    """The server process is frozen (SIGSTOP): connections stay open, nothing answers."""
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+def timed_check(switches: KillSwitches) -> tuple[Decision | None, float]:
+    """Run one order check in a thread; a check that hangs comes back as None after 3 s."""
+    out: list[Decision] = []
+    started = time.monotonic()
+    worker = threading.Thread(
+        target=lambda: out.append(switches.check_order("momentum", "AAPL", reduces_exposure=False)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=3 * STALLED_CHECK_BOUND_S)
+    return (out[0] if out else None), time.monotonic() - started
+
+
+@pytest.mark.parametrize("connection", ["open", "new"])
+def test_a_stalled_flags_server_reads_halted_within_one_second(
+    redis_server_factory: ServerFactory,
+    keys: Keys,
+    settings_factory: Callable[..., Settings],
+    connection: str,
+) -> None:
+    server = redis_server_factory("flags", policy="volatile-ttl", maxmemory="16mb")
+    settings = settings_factory()
+    client = make_redis(server.url, role="flags", settings=settings)
+    switches = KillSwitches(client, keys=keys)
+    switches.arm(actor="ops", reason="start")
+    assert switches.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    if connection == "new":  # the next command has to connect and authenticate first
+        client.connection_pool.disconnect()
+    with stalled(server):
+        decision, elapsed = timed_check(switches)
+        assert decision is not None, "the check hung on a stalled flags server"
+        assert elapsed < STALLED_CHECK_BOUND_S
+        assert not decision.allowed
+        assert decision.mode is KillMode.HALTED
+        assert "unreachable" in decision.reason
+    assert switches.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    client.close()
 
 
 def test_an_unreachable_flags_tier_reads_halted_for_every_order(

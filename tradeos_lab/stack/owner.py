@@ -64,7 +64,9 @@ class StackOwner:
             else None
         )
         if flags_url:
-            self._flags_client = make_redis(flags_url, role="flags", client_name=self.service)
+            self._flags_client = make_redis(
+                flags_url, role="flags", settings=self.settings, client_name=self.service
+            )
             keys = Keys(self.settings.namespace)
             self._flags = Flags(self._flags_client, keys=keys, settings=self.settings)
             self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
