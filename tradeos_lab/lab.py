@@ -43,11 +43,12 @@ class Lab:
         runtime: RuntimeInfo | None,
         password: str | None,
     ) -> None:
+        from tradeos_lab.operator import audit_sink
         from tradeos_lab.stores.lake import Lake
         from tradeos_lab.stores.records import RecordsStore
         from tradeos_lab.tiers.bus import Bus
         from tradeos_lab.tiers.cache import Cache
-        from tradeos_lab.tiers.flags import Flags, KillSwitches
+        from tradeos_lab.tiers.flags import Flags, KillSource, KillSwitches
 
         self.settings = settings
         self.keys = Keys(settings.namespace)
@@ -76,7 +77,13 @@ class Lab:
             client("cache"), keys=self.keys, settings=settings, near_client=near
         )
         self.flags: Flags = Flags(client("flags"), keys=self.keys, settings=settings)
-        self.kill_switches: KillSwitches = KillSwitches(self.flags.redis, keys=self.keys)
+        # The services' and the agent's kill switches: agent source only, every change audited.
+        self.kill_switches: KillSwitches = KillSwitches(
+            self.flags.redis,
+            keys=self.keys,
+            source=KillSource.AGENT,
+            audit=audit_sink(self.bus, producer=settings.service_name),
+        )
         self.records: RecordsStore = RecordsStore.open(settings)
         if stack is not None and stack.lake is not None:
             self.lake: Lake = stack.lake

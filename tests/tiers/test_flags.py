@@ -136,12 +136,11 @@ def test_bad_heartbeats_raise_and_write_nothing(
 def test_every_flags_key_carries_a_ttl(
     flags: Flags, shared_redis: redis.Redis, namespace: str, keys: Keys
 ) -> None:
-    switches = KillSwitches(shared_redis, keys=keys)
-    switches.arm(actor="ops:alice", reason="trading day start")
-    switches.engage("global", "REDUCING", actor="ops:alice", reason="test")
-    switches.engage(
-        "symbol", "HALTED", target="AAPL", source="agent", ttl_seconds=600, actor="a", reason="t"
-    )
+    operator = KillSwitches(shared_redis, keys=keys, source="manual", audit=print)
+    operator.arm(actor="ops:alice", reason="trading day start")
+    operator.engage("global", "REDUCING", actor="ops:alice", reason="test")
+    agent = KillSwitches(shared_redis, keys=keys, source="agent", audit=print)
+    agent.engage("symbol", "HALTED", target="AAPL", ttl_seconds=600, actor="a", reason="t")
     flags.rate_limiter("alpaca", limit=5, window_seconds=60).acquire()
     breaker = flags.circuit_breaker("alpaca", failure_threshold=2)
     breaker.record_failure()

@@ -25,6 +25,12 @@ ServerFactory = Callable[..., RedisServerProcess]
 STALLED_CHECK_BOUND_S = 1.0
 
 
+@pytest.fixture
+def trail() -> list[dict[str, object]]:
+    """The audit records of the test's kill-switch changes."""
+    return []
+
+
 @contextmanager
 def stalled(server: RedisServerProcess) -> Iterator[None]:
     """The server process is frozen (SIGSTOP): connections stay open, nothing answers."""
@@ -54,12 +60,13 @@ def test_a_stalled_flags_server_reads_halted_within_one_second(
     redis_server_factory: ServerFactory,
     keys: Keys,
     settings_factory: Callable[..., Settings],
+    trail: list[dict[str, object]],
     connection: str,
 ) -> None:
     server = redis_server_factory("flags", policy="volatile-ttl", maxmemory="16mb")
     settings = settings_factory()
     client = make_redis(server.url, role="flags", settings=settings)
-    switches = KillSwitches(client, keys=keys)
+    switches = KillSwitches(client, keys=keys, source="manual", audit=trail.append)
     switches.arm(actor="ops", reason="start")
     assert switches.check_order("momentum", "AAPL", reduces_exposure=False).allowed
     if connection == "new":  # the next command has to connect and authenticate first
@@ -76,11 +83,11 @@ def test_a_stalled_flags_server_reads_halted_within_one_second(
 
 
 def test_an_unreachable_flags_tier_reads_halted_for_every_order(
-    redis_server_factory: ServerFactory, keys: Keys, settings_factory: Callable[..., Settings]
+    redis_server_factory: ServerFactory, keys: Keys, trail: list[dict[str, object]]
 ) -> None:
     server = redis_server_factory("flags", policy="volatile-ttl", maxmemory="16mb")
     client = make_redis(server.url, role="flags")
-    flags = KillSwitches(client, keys=keys)
+    flags = KillSwitches(client, keys=keys, source="manual", audit=trail.append)
     flags.arm(actor="ops", reason="start")
     assert flags.check_order("momentum", "AAPL", reduces_exposure=False).allowed
 
@@ -114,18 +121,17 @@ def test_an_unreachable_flags_tier_reads_halted_for_every_order(
 def test_filling_the_flags_tier_under_volatile_ttl_never_releases_a_kill_switch(
     redis_server_factory: ServerFactory,
     keys: Keys,
-    settings_factory: Callable[..., Settings],
+    trail: list[dict[str, object]],
     junk_ttl: int,
 ) -> None:
     server = redis_server_factory("flags", policy="volatile-ttl", maxmemory="4mb")
     client = make_redis(server.url, role="flags")
     assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-ttl"
-    flags = KillSwitches(client, keys=keys)
+    flags = KillSwitches(client, keys=keys, source="manual", audit=trail.append)
     flags.arm(actor="ops", reason="start")
     flags.engage("symbol", "HALTED", target="AAPL", actor="ops", reason="bad prints")
-    flags.engage(
-        "strategy", "REDUCING", target="momentum", source="agent", actor="agent", reason="dd"
-    )
+    agent = KillSwitches(client, keys=keys, source="agent", audit=trail.append)
+    agent.engage("strategy", "REDUCING", target="momentum", actor="agent", reason="dd")
     assert flags.check_order("meanrev", "MSFT", reduces_exposure=False).allowed
 
     # Fill with TTL'd junk (rate-limit counters, dedup keys, ... of other tenants): 5x maxmemory.

@@ -8,15 +8,28 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tradeos_lab.errors import TradingHalted, ValidationError
+from tradeos_lab.errors import DependencyUnavailable, TradingHalted, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
 from tradeos_lab.tiers.flags import Flags, KillMode, KillScope, KillSource, KillSwitches
 
 
 @pytest.fixture
-def switches(shared_redis: redis.Redis, keys: Keys) -> KillSwitches:
-    return KillSwitches(shared_redis, keys=keys)
+def trail() -> list[dict[str, object]]:
+    """Where the kill switches of a test put their audit records (in a lab: the audit stream)."""
+    return []
+
+
+@pytest.fixture
+def switches(shared_redis: redis.Redis, keys: Keys, trail: list[dict[str, object]]) -> KillSwitches:
+    """The operator's: manual switches."""
+    return KillSwitches(shared_redis, keys=keys, source=KillSource.MANUAL, audit=trail.append)
+
+
+@pytest.fixture
+def agent(shared_redis: redis.Redis, keys: Keys, trail: list[dict[str, object]]) -> KillSwitches:
+    """What the agent and the services hold: agent switches only."""
+    return KillSwitches(shared_redis, keys=keys, source=KillSource.AGENT, audit=trail.append)
 
 
 @pytest.fixture
@@ -86,18 +99,26 @@ def test_strategy_and_symbol_switches_apply_only_to_their_target(armed: KillSwit
     assert len(armed.state().switches) == 2
 
 
-def test_halted_beats_reducing_whatever_the_scope(armed: KillSwitches) -> None:
+def test_halted_beats_reducing_whatever_the_scope(armed: KillSwitches, agent: KillSwitches) -> None:
     armed.engage("global", "REDUCING", **ops())
-    armed.engage("symbol", "HALTED", target="AAPL", source="agent", **ops(actor="agent"))
+    agent.engage("symbol", "HALTED", target="AAPL", **ops(actor="agent"))
     decision = armed.check_order("momentum", "AAPL", reduces_exposure=True)
     assert not decision.allowed
     assert decision.mode is KillMode.HALTED
 
 
-def test_the_agent_can_neither_replace_nor_clear_a_manual_halt(armed: KillSwitches) -> None:
+def test_the_agent_can_neither_replace_nor_clear_a_manual_halt(
+    armed: KillSwitches, agent: KillSwitches
+) -> None:
     armed.engage("global", "HALTED", **ops())
-    armed.engage("global", "REDUCING", source=KillSource.AGENT, **ops(actor="agent"))
-    armed.clear("global", source="agent", **ops(actor="agent"))
+    agent.engage("global", "REDUCING", **ops(actor="agent"))
+    agent.clear("global", **ops(actor="agent"))
+    with pytest.raises(TypeError):  # the agent's API cannot even name another source
+        agent.clear("global", source="manual", **ops(actor="agent"))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        agent.engage("global", "REDUCING", source="manual", **ops())  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="operator"):
+        agent.arm(**ops(actor="agent"))
     decision = armed.check_order("momentum", "AAPL", reduces_exposure=True)
     assert not decision.allowed
     assert decision.mode is KillMode.HALTED
@@ -125,8 +146,10 @@ def test_a_manual_halt_cannot_expire_and_lifts_only_by_an_audited_clear(
     assert again["cleared"] is None
 
 
-def test_an_agent_switch_may_expire_by_its_own_ttl(armed: KillSwitches, keys: Keys) -> None:
-    armed.engage("strategy", "HALTED", target="momentum", source="agent", ttl_seconds=0.3, **ops())
+def test_an_agent_switch_may_expire_by_its_own_ttl(
+    armed: KillSwitches, agent: KillSwitches, keys: Keys
+) -> None:
+    agent.engage("strategy", "HALTED", target="momentum", ttl_seconds=0.3, **ops())
     assert not armed.check_order("momentum", "AAPL", reduces_exposure=False).allowed
     time.sleep(0.4)
     assert armed.check_order("momentum", "AAPL", reduces_exposure=False).allowed
@@ -193,24 +216,29 @@ def test_the_registry_ttl_is_long_and_refreshed_by_writes_and_heartbeats(
         {"scope": "global", "mode": "PAUSED"},
         {"scope": "global", "mode": "halted"},
         {"scope": "account", "mode": "HALTED", "target": "x"},
-        {"scope": "global", "mode": "HALTED", "source": "robot"},
         {"scope": "global", "mode": "HALTED", "target": "AAPL"},
         {"scope": "symbol", "mode": "HALTED"},
         {"scope": "symbol", "mode": "HALTED", "target": "aapl"},
         {"scope": "strategy", "mode": "HALTED", "target": "has:colon"},
-        {"scope": "global", "mode": "HALTED", "source": "agent", "ttl_seconds": -1},
-        {"scope": "global", "mode": "HALTED", "source": "agent", "ttl_seconds": float("nan")},
+        {"scope": "global", "mode": "HALTED", "ttl_seconds": -1},
+        {"scope": "global", "mode": "HALTED", "ttl_seconds": float("nan")},
         {"scope": "global", "mode": None},
     ],
 )
 def test_bad_kill_switch_input_raises_and_writes_nothing(
-    armed: KillSwitches, keys: Keys, kwargs: dict[str, object]
+    armed: KillSwitches,
+    agent: KillSwitches,
+    keys: Keys,
+    trail: list[dict[str, object]],
+    kwargs: dict[str, object],
 ) -> None:
     before = armed.redis.hgetall(keys.kill_switches())
+    audited = len(trail)
     scope, mode = kwargs.pop("scope"), kwargs.pop("mode")
     with pytest.raises(ValidationError):
-        armed.engage(scope, mode, actor="ops", reason="x", **kwargs)  # type: ignore[arg-type]
+        agent.engage(scope, mode, actor="ops", reason="x", **kwargs)  # type: ignore[arg-type]
     assert armed.redis.hgetall(keys.kill_switches()) == before
+    assert len(trail) == audited
 
 
 def test_bad_order_checks_raise_instead_of_answering(armed: KillSwitches) -> None:
@@ -220,3 +248,50 @@ def test_bad_order_checks_raise_instead_of_answering(armed: KillSwitches) -> Non
         armed.check_order("", "AAPL", reduces_exposure=False)
     with pytest.raises(ValidationError):
         armed.check_order("momentum", "AAPL", reduces_exposure="yes")  # type: ignore[arg-type]
+
+
+# ---- every change is audited ------------------------------------------------------------------
+
+
+def test_every_change_of_a_switch_reaches_the_audit_sink(
+    switches: KillSwitches, agent: KillSwitches, trail: list[dict[str, object]]
+) -> None:
+    switches.arm(**ops(reason="start of day"))
+    switches.engage("global", "REDUCING", **ops(reason="news"))
+    agent.engage("symbol", "HALTED", target="AAPL", ttl_seconds=0.2, **ops(actor="agent:dd"))
+    agent.engage("strategy", "HALTED", target="momentum", **ops(actor="agent:dd"))
+    agent.clear("strategy", target="momentum", **ops(actor="agent:dd", reason="recovered"))
+    switches.clear("global", **ops(reason="calm"))
+    time.sleep(0.3)
+    assert switches.refresh() is True  # drops the expired agent switch: that is a change too
+    assert switches.refresh() is True  # nothing left to expire: nothing more to audit
+    assert [(r["event"], r["actor"]) for r in trail] == [
+        ("kill_switch.armed", "ops:alice"),
+        ("kill_switch.engaged", "ops:alice"),
+        ("kill_switch.engaged", "agent:dd"),
+        ("kill_switch.engaged", "agent:dd"),
+        ("kill_switch.cleared", "agent:dd"),
+        ("kill_switch.cleared", "ops:alice"),
+        ("kill_switch.expired", "system:expiry"),
+    ]
+    expired = trail[-1]
+    assert (expired["scope"], expired["target"], expired["source"]) == ("symbol", "AAPL", "agent")
+    assert expired["cleared"]["actor"] == "agent:dd"  # type: ignore[index]
+
+
+def test_kill_switches_cannot_be_built_without_an_audit_sink(
+    shared_redis: redis.Redis, keys: Keys
+) -> None:
+    with pytest.raises(TypeError):
+        KillSwitches(shared_redis, keys=keys, source="agent")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="audit"):
+        KillSwitches(shared_redis, keys=keys, source="agent", audit=None)  # type: ignore[arg-type]
+
+
+def test_a_change_whose_audit_fails_raises(shared_redis: redis.Redis, keys: Keys) -> None:
+    def unreachable_trail(record: dict[str, object]) -> None:
+        raise DependencyUnavailable("bus Redis: ConnectionError")
+
+    agent = KillSwitches(shared_redis, keys=keys, source="agent", audit=unreachable_trail)
+    with pytest.raises(DependencyUnavailable):
+        agent.engage("global", "HALTED", **ops(actor="agent"))

@@ -14,10 +14,16 @@ server being down. How the kill switches stay fail-closed:
 3. The hash has a long TTL (`kill_ttl_seconds`, 30 days by default) refreshed by every kill-switch
    write, by `refresh()` and by every worker heartbeat, so it never expires while the system runs;
    under `volatile-ttl` it is also the last key to be evicted (the one farthest from expiry).
-4. A manual switch has no expiry of its own and is removed only by `clear()` with an actor and a
-   reason; `clear()` and `arm()` return an audit record the caller publishes to the `audit`
-   stream. Agent switches may carry their own expiry, compared against the server's clock.
-5. Any Redis error, a corrupt entry or an unknown mode during a check reads as HALTED.
+4. A `KillSwitches` object acts for one source, fixed when it is built: the agent and the services
+   get one for `agent` (`Lab.kill_switches`), whose `engage`/`clear` cannot touch a manual switch;
+   manual switches are written only through the operator path (`tradeos_lab.operator`, used by
+   the CLI and the kill-switch dashboard), which alone may also `arm`. A manual switch has no
+   expiry of its own and is removed only by an explicit `clear()` with an actor and a reason.
+   Agent switches may carry their own expiry, compared against the server's clock.
+5. Every change (arm, engage, clear, and the purge of an expired agent switch by `refresh()`) is
+   handed as an audit record to the `audit` sink the object was built with (`Lab` publishes it on
+   the bus's `audit` stream): there is no way to change a switch without leaving that trail.
+6. Any Redis error, a corrupt entry or an unknown mode during a check reads as HALTED.
 
 Cancels are always allowed (`check_cancel`): they only ever reduce risk.
 """
@@ -27,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -49,6 +55,11 @@ from tradeos_lab.tiers.flags.plumbing import (
 
 KILL_TTL_SECONDS: Final = 30 * 86_400
 _ARMED: Final = "armed"
+# Who an expiry is attributed to in the audit trail: no person or agent acted.
+EXPIRY_ACTOR: Final = "system:expiry"
+
+AuditSink = Callable[[dict[str, Any]], object]
+"""Takes the audit record of one kill-switch change (`Lab` publishes it on the `audit` stream)."""
 
 
 class KillMode(StrEnum):
@@ -145,45 +156,61 @@ class KillState:
 
 
 # Drop agent switches whose own expiry has passed; refresh the registry TTL when it exists;
-# answer whether the `armed` sentinel is there.
+# answer whether the `armed` sentinel is there, the server time and the dropped switches.
 _PURGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local all = redis.call('HGETALL', KEYS[1])
-local dropped = 0
+local dropped = {}
 for i = 1, #all, 2 do
   if all[i] ~= 'armed' then
     local ok, sw = pcall(cjson.decode, all[i + 1])
     if ok and type(sw) == 'table' and type(sw['expires_at']) == 'number'
         and sw['expires_at'] <= now then
-      redis.call('HDEL', KEYS[1], all[i]); dropped = dropped + 1
+      redis.call('HDEL', KEYS[1], all[i]); table.insert(dropped, all[i + 1])
     end
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-return {redis.call('HEXISTS', KEYS[1], 'armed'), dropped}
+return {redis.call('HEXISTS', KEYS[1], 'armed'), string.format('%.6f', now), dropped}
 """
 
 
 class KillSwitches:
-    """The kill switches over the flags Redis; see the module docstring for why they fail closed."""
+    """The kill switches over the flags Redis, changed on behalf of one `source`; every change is
+    handed to `audit`. See the module docstring for why they fail closed."""
 
     def __init__(
-        self, redis: redis.Redis, *, keys: Keys, kill_ttl_seconds: int = KILL_TTL_SECONDS
+        self,
+        redis: redis.Redis,
+        *,
+        keys: Keys,
+        source: KillSource | str,
+        audit: AuditSink,
+        kill_ttl_seconds: int = KILL_TTL_SECONDS,
     ) -> None:
+        if not callable(audit):
+            raise ValidationError("kill switches need an audit sink: no change may go unrecorded")
         if kill_ttl_seconds < 60:
             raise ValidationError("kill_ttl_seconds must be >= 60")
         self.redis = redis
         self.keys = keys
+        self.source = _enum(KillSource, source, "source")
+        self.audit = audit
         self.kill_ttl_seconds = kill_ttl_seconds
         self._purge = redis.register_script(_PURGE)
+
+    # ---- kill switches: writes, each audited --------------------------------------------
 
     def arm(self, *, actor: str, reason: str) -> dict[str, Any]:
         """Mark the registry as known-good so orders may flow where no switch applies.
 
         Needed once on a fresh flags server and again whenever the registry was lost (expiry,
-        eviction, restart): arming then forgets whatever switches were lost, hence the audit.
+        eviction, restart): arming then forgets whatever switches were lost, so only the operator
+        path (a manual `KillSwitches`) may do it.
         """
+        if self.source is not KillSource.MANUAL:
+            raise ValidationError("arming the kill-switch registry is an operator action")
         actor, reason = _actor(actor), _reason(reason)
         key = self.keys.kill_switches()
         now = server_time(self.redis)
@@ -194,13 +221,15 @@ class KillSwitches:
         pipe.hset(key, _ARMED, json.dumps(sentinel))
         pipe.expire(key, self.kill_ttl_seconds)
         previous, _, _ = run_pipeline(pipe)
-        return _audit(
-            "kill_switch.armed",
-            actor,
-            reason,
-            now,
-            epoch=epoch,
-            was_armed=previous is not None,
+        return self._audited(
+            _audit(
+                "kill_switch.armed",
+                actor,
+                reason,
+                now,
+                epoch=epoch,
+                was_armed=previous is not None,
+            )
         )
 
     def engage(
@@ -209,16 +238,15 @@ class KillSwitches:
         mode: KillMode | str,
         *,
         target: str | None = None,
-        source: KillSource | str = KillSource.MANUAL,
         actor: str,
         reason: str,
         ttl_seconds: float | None = None,
     ) -> dict[str, Any]:
-        """Engage (or replace) a switch; returns the audit record to publish.
+        """Engage (or replace) this source's switch; returns the audit record it published.
 
         Only agent switches may have `ttl_seconds`: a manual halt never lifts by itself.
         """
-        scope_, target_, source_ = _where(scope, target, source)
+        scope_, target_, source_ = _where(scope, target, self.source)
         mode_ = _enum(KillMode, mode, "mode")
         actor, reason = _actor(actor), _reason(reason)
         if ttl_seconds is not None:
@@ -244,19 +272,21 @@ class KillSwitches:
         pipe.hset(key, switch.field, json.dumps(switch.as_dict()))
         pipe.expire(key, self.kill_ttl_seconds)
         run_pipeline(pipe)
-        return _audit("kill_switch.engaged", actor, reason, now, switch=switch.as_dict())
+        return self._audited(
+            _audit("kill_switch.engaged", actor, reason, now, switch=switch.as_dict())
+        )
 
     def clear(
         self,
         scope: KillScope | str,
         *,
         target: str | None = None,
-        source: KillSource | str = KillSource.MANUAL,
         actor: str,
         reason: str,
     ) -> dict[str, Any]:
-        """Remove one switch; the audit record names who, why and what was cleared (or None)."""
-        scope_, target_, source_ = _where(scope, target, source)
+        """Remove this source's switch; the audit record names who, why and what was cleared
+        (None when nothing was engaged). Another source's switch is never touched."""
+        scope_, target_, source_ = _where(scope, target, self.source)
         actor, reason = _actor(actor), _reason(reason)
         fieldname = f"{scope_.value}:{target_}:{source_.value}"
         key = self.keys.kill_switches()
@@ -272,24 +302,51 @@ class KillSwitches:
                 cleared = KillSwitch.from_json(previous).as_dict()
             except (ValueError, KeyError, TypeError):
                 cleared = {"field": fieldname, "unreadable": True}
-        return _audit(
-            "kill_switch.cleared",
-            actor,
-            reason,
-            now,
-            scope=scope_.value,
-            target=target_,
-            source=source_.value,
-            cleared=cleared,
+        return self._audited(
+            _audit(
+                "kill_switch.cleared",
+                actor,
+                reason,
+                now,
+                scope=scope_.value,
+                target=target_,
+                source=source_.value,
+                cleared=cleared,
+            )
         )
 
     def refresh(self) -> bool:
-        """Drop expired agent switches and push the registry's TTL out.
+        """Drop expired agent switches (each audited as `kill_switch.expired`) and push the
+        registry's TTL out.
 
         Returns whether the registry is armed; False means every order reads HALTED until `arm`.
         """
-        armed, _ = call_script(self._purge, [self.keys.kill_switches()], [self.kill_ttl_seconds])
+        armed, now, dropped = call_script(
+            self._purge, [self.keys.kill_switches()], [self.kill_ttl_seconds]
+        )
+        for raw in dropped:
+            try:
+                switch = KillSwitch.from_json(raw).as_dict()
+            except (ValueError, KeyError, TypeError):
+                switch = {"unreadable": True}
+            self._audited(
+                _audit(
+                    "kill_switch.expired",
+                    EXPIRY_ACTOR,
+                    "an agent switch reached the end of its own ttl",
+                    float(now),
+                    scope=switch.get("scope"),
+                    target=switch.get("target"),
+                    source=switch.get("source"),
+                    cleared=switch,
+                )
+            )
         return bool(armed)
+
+    def _audited(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Hand a change to the audit sink; its failure is raised, never swallowed."""
+        self.audit(record)
+        return record
 
     # ---- kill switches: reads (fail closed) ---------------------------------------------
 
