@@ -122,7 +122,7 @@ def test_heartbeats_use_the_server_clock_and_the_profile_ttl(flags: Flags) -> No
 
 @pytest.mark.parametrize(
     "beat",
-    [("has:colon", "1", None), ("svc", "", None), ("svc", "1", {"k": True}), ("svc", "1", {"": 1})],
+    [("has space", "1", None), ("svc", "", None), ("svc", "1", {"k": True}), ("svc", "1", {"": 1})],
 )
 def test_bad_heartbeats_raise_and_write_nothing(
     flags: Flags, shared_redis: redis.Redis, namespace: str, beat: tuple[str, str, object]

@@ -218,8 +218,10 @@ def test_the_registry_ttl_is_long_and_refreshed_by_writes_and_heartbeats(
         {"scope": "account", "mode": "HALTED", "target": "x"},
         {"scope": "global", "mode": "HALTED", "target": "AAPL"},
         {"scope": "symbol", "mode": "HALTED"},
-        {"scope": "symbol", "mode": "HALTED", "target": "aapl"},
-        {"scope": "strategy", "mode": "HALTED", "target": "has:colon"},
+        {"scope": "symbol", "mode": "HALTED", "target": "\u0410APL"},
+        {"scope": "symbol", "mode": "HALTED", "target": "\u017fPY"},
+        {"scope": "strategy", "mode": "HALTED", "target": "has space"},
+        {"scope": "strategy", "mode": "HALTED", "target": "\u0131ngest"},
         {"scope": "global", "mode": "HALTED", "ttl_seconds": -1},
         {"scope": "global", "mode": "HALTED", "ttl_seconds": float("nan")},
         {"scope": "global", "mode": None},
@@ -248,6 +250,25 @@ def test_bad_order_checks_raise_instead_of_answering(armed: KillSwitches) -> Non
         armed.check_order("", "AAPL", reduces_exposure=False)
     with pytest.raises(ValidationError):
         armed.check_order("momentum", "AAPL", reduces_exposure="yes")  # type: ignore[arg-type]
+
+
+# ---- one spelling per symbol and per strategy ------------------------------------------------
+
+
+def test_a_halt_on_one_spelling_of_a_pair_covers_every_spelling(armed: KillSwitches) -> None:
+    armed.engage("symbol", "HALTED", target="BTC-USD", **ops())
+    for spelling in ("BTC-USD", "BTC/USD", "btc/usd", "Btc-Usd"):
+        assert not armed.check_order("momentum", spelling, reduces_exposure=False).allowed
+    assert armed.clear("symbol", target="btc/usd", **ops())["cleared"] is not None
+    assert armed.check_order("momentum", "BTC/USD", reduces_exposure=False).allowed
+
+
+def test_a_strategy_halt_covers_the_strategy_whatever_the_case(armed: KillSwitches) -> None:
+    armed.engage("strategy", "HALTED", target="Momo:v2", **ops())
+    for spelling in ("momo:v2", "MOMO:V2", "Momo:v2"):
+        assert not armed.check_order(spelling, "AAPL", reduces_exposure=False).allowed
+    assert armed.check_order("momo:v3", "AAPL", reduces_exposure=False).allowed
+    assert [s.target for s in armed.state().switches] == ["momo:v2"]
 
 
 # ---- every change is audited ------------------------------------------------------------------

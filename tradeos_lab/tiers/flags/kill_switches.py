@@ -43,10 +43,9 @@ import redis
 
 from tradeos_lab.errors import TradingHalted, ValidationError
 from tradeos_lab.keys import Keys
-from tradeos_lab.symbols import validate_symbol
+from tradeos_lab.symbols import canonical_name, canonical_symbol
 from tradeos_lab.tiers.flags.plumbing import (
     call_script,
-    check_name,
     run_pipeline,
     seconds,
     server_time,
@@ -352,8 +351,8 @@ class KillSwitches:
 
     def check_order(self, strategy: str, symbol: str, reduces_exposure: bool) -> Decision:
         """May a new order of `strategy` in `symbol` go? Any doubt answers HALTED."""
-        strategy = check_name("strategy", strategy)
-        symbol = validate_symbol(symbol)
+        strategy = canonical_name(strategy, "strategy")
+        symbol = canonical_symbol(symbol)
         if not isinstance(reduces_exposure, bool):
             raise ValidationError("reduces_exposure must be a bool")
         fields = [
@@ -380,8 +379,8 @@ class KillSwitches:
 
     def check_cancel(self, strategy: str, symbol: str) -> Decision:
         """Cancels are always allowed, whatever the switches or the tier's health."""
-        check_name("strategy", strategy)
-        validate_symbol(symbol)
+        canonical_name(strategy, "strategy")
+        canonical_symbol(symbol)
         return Decision(True, None, "cancels are always allowed")
 
     def state(self) -> KillState:
@@ -498,8 +497,8 @@ def _where(
     if target is None:
         raise ValidationError(f"a {scope_.value} switch needs a target")
     if scope_ is KillScope.SYMBOL:
-        return scope_, validate_symbol(target), source_
-    return scope_, check_name("strategy", target), source_
+        return scope_, canonical_symbol(target), source_
+    return scope_, canonical_name(target, "strategy"), source_
 
 
 _E = TypeVar("_E", bound=StrEnum)

@@ -14,10 +14,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tradeos_lab.errors import DependencyUnavailable, RateLimited, ValidationError
+from tradeos_lab.symbols import canonical_name
 from tradeos_lab.tiers.flags.plumbing import (
     NOW_MS,
     call_script,
-    check_name,
     milliseconds,
     positive_int,
     text,
@@ -134,7 +134,7 @@ class RateLimiter:
 
     def __init__(self, flags: Flags, name: str, *, limit: int, window_seconds: float) -> None:
         self.flags = flags
-        self.name = check_name("rate limit", name)
+        self.name = canonical_name(name, "rate limit")
         self.limit = positive_int("limit", limit)
         if isinstance(window_seconds, bool) or not isinstance(window_seconds, int | float):
             raise ValidationError("window_seconds must be a number")
@@ -184,7 +184,7 @@ class CircuitBreaker:
         probe_timeout_seconds: float,
     ) -> None:
         self.flags = flags
-        self.dependency = check_name("dependency", dependency)
+        self.dependency = canonical_name(dependency, "dependency")
         self.failure_threshold = positive_int("failure_threshold", failure_threshold)
         self.window_ms = milliseconds("failure_window_seconds", failure_window_seconds)
         self.cooldown_ms = milliseconds("cooldown_seconds", cooldown_seconds)

@@ -4,7 +4,6 @@ server clock, and checks of the numbers callers pass in."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Final
 
 import redis
@@ -68,12 +67,3 @@ def milliseconds(name: str, seconds: object) -> int:
     if not math.isfinite(seconds) or seconds < 0.001:
         raise ValidationError(f"{name} must be >= 0.001, got {seconds}")
     return round(seconds * 1000)
-
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
-
-
-def check_name(what: str, value: object) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValidationError(f"bad {what} {value!r}: 1-64 of [A-Za-z0-9_.-], no colon")
-    return value

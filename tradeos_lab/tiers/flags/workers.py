@@ -8,17 +8,19 @@ any worker runs (see `kill_switches`).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import redis
 
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Keys
-from tradeos_lab.tiers.flags.plumbing import call_script, check_name, run_pipeline, text
+from tradeos_lab.symbols import canonical_name
+from tradeos_lab.tiers.flags.plumbing import call_script, run_pipeline, text
 
-_INFO_FIELD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+# Joins service and instance in a registry member; no name contains it (names may contain ':').
+_MEMBER_SEPARATOR: Final = "|"
 
 
 @dataclass(frozen=True)
@@ -98,14 +100,13 @@ class Workers:
         now: float | None = None,
     ) -> float:
         """Record that a worker is alive; also keeps the kill-switch registry from expiring."""
-        member = f"{check_name('service', service)}:{check_name('instance', instance)}"
+        service, instance = _worker(service, instance)
+        member = f"{service}{_MEMBER_SEPARATOR}{instance}"
         pairs: list[str] = []
         for k, v in (info or {}).items():
-            if not isinstance(k, str) or not _INFO_FIELD.fullmatch(k):
-                raise ValidationError(f"bad worker info field {k!r}")
             if isinstance(v, bool) or not isinstance(v, str | int | float):
-                raise ValidationError(f"worker info {k} must be str, int or float")
-            pairs += [k, str(v)]
+                raise ValidationError(f"worker info {k!r} must be str, int or float")
+            pairs += [canonical_name(k, "worker info field"), str(v)]
         keys = [
             self.keys.workers(),
             self.keys.heartbeat(service, instance),
@@ -147,7 +148,8 @@ class Workers:
 
     def deregister(self, service: str, instance: str) -> bool:
         """A worker leaving cleanly removes itself."""
-        member = f"{check_name('service', service)}:{check_name('instance', instance)}"
+        service, instance = _worker(service, instance)
+        member = f"{service}{_MEMBER_SEPARATOR}{instance}"
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(self.keys.workers(), member)
         pipe.delete(self.keys.heartbeat(service, instance))
@@ -164,12 +166,16 @@ class Workers:
         members = [(text(rows[i]), float(rows[i + 1])) for i in range(0, len(rows), 2)]
         pipe = self.redis.pipeline(transaction=False)
         for member, _ in members:
-            service, _, instance = member.partition(":")
+            service, _, instance = member.partition(_MEMBER_SEPARATOR)
             pipe.hgetall(self.keys.heartbeat(service, instance))
         infos = run_pipeline(pipe) if members else []
         out = []
         for (member, seen), info in zip(members, infos, strict=True):
-            service, _, instance = member.partition(":")
+            service, _, instance = member.partition(_MEMBER_SEPARATOR)
             details = {text(k): text(v) for k, v in info.items() if text(k) != "_last_seen"}
             out.append(Worker(service, instance, seen, max(0.0, current - seen), details))
         return out
+
+
+def _worker(service: object, instance: object) -> tuple[str, str]:
+    return canonical_name(service, "service"), canonical_name(instance, "instance")
