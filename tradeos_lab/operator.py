@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tradeos_lab.contracts import Audit, new_message
 from tradeos_lab.keys import Stream
-from tradeos_lab.tiers.flags import KillMode, KillScope, KillSource, KillSwitches
-from tradeos_lab.tiers.flags.kill_switches import AuditSink
+from tradeos_lab.tiers.flags import AuditSink, KillMode, KillScope, KillSource, KillSwitches
 
 if TYPE_CHECKING:
     from tradeos_lab.lab import Lab

@@ -47,7 +47,7 @@ def timed_check(switches: KillSwitches) -> tuple[Decision | None, float]:
     out: list[Decision] = []
     started = time.monotonic()
     worker = threading.Thread(
-        target=lambda: out.append(switches.check_order("momentum", "AAPL", reduces_exposure=False)),
+        target=lambda: out.append(switches.check_order("momentum", "AAPL", "buy", 1, book=None)),
         daemon=True,
     )
     worker.start()
@@ -68,7 +68,7 @@ def test_a_stalled_flags_server_reads_halted_within_one_second(
     client = make_redis(server.url, role="flags", settings=settings)
     switches = KillSwitches(client, keys=keys, source="manual", audit=trail.append)
     switches.arm(actor="ops", reason="start")
-    assert switches.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    assert switches.check_order("momentum", "AAPL", "buy", 1, book=None).allowed
     if connection == "new":  # the next command has to connect and authenticate first
         client.connection_pool.disconnect()
     with stalled(server):
@@ -78,7 +78,7 @@ def test_a_stalled_flags_server_reads_halted_within_one_second(
         assert not decision.allowed
         assert decision.mode is KillMode.HALTED
         assert "unreachable" in decision.reason
-    assert switches.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    assert switches.check_order("momentum", "AAPL", "buy", 1, book=None).allowed
     client.close()
 
 
@@ -89,11 +89,11 @@ def test_an_unreachable_flags_tier_reads_halted_for_every_order(
     client = make_redis(server.url, role="flags")
     flags = KillSwitches(client, keys=keys, source="manual", audit=trail.append)
     flags.arm(actor="ops", reason="start")
-    assert flags.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    assert flags.check_order("momentum", "AAPL", "buy", 1, book=None).allowed
 
     server.kill()  # a crash: no goodbye, the socket refuses connections
-    for reduces in (False, True):
-        decision = flags.check_order("momentum", "AAPL", reduces_exposure=reduces)
+    for side in ("buy", "sell"):
+        decision = flags.check_order("momentum", "AAPL", side, 1, book=None)
         assert not decision.allowed
         assert decision.mode is KillMode.HALTED
         assert "unreachable" in decision.reason
@@ -105,11 +105,11 @@ def test_an_unreachable_flags_tier_reads_halted_for_every_order(
 
     # Back, but empty: the halt that may have been engaged meanwhile is unknowable -> HALTED.
     server.start()
-    decision = flags.check_order("momentum", "AAPL", reduces_exposure=True)
+    decision = flags.check_order("momentum", "AAPL", "sell", 1, book=None)
     assert not decision.allowed
     assert "arms it" in decision.reason
     flags.arm(actor="ops", reason="flags server restarted; switches re-checked")
-    assert flags.check_order("momentum", "AAPL", reduces_exposure=False).allowed
+    assert flags.check_order("momentum", "AAPL", "buy", 1, book=None).allowed
     client.close()
 
 
@@ -132,7 +132,7 @@ def test_filling_the_flags_tier_under_volatile_ttl_never_releases_a_kill_switch(
     flags.engage("symbol", "HALTED", target="AAPL", actor="ops", reason="bad prints")
     agent = KillSwitches(client, keys=keys, source="agent", audit=trail.append)
     agent.engage("strategy", "REDUCING", target="momentum", actor="agent", reason="dd")
-    assert flags.check_order("meanrev", "MSFT", reduces_exposure=False).allowed
+    assert flags.check_order("meanrev", "MSFT", "buy", 1, book=None).allowed
 
     # Fill with TTL'd junk (rate-limit counters, dedup keys, ... of other tenants): 5x maxmemory.
     value = b"x" * 1000
@@ -144,22 +144,23 @@ def test_filling_the_flags_tier_under_volatile_ttl_never_releases_a_kill_switch(
     evicted = client.info("stats")["evicted_keys"]
     assert evicted > 10_000
 
-    halted = flags.check_order("meanrev", "AAPL", reduces_exposure=True)
+    halted = flags.check_order("meanrev", "AAPL", "sell", 1, book=None)
     assert not halted.allowed
     assert halted.mode is KillMode.HALTED
-    assert not flags.check_order("momentum", "MSFT", reduces_exposure=False).allowed
+    assert not flags.check_order("momentum", "MSFT", "buy", 1, book=None).allowed
 
     registry_survived = bool(client.exists(keys.kill_switches()))
     if junk_ttl < flags.kill_ttl_seconds:
         # volatile-ttl evicts the keys nearest to expiry first; the registry is the farthest.
         assert registry_survived
-        assert flags.check_order("momentum", "MSFT", reduces_exposure=True).allowed
-        assert flags.check_order("meanrev", "MSFT", reduces_exposure=False).allowed
+        # still REDUCING (the switch survived), not HALTED as a lost registry would read
+        assert flags.check_order("momentum", "MSFT", "sell", 1, book=None).mode is KillMode.REDUCING
+        assert flags.check_order("meanrev", "MSFT", "buy", 1, book=None).allowed
     else:
         # Other tenants' keys outlive it, so volatile-ttl takes the registry first: as a whole.
         assert not registry_survived
     if not registry_survived:
         # Everything halts until an operator re-arms.
-        assert not flags.check_order("meanrev", "MSFT", reduces_exposure=True).allowed
+        assert not flags.check_order("meanrev", "MSFT", "sell", 1, book=None).allowed
         assert flags.state().mode is KillMode.HALTED
     client.close()

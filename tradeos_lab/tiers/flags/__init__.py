@@ -17,6 +17,7 @@ from tradeos_lab.settings import Settings
 from tradeos_lab.tiers.flags.dedup import Dedup
 from tradeos_lab.tiers.flags.kill_switches import (
     KILL_TTL_SECONDS,
+    AuditSink,
     Decision,
     KillMode,
     KillScope,
@@ -24,6 +25,9 @@ from tradeos_lab.tiers.flags.kill_switches import (
     KillState,
     KillSwitch,
     KillSwitches,
+    PositionBook,
+    decide,
+    reduces_exposure,
 )
 from tradeos_lab.tiers.flags.limits import (
     BreakerState,
@@ -39,6 +43,7 @@ REGISTRY_TTL_SECONDS: Final = 86_400
 __all__ = [
     "KILL_TTL_SECONDS",
     "REGISTRY_TTL_SECONDS",
+    "AuditSink",
     "BreakerState",
     "BreakerStatus",
     "CircuitBreaker",
@@ -51,10 +56,13 @@ __all__ = [
     "KillState",
     "KillSwitch",
     "KillSwitches",
+    "PositionBook",
     "RateDecision",
     "RateLimiter",
     "Worker",
     "Workers",
+    "decide",
+    "reduces_exposure",
 ]
 
 

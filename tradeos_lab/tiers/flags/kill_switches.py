@@ -37,10 +37,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import redis
 
+from tradeos_lab.contracts.enums import Side
 from tradeos_lab.errors import TradingHalted, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.symbols import canonical_name, canonical_symbol
@@ -56,6 +57,15 @@ KILL_TTL_SECONDS: Final = 30 * 86_400
 _ARMED: Final = "armed"
 # Who an expiry is attributed to in the audit trail: no person or agent acted.
 EXPIRY_ACTOR: Final = "system:expiry"
+
+
+class PositionBook(Protocol):
+    """Where a check reads the signed net position (the records' per-strategy position ledger;
+    `strategy=None` is the net across strategies). Never a cache: an evicted key would read as
+    flat."""
+
+    def net_quantity(self, strategy: str | None, symbol: str) -> float: ...
+
 
 AuditSink = Callable[[dict[str, Any]], object]
 """Takes the audit record of one kill-switch change (`Lab` publishes it on the `audit` stream)."""
@@ -349,12 +359,49 @@ class KillSwitches:
 
     # ---- kill switches: reads (fail closed) ---------------------------------------------
 
-    def check_order(self, strategy: str, symbol: str, reduces_exposure: bool) -> Decision:
-        """May a new order of `strategy` in `symbol` go? Any doubt answers HALTED."""
+    def check_order(
+        self,
+        strategy: str,
+        symbol: str,
+        side: Side | str,
+        quantity: float,
+        *,
+        book: PositionBook | None,
+    ) -> Decision:
+        """May a new order of `strategy` to `side` `quantity` of `symbol` go? Any doubt answers
+        HALTED.
+
+        Under a REDUCING switch, whether the order reduces exposure is computed from `book` (the
+        records' position ledger), never taken on the caller's word; without a book (None) no
+        order can be shown to reduce exposure, so REDUCING lets none through. The book is read
+        only when a REDUCING switch applies; a book that fails to answer reads HALTED.
+        """
         strategy = canonical_name(strategy, "strategy")
         symbol = canonical_symbol(symbol)
-        if not isinstance(reduces_exposure, bool):
-            raise ValidationError("reduces_exposure must be a bool")
+        side_ = _enum(Side, side, "side")
+        quantity = _quantity(quantity)
+        active = self._applicable(strategy, symbol)
+        if isinstance(active, Decision):
+            return active
+        if not active or any(s.mode is KillMode.HALTED for s in active):
+            return decide(active, reduces=False)
+        if book is None:
+            return decide(active, reduces=False, why="no position book to show it does")
+        try:
+            # Both the strategy's own position and the account's net position in the symbol must
+            # shrink: unwinding one strategy into another's opposite position still adds to the
+            # account's exposure, and a flat strategy trading against the account opens a position.
+            reduces = all(
+                reduces_exposure(book.net_quantity(owner, symbol), side_, quantity)
+                for owner in (strategy, None)
+            )
+        except Exception as e:  # the ledger did not answer: the order cannot be shown to reduce
+            return _halted(f"position book unreadable ({type(e).__name__}): failing closed", active)
+        return decide(active, reduces=reduces)
+
+    def _applicable(self, strategy: str, symbol: str) -> tuple[KillSwitch, ...] | Decision:
+        """The live switches covering an order of `strategy` in `symbol` (global, strategy and
+        symbol scope, either source), or a HALTED decision when they cannot be known."""
         fields = [
             f"{scope}:{target}:{source.value}"
             for scope, target in (("global", "*"), ("strategy", strategy), ("symbol", symbol))
@@ -371,11 +418,9 @@ class KillSwitches:
             if values[0] is None:
                 return _halted(_NOT_ARMED)
             active, problem = _active(zip(fields, values[1:], strict=True), seconds(clock))
-            if problem:
-                return _halted(problem, active)
-            return _decide(active, reduces_exposure)
         except Exception as e:  # a decision we cannot compute must not let an order through
             return _halted(f"kill-switch check failed ({type(e).__name__}): failing closed")
+        return _halted(problem, active) if problem else active
 
     def check_cancel(self, strategy: str, symbol: str) -> Decision:
         """Cancels are always allowed, whatever the switches or the tier's health."""
@@ -419,17 +464,38 @@ _NOT_ARMED: Final = (
 )
 
 
-def _decide(active: tuple[KillSwitch, ...], reduces_exposure: bool) -> Decision:
-    """HALTED beats REDUCING beats nothing; REDUCING lets exposure-reducing orders through."""
+def reduces_exposure(position: float, side: Side, quantity: float) -> bool:
+    """Does an order of `quantity` (> 0) on `side` reduce the signed net `position`?
+
+    Only when it moves the position toward zero without crossing through it: selling 10 of a
+    long 10 closes it (reduces), selling 11 of it leaves a short 1 (does not), and any order on a
+    flat position opens one (does not).
+    """
+    if side is Side.BUY:
+        return position < 0 and quantity <= -position
+    return position > 0 and quantity <= position
+
+
+def decide(active: tuple[KillSwitch, ...], *, reduces: bool, why: str = "") -> Decision:
+    """HALTED beats REDUCING beats nothing; REDUCING lets only exposure-reducing orders through."""
     halts = tuple(s for s in active if s.mode is KillMode.HALTED)
     if halts:
         return Decision(False, KillMode.HALTED, _describe(halts), halts)
     if not active:
         return Decision(True, None, "no kill switch applies")
     reason = _describe(active)
-    if reduces_exposure:
+    if reduces:
         return Decision(True, KillMode.REDUCING, f"reducing order allowed: {reason}", active)
-    return Decision(False, KillMode.REDUCING, f"only reducing orders: {reason}", active)
+    unproven = f" ({why})" if why else ""
+    return Decision(False, KillMode.REDUCING, f"only reducing orders{unproven}: {reason}", active)
+
+
+def _quantity(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"quantity must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValidationError(f"quantity must be finite and > 0, got {value}")
+    return float(value)
 
 
 def _halted(reason: str, switches: tuple[KillSwitch, ...] = ()) -> Decision:
