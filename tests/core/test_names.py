@@ -74,3 +74,26 @@ def test_the_cli_refuses_a_look_alike_symbol_instead_of_upper_casing_it(
         main(["--data-dir", str(tmp_path / "lab"), "lake", "gaps", raw])
     assert exit_info.value.code == 1
     assert "not a ticker" in capsys.readouterr().err
+
+
+def test_a_name_in_a_message_is_spelled_like_everywhere_else() -> None:
+    from tradeos_lab.contracts import Audit
+
+    audit = Audit(
+        actor="user:ops",
+        action="Kill_Switch.Engaged",
+        target="kill:strategy:momo",
+        old_value=None,
+        new_value=None,
+        reason="drawdown",
+    )
+    assert audit.action == "kill_switch.engaged"
+    with pytest.raises(ValueError, match="ASCII"):
+        Audit(
+            actor="user:ops",
+            action="kill_switch.\u0131",
+            target="kill:global:*",
+            old_value=None,
+            new_value=None,
+            reason="x",
+        )
