@@ -22,8 +22,13 @@ server being down. How the kill switches stay fail-closed:
    Agent switches may carry their own expiry, compared against the server's clock.
 5. Every change (arm, engage, clear, and the purge of an expired agent switch by `refresh()`) is
    handed as an audit record to the `audit` sink the object was built with (`Lab` publishes it on
-   the bus's `audit` stream): there is no way to change a switch without leaving that trail.
-6. Any Redis error, a corrupt entry or an unknown mode during a check reads as HALTED.
+   the bus's `audit` stream): no method changes a switch without leaving that trail, and an
+   object cannot be built without a sink.
+6. Any Redis error (a stalled server times out: the flags clients' connect and read timeouts, with
+   no retry of a timeout, bound a check to well under a second), a corrupt entry or an unknown
+   mode during a check reads as HALTED.
+7. Under REDUCING an order goes only if it reduces exposure, computed from the records' position
+   ledger (`PositionBook`) for the strategy and for the account, never taken on the caller's word.
 
 Cancels are always allowed (`check_cancel`): they only ever reduce risk.
 """
