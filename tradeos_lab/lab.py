@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from tradeos_lab.stores.records import RecordsStore
     from tradeos_lab.tiers.bus import Bus
     from tradeos_lab.tiers.cache import Cache
-    from tradeos_lab.tiers.flags import Flags
+    from tradeos_lab.tiers.flags import Flags, KillSwitches
 
 Part = Literal["bus", "cache", "flags", "records", "lake"]
 #: Every part, in the order `connect(parts=...)` opens them.
@@ -74,6 +74,7 @@ class Lab:
         self._opened: dict[Part, Any] = {}
         self._clients: list[redis.Redis] = []
         self._owned_lake: Lake | None = None
+        self._kill_switches: KillSwitches | None = None
         self._lock = threading.RLock()
         self._closed = False
 
@@ -98,6 +99,23 @@ class Lab:
     @property
     def lake(self) -> Lake:
         return cast("Lake", self._part("lake"))
+
+    @property
+    def kill_switches(self) -> KillSwitches:
+        """The kill switches of the services and the agent: agent source only, so they can never
+        clear an operator's halt; every change is audited on the bus."""
+        from tradeos_lab.operator import audit_sink
+        from tradeos_lab.tiers.flags import KillSource, KillSwitches
+
+        with self._lock:
+            if self._kill_switches is None:
+                self._kill_switches = KillSwitches(
+                    self.flags.redis,
+                    keys=self.keys,
+                    source=KillSource.AGENT,
+                    audit=audit_sink(self.bus, producer=self.settings.service_name),
+                )
+            return self._kill_switches
 
     def bars(self, provider: BarProvider | None = None) -> BarReader:
         """Three-tier bar reads (cache -> lake -> `provider`), writing back down on a miss."""
@@ -128,7 +146,11 @@ class Lab:
             runtime = self._embedded_runtime(role)
             address = runtime.redis_url(role, self._password())
         client = make_redis(
-            address, role=role, client_name=self.settings.service_name, tracking=tracking
+            address,
+            role=role,
+            settings=self.settings,
+            client_name=self.settings.service_name,
+            tracking=tracking,
         )
         try:
             ping(client, role)

@@ -127,6 +127,17 @@ class Settings(BaseSettings):
     # of cache_bars x 64 bytes (32 kB at 500 bars), least recently read dropped first; 0 = off.
     cache_near_entries: int = Field(default=1000, ge=0, le=100_000)
 
+    # Redis client timeouts per tier, in seconds: connect, and read (a reply that never comes, as
+    # from a stalled server). Flags are short so a kill-switch check of a stalled flags server
+    # answers HALTED within connect + read (0.5 s); the bus's read must outlast the longest BLOCK
+    # of a blocking XREADGROUP (a few seconds at most), or the blocking read would time out.
+    flags_connect_timeout_seconds: float = Field(default=0.25, gt=0, le=60)
+    flags_read_timeout_seconds: float = Field(default=0.25, gt=0, le=60)
+    cache_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
+    cache_read_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    bus_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    bus_read_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
     # Consumers
     max_deliveries: int = Field(default=5, ge=1, le=1000)
     claim_idle_ms: int = Field(default=30_000, ge=100)
@@ -214,6 +225,14 @@ class Settings(BaseSettings):
             Timeframe.H1: self.lake_ttl_1h_days,
             Timeframe.D1: self.lake_ttl_1d_days,
         }[tf]
+
+    def redis_timeouts(self, role: RedisRole) -> tuple[float, float]:
+        """(connect, read) timeouts in seconds of the clients of one Redis tier."""
+        return {
+            "bus": (self.bus_connect_timeout_seconds, self.bus_read_timeout_seconds),
+            "cache": (self.cache_connect_timeout_seconds, self.cache_read_timeout_seconds),
+            "flags": (self.flags_connect_timeout_seconds, self.flags_read_timeout_seconds),
+        }[role]
 
     def redis_url(self, role: RedisRole) -> SecretUrl | None:
         return {"bus": self.bus_url, "cache": self.cache_url, "flags": self.flags_url}[role]

@@ -230,11 +230,13 @@ def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[Par
     from tradeos_lab.keys import Keys
     from tradeos_lab.tiers.flags import Flags
 
-    client = redis.Redis.from_url(url, socket_timeout=STATUS_TIMEOUT_S)
+    client = redis.Redis.from_url(
+        url, socket_timeout=STATUS_TIMEOUT_S, socket_connect_timeout=STATUS_TIMEOUT_S
+    )
     try:
         flags = Flags(client, keys=Keys(settings.namespace), settings=settings)
-        seen = [("up", w) for w in flags.live_workers()] + [
-            ("down", w) for w in flags.stale_workers()
+        seen = [("up", w) for w in flags.workers.live_workers()] + [
+            ("down", w) for w in flags.workers.stale_workers()
         ]
     except Exception:
         return []

@@ -1,4 +1,7 @@
-"""Validation of tickers and timeframes: the one place deciding what may reach a store or SQL."""
+"""Validation of tickers, names and timeframes: the one place deciding what may reach a store or
+SQL, and the one canonical spelling of a symbol and of a name, applied at every entry point (the
+CLI, the kill switches, messages, the tiers), so `BTC/USD` and `btc-usd`, or `Momo` and `momo`,
+are one instrument and one strategy everywhere."""
 
 from __future__ import annotations
 
@@ -28,6 +31,53 @@ def validate_symbol(symbol: object) -> str:
             "letter or digit"
         )
     return symbol
+
+
+# The raw text of a symbol as a user or a caller may spell it: the same characters in any case.
+# Validated before any normalisation, because `str.upper` maps non-ASCII letters onto ASCII ones
+# (U+017F long s -> 'S', U+0131 dotless i -> 'I'): upper-casing first lets `\u017fPY` pass as
+# `SPY`.
+_RAW_TICKER = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-/]{0,19}")
+# Pairs are spelled BASE-QUOTE (BTC-USD); '/' is accepted as the same separator.
+PAIR_SEPARATOR = "-"
+
+
+def canonical_symbol(symbol: object) -> str:
+    """The canonical spelling of a ticker or pair: the raw text is validated first (ASCII only),
+    then upper-cased, with '/' spelled as the one pair separator '-'. Raises `SymbolError`."""
+    if not isinstance(symbol, str):
+        raise SymbolError(f"symbol must be a string, got {type(symbol).__name__}")
+    if not symbol:
+        raise SymbolError("symbol is empty")
+    if len(symbol) > 20:
+        raise SymbolError(f"symbol is {len(symbol)} characters long; at most 20 are allowed")
+    if not symbol.isascii() or not _RAW_TICKER.fullmatch(symbol):
+        shown = symbol.encode("ascii", "backslashreplace").decode()
+        raise SymbolError(
+            f"symbol {shown!r} is not a ticker: use ASCII letters, digits, '.', '-' or '/', "
+            "starting with a letter or digit"
+        )
+    return validate_symbol(symbol.upper().replace("/", PAIR_SEPARATOR))
+
+
+# Names of strategies, services, workers, subscribers, signals, dependencies...: ASCII letters and
+# digits first, then also '_', '.', ':', '@', '/' and '-' (`momo:v2`, `tca@2`), at most 64.
+_RAW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,63}")
+
+
+def canonical_name(value: object, what: str = "name") -> str:
+    """The canonical spelling of a machine name: the raw text is validated first (ASCII only),
+    then lower-cased, so `Momo` and `momo` are one strategy. Raises `ValidationError` naming
+    `what` was bad."""
+    if not isinstance(value, str) or not value.isascii() or not _RAW_NAME.fullmatch(value):
+        shown = (
+            value.encode("ascii", "backslashreplace").decode() if isinstance(value, str) else value
+        )
+        raise ValidationError(
+            f"bad {what} {shown!r}: 1-64 ASCII letters, digits, '_', '.', ':', '@', '/' or '-', "
+            "starting with a letter or digit"
+        )
+    return value.lower()
 
 
 def validate_symbols(symbols: str | Iterable[str]) -> list[str]:

@@ -72,7 +72,7 @@ def test_flags_and_bus_work_while_the_lake_and_records_are_down(down_stores: Set
         assert not lab.owns_stack
         operator.arm(lab, actor="user:test", reason="start of day")
         operator.halt(lab, actor="user:test", reason="news spike")
-        assert lab.flags.state().mode == "HALTED"
+        assert lab.kill_switches.state().mode == "HALTED"
         assert lab.bus.redis.xlen(lab.keys.stream("audit")) == 2
         with pytest.raises(PartNotConnected, match="parts=\\(bus, flags\\); it has no lake"):
             _ = lab.lake
@@ -84,7 +84,7 @@ def test_parts_open_on_first_use_so_a_down_lake_fails_only_its_own_access(
     down_stores: Settings,
 ) -> None:
     with tl.connect(down_stores, start=False) as lab:
-        assert lab.flags.state().mode == "HALTED"
+        assert lab.kill_switches.state().mode == "HALTED"
         with pytest.raises(DependencyUnavailable, match="ClickHouse server"):
             _ = lab.lake
         with pytest.raises(DependencyUnavailable, match="records database does not answer"):

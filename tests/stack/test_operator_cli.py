@@ -92,3 +92,31 @@ def test_a_halt_without_a_reason_is_refused(data_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "flags", "halt"])
     assert result.exit_code == 2
     assert "--reason" in result.output
+
+
+def test_a_change_through_the_labs_kill_switches_is_audited_too(data_dir: Path) -> None:
+    run(data_dir, "flags", "arm", "--actor", "user:ops", "--reason", "start of day")
+    with tl.connect(data_dir=data_dir) as lab:
+        lab.kill_switches.engage(
+            "strategy", "HALTED", target="momentum", actor="agent:risk", reason="drawdown"
+        )
+        lab.kill_switches.clear("strategy", target="momentum", actor="agent:risk", reason="ok")
+        audit = lab.bus.inspect.read(Stream.AUDIT)
+    assert list(audit["payload.action"]) == [
+        "kill_switch.armed",
+        "kill_switch.engaged",
+        "kill_switch.cleared",
+    ]
+    assert list(audit["payload.actor"])[1:] == ["agent:risk", "agent:risk"]
+    assert audit.iloc[1]["payload.target"] == "kill:strategy:momentum"
+    assert audit.iloc[2]["payload.old_value"]["reason"] == "drawdown"
+
+
+def test_a_manual_halt_is_lifted_only_through_the_operator_path(data_dir: Path) -> None:
+    run(data_dir, "flags", "arm", "--actor", "user:ops", "--reason", "start of day")
+    run(data_dir, "flags", "halt", "--actor", "user:ops", "--reason", "news spike")
+    with tl.connect(data_dir=data_dir) as lab:
+        lab.kill_switches.clear("global", actor="agent:risk", reason="looks calm to me")
+        assert lab.kill_switches.state().mode == "HALTED"
+    run(data_dir, "flags", "clear", "--actor", "user:lead", "--reason", "spike over")
+    assert json.loads(run(data_dir, "flags", "show", "--json").output)["mode"] is None

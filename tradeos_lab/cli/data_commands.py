@@ -16,7 +16,7 @@ import click
 import pandas as pd
 
 from tradeos_lab.cli.app import CliContext, pass_cli
-from tradeos_lab.symbols import Timeframe
+from tradeos_lab.symbols import Timeframe, canonical_symbol
 
 if TYPE_CHECKING:
     from tradeos_lab.lab import Lab
@@ -27,10 +27,11 @@ PROVIDERS = ["synthetic", "coinbase", "alpaca", "file"]
 
 
 def _symbols(arguments: Iterable[str], option: str | None) -> list[str]:
-    """Symbols from positional arguments and/or a comma-separated option, upper-cased."""
-    found = [s.strip().upper() for s in arguments]
+    """Symbols from positional arguments and/or a comma-separated option, each validated as
+    typed and then spelled canonically (`canonical_symbol`: `btc/usd` is `BTC-USD`)."""
+    found = [canonical_symbol(s.strip()) for s in arguments]
     if option:
-        found += [s.strip().upper() for s in option.split(",") if s.strip()]
+        found += [canonical_symbol(s.strip()) for s in option.split(",") if s.strip()]
     return list(dict.fromkeys(found))
 
 

@@ -130,7 +130,7 @@ def flags() -> None:
 def show(ctx: CliContext, as_json: bool) -> None:
     """The kill-switch state; unreachable or unarmed reads HALTED."""
     with _lab(ctx) as lab:
-        state = lab.flags.state()
+        state = lab.kill_switches.state()
     rows = [s.as_dict() for s in state.switches]
     if as_json:
         click.echo(

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, AwareDatetime, Field, JsonValue, StringCons
 from pydantic.json_schema import WithJsonSchema
 
 from tradeos_lab.contracts.ids import MESSAGE_ID_PATTERN
-from tradeos_lab.symbols import validate_symbol
+from tradeos_lab.symbols import canonical_name, validate_symbol
 
 # ---- strings ----------------------------------------------------------------------------------
 
@@ -49,8 +49,19 @@ ExternalId: TypeAlias = Annotated[
 ]
 """An id made elsewhere (broker order id, execution id, client order id, run id)."""
 
-Name: TypeAlias = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")]
-"""A machine name: a service, strategy, feature, check, modifier, regime or action."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$"
+"""The JSON Schema twin of `canonical_name`'s check of the raw text."""
+
+
+def _name(value: str) -> str:
+    return canonical_name(value)
+
+
+Name: TypeAlias = Annotated[
+    str, AfterValidator(_name), WithJsonSchema({"type": "string", "pattern": NAME_PATTERN})
+]
+"""A machine name: a service, strategy, feature, check, modifier, regime or action; spelled
+canonically (lower-case) like everywhere else, so `Momo` in a signal is the strategy `momo`."""
 
 Ref: TypeAlias = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9*][A-Za-z0-9_.:@/*=-]{0,127}$")

@@ -14,18 +14,16 @@ unsubscribing is released with `unsubscribe_all`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any, Final
 
 import pandas as pd
 import redis
 
-from tradeos_lab.errors import DependencyUnavailable, ValidationError
+from tradeos_lab.errors import DependencyUnavailable
 from tradeos_lab.keys import Keys
-from tradeos_lab.symbols import Timeframe, validate_symbol, validate_symbols
+from tradeos_lab.symbols import Timeframe, canonical_name, validate_symbol, validate_symbols
 
-_SUBSCRIBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
 _SEP: Final = "|"
 
 # Decrement fields by the given amounts; a field reaching <= 0 is deleted. ARGV: field, n, ...
@@ -185,11 +183,7 @@ class SubscriptionManager:
 
 
 def _subscriber(value: object) -> str:
-    if not isinstance(value, str) or not _SUBSCRIBER.fullmatch(value):
-        raise ValidationError(
-            f"bad subscriber name {value!r}: 1-64 of [A-Za-z0-9_.:-], letter or digit first"
-        )
-    return value
+    return canonical_name(value, "subscriber name")
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

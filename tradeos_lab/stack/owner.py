@@ -1,5 +1,6 @@
 """What `tradeos-lab up` runs: the embedded parts, migrations, `/healthz` + `/metrics`, a
-heartbeat and the lake's rollup refresh, for as long as the process lives."""
+heartbeat, the flags tier's upkeep (kill-switch refresh, reaping of stale workers) and the lake's
+rollup refresh, for as long as the process lives."""
 
 from __future__ import annotations
 
@@ -19,13 +20,18 @@ from tradeos_lab.observability.health import HealthServer
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.embedded import EmbeddedStack
-from tradeos_lab.tiers.flags import Flags
+from tradeos_lab.tiers.flags import Flags, KillSource, KillSwitches
 
 log = logging.getLogger(__name__)
 
 # How often the owner settles the lake's pending rollups, so coarse tiers stay current for
 # SQL that bypasses `Lake` (every `Lake` read of a coarse tier settles them anyway).
 ROLLUP_REFRESH_SECONDS = 2.0
+# How often the owner refreshes the kill switches (expired agent switches dropped and audited, the
+# registry's TTL pushed out) and reaps stale workers.
+FLAGS_UPKEEP_SECONDS = 2.0
+# A worker silent for this many heartbeat TTLs leaves the registry; until then status shows it down.
+REAP_AFTER_HEARTBEAT_TTLS = 10
 
 
 class StackOwner:
@@ -39,6 +45,9 @@ class StackOwner:
         self.health: HealthServer | None = None
         self._flags_client: redis.Redis | None = None
         self._flags: Flags | None = None
+        self._kill_switches: KillSwitches | None = None
+        self._bus_client: redis.Redis | None = None
+        self._upkeep: threading.Thread | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._refresher: threading.Thread | None = None
@@ -64,11 +73,19 @@ class StackOwner:
             else None
         )
         if flags_url:
-            self._flags_client = make_redis(flags_url, role="flags", client_name=self.service)
+            self._flags_client = make_redis(
+                flags_url, role="flags", settings=self.settings, client_name=self.service
+            )
             keys = Keys(self.settings.namespace)
             self._flags = Flags(self._flags_client, keys=keys, settings=self.settings)
             self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             self._heartbeat.start()
+            self._kill_switches = self._switches(keys)
+            if self._kill_switches is not None:
+                self._upkeep = threading.Thread(
+                    target=self._keep_flags, name="flags-upkeep", daemon=True
+                )
+                self._upkeep.start()
         if self.stack is not None and self.stack.lake is not None:
             self._refresher = threading.Thread(
                 target=self._refresh_rollups, name="rollup-refresh", daemon=True
@@ -91,7 +108,7 @@ class StackOwner:
         interval = max(1.0, self.settings.limits.heartbeat_ttl_seconds / 3)
         while not self._stop.is_set():
             try:
-                flags.heartbeat(
+                flags.workers.heartbeat(
                     self.service,
                     self.instance,
                     {"pid": os.getpid(), "health_url": self.health.url if self.health else ""},
@@ -100,6 +117,54 @@ class StackOwner:
                 # keep beating: status shows the gap, and the next beat may get through
                 log.warning("heartbeat failed; the flags tier is unreachable")
             self._stop.wait(interval)
+
+    def _switches(self, keys: Keys) -> KillSwitches | None:
+        """Kill switches whose changes (expiries dropped by `refresh`) go to the `audit` stream;
+        None without a bus to audit on."""
+        from tradeos_lab.operator import audit_sink
+        from tradeos_lab.tiers.bus import Bus
+
+        bus_url = (
+            self.settings.bus_url.get_secret_value()
+            if self.settings.bus_url
+            else self.stack.redis_url("bus")
+            if self.stack
+            else None
+        )
+        if bus_url is None or self._flags_client is None:
+            return None
+        self._bus_client = make_redis(
+            bus_url, role="bus", settings=self.settings, client_name=self.service
+        )
+        bus = Bus(self._bus_client, keys=keys, settings=self.settings)
+        return KillSwitches(
+            self._flags_client,
+            keys=keys,
+            source=KillSource.AGENT,
+            audit=audit_sink(bus, producer=self.service),
+        )
+
+    def _keep_flags(self) -> None:
+        """Refresh the kill switches and reap stale workers every `FLAGS_UPKEEP_SECONDS`."""
+        assert self._flags is not None
+        assert self._kill_switches is not None
+        flags, switches = self._flags, self._kill_switches
+        reap_after = REAP_AFTER_HEARTBEAT_TTLS * self.settings.limits.heartbeat_ttl_seconds
+        armed: bool | None = None
+        while not self._stop.wait(FLAGS_UPKEEP_SECONDS):
+            try:
+                now_armed = switches.refresh()
+                if armed is not False and not now_armed:  # said once, when it happens
+                    log.warning("kill-switch registry is not armed: every order reads HALTED")
+                armed = now_armed
+                for worker in flags.workers.reap_stale(max_age_seconds=reap_after):
+                    log.info(
+                        "reaped a stale worker",
+                        extra={"worker": f"{worker.service}/{worker.instance}"},
+                    )
+            except TradeosError:
+                # the next round retries; checks fail closed meanwhile
+                log.exception("flags upkeep failed")
 
     def _refresh_rollups(self) -> None:
         assert self.stack is not None
@@ -135,14 +200,16 @@ class StackOwner:
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in (self._heartbeat, self._refresher):
+        for thread in (self._heartbeat, self._upkeep, self._refresher):
             if thread is not None:
                 thread.join(timeout=30)
         if self._flags is not None:
             with contextlib.suppress(DependencyUnavailable, redis.RedisError):
-                self._flags.deregister(self.service, self.instance)
+                self._flags.workers.deregister(self.service, self.instance)
         if self._flags_client is not None:
             self._flags_client.close()
+        if self._bus_client is not None:
+            self._bus_client.close()
         if self.health is not None:
             self.health.stop()
         if self.stack is not None:

@@ -152,7 +152,7 @@ class RedisServerProcess:
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
         try:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:

@@ -40,7 +40,7 @@ from tradeos_lab.bars import BAR_COLUMNS, empty_bars, validate_bar, validate_bar
 from tradeos_lab.errors import ConfigError, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
-from tradeos_lab.symbols import Timeframe, validate_symbol
+from tradeos_lab.symbols import Timeframe, canonical_name, validate_symbol
 from tradeos_lab.tiers.near_cache import NearCache
 
 # One bar: `ts` (epoch seconds) is big-endian so the Lua merge can read it with struct.unpack;
@@ -110,7 +110,6 @@ end
 return {kept, wrote}
 """
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 _INDICATOR = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
 _PARAM = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _PROFILE_NAME_FIELD: Final = "_profile"
@@ -293,7 +292,7 @@ class Cache:
         if quantity == 0:
             raise ValidationError("qty is 0; close a position with remove_position")
         if strategy is not None:
-            _name("strategy", strategy)
+            strategy = _name("strategy", strategy)
         position = Position(
             symbol=symbol,
             qty=quantity,
@@ -344,7 +343,7 @@ class Cache:
         self, name: str, params: Mapping[str, float | int | bool | str]
     ) -> PolicyProfile:
         """Replace the active policy profile atomically (readers never see a mix of two)."""
-        _name("policy profile", name)
+        _name("policy profile", name)  # a label shown as given; only its characters are checked
         fields: dict[EncodableT, EncodableT] = {_PROFILE_NAME_FIELD: name}
         clean: dict[str, float | int | bool | str] = {}
         for param, value in params.items():
@@ -370,7 +369,7 @@ class Cache:
 
     def record_outcome(self, signal: str, *, won: bool) -> WinRate:
         """Count one resolved outcome of `signal` in the win-rate tracker (atomic increments)."""
-        _name("signal", signal)
+        signal = _name("signal", signal)
         if not isinstance(won, bool):
             raise ValidationError(f"won must be a bool, got {type(won).__name__}")
         key = self.keys.tracker("win_rate")
@@ -393,7 +392,7 @@ class Cache:
 
     def set_ic(self, signal: str, *, ic: float, samples: int) -> IcState:
         """Store the information coefficient of `signal` (in [-1, 1]) over `samples` outcomes."""
-        _name("signal", signal)
+        signal = _name("signal", signal)
         value = _number("ic", ic)
         if not -1.0 <= value <= 1.0:
             raise ValidationError(f"ic must be in [-1, 1], got {value}")
@@ -749,9 +748,7 @@ def _number(name: str, value: object, *, positive: bool = False) -> float:
 
 
 def _name(what: str, value: object) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValidationError(f"bad {what} name {value!r}: 1-64 of [A-Za-z0-9_.-], letter first")
-    return value
+    return canonical_name(value, f"{what} name")
 
 
 def _indicator_values(values: Mapping[str, float]) -> dict[str, float]:

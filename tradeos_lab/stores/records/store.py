@@ -64,7 +64,7 @@ from tradeos_lab.stores.records.models import (
     Trade,
 )
 from tradeos_lab.stores.records.timescale import timescaledb_installed
-from tradeos_lab.symbols import validate_symbol
+from tradeos_lab.symbols import canonical_name, validate_symbol
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_FILE = "records.db"
@@ -363,7 +363,7 @@ class RecordsStore:
             "raw_signal_id": _ident(raw_signal_id, "raw_signal_id", optional=True),
             "modified_signal_id": _ident(modified_signal_id, "modified_signal_id", optional=True),
             "intent_id": _ident(intent_id, "intent_id", optional=True),
-            "strategy": _ident(strategy, "strategy", optional=True),
+            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
             "symbol": validate_symbol(symbol),
             "side": _choice(side, ORDER_SIDES, "side"),
             "qty": _positive(qty, "qty"),
