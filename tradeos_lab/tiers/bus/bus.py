@@ -1,0 +1,310 @@
+"""The bus: validated publishing, groups, idempotent effects and trimming over one bus Redis.
+
+`Bus.publish` validates a message against its stream's contract and XADDs it; `queue_publish`
+queues the same XADD on a caller's MULTI, so outputs can commit together with an ack. Consumers
+(`Bus.consumer`) live in `consumer.py`, dead letters in `dead_letters.py`, trim-loss reporting in
+`trim_loss.py`.
+
+Trimming never loses work silently. With the default `trim_policy="safe"` XADD caps a stream at
+twice the profile's `stream_maxlen` and consumers trim it back to `stream_maxlen` with XTRIM MINID
+behind the slowest group, so only entries every group has acked go; what the hard cap cuts anyway
+is reported by `trim_loss.py`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import redis
+
+from tradeos_lab import contracts
+from tradeos_lab.errors import ContractError
+from tradeos_lab.keys import Keys, Stream
+from tradeos_lab.settings import Settings
+from tradeos_lab.tiers.bus.consumer import Consumer
+from tradeos_lab.tiers.bus.dead_letters import DeadLetters
+from tradeos_lab.tiers.bus.inspection import BusInspector
+from tradeos_lab.tiers.bus.metrics import PUBLISHED
+from tradeos_lab.tiers.bus.trim_loss import TrimLoss, TrimLossReporter
+from tradeos_lab.tiers.bus.wire import (
+    FIELD,
+    FIELD_B,
+    Wire,
+    pack_command,
+    parse_id,
+    queue_command,
+    text,
+    translate_redis_error,
+)
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+    from tradeos_lab.contracts import Message
+    from tradeos_lab.tiers.bus.consumer import Delivery
+
+#: How long an `apply_once` marker outlives its message (longer than any redelivery can take).
+EFFECT_MARKER_TTL_S = 7 * 24 * 3600
+_PIPELINE_CHUNK = 1000
+
+TrimPolicy = Literal["safe", "maxlen"]
+
+
+class Bus:
+    """Publishes validated messages and builds consumers over one bus Redis."""
+
+    def __init__(
+        self,
+        redis: redis.Redis,
+        *,
+        keys: Keys,
+        settings: Settings,
+        trim_policy: TrimPolicy = "safe",
+        producer: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.wire = Wire(redis)
+        self.keys = keys
+        self.settings = settings
+        self.trim_policy: TrimPolicy = trim_policy
+        self.producer = producer or settings.service_name
+        limits = settings.limits
+        #: Entries a stream keeps for history once every group has acked them.
+        self.retention = limits.stream_maxlen
+        #: XADD's MAXLEN ~: the cap past which even unread entries go (and are reported).
+        self.hard_cap = limits.stream_maxlen * (2 if trim_policy == "safe" else 1)
+        self.dead_letter_maxlen = limits.dead_letter_maxlen
+        self._stream_keys = {s: keys.stream(s) for s in Stream}
+        self._published = {s: PUBLISHED.labels(stream=s.value) for s in Stream}
+        self.dead_letters = DeadLetters(self)
+        self.trim_loss = TrimLossReporter(self)
+
+    def stream_key(self, stream: Stream) -> str:
+        """The Redis key of `stream` under this bus's namespace."""
+        return self._stream_keys[stream]
+
+    @property
+    def losses(self) -> deque[TrimLoss]:
+        """The latest trim losses this process detected, newest last (for notebooks)."""
+        return self.trim_loss.losses
+
+    # ---- publishing -----------------------------------------------------------------------------
+
+    def publish(self, stream: Stream | str, message: Message) -> str:
+        """Validate `message` against `stream`'s contract and append it; returns the entry id.
+
+        Raises `ContractError` (nothing published) or `DependencyUnavailable`. A retry after a lost
+        reply can append the message twice: consumers dedup by `message_id` (`apply_once`).
+        """
+        s = stream if type(stream) is Stream else Stream(stream)
+        raw = self._encode(s, message)
+        packed = pack_command(
+            ("XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw)
+        )
+        try:
+            (entry_id,) = self.wire.call(packed, 1)
+        except redis.RedisError as e:
+            raise translate_redis_error(e, f"XADD to {s.value}") from e
+        self._published[s].inc()
+        return text(entry_id)
+
+    def publish_many(self, stream: Stream | str, messages: Iterable[Message]) -> list[str]:
+        """Validate every message first (one bad one publishes none), then XADD in pipelines."""
+        s = Stream(stream)
+        raws = [self._encode(s, m) for m in messages]
+        key, cap = self._stream_keys[s], self.hard_cap
+        ids: list[str] = []
+        try:
+            for start in range(0, len(raws), _PIPELINE_CHUNK):
+                chunk = raws[start : start + _PIPELINE_CHUNK]
+                packed = b"".join(
+                    [pack_command(("XADD", key, "MAXLEN", "~", cap, "*", FIELD, r)) for r in chunk]
+                )
+                ids.extend(text(i) for i in self.wire.call(packed, len(chunk)))
+        except redis.RedisError as e:
+            raise translate_redis_error(
+                e, f"XADD to {s.value} ({len(ids)} of {len(raws)} published)"
+            ) from e
+        finally:
+            self._published[s].inc(len(ids))
+        return ids
+
+    def queue_publish(self, pipe: Pipeline, stream: Stream | str, message: Message) -> None:
+        """Validate `message` and queue its XADD on `pipe` (a MULTI the caller executes).
+
+        The way to publish together with other writes, e.g. a stage's outputs and the XACK of
+        its input. Counted as published when queued: a MULTI that fails raises in its caller.
+        """
+        s = stream if type(stream) is Stream else Stream(stream)
+        raw = self._encode(s, message)
+        queue_command(
+            pipe, "XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw
+        )
+        self._published[s].inc()
+
+    @staticmethod
+    def _encode(stream: Stream, message: Message) -> bytes:
+        raw = contracts.encode(message)  # ContractError for a non-message or one over the limit
+        if message.STREAM is not stream:  # the stream's contract: which schemas it carries
+            raise ContractError(
+                f"schema {message.schema_name} belongs on stream {message.STREAM.value}, "
+                f"not {stream.value} (nothing was published)"
+            )
+        return raw
+
+    @staticmethod
+    def decode(stream: Stream, fields: dict[bytes, bytes]) -> Message:
+        """The typed message of one stream entry; `ContractError` when it is not a valid one."""
+        raw = fields.get(FIELD_B)
+        if raw is None:
+            names = ", ".join(repr(k)[2:-1] for k in list(fields)[:5])
+            raise ContractError(f"entry has no {FIELD!r} field (fields: {names[:200]})")
+        if len(fields) != 1:
+            raise ContractError(f"entry has {len(fields)} fields; a bus entry has only {FIELD!r}")
+        return contracts.decode(raw, stream=stream)
+
+    def close(self) -> None:
+        """Return the bus's hot-path connections to the client's pool."""
+        self.wire.close()
+
+    # ---- groups and consumers -------------------------------------------------------------------
+
+    def ensure_group(self, stream: Stream | str, group: str, *, start_id: str = "0") -> bool:
+        """Create `group` on `stream` (and the stream) unless it exists; True when created.
+
+        `start_id="0"` lets a new group read everything the stream still holds; "$" only what
+        comes after.
+        """
+        s = Stream(stream)
+        try:
+            self.redis.xgroup_create(
+                self._stream_keys[s], Keys.group(group), id=start_id, mkstream=True
+            )
+        except redis.ResponseError as e:
+            if "BUSYGROUP" in str(e):
+                return False
+            raise translate_redis_error(e, f"XGROUP CREATE on {s.value}") from e
+        except redis.RedisError as e:
+            raise translate_redis_error(e, f"XGROUP CREATE on {s.value}") from e
+        return True
+
+    def consumer(
+        self,
+        stream: Stream | str,
+        group: str,
+        name: str,
+        *,
+        count: int = 256,
+        block_ms: int = 1000,
+        start_id: str = "0",
+        maintenance_s: float = 5.0,
+    ) -> Consumer:
+        """A consumer `name` in `group`; keep `name` stable so a restart drains its pending."""
+        return Consumer(
+            self,
+            Stream(stream),
+            Keys.group(group),
+            Keys.group(name),
+            count=count,
+            block_ms=block_ms,
+            start_id=start_id,
+            maintenance_s=maintenance_s,
+        )
+
+    # ---- idempotent effects ---------------------------------------------------------------------
+
+    def apply_once(
+        self,
+        delivery: Delivery,
+        effect: Callable[[Pipeline], object],
+        *,
+        ack: bool = False,
+        ttl_s: int = EFFECT_MARKER_TTL_S,
+    ) -> bool:
+        """Run `effect` (commands queued on a MULTI pipeline) at most once per message and group.
+
+        The effect and a marker keyed by the message id commit in one MULTI, so a redelivery
+        (a crash before the ack, a reclaim, a producer's retried XADD) finds the marker and skips
+        the effect. With `ack=True` the XACK joins the same MULTI. Returns True when the effect
+        ran now, False when it had already run. For effects in another store, keep the message id
+        in a unique column there instead.
+        """
+        marker = self.keys.effect_done(delivery.group, delivery.message.message_id)
+        key = self._stream_keys[delivery.stream]
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        cast(Any, pipe).watch(marker)
+                        if pipe.exists(marker):
+                            pipe.multi()
+                            if ack:
+                                pipe.xack(key, delivery.group, delivery.entry_id)
+                            pipe.execute()
+                            return False
+                        pipe.multi()
+                        effect(pipe)
+                        pipe.set(marker, delivery.entry_id, ex=ttl_s)
+                        if ack:
+                            pipe.xack(key, delivery.group, delivery.entry_id)
+                        pipe.execute()
+                        return True
+                    except redis.WatchError:
+                        continue
+        except redis.RedisError as e:
+            raise translate_redis_error(e, "an idempotent effect") from e
+
+    # ---- dead letters and trimming --------------------------------------------------------------
+
+    def replay_dead_letter(self, stream: Stream | str, dead_letter_id: str) -> str:
+        """Re-publish a dead-letter entry to its stream (validated first); returns the new id."""
+        return self.dead_letters.replay(stream, dead_letter_id)
+
+    def check_trimmed(self, stream: Stream | str) -> list[TrimLoss]:
+        """Find and report every group's entries trimmed before it delivered or acked them."""
+        return self.trim_loss.check(stream)
+
+    def trim(self, stream: Stream | str) -> int:
+        """XTRIM MINID ~ behind the slowest group, down to `retention` entries; returns removed.
+
+        Only entries every group has delivered and acked are removed; with no group nothing is
+        (the XADD hard cap still bounds the stream).
+        """
+        s = Stream(stream)
+        key = self._stream_keys[s]
+        try:
+            excess = int(self.redis.xlen(key)) - self.retention
+            if excess <= 0:
+                return 0
+            safe = self._safe_trim_id(key)
+            if safe is None:
+                return 0
+            removed = cast(Any, self.redis).execute_command(
+                "XTRIM", key, "MINID", "~", safe, "LIMIT", excess
+            )
+        except redis.RedisError as e:
+            raise translate_redis_error(e, f"XTRIM on {s.value}") from e
+        return int(removed)
+
+    def _safe_trim_id(self, key: str) -> str | None:
+        groups = self.redis.xinfo_groups(key)
+        if not groups:
+            return None
+        safe: tuple[int, int] | None = None
+        for g in groups:
+            point = parse_id(g["last-delivered-id"])
+            if g["pending"]:
+                summary = self.redis.xpending(key, g["name"])
+                point = min(point, parse_id(summary["min"]))
+            safe = point if safe is None else min(safe, point)
+        assert safe is not None
+        return f"{safe[0]}-{safe[1]}"
+
+    # ---- inspection -----------------------------------------------------------------------------
+
+    @property
+    def inspect(self) -> BusInspector:
+        """Streams, groups, consumers, lag, pending, dead letters as DataFrames (notebooks, CLI)."""
+        return BusInspector(self)

@@ -1,0 +1,449 @@
+"""A consumer of one group: read, hand each message to a handler, ack after it returned.
+
+A `Consumer` reads its group's entries (its own pending ones first after a restart, then new ones,
+plus entries other consumers left idle, reclaimed with XAUTOCLAIM), hands each to a handler as a
+typed `Delivery` and acks only after the handler returned. An entry that is malformed, or fails
+`max_deliveries` deliveries, moves to the stream's dead-letter stream (acked in the same MULTI);
+the consumer goes on. Delivery is at-least-once: `Bus.apply_once` makes a same-Redis effect
+happen once per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+
+from tradeos_lab.errors import ContractError, StoreError, TransientError
+from tradeos_lab.keys import Stream
+from tradeos_lab.tiers.bus.dead_letters import DeadLetter
+from tradeos_lab.tiers.bus.metrics import ACKED, CONSUMED, REDELIVERED
+from tradeos_lab.tiers.bus.wire import ZERO_ID, Entry, pack_command, queue_command, text
+
+if TYPE_CHECKING:
+    from tradeos_lab.contracts import Message
+    from tradeos_lab.tiers.bus.bus import Bus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message handed to a handler; `deliveries` counts this delivery too."""
+
+    stream: Stream
+    group: str
+    consumer: str
+    entry_id: str
+    message: Message
+    deliveries: int
+
+    @property
+    def redelivered(self) -> bool:
+        return self.deliveries > 1
+
+
+@dataclass(slots=True)
+class PollResult:
+    """What one `Consumer.poll` did."""
+
+    handled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+
+    @property
+    def fetched(self) -> int:
+        return self.handled + self.failed + self.dead_lettered + self.lost
+
+    def add(self, other: PollResult) -> None:
+        self.handled += other.handled
+        self.failed += other.failed
+        self.dead_lettered += other.dead_lettered
+        self.lost += other.lost
+
+
+Handler = Callable[[Delivery], object]
+
+
+class Consumer:
+    """One named consumer of a group: drains its own pending first, reclaims idle entries.
+
+    `run(handler)` is the service loop (pipelined acks, survives Redis restarts); `poll(handler)`
+    does one batch; iterating yields `Delivery` objects and acks each once the loop body is done.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        stream: Stream,
+        group: str,
+        name: str,
+        *,
+        count: int,
+        block_ms: int,
+        start_id: str,
+        maintenance_s: float,
+    ) -> None:
+        self.bus = bus
+        self.stream = stream
+        self.group = group
+        self.name = name
+        self.count = count
+        self.block_ms = block_ms
+        self.start_id = start_id
+        self.maintenance_s = maintenance_s
+        self.max_deliveries = bus.settings.max_deliveries
+        self.claim_idle_ms = bus.settings.claim_idle_ms
+        self._key = bus.stream_key(stream)
+        self._redis = bus.redis
+        self._exec: Callable[..., Any] = bus.redis.execute_command
+        self._group_ready = False
+        self._draining = True
+        self._drain_cursor: bytes | str = "0"
+        self._claim_cursor: bytes | str = ZERO_ID
+        self._next_claim = 0.0
+        self._next_maintenance = 0.0
+        self._lost = 0  # pending entries found trimmed while fetching (for PollResult.lost)
+        labels = {"stream": stream.value, "group": group}
+        self._m_consumed = CONSUMED.labels(**labels)
+        self._m_acked = ACKED.labels(**labels)
+        self._m_redelivered = REDELIVERED.labels(**labels)
+
+    def __repr__(self) -> str:
+        return f"<Consumer {self.name} of {self.group} on {self.stream.value}>"
+
+    # ---- fetching -------------------------------------------------------------------------------
+
+    def _ensure_group(self) -> None:
+        if not self._group_ready:
+            self.bus.ensure_group(self.stream, self.group, start_id=self.start_id)
+            self._group_ready = True
+
+    def restart(self) -> None:
+        """Forget the read position: drain own pending again (after a reconnect, say)."""
+        self._group_ready = False
+        self._draining = True
+        self._drain_cursor = "0"
+        self._claim_cursor = ZERO_ID
+        self._next_claim = 0.0
+
+    def _fetch(self, block_ms: int) -> list[Entry]:
+        self._ensure_group()
+        try:
+            if time.monotonic() >= self._next_claim:
+                entries = self._claim()
+                if entries:
+                    return entries
+            if self._draining:
+                entries = self._drain()
+                if entries:
+                    return entries
+            return self._read_new(block_ms)
+        except redis.ResponseError as e:
+            if "NOGROUP" in str(e) or "no such key" in str(e):
+                log.warning("group %s on %s is gone; recreating it", self.group, self.stream)
+                self.restart()
+                return []
+            raise
+
+    def _claim(self) -> list[Entry]:
+        reply = self._exec(
+            "XAUTOCLAIM",
+            self._key,
+            self.group,
+            self.name,
+            self.claim_idle_ms,
+            self._claim_cursor,
+            "COUNT",
+            self.count,
+        )
+        cursor, claimed = reply[0], reply[1]
+        self._claim_cursor = cursor
+        if cursor in (ZERO_ID, "0-0"):
+            self._next_claim = time.monotonic() + min(self.claim_idle_ms / 2000.0, 1.0)
+        if len(reply) > 2 and reply[2]:  # Redis 7: ids trimmed while pending, already un-pended
+            self._lost += len(reply[2])
+            self.bus.trim_loss.report_unacked(self.stream, self.group, reply[2], len(reply[2]))
+        found = [(eid, fields) for eid, fields in claimed if eid is not None]
+        if len(found) < len(claimed):  # Redis 6.2 claims trimmed entries as nil: reap them
+            reaped = self.bus.trim_loss.reap_gone_pending(self.stream, self.group)
+            self._lost += sum(loss.count or 0 for loss in reaped)
+        return self._with_counts(found)
+
+    def _drain(self) -> list[Entry]:
+        reply = self._exec(
+            "XREADGROUP",
+            "GROUP",
+            self.group,
+            self.name,
+            "COUNT",
+            self.count,
+            "STREAMS",
+            self._key,
+            self._drain_cursor,
+        )
+        rows = reply[0][1] if reply else []
+        if not rows:
+            self._draining = False
+            return []
+        self._drain_cursor = rows[-1][0]
+        return self._with_counts(rows)
+
+    def _with_counts(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
+        """Entries with their delivery counts, read from the group's pending list."""
+        if not rows:
+            return []
+        pending = self._redis.xpending_range(
+            self._key,
+            self.group,
+            rows[0][0],
+            rows[-1][0],
+            len(rows) * 4 + 16,
+            consumername=self.name,
+        )
+        counts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        entries = [Entry(eid, fields or {}, counts.get(eid, 2)) for eid, fields in rows]
+        self._m_redelivered.inc(len(entries))
+        return entries
+
+    def _read_new(self, block_ms: int) -> list[Entry]:
+        # The group's state is read in the same MULTI as the XREADGROUP: once a read jumps past a
+        # trimmed gap the gap can no longer be seen, so it is checked right before each read.
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.xinfo_stream(self._key)
+        pipe.xinfo_groups(self._key)
+        queue_command(
+            pipe,
+            "XREADGROUP",
+            "GROUP",
+            self.group,
+            self.name,
+            "COUNT",
+            self.count,
+            "STREAMS",
+            self._key,
+            ">",
+        )
+        info, groups, reply = pipe.execute()
+        for g in groups:
+            if text(g["name"]) == self.group:
+                self.bus.trim_loss.undelivered(self.stream, self.group, info, g)
+        rows = reply[0][1] if reply else []
+        if not rows and block_ms > 0:
+            reply = self._exec(
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.name,
+                "COUNT",
+                self.count,
+                "BLOCK",
+                block_ms,
+                "STREAMS",
+                self._key,
+                ">",
+            )
+            rows = reply[0][1] if reply else []
+        return [Entry(eid, fields, 1) for eid, fields in rows]
+
+    # ---- settling -------------------------------------------------------------------------------
+
+    def _triage(self, entry: Entry, result: PollResult) -> Message | DeadLetter | None:
+        """The message to hand over, a dead letter, or None for an entry trimmed while pending."""
+        if entry.gone:
+            result.lost += 1
+            return None
+        if entry.deliveries > self.max_deliveries:
+            return DeadLetter(
+                entry,
+                "max_deliveries",
+                f"delivered {entry.deliveries} times without an ack "
+                f"(max_deliveries={self.max_deliveries})",
+            )
+        try:
+            return self.bus.decode(self.stream, entry.fields)
+        except ContractError as e:
+            return DeadLetter(entry, "invalid", f"{type(e).__name__}: {e}")
+
+    def _settle(self, acks: list[bytes], dead: list[DeadLetter], gone: list[bytes]) -> None:
+        """XACK the handled entries and move dead letters, in one MULTI."""
+        if not acks and not dead and not gone:
+            return
+        if not dead and not gone:
+            self.bus.wire.call(pack_command(("XACK", self._key, self.group, *acks)), 1)
+            self._m_acked.inc(len(acks))
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        self.bus.dead_letters.queue(pipe, self.stream, self.group, self.name, dead)
+        pipe.xack(self._key, self.group, *acks, *(d.entry.entry_id for d in dead), *gone)
+        pipe.execute()
+        self._m_acked.inc(len(acks))
+        if gone:
+            self.bus.trim_loss.report_unacked(self.stream, self.group, gone, len(gone))
+
+    def poll(self, handler: Handler, *, block_ms: int | None = None) -> PollResult:
+        """Fetch one batch, hand each message to `handler`, ack those it returned from.
+
+        A handler exception leaves the entry pending: it is redelivered after `claim_idle_ms`, and
+        dead-lettered once it has failed `max_deliveries` deliveries. A transient error (Redis
+        unreachable) stops the batch and propagates, so `run` can back off.
+        """
+        result = PollResult()
+        entries = self._fetch(self.block_ms if block_ms is None else block_ms)
+        result.lost, self._lost = self._lost, 0
+        if not entries:
+            return result
+        self._m_consumed.inc(len(entries))
+        acks: list[bytes] = []
+        dead: list[DeadLetter] = []
+        gone: list[bytes] = []
+        try:
+            for entry in entries:
+                triaged = self._triage(entry, result)
+                if triaged is None:
+                    gone.append(entry.entry_id)
+                    continue
+                if isinstance(triaged, DeadLetter):
+                    dead.append(triaged)
+                    continue
+                delivery = Delivery(
+                    self.stream,
+                    self.group,
+                    self.name,
+                    text(entry.entry_id),
+                    triaged,
+                    entry.deliveries,
+                )
+                try:
+                    handler(delivery)
+                except (TransientError, redis.ConnectionError, redis.TimeoutError):
+                    raise
+                except Exception as e:
+                    result.failed += 1
+                    error = f"{type(e).__name__}: {e}"
+                    if entry.deliveries >= self.max_deliveries:
+                        dead.append(DeadLetter(entry, "handler_failed", error))
+                    else:
+                        log.warning(
+                            "handler failed on %s entry %s (delivery %d of %d): %s",
+                            self.stream.value,
+                            delivery.entry_id,
+                            entry.deliveries,
+                            self.max_deliveries,
+                            error[:200],
+                        )
+                    continue
+                acks.append(entry.entry_id)
+        finally:
+            self._settle(acks, dead, gone)
+        result.handled = len(acks)
+        result.dead_lettered = len(dead)
+        return result
+
+    def maintain(self) -> None:
+        """Report trim losses of every group on the stream; trim behind the slowest group."""
+        self.bus.check_trimmed(self.stream)
+        if self.bus.trim_policy == "safe":
+            self.bus.trim(self.stream)
+
+    def run(
+        self,
+        handler: Handler,
+        *,
+        stop: threading.Event | None = None,
+        max_messages: int | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> PollResult:
+        """Poll until `stop` is set, `max_messages` were settled or nothing came for a while.
+
+        Survives the bus Redis going away: connection errors back off with jitter (forever) and
+        the consumer resumes by draining its own pending entries again.
+        """
+        total = PollResult()
+        backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+        failures = 0
+        idle_since = time.monotonic()
+        while not (stop is not None and stop.is_set()):
+            try:
+                if self.maintenance_s >= 0 and time.monotonic() >= self._next_maintenance:
+                    self._next_maintenance = time.monotonic() + self.maintenance_s
+                    self.maintain()
+                block = self.block_ms
+                if idle_timeout_s is not None:
+                    block = min(block, max(1, int(idle_timeout_s * 1000)))
+                result = self.poll(handler, block_ms=block)
+            except (TransientError, StoreError, redis.RedisError) as e:
+                # Redis away (or refusing, e.g. OOM): back off and resume; never a crash loop
+                failures += 1
+                delay = backoff.compute(failures)
+                log.warning(
+                    "consumer %s of %s: bus Redis error (%s: %s); retrying in %.2fs",
+                    self.name,
+                    self.stream.value,
+                    type(e).__name__,
+                    str(e)[:200],
+                    delay,
+                )
+                time.sleep(delay)
+                self.restart()
+                continue
+            failures = 0
+            total.add(result)
+            now = time.monotonic()
+            if result.fetched:
+                idle_since = now
+            elif idle_timeout_s is not None and now - idle_since >= idle_timeout_s:
+                break
+            if max_messages is not None and total.fetched >= max_messages:
+                break
+        return total
+
+    def __iter__(self) -> Iterator[Delivery]:
+        return self.messages()
+
+    def messages(
+        self, *, block_ms: int | None = None, stop: threading.Event | None = None
+    ) -> Iterator[Delivery]:
+        """Yield deliveries; each is acked when the loop body returns to the iterator.
+
+        If the body raises, that delivery stays pending (redelivered after `claim_idle_ms`).
+        Acks are flushed per batch and when the iterator is closed.
+        """
+        block = self.block_ms if block_ms is None else block_ms
+        while not (stop is not None and stop.is_set()):
+            entries = self._fetch(block)
+            if not entries:
+                if block <= 0:
+                    return
+                continue
+            self._m_consumed.inc(len(entries))
+            acks: list[bytes] = []
+            dead: list[DeadLetter] = []
+            gone: list[bytes] = []
+            result = PollResult()
+            try:
+                for entry in entries:
+                    triaged = self._triage(entry, result)
+                    if triaged is None:
+                        gone.append(entry.entry_id)
+                    elif isinstance(triaged, DeadLetter):
+                        dead.append(triaged)
+                    else:
+                        yield Delivery(
+                            self.stream,
+                            self.group,
+                            self.name,
+                            text(entry.entry_id),
+                            triaged,
+                            entry.deliveries,
+                        )
+                        acks.append(entry.entry_id)
+            finally:
+                self._settle(acks, dead, gone)
