@@ -99,7 +99,7 @@ class Bus:
         reply can append the message twice: consumers dedup by `message_id` (`apply_once`).
         """
         s = stream if type(stream) is Stream else Stream(stream)
-        raw = self._encode(s, message)
+        raw = self.encode(s, message)
         packed = pack_command(
             ("XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw)
         )
@@ -113,7 +113,7 @@ class Bus:
     def publish_many(self, stream: Stream | str, messages: Iterable[Message]) -> list[str]:
         """Validate every message first (one bad one publishes none), then XADD in pipelines."""
         s = Stream(stream)
-        raws = [self._encode(s, m) for m in messages]
+        raws = [self.encode(s, m) for m in messages]
         key, cap = self._stream_keys[s], self.hard_cap
         ids: list[str] = []
         try:
@@ -132,20 +132,24 @@ class Bus:
         return ids
 
     def queue_publish(self, pipe: Pipeline, stream: Stream | str, message: Message) -> None:
-        """Validate `message` and queue its XADD on `pipe` (a MULTI the caller executes).
+        """Validate `message` and queue its XADD on `pipe`, a MULTI the caller executes.
 
-        The way to publish together with other writes, e.g. a stage's outputs and the XACK of
-        its input. Counted as published when queued: a MULTI that fails raises in its caller.
+        The way to publish together with other writes, e.g. a stage's outputs with the XACK of
+        its input, or an `apply_once` effect. Raises `ContractError` (nothing queued).
         """
         s = stream if type(stream) is Stream else Stream(stream)
-        raw = self._encode(s, message)
+        self.queue_encoded(pipe, s, self.encode(s, message))
+
+    def queue_encoded(self, pipe: Pipeline, stream: Stream, raw: bytes) -> None:
+        """Queue the XADD of a message `encode` already validated for `stream`."""
         queue_command(
-            pipe, "XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw
+            pipe, "XADD", self._stream_keys[stream], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw
         )
-        self._published[s].inc()
+        self._published[stream].inc()
 
     @staticmethod
-    def _encode(stream: Stream, message: Message) -> bytes:
+    def encode(stream: Stream, message: Message) -> bytes:
+        """`message` encoded for `stream`; `ContractError` when it is not one of its contract."""
         raw = contracts.encode(message)  # ContractError for a non-message or one over the limit
         if message.STREAM is not stream:  # the stream's contract: which schemas it carries
             raise ContractError(

@@ -1,11 +1,16 @@
-"""A consumer of one group: read, hand each message to a handler, ack after it returned.
+"""A consumer of one group: read, hand each message to a handler, commit its outputs and the ack.
 
 A `Consumer` reads its group's entries (its own pending ones first after a restart, then new ones,
-plus entries other consumers left idle, reclaimed with XAUTOCLAIM), hands each to a handler as a
-typed `Delivery` and acks only after the handler returned. An entry that is malformed, or fails
-`max_deliveries` deliveries, moves to the stream's dead-letter stream (acked in the same MULTI);
-the consumer goes on. Delivery is at-least-once: `Bus.apply_once` makes a same-Redis effect
-happen once per message.
+plus entries other consumers left idle, reclaimed with XAUTOCLAIM) and hands each to a handler as a
+typed `Delivery`. The messages the handler returns are published and the input acked in one
+MULTI/EXEC, so a stage that only transforms messages has an exactly-once effect on the bus; outputs
+carry ids derived from the input's id, so a re-handled message emits the same ids.
+
+Failures are told apart. A transient one (`TransientError`: the handler's store is down) is
+retried in place with backoff and is not a delivery; past `transient_retry_s` the message is
+dead-lettered with a risk event saying so. A message the handler rejects stays pending and comes
+back after `claim_idle_ms`, up to `max_deliveries`. Redelivered entries are fetched one at a time,
+so a message that kills its process is the only one whose delivery count climbs.
 """
 
 from __future__ import annotations
@@ -13,18 +18,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 
+from tradeos_lab.contracts.ids import derived_message_id
+from tradeos_lab.contracts.messages import Envelope
 from tradeos_lab.errors import ContractError, StoreError, TransientError
 from tradeos_lab.keys import Stream
 from tradeos_lab.tiers.bus.dead_letters import DeadLetter
 from tradeos_lab.tiers.bus.metrics import ACKED, CONSUMED, REDELIVERED
-from tradeos_lab.tiers.bus.wire import ZERO_ID, Entry, pack_command, queue_command, text
+from tradeos_lab.tiers.bus.wire import (
+    ZERO_ID,
+    Entry,
+    pack_command,
+    queue_command,
+    text,
+    translate_redis_error,
+)
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -69,7 +83,35 @@ class PollResult:
         self.lost += other.lost
 
 
+#: A handler returns the messages its input caused (a message, several, or None for none); each
+#: is published to its own contract's stream in the MULTI that acks the input.
 Handler = Callable[[Delivery], object]
+
+#: Failures that say nothing about the message: retried in place, never counted as a delivery.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+
+class _GaveUp(Exception):
+    """The handler's dependency stayed unavailable for `transient_retry_s`."""
+
+
+class _Stopped(Exception):
+    """The consumer was asked to stop while it waited for a dependency."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one fetched batch settles to: acks, outputs and dead letters, in one MULTI."""
+
+    entry_ids: list[bytes]
+    acks: list[bytes]
+    outputs: list[tuple[Stream, bytes]]
+    dead: list[DeadLetter]
+    gone: list[bytes]
 
 
 class Consumer:
@@ -101,6 +143,7 @@ class Consumer:
         self.maintenance_s = maintenance_s
         self.max_deliveries = bus.settings.max_deliveries
         self.claim_idle_ms = bus.settings.claim_idle_ms
+        self.transient_retry_s = bus.settings.transient_retry_s
         self._key = bus.stream_key(stream)
         self._redis = bus.redis
         self._exec: Callable[..., Any] = bus.redis.execute_command
@@ -162,20 +205,26 @@ class Consumer:
             self.claim_idle_ms,
             self._claim_cursor,
             "COUNT",
-            self.count,
+            1,  # one at a time: a redelivered entry's count only climbs when it is handled
         )
         cursor, claimed = reply[0], reply[1]
         self._claim_cursor = cursor
         if cursor in (ZERO_ID, "0-0"):
             self._next_claim = time.monotonic() + min(self.claim_idle_ms / 2000.0, 1.0)
-        if len(reply) > 2 and reply[2]:  # Redis 7: ids trimmed while pending, already un-pended
-            self._lost += len(reply[2])
-            self.bus.trim_loss.report_unacked(self.stream, self.group, reply[2], len(reply[2]))
-        found = [(eid, fields) for eid, fields in claimed if eid is not None]
-        if len(found) < len(claimed):  # Redis 6.2 claims trimmed entries as nil: reap them
-            reaped = self.bus.trim_loss.reap_gone_pending(self.stream, self.group)
-            self._lost += sum(loss.count or 0 for loss in reaped)
+        # Redis 7 lists ids trimmed while pending (already dropped from the pending list);
+        # Redis 6.2 claims them as nil entries. Either way every gone one is reaped in one report.
+        deleted = reply[2] if len(reply) > 2 else []
+        found = [(eid, fields) for eid, fields in claimed if eid is not None and fields]
+        if deleted or len(found) < len(claimed):
+            self._reap_gone(deleted)
         return self._with_counts(found)
+
+    def _reap_gone(self, already_gone: Sequence[bytes] = ()) -> None:
+        loss = self.bus.trim_loss.reap_gone_pending(
+            self.stream, self.group, already_gone=already_gone
+        )
+        if loss is not None:
+            self._lost += loss.count or 0
 
     def _drain(self) -> list[Entry]:
         reply = self._exec(
@@ -184,7 +233,7 @@ class Consumer:
             self.group,
             self.name,
             "COUNT",
-            self.count,
+            1,  # one at a time: a batch that died with its process is handled entry by entry
             "STREAMS",
             self._key,
             self._drain_cursor,
@@ -194,6 +243,9 @@ class Consumer:
             self._draining = False
             return []
         self._drain_cursor = rows[-1][0]
+        if any(not fields for _, fields in rows):  # trimmed while pending: reap them all at once
+            self._reap_gone()
+            rows = [(eid, fields) for eid, fields in rows if fields]
         return self._with_counts(rows)
 
     def _with_counts(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
@@ -272,28 +324,41 @@ class Consumer:
         except ContractError as e:
             return DeadLetter(entry, "invalid", f"{type(e).__name__}: {e}")
 
-    def _settle(self, acks: list[bytes], dead: list[DeadLetter], gone: list[bytes]) -> None:
-        """XACK the handled entries and move dead letters, in one MULTI."""
+    def _settle(self, batch: _Batch) -> None:
+        """Publish the outputs, move dead letters and XACK, in one MULTI."""
+        acks, outputs, dead, gone = batch.acks, batch.outputs, batch.dead, batch.gone
         if not acks and not dead and not gone:
             return
-        if not dead and not gone:
+        if not outputs and not dead and not gone:
             self.bus.wire.call(pack_command(("XACK", self._key, self.group, *acks)), 1)
             self._m_acked.inc(len(acks))
             return
         pipe = self._redis.pipeline(transaction=True)
+        for stream, raw in outputs:
+            self.bus.queue_encoded(pipe, stream, raw)
         self.bus.dead_letters.queue(pipe, self.stream, self.group, self.name, dead)
         pipe.xack(self._key, self.group, *acks, *(d.entry.entry_id for d in dead), *gone)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as e:  # refused when queued (OOM): nothing committed, all pending
+            raise translate_redis_error(e, f"settling a batch of {self.stream.value}") from e
         self._m_acked.inc(len(acks))
         if gone:
             self.bus.trim_loss.report_unacked(self.stream, self.group, gone, len(gone))
 
-    def poll(self, handler: Handler, *, block_ms: int | None = None) -> PollResult:
-        """Fetch one batch, hand each message to `handler`, ack those it returned from.
+    def poll(
+        self,
+        handler: Handler,
+        *,
+        block_ms: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> PollResult:
+        """Fetch one batch, hand each message to `handler`, commit outputs and acks together.
 
         A handler exception leaves the entry pending: it is redelivered after `claim_idle_ms`, and
-        dead-lettered once it has failed `max_deliveries` deliveries. A transient error (Redis
-        unreachable) stops the batch and propagates, so `run` can back off.
+        dead-lettered once it has failed `max_deliveries` deliveries. A transient error is retried
+        in place (see `_handle`); `stop` interrupts that wait, leaving the rest of the batch
+        pending. A bus Redis error propagates, so `run` can back off.
         """
         result = PollResult()
         entries = self._fetch(self.block_ms if block_ms is None else block_ms)
@@ -301,17 +366,15 @@ class Consumer:
         if not entries:
             return result
         self._m_consumed.inc(len(entries))
-        acks: list[bytes] = []
-        dead: list[DeadLetter] = []
-        gone: list[bytes] = []
+        batch = _Batch([e.entry_id for e in entries], [], [], [], [])
         try:
             for entry in entries:
                 triaged = self._triage(entry, result)
                 if triaged is None:
-                    gone.append(entry.entry_id)
+                    batch.gone.append(entry.entry_id)
                     continue
                 if isinstance(triaged, DeadLetter):
-                    dead.append(triaged)
+                    batch.dead.append(triaged)
                     continue
                 delivery = Delivery(
                     self.stream,
@@ -322,14 +385,18 @@ class Consumer:
                     entry.deliveries,
                 )
                 try:
-                    handler(delivery)
-                except (TransientError, redis.ConnectionError, redis.TimeoutError):
-                    raise
+                    outputs = self._handle(handler, delivery, batch, stop)
+                except _Stopped:
+                    break
+                except _GaveUp as e:
+                    result.failed += 1
+                    batch.dead.append(DeadLetter(entry, "dependency_unavailable", str(e)))
+                    continue
                 except Exception as e:
                     result.failed += 1
                     error = f"{type(e).__name__}: {e}"
                     if entry.deliveries >= self.max_deliveries:
-                        dead.append(DeadLetter(entry, "handler_failed", error))
+                        batch.dead.append(DeadLetter(entry, "handler_failed", error))
                     else:
                         log.warning(
                             "handler failed on %s entry %s (delivery %d of %d): %s",
@@ -340,12 +407,93 @@ class Consumer:
                             error[:200],
                         )
                     continue
-                acks.append(entry.entry_id)
+                batch.outputs.extend(outputs)
+                batch.acks.append(entry.entry_id)
         finally:
-            self._settle(acks, dead, gone)
-        result.handled = len(acks)
-        result.dead_lettered = len(dead)
+            self._settle(batch)
+        result.handled = len(batch.acks)
+        result.dead_lettered = len(batch.dead)
         return result
+
+    def _handle(
+        self,
+        handler: Handler,
+        delivery: Delivery,
+        batch: _Batch,
+        stop: threading.Event | None,
+    ) -> list[tuple[Stream, bytes]]:
+        """Call `handler` until it returns; its outputs, encoded, with their derived ids.
+
+        A transient error is retried with backoff on the same delivery: no re-read, so the
+        group's delivery count does not climb while a dependency is down. The batch's pending
+        entries are kept claimed meanwhile (XCLAIM JUSTID, which counts no delivery), so no
+        other consumer reclaims them. After `transient_retry_s` of failures: `_GaveUp`.
+        """
+        backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+        first_failure: float | None = None
+        attempts = 0
+        keep_claimed_at = 0.0
+        while True:
+            try:
+                return self._outputs(delivery, handler(delivery))
+            except TRANSIENT_ERRORS as e:
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                attempts += 1
+                waited = now - first_failure
+                error = f"{type(e).__name__}: {e}"
+                if waited >= self.transient_retry_s:
+                    raise _GaveUp(
+                        f"the handler's dependency stayed unavailable for {waited:.1f}s "
+                        f"({attempts} attempts, transient_retry_s={self.transient_retry_s:g}); "
+                        f"replay the message once it is back. Last error: {error}"
+                    ) from e
+                delay = min(backoff.compute(attempts), self.transient_retry_s - waited)
+                log.warning(
+                    "handler of %s entry %s: dependency unavailable (%s); retry %d in %.2fs",
+                    self.stream.value,
+                    delivery.entry_id,
+                    error[:200],
+                    attempts,
+                    delay,
+                )
+                if now >= keep_claimed_at:
+                    self._keep_claimed(batch.entry_ids)
+                    keep_claimed_at = now + self.claim_idle_ms / 3000.0
+                if stop is not None:
+                    if stop.wait(delay):
+                        raise _Stopped from e
+                else:
+                    time.sleep(delay)
+
+    def _outputs(self, delivery: Delivery, returned: object) -> list[tuple[Stream, bytes]]:
+        """The handler's messages with ids derived from the input's, validated and encoded."""
+        if returned is None:
+            return []
+        items = [returned] if isinstance(returned, Envelope) else returned
+        if not isinstance(items, Iterable):
+            raise ContractError(
+                f"a handler returns messages or None, not {type(returned).__name__}"
+            )
+        parent = delivery.message.message_id
+        encoded: list[tuple[Stream, bytes]] = []
+        for index, message in enumerate(items):
+            if not isinstance(message, Envelope):
+                raise ContractError(f"handler output {index} is a {type(message).__name__}")
+            stamped = message.model_copy(
+                update={"message_id": derived_message_id(parent, stage=self.group, index=index)}
+            )
+            encoded.append(
+                (stamped.STREAM, self.bus.encode(stamped.STREAM, cast("Message", stamped)))
+            )
+        return encoded
+
+    def _keep_claimed(self, entry_ids: Sequence[bytes]) -> None:
+        """Reset the idle time of our pending entries without counting a delivery."""
+        try:
+            self._redis.xclaim(self._key, self.group, self.name, 0, list(entry_ids), justid=True)
+        except redis.RedisError as e:  # the bus Redis may be what is down; the retry goes on
+            log.warning("could not keep %d entries claimed: %s", len(entry_ids), e)
 
     def maintain(self) -> None:
         """Report trim losses of every group on the stream; trim behind the slowest group."""
@@ -378,7 +526,7 @@ class Consumer:
                 block = self.block_ms
                 if idle_timeout_s is not None:
                     block = min(block, max(1, int(idle_timeout_s * 1000)))
-                result = self.poll(handler, block_ms=block)
+                result = self.poll(handler, block_ms=block, stop=stop)
             except (TransientError, StoreError, redis.RedisError) as e:
                 # Redis away (or refusing, e.g. OOM): back off and resume; never a crash loop
                 failures += 1
@@ -424,17 +572,15 @@ class Consumer:
                     return
                 continue
             self._m_consumed.inc(len(entries))
-            acks: list[bytes] = []
-            dead: list[DeadLetter] = []
-            gone: list[bytes] = []
+            batch = _Batch([e.entry_id for e in entries], [], [], [], [])
             result = PollResult()
             try:
                 for entry in entries:
                     triaged = self._triage(entry, result)
                     if triaged is None:
-                        gone.append(entry.entry_id)
+                        batch.gone.append(entry.entry_id)
                     elif isinstance(triaged, DeadLetter):
-                        dead.append(triaged)
+                        batch.dead.append(triaged)
                     else:
                         yield Delivery(
                             self.stream,
@@ -444,6 +590,6 @@ class Consumer:
                             triaged,
                             entry.deliveries,
                         )
-                        acks.append(entry.entry_id)
+                        batch.acks.append(entry.entry_id)
             finally:
-                self._settle(acks, dead, gone)
+                self._settle(batch)

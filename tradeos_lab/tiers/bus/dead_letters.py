@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DeadLetterReason = Literal["invalid", "handler_failed", "max_deliveries"]
+DeadLetterReason = Literal["invalid", "handler_failed", "max_deliveries", "dependency_unavailable"]
 _ORIG_PREFIX = b"orig."
 _ERROR_TEXT_MAX = 1000
 

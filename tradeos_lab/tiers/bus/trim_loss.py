@@ -79,7 +79,9 @@ class TrimLossReporter:
             loss = self.undelivered(s, group, info, g)
             if loss is not None:
                 losses.append(loss)
-            losses.extend(self.reap_gone_pending(s, group, info))
+            reaped = self.reap_gone_pending(s, group, info)
+            if reaped is not None:
+                losses.append(reaped)
         return losses
 
     def undelivered(
@@ -127,26 +129,42 @@ class TrimLossReporter:
         return loss
 
     def reap_gone_pending(
-        self, stream: Stream, group: str, info: dict[str, Any] | None = None
-    ) -> list[TrimLoss]:
-        """Ack and report `group`'s pending entries that trimming removed from the stream."""
+        self,
+        stream: Stream,
+        group: str,
+        info: dict[str, Any] | None = None,
+        *,
+        already_gone: Sequence[bytes] = (),
+    ) -> TrimLoss | None:
+        """Ack `group`'s pending entries that trimming removed, and report them as one loss.
+
+        `already_gone` are ids the server dropped from the pending list itself (Redis 7's
+        XAUTOCLAIM); they join the same report.
+        """
         key = self.bus.stream_key(stream)
         r = self.bus.redis
-        if info is None:
-            info = r.xinfo_stream(key)
-        first_entry = info.get("first-entry")
-        upper = "(" + text(first_entry[0]) if first_entry else "+"
-        losses: list[TrimLoss] = []
-        while True:
-            rows: Any = r.xpending_range(key, group, "-", upper, 1000)
-            if not rows:
-                return losses
-            ids = [row["message_id"] for row in rows]
-            acked = int(r.xack(key, group, *ids))
-            if acked:
-                losses.append(self.report_unacked(stream, group, ids, acked, first_entry))
-            if len(rows) < 1000:
-                return losses
+        try:
+            if info is None:
+                info = r.xinfo_stream(key)
+            first_entry = info.get("first-entry")
+            upper = "(" + text(first_entry[0]) if first_entry else "+"
+            ids: list[bytes] = list(already_gone)
+            count = len(ids)
+            while True:
+                rows: Any = r.xpending_range(key, group, "-", upper, 1000)
+                batch = [row["message_id"] for row in rows]
+                if batch:
+                    count += int(r.xack(key, group, *batch))
+                    ids.extend(batch)
+                if len(rows) < 1000:
+                    break
+        except redis.RedisError as e:
+            raise translate_redis_error(
+                e, f"reaping trimmed pending entries of {stream.value}"
+            ) from e
+        if not count:
+            return None
+        return self.report_unacked(stream, group, ids, count, first_entry)
 
     def report_unacked(
         self,
