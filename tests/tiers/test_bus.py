@@ -522,6 +522,62 @@ def test_entries_trimmed_before_delivery_are_detected_and_reported(
     assert len(bus.losses) == 1
 
 
+def test_a_group_that_has_not_read_yet_has_its_trimmed_entries_reported(
+    bus_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys
+) -> None:
+    bus = make_bus(bus_redis, trim_policy="maxlen", stream_maxlen=100)
+    bus.publish_many(MD, [bar_message(i) for i in range(10)])
+    bus.ensure_group(MD, "idle")  # created, never reads
+    bus.publish_many(MD, [bar_message(i) for i in range(10, 1010)])  # the cap cuts its unread
+    length = int(bus_redis.xlen(keys.stream(MD)))  # type: ignore[arg-type]
+    bus.ensure_group(MD, "late")  # created after that trimming: none of it was its loss
+
+    losses = bus.check_trimmed(MD)
+    assert [(x.group, x.kind) for x in losses] == [("idle", "undelivered")]
+    redis7 = server_major(bus_redis) >= 7
+    assert losses[0].count == (1010 - length if redis7 else None)
+    assert bus.check_trimmed(MD) == []  # reported once
+
+    bus.publish_many(MD, [bar_message(i) for i in range(1010, 2010)])
+    length_after = int(bus_redis.xlen(keys.stream(MD)))  # type: ignore[arg-type]
+    later = {x.group: x.count for x in bus.check_trimmed(MD)}
+    if redis7:  # each group is told of what it lost since the last report, once
+        assert later == {"idle": length + 1000 - length_after, "late": length + 1000 - length_after}
+    else:  # no counts on 6.2: "late" lost its first gap; "idle" was told of its gap already
+        assert later == {"late": None}
+
+
+def test_a_slow_consumer_is_reported_each_lost_range_once(
+    bus_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys
+) -> None:
+    bus = make_bus(bus_redis, trim_policy="maxlen", stream_maxlen=100)
+    consumer = bus.consumer(MD, "slow", "w1", count=10, block_ms=0)
+    consumer.maintenance_s = -1
+    before = metric("tradeos_bus_trimmed_lost_total", stream="market_data", group="slow")
+    handled: list[int] = []
+    published = 20
+    bus.publish_many(MD, [bar_message(i) for i in range(published)])
+    for _ in range(3):  # it reads 10, then the producer runs a whole cap ahead of it
+        consumer.poll(lambda d: handled.append(minute_of(d.message)))
+        bus.publish_many(MD, [bar_message(i) for i in range(published, published + 1000)])
+        published += 1000
+    consumer.run(lambda d: handled.append(minute_of(d.message)), idle_timeout_s=0.2)
+    assert bus.check_trimmed(MD) == []
+
+    lost = published - len(handled)
+    assert lost > 2000
+    counts = [x.count for x in bus.losses]
+    events = [e for e in risk_events(bus_redis, keys) if e.payload.kind == "stream_trimmed"]
+    assert [e.payload.data["count"] for e in events] == counts
+    if server_major(bus_redis) >= 7:
+        assert len(counts) == 3
+        assert sum(c or 0 for c in counts) == lost  # each lost entry counted once
+        total = metric("tradeos_bus_trimmed_lost_total", stream="market_data", group="slow")
+        assert total == before + lost
+    else:
+        assert counts == [None, None, None]  # one report per gap, counts unknown on 6.2
+
+
 @pytest.mark.parametrize("who", ["the same consumer", "another consumer", "maintenance"])
 def test_pending_entries_trimmed_before_their_ack_are_acked_and_reported(
     bus_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys, who: str

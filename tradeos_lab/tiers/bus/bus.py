@@ -78,6 +78,7 @@ class Bus:
         self.dead_letter_maxlen = limits.dead_letter_maxlen
         self._stream_keys = {s: keys.stream(s) for s in Stream}
         self._published = {s: PUBLISHED.labels(stream=s.value) for s in Stream}
+        self._server_major: int | None = None
         self.dead_letters = DeadLetters(self)
         self.trim_loss = TrimLossReporter(self)
 
@@ -179,20 +180,64 @@ class Bus:
         """Create `group` on `stream` (and the stream) unless it exists; True when created.
 
         `start_id="0"` lets a new group read everything the stream still holds; "$" only what
-        comes after.
+        comes after. The group is positioned so that trimming it later can be told apart from
+        trimming before it existed: on Redis 7 its read counter starts at the entries already
+        gone (ENTRIESREAD), on 6.2 it starts just before the first entry the stream holds.
         """
         s = Stream(stream)
+        key = self._stream_keys[s]
+        name = Keys.group(group)
         try:
-            self.redis.xgroup_create(
-                self._stream_keys[s], Keys.group(group), id=start_id, mkstream=True
-            )
+            with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        cast(Any, pipe).watch(key)
+                        position = self._group_position(pipe, key, start_id)
+                        pipe.multi()
+                        queue_command(pipe, "XGROUP", "CREATE", key, name, *position, "MKSTREAM")
+                        pipe.hdel(
+                            self.keys.trim_loss_reported(s), *self.trim_loss.forget_fields(name)
+                        )
+                        pipe.execute()
+                        return True
+                    except redis.WatchError:
+                        continue
         except redis.ResponseError as e:
             if "BUSYGROUP" in str(e):
                 return False
             raise translate_redis_error(e, f"XGROUP CREATE on {s.value}") from e
         except redis.RedisError as e:
             raise translate_redis_error(e, f"XGROUP CREATE on {s.value}") from e
-        return True
+
+    def _group_position(self, pipe: Pipeline, key: str, start_id: str) -> list[str | int]:
+        """XGROUP CREATE's id (and ENTRIESREAD) for `start_id`, from the stream's state now."""
+        try:
+            info: dict[str, Any] | None = cast(Any, pipe).xinfo_stream(key)
+        except redis.ResponseError as e:
+            if "no such key" not in str(e):
+                raise
+            info = None
+        if start_id not in ("0", "$"):
+            return [start_id]
+        if self._counts_entries():  # Redis 7
+            added = int(info["entries-added"]) if info else 0
+            held = int(info["length"]) if info and start_id == "0" else 0
+            return [start_id, "ENTRIESREAD", added - held]
+        if start_id == "$" or info is None:
+            return [start_id]
+        first = info.get("first-entry")
+        if first:
+            ms, seq = parse_id(first[0])
+            before = (ms, seq - 1) if seq else (ms - 1, 2**64 - 1) if ms else (0, 0)
+            return [f"{before[0]}-{before[1]}"]
+        return [text(info["last-generated-id"])]
+
+    def _counts_entries(self) -> bool:
+        """True when the server keeps stream entry counters (Redis >= 7)."""
+        if self._server_major is None:
+            version = str(self.redis.info("server")["redis_version"])
+            self._server_major = int(version.split(".", maxsplit=1)[0])
+        return self._server_major >= 7
 
     def consumer(
         self,

@@ -24,12 +24,33 @@ from tradeos_lab.tiers.bus.metrics import TRIMMED_LOST
 from tradeos_lab.tiers.bus.wire import ZERO_ID, parse_id, text, translate_redis_error
 
 if TYPE_CHECKING:
+    from redis.commands.core import Script
+
     from tradeos_lab.tiers.bus.bus import Bus
 
 log = logging.getLogger(__name__)
 
 LossKind = Literal["undelivered", "unacked"]
-_TRIM_REPORT_TTL_S = 7 * 24 * 3600
+
+# Compare-and-set of what was reported for one group, so that concurrent detectors (every
+# consumer, every maintenance run) report each loss once. `total` mode keeps the running total of
+# entries lost (Redis 7 counts them) and returns what is new; `gap` mode (Redis 6.2, no counts)
+# keeps the last-delivered id of the last gap reported and returns 1 for a new gap.
+_REPORTED_LUA = """
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == 'total' then
+    local before = tonumber(prev or '0')
+    local now = tonumber(ARGV[3])
+    if now > before then
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+        return now - before
+    end
+    return 0
+end
+if prev == ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +67,12 @@ class TrimLoss:
     detected_at: float
 
 
+def _next_id(entry_id: tuple[int, int]) -> tuple[int, int]:
+    """The smallest stream id above `entry_id`."""
+    ms, seq = entry_id
+    return (ms, seq + 1) if seq < 2**64 - 1 else (ms + 1, 0)
+
+
 class TrimLossReporter:
     """Finds and reports trim losses of one bus's streams."""
 
@@ -53,6 +80,12 @@ class TrimLossReporter:
         self.bus = bus
         #: The latest trim losses this process detected, newest last (for notebooks).
         self.losses: deque[TrimLoss] = deque(maxlen=1000)
+        self._reported: Script = bus.redis.register_script(_REPORTED_LUA)
+
+    @staticmethod
+    def forget_fields(group: str) -> tuple[str, str]:
+        """The fields of `trim_loss_reported(stream)` that hold what `group` was told of."""
+        return group, f"{group}:gap"
 
     def check(self, stream: Stream | str) -> list[TrimLoss]:
         """Find and report every group's entries trimmed before it delivered or acked them.
@@ -95,26 +128,34 @@ class TrimLossReporter:
         first_entry = info.get("first-entry")
         first = first_entry[0] if first_entry else None
         if first is not None:
-            behind = parse_id(last) < parse_id(first)
+            # an entry could only have been between them if `first` is not the very next id
+            behind = _next_id(parse_id(last)) < parse_id(first)
         else:
             behind = parse_id(last) < parse_id(info["last-generated-id"])
         if not behind:
             return None
         count: int | None
-        if "entries-added" in info:  # Redis >= 7 counts exactly
-            read = g.get("entries-read")
-            if read is None:
-                return None  # the group never read, or was moved with XGROUP SETID
-            count = int(info["entries-added"]) - int(read) - int(info["length"])
+        reported = self.bus.keys.trim_loss_reported(stream)
+        read = g.get("entries-read")
+        if "entries-added" in info and read is not None:
+            # Redis 7 counts: every entry added but neither read by the group nor still in the
+            # stream was trimmed unread. The group's read counter starts at what was trimmed
+            # before it existed (`Bus.ensure_group`), so this is the group's running total;
+            # only what grew since the last report is new.
+            total = int(info["entries-added"]) - int(read) - int(info["length"])
+            if total <= 0:
+                return None
+            count = int(self._reported(keys=[reported], args=[group, "total", total]))
             if count <= 0:
                 return None
-        else:  # Redis 6.2: a group behind the first entry has lost entries, how many is unknown
+        else:
+            # Redis 6.2 (or a group made elsewhere, with no read counter): a group behind the
+            # first entry lost entries, how many is unknown; each gap is known by its position.
             if last == ZERO_ID:
+                return None  # never positioned: whatever was trimmed may predate the group
+            if not int(self._reported(keys=[reported], args=[f"{group}:gap", "gap", text(last)])):
                 return None
             count = None
-        marker = self.bus.keys.trim_loss_reported(stream, group, text(last))
-        if not self.bus.redis.set(marker, 1, nx=True, ex=_TRIM_REPORT_TTL_S):
-            return None
         loss = TrimLoss(
             stream=stream,
             group=group,
