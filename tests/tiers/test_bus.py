@@ -326,6 +326,29 @@ def test_apply_once_with_ack_commits_effect_and_ack_together(
     assert seen == [0]  # acked inside the MULTI, before the handler even returned
 
 
+def test_apply_once_markers_live_while_unacked_then_only_for_the_redelivery_window(
+    shared_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys, namespace: str
+) -> None:
+    bus = make_bus(shared_redis, claim_idle_ms=20_000, max_deliveries=3)
+    assert bus.effect_marker_ttl_s == 80  # 4 reclaim windows of 20 s
+    messages = [bar_message(i) for i in range(2)]
+    bus.publish_many(MD, messages)
+    markers = [keys.effect_done("g", m.message_id) for m in messages]
+    during: list[int] = []
+
+    def handler(d: Delivery) -> None:
+        ack = minute_of(d.message) == 1
+        bus.apply_once(d, lambda p: p.incr(f"{namespace}:test:n"), ack=ack)
+        during.append(int(shared_redis.ttl(markers[minute_of(d.message)])))  # type: ignore[arg-type]
+
+    assert bus.consumer(MD, "g", "w1", block_ms=0).poll(handler).handled == 2
+    # unacked, a marker outlives any consumer downtime; acked with the effect, it is short
+    assert during[0] > 24 * 3600
+    assert 0 < during[1] <= 80
+    # the consumer's ack shortened the first one too: memory is bounded by the message rate
+    assert [0 < int(shared_redis.ttl(m)) <= 80 for m in markers] == [True, True]  # type: ignore[arg-type]
+
+
 # ---- dead letters -------------------------------------------------------------------------------
 
 

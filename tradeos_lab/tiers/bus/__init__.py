@@ -5,7 +5,7 @@
 `wire.py` is the layer every part talks to Redis through. See docs/bus.md.
 """
 
-from tradeos_lab.tiers.bus.bus import EFFECT_MARKER_TTL_S, Bus, TrimPolicy
+from tradeos_lab.tiers.bus.bus import EFFECT_PENDING_TTL_S, Bus, TrimPolicy
 from tradeos_lab.tiers.bus.consumer import Consumer, Delivery, Handler, PollResult
 from tradeos_lab.tiers.bus.dead_letters import DeadLetterReason
 from tradeos_lab.tiers.bus.inspection import BusInspector, GroupInfo
@@ -13,7 +13,7 @@ from tradeos_lab.tiers.bus.trim_loss import LossKind, TrimLoss
 from tradeos_lab.tiers.bus.wire import FIELD, parse_id
 
 __all__ = [
-    "EFFECT_MARKER_TTL_S",
+    "EFFECT_PENDING_TTL_S",
     "FIELD",
     "Bus",
     "BusInspector",

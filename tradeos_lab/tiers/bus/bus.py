@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
     from tradeos_lab.tiers.bus.consumer import Delivery
 
-#: How long an `apply_once` marker outlives its message (longer than any redelivery can take).
-EFFECT_MARKER_TTL_S = 7 * 24 * 3600
+#: How long an `apply_once` marker lives while its entry is still unacked: a consumer may be down
+#: that long and still find, on restart, that the effect was applied.
+EFFECT_PENDING_TTL_S = 7 * 24 * 3600
 _PIPELINE_CHUNK = 1000
 
 TrimPolicy = Literal["safe", "maxlen"]
@@ -264,24 +265,36 @@ class Bus:
 
     # ---- idempotent effects ---------------------------------------------------------------------
 
+    @property
+    def effect_marker_ttl_s(self) -> int:
+        """How long an `apply_once` marker outlives the ack of its entry.
+
+        After the ack the entry is never redelivered; the marker then only guards against a
+        duplicate entry of the same message (a producer's XADD retried after a lost reply), which
+        sits next to the original and is handled within the redelivery window of the two:
+        `max_deliveries` reclaims of `claim_idle_ms` each (at least a minute).
+        """
+        window_s = self.settings.claim_idle_ms * (self.settings.max_deliveries + 1) / 1000
+        return max(60, int(window_s))
+
     def apply_once(
-        self,
-        delivery: Delivery,
-        effect: Callable[[Pipeline], object],
-        *,
-        ack: bool = False,
-        ttl_s: int = EFFECT_MARKER_TTL_S,
+        self, delivery: Delivery, effect: Callable[[Pipeline], object], *, ack: bool = False
     ) -> bool:
         """Run `effect` (commands queued on a MULTI pipeline) at most once per message and group.
 
         The effect and a marker keyed by the message id commit in one MULTI, so a redelivery
         (a crash before the ack, a reclaim, a producer's retried XADD) finds the marker and skips
         the effect. With `ack=True` the XACK joins the same MULTI. Returns True when the effect
-        ran now, False when it had already run. For effects in another store, keep the message id
-        in a unique column there instead.
+        ran now, False when it had already run.
+
+        Markers are bounded: one lives for as long as its entry is unacked, then for
+        `effect_marker_ttl_s` (the consumer shortens it in the MULTI of the ack). A stage that
+        only publishes returns its outputs instead and needs no marker; an effect in another
+        store keeps the message id in a unique column there.
         """
         marker = self.keys.effect_done(delivery.group, delivery.message.message_id)
         key = self._stream_keys[delivery.stream]
+        ttl_s = self.effect_marker_ttl_s if ack else EFFECT_PENDING_TTL_S
         try:
             with self.redis.pipeline(transaction=True) as pipe:
                 while True:
@@ -299,11 +312,14 @@ class Bus:
                         if ack:
                             pipe.xack(key, delivery.group, delivery.entry_id)
                         pipe.execute()
-                        return True
+                        break
                     except redis.WatchError:
                         continue
         except redis.RedisError as e:
             raise translate_redis_error(e, "an idempotent effect") from e
+        if not ack:
+            delivery.effect_markers.append(marker)
+        return True
 
     # ---- dead letters and trimming --------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -57,6 +57,8 @@ class Delivery:
     entry_id: str
     message: Message
     deliveries: int
+    #: `apply_once` markers set for this delivery; the ack shortens their TTL.
+    effect_markers: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def redelivered(self) -> bool:
@@ -112,6 +114,7 @@ class _Batch:
     outputs: list[tuple[Stream, bytes]]
     dead: list[DeadLetter]
     gone: list[bytes]
+    markers: list[str] = field(default_factory=list)
 
 
 class Consumer:
@@ -329,7 +332,7 @@ class Consumer:
         acks, outputs, dead, gone = batch.acks, batch.outputs, batch.dead, batch.gone
         if not acks and not dead and not gone:
             return
-        if not outputs and not dead and not gone:
+        if not outputs and not dead and not gone and not batch.markers:
             self.bus.wire.call(pack_command(("XACK", self._key, self.group, *acks)), 1)
             self._m_acked.inc(len(acks))
             return
@@ -338,6 +341,8 @@ class Consumer:
             self.bus.queue_encoded(pipe, stream, raw)
         self.bus.dead_letters.queue(pipe, self.stream, self.group, self.name, dead)
         pipe.xack(self._key, self.group, *acks, *(d.entry.entry_id for d in dead), *gone)
+        for marker in batch.markers:  # acked: the effect's marker only has duplicates to stop
+            pipe.expire(marker, self.bus.effect_marker_ttl_s)
         try:
             pipe.execute()
         except redis.RedisError as e:  # refused when queued (OOM): nothing committed, all pending
@@ -408,6 +413,7 @@ class Consumer:
                         )
                     continue
                 batch.outputs.extend(outputs)
+                batch.markers.extend(delivery.effect_markers)
                 batch.acks.append(entry.entry_id)
         finally:
             self._settle(batch)
@@ -582,7 +588,7 @@ class Consumer:
                     elif isinstance(triaged, DeadLetter):
                         batch.dead.append(triaged)
                     else:
-                        yield Delivery(
+                        delivery = Delivery(
                             self.stream,
                             self.group,
                             self.name,
@@ -590,6 +596,8 @@ class Consumer:
                             triaged,
                             entry.deliveries,
                         )
+                        yield delivery
+                        batch.markers.extend(delivery.effect_markers)
                         batch.acks.append(entry.entry_id)
             finally:
                 self._settle(batch)
