@@ -27,7 +27,7 @@ from tradeos_lab.contracts import (
     encode,
     new_message,
 )
-from tradeos_lab.errors import ContractError, StoreError, ValidationError
+from tradeos_lab.errors import ContractError, DependencyUnavailable, StoreError, ValidationError
 from tradeos_lab.keys import Keys, Stream
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.redis_server import redis_server_binary
@@ -481,6 +481,29 @@ def test_replay_republishes_a_dead_letter_and_refuses_an_invalid_one(
     seen: list[Delivery] = []
     consumer.poll(seen.append)
     assert [(d.entry_id, d.message) for d in seen] == [(new_id, message)]
+
+
+def test_replay_translates_redis_errors_to_ours(
+    shared_redis: redis.Redis,
+    make_bus: Callable[..., Bus],
+    keys: Keys,
+    redis_server_factory: Callable[..., Any],
+) -> None:
+    bus = make_bus(shared_redis)
+    shared_redis.set(keys.dead_letter(MD), "not a stream")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        bus.inspect.replay(MD, "1-0")
+    shared_redis.delete(keys.dead_letter(MD))
+    with pytest.raises(StoreError, match="no dead-letter entry"):
+        bus.inspect.replay(MD, "1-0")
+
+    server = redis_server_factory("bus")
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=0.5, retry=None)
+    down = make_bus(client)
+    server.stop()
+    with pytest.raises(DependencyUnavailable, match="replay"):
+        down.inspect.replay(MD, "1-0")
+    client.close()
 
 
 # ---- trimming -----------------------------------------------------------------------------------

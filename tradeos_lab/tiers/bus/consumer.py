@@ -438,7 +438,6 @@ class Consumer:
         backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
         first_failure: float | None = None
         attempts = 0
-        keep_claimed_at = 0.0
         while True:
             try:
                 return self._outputs(delivery, handler(delivery))
@@ -463,14 +462,23 @@ class Consumer:
                     attempts,
                     delay,
                 )
-                if now >= keep_claimed_at:
-                    self._keep_claimed(batch.entry_ids)
-                    keep_claimed_at = now + self.claim_idle_ms / 3000.0
-                if stop is not None:
-                    if stop.wait(delay):
-                        raise _Stopped from e
-                else:
-                    time.sleep(delay)
+                self._wait(delay, batch.entry_ids, stop)
+
+    def _wait(self, delay: float, entry_ids: Sequence[bytes], stop: threading.Event | None) -> None:
+        """Sleep `delay` (`_Stopped` if `stop` is set), keeping the batch claimed meanwhile."""
+        deadline = time.monotonic() + delay
+        step = self.claim_idle_ms / 3000.0
+        while True:
+            self._keep_claimed(entry_ids)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            pause = min(left, step)
+            if stop is not None:
+                if stop.wait(pause):
+                    raise _Stopped
+            else:
+                time.sleep(pause)
 
     def _outputs(self, delivery: Delivery, returned: object) -> list[tuple[Stream, bytes]]:
         """The handler's messages with ids derived from the input's, validated and encoded."""

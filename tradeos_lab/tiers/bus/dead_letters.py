@@ -125,24 +125,28 @@ class DeadLetters:
     def replay(self, stream: Stream | str, dead_letter_id: str) -> str:
         """Re-publish a dead-letter entry to its stream and drop it from the dead-letter stream.
 
-        The message is validated first: a `ContractError` leaves both streams untouched.
+        The message is validated first: a `ContractError` leaves both streams untouched. A
+        missing entry is a `StoreError`; Redis errors become `DependencyUnavailable` (unreachable)
+        or `StoreError` (refused).
         """
         s = Stream(stream)
         dlq = self.bus.keys.dead_letter(s)
-        rows: Any = self.bus.redis.xrange(dlq, dead_letter_id, dead_letter_id)
-        if not rows:
-            raise StoreError(f"no dead-letter entry {dead_letter_id} for {s.value}")
-        _, fields = rows[0]
-        raw = fields.get(FIELD_B)
-        if raw is None:
-            raise ContractError(f"dead-letter entry {dead_letter_id} holds no {FIELD!r} field")
-        self.bus.decode(s, {FIELD_B: raw})
-        pipe = self.bus.redis.pipeline(transaction=True)
-        pipe.xadd(self.bus.stream_key(s), {FIELD: raw}, maxlen=self.bus.hard_cap, approximate=True)
-        pipe.xdel(dlq, dead_letter_id)
         try:
+            rows: Any = self.bus.redis.xrange(dlq, dead_letter_id, dead_letter_id)
+            if not rows:
+                raise StoreError(f"no dead-letter entry {dead_letter_id} for {s.value}")
+            _, fields = rows[0]
+            raw = fields.get(FIELD_B)
+            if raw is None:
+                raise ContractError(f"dead-letter entry {dead_letter_id} holds no {FIELD!r} field")
+            self.bus.decode(s, {FIELD_B: raw})
+            pipe = self.bus.redis.pipeline(transaction=True)
+            pipe.xadd(
+                self.bus.stream_key(s), {FIELD: raw}, maxlen=self.bus.hard_cap, approximate=True
+            )
+            pipe.xdel(dlq, dead_letter_id)
             new_id, _ = pipe.execute()
         except redis.RedisError as e:
-            raise translate_redis_error(e, f"replay to {s.value}") from e
+            raise translate_redis_error(e, f"replay of {dead_letter_id} to {s.value}") from e
         PUBLISHED.labels(stream=s.value).inc()
         return text(new_id)
