@@ -110,10 +110,10 @@ class _Batch:
     """What one fetched batch settles to: acks, outputs and dead letters, in one MULTI."""
 
     entry_ids: list[bytes]
-    acks: list[bytes]
-    outputs: list[tuple[Stream, bytes]]
-    dead: list[DeadLetter]
-    gone: list[bytes]
+    acks: list[bytes] = field(default_factory=list)
+    outputs: list[tuple[Stream, bytes]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    gone: list[bytes] = field(default_factory=list)
     markers: list[str] = field(default_factory=list)
 
 
@@ -371,7 +371,7 @@ class Consumer:
         if not entries:
             return result
         self._m_consumed.inc(len(entries))
-        batch = _Batch([e.entry_id for e in entries], [], [], [], [])
+        batch = _Batch([e.entry_id for e in entries])
         try:
             for entry in entries:
                 triaged = self._triage(entry, result)
@@ -586,7 +586,7 @@ class Consumer:
                     return
                 continue
             self._m_consumed.inc(len(entries))
-            batch = _Batch([e.entry_id for e in entries], [], [], [], [])
+            batch = _Batch([e.entry_id for e in entries])
             result = PollResult()
             try:
                 for entry in entries:
