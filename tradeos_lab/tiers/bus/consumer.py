@@ -230,26 +230,31 @@ class Consumer:
             self._lost += loss.count or 0
 
     def _drain(self) -> list[Entry]:
-        reply = self._exec(
-            "XREADGROUP",
-            "GROUP",
-            self.group,
-            self.name,
-            "COUNT",
-            1,  # one at a time: a batch that died with its process is handled entry by entry
-            "STREAMS",
-            self._key,
-            self._drain_cursor,
-        )
-        rows = reply[0][1] if reply else []
-        if not rows:
-            self._draining = False
-            return []
-        self._drain_cursor = rows[-1][0]
-        if any(not fields for _, fields in rows):  # trimmed while pending: reap them all at once
-            self._reap_gone()
-            rows = [(eid, fields) for eid, fields in rows if fields]
-        return self._with_counts(rows)
+        """This consumer's next own pending entry (after a restart), or [] once none is left.
+
+        One at a time: a batch that died with its process is handled entry by entry, so only the
+        entry handed to the handler counts a delivery.
+        """
+        while True:
+            reply = self._exec(
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.name,
+                "COUNT",
+                1,
+                "STREAMS",
+                self._key,
+                self._drain_cursor,
+            )
+            rows = reply[0][1] if reply else []
+            if not rows:
+                self._draining = False
+                return []
+            self._drain_cursor = rows[-1][0]
+            if all(fields for _, fields in rows):
+                return self._with_counts(rows)
+            self._reap_gone()  # trimmed while pending: reap them all at once, then go on
 
     def _with_counts(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
         """Entries with their delivery counts, read from the group's pending list."""
