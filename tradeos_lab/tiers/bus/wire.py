@@ -70,7 +70,7 @@ pack_command = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
 
 
 class Wire:
-    """Raw round trips for the hot paths (publish, read, ack) on the client's own connections.
+    """Raw round trips for the hot paths (publish, ack) on the client's own connections.
 
     On a unix socket redis-py's per-call machinery (pool checkout with a socket poll, hooks,
     reply callbacks) costs more than the round trip; commands are packed here with hiredis and
