@@ -583,6 +583,8 @@ def test_a_group_that_has_not_read_yet_has_its_trimmed_entries_reported(
     redis7 = server_major(bus_redis) >= 7
     assert losses[0].count == (1010 - length if redis7 else None)
     assert bus.check_trimmed(MD) == []  # reported once
+    assert bus.ensure_group(MD, "idle") is False  # (a consumer starting) forgets nothing
+    assert bus.check_trimmed(MD) == []
 
     bus.publish_many(MD, [bar_message(i) for i in range(1010, 2010)])
     length_after = int(bus_redis.xlen(keys.stream(MD)))  # type: ignore[arg-type]

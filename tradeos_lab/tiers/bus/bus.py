@@ -193,31 +193,38 @@ class Bus:
                 while True:
                     try:
                         cast(Any, pipe).watch(key)
-                        position = self._group_position(pipe, key, start_id)
+                        position = self._group_position(pipe, key, name, start_id)
+                        if position is None:
+                            return False
                         pipe.multi()
                         queue_command(pipe, "XGROUP", "CREATE", key, name, *position, "MKSTREAM")
-                        pipe.hdel(
-                            self.keys.trim_loss_reported(s), *self.trim_loss.forget_fields(name)
-                        )
                         pipe.execute()
-                        return True
+                        break
                     except redis.WatchError:
                         continue
+            # a new group has not been told of any loss yet (a group of the same name may have)
+            self.redis.hdel(self.keys.trim_loss_reported(s), *self.trim_loss.forget_fields(name))
         except redis.ResponseError as e:
             if "BUSYGROUP" in str(e):
                 return False
             raise translate_redis_error(e, f"XGROUP CREATE on {s.value}") from e
         except redis.RedisError as e:
             raise translate_redis_error(e, f"XGROUP CREATE on {s.value}") from e
+        return True
 
-    def _group_position(self, pipe: Pipeline, key: str, start_id: str) -> list[str | int]:
-        """XGROUP CREATE's id (and ENTRIESREAD) for `start_id`, from the stream's state now."""
+    def _group_position(
+        self, pipe: Pipeline, key: str, group: str, start_id: str
+    ) -> list[str | int] | None:
+        """XGROUP CREATE's id (and ENTRIESREAD) for `start_id`; None when `group` exists."""
         try:
             info: dict[str, Any] | None = cast(Any, pipe).xinfo_stream(key)
+            groups: Any = cast(Any, pipe).xinfo_groups(key)
         except redis.ResponseError as e:
             if "no such key" not in str(e):
                 raise
-            info = None
+            info, groups = None, []
+        if any(text(g["name"]) == group for g in groups):
+            return None
         if start_id not in ("0", "$"):
             return [start_id]
         if self._counts_entries():  # Redis 7
