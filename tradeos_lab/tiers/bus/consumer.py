@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
 
 from tradeos_lab.contracts.ids import derived_message_id
 from tradeos_lab.contracts.messages import Envelope
 from tradeos_lab.errors import ContractError, StoreError, TransientError
 from tradeos_lab.keys import Stream
+from tradeos_lab.retry import RetryPolicy
 from tradeos_lab.tiers.bus.dead_letters import DeadLetter
 from tradeos_lab.tiers.bus.metrics import ACKED, CONSUMED, REDELIVERED
 from tradeos_lab.tiers.bus.wire import (
@@ -95,6 +95,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
 )
+
+
+#: The house retry policy's full-jitter backoff (50 ms doubling to 2 s); the bound on the total
+#: wait is `transient_retry_s`, not a number of attempts.
+_BACKOFF = RetryPolicy(base=0.05, cap=2.0)
 
 
 class _GaveUp(Exception):
@@ -440,7 +445,6 @@ class Consumer:
         entries are kept claimed meanwhile (XCLAIM JUSTID, which counts no delivery), so no
         other consumer reclaims them. After `transient_retry_s` of failures: `_GaveUp`.
         """
-        backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
         first_failure: float | None = None
         attempts = 0
         while True:
@@ -458,7 +462,7 @@ class Consumer:
                         f"({attempts} attempts, transient_retry_s={self.transient_retry_s:g}); "
                         f"replay the message once it is back. Last error: {error}"
                     ) from e
-                delay = min(backoff.compute(attempts), self.transient_retry_s - waited)
+                delay = min(_BACKOFF.backoff(attempts - 1), self.transient_retry_s - waited)
                 log.warning(
                     "handler of %s entry %s: dependency unavailable (%s); retry %d in %.2fs",
                     self.stream.value,
@@ -534,7 +538,6 @@ class Consumer:
         the consumer resumes by draining its own pending entries again.
         """
         total = PollResult()
-        backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
         failures = 0
         idle_since = time.monotonic()
         while not (stop is not None and stop.is_set()):
@@ -549,7 +552,7 @@ class Consumer:
             except (TransientError, StoreError, redis.RedisError) as e:
                 # Redis away (or refusing, e.g. OOM): back off and resume; never a crash loop
                 failures += 1
-                delay = backoff.compute(failures)
+                delay = _BACKOFF.backoff(failures - 1)
                 log.warning(
                     "consumer %s of %s: bus Redis error (%s: %s); retrying in %.2fs",
                     self.name,
