@@ -113,6 +113,27 @@ def redis_benchmark(
     return float(rates[-1])
 
 
+def plain_publish_many(bus: Bus, client: Any, messages: list[Any]) -> None:
+    """`Bus.publish_many` on plain redis-py pipelines instead of the wire layer (for comparison)."""
+    key = bus.stream_key(MD)
+    for start in range(0, len(messages), 1000):
+        pipe = client.pipeline(transaction=False)
+        for m in messages[start : start + 1000]:
+            pipe.execute_command(
+                "XADD", key, "MAXLEN", "~", bus.hard_cap, "*", "m", bus.encode(MD, m)
+            )
+        pipe.execute()
+
+
+def plain_publish(bus: Bus, client: Any, messages: list[Any]) -> None:
+    """`Bus.publish` as one plain redis-py call each (for comparison)."""
+    key = bus.stream_key(MD)
+    for m in messages:
+        client.execute_command(
+            "XADD", key, "MAXLEN", "~", bus.hard_cap, "*", "m", bus.encode(MD, m)
+        )
+
+
 def timed(fn: Callable[[], object], count: int) -> float:
     start = time.perf_counter()
     fn()
@@ -251,6 +272,13 @@ def main() -> int:
                 client.delete("rb")
                 record("single", timed(lambda: [bus.publish(MD, m) for m in singles], rb_n))
                 client.delete(stream_key)
+                record("plain_single", timed(lambda: plain_publish(bus, client, singles), rb_n))
+                client.delete(stream_key)
+                record(
+                    "plain_pipelined",
+                    timed(lambda: plain_publish_many(bus, client, to_publish), n),
+                )
+                client.delete(stream_key)
 
                 fill = min(n, bus.hard_cap)
                 bus.publish_many(MD, to_publish[:fill])
@@ -274,6 +302,8 @@ def main() -> int:
     print(f"redis-benchmark XADD -c 1 -P 1          : {best['rb_p1']:>10,.0f} msg/s")
     print(f"Bus.publish_many (pipelined)            : {best['pipelined']:>10,.0f} msg/s")
     print(f"Bus.publish (one round trip each)       : {best['single']:>10,.0f} msg/s")
+    print(f"plain redis-py pipelines (publish_many) : {best['plain_pipelined']:>10,.0f} msg/s")
+    print(f"plain redis-py calls (publish)          : {best['plain_single']:>10,.0f} msg/s")
     print(f"one consumer, consume + ack             : {best['consume']:>10,.0f} msg/s")
     print(
         f"  of which contracts.decode alone       : {best['decode']:>10,.0f} msg/s "
@@ -283,6 +313,8 @@ def main() -> int:
         ("pipelined publish / redis-benchmark -P 16", best["pipelined"] / best["rb_p16"], 0.25),
         ("unpipelined publish / redis-benchmark -c 1 -P 1", best["single"] / best["rb_p1"], 0.50),
         ("consume + ack / pipelined publish", best["consume"] / best["pipelined"], None),
+        ("plain pipelines / redis-benchmark -P 16", best["plain_pipelined"] / best["rb_p16"], None),
+        ("plain calls / redis-benchmark -c 1 -P 1", best["plain_single"] / best["rb_p1"], None),
     ]
     ok = True
     for label, ratio, target in checks:

@@ -57,9 +57,9 @@ class Keys:
         """Marker that `group` applied the effect of `message_id` (idempotent consumers)."""
         return self._k("bus", "done", group, message_id)
 
-    def trim_loss_reported(self, stream: Stream | str, group: str, marker: str) -> str:
-        """Marker that one trimmed-before-delivery gap of `group` was already reported."""
-        return self._k("bus", "trimloss", Stream(stream).value, group, marker)
+    def trim_loss_reported(self, stream: Stream | str) -> str:
+        """Hash of the trim losses already reported, per group of `stream` (each reported once)."""
+        return self._k("bus", "trimloss", Stream(stream).value)
 
     # ---- cache ----------------------------------------------------------------------------
     def price(self, symbol: str) -> str:

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # Consumers
     max_deliveries: int = Field(default=5, ge=1, le=1000)
     claim_idle_ms: int = Field(default=30_000, ge=100)
+    # How long a consumer retries a handler failing with a transient error (its store is down)
+    # in place, uncounted, before it dead-letters the message with a risk event.
+    transient_retry_s: float = Field(default=300.0, ge=0)
 
     # Lake retention per resolution tier, in days (0 keeps bars forever)
     lake_ttl_1m_days: int = Field(default=730, ge=0)

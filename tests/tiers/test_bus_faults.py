@@ -75,6 +75,39 @@ def test_consumer_sigkilled_after_its_effect_before_the_ack_applies_the_effect_o
     client.close()
 
 
+def test_a_message_that_kills_its_consumer_is_the_only_one_dead_lettered(
+    redis_server_factory: Callable[..., RedisServerProcess],
+    keys: Keys,
+    namespace: str,
+    settings_factory: Callable[..., Any],
+) -> None:
+    server = redis_server_factory("bus")
+    client = make_redis(server.url, role="bus")
+    bus = Bus(client, keys=keys, settings=settings_factory())
+    bus.ensure_group(MD, "positions")
+    ids = bus.publish_many(MD, [bar_message(i) for i in range(6)])
+    poison = 2  # the whole batch of six is pending when it kills the first process
+    script = [sys.executable, str(HERE / "bus_consumer_proc.py"), server.url, namespace]
+
+    exits = []
+    for _ in range(6):  # max_deliveries is 2: the third process dead-letters it and drains
+        exits.append(subprocess.run([*script, "poison", str(poison)], timeout=60).returncode)
+        if exits[-1] == 0:
+            break
+    assert exits == [-signal.SIGKILL, -signal.SIGKILL, 0]
+    dead = bus.inspect.dead_letters(MD)
+    assert list(zip(dead["entry_id"], dead["reason"], strict=True)) == [
+        (ids[poison], "max_deliveries")
+    ]
+    runs = [r.decode().split() for r in client.lrange(f"{namespace}:test:runs", 0, -1)]  # type: ignore[union-attr]
+    handled = {entry_id for entry_id, _ in runs}
+    assert handled == set(ids)  # every innocent one was handed to the handler
+    poison_runs = [int(n) for entry_id, n in runs if entry_id == ids[poison]]
+    assert poison_runs == [1, 2]  # counted once per process it killed, then set aside
+    assert bus.inspect.group_info(MD, "positions").pending == 0
+    client.close()
+
+
 RATE = 2000  # messages per second from the producer
 SECONDS = 3.0
 

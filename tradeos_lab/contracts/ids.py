@@ -7,6 +7,7 @@ increasing, even when several are made in the same millisecond or the clock step
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import threading
@@ -67,3 +68,22 @@ def message_id_time(message_id: str) -> datetime:
         raise ContractError(f"{message_id!r} is not a UUIDv7 message id")
     ms = int(message_id[:8] + message_id[9:13], 16)
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def derived_message_id(parent_id: str, *, stage: str, index: int) -> str:
+    """The id of output `index` that `stage` made from message `parent_id`: the same every time.
+
+    A stage that handles a message again (a redelivery, a producer's duplicate) emits outputs
+    with the same ids, so a downstream reader can tell a duplicate. The id carries the parent's
+    millisecond (it sorts next to its cause) and 74 bits of a hash of (parent, stage, index).
+    """
+    if not is_message_id(parent_id):
+        raise ContractError(f"{parent_id!r} is not a UUIDv7 message id")
+    digest = hashlib.blake2b(f"{parent_id}/{stage}/{index}".encode(), digest_size=16).digest()
+    bits = int.from_bytes(digest, "big")
+    ms = int(parent_id[:8] + parent_id[9:13], 16)
+    rand_a = bits >> 116  # 12 bits
+    rand_b = bits & ((1 << 62) - 1)
+    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -15,10 +15,13 @@ import redis
 
 from tradeos_lab.errors import ContractError
 from tradeos_lab.keys import Stream
-from tradeos_lab.tiers.bus import Bus, TrimLoss, _translate, parse_id
+from tradeos_lab.tiers.bus.trim_loss import TrimLoss
+from tradeos_lab.tiers.bus.wire import parse_id, translate_redis_error
 
 if TYPE_CHECKING:
     from redis.commands.core import Script
+
+    from tradeos_lab.tiers.bus.bus import Bus
 
 # Entries after the group's last-delivered id, counted on the server (no entry crosses the wire).
 _LAG_LUA = """
@@ -83,7 +86,7 @@ class BusInspector:
         try:
             return fn(*args, **kwargs)
         except redis.RedisError as e:
-            raise _translate(e, what) from e
+            raise translate_redis_error(e, what) from e
 
     # ---- streams and groups ---------------------------------------------------------------------
 
@@ -151,9 +154,9 @@ class BusInspector:
         except redis.ResponseError as e:
             if "no such key" in str(e):
                 return []
-            raise _translate(e, f"XINFO GROUPS on {stream.value}") from e
+            raise translate_redis_error(e, f"XINFO GROUPS on {stream.value}") from e
         except redis.RedisError as e:
-            raise _translate(e, f"XINFO GROUPS on {stream.value}") from e
+            raise translate_redis_error(e, f"XINFO GROUPS on {stream.value}") from e
         out = []
         for g in groups:
             last = _s(g["last-delivered-id"])
