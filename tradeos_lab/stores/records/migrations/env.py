@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from tradeos_lab.stores.records.models import Base
+from tradeos_lab.stores.records.store import check_foreign_keys, sqlite_foreign_keys_off
 
 # Any constant works; it only has to be the same for every process migrating one database.
 _MIGRATION_LOCK = 0x7472_6F73
@@ -32,6 +33,7 @@ def _migrate(connection: Connection) -> None:
             # Two processes upgrading at once would otherwise race on the same DDL.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         context.run_migrations()
+        check_foreign_keys(connection)
 
 
 def _from_command_line() -> None:
@@ -45,7 +47,7 @@ def _from_command_line() -> None:
     )
     store = RecordsStore.from_url(url) if url else RecordsStore.open(load_settings())
     try:
-        with store.engine.connect() as connection:
+        with store.engine.connect() as connection, sqlite_foreign_keys_off(connection):
             _migrate(connection)
             connection.commit()
     finally:
