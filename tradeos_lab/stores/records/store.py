@@ -85,6 +85,8 @@ from tradeos_lab.stores.records.timescale import timescaledb_installed
 from tradeos_lab.symbols import validate_symbol
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# What an operator runs to create or update a server records schema (the CLI command).
+MIGRATE_COMMAND = "tradeos-lab records migrate"
 # A new order is recorded before the broker has said anything that would move it on.
 _NEW_ORDER_STATUSES = (OrderStatus.NEW.value, OrderStatus.SUBMITTED.value)
 SQLITE_FILE = "records.db"
@@ -283,7 +285,7 @@ class RecordsStore:
             if _missing_schema(e):
                 raise StoreError(
                     f"the records schema is missing or outdated ({_reason(e)}); "
-                    "run RecordsStore.upgrade()"
+                    f"run `{MIGRATE_COMMAND}` (or RecordsStore.upgrade() in code)"
                 ) from e
             if isinstance(e, IntegrityError):
                 raise StoreError(f"records constraint violated: {_reason(e)}") from e
