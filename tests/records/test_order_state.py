@@ -41,7 +41,7 @@ def updates(draw: st.DrawFn, *, with_sequence: bool | None = None) -> OrderUpdat
         broker_at=T0 + timedelta(seconds=draw(st.integers(0, 20))),
         filled_quantity=filled,
         avg_price=None if not filled else draw(st.sampled_from([100.0, 101.5])),
-        reject_reason="insufficient buying power" if status is OrderStatus.REJECTED else None,
+        reason="insufficient buying power" if status is OrderStatus.REJECTED else None,
         sequence=draw(st.integers(0, 20)) if seq else None,
     )
 
@@ -85,7 +85,7 @@ def broker_histories(draw: st.DrawFn) -> list[OrderUpdate]:
             broker_at=T0 + timedelta(seconds=i),
             filled_quantity=filled,
             avg_price=100.0 if filled else None,
-            reject_reason="no" if status is OrderStatus.REJECTED else None,
+            reason="no" if status is OrderStatus.REJECTED else None,
             sequence=i,
         )
         for i, (status, filled) in enumerate(history)
@@ -143,7 +143,7 @@ def test_sequence_orders_updates_with_equal_timestamps() -> None:
         (OrderStatus.FILLED, 4.0, "filled order"),
         (OrderStatus.PARTIALLY_FILLED, None, "partially filled"),
         (OrderStatus.ACCEPTED, 2.0, "accepted order"),
-        (OrderStatus.REJECTED, None, "reject_reason"),
+        (OrderStatus.REJECTED, None, "reason"),
     ],
 )
 def test_self_contradicting_update_is_a_validation_error(

@@ -68,7 +68,7 @@ def test_order_keeps_strategy_stop_price_time_in_force_and_broker(store: Records
     order = store.order("ord-1")
     assert (order.strategy, order.stop_price, order.limit_price) == ("momo", 100.5, 101.0)
     assert (order.time_in_force, order.broker, order.status) == ("gtc", "alpaca", "new")
-    assert (order.filled_quantity, order.avg_price, order.reject_reason) == (0.0, None, None)
+    assert (order.filled_quantity, order.avg_price, order.reason) == (0.0, None, None)
 
 
 def test_broker_updates_move_the_order_and_each_is_kept_once(store: RecordsStore) -> None:

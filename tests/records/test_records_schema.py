@@ -208,3 +208,21 @@ def test_upgrade_from_0002_keeps_orders_and_applies_existing_fills_to_the_ledger
     assert not {"position_ledger", "order_events", "signals", "audit"} & _tables(store)
     store.upgrade()
     assert store.net_quantity(None, "AAPL") == -5.0
+
+
+def test_records_use_the_contracts_names_for_shared_concepts(store: RecordsStore) -> None:
+    """One name per concept across layers: what a record shares with a message has its name."""
+    from tradeos_lab.contracts import Fill as FillPayload
+    from tradeos_lab.contracts import Order as OrderPayload
+    from tradeos_lab.contracts import PositionUpdate
+
+    def columns(table: str) -> set[str]:
+        return {c["name"] for c in inspect(store.engine).get_columns(table)}
+
+    every_column = set().union(*(columns(t) for t in RECORD_TABLES))
+    assert not every_column & {"qty", "market_price", "avg_fill_price", "reject_reason"}
+    shared = {"quantity", "avg_price", "filled_quantity", "stop_price", "time_in_force", "reason"}
+    assert shared <= columns("orders") & set(OrderPayload.model_fields)
+    assert {"quantity", "price", "fee"} <= columns("fills") & set(FillPayload.model_fields)
+    snapshot = {"quantity", "avg_price", "mark_price", "unrealized_pnl", "realized_pnl"}
+    assert snapshot <= columns("position_snapshots") & set(PositionUpdate.model_fields)

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from tradeos_lab.contracts import PositionUpdate
 from tradeos_lab.errors import StoreError, ValidationError
 from tradeos_lab.stores.records import (
     ConfigChange,
     Fill,
     Order,
-    PositionLine,
     RecordsStore,
     SignalOutcome,
     SystemConfig,
@@ -279,13 +279,29 @@ def test_backtest_run_lifecycle(store: RecordsStore) -> None:
         )
 
 
+def _position(
+    symbol: str, quantity: float, avg_price: float, mark_price: float | None = None
+) -> PositionUpdate:
+    mark = avg_price if mark_price is None else mark_price
+    return PositionUpdate(
+        symbol=symbol,
+        quantity=quantity,
+        avg_price=avg_price,
+        mark_price=mark_price,
+        market_value=quantity * mark,
+        unrealized_pnl=quantity * (mark - avg_price),
+        realized_pnl=0.0,
+        ts=T0,
+    )
+
+
 def test_position_snapshots_keep_history_and_latest_wins(store: RecordsStore) -> None:
-    first = [PositionLine("AAPL", 10, 187.0, 188.0, 10.0), PositionLine("MSFT", 5, 400.0)]
-    second = [PositionLine("AAPL", 15, 187.5, 190.0, 37.5)]
+    first = [_position("AAPL", 10, 187.0, 188.0), _position("MSFT", 5, 400.0)]
+    second = [_position("AAPL", 15, 187.5, 190.0)]
     assert store.snapshot_positions(first, at=T0) == 2
     assert store.snapshot_positions(second, at=T0 + timedelta(minutes=1)) == 1
     # Re-writing the same instant replaces it rather than adding rows.
-    store.snapshot_positions([PositionLine("AAPL", 20, 187.5)], at=T0 + timedelta(minutes=1))
+    store.snapshot_positions([_position("AAPL", 20, 187.5)], at=T0 + timedelta(minutes=1))
     latest = store.latest_positions()
     assert [(p.symbol, p.quantity) for p in latest] == [("AAPL", 20.0)]
     assert latest[0].snapshot_at == T0 + timedelta(minutes=1)

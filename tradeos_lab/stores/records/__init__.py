@@ -22,7 +22,6 @@ from tradeos_lab.stores.records.models import (
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.store import (
     Attribution,
-    PositionLine,
     RecordsStore,
     create_records_engine,
 )
@@ -46,7 +45,6 @@ __all__ = [
     "OrderState",
     "OrderUpdate",
     "PolicyProfile",
-    "PositionLine",
     "PositionSnapshot",
     "RecordsStore",
     "RiskEventRecord",

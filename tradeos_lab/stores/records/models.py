@@ -106,7 +106,7 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(16))
     filled_quantity: Mapped[float] = mapped_column(server_default="0")
     avg_price: Mapped[float | None]
-    reject_reason: Mapped[str | None] = mapped_column(String(256))
+    reason: Mapped[str | None] = mapped_column(String(256))
     broker_updated_at: Mapped[datetime | None]
     broker_sequence: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
@@ -127,7 +127,7 @@ class OrderEvent(Base):
     filled_quantity: Mapped[float | None]
     avg_price: Mapped[float | None]
     broker_order_id: Mapped[str | None] = mapped_column(String(64))
-    reject_reason: Mapped[str | None] = mapped_column(String(256))
+    reason: Mapped[str | None] = mapped_column(String(256))
     broker_at: Mapped[datetime]
     broker_sequence: Mapped[int | None] = mapped_column(BigInteger)
     received_at: Mapped[datetime]
@@ -211,7 +211,8 @@ class Trade(Base):
 
 
 class PositionSnapshot(Base):
-    """A position at one instant; the series of snapshots is the P&L history."""
+    """A position at one instant, as a `PositionUpdate` message reported it; the series of
+    snapshots is the P&L history. The fills behind a position are in `LedgerEntry`."""
 
     __tablename__ = "position_snapshots"
 
@@ -220,7 +221,7 @@ class PositionSnapshot(Base):
     symbol: Mapped[str] = mapped_column(String(20), primary_key=True)
     quantity: Mapped[float]
     avg_price: Mapped[float]
-    market_price: Mapped[float | None]
+    mark_price: Mapped[float | None]
     unrealized_pnl: Mapped[float | None]
     realized_pnl: Mapped[float | None]
 

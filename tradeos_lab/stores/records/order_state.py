@@ -48,7 +48,7 @@ class OrderState:
     filled_quantity: float = 0.0
     avg_price: float | None = None
     broker_order_id: str | None = None
-    reject_reason: str | None = None
+    reason: str | None = None
     broker_at: datetime | None = None
     broker_sequence: int | None = None
 
@@ -67,7 +67,7 @@ class OrderUpdate:
     filled_quantity: float | None = None
     avg_price: float | None = None
     broker_order_id: str | None = None
-    reject_reason: str | None = None
+    reason: str | None = None
     sequence: int | None = None
 
 
@@ -94,8 +94,8 @@ def check_update(update: OrderUpdate, quantity: float) -> None:
         math.isfinite(update.avg_price) and update.avg_price > 0
     ):
         raise ValidationError(f"avg_price must be a positive number, got {update.avg_price}")
-    if status is OrderStatus.REJECTED and not update.reject_reason:
-        raise ValidationError("a rejected update needs a reject_reason")
+    if status is OrderStatus.REJECTED and not update.reason:
+        raise ValidationError("a rejected update needs a reason")
     if update.broker_at.tzinfo is None:
         raise ValidationError("broker_at has no time zone; pass UTC")
 
@@ -136,7 +136,7 @@ def advance(state: OrderState, update: OrderUpdate) -> OrderState:
         filled_quantity=filled,
         avg_price=update.avg_price if update.avg_price is not None else state.avg_price,
         broker_order_id=update.broker_order_id or state.broker_order_id,
-        reject_reason=update.reject_reason or state.reject_reason,
+        reason=update.reason or state.reason,
         broker_at=max(update.broker_at, state.broker_at or update.broker_at),
         broker_sequence=update.sequence if update.sequence is not None else state.broker_sequence,
     )

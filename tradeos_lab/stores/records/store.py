@@ -49,6 +49,7 @@ from tradeos_lab.contracts.messages import (
     RawSignalMessage,
     RiskEventMessage,
 )
+from tradeos_lab.contracts.payloads import PositionUpdate
 from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH
 from tradeos_lab.errors import (
     ConfigError,
@@ -96,18 +97,6 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
-
-
-@dataclass(frozen=True)
-class PositionLine:
-    """One line of a position snapshot, as the Execution stage reports it."""
-
-    symbol: str
-    quantity: float
-    avg_price: float
-    market_price: float | None = None
-    unrealized_pnl: float | None = None
-    realized_pnl: float | None = None
 
 
 @dataclass(frozen=True)
@@ -378,7 +367,7 @@ class RecordsStore:
         filled_quantity: float | None = None,
         avg_price: float | None = None,
         broker_order_id: str | None = None,
-        reject_reason: str | None = None,
+        reason: str | None = None,
         sequence: int | None = None,
     ) -> bool:
         """Record a broker update of an order and move the order by `order_state.advance`.
@@ -395,7 +384,7 @@ class RecordsStore:
                 filled_quantity=_finite_or_none(filled_quantity, "filled_quantity"),
                 avg_price=_positive_or_none(avg_price, "avg_price"),
                 broker_order_id=_ident(broker_order_id, "broker_order_id", optional=True),
-                reject_reason=_text_or_none(reject_reason, "reject_reason"),
+                reason=_text_or_none(reason, "reason"),
                 sequence=_sequence(sequence),
             )
         except ValueError as e:
@@ -423,7 +412,7 @@ class RecordsStore:
                     filled_quantity=update.filled_quantity,
                     avg_price=update.avg_price,
                     broker_order_id=update.broker_order_id,
-                    reject_reason=update.reject_reason,
+                    reason=update.reason,
                     broker_at=update.broker_at,
                     broker_sequence=update.sequence,
                     received_at=_utc(None),
@@ -435,7 +424,7 @@ class RecordsStore:
                 order.filled_quantity = after.filled_quantity
                 order.avg_price = after.avg_price
                 order.broker_order_id = after.broker_order_id
-                order.reject_reason = after.reject_reason
+                order.reason = after.reason
                 order.broker_updated_at = after.broker_at
                 order.broker_sequence = after.broker_sequence
                 order.updated_at = _utc(None)
@@ -578,12 +567,13 @@ class RecordsStore:
 
     def snapshot_positions(
         self,
-        positions: Iterable[PositionLine],
+        positions: Iterable[PositionUpdate],
         *,
         account: str = "paper",
         at: datetime | None = None,
     ) -> int:
-        """Store the book at one instant; writing the same instant again replaces it."""
+        """Store the book at one instant (the positions the Execution stage reported);
+        writing the same instant again replaces it."""
         when = _utc(at)
         rows = [
             {
@@ -592,9 +582,9 @@ class RecordsStore:
                 "symbol": validate_symbol(p.symbol),
                 "quantity": _finite(p.quantity, "quantity"),
                 "avg_price": _finite(p.avg_price, "avg_price"),
-                "market_price": _finite_or_none(p.market_price, "market_price"),
-                "unrealized_pnl": _finite_or_none(p.unrealized_pnl, "unrealized_pnl"),
-                "realized_pnl": _finite_or_none(p.realized_pnl, "realized_pnl"),
+                "mark_price": _finite_or_none(p.mark_price, "mark_price"),
+                "unrealized_pnl": _finite(p.unrealized_pnl, "unrealized_pnl"),
+                "realized_pnl": _finite(p.realized_pnl, "realized_pnl"),
             }
             for p in positions
         ]
@@ -930,7 +920,7 @@ def _order_state(order: Order) -> OrderState:
         filled_quantity=order.filled_quantity,
         avg_price=order.avg_price,
         broker_order_id=order.broker_order_id,
-        reject_reason=order.reject_reason,
+        reason=order.reason,
         broker_at=order.broker_updated_at,
         broker_sequence=order.broker_sequence,
     )

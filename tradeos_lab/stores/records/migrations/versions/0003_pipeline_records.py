@@ -1,11 +1,13 @@
 """What the pipeline writes: order life cycle, broker order events, position ledger, messages.
 
 - orders gain strategy, broker, stop price, time in force, filled quantity, average price,
-  reject reason and the broker timestamp/sequence of the last update applied; status and time
-  in force are checked against the contract vocabularies, and 0 <= filled_quantity <= quantity.
+  reason (why rejected or canceled) and the broker timestamp/sequence of the last update
+  applied; status and time in force are checked against the contract vocabularies, and
+  0 <= filled_quantity <= quantity.
 - order_events (every broker update as received), position_ledger (fills applied once per
   execution id, signed), and signals, intents, risk_events, audit (bus messages by message id).
-- `qty` is `quantity` everywhere, as in the contracts.
+- one name per concept, as in the contracts: `qty` is `quantity` everywhere, and a position
+  snapshot's `market_price` is `mark_price`.
 - client order ids are at most `CLIENT_ORDER_ID_MAX_LENGTH` (48, Alpaca's limit) characters.
 
 Idempotent like 0001: every step checks the schema first. Existing fills are applied to the
@@ -55,7 +57,7 @@ ORDER_COLUMNS: tuple[tuple[str, Any, dict[str, Any]], ...] = (
     ("time_in_force", sa.String(8), {"nullable": False, "server_default": "day"}),
     ("filled_quantity", sa.Double(), {"nullable": False, "server_default": "0"}),
     ("avg_price", sa.Double(), {}),
-    ("reject_reason", sa.String(256), {}),
+    ("reason", sa.String(256), {}),
     ("broker_updated_at", UTCDateTime(), {}),
     ("broker_sequence", sa.BigInteger(), {}),
 )
@@ -64,7 +66,13 @@ ORDER_CHECKS = {
     "ck_orders_time_in_force": TIME_IN_FORCE,
     "ck_orders_filled_quantity": "filled_quantity >= 0 AND filled_quantity <= quantity",
 }
-QTY_TABLES = ("orders", "fills", "trades", "position_snapshots")
+# Column renames per table (old, new); orders are handled with their other changes.
+RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
+    "orders": (("qty", "quantity"),),
+    "fills": (("qty", "quantity"),),
+    "trades": (("qty", "quantity"),),
+    "position_snapshots": (("qty", "quantity"), ("market_price", "mark_price")),
+}
 CLIENT_ORDER_ID_TABLES = ("orders", "fills", "trades")
 NEW_TABLES = ("audit", "risk_events", "intents", "signals", "position_ledger", "order_events")
 
@@ -113,16 +121,16 @@ def _id_length(table: str) -> int | None:
 
 def upgrade() -> None:
     _upgrade_orders()
-    for table in QTY_TABLES[1:]:
+    for table in list(RENAMES)[1:]:
         columns = _columns(table)
-        needs_rename = "qty" in columns
+        renames = [(old, new) for old, new in RENAMES[table] if old in columns]
         needs_length = table in CLIENT_ORDER_ID_TABLES and (
             _id_length(table) != CLIENT_ORDER_ID_MAX_LENGTH
         )
-        if needs_rename or needs_length:
+        if renames or needs_length:
             with op.batch_alter_table(table, naming_convention=NAMING_CONVENTION) as batch:
-                if needs_rename:
-                    batch.alter_column("qty", new_column_name="quantity")
+                for old, new in renames:
+                    batch.alter_column(old, new_column_name=new)
                 if needs_length:
                     batch.alter_column(
                         "client_order_id",
@@ -173,7 +181,7 @@ def _create_tables() -> None:
         sa.Column("filled_quantity", sa.Double(), nullable=True),
         sa.Column("avg_price", sa.Double(), nullable=True),
         sa.Column("broker_order_id", sa.String(64), nullable=True),
-        sa.Column("reject_reason", sa.String(256), nullable=True),
+        sa.Column("reason", sa.String(256), nullable=True),
         sa.Column("broker_at", UTCDateTime(), nullable=False),
         sa.Column("broker_sequence", sa.BigInteger(), nullable=True),
         sa.Column("received_at", UTCDateTime(), nullable=False),
@@ -272,14 +280,14 @@ def downgrade() -> None:
     for name in NEW_TABLES:  # order_events and position_ledger reference orders
         if _has_table(name):
             op.drop_table(name)
-    for table in reversed(QTY_TABLES[1:]):
+    for table in reversed(list(RENAMES)[1:]):
         columns = _columns(table)
-        needs_rename = "quantity" in columns
+        renames = [(old, new) for old, new in RENAMES[table] if new in columns]
         needs_length = table in CLIENT_ORDER_ID_TABLES and _id_length(table) != OLD_ID_LENGTH
-        if needs_rename or needs_length:
+        if renames or needs_length:
             with op.batch_alter_table(table, naming_convention=NAMING_CONVENTION) as batch:
-                if needs_rename:
-                    batch.alter_column("quantity", new_column_name="qty")
+                for old, new in renames:
+                    batch.alter_column(new, new_column_name=old)
                 if needs_length:
                     batch.alter_column(
                         "client_order_id",
