@@ -239,7 +239,7 @@ def _finite(values: pd.Series, name: str) -> pd.Series:
 
 @runtime_checkable
 class BarStore(Protocol):
-    """Where bars live for research and backtests (seed 004's DataSource protocol).
+    """Where bars live for research and backtests: one data-source protocol for every store.
 
     The lake (ClickHouse/chdb) and the Postgres/Timescale store both implement it, so swapping
     one for the other changes no caller.
@@ -267,5 +267,5 @@ class BarStore(Protocol):
         ...
 
     def coverage(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
-        """Per symbol and timeframe: earliest, latest, bars (the monitoring view of seed 002)."""
+        """Per symbol and timeframe: earliest, latest, bars (what data monitoring shows)."""
         ...

@@ -220,6 +220,14 @@ def test_fill_is_applied_to_the_ledger_once_per_execution_id(store: RecordsStore
     assert [e.execution_id for e in store.ledger(strategy="momo")] == ["exec-1"]
 
 
+def test_fill_that_contradicts_its_order_is_refused_and_not_applied(store: RecordsStore) -> None:
+    _order(store)
+    with pytest.raises(ValidationError, match="its order ord-1 a buy of AAPL"):
+        _fill(store, "exec-1", side="sell")
+    assert store.ledger() == []
+    assert store.net_quantity(None, "AAPL") == 0.0
+
+
 def test_net_quantity_is_signed_per_strategy_and_across_strategies(store: RecordsStore) -> None:
     _order(store, cid="m-buy", strategy="momo")
     _order(store, cid="m-sell", strategy="momo", side="sell")

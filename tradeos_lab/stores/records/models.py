@@ -248,7 +248,7 @@ class BacktestRun(Base):
 
 
 class PolicyProfile(Base):
-    """A named set of risk limits the Feasibility stage enforces (seed 000).
+    """A named set of risk limits the Feasibility stage enforces before an intent is formed.
 
     - max_position_pct: largest single position, in % of portfolio value.
     - max_daily_loss_pct: realised + unrealised loss in one day, in % of start-of-day equity,

@@ -188,7 +188,9 @@ def _sqlite_on_begin(connection: Any) -> None:
 
 
 class RecordsStore:
-    """Trades, orders, fills, positions, backtests, policy profiles, config and TCA outcomes."""
+    """Orders and their broker events, fills and the position ledger, trades with attribution,
+    position snapshots, the pipeline's kept messages, backtests, policy profiles, config and TCA
+    outcomes."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -472,9 +474,20 @@ class RecordsStore:
             seen = select(Fill.execution_id).where(Fill.execution_id == values["execution_id"])
             if session.scalar(seen.limit(1)) is not None:
                 return False
-            strategy = session.scalar(
-                select(Order.strategy).where(Order.client_order_id == values["client_order_id"])
-            )
+            order = session.execute(
+                select(Order.strategy, Order.symbol, Order.side).where(
+                    Order.client_order_id == values["client_order_id"]
+                )
+            ).first()
+            if order is not None and (order.symbol, order.side) != (
+                values["symbol"],
+                values["side"],
+            ):
+                raise ValidationError(
+                    f"fill {values['execution_id']} is a {values['side']} of {values['symbol']}, "
+                    f"its order {values['client_order_id']} a {order.side} of {order.symbol}"
+                )
+            strategy = None if order is None else order.strategy
             if not self._insert_ignore(session, Fill, values):
                 return False
             signed = values["quantity"] if values["side"] == "buy" else -values["quantity"]
