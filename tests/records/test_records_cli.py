@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from click.testing import CliRunner
 
 from tradeos_lab.cli import cli
 from tradeos_lab.errors import StoreError
+from tradeos_lab.settings import Settings
+from tradeos_lab.status import collect_status
 from tradeos_lab.stores.records import RecordsStore
 
 
@@ -46,3 +49,28 @@ def test_outdated_schema_error_names_records_migrate(bare_store: RecordsStore) -
     bare_store.upgrade("0002")
     with pytest.raises(StoreError, match="tradeos-lab records migrate"):
         bare_store.order("ord-1")
+
+
+@pytest.mark.postgres
+def test_status_tells_the_operator_to_run_records_migrate_until_the_schema_is_at_head(
+    pg_url: str, settings_factory: Callable[..., Settings]
+) -> None:
+    settings = settings_factory(records_url=pg_url)
+
+    def records_row() -> tuple[str, str]:
+        (row,) = [p for p in collect_status(settings).parts if p.part == "records"]
+        return row.state, row.detail
+
+    assert records_row() == (
+        "degraded",
+        "postgresql, no schema yet: run `tradeos-lab records migrate`",
+    )
+    with RecordsStore.from_url(pg_url) as store:
+        store.upgrade("0002")
+    state, detail = records_row()
+    assert (state, detail) == (
+        "degraded",
+        "postgresql, migration 0002 of 0003: run `tradeos-lab records migrate`",
+    )
+    _migrate(pg_url, settings.data_dir)
+    assert records_row() == ("up", f"postgresql, migration {RecordsStore.head_revision()}")

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar, cast
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from psycopg import errors as pg_errors
 from sqlalchemy import Executable, Table, create_engine, event, func, select
@@ -232,6 +233,14 @@ class RecordsStore:
     def downgrade(self, revision: str) -> None:
         """Undo migrations down to `revision` (`"base"` drops every records table)."""
         self._alembic("downgrade", revision)
+
+    @staticmethod
+    def head_revision() -> str:
+        """The newest migration this package ships (what `upgrade()` moves to)."""
+        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        if head is None:  # only a broken install ships no migration
+            raise StoreError(f"no records migrations found in {MIGRATIONS_DIR}")
+        return head
 
     def current_revision(self) -> str | None:
         with self._translate(), self.engine.connect() as conn:
