@@ -22,6 +22,7 @@ from tradeos_lab.stores.records import (
     timescaledb_available,
     timescaledb_installed,
 )
+from tradeos_lab.stores.records.store import MIGRATION_LOCK
 from tradeos_lab.stores.records.timescale import RECORD_HYPERTABLES, record_hypertable_sql
 
 
@@ -120,3 +121,21 @@ def test_probe_backend_ending_leaves_the_records_and_bar_store_connections_worki
     finally:
         engine.dispose()
     assert any("terminating connection" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.postgres
+def test_probe_waiting_on_a_lock_the_caller_holds_fails_instead_of_hanging(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migration waits for the probe in Python, where PostgreSQL sees no deadlock; a probe
+    that needs a lock the migration holds (here its advisory lock) gives up after the lock
+    timeout and the schema is built on plain tables."""
+    monkeypatch.setattr(timescale, "EXTENSION", "hstore")
+    monkeypatch.setattr(timescale, "PROBE_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(
+        timescale, "ENABLE_STATEMENT", f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+    )
+    with RecordsStore.from_url(pg_url) as store:
+        store.upgrade()
+        assert store.current_revision() == "0003"
+        assert store.uses_timescale is False

@@ -92,6 +92,9 @@ MIGRATE_COMMAND = "tradeos-lab records migrate"
 # A new order is recorded before the broker has said anything that would move it on.
 _NEW_ORDER_STATUSES = (OrderStatus.NEW.value, OrderStatus.SUBMITTED.value)
 SQLITE_FILE = "records.db"
+# The PostgreSQL advisory lock a migration holds, so two processes never run the same DDL at once.
+# Any constant works; it only has to be the same for every process migrating one database.
+MIGRATION_LOCK = 0x7472_6F73
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 
 # Printable ASCII without spaces: stream message ids, UUIDs, broker ids.

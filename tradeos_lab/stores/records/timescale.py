@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 EXTENSION = "timescaledb"
 ENABLE_STATEMENT = f"CREATE EXTENSION IF NOT EXISTS {EXTENSION}"
 PROBE_APPLICATION_NAME = "tradeos-lab timescaledb probe"
+PROBE_LOCK_TIMEOUT_MS = 10_000
 
 # Time-series records: (table, time column, unique index that a hypertable cannot keep).
 RECORD_HYPERTABLES: tuple[tuple[str, str, str | None], ...] = (
@@ -67,7 +68,12 @@ def enable_timescaledb(conn: Connection) -> bool:
     probe = create_engine(
         conn.engine.url,
         poolclass=NullPool,
-        connect_args={"application_name": PROBE_APPLICATION_NAME},
+        # The caller waits on the probe in Python, where PostgreSQL cannot see a deadlock: a lock
+        # the probe cannot get soon is a failed probe, not a hang.
+        connect_args={
+            "application_name": PROBE_APPLICATION_NAME,
+            "options": f"-c lock_timeout={PROBE_LOCK_TIMEOUT_MS}",
+        },
     )
     try:
         with probe.connect().execution_options(isolation_level="AUTOCOMMIT") as own:

@@ -13,10 +13,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from tradeos_lab.stores.records.models import Base
-from tradeos_lab.stores.records.store import check_foreign_keys, sqlite_foreign_keys_off
-
-# Any constant works; it only has to be the same for every process migrating one database.
-_MIGRATION_LOCK = 0x7472_6F73
+from tradeos_lab.stores.records.store import (
+    MIGRATION_LOCK,
+    check_foreign_keys,
+    sqlite_foreign_keys_off,
+)
 
 config = context.config
 
@@ -31,7 +32,7 @@ def _migrate(connection: Connection) -> None:
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             # Two processes upgrading at once would otherwise race on the same DDL.
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
         check_foreign_keys(connection)
 
