@@ -200,6 +200,9 @@ def test_client_order_id_is_at_most_the_brokers_48_characters(store: RecordsStor
     assert _order(store, cid=longest)
     with pytest.raises(ValidationError, match=str(CLIENT_ORDER_ID_MAX_LENGTH)):
         _order(store, cid=longest + "c")
+    for refused_by_the_contract in ("-leading-dash", "with space", "semi;colon", "é"):
+        with pytest.raises(ValidationError, match="client_order_id"):
+            _order(store, cid=refused_by_the_contract)
     columns = {
         table: {c["name"]: c["type"] for c in inspect(store.engine).get_columns(table)}
         for table in ("orders", "fills", "trades", "order_events", "position_ledger")

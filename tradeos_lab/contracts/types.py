@@ -53,12 +53,9 @@ CLIENT_ORDER_ID_MAX_LENGTH = 48
 """Alpaca's limit on `client_order_id`; the contracts, the records column and every validator
 use this one number, so an id we accept is never refused by the broker."""
 
-ClientOrderId: TypeAlias = Annotated[
-    str,
-    StringConstraints(
-        pattern=rf"^[A-Za-z0-9][A-Za-z0-9._:/-]{{0,{CLIENT_ORDER_ID_MAX_LENGTH - 1}}}$"
-    ),
-]
+CLIENT_ORDER_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._:/-]{{0,{CLIENT_ORDER_ID_MAX_LENGTH - 1}}}$"
+
+ClientOrderId: TypeAlias = Annotated[str, StringConstraints(pattern=CLIENT_ORDER_ID_PATTERN)]
 """Our idempotency key for an order at the broker, derived from its intent."""
 
 Name: TypeAlias = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")]

@@ -51,7 +51,7 @@ from tradeos_lab.contracts.messages import (
     RiskEventMessage,
 )
 from tradeos_lab.contracts.payloads import PositionUpdate
-from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH
+from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH, CLIENT_ORDER_ID_PATTERN
 from tradeos_lab.errors import (
     ConfigError,
     DataDirError,
@@ -100,6 +100,7 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 # Printable ASCII without spaces: stream message ids, UUIDs, broker ids.
 _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+_CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN.removeprefix("^").removesuffix("$"))
 _KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
 
 
@@ -934,8 +935,13 @@ class RecordsStore:
 
 
 def client_order_id_of(value: str) -> str:
-    """A client order id checked as the broker will: printable, at most 48 characters."""
-    return cast(str, _ident(value, "client_order_id", limit=CLIENT_ORDER_ID_MAX_LENGTH))
+    """A client order id checked by the contracts' rule (the broker's limit of 48 characters)."""
+    if not isinstance(value, str) or not _CLIENT_ORDER_ID.fullmatch(value):
+        raise ValidationError(
+            f"client_order_id must be 1 to {CLIENT_ORDER_ID_MAX_LENGTH} of A-Z, a-z, 0-9, "
+            f"'._:/-', a letter or digit first; got {value!r:.80}"
+        )
+    return value
 
 
 def _order_state(order: Order) -> OrderState:
