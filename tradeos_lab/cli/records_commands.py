@@ -25,4 +25,3 @@ def migrate(ctx: CliContext) -> None:
         after = store.current_revision()
     change = "already at" if before == after else f"migrated from {before or 'empty'} to"
     click.echo(f"records schema {change} revision {after}")
-
