@@ -1,14 +1,16 @@
 """The bar frame every store, provider and backtest exchanges, and its validation.
 
-A bar frame is a pandas DataFrame with the columns of `BAR_COLUMNS`: `ts` is the bar's open time
-as a tz-aware UTC timestamp; `vwap` and `trade_count` may be missing. `validate_bars` is the one
-gate between outside data and a store: it rejects instead of repairing, so tables stay unchanged.
+A bar frame is a pandas DataFrame with the columns of `BAR_COLUMNS` and the dtypes of
+`BAR_DTYPES`: `ts` is the bar's open time as a tz-aware UTC timestamp; `vwap` and `trade_count`
+may be missing. `validate_bars` is the one gate between outside data and a store: it rejects
+instead of repairing, so tables stay unchanged. Every store builds the frames it reads with
+`bar_strings` and `empty_bars`, so a bar frame has the same dtypes whichever store it came from.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from numbers import Real
@@ -33,6 +35,16 @@ BAR_COLUMNS = (
     "trade_count",
 )
 PRICE_COLUMNS = ("open", "high", "low", "close")
+BAR_STRING_DTYPE = pd.StringDtype(na_value=np.nan)
+"""The dtype of `symbol` and `timeframe`: pandas' default string dtype (`str`), the one a frame
+built by hand gets, so bars written and read back compare equal on every store."""
+BAR_DTYPES: dict[str, Any] = {
+    "symbol": BAR_STRING_DTYPE,
+    "timeframe": BAR_STRING_DTYPE,
+    "ts": "datetime64[ns, UTC]",
+    **dict.fromkeys((*PRICE_COLUMNS, "volume", "vwap"), "float64"),
+    "trade_count": "Int64",
+}
 #: Bounds an open-ended range is clamped to (pandas' nanosecond timestamps end in 2262).
 EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
 LATEST = pd.Timestamp("2200-01-01", tz="UTC")
@@ -69,17 +81,14 @@ def empty_bars() -> pd.DataFrame:
     return _empty_bars_template().copy(deep=True)
 
 
+def bar_strings(values: Sequence[Any] | np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """A `symbol` or `timeframe` column of a bar frame, in `BAR_STRING_DTYPE`."""
+    return pd.array(values, dtype=BAR_STRING_DTYPE)
+
+
 @lru_cache(maxsize=1)
 def _empty_bars_template() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "symbol": pd.Series(dtype="string"),
-            "timeframe": pd.Series(dtype="string"),
-            "ts": pd.Series(dtype="datetime64[ns, UTC]"),
-            **{c: pd.Series(dtype="float64") for c in (*PRICE_COLUMNS, "volume", "vwap")},
-            "trade_count": pd.Series(dtype="Int64"),
-        }
-    )
+    return pd.DataFrame({c: pd.Series(dtype=dtype) for c, dtype in BAR_DTYPES.items()})
 
 
 def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
@@ -99,8 +108,8 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
     for symbol in symbols:
         validate_symbol(symbol)
     timeframes = [Timeframe.parse(tf) for tf in out["timeframe"].unique()]
-    out["symbol"] = out["symbol"].astype("string")
-    out["timeframe"] = out["timeframe"].astype("string")
+    out["symbol"] = out["symbol"].astype(BAR_STRING_DTYPE)
+    out["timeframe"] = out["timeframe"].astype(BAR_STRING_DTYPE)
     out["ts"] = _utc(out["ts"])
     _check_prices(out)
     out["vwap"] = (
@@ -230,7 +239,7 @@ def _finite(values: pd.Series, name: str) -> pd.Series:
 
 @runtime_checkable
 class BarStore(Protocol):
-    """Where bars live for research and backtests (seed 004's DataSource protocol).
+    """Where bars live for research and backtests: one data-source protocol for every store.
 
     The lake (ClickHouse/chdb) and the Postgres/Timescale store both implement it, so swapping
     one for the other changes no caller.
@@ -258,5 +267,5 @@ class BarStore(Protocol):
         ...
 
     def coverage(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
-        """Per symbol and timeframe: earliest, latest, bars (the monitoring view of seed 002)."""
+        """Per symbol and timeframe: earliest, latest, bars (what data monitoring shows)."""
         ...

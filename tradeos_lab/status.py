@@ -171,6 +171,7 @@ def _records_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
 
     def check() -> tuple[str, str]:
         from tradeos_lab.stores.records import RecordsStore
+        from tradeos_lab.stores.records.store import MIGRATE_COMMAND
 
         store = RecordsStore.open(settings)
         try:
@@ -178,7 +179,12 @@ def _records_status(settings: Settings, info: RuntimeInfo | None) -> PartStatus:
             dialect = store.engine.dialect.name
             timescale = ", timescaledb" if dialect == "postgresql" and store.uses_timescale else ""
             if revision is None:
-                return "degraded", f"{dialect}{timescale}, no schema yet: run `tradeos-lab up`"
+                return "degraded", f"{dialect}{timescale}, no schema yet: run `{MIGRATE_COMMAND}`"
+            if revision != RecordsStore.head_revision():
+                return "degraded", (
+                    f"{dialect}{timescale}, migration {revision} of "
+                    f"{RecordsStore.head_revision()}: run `{MIGRATE_COMMAND}`"
+                )
             return "up", f"{dialect}{timescale}, migration {revision}"
         finally:
             store.close()

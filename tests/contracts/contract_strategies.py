@@ -23,6 +23,8 @@ from tradeos_lab.contracts import (
     Envelope,
     Fill,
     FillMessage,
+    FillV1,
+    FillV1Message,
     Intent,
     IntentMessage,
     Liquidity,
@@ -33,8 +35,10 @@ from tradeos_lab.contracts import (
     OrderMessage,
     OrderStatus,
     OrderType,
-    Position,
+    OrderV1,
+    OrderV1Message,
     PositionMessage,
+    PositionUpdate,
     Quote,
     QuoteMessage,
     RawSignal,
@@ -45,11 +49,12 @@ from tradeos_lab.contracts import (
     Severity,
     Side,
     TimeInForce,
-    Trade,
     TradeMessage,
+    TradePrint,
     new_message_id,
 )
 from tradeos_lab.contracts.messages import MESSAGE_TYPES
+from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH
 from tradeos_lab.symbols import Timeframe
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -69,6 +74,7 @@ symbols = _word(_UPPER, _UPPER + "./-", 19)
 names = _word(_ALNUM, _ALNUM + "_.:@/-", 63)
 refs = _word(_ALNUM + "*", _ALNUM + "_.:@/*=-", 127)
 external_ids = _word(_ALNUM, _ALNUM + "._:/-", 127)
+client_order_ids = _word(_ALNUM, _ALNUM + "._:/-", CLIENT_ORDER_ID_MAX_LENGTH - 1)
 currencies = _word(_UPPER, _UPPER, 9, min_size=1)
 message_ids = st.builds(new_message_id)
 
@@ -143,7 +149,7 @@ def quotes(draw: st.DrawFn) -> Quote:
 
 
 trades = st.builds(
-    Trade,
+    TradePrint,
     symbol=symbols,
     ts=times(),
     price=prices,
@@ -220,7 +226,8 @@ def intents(draw: st.DrawFn) -> Intent:
 
 
 @st.composite
-def orders(draw: st.DrawFn) -> Order:
+def order_fields(draw: st.DrawFn) -> dict[str, Any]:
+    """The fields of an order message common to every major, consistent with its status."""
     status = draw(st.sampled_from(list(OrderStatus)))
     quantity = draw(quantities)
     if status is OrderStatus.FILLED:
@@ -233,8 +240,7 @@ def orders(draw: st.DrawFn) -> Order:
     else:
         filled = 0.0
     reason = draw(texts(256)) if status is OrderStatus.REJECTED else draw(st.none() | texts(256))
-    return Order(
-        client_order_id=draw(external_ids),
+    return dict(
         intent_id=draw(message_ids),
         strategy=draw(names),
         symbol=draw(symbols),
@@ -244,34 +250,48 @@ def orders(draw: st.DrawFn) -> Order:
         time_in_force=draw(st.sampled_from(list(TimeInForce))),
         status=status,
         filled_quantity=filled,
-        avg_fill_price=draw(prices) if filled > 0 else None,
+        average=draw(prices) if filled > 0 else None,
         broker_order_id=draw(st.none() | external_ids),
         reason=reason,
         ts=draw(times()),
     )
 
 
-fills = st.builds(
-    Fill,
-    client_order_id=external_ids,
-    broker_order_id=external_ids,
-    execution_id=external_ids,
-    symbol=symbols,
-    side=st.sampled_from(list(Side)),
-    quantity=quantities,
-    price=prices,
-    fee=finite,
-    fee_currency=currencies,
-    liquidity=st.sampled_from(list(Liquidity)),
-    ts=times(),
-)
+@st.composite
+def orders(draw: st.DrawFn) -> Order:
+    fields = draw(order_fields())
+    average = fields.pop("average")
+    return Order(client_order_id=draw(client_order_ids), avg_price=average, **fields)
 
 
 @st.composite
-def positions(draw: st.DrawFn) -> Position:
+def orders_v1(draw: st.DrawFn) -> OrderV1:
+    fields = draw(order_fields())
+    average = fields.pop("average")
+    return OrderV1(client_order_id=draw(external_ids), avg_fill_price=average, **fields)
+
+
+_fill_fields: dict[str, st.SearchStrategy[Any]] = {
+    "broker_order_id": external_ids,
+    "execution_id": external_ids,
+    "symbol": symbols,
+    "side": st.sampled_from(list(Side)),
+    "quantity": quantities,
+    "price": prices,
+    "fee": finite,
+    "fee_currency": currencies,
+    "liquidity": st.sampled_from(list(Liquidity)),
+    "ts": times(),
+}
+fills = st.builds(Fill, client_order_id=client_order_ids, **_fill_fields)
+fills_v1 = st.builds(FillV1, client_order_id=external_ids, **_fill_fields)
+
+
+@st.composite
+def positions(draw: st.DrawFn) -> PositionUpdate:
     quantity = draw(finite | st.just(0.0))
     avg = draw(prices) if quantity != 0 else draw(st.just(0.0) | prices)
-    return Position(
+    return PositionUpdate(
         symbol=draw(symbols),
         quantity=quantity,
         avg_price=avg,
@@ -327,7 +347,9 @@ PAYLOAD_STRATEGIES: dict[type[Envelope[Any]], st.SearchStrategy[Any]] = {
     ModifiedSignalMessage: modified_signals(),
     IntentMessage: intents(),
     OrderMessage: orders(),
+    OrderV1Message: orders_v1(),
     FillMessage: fills,
+    FillV1Message: fills_v1,
     PositionMessage: positions(),
     RiskEventMessage: risk_events,
     AuditMessage: audits,

@@ -20,9 +20,12 @@ from tradeos_lab.contracts import (
     Audit,
     Bar,
     BarMessage,
+    FillV1Message,
     Intent,
     Order,
-    Position,
+    OrderMessage,
+    OrderV1Message,
+    PositionUpdate,
     Quote,
     RawSignal,
     RiskEvent,
@@ -38,6 +41,7 @@ from tradeos_lab.contracts import (
     schema_for,
     stream_for,
 )
+from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH
 from tradeos_lab.errors import ContractError, ValidationError
 from tradeos_lab.keys import Stream
 
@@ -48,9 +52,11 @@ V4_ID = "3f2b8c1e-6a4d-4f0e-9b7a-2c5d8e1f0a3b"
 UPPER_V7_ID = "0190A1B2-C3D4-7E5F-8A6B-1C2D3E4F5A6B"
 
 
-def sample(name: str, index: int = 0) -> dict[str, Any]:
-    """A golden sample as a mutable dict."""
-    docs: list[dict[str, Any]] = json.loads((SAMPLES / f"{name}.v1.json").read_text("utf-8"))
+def sample(name: str, index: int = 0, major: int | None = None) -> dict[str, Any]:
+    """A golden sample of the newest major (or of `major`) as a mutable dict."""
+    major = schema_for(name).major() if major is None else major
+    path = SAMPLES / f"{name}.v{major}.json"
+    docs: list[dict[str, Any]] = json.loads(path.read_text("utf-8"))
     return docs[index]
 
 
@@ -175,20 +181,20 @@ def test_an_unknown_schema_is_rejected() -> None:
 
 
 def test_an_unsupported_major_version_is_rejected() -> None:
-    document = sample("fill") | {"version": "2.0.0"}
-    with pytest.raises(ContractError, match="unsupported major version 2 of fill"):
+    document = sample("fill") | {"version": "3.0.0"}
+    with pytest.raises(ContractError, match="unsupported major version 3 of fill"):
         decode(raw_of(document))
 
 
 def test_a_newer_minor_is_rejected_so_an_old_reader_never_guesses() -> None:
-    document = sample("fill") | {"version": "1.1.0"}
-    with pytest.raises(ContractError, match=re.escape("newer than this reader's 1.0.0")):
+    document = sample("fill") | {"version": "2.1.0"}
+    with pytest.raises(ContractError, match=re.escape("newer than this reader's 2.0.0")):
         decode(raw_of(document))
 
 
 def test_a_newer_patch_is_accepted() -> None:
-    document = sample("fill") | {"version": "1.0.7"}
-    assert decode(raw_of(document)).version == "1.0.7"
+    document = sample("fill") | {"version": "2.0.7"}
+    assert decode(raw_of(document)).version == "2.0.7"
 
 
 def test_a_schema_on_the_wrong_stream_is_rejected() -> None:
@@ -431,16 +437,44 @@ ORDER: dict[str, Any] = {
 }
 
 
+def test_client_order_id_is_at_most_the_brokers_48_characters_in_orders_and_fills() -> None:
+    longest = "c" * CLIENT_ORDER_ID_MAX_LENGTH
+    state = {"status": "new", "filled_quantity": 0.0}
+    assert Order(**ORDER | {"client_order_id": longest}, **state).client_order_id == longest
+    with pytest.raises(ContractError, match="client_order_id"):
+        Order(**ORDER | {"client_order_id": longest + "c"}, **state)
+    fill = sample("fill")
+    fill["payload"]["client_order_id"] = longest + "c"
+    with pytest.raises(ContractError, match="client_order_id"):
+        decode(raw_of(fill))
+    for name in ("order", "fill"):
+        schema = json.loads((SAMPLES.parent / "schemas" / f"{name}.v2.json").read_text("utf-8"))
+        pattern = schema["$defs"][name.capitalize()]["properties"]["client_order_id"]["pattern"]
+        assert pattern.endswith(f"{{0,{CLIENT_ORDER_ID_MAX_LENGTH - 1}}}$")
+
+
+def test_order_and_fill_of_major_1_are_still_read_and_major_2_is_written() -> None:
+    old_order = decode(raw_of(sample("order", index=1, major=1)))
+    assert isinstance(old_order, OrderV1Message)
+    assert old_order.payload.avg_fill_price == 172.97
+    old_fill = decode(raw_of(sample("fill", major=1)))
+    assert isinstance(old_fill, FillV1Message)
+    order = Order(**ORDER, status="filled", filled_quantity=10.0, avg_price=172.97)
+    written = new_message(order, producer="execution")
+    assert (written.version, written.payload.avg_price) == ("2.0.0", 172.97)
+    assert isinstance(decode(encode(written)), OrderMessage)
+
+
 @pytest.mark.parametrize(
     ("state", "error"),
     [
-        ({"status": "filled", "filled_quantity": 4.0, "avg_fill_price": 1.0}, "a filled order"),
+        ({"status": "filled", "filled_quantity": 4.0, "avg_price": 1.0}, "a filled order"),
         ({"status": "partially_filled", "filled_quantity": 0.0}, "partially filled"),
-        ({"status": "partially_filled", "filled_quantity": 10.0, "avg_fill_price": 1.0}, "part"),
-        ({"status": "accepted", "filled_quantity": 1.0, "avg_fill_price": 1.0}, "accepted order"),
-        ({"status": "canceled", "filled_quantity": 11.0, "avg_fill_price": 1.0}, "exceeds"),
-        ({"status": "canceled", "filled_quantity": 2.0}, "avg_fill_price must be set"),
-        ({"status": "new", "filled_quantity": 0.0, "avg_fill_price": 1.0}, "avg_fill_price"),
+        ({"status": "partially_filled", "filled_quantity": 10.0, "avg_price": 1.0}, "part"),
+        ({"status": "accepted", "filled_quantity": 1.0, "avg_price": 1.0}, "accepted order"),
+        ({"status": "canceled", "filled_quantity": 11.0, "avg_price": 1.0}, "exceeds"),
+        ({"status": "canceled", "filled_quantity": 2.0}, "avg_price must be set"),
+        ({"status": "new", "filled_quantity": 0.0, "avg_price": 1.0}, "avg_price"),
         ({"status": "rejected", "filled_quantity": 0.0}, "a rejected order needs a reason"),
     ],
 )
@@ -457,9 +491,9 @@ def test_an_open_position_needs_an_average_price() -> None:
         "realized_pnl": 0.0,
         "ts": datetime(2024, 3, 15, tzinfo=UTC),
     }
-    assert Position(quantity=0.0, avg_price=0.0, **fields).quantity == 0
+    assert PositionUpdate(quantity=0.0, avg_price=0.0, **fields).quantity == 0
     with pytest.raises(ContractError, match="avg_price > 0"):
-        Position(quantity=-3.0, avg_price=0.0, **fields)
+        PositionUpdate(quantity=-3.0, avg_price=0.0, **fields)
 
 
 def test_audit_values_must_be_finite_and_shallow() -> None:

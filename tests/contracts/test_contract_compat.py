@@ -221,8 +221,8 @@ def test_a_doc_only_change_passes_without_any_bump() -> None:
 
 
 def test_lock_entry_records_required_fields_with_their_json_types() -> None:
-    entry = lock_entry(TREE["fill.v1.json"])
-    assert entry["version"] == "1.0.0"
+    entry = lock_entry(TREE["fill.v2.json"])
+    assert entry["version"] == "2.0.0"
     assert entry["stream"] == "fills.raw"
     assert entry["required"]["payload.quantity"] == "number"
     assert entry["required"]["causation_id"] == "null|string"

@@ -27,6 +27,7 @@ from tradeos_lab.contracts.export import (
     render,
     schema_filename,
 )
+from tradeos_lab.contracts.messages import parse_version
 from tradeos_lab.contracts.types import SYMBOL_PATTERN
 from tradeos_lab.errors import SymbolError
 from tradeos_lab.keys import Stream
@@ -64,12 +65,12 @@ def test_the_committed_tree_passes_the_export_check() -> None:
 
 
 def test_export_check_fails_when_a_schema_file_drifts(tree_copy: Path) -> None:
-    path = tree_copy / SCHEMAS_DIR / "fill.v1.json"
+    path = tree_copy / SCHEMAS_DIR / "fill.v2.json"
     document = json.loads(path.read_text("utf-8"))
     document["$defs"]["Fill"]["properties"]["fee"]["type"] = "string"
     path.write_text(render(document), "utf-8")
     problems = check(tree_copy)
-    assert any("fill.v1.json differs from the models" in p for p in problems)
+    assert any("fill.v2.json differs from the models" in p for p in problems)
     assert any("payload.fee was retyped from number to string" in p for p in problems)
     assert main(["--check", "--root", str(tree_copy)]) == 1
 
@@ -116,7 +117,7 @@ def test_export_runs_as_a_module_and_its_check_exit_code_reports_drift(tree_copy
 def test_every_schema_is_valid_draft_2020_12_with_its_headers(name: str) -> None:
     document = json.loads((ROOT / SCHEMAS_DIR / name).read_text("utf-8"))
     jsonschema.Draft202012Validator.check_schema(document)
-    cls = schema_for(document["x-schema"])
+    cls = schema_for(document["x-schema"], parse_version(document["x-version"])[0])
     assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert document["$id"].endswith(f"{cls.SCHEMA}:v{cls.major()}")
     assert document["x-version"] == cls.VERSION

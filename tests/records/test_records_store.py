@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from tradeos_lab.contracts import PositionUpdate
 from tradeos_lab.errors import StoreError, ValidationError
 from tradeos_lab.stores.records import (
     ConfigChange,
     Fill,
     Order,
-    Position,
     RecordsStore,
     SignalOutcome,
     SystemConfig,
@@ -30,7 +30,12 @@ def _count(store: RecordsStore, model: type[Fill] | type[Order] | type[Trade]) -
 
 def _order(store: RecordsStore, cid: str = "ord-1", **extra: object) -> bool:
     return store.record_order(
-        client_order_id=cid, symbol="AAPL", side="buy", qty=10, correlation_id="corr-1", **extra
+        client_order_id=cid,
+        symbol="AAPL",
+        side="buy",
+        quantity=10,
+        correlation_id="corr-1",
+        **extra,
     )  # type: ignore[arg-type]
 
 
@@ -40,7 +45,7 @@ def _fill(store: RecordsStore, eid: str = "exec-1", at: datetime = T0) -> bool:
         client_order_id="ord-1",
         symbol="AAPL",
         side="buy",
-        qty=10,
+        quantity=10,
         price=187.25,
         filled_at=at,
         fee=0.01,
@@ -79,10 +84,13 @@ def test_order_recorded_once_per_client_order_id(store: RecordsStore) -> None:
     assert _order(store) is True
     assert _order(store) is False
     assert _count(store, Order) == 1
-    store.update_order_status("ord-1", "filled", broker_order_id="brk-9")
+    store.apply_order_update(
+        "ord-1", event_id="ev-1", status="filled", broker_at=T0, broker_order_id="brk-9"
+    )
     with store.session() as s:
         order = s.scalars(select(Order)).one()
         assert (order.status, order.broker_order_id) == ("filled", "brk-9")
+        assert order.filled_quantity == order.quantity == 10
         assert order.updated_at.tzinfo is not None
 
 
@@ -110,7 +118,7 @@ def test_trade_recorded_once_per_execution(store: RecordsStore) -> None:
         "correlation_id": "corr-1",
         "symbol": "AAPL",
         "side": "buy",
-        "qty": 10,
+        "quantity": 10,
         "price": 187.25,
         "executed_at": T0,
     }
@@ -133,7 +141,7 @@ def test_attribution_chain_queryable_from_any_link(store: RecordsStore) -> None:
         strategy="rsi_reversion",
         symbol="AAPL",
         side="buy",
-        qty=10,
+        quantity=10,
         price=187.25,
         executed_at=T0,
     )
@@ -271,15 +279,31 @@ def test_backtest_run_lifecycle(store: RecordsStore) -> None:
         )
 
 
+def _position(
+    symbol: str, quantity: float, avg_price: float, mark_price: float | None = None
+) -> PositionUpdate:
+    mark = avg_price if mark_price is None else mark_price
+    return PositionUpdate(
+        symbol=symbol,
+        quantity=quantity,
+        avg_price=avg_price,
+        mark_price=mark_price,
+        market_value=quantity * mark,
+        unrealized_pnl=quantity * (mark - avg_price),
+        realized_pnl=0.0,
+        ts=T0,
+    )
+
+
 def test_position_snapshots_keep_history_and_latest_wins(store: RecordsStore) -> None:
-    first = [Position("AAPL", 10, 187.0, 188.0, 10.0), Position("MSFT", 5, 400.0)]
-    second = [Position("AAPL", 15, 187.5, 190.0, 37.5)]
+    first = [_position("AAPL", 10, 187.0, 188.0), _position("MSFT", 5, 400.0)]
+    second = [_position("AAPL", 15, 187.5, 190.0)]
     assert store.snapshot_positions(first, at=T0) == 2
     assert store.snapshot_positions(second, at=T0 + timedelta(minutes=1)) == 1
     # Re-writing the same instant replaces it rather than adding rows.
-    store.snapshot_positions([Position("AAPL", 20, 187.5)], at=T0 + timedelta(minutes=1))
+    store.snapshot_positions([_position("AAPL", 20, 187.5)], at=T0 + timedelta(minutes=1))
     latest = store.latest_positions()
-    assert [(p.symbol, p.qty) for p in latest] == [("AAPL", 20.0)]
+    assert [(p.symbol, p.quantity) for p in latest] == [("AAPL", 20.0)]
     assert latest[0].snapshot_at == T0 + timedelta(minutes=1)
     assert store.latest_positions("other") == []
 
@@ -302,8 +326,8 @@ def test_signal_outcome_revised_not_duplicated(store: RecordsStore) -> None:
         {"symbol": "АAPL"},  # Cyrillic A
         {"symbol": ""},
         {"side": "hold"},
-        {"qty": -1},
-        {"qty": math.nan},
+        {"quantity": -1},
+        {"quantity": math.nan},
         {"client_order_id": ""},
         {"client_order_id": "x" * 10_000},
         {"at": datetime(2024, 1, 1)},  # naive: which zone?
@@ -316,7 +340,7 @@ def test_bad_orders_are_refused_and_tables_unchanged(
         "client_order_id": "ord-x",
         "symbol": "AAPL",
         "side": "buy",
-        "qty": 1,
+        "quantity": 1,
         **bad,
     }
     with pytest.raises(ValidationError):

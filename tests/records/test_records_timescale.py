@@ -7,17 +7,22 @@ text (the hypertable conversion itself needs a TimescaleDB server).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
+from test_pg_bars import make_bars
 
+from tradeos_lab.stores.bars_pg import PostgresBarStore
 from tradeos_lab.stores.records import (
     RecordsStore,
     enable_timescaledb,
+    timescale,
     timescaledb_available,
     timescaledb_installed,
 )
+from tradeos_lab.stores.records.store import MIGRATION_LOCK
 from tradeos_lab.stores.records.timescale import RECORD_HYPERTABLES, record_hypertable_sql
 
 
@@ -80,4 +85,57 @@ def test_detection_reports_absent_on_sqlite(tmp_path: Path) -> None:
         with store.engine.begin() as conn:
             assert timescaledb_available(conn) is False
             assert enable_timescaledb(conn) is False
+        assert store.uses_timescale is False
+
+
+@pytest.mark.postgres
+def test_probe_backend_ending_leaves_the_records_and_bar_store_connections_working(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a server that lists TimescaleDB without preloading it, `CREATE EXTENSION` ends its
+    backend. Here the probe does the same to itself (`pg_terminate_backend` of its own pid), for
+    an extension this server really lists and has not installed (hstore), so the detection runs
+    for real; the migrations and the bar store must fall back to plain tables on connections
+    that keep working."""
+    monkeypatch.setattr(timescale, "EXTENSION", "hstore")
+    monkeypatch.setattr(
+        timescale, "ENABLE_STATEMENT", "SELECT pg_terminate_backend(pg_backend_pid())"
+    )
+    caplog.set_level(logging.WARNING, logger=timescale.__name__)
+    with RecordsStore.from_url(pg_url) as store:
+        store.upgrade()
+        assert store.current_revision() == "0003"
+        assert store.uses_timescale is False
+        assert store.record_order(client_order_id="o-1", symbol="AAPL", side="buy", quantity=3)
+        assert store.order("o-1").quantity == 3.0
+    assert any("terminating connection" in r.getMessage() for r in caplog.records)
+
+    caplog.clear()
+    engine = create_engine(pg_url)
+    try:
+        bars = PostgresBarStore(engine)
+        assert bars.mode == "native"
+        frame = make_bars("AAPL", n=10)
+        assert bars.write_bars(frame) == 10
+        assert len(bars.read_bars("AAPL", "1m")) == 10
+    finally:
+        engine.dispose()
+    assert any("terminating connection" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.postgres
+def test_probe_waiting_on_a_lock_the_caller_holds_fails_instead_of_hanging(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migration waits for the probe in Python, where PostgreSQL sees no deadlock; a probe
+    that needs a lock the migration holds (here its advisory lock) gives up after the lock
+    timeout and the schema is built on plain tables."""
+    monkeypatch.setattr(timescale, "EXTENSION", "hstore")
+    monkeypatch.setattr(timescale, "PROBE_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(
+        timescale, "ENABLE_STATEMENT", f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+    )
+    with RecordsStore.from_url(pg_url) as store:
+        store.upgrade()
+        assert store.current_revision() == "0003"
         assert store.uses_timescale is False

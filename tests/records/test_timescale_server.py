@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from test_pg_bars import _check_rollups, make_bars
 
+from tradeos_lab.bars import validate_bars
 from tradeos_lab.stores.bars_pg import PostgresBarStore
 from tradeos_lab.stores.records import RecordsStore
 from tradeos_lab.stores.records.timescale import RECORD_HYPERTABLES
@@ -113,6 +114,9 @@ def test_rollups_on_timescale_match_a_pandas_resample(timescale_url: str) -> Non
         store.refresh_rollups()
         _check_rollups(store, by_symbol)
         got = store.read_bars("AAPL", "1m")
-        pd.testing.assert_frame_equal(got, by_symbol["AAPL"], check_exact=False, rtol=1e-12)
+        pd.testing.assert_frame_equal(
+            got, validate_bars(by_symbol["AAPL"]), check_exact=False, rtol=1e-12
+        )
+        assert got["symbol"].dtype == by_symbol["AAPL"]["symbol"].dtype
     finally:
         engine.dispose()

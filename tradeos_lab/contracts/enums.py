@@ -73,7 +73,7 @@ class Liquidity(StrEnum):
 
 
 class RiskKind(StrEnum):
-    """What a risk event reports (seed 000: limit breaches, breakers, execution failures)."""
+    """What a risk event reports: limit breaches, breakers, execution failures, data problems."""
 
     LIMIT_BREACH = "limit_breach"
     CIRCUIT_BREAKER = "circuit_breaker"

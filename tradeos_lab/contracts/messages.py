@@ -23,15 +23,17 @@ from tradeos_lab.contracts.payloads import (
     Audit,
     Bar,
     Fill,
+    FillV1,
     Intent,
     ModifiedSignal,
     Order,
+    OrderV1,
     Payload,
-    Position,
+    PositionUpdate,
     Quote,
     RawSignal,
     RiskEvent,
-    Trade,
+    TradePrint,
 )
 from tradeos_lab.contracts.types import (
     ExternalId,
@@ -137,13 +139,13 @@ class QuoteMessage(Envelope[Quote]):
     PAYLOAD = Quote
 
 
-class TradeMessage(Envelope[Trade]):
-    """A trade tick from Ingestion."""
+class TradeMessage(Envelope[TradePrint]):
+    """A trade print from Ingestion."""
 
-    SCHEMA = Trade.SCHEMA
-    VERSION = "1.0.0"
+    SCHEMA = TradePrint.SCHEMA
+    VERSION = "1.0.1"
     STREAM = Stream.MARKET_DATA
-    PAYLOAD = Trade
+    PAYLOAD = TradePrint
 
 
 class RawSignalMessage(Envelope[RawSignal]):
@@ -177,34 +179,52 @@ class OrderMessage(Envelope[Order]):
     """An order status from Execution."""
 
     SCHEMA = Order.SCHEMA
-    VERSION = "1.0.0"
+    VERSION = "2.0.0"
     STREAM = Stream.ORDERS
     PAYLOAD = Order
+
+
+class OrderV1Message(Envelope[OrderV1]):
+    """An order status from Execution."""
+
+    SCHEMA = OrderV1.SCHEMA
+    VERSION = "1.0.1"
+    STREAM = Stream.ORDERS
+    PAYLOAD = OrderV1
 
 
 class FillMessage(Envelope[Fill]):
     """A broker execution from Execution."""
 
     SCHEMA = Fill.SCHEMA
-    VERSION = "1.0.0"
+    VERSION = "2.0.0"
     STREAM = Stream.FILLS_RAW
     PAYLOAD = Fill
 
 
-class PositionMessage(Envelope[Position]):
+class FillV1Message(Envelope[FillV1]):
+    """A broker execution from Execution."""
+
+    SCHEMA = FillV1.SCHEMA
+    VERSION = "1.0.1"
+    STREAM = Stream.FILLS_RAW
+    PAYLOAD = FillV1
+
+
+class PositionMessage(Envelope[PositionUpdate]):
     """A position update from Execution."""
 
-    SCHEMA = Position.SCHEMA
-    VERSION = "1.0.0"
+    SCHEMA = PositionUpdate.SCHEMA
+    VERSION = "1.0.1"
     STREAM = Stream.POSITIONS
-    PAYLOAD = Position
+    PAYLOAD = PositionUpdate
 
 
 class RiskEventMessage(Envelope[RiskEvent]):
     """A risk event from any service."""
 
     SCHEMA = RiskEvent.SCHEMA
-    VERSION = "1.0.0"
+    VERSION = "1.0.1"
     STREAM = Stream.RISK_EVENTS
     PAYLOAD = RiskEvent
 
@@ -226,7 +246,9 @@ Message: TypeAlias = (
     | ModifiedSignalMessage
     | IntentMessage
     | OrderMessage
+    | OrderV1Message
     | FillMessage
+    | FillV1Message
     | PositionMessage
     | RiskEventMessage
     | AuditMessage
@@ -243,7 +265,9 @@ MESSAGE_TYPES: tuple[type[Envelope[Any]], ...] = (
     ModifiedSignalMessage,
     IntentMessage,
     OrderMessage,
+    OrderV1Message,
     FillMessage,
+    FillV1Message,
     PositionMessage,
     RiskEventMessage,
     AuditMessage,
@@ -308,7 +332,7 @@ def new_message(
 ) -> QuoteMessage: ...
 @overload
 def new_message(
-    payload: Trade,
+    payload: TradePrint,
     *,
     producer: str,
     correlation_id: str | None = ...,
@@ -356,7 +380,7 @@ def new_message(
 ) -> FillMessage: ...
 @overload
 def new_message(
-    payload: Position,
+    payload: PositionUpdate,
     *,
     producer: str,
     correlation_id: str | None = ...,
@@ -407,7 +431,7 @@ def derive(
 ) -> QuoteMessage: ...
 @overload
 def derive(
-    parent: Envelope[Any], payload: Trade, *, producer: str, produced_at: datetime | None = ...
+    parent: Envelope[Any], payload: TradePrint, *, producer: str, produced_at: datetime | None = ...
 ) -> TradeMessage: ...
 @overload
 def derive(
@@ -435,7 +459,11 @@ def derive(
 ) -> FillMessage: ...
 @overload
 def derive(
-    parent: Envelope[Any], payload: Position, *, producer: str, produced_at: datetime | None = ...
+    parent: Envelope[Any],
+    payload: PositionUpdate,
+    *,
+    producer: str,
+    produced_at: datetime | None = ...,
 ) -> PositionMessage: ...
 @overload
 def derive(

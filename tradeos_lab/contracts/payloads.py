@@ -1,4 +1,4 @@
-"""The typed bodies of the pipeline's messages, one per schema (seed 000's streams).
+"""The typed bodies of the pipeline's messages, one per schema and major (the streams' contents).
 
 A payload says what happened; the envelope (`messages.py`) says who made it, when, and why.
 Cross-field rules live here and are listed in each class's `RULES` (exported as `x-rules`).
@@ -23,6 +23,7 @@ from tradeos_lab.contracts.enums import (
     TimeInForce,
 )
 from tradeos_lab.contracts.types import (
+    ClientOrderId,
     Count,
     Currency,
     ExternalId,
@@ -128,8 +129,9 @@ class Quote(Payload):
         return self
 
 
-class Trade(Payload):
-    """One print on the tape."""
+class TradePrint(Payload):
+    """One print on the tape: a trade between other parties at the venue. Our own executions
+    are `Fill`s; a `Trade` in the records is one of our fills with its attribution chain."""
 
     SCHEMA: ClassVar[str] = "market_data.trade"
 
@@ -298,18 +300,76 @@ class Intent(Payload):
         return self
 
 
-class Order(Payload):
-    """An order's state as Execution knows it; each status change is a new message."""
+def _check_order(order: Order | OrderV1, avg_price: float | None, avg_name: str) -> None:
+    """The cross-field rules of an order message (every major)."""
+    _check_prices(order.order_type, order.limit_price, order.stop_price)
+    filled, qty, status = order.filled_quantity, order.quantity, order.status
+    slack = qty * _REL_TOL
+    if filled > qty + slack:
+        raise ValueError(f"filled_quantity {filled} exceeds quantity {qty}")
+    if status is OrderStatus.FILLED and filled < qty - slack:
+        raise ValueError(f"a filled order has filled_quantity {filled} of {qty}")
+    if status is OrderStatus.PARTIALLY_FILLED and not 0 < filled < qty - slack:
+        raise ValueError(f"a partially filled order has filled_quantity {filled} of {qty}")
+    if status in (OrderStatus.NEW, OrderStatus.SUBMITTED, OrderStatus.ACCEPTED) and filled:
+        raise ValueError(f"a {status.value} order has filled_quantity {filled}")
+    if (avg_price is None) != (filled == 0):
+        raise ValueError(f"{avg_name} must be set exactly when filled_quantity > 0")
+    if status is OrderStatus.REJECTED and order.reason is None:
+        raise ValueError("a rejected order needs a reason")
 
-    SCHEMA: ClassVar[str] = "order"
-    RULES: ClassVar[tuple[str, ...]] = (
+
+def _order_rules(avg_name: str) -> tuple[str, ...]:
+    return (
         *_PRICE_RULES,
         "filled_quantity <= quantity",
         "partially_filled: 0 < filled_quantity < quantity; filled: filled_quantity == quantity",
         "new, submitted, accepted: filled_quantity == 0",
-        "avg_fill_price is set exactly when filled_quantity > 0",
+        f"{avg_name} is set exactly when filled_quantity > 0",
         "rejected: reason is set",
     )
+
+
+class Order(Payload):
+    """An order's state as Execution knows it; each status change is a new message."""
+
+    SCHEMA: ClassVar[str] = "order"
+    RULES: ClassVar[tuple[str, ...]] = _order_rules("avg_price")
+    JSON_SCHEMA_EXTRA: ClassVar[dict[str, Any]] = _price_rules_schema()
+
+    client_order_id: ClientOrderId
+    intent_id: MessageId
+    strategy: Name
+    symbol: Symbol
+    side: SideField
+    quantity: Quantity
+    order_type: OrderTypeField
+    limit_price: Price | None = None
+    stop_price: Price | None = None
+    time_in_force: TimeInForceField
+    status: OrderStatusField
+    filled_quantity: NonNegative
+    avg_price: Price | None = Field(
+        default=None, description="Average price of the fills so far; null before the first."
+    )
+    broker_order_id: ExternalId | None = None
+    reason: ShortText | None = Field(default=None, description="Why it was rejected or canceled.")
+    ts: UtcDatetime = Field(description="When the order reached this status.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        _check_order(self, self.avg_price, "avg_price")
+        return self
+
+
+# Major 1 of `order`, read while a stream may still hold it: `avg_fill_price` (now `avg_price`)
+# and client order ids up to 128 characters (now 48, the broker's limit). Its docstring is the
+# one major 1 was published with.
+class OrderV1(Payload):
+    """An order's state as Execution knows it; each status change is a new message."""
+
+    SCHEMA: ClassVar[str] = "order"
+    RULES: ClassVar[tuple[str, ...]] = _order_rules("avg_fill_price")
     JSON_SCHEMA_EXTRA: ClassVar[dict[str, Any]] = _price_rules_schema()
 
     client_order_id: ExternalId
@@ -331,21 +391,7 @@ class Order(Payload):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        _check_prices(self.order_type, self.limit_price, self.stop_price)
-        filled, qty, status = self.filled_quantity, self.quantity, self.status
-        slack = qty * _REL_TOL
-        if filled > qty + slack:
-            raise ValueError(f"filled_quantity {filled} exceeds quantity {qty}")
-        if status is OrderStatus.FILLED and filled < qty - slack:
-            raise ValueError(f"a filled order has filled_quantity {filled} of {qty}")
-        if status is OrderStatus.PARTIALLY_FILLED and not 0 < filled < qty - slack:
-            raise ValueError(f"a partially filled order has filled_quantity {filled} of {qty}")
-        if status in (OrderStatus.NEW, OrderStatus.SUBMITTED, OrderStatus.ACCEPTED) and filled:
-            raise ValueError(f"a {status.value} order has filled_quantity {filled}")
-        if (self.avg_fill_price is None) != (filled == 0):
-            raise ValueError("avg_fill_price must be set exactly when filled_quantity > 0")
-        if status is OrderStatus.REJECTED and self.reason is None:
-            raise ValueError("a rejected order needs a reason")
+        _check_order(self, self.avg_fill_price, "avg_fill_price")
         return self
 
 
@@ -354,7 +400,7 @@ class Fill(Payload):
 
     SCHEMA: ClassVar[str] = "fill"
 
-    client_order_id: ExternalId
+    client_order_id: ClientOrderId
     broker_order_id: ExternalId
     execution_id: ExternalId = Field(description="Unique per fill at the broker; the dedup key.")
     symbol: Symbol
@@ -367,8 +413,17 @@ class Fill(Payload):
     ts: UtcDatetime
 
 
-class Position(Payload):
-    """One symbol's position after a fill or a mark-to-market."""
+# Major 1 of `fill`, read while a stream may still hold it: client order ids up to 128
+# characters (now 48, the broker's limit). Its docstring is the one major 1 was published with.
+class FillV1(Fill):
+    """One execution reported by the broker (paper or Alpaca paper)."""
+
+    client_order_id: ExternalId
+
+
+class PositionUpdate(Payload):
+    """One symbol's position after a fill or a mark-to-market (records keep it as a
+    `PositionSnapshot`; the ledger behind it is `LedgerEntry`)."""
 
     SCHEMA: ClassVar[str] = "position"
     RULES: ClassVar[tuple[str, ...]] = ("avg_price > 0 when quantity != 0",)
@@ -393,7 +448,8 @@ class Position(Payload):
 
 
 class RiskEvent(Payload):
-    """Something an operator or the autonomous agent must see (seed 000's risk_events)."""
+    """Something an operator or the autonomous agent must see: limit breaches, breakers, execution
+    failures, data problems (the `risk_events` stream)."""
 
     SCHEMA: ClassVar[str] = "risk_event"
 

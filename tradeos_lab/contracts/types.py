@@ -47,7 +47,16 @@ MessageId: TypeAlias = Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTE
 ExternalId: TypeAlias = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 ]
-"""An id made elsewhere (broker order id, execution id, client order id, run id)."""
+"""An id made elsewhere (broker order id, execution id, run id)."""
+
+CLIENT_ORDER_ID_MAX_LENGTH = 48
+"""Alpaca's limit on `client_order_id`; the contracts, the records column and every validator
+use this one number, so an id we accept is never refused by the broker."""
+
+CLIENT_ORDER_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._:/-]{{0,{CLIENT_ORDER_ID_MAX_LENGTH - 1}}}$"
+
+ClientOrderId: TypeAlias = Annotated[str, StringConstraints(pattern=CLIENT_ORDER_ID_PATTERN)]
+"""Our idempotency key for an order at the broker, derived from its intent."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$"
 """The JSON Schema twin of `canonical_name`'s check of the raw text."""

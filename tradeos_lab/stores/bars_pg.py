@@ -1,6 +1,7 @@
 """`PostgresBarStore`: the `BarStore` protocol on PostgreSQL, with TimescaleDB when present.
 
-Tables follow seed 002: `market_data_bars` and `symbol_metadata`. Three deliberate departures:
+Tables: `market_data_bars` and `symbol_metadata`, the bar history and per-symbol metadata layout
+of the market-data design. Three deliberate departures from it:
 - no surrogate UUID `id`: the natural key (symbol, timeframe, timestamp) is the primary key, which
   partitioned tables and hypertables both require to include the time column anyway;
 - prices and volumes are DOUBLE PRECISION, not NUMERIC(12,4)/BIGINT: crypto prices need more than
@@ -38,7 +39,7 @@ from psycopg import errors as pg_errors
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from tradeos_lab.bars import BAR_COLUMNS, bar_span, empty_bars, validate_bars
+from tradeos_lab.bars import BAR_COLUMNS, bar_span, bar_strings, empty_bars, validate_bars
 from tradeos_lab.errors import (
     ConfigError,
     DependencyUnavailable,
@@ -250,7 +251,8 @@ class _Batch:
 
 
 class PostgresBarStore:
-    """Bars on PostgreSQL (seed 002's tables); see the module docstring for the layout."""
+    """Bars on PostgreSQL (`market_data_bars`, `symbol_metadata`); see the module docstring for
+    the layout."""
 
     def __init__(self, engine: Engine, *, create_schema: bool = True) -> None:
         if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
@@ -516,7 +518,7 @@ class PostgresBarStore:
         )
 
     def coverage(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
-        """Per symbol and timeframe: earliest, latest, bars (the monitoring view of seed 002)."""
+        """Per symbol and timeframe: earliest, latest, bars (what data monitoring shows)."""
         where, params = "", []
         if symbols is not None:
             where, params = "WHERE symbol = ANY(%s)", [validate_symbols(symbols)]
@@ -766,8 +768,8 @@ def _bar_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     columns = list(zip(*rows, strict=True))
     frame = pd.DataFrame(
         {
-            "symbol": pd.array(columns[0], dtype="string"),
-            "timeframe": pd.array(columns[1], dtype="string"),
+            "symbol": bar_strings(columns[0]),
+            "timeframe": bar_strings(columns[1]),
             "ts": _from_micros(columns[2]),
             **{
                 name: np.asarray(values, dtype="float64")

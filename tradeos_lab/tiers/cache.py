@@ -36,7 +36,7 @@ import pandas as pd
 import redis
 from redis.typing import EncodableT
 
-from tradeos_lab.bars import BAR_COLUMNS, empty_bars, validate_bar, validate_bars
+from tradeos_lab.bars import BAR_COLUMNS, bar_strings, empty_bars, validate_bar, validate_bars
 from tradeos_lab.errors import ConfigError, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
@@ -638,8 +638,9 @@ def _pack(bars: pd.DataFrame) -> bytes:
 
 @lru_cache(maxsize=4096)
 def _constant_strings(value: str, n: int) -> Any:
-    """A `string` array of `n` copies of `value`; callers take `.copy()` (cheap, immutable data)."""
-    return pd.array([value] * n, dtype="string")
+    """A bar-frame string array of `n` copies of `value`; callers take `.copy()` (cheap,
+    immutable data)."""
+    return bar_strings([value] * n)
 
 
 def _optional(module: str, name: str) -> Any:

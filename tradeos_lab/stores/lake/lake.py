@@ -22,7 +22,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tradeos_lab.bars import BAR_COLUMNS, bar_span, empty_bars, validate_bars
+from tradeos_lab.bars import (
+    BAR_COLUMNS,
+    BAR_STRING_DTYPE,
+    bar_span,
+    bar_strings,
+    empty_bars,
+    validate_bars,
+)
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.settings import Settings
 from tradeos_lab.stores.lake import sql
@@ -837,8 +844,8 @@ def _bar_frame(table: pa.Table, timeframe: Timeframe) -> pd.DataFrame:
     counts = pc.cast(table["trade_count"], pa.int64()).to_pandas(
         types_mapper={pa.int64(): pd.Int64Dtype()}.get
     )
-    frame["symbol"] = frame["symbol"].astype("string")
-    frame["timeframe"] = pd.array([timeframe.value] * len(frame), dtype="string")
+    frame["symbol"] = frame["symbol"].astype(BAR_STRING_DTYPE)
+    frame["timeframe"] = bar_strings([timeframe.value] * len(frame))
     frame["ts"] = frame["ts"].astype("datetime64[ns, UTC]")
     for name in ("open", "high", "low", "close", "volume", "vwap"):
         frame[name] = frame[name].astype("float64")

@@ -1,20 +1,27 @@
-"""The records database (seed 000, layer 4): SQLAlchemy 2 models, Alembic migrations, one store."""
+"""The records database (the pipeline's durable layer): SQLAlchemy 2 models, Alembic migrations,
+one store."""
 
 from tradeos_lab.stores.records.models import (
+    AuditRecord,
     BacktestRun,
     Base,
     ConfigChange,
     Fill,
+    IntentRecord,
+    LedgerEntry,
     Order,
+    OrderEvent,
     PolicyProfile,
     PositionSnapshot,
+    RiskEventRecord,
     SignalOutcome,
+    SignalRecord,
     SystemConfig,
     Trade,
 )
+from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.store import (
     Attribution,
-    Position,
     RecordsStore,
     create_records_engine,
 )
@@ -26,18 +33,26 @@ from tradeos_lab.stores.records.timescale import (
 
 __all__ = [
     "Attribution",
+    "AuditRecord",
     "BacktestRun",
     "Base",
     "ConfigChange",
     "Fill",
+    "IntentRecord",
+    "LedgerEntry",
     "Order",
+    "OrderEvent",
+    "OrderState",
+    "OrderUpdate",
     "PolicyProfile",
-    "Position",
     "PositionSnapshot",
     "RecordsStore",
+    "RiskEventRecord",
     "SignalOutcome",
+    "SignalRecord",
     "SystemConfig",
     "Trade",
+    "advance",
     "create_records_engine",
     "enable_timescaledb",
     "timescaledb_available",

@@ -1,14 +1,18 @@
-"""The durable business records (seed 000, layer 4) as typed SQLAlchemy 2 models.
+"""The durable business records (the pipeline's fourth data layer) as typed SQLAlchemy 2 models.
 
 The schema itself is owned by the Alembic migrations in `migrations/versions/`; these models
 mirror it (a test compares them) and are what the store and notebooks query with.
 
-The attribution chain of a trade follows the stream pipeline of seed 000:
+The attribution chain of a trade follows the stream pipeline:
 `market_data` message -> `signals.raw` signal -> `signals.modified` signal -> `intents` intent ->
 order (`client_order_id`) -> fill (broker `execution_id`), all sharing one `correlation_id`.
 
 Time-series tables (fills, position snapshots, signal outcomes) carry their time column in the
 primary key so that TimescaleDB can turn them into hypertables without a schema change.
+
+The messages the pipeline publishes (signals, intents, risk events, audit entries) and every broker
+order update are kept here too, keyed by their message or event id: the bus trims its streams,
+and the audit trail must outlive that.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Double,
     ForeignKey,
@@ -29,6 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tradeos_lab.contracts.enums import OrderStatus, TimeInForce
+from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH
 from tradeos_lab.stores.records.sqltypes import BigId, JSONDoc, UTCDateTime
 
 # Deterministic constraint names, so migrations can drop them on every backend.
@@ -41,6 +49,10 @@ NAMING_CONVENTION = {
 }
 
 ORDER_SIDES = ("buy", "sell")
+ORDER_STATUSES = tuple(s.value for s in OrderStatus)
+TIMES_IN_FORCE = tuple(t.value for t in TimeInForce)
+SIGNAL_STAGES = ("raw", "modified")
+MESSAGE_ID_LENGTH = 36  # a canonical UUIDv7
 BACKTEST_STATES = ("pending", "running", "succeeded", "failed")
 SIGNAL_OUTCOMES = ("win", "loss", "flat", "unfilled", "expired")
 
@@ -60,24 +72,66 @@ class Base(DeclarativeBase):
 
 
 class Order(Base):
-    """An order the Execution stage placed; `client_order_id` is our idempotency key."""
+    """An order the Execution stage placed; `client_order_id` is our idempotency key.
+
+    Broker updates move it only through `order_state.advance` (see `RecordsStore.
+    apply_order_update`): `broker_updated_at`/`broker_sequence` are those of the last update
+    applied, so a late, older update changes nothing.
+    """
 
     __tablename__ = "orders"
-    __table_args__ = (CheckConstraint(_in("side", ORDER_SIDES), name="side"),)
+    __table_args__ = (
+        CheckConstraint(_in("side", ORDER_SIDES), name="side"),
+        CheckConstraint(_in("status", ORDER_STATUSES), name="status"),
+        CheckConstraint(_in("time_in_force", TIMES_IN_FORCE), name="time_in_force"),
+        CheckConstraint(
+            "filled_quantity >= 0 AND filled_quantity <= quantity", name="filled_quantity"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_order_id: Mapped[str] = mapped_column(String(CLIENT_ORDER_ID_MAX_LENGTH), unique=True)
     broker_order_id: Mapped[str | None] = mapped_column(String(64))
     intent_id: Mapped[str | None] = mapped_column(String(64))
     correlation_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    strategy: Mapped[str | None] = mapped_column(String(64), index=True)
+    broker: Mapped[str | None] = mapped_column(String(32))
     symbol: Mapped[str] = mapped_column(String(20))
     side: Mapped[str] = mapped_column(String(4))
     order_type: Mapped[str] = mapped_column(String(16))
-    qty: Mapped[float]
+    quantity: Mapped[float]
     limit_price: Mapped[float | None]
+    stop_price: Mapped[float | None]
+    time_in_force: Mapped[str] = mapped_column(String(8), server_default="day")
     status: Mapped[str] = mapped_column(String(16))
+    filled_quantity: Mapped[float] = mapped_column(server_default="0")
+    avg_price: Mapped[float | None]
+    reason: Mapped[str | None] = mapped_column(String(256))
+    broker_updated_at: Mapped[datetime | None]
+    broker_sequence: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class OrderEvent(Base):
+    """One broker update of an order as it was received, whether or not it moved the order."""
+
+    __tablename__ = "order_events"
+    __table_args__ = (CheckConstraint(_in("status", ORDER_STATUSES), name="status"),)
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(
+        String(CLIENT_ORDER_ID_MAX_LENGTH), ForeignKey("orders.client_order_id"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    filled_quantity: Mapped[float | None]
+    avg_price: Mapped[float | None]
+    broker_order_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(256))
+    broker_at: Mapped[datetime]
+    broker_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[datetime]
+    applied: Mapped[bool] = mapped_column(Boolean)
 
 
 class Fill(Base):
@@ -94,14 +148,41 @@ class Fill(Base):
     execution_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     filled_at: Mapped[datetime] = mapped_column(primary_key=True)
     client_order_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("orders.client_order_id"), index=True
+        String(CLIENT_ORDER_ID_MAX_LENGTH), ForeignKey("orders.client_order_id"), index=True
     )
     broker: Mapped[str] = mapped_column(String(32))
     symbol: Mapped[str] = mapped_column(String(20))
     side: Mapped[str] = mapped_column(String(4))
-    qty: Mapped[float]
+    quantity: Mapped[float]
     price: Mapped[float]
     fee: Mapped[float]
+
+
+class LedgerEntry(Base):
+    """A fill applied to its strategy's position, once per broker `execution_id`.
+
+    `signed_quantity` is positive for a buy and negative for a sell, so a position is the sum of
+    its entries (`RecordsStore.net_quantity`).
+    """
+
+    __tablename__ = "position_ledger"
+    __table_args__ = (
+        CheckConstraint(_in("side", ORDER_SIDES), name="side"),
+        Index("ix_position_ledger_symbol_strategy", "symbol", "strategy"),
+    )
+
+    execution_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(
+        String(CLIENT_ORDER_ID_MAX_LENGTH), ForeignKey("orders.client_order_id")
+    )
+    strategy: Mapped[str | None] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(20))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[float]
+    signed_quantity: Mapped[float]
+    price: Mapped[float]
+    fee: Mapped[float]
+    executed_at: Mapped[datetime]
 
 
 class Trade(Base):
@@ -117,29 +198,30 @@ class Trade(Base):
     modified_signal_id: Mapped[str | None] = mapped_column(String(64))
     intent_id: Mapped[str | None] = mapped_column(String(64))
     client_order_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("orders.client_order_id"), index=True
+        String(CLIENT_ORDER_ID_MAX_LENGTH), ForeignKey("orders.client_order_id"), index=True
     )
     # Not a foreign key: fills may be a hypertable, which cannot be referenced.
     execution_id: Mapped[str] = mapped_column(String(64), unique=True)
     strategy: Mapped[str | None] = mapped_column(String(64))
     symbol: Mapped[str] = mapped_column(String(20))
     side: Mapped[str] = mapped_column(String(4))
-    qty: Mapped[float]
+    quantity: Mapped[float]
     price: Mapped[float]
     executed_at: Mapped[datetime]
 
 
 class PositionSnapshot(Base):
-    """A position at one instant; the series of snapshots is the P&L history."""
+    """A position at one instant, as a `PositionUpdate` message reported it; the series of
+    snapshots is the P&L history. The fills behind a position are in `LedgerEntry`."""
 
     __tablename__ = "position_snapshots"
 
     snapshot_at: Mapped[datetime] = mapped_column(primary_key=True)
     account: Mapped[str] = mapped_column(String(32), primary_key=True)
     symbol: Mapped[str] = mapped_column(String(20), primary_key=True)
-    qty: Mapped[float]
+    quantity: Mapped[float]
     avg_price: Mapped[float]
-    market_price: Mapped[float | None]
+    mark_price: Mapped[float | None]
     unrealized_pnl: Mapped[float | None]
     realized_pnl: Mapped[float | None]
 
@@ -166,7 +248,7 @@ class BacktestRun(Base):
 
 
 class PolicyProfile(Base):
-    """A named set of risk limits the Feasibility stage enforces (seed 000).
+    """A named set of risk limits the Feasibility stage enforces before an intent is formed.
 
     - max_position_pct: largest single position, in % of portfolio value.
     - max_daily_loss_pct: realised + unrealised loss in one day, in % of start-of-day equity,
@@ -239,3 +321,65 @@ class SignalOutcome(Base):
     holding_seconds: Mapped[float | None]
     closed_at: Mapped[datetime | None]
     recorded_at: Mapped[datetime]
+
+
+# ---- the pipeline's messages, kept past the bus's trimming -----------------------------------
+
+
+class _Published:
+    """The envelope of a bus message: unique by `message_id`, so a redelivery is a no-op."""
+
+    message_id: Mapped[str] = mapped_column(String(MESSAGE_ID_LENGTH), primary_key=True)
+    version: Mapped[str] = mapped_column(String(20))
+    correlation_id: Mapped[str] = mapped_column(String(128), index=True)
+    causation_id: Mapped[str | None] = mapped_column(String(MESSAGE_ID_LENGTH))
+    producer: Mapped[str] = mapped_column(String(64))
+    produced_at: Mapped[datetime] = mapped_column(index=True)
+    payload: Mapped[dict[str, Any]]
+
+
+class SignalRecord(_Published, Base):
+    """A `signals.raw` or `signals.modified` message."""
+
+    __tablename__ = "signals"
+    __table_args__ = (CheckConstraint(_in("stage", SIGNAL_STAGES), name="stage"),)
+
+    stage: Mapped[str] = mapped_column(String(8))
+    strategy: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(20))
+    direction: Mapped[str] = mapped_column(String(8))
+    ts: Mapped[datetime]
+
+
+class IntentRecord(_Published, Base):
+    """An `intents` message: an order the Feasibility stage cleared."""
+
+    __tablename__ = "intents"
+    __table_args__ = (CheckConstraint(_in("side", ORDER_SIDES), name="side"),)
+
+    strategy: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(20))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[float]
+    signal_id: Mapped[str | None] = mapped_column(String(MESSAGE_ID_LENGTH))
+
+
+class RiskEventRecord(_Published, Base):
+    """A `risk_events` message."""
+
+    __tablename__ = "risk_events"
+
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(128))
+    ts: Mapped[datetime]
+
+
+class AuditRecord(_Published, Base):
+    """An `audit` message: who changed what, from which value to which, and why."""
+
+    __tablename__ = "audit"
+
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(128))

@@ -2,8 +2,9 @@
 
 The schema belongs to the Alembic migrations shipped in `migrations/`; `upgrade()` runs them in
 one transaction on the store's engine. Every write method is idempotent on its natural key
-(client order id, broker execution id, snapshot time), so a redelivered message never doubles a
-record. Database errors are translated at this edge into the workbench's exceptions.
+(client order id, broker event id, broker execution id, bus message id, snapshot time), so a
+redelivered message never doubles a record. Database errors are translated at this edge into the
+workbench's exceptions.
 """
 
 from __future__ import annotations
@@ -11,23 +12,25 @@ from __future__ import annotations
 import json
 import math
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from psycopg import errors as pg_errors
-from sqlalchemy import Executable, Table, create_engine, event, select
+from sqlalchemy import Executable, Table, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -39,6 +42,16 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from tradeos_lab.contracts.enums import OrderStatus, TimeInForce
+from tradeos_lab.contracts.messages import (
+    AuditMessage,
+    IntentMessage,
+    ModifiedSignalMessage,
+    RawSignalMessage,
+    RiskEventMessage,
+)
+from tradeos_lab.contracts.payloads import PositionUpdate
+from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH, CLIENT_ORDER_ID_PATTERN
 from tradeos_lab.errors import (
     ConfigError,
     DataDirError,
@@ -52,39 +65,43 @@ from tradeos_lab.stores.records.models import (
     BACKTEST_STATES,
     ORDER_SIDES,
     SIGNAL_OUTCOMES,
+    AuditRecord,
     BacktestRun,
     Base,
     ConfigChange,
     Fill,
+    IntentRecord,
+    LedgerEntry,
     Order,
+    OrderEvent,
     PolicyProfile,
     PositionSnapshot,
+    RiskEventRecord,
     SignalOutcome,
+    SignalRecord,
     SystemConfig,
     Trade,
 )
+from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.timescale import timescaledb_installed
 from tradeos_lab.symbols import canonical_name, validate_symbol
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# What an operator runs to create or update a server records schema (the CLI command).
+MIGRATE_COMMAND = "tradeos-lab records migrate"
+# A new order is recorded before the broker has said anything that would move it on.
+_NEW_ORDER_STATUSES = (OrderStatus.NEW.value, OrderStatus.SUBMITTED.value)
 SQLITE_FILE = "records.db"
+# The PostgreSQL advisory lock a migration holds, so two processes never run the same DDL at once.
+# Any constant works; it only has to be the same for every process migrating one database.
+MIGRATION_LOCK = 0x7472_6F73
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 
 # Printable ASCII without spaces: stream message ids, UUIDs, broker ids.
 _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
-
-
-@dataclass(frozen=True)
-class Position:
-    """One line of a position snapshot, as the Execution stage reports it."""
-
-    symbol: str
-    qty: float
-    avg_price: float
-    market_price: float | None = None
-    unrealized_pnl: float | None = None
-    realized_pnl: float | None = None
+_CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN.removeprefix("^").removesuffix("$"))
+_KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,35 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@contextmanager
+def sqlite_foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """Foreign keys off on a SQLite connection for the length of a migration.
+
+    SQLite alters a table by rebuilding it (copy, drop, rename), and dropping a table that others
+    reference would fail or cascade with foreign keys on; the pragma cannot change inside a
+    transaction, so it is set here, before the migration's transaction, and the migration checks
+    the keys itself before committing (`check_foreign_keys`). A no-op on PostgreSQL.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = cast(sqlite3.Connection, conn.connection.driver_connection)
+    raw.execute("PRAGMA foreign_keys=OFF")  # outside any transaction: driver-level, autocommit
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def check_foreign_keys(conn: Connection) -> None:
+    """Raise `StoreError` when a SQLite migration left a row pointing at nothing."""
+    if conn.dialect.name != "sqlite":
+        return
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise StoreError(f"the migration would leave dangling foreign keys: {broken[:5]}")
+
+
 def _sqlite_on_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front, so read-then-write methods (set_config) wait on
     # busy_timeout instead of failing when two processes write at once.
@@ -147,7 +193,9 @@ def _sqlite_on_begin(connection: Any) -> None:
 
 
 class RecordsStore:
-    """Trades, orders, fills, positions, backtests, policy profiles, config and TCA outcomes."""
+    """Orders and their broker events, fills and the position ledger, trades with attribution,
+    position snapshots, the pipeline's kept messages, backtests, policy profiles, config and TCA
+    outcomes."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -190,6 +238,14 @@ class RecordsStore:
         """Undo migrations down to `revision` (`"base"` drops every records table)."""
         self._alembic("downgrade", revision)
 
+    @staticmethod
+    def head_revision() -> str:
+        """The newest migration this package ships (what `upgrade()` moves to)."""
+        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        if head is None:  # only a broken install ships no migration
+            raise StoreError(f"no records migrations found in {MIGRATIONS_DIR}")
+        return head
+
     def current_revision(self) -> str | None:
         with self._translate(), self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
@@ -204,7 +260,12 @@ class RecordsStore:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
         try:
-            with self._translate(), self.engine.begin() as conn:
+            with (
+                self._translate(),
+                self.engine.connect() as conn,
+                sqlite_foreign_keys_off(conn),
+                conn.begin(),
+            ):
                 config.attributes["connection"] = conn
                 getattr(command, verb)(config, revision)
         except CommandError as e:
@@ -228,7 +289,7 @@ class RecordsStore:
             if _missing_schema(e):
                 raise StoreError(
                     f"the records schema is missing or outdated ({_reason(e)}); "
-                    "run RecordsStore.upgrade()"
+                    f"run `{MIGRATE_COMMAND}` (or RecordsStore.upgrade() in code)"
                 ) from e
             if isinstance(e, IntegrityError):
                 raise StoreError(f"records constraint violated: {_reason(e)}") from e
@@ -259,48 +320,140 @@ class RecordsStore:
         client_order_id: str,
         symbol: str,
         side: str,
-        qty: float,
+        quantity: float,
         order_type: str = "market",
         limit_price: float | None = None,
+        stop_price: float | None = None,
+        time_in_force: str = "day",
+        strategy: str | None = None,
+        broker: str | None = None,
         status: str = "new",
         intent_id: str | None = None,
         correlation_id: str | None = None,
         broker_order_id: str | None = None,
         at: datetime | None = None,
     ) -> bool:
-        """Record an order once per `client_order_id`; False when it was already recorded."""
+        """Record an order once per `client_order_id`; False when it was already recorded.
+
+        Later broker updates go through `apply_order_update`, which keeps the order's life cycle.
+        """
         when = _utc(at)
         values = {
-            "client_order_id": _ident(client_order_id, "client_order_id"),
+            "client_order_id": client_order_id_of(client_order_id),
             "broker_order_id": _ident(broker_order_id, "broker_order_id", optional=True),
             "intent_id": _ident(intent_id, "intent_id", optional=True),
             "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
+            "strategy": _ident(strategy, "strategy", optional=True),
+            "broker": None if broker is None else _word(broker, "broker"),
             "symbol": validate_symbol(symbol),
             "side": _choice(side, ORDER_SIDES, "side"),
             "order_type": _word(order_type, "order_type"),
-            "qty": _positive(qty, "qty"),
-            "limit_price": None if limit_price is None else _positive(limit_price, "limit_price"),
-            "status": _word(status, "status"),
+            "quantity": _positive(quantity, "quantity"),
+            "limit_price": _positive_or_none(limit_price, "limit_price"),
+            "stop_price": _positive_or_none(stop_price, "stop_price"),
+            "time_in_force": _choice(
+                time_in_force, tuple(t.value for t in TimeInForce), "time_in_force"
+            ),
+            "status": _choice(status, _NEW_ORDER_STATUSES, "status of a new order"),
+            "filled_quantity": 0.0,
             "created_at": when,
             "updated_at": when,
         }
         with self.session() as session:
             return self._insert_ignore(session, Order, values)
 
-    def update_order_status(
-        self, client_order_id: str, status: str, *, broker_order_id: str | None = None
-    ) -> None:
-        """Move an order to a new status (accepted, filled, cancelled...)."""
+    def order(self, client_order_id: str) -> Order:
+        """The order recorded under `client_order_id`."""
+        with self.session() as session:
+            found = session.scalar(
+                select(Order).where(Order.client_order_id == client_order_id_of(client_order_id))
+            )
+            if found is None:
+                raise ValidationError(f"no order with client_order_id {client_order_id!r}")
+            return found
+
+    def apply_order_update(
+        self,
+        client_order_id: str,
+        *,
+        event_id: str,
+        status: str,
+        broker_at: datetime,
+        filled_quantity: float | None = None,
+        avg_price: float | None = None,
+        broker_order_id: str | None = None,
+        reason: str | None = None,
+        sequence: int | None = None,
+    ) -> bool:
+        """Record a broker update of an order and move the order by `order_state.advance`.
+
+        Every update is kept in `order_events` once per `event_id` (the broker's event id or the
+        bus message id): a repeat is a no-op. The order row is locked while the rule is applied,
+        so concurrent updates are folded one at a time. True when the order changed; a late,
+        older or regressing update is recorded but changes nothing.
+        """
+        try:
+            update = OrderUpdate(
+                status=OrderStatus(status),
+                broker_at=_utc(broker_at),
+                filled_quantity=_finite_or_none(filled_quantity, "filled_quantity"),
+                avg_price=_positive_or_none(avg_price, "avg_price"),
+                broker_order_id=_ident(broker_order_id, "broker_order_id", optional=True),
+                reason=_text_or_none(reason, "reason"),
+                sequence=_sequence(sequence),
+            )
+        except ValueError as e:
+            if isinstance(e, ValidationError):
+                raise
+            raise ValidationError(f"unknown order status {status!r}") from None
+        event = _ident(event_id, "event_id", limit=128)
+        cid = client_order_id_of(client_order_id)
         with self.session() as session:
             order = session.scalar(
-                select(Order).where(Order.client_order_id == _ident(client_order_id, "order id"))
+                select(Order).where(Order.client_order_id == cid).with_for_update()
             )
             if order is None:
                 raise ValidationError(f"no order with client_order_id {client_order_id!r}")
-            order.status = _word(status, "status")
-            if broker_order_id is not None:
-                order.broker_order_id = _ident(broker_order_id, "broker_order_id")
-            order.updated_at = _utc(None)
+            if session.get(OrderEvent, event) is not None:
+                return False
+            before = _order_state(order)
+            after = advance(before, update)
+            changed = after is not before
+            session.add(
+                OrderEvent(
+                    event_id=event,
+                    client_order_id=cid,
+                    status=update.status.value,
+                    filled_quantity=update.filled_quantity,
+                    avg_price=update.avg_price,
+                    broker_order_id=update.broker_order_id,
+                    reason=update.reason,
+                    broker_at=update.broker_at,
+                    broker_sequence=update.sequence,
+                    received_at=_utc(None),
+                    applied=changed,
+                )
+            )
+            if changed:
+                order.status = after.status.value
+                order.filled_quantity = after.filled_quantity
+                order.avg_price = after.avg_price
+                order.broker_order_id = after.broker_order_id
+                order.reason = after.reason
+                order.broker_updated_at = after.broker_at
+                order.broker_sequence = after.broker_sequence
+                order.updated_at = _utc(None)
+            return changed
+
+    def order_events(self, client_order_id: str) -> list[OrderEvent]:
+        """Every broker update of an order as received, in broker order."""
+        with self.session() as session:
+            stmt = (
+                select(OrderEvent)
+                .where(OrderEvent.client_order_id == client_order_id_of(client_order_id))
+                .order_by(OrderEvent.broker_at, OrderEvent.broker_sequence, OrderEvent.received_at)
+            )
+            return list(session.scalars(stmt))
 
     def record_fill(
         self,
@@ -309,20 +462,21 @@ class RecordsStore:
         client_order_id: str,
         symbol: str,
         side: str,
-        qty: float,
+        quantity: float,
         price: float,
         filled_at: datetime,
         fee: float = 0.0,
         broker: str = "paper",
     ) -> bool:
-        """Record a broker execution once per `execution_id`; False for a repeat report."""
+        """Record a broker execution once per `execution_id` and apply it to the position ledger
+        of its order's strategy, in one transaction; False for a repeat report."""
         values = {
             "execution_id": _ident(execution_id, "execution_id"),
-            "client_order_id": _ident(client_order_id, "client_order_id"),
+            "client_order_id": client_order_id_of(client_order_id),
             "broker": _word(broker, "broker"),
             "symbol": validate_symbol(symbol),
             "side": _choice(side, ORDER_SIDES, "side"),
-            "qty": _positive(qty, "qty"),
+            "quantity": _positive(quantity, "quantity"),
             "price": _positive(price, "price"),
             "fee": _finite(fee, "fee"),
             "filled_at": _utc(filled_at),
@@ -333,7 +487,40 @@ class RecordsStore:
             seen = select(Fill.execution_id).where(Fill.execution_id == values["execution_id"])
             if session.scalar(seen.limit(1)) is not None:
                 return False
-            return self._insert_ignore(session, Fill, values)
+            order = session.execute(
+                select(Order.strategy, Order.symbol, Order.side).where(
+                    Order.client_order_id == values["client_order_id"]
+                )
+            ).first()
+            if order is not None and (order.symbol, order.side) != (
+                values["symbol"],
+                values["side"],
+            ):
+                raise ValidationError(
+                    f"fill {values['execution_id']} is a {values['side']} of {values['symbol']}, "
+                    f"its order {values['client_order_id']} a {order.side} of {order.symbol}"
+                )
+            strategy = None if order is None else order.strategy
+            if not self._insert_ignore(session, Fill, values):
+                return False
+            signed = values["quantity"] if values["side"] == "buy" else -values["quantity"]
+            self._insert_ignore(
+                session,
+                LedgerEntry,
+                {
+                    "execution_id": values["execution_id"],
+                    "client_order_id": values["client_order_id"],
+                    "strategy": strategy,
+                    "symbol": values["symbol"],
+                    "side": values["side"],
+                    "quantity": values["quantity"],
+                    "signed_quantity": signed,
+                    "price": values["price"],
+                    "fee": values["fee"],
+                    "executed_at": values["filled_at"],
+                },
+            )
+            return True
 
     def record_trade(
         self,
@@ -343,7 +530,7 @@ class RecordsStore:
         correlation_id: str,
         symbol: str,
         side: str,
-        qty: float,
+        quantity: float,
         price: float,
         executed_at: datetime,
         market_data_message_id: str | None = None,
@@ -355,7 +542,7 @@ class RecordsStore:
         """Record a filled order with its attribution chain, once per `execution_id`."""
         values = {
             "execution_id": _ident(execution_id, "execution_id"),
-            "client_order_id": _ident(client_order_id, "client_order_id"),
+            "client_order_id": client_order_id_of(client_order_id),
             "correlation_id": _ident(correlation_id, "correlation_id"),
             "market_data_message_id": _ident(
                 market_data_message_id, "market_data_message_id", optional=True
@@ -366,7 +553,7 @@ class RecordsStore:
             "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
             "symbol": validate_symbol(symbol),
             "side": _choice(side, ORDER_SIDES, "side"),
-            "qty": _positive(qty, "qty"),
+            "quantity": _positive(quantity, "quantity"),
             "price": _positive(price, "price"),
             "executed_at": _utc(executed_at),
         }
@@ -405,20 +592,25 @@ class RecordsStore:
     # ---- positions ------------------------------------------------------------------------
 
     def snapshot_positions(
-        self, positions: Iterable[Position], *, account: str = "paper", at: datetime | None = None
+        self,
+        positions: Iterable[PositionUpdate],
+        *,
+        account: str = "paper",
+        at: datetime | None = None,
     ) -> int:
-        """Store the book at one instant; writing the same instant again replaces it."""
+        """Store the book at one instant (the positions the Execution stage reported);
+        writing the same instant again replaces it."""
         when = _utc(at)
         rows = [
             {
                 "snapshot_at": when,
                 "account": _word(account, "account"),
                 "symbol": validate_symbol(p.symbol),
-                "qty": _finite(p.qty, "qty"),
+                "quantity": _finite(p.quantity, "quantity"),
                 "avg_price": _finite(p.avg_price, "avg_price"),
-                "market_price": _finite_or_none(p.market_price, "market_price"),
-                "unrealized_pnl": _finite_or_none(p.unrealized_pnl, "unrealized_pnl"),
-                "realized_pnl": _finite_or_none(p.realized_pnl, "realized_pnl"),
+                "mark_price": _finite_or_none(p.mark_price, "mark_price"),
+                "unrealized_pnl": _finite(p.unrealized_pnl, "unrealized_pnl"),
+                "realized_pnl": _finite(p.realized_pnl, "realized_pnl"),
             }
             for p in positions
         ]
@@ -459,6 +651,117 @@ class RecordsStore:
                 .where(PositionSnapshot.account == account, PositionSnapshot.snapshot_at == latest)
                 .order_by(PositionSnapshot.symbol)
             )
+            return list(session.scalars(stmt))
+
+    # ---- position ledger ------------------------------------------------------------------
+
+    def net_quantity(self, strategy: str | None, symbol: str) -> float:
+        """The signed position in `symbol` from the ledger: positive long, negative short.
+
+        `strategy=None` sums across strategies. Every fill counts once (by execution id).
+        """
+        stmt = select(func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)).where(
+            LedgerEntry.symbol == validate_symbol(symbol)
+        )
+        if strategy is not None:
+            stmt = stmt.where(LedgerEntry.strategy == _ident(strategy, "strategy"))
+        with self.session() as session:
+            return float(session.scalar(stmt) or 0.0)
+
+    def ledger(
+        self, *, strategy: str | None = None, symbol: str | None = None
+    ) -> list[LedgerEntry]:
+        """Ledger entries, oldest first, optionally of one strategy and/or one symbol."""
+        stmt = select(LedgerEntry).order_by(LedgerEntry.executed_at, LedgerEntry.execution_id)
+        if strategy is not None:
+            stmt = stmt.where(LedgerEntry.strategy == _ident(strategy, "strategy"))
+        if symbol is not None:
+            stmt = stmt.where(LedgerEntry.symbol == validate_symbol(symbol))
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    # ---- the pipeline's messages (kept past the bus's trimming) ----------------------------
+
+    def record_signal(self, message: RawSignalMessage | ModifiedSignalMessage) -> bool:
+        """Keep a raw or modified signal; False when this message id is already kept."""
+        p = message.payload
+        stage = "raw" if isinstance(message, RawSignalMessage) else "modified"
+        return self._keep(
+            SignalRecord,
+            message,
+            stage=stage,
+            strategy=p.strategy,
+            symbol=p.symbol,
+            direction=p.direction.value,
+            ts=p.ts,
+        )
+
+    def record_intent(self, message: IntentMessage) -> bool:
+        """Keep an intent; False when this message id is already kept."""
+        p = message.payload
+        return self._keep(
+            IntentRecord,
+            message,
+            strategy=p.strategy,
+            symbol=p.symbol,
+            side=p.side.value,
+            quantity=p.quantity,
+            signal_id=p.signal_id,
+        )
+
+    def record_risk_event(self, message: RiskEventMessage) -> bool:
+        """Keep a risk event; False when this message id is already kept."""
+        p = message.payload
+        return self._keep(
+            RiskEventRecord,
+            message,
+            kind=p.kind.value,
+            severity=p.severity.value,
+            scope=p.scope,
+            ts=p.ts,
+        )
+
+    def record_audit(self, message: AuditMessage) -> bool:
+        """Keep an audit entry; False when this message id is already kept."""
+        p = message.payload
+        return self._keep(AuditRecord, message, actor=p.actor, action=p.action, target=p.target)
+
+    def signals(self, *, correlation_id: str | None = None) -> list[SignalRecord]:
+        """Kept signals, oldest first; all of one chain with `correlation_id`."""
+        return self._kept(SignalRecord, correlation_id)
+
+    def intents(self, *, correlation_id: str | None = None) -> list[IntentRecord]:
+        """Kept intents, oldest first; all of one chain with `correlation_id`."""
+        return self._kept(IntentRecord, correlation_id)
+
+    def risk_events(self, *, correlation_id: str | None = None) -> list[RiskEventRecord]:
+        """Kept risk events, oldest first; all of one chain with `correlation_id`."""
+        return self._kept(RiskEventRecord, correlation_id)
+
+    def audit_trail(self, *, correlation_id: str | None = None) -> list[AuditRecord]:
+        """Kept audit entries, oldest first; all of one chain with `correlation_id`."""
+        return self._kept(AuditRecord, correlation_id)
+
+    def _keep(self, model: type[Base], message: Any, **columns: Any) -> bool:
+        values = {
+            "message_id": message.message_id,
+            "version": message.version,
+            "correlation_id": message.correlation_id,
+            "causation_id": message.causation_id,
+            "producer": message.producer,
+            "produced_at": message.produced_at,
+            "payload": message.payload.model_dump(mode="json"),
+            **columns,
+        }
+        with self.session() as session:
+            return self._insert_ignore(session, model, values)
+
+    def _kept(self, model: type[_KeptT], correlation_id: str | None) -> list[_KeptT]:
+        table = cast(Table, model.__table__)
+        stmt = select(model).order_by(table.c.produced_at, table.c.message_id)
+        if correlation_id is not None:
+            stmt = stmt.where(table.c.correlation_id == _ident(correlation_id, "correlation_id"))
+        with self.session() as session:
             return list(session.scalars(stmt))
 
     # ---- backtests ------------------------------------------------------------------------
@@ -631,6 +934,29 @@ class RecordsStore:
 # ---- validation helpers -------------------------------------------------------------------
 
 
+def client_order_id_of(value: str) -> str:
+    """A client order id checked by the contracts' rule (the broker's limit of 48 characters)."""
+    if not isinstance(value, str) or not _CLIENT_ORDER_ID.fullmatch(value):
+        raise ValidationError(
+            f"client_order_id must be 1 to {CLIENT_ORDER_ID_MAX_LENGTH} of A-Z, a-z, 0-9, "
+            f"'._:/-', a letter or digit first; got {value!r:.80}"
+        )
+    return value
+
+
+def _order_state(order: Order) -> OrderState:
+    return OrderState(
+        quantity=order.quantity,
+        status=OrderStatus(order.status),
+        filled_quantity=order.filled_quantity,
+        avg_price=order.avg_price,
+        broker_order_id=order.broker_order_id,
+        reason=order.reason,
+        broker_at=order.broker_updated_at,
+        broker_sequence=order.broker_sequence,
+    )
+
+
 def _missing_schema(e: StatementError) -> bool:
     if isinstance(e, ProgrammingError):  # PostgreSQL
         return isinstance(e.orig, pg_errors.UndefinedTable | pg_errors.UndefinedColumn)
@@ -681,6 +1007,26 @@ def _finite(value: float, name: str) -> float:
 
 def _finite_or_none(value: float | None, name: str) -> float | None:
     return None if value is None else _finite(value, name)
+
+
+def _positive_or_none(value: float | None, name: str) -> float | None:
+    return None if value is None else _positive(value, name)
+
+
+def _text_or_none(value: str | None, name: str, limit: int = 256) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise ValidationError(f"{name} must be text of 1 to {limit} characters")
+    return value
+
+
+def _sequence(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValidationError(f"sequence must be an integer in [0, 2**63), got {value!r}")
+    return value
 
 
 def _positive(value: float, name: str) -> float:

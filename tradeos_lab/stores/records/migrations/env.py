@@ -13,9 +13,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from tradeos_lab.stores.records.models import Base
-
-# Any constant works; it only has to be the same for every process migrating one database.
-_MIGRATION_LOCK = 0x7472_6F73
+from tradeos_lab.stores.records.store import (
+    MIGRATION_LOCK,
+    check_foreign_keys,
+    sqlite_foreign_keys_off,
+)
 
 config = context.config
 
@@ -30,8 +32,9 @@ def _migrate(connection: Connection) -> None:
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             # Two processes upgrading at once would otherwise race on the same DDL.
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
+        check_foreign_keys(connection)
 
 
 def _from_command_line() -> None:
@@ -45,7 +48,7 @@ def _from_command_line() -> None:
     )
     store = RecordsStore.from_url(url) if url else RecordsStore.open(load_settings())
     try:
-        with store.engine.connect() as connection:
+        with store.engine.connect() as connection, sqlite_foreign_keys_off(connection):
             _migrate(connection)
             connection.commit()
     finally:

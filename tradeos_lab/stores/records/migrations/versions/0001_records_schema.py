@@ -63,7 +63,7 @@ PROFILES: list[dict[str, Any]] = [
     },
 ]
 
-# Live-tunable keys the autonomous agent and the dashboards change (seed 000).
+# Live-tunable keys the autonomous agent and the dashboards change at run time.
 CONFIG: dict[str, Any] = {
     "active_policy_profile": "Balanced",
     "hero_signals": [],
