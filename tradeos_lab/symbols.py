@@ -17,13 +17,12 @@ _TICKER = re.compile(r"[A-Z0-9][A-Z0-9.\-/]{0,19}")
 
 
 def validate_symbol(symbol: object) -> str:
-    """Return `symbol` unchanged when it is a valid ticker, raise `SymbolError` otherwise."""
-    if not isinstance(symbol, str):
-        raise SymbolError(f"symbol must be a string, got {type(symbol).__name__}")
-    if not symbol:
-        raise SymbolError("symbol is empty")
-    if len(symbol) > 20:
-        raise SymbolError(f"symbol is {len(symbol)} characters long; at most 20 are allowed")
+    """The canonical spelling of `symbol` (see `canonical_symbol`); every store, tier and message
+    goes through here, so `BTC/USD`, `btc-usd` and `BTC-USD` are one instrument everywhere."""
+    return canonical_symbol(symbol)
+
+
+def _checked_ticker(symbol: str) -> str:
     if not _TICKER.fullmatch(symbol):
         shown = symbol.encode("ascii", "backslashreplace").decode()
         raise SymbolError(
@@ -57,7 +56,7 @@ def canonical_symbol(symbol: object) -> str:
             f"symbol {shown!r} is not a ticker: use ASCII letters, digits, '.', '-' or '/', "
             "starting with a letter or digit"
         )
-    return validate_symbol(symbol.upper().replace("/", PAIR_SEPARATOR))
+    return _checked_ticker(symbol.upper().replace("/", PAIR_SEPARATOR))
 
 
 # Names of strategies, services, workers, subscribers, signals, dependencies...: ASCII letters and

@@ -70,7 +70,8 @@ def _word(first: str, rest: str, max_size: int, min_size: int = 0) -> st.SearchS
     return st.builds(operator.add, st.sampled_from(first), tail)
 
 
-symbols = _word(_UPPER, _UPPER + "./-", 19)
+# canonical spellings only: a pair is written BASE-QUOTE, never with "/"
+symbols = _word(_UPPER, _UPPER + ".-", 19)
 names = _word(_ALNUM, _ALNUM + "_.:@/-", 63)
 refs = _word(_ALNUM + "*", _ALNUM + "_.:@/*=-", 127)
 external_ids = _word(_ALNUM, _ALNUM + "._:/-", 127)

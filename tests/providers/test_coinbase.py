@@ -115,7 +115,7 @@ def test_slash_pairs_map_to_the_product_id(
 ) -> None:
     bars = coinbase.fetch_bars("BTC/USD", "1h", utc(2024, 1, 1), utc(2024, 1, 2))
     assert provider_server.requests_to(CANDLES)[0].path == "/products/BTC-USD/candles"
-    assert set(bars["symbol"]) == {"BTC/USD"}
+    assert set(bars["symbol"]) == {"BTC-USD"}  # the canonical spelling, whatever was asked
     assert len(bars) > 20
 
 

@@ -18,6 +18,7 @@ from tradeos_lab.providers import (
     read_bar_file,
     save_bars,
 )
+from tradeos_lab.symbols import validate_symbol
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_saved_bars_replay_unchanged(tmp_path: Path, bars: pd.DataFrame, name: s
     ]:
         got = replay.fetch_bars(symbol, timeframe, start, end)
         want = bars.loc[
-            (bars["symbol"] == symbol)
+            (bars["symbol"] == validate_symbol(symbol))
             & (bars["timeframe"] == timeframe)
             & (bars["ts"] >= pd.Timestamp(start))
             & (bars["ts"] < pd.Timestamp(end))
@@ -105,7 +106,7 @@ def test_a_series_the_file_does_not_hold_is_an_error_not_an_empty_frame(
 ) -> None:
     replay = FileReplayProvider(save_bars(bars, tmp_path / "bars.parquet"))
     with pytest.raises(
-        ProviderError, match=r"holds no MSFT 5m bars \(it holds: AAPL 5m, BTC/USD 1h\)"
+        ProviderError, match=r"holds no MSFT 5m bars \(it holds: AAPL 5m, BTC-USD 1h\)"
     ):
         replay.fetch_bars("MSFT", "5m", utc(2024, 2, 1), utc(2024, 2, 2))
     with pytest.raises(ProviderError, match="holds no AAPL 1h"):

@@ -20,11 +20,16 @@ from tradeos_lab.symbols import canonical_name, validate_symbol
 # ---- strings ----------------------------------------------------------------------------------
 
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9./-]{0,19}$"
-"""The JSON Schema twin of `validate_symbol` (a test proves they agree)."""
+"""The JSON Schema of a ticker; a message must also carry it in its canonical spelling."""
 
 
 def _symbol(value: str) -> str:
-    return validate_symbol(value)
+    """A message carries the canonical spelling: the wire has one form per instrument, so a
+    consumer never has to normalise (producers call `canonical_symbol` on what they are given)."""
+    canonical = validate_symbol(value)
+    if canonical != value:
+        raise ValueError(f"symbol {value!r} is not in its canonical spelling {canonical!r}")
+    return value
 
 
 Symbol: TypeAlias = Annotated[

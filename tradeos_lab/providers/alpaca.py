@@ -62,9 +62,20 @@ def alpaca_timeframe(timeframe: Timeframe | str) -> TimeFrame:
     return TimeFrame(amount, unit)
 
 
+# The quote currencies of Alpaca's crypto pairs: a canonical BASE-QUOTE symbol ending in one of
+# them is a pair (BRK-B, a stock, is not).
+CRYPTO_QUOTES = frozenset({"USD", "USDT", "USDC", "BTC", "ETH"})
+
+
 def is_crypto(symbol: str) -> bool:
-    """Alpaca spells crypto pairs BASE/QUOTE (BTC/USD); stock tickers have no slash."""
-    return "/" in symbol
+    """Whether a canonical symbol is a crypto pair (BTC-USD), which Alpaca serves apart."""
+    base, sep, quote = symbol.partition("-")
+    return bool(sep and base) and quote in CRYPTO_QUOTES
+
+
+def alpaca_symbol(symbol: str) -> str:
+    """Alpaca's spelling of a canonical symbol: crypto pairs are BASE/QUOTE (BTC/USD)."""
+    return symbol.replace("-", "/", 1) if is_crypto(symbol) else symbol
 
 
 class AlpacaProvider(HttpProvider):
@@ -136,7 +147,7 @@ class AlpacaProvider(HttpProvider):
     ) -> list[dict[str, Any]]:
         what = f"Alpaca bars {request.symbol} {request.timeframe.value} from {start.isoformat()}"
         params: dict[str, Any] = {
-            "symbol_or_symbols": request.symbol,
+            "symbol_or_symbols": alpaca_symbol(request.symbol),
             "timeframe": alpaca_timeframe(request.timeframe),
             "start": start.to_pydatetime(),
             # Alpaca's end is inclusive; a bar opening exactly at `end` is dropped later.
@@ -164,7 +175,7 @@ class AlpacaProvider(HttpProvider):
             except (ValueError, TypeError, AttributeError, KeyError) as e:
                 # alpaca-py indexes into the payload; a payload of another shape fails there.
                 raise ProviderError(f"{what}: Alpaca payload has an unexpected shape: {e}") from e
-            return _rows(raw, request.symbol, what)
+            return _rows(raw, alpaca_symbol(request.symbol), what)
 
         return retry_call(once, what=what, policy=self.retry)
 

@@ -343,7 +343,7 @@ class RecordsStore:
             "broker_order_id": _ident(broker_order_id, "broker_order_id", optional=True),
             "intent_id": _ident(intent_id, "intent_id", optional=True),
             "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
-            "strategy": _ident(strategy, "strategy", optional=True),
+            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
             "broker": None if broker is None else _word(broker, "broker"),
             "symbol": validate_symbol(symbol),
             "side": _choice(side, ORDER_SIDES, "side"),
@@ -664,7 +664,7 @@ class RecordsStore:
             LedgerEntry.symbol == validate_symbol(symbol)
         )
         if strategy is not None:
-            stmt = stmt.where(LedgerEntry.strategy == _ident(strategy, "strategy"))
+            stmt = stmt.where(LedgerEntry.strategy == canonical_name(strategy, "strategy"))
         with self.session() as session:
             return float(session.scalar(stmt) or 0.0)
 
@@ -674,7 +674,7 @@ class RecordsStore:
         """Ledger entries, oldest first, optionally of one strategy and/or one symbol."""
         stmt = select(LedgerEntry).order_by(LedgerEntry.executed_at, LedgerEntry.execution_id)
         if strategy is not None:
-            stmt = stmt.where(LedgerEntry.strategy == _ident(strategy, "strategy"))
+            stmt = stmt.where(LedgerEntry.strategy == canonical_name(strategy, "strategy"))
         if symbol is not None:
             stmt = stmt.where(LedgerEntry.symbol == validate_symbol(symbol))
         with self.session() as session:
