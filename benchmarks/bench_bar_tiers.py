@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_bar_tiers.py [--symbols 20] [--days 30] [--reps 2000]
 
-Target (issue 4): the cache answers "last 500 bars" >= 10x faster than either store, at p50 and
-at p99. Seed 002 promises < 10 ms for the cache and < 50 ms for PostgreSQL.
+Target: the cache answers "last 500 bars" >= 10x faster than either store, at p50 and at p99
+(the cache is the live-trading tier: it must stay well under 10 ms, PostgreSQL under 50 ms).
 
 The cache is timed twice. "cache" is the cache as shipped: bar reads go through its near cache
 (`tradeos_lab.tiers.near_cache`), so a block read again while unchanged costs no round trip, only

@@ -7,7 +7,8 @@ loopback TCP port; with `--url` it uses that server under a private namespace an
 afterwards. It then measures, in one run on one server:
 
 - `Cache.get_bars(symbol, "1m")`: GET of the packed block + the bar DataFrame (the figure the
-  issue targets: p50 <= 0.5 ms, p99 <= 2 ms; seed 002 promises < 10 ms). The `Cache` here has
+  target is for: p50 <= 0.5 ms, p99 <= 2 ms; live trading needs well under 10 ms). The `Cache`
+  here has
   no near cache, so every read is a round trip: this measures the round trip and the frame, not
   memory hits (`benchmarks/bench_bar_tiers.py` times both);
 - the same GET from redis-py alone (the network + parser share of it);

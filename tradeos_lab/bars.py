@@ -230,7 +230,7 @@ def _finite(values: pd.Series, name: str) -> pd.Series:
 
 @runtime_checkable
 class BarStore(Protocol):
-    """Where bars live for research and backtests (seed 004's DataSource protocol).
+    """Where bars live for research and backtests: one protocol, so the backtester never changes.
 
     The lake (ClickHouse/chdb) and the Postgres/Timescale store both implement it, so swapping
     one for the other changes no caller.
@@ -258,5 +258,5 @@ class BarStore(Protocol):
         ...
 
     def coverage(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
-        """Per symbol and timeframe: earliest, latest, bars (the monitoring view of seed 002)."""
+        """Per symbol and timeframe: earliest, latest, bars (what the monitoring queries read)."""
         ...

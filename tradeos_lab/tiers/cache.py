@@ -1,4 +1,4 @@
-"""The cache tier: live state that services and notebooks read (seed 000 layer 2, seed 002 tier 1).
+"""The cache tier: live state that services and notebooks read, and the fast tier of bar reads.
 
 Hashes hold objects (price, account, positions, policy profile, trackers), sorted sets hold
 rankings (watchlist by time added, candidates by score). Prices and bars are volatile and carry the
