@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -222,8 +223,8 @@ def test_account_balance_and_portfolio_value_round_trip(cache: Cache) -> None:
 def test_open_positions_live_in_one_hash(
     cache: Cache, shared_redis: redis.Redis, keys: Keys
 ) -> None:
-    cache.set_position("AAPL", qty=10, avg_entry_price=180.0, strategy="momentum")
-    cache.set_position("TSLA", qty=-3, avg_entry_price=250.0)
+    cache.set_position("AAPL", quantity=10, avg_price=180.0, strategy="momentum")
+    cache.set_position("TSLA", quantity=-3, avg_price=250.0)
     assert shared_redis.type(keys.positions()) == b"hash"
     positions = cache.get_positions()
     assert list(positions) == ["AAPL", "TSLA"]
@@ -233,6 +234,17 @@ def test_open_positions_live_in_one_hash(
     assert cache.remove_position("AAPL") is True
     assert cache.get_position("AAPL") is None
     assert cache.remove_position("AAPL") is False
+
+
+def test_positions_use_the_contracts_names_quantity_and_avg_price(
+    cache: Cache, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    cache.set_position("TSLA", quantity=-3, avg_price=250.0)
+    stored = json.loads(shared_redis.hget(keys.positions(), "TSLA") or b"{}")
+    assert (stored["quantity"], stored["avg_price"]) == (-3, 250.0)
+    position = cache.get_position("TSLA")
+    assert position is not None
+    assert (position.quantity, position.avg_price) == (-3, 250.0)
 
 
 # ---- signals, policy, trackers, rankings -----------------------------------------------------
@@ -301,7 +313,7 @@ def test_invalid_symbols_are_rejected_and_nothing_is_written(
     calls: list[Callable[[], object]] = [
         lambda: cache.set_price(symbol, 1.0),  # type: ignore[arg-type]
         lambda: cache.get_price(symbol),  # type: ignore[arg-type]
-        lambda: cache.set_position(symbol, qty=1, avg_entry_price=1.0),  # type: ignore[arg-type]
+        lambda: cache.set_position(symbol, quantity=1, avg_price=1.0),  # type: ignore[arg-type]
         lambda: cache.watch("AAPL", symbol),  # type: ignore[arg-type]
         lambda: cache.set_candidates({"AAPL": 1.0, symbol: 2.0}),  # type: ignore[dict-item]
         lambda: cache.append_bar(symbol, "1m", one_bar(START)),  # type: ignore[arg-type]
@@ -323,7 +335,7 @@ def test_bad_prices_are_rejected_and_nothing_is_written(
     with pytest.raises(ValidationError):
         cache.append_bar("AAPL", "1m", {**one_bar(START), "close": price})
     with pytest.raises(ValidationError):
-        cache.set_position("AAPL", qty=1, avg_entry_price=price)  # type: ignore[arg-type]
+        cache.set_position("AAPL", quantity=1, avg_price=price)  # type: ignore[arg-type]
     assert written(shared_redis, namespace) == []
 
 
@@ -338,7 +350,7 @@ def test_bad_prices_are_rejected_and_nothing_is_written(
         lambda c: c.append_bar("AAPL", "1m", one_bar(START), indicators={"rsi": math.nan}),
         lambda c: c.append_bar("AAPL", "1m", one_bar(START), indicators={"bad name": 1.0}),
         lambda c: c.set_indicators("AAPL", "1m", {"rsi": 1.0}, ts=datetime(2024, 1, 1)),
-        lambda c: c.set_position("AAPL", qty=0, avg_entry_price=1.0),
+        lambda c: c.set_position("AAPL", quantity=0, avg_price=1.0),
         lambda c: c.set_account(balance=math.nan, portfolio_value=1.0),
         lambda c: c.set_policy_profile("Balanced", {"Max-Pos": 1}),
         lambda c: c.set_policy_profile("Balanced", {"max_pos": math.inf}),

@@ -142,14 +142,14 @@ class Position:
     """One open position: signed quantity (negative = short) and average entry price."""
 
     symbol: str
-    qty: float
-    avg_entry_price: float
+    quantity: float
+    avg_price: float
     strategy: str | None = None
     updated_at: float = 0.0
 
     @property
     def side(self) -> str:
-        return "long" if self.qty > 0 else "short"
+        return "long" if self.quantity > 0 else "short"
 
 
 @dataclass(frozen=True)
@@ -285,25 +285,25 @@ class Cache:
         )
 
     def set_position(
-        self, symbol: str, *, qty: float, avg_entry_price: float, strategy: str | None = None
+        self, symbol: str, *, quantity: float, avg_price: float, strategy: str | None = None
     ) -> Position:
-        """Open or update the position in `symbol` (qty != 0; use `remove_position` to close)."""
+        """Open or update the position in `symbol` (quantity != 0; close with `remove_position`)."""
         symbol = validate_symbol(symbol)
-        quantity = _number("qty", qty)
+        quantity = _number("quantity", quantity)
         if quantity == 0:
-            raise ValidationError("qty is 0; close a position with remove_position")
+            raise ValidationError("quantity is 0; close a position with remove_position")
         if strategy is not None:
             _name("strategy", strategy)
         position = Position(
             symbol=symbol,
-            qty=quantity,
-            avg_entry_price=_number("avg_entry_price", avg_entry_price, positive=True),
+            quantity=quantity,
+            avg_price=_number("avg_price", avg_price, positive=True),
             strategy=strategy,
             updated_at=time.time(),
         )
         payload = {
-            "qty": position.qty,
-            "avg_entry_price": position.avg_entry_price,
+            "quantity": position.quantity,
+            "avg_price": position.avg_price,
             "strategy": position.strategy,
             "updated_at": position.updated_at,
         }
@@ -799,8 +799,8 @@ def _position(symbol: str, raw: bytes | str) -> Position:
     data = json.loads(raw)
     return Position(
         symbol=symbol,
-        qty=float(data["qty"]),
-        avg_entry_price=float(data["avg_entry_price"]),
+        quantity=float(data["quantity"]),
+        avg_price=float(data["avg_price"]),
         strategy=data.get("strategy"),
         updated_at=float(data.get("updated_at", 0.0)),
     )
