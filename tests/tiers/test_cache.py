@@ -13,9 +13,16 @@ import pytest
 import redis
 
 from tradeos_lab.bars import empty_bars, validate_bars
-from tradeos_lab.errors import ConfigError, SymbolError, ValidationError
+from tradeos_lab.errors import (
+    ConfigError,
+    DependencyUnavailable,
+    StoreError,
+    SymbolError,
+    ValidationError,
+)
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
+from tradeos_lab.stack.redis_server import RedisServerProcess
 from tradeos_lab.tiers.cache import BAR_RECORD, Cache
 
 START = pd.Timestamp("2024-01-02 14:30", tz="UTC")
@@ -416,3 +423,61 @@ def test_frames_do_not_share_their_column_index(cache: Cache) -> None:
     first = cache.get_bars("AAPL", "1m")
     first.columns.name = "renamed"
     assert cache.get_bars("AAPL", "1m").columns.name is None
+
+
+# ---- redis errors at the edge ------------------------------------------------------------------
+
+
+def every_cache_call() -> list[Callable[[Cache], object]]:
+    return [
+        lambda c: c.set_price("AAPL", 101.5),
+        lambda c: c.get_price("AAPL"),
+        lambda c: c.get_prices(["AAPL", "MSFT"]),
+        lambda c: c.set_account(balance=1.0, portfolio_value=1.0),
+        lambda c: c.get_account(),
+        lambda c: c.set_position("AAPL", quantity=1, avg_price=1.0),
+        lambda c: c.get_positions(),
+        lambda c: c.remove_position("AAPL"),
+        lambda c: c.set_hero_signals(["rsi_cross"]),
+        lambda c: c.set_policy_profile("Balanced", {"max_pos": 1}),
+        lambda c: c.record_outcome("rsi_cross", won=True),
+        lambda c: c.set_ic("rsi_cross", ic=0.1, samples=3),
+        lambda c: c.watch("AAPL"),
+        lambda c: c.get_candidates(),
+        lambda c: c.write_bars(bar_frame(3)),
+        lambda c: c.append_bar("AAPL", "1m", one_bar(START)),
+        lambda c: c.set_indicators("AAPL", "1m", {"rsi": 50.0}, ts=START),
+        lambda c: c.get_bars("AAPL", "1m"),
+        lambda c: c.get_bars("AAPL", "1m", limit=5),
+        lambda c: c.get_indicators("AAPL", "1m"),
+        lambda c: c.get_snapshot("AAPL", "1m"),
+    ]
+
+
+def test_a_stopped_cache_server_raises_dependency_unavailable_from_every_call(
+    redis_server_factory: Callable[..., RedisServerProcess],
+    keys: Keys,
+    settings_factory: Callable[..., Settings],
+) -> None:
+    server = redis_server_factory("cache", policy="allkeys-lru", maxmemory="16mb")
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=2)
+    cache = Cache(client, keys=keys, settings=settings_factory())
+    cache.write_bars(bar_frame(3))
+    server.stop()
+    for call in every_cache_call():
+        with pytest.raises(DependencyUnavailable) as caught:
+            call(cache)
+        assert isinstance(caught.value.__cause__, redis.ConnectionError)
+        assert "cache Redis unreachable" in str(caught.value)
+    client.close()
+
+
+def test_a_key_of_another_type_is_a_store_error_not_a_redis_error(
+    cache: Cache, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    shared_redis.set(keys.positions(), b"not a hash")
+    shared_redis.set(keys.indicators("AAPL", "1m"), b"not a hash")
+    with pytest.raises(StoreError, match="get_positions"):
+        cache.get_positions()
+    with pytest.raises(StoreError, match="append_bar"):
+        cache.append_bar("AAPL", "1m", one_bar(START), indicators={"rsi": 50.0})

@@ -19,6 +19,7 @@ Every other command goes through the main client as before.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from numbers import Real
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ import redis
 from redis.typing import EncodableT
 
 from tradeos_lab.bars import BAR_COLUMNS, empty_bars, validate_bar, validate_bars
-from tradeos_lab.errors import ConfigError, ValidationError
+from tradeos_lab.errors import ConfigError, DependencyUnavailable, StoreError, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
 from tradeos_lab.symbols import Timeframe, validate_symbol
@@ -114,6 +115,30 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 _INDICATOR = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
 _PARAM = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _PROFILE_NAME_FIELD: Final = "_profile"
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _redis_errors_translated(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Callers of the cache see the workbench's errors, never redis-py's: an unreachable or
+    timed-out server (after the client's own retries) is `DependencyUnavailable`, so it is
+    retried like any transient failure; a refusal (a key of another type, out of memory, a read
+    only replica) is `StoreError`."""
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise DependencyUnavailable(
+                f"cache Redis unreachable in {method.__name__}: {type(e).__name__}: {e}"
+            ) from e
+        except redis.RedisError as e:
+            raise StoreError(f"cache Redis refused {method.__name__}: {e}") from e
+
+    return call
 
 
 # ---- values ---------------------------------------------------------------------------------
@@ -203,6 +228,9 @@ class BarSnapshot:
 class Cache:
     """Typed accessors over the cache Redis. Writes validate first; bad input writes nothing.
 
+    Errors are the workbench's: `ValidationError` for bad input, `DependencyUnavailable` when the
+    server cannot be reached, `StoreError` when it refuses a command.
+
     `near_client` (`make_redis(url, role="cache", tracking=True)`, same server as `redis`) turns
     on the near cache for bar reads when `settings.cache_near_entries` > 0; without it every read
     is a round trip, as before.
@@ -234,6 +262,7 @@ class Cache:
 
     # ---- prices -------------------------------------------------------------------------
 
+    @_redis_errors_translated
     def set_price(self, symbol: str, price: float, *, ts: datetime | float | None = None) -> None:
         """Store the latest price of `symbol`; it expires after the profile's price TTL."""
         key = self.keys.price(symbol)
@@ -245,11 +274,13 @@ class Cache:
         pipe.expire(key, self._limits.price_ttl_seconds)
         pipe.execute()
 
+    @_redis_errors_translated
     def get_price(self, symbol: str) -> Price | None:
         """The latest price of `symbol`, or None when unknown or expired."""
         raw = self.redis.hmget(self.keys.price(symbol), ["price", "ts"])
         return _price(symbol, raw)
 
+    @_redis_errors_translated
     def get_prices(self, symbols: Iterable[str]) -> dict[str, Price]:
         """Latest prices of several symbols in one round trip; unknown ones are left out."""
         wanted = [validate_symbol(s) for s in symbols]
@@ -265,6 +296,7 @@ class Cache:
 
     # ---- account and positions ----------------------------------------------------------
 
+    @_redis_errors_translated
     def set_account(self, *, balance: float, portfolio_value: float) -> None:
         """Replace the account's balance and portfolio value."""
         mapping: dict[EncodableT, EncodableT] = {
@@ -274,6 +306,7 @@ class Cache:
         }
         self.redis.hset(self.keys.account(), mapping=mapping)
 
+    @_redis_errors_translated
     def get_account(self) -> Account | None:
         raw = _text_dict(self.redis.hgetall(self.keys.account()))
         if not raw:
@@ -284,6 +317,7 @@ class Cache:
             updated_at=float(raw.get("updated_at", "0")),
         )
 
+    @_redis_errors_translated
     def set_position(
         self, symbol: str, *, quantity: float, avg_price: float, strategy: str | None = None
     ) -> Position:
@@ -310,21 +344,25 @@ class Cache:
         self.redis.hset(self.keys.positions(), symbol, json.dumps(payload))
         return position
 
+    @_redis_errors_translated
     def remove_position(self, symbol: str) -> bool:
         """Forget the position in `symbol`; True when there was one."""
         return bool(self.redis.hdel(self.keys.positions(), validate_symbol(symbol)))
 
+    @_redis_errors_translated
     def get_position(self, symbol: str) -> Position | None:
         symbol = validate_symbol(symbol)
         raw = self.redis.hget(self.keys.positions(), symbol)
         return None if raw is None else _position(symbol, raw)
 
+    @_redis_errors_translated
     def get_positions(self) -> dict[str, Position]:
         raw = _text_dict(self.redis.hgetall(self.keys.positions()))
         return {symbol: _position(symbol, value) for symbol, value in sorted(raw.items())}
 
     # ---- signals, policy, trackers ------------------------------------------------------
 
+    @_redis_errors_translated
     def set_hero_signals(self, names: Iterable[str]) -> list[str]:
         """Replace the hero signals list (the signal types the pipeline trades on), in order."""
         checked = [_name("hero signal", n) for n in names]
@@ -337,9 +375,11 @@ class Cache:
         pipe.execute()
         return checked
 
+    @_redis_errors_translated
     def get_hero_signals(self) -> list[str]:
         return [_text(v) for v in self.redis.lrange(self.keys.hero_signals(), 0, -1)]
 
+    @_redis_errors_translated
     def set_policy_profile(
         self, name: str, params: Mapping[str, float | int | bool | str]
     ) -> PolicyProfile:
@@ -361,6 +401,7 @@ class Cache:
         pipe.execute()
         return PolicyProfile(name=name, params=clean)
 
+    @_redis_errors_translated
     def get_policy_profile(self) -> PolicyProfile | None:
         raw = _text_dict(self.redis.hgetall(self.keys.policy_profile()))
         if not raw:
@@ -368,6 +409,7 @@ class Cache:
         name = raw.pop(_PROFILE_NAME_FIELD, "")
         return PolicyProfile(name=name, params={k: json.loads(v) for k, v in raw.items()})
 
+    @_redis_errors_translated
     def record_outcome(self, signal: str, *, won: bool) -> WinRate:
         """Count one resolved outcome of `signal` in the win-rate tracker (atomic increments)."""
         _name("signal", signal)
@@ -380,6 +422,7 @@ class Cache:
         wins, total = pipe.execute()
         return WinRate(wins=int(wins), total=int(total))
 
+    @_redis_errors_translated
     def get_win_rates(self) -> dict[str, WinRate]:
         raw = _text_dict(self.redis.hgetall(self.keys.tracker("win_rate")))
         counts: dict[str, dict[str, int]] = {}
@@ -391,6 +434,7 @@ class Cache:
             for s, c in sorted(counts.items())
         }
 
+    @_redis_errors_translated
     def set_ic(self, signal: str, *, ic: float, samples: int) -> IcState:
         """Store the information coefficient of `signal` (in [-1, 1]) over `samples` outcomes."""
         _name("signal", signal)
@@ -404,6 +448,7 @@ class Cache:
         self.redis.hset(self.keys.tracker("ic"), signal, json.dumps(payload))
         return state
 
+    @_redis_errors_translated
     def get_ics(self) -> dict[str, IcState]:
         raw = _text_dict(self.redis.hgetall(self.keys.tracker("ic")))
         out: dict[str, IcState] = {}
@@ -416,6 +461,7 @@ class Cache:
 
     # ---- watchlist and ranked candidates ------------------------------------------------
 
+    @_redis_errors_translated
     def watch(self, *symbols: str) -> int:
         """Add symbols to the watchlist (ordered by first added); returns how many were new."""
         checked = [validate_symbol(s) for s in symbols]
@@ -427,14 +473,17 @@ class Cache:
         added = self.redis.zadd(self.keys.watchlist(), order, nx=True)
         return int(added or 0)
 
+    @_redis_errors_translated
     def unwatch(self, *symbols: str) -> int:
         checked = [validate_symbol(s) for s in symbols]
         return int(self.redis.zrem(self.keys.watchlist(), *checked)) if checked else 0
 
+    @_redis_errors_translated
     def get_watchlist(self) -> list[str]:
         members: Any = self.redis.zrange(self.keys.watchlist(), 0, -1)
         return [_text(v) for v in members]
 
+    @_redis_errors_translated
     def set_candidates(self, scores: Mapping[str, float]) -> int:
         """Replace the ranked candidates (symbol -> score, higher ranks first) atomically."""
         checked = {validate_symbol(s): _number(f"score of {s}", v) for s, v in scores.items()}
@@ -445,6 +494,7 @@ class Cache:
         pipe.execute()
         return len(checked)
 
+    @_redis_errors_translated
     def get_candidates(self, top: int | None = None) -> list[tuple[str, float]]:
         """Candidates best first, with their scores; `top` limits how many."""
         end = -1 if top is None else top - 1
@@ -459,6 +509,7 @@ class Cache:
         """Seconds a cached bar block (and its indicators) lives after its last write."""
         return self._limits.bar_ttl_seconds[Timeframe.parse(timeframe).value]
 
+    @_redis_errors_translated
     def write_bars(self, frame: pd.DataFrame) -> int:
         """Merge a bar frame (any symbols and timeframes) into the cache; returns rows given.
 
@@ -484,6 +535,7 @@ class Cache:
         self._bars_written(written)
         return len(bars)
 
+    @_redis_errors_translated
     def append_bar(
         self,
         symbol: str,
@@ -516,6 +568,7 @@ class Cache:
         self._bars_written([self.keys.bars(checked["symbol"], checked["timeframe"])])
         return int(kept)
 
+    @_redis_errors_translated
     def set_indicators(
         self,
         symbol: str,
@@ -540,6 +593,7 @@ class Cache:
         )
         return bool(wrote)
 
+    @_redis_errors_translated
     def get_bars(
         self, symbol: str, timeframe: Timeframe | str, limit: int | None = None
     ) -> pd.DataFrame:
@@ -565,9 +619,11 @@ class Cache:
             raw = self.redis.getrange(key, -limit * size, -1)
         return _frame(raw, symbol, tf.value)
 
+    @_redis_errors_translated
     def get_indicators(self, symbol: str, timeframe: Timeframe | str) -> Indicators | None:
         return _indicators(self.redis.hgetall(self.keys.indicators(symbol, timeframe)))
 
+    @_redis_errors_translated
     def get_snapshot(self, symbol: str, timeframe: Timeframe | str) -> BarSnapshot:
         """Bars and latest indicators of one symbol and timeframe in one round trip.
 
