@@ -715,8 +715,13 @@ def _optional(module: str, name: str) -> Any:
 # - `create_dataframe_from_blocks` (pandas >= 3.0, `pandas.api.internals`) takes the columns as
 #   ready-made blocks: the six float columns go in as ONE (6, n) block copied out of the records
 #   in one step, and pandas neither checks nor consolidates columns (~55 us -> ~20 us, 500 bars);
-# - `DatetimeArray._simple_new` wraps int64 nanoseconds as UTC times without the checks and the
-#   tz-localisation of `DatetimeIndex(...).tz_localize("UTC")` (~40 us -> ~3 us).
+# - `DatetimeArray._simple_new` (private) wraps int64 nanoseconds as UTC times without the checks
+#   and the tz-localisation of `DatetimeIndex(...).tz_localize("UTC")` (~25 us saved per read).
+# Both are kept because the p99 target needs them: the tail of a read grows with its CPU time
+# (a longer read is more often preempted on a busy machine). `benchmarks/bench_bar_tiers.py`, 2
+# cores at load average 6-8, near-cache reads timed side by side in one run, p99 vs PostgreSQL's
+# (target >= 10x): both shortcuts 17.2x and 12.4x (two runs), public datetimes 6.9x and 8.7x
+# (p50 0.043 -> 0.077 ms), public datetimes and `pd.DataFrame(dict)` 6.1x and 5.1x (p50 0.20 ms).
 _FROM_BLOCKS: Callable[..., pd.DataFrame] | None = _optional(
     "pandas.api.internals", "create_dataframe_from_blocks"
 )
