@@ -395,7 +395,7 @@ def test_a_block_of_another_layout_reads_as_a_miss(
     assert len(cache.get_bars("AAPL", "1m")) == 1
 
 
-def test_the_fast_frame_path_and_the_public_constructor_agree(
+def test_the_block_constructor_and_plain_dataframe_build_the_same_frame(
     cache: Cache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tradeos_lab.tiers import cache as cache_module
@@ -405,17 +405,17 @@ def test_the_fast_frame_path_and_the_public_constructor_agree(
     frame.loc[[2, 5], "vwap"] = np.nan
     cache.write_bars(frame)
     fast = cache.get_bars("AAPL", "1m")
-    assert cache_module._FROM_BLOCKS is not None and cache_module._SIMPLE_NEW is not None
+    assert cache_module._FROM_BLOCKS is not None  # pandas >= 3.0 here
     monkeypatch.setattr(cache_module, "_FROM_BLOCKS", None)
-    monkeypatch.setattr(cache_module, "_SIMPLE_NEW", None)
-    public = cache.get_bars("AAPL", "1m")
-    pd.testing.assert_frame_equal(fast, public)
+    plain = cache.get_bars("AAPL", "1m")
+    pd.testing.assert_frame_equal(fast, plain)
     pd.testing.assert_frame_equal(fast, validate_bars(frame))
     assert fast.dtypes.equals(empty_bars().dtypes)
-    for got in (fast, public):  # every column writable, so a notebook may edit the frame
+    for got in (fast, plain):  # every column writable, so a notebook may edit the frame
         got.loc[0, "close"] = 1.0
         got.loc[0, "ts"] = START
         assert got.loc[0, "close"] == 1.0
+    pd.testing.assert_frame_equal(cache.get_bars("AAPL", "1m"), validate_bars(frame))
 
 
 def test_frames_do_not_share_their_column_index(cache: Cache) -> None:

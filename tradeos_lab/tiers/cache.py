@@ -709,24 +709,18 @@ def _optional(module: str, name: str) -> Any:
         return None
 
 
-# Frame building is most of a near-cache hit, so it takes two shortcuts, each guarded (a pandas
-# that changed them raises TypeError/AttributeError and the public road is taken; a test checks
-# both roads build the same frame):
-# - `create_dataframe_from_blocks` (pandas >= 3.0, `pandas.api.internals`) takes the columns as
-#   ready-made blocks: the six float columns go in as ONE (6, n) block copied out of the records
-#   in one step, and pandas neither checks nor consolidates columns (~55 us -> ~20 us, 500 bars);
-# - `DatetimeArray._simple_new` (private) wraps int64 nanoseconds as UTC times without the checks
-#   and the tz-localisation of `DatetimeIndex(...).tz_localize("UTC")` (~25 us saved per read).
-# Both are kept because the p99 target needs them: the tail of a read grows with its CPU time
-# (a longer read is more often preempted on a busy machine). `benchmarks/bench_bar_tiers.py`, 2
-# cores at load average 6-8, near-cache reads timed side by side in one run, p99 vs PostgreSQL's
-# (target >= 10x): both shortcuts 17.2x and 12.4x (two runs), public datetimes 6.9x and 8.7x
-# (p50 0.043 -> 0.077 ms), public datetimes and `pd.DataFrame(dict)` 6.1x and 5.1x (p50 0.20 ms).
+# Frame building is most of a near-cache hit. With pandas >= 3.0 the frame is made by
+# `pandas.api.internals.create_dataframe_from_blocks`, pandas's public constructor for libraries
+# that hold columns as ready-made blocks: the six float columns go in as ONE (6, n) block copied
+# out of the records in one step, and pandas neither checks nor consolidates columns. Kept because
+# the p99 target needs it (the tail of a read grows with its CPU time: a longer read is preempted
+# more often on a busy machine). `benchmarks/bench_bar_tiers.py`, 2 cores at load average 5-6,
+# near-cache reads timed side by side in one run, two runs, p99 against PostgreSQL's (target
+# >= 10x): blocks 9.5x and 10.2x (p50 0.044 ms), `pd.DataFrame(dict)` 4.4x and 4.2x (p50 0.28 ms).
+# Older pandas take `pd.DataFrame(dict)`; a test checks both roads build the same frame.
 _FROM_BLOCKS: Callable[..., pd.DataFrame] | None = _optional(
     "pandas.api.internals", "create_dataframe_from_blocks"
 )
-_SIMPLE_NEW: Callable[..., Any] | None = getattr(pd.arrays.DatetimeArray, "_simple_new", None)
-_UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
 _COLUMN_INDEX: Final = pd.Index(BAR_COLUMNS)
 
 
@@ -750,14 +744,12 @@ _PLACEMENTS: Final = tuple(
 
 
 def _utc_times(nanoseconds: np.ndarray) -> Any:
-    """A `datetime64[ns, UTC]` array over int64 nanoseconds since the epoch."""
-    m8 = nanoseconds.view("M8[ns]")
-    if _SIMPLE_NEW is not None:
-        try:
-            return _SIMPLE_NEW(m8, dtype=_UTC_NS)
-        except (TypeError, AttributeError):
-            pass
-    return pd.DatetimeIndex(m8).tz_localize("UTC").array
+    """A `datetime64[ns, UTC]` array over int64 nanoseconds since the epoch.
+
+    Public pandas. The private `DatetimeArray._simple_new` saved ~30 us per read (p50 0.075 ->
+    0.044 ms), but the p99 it bought was within run-to-run noise (bench_bar_tiers side by side:
+    9.2x and 8.9x PostgreSQL's p99 public, 9.5x and 10.2x private)."""
+    return pd.DatetimeIndex(nanoseconds.view("M8[ns]")).tz_localize("UTC").array
 
 
 def _frame(raw: object, symbol: str, timeframe: str) -> pd.DataFrame:
