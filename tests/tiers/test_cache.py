@@ -472,6 +472,27 @@ def test_a_stopped_cache_server_raises_dependency_unavailable_from_every_call(
     client.close()
 
 
+def test_bar_reads_through_the_near_cache_raise_dependency_unavailable_when_the_server_stops(
+    redis_server_factory: Callable[..., RedisServerProcess],
+    keys: Keys,
+    settings_factory: Callable[..., Settings],
+) -> None:
+    server = redis_server_factory("cache", policy="allkeys-lru", maxmemory="16mb")
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=2)
+    tracked = redis.Redis.from_url(server.url, socket_connect_timeout=2, protocol=3)
+    cache = Cache(client, keys=keys, settings=settings_factory(), near_client=tracked)
+    assert cache.near is not None
+    cache.write_bars(bar_frame(3))
+    assert len(cache.get_bars("AAPL", "1m")) == 3  # held in the near cache now
+    server.stop()
+    for limit in (None, 2):
+        with pytest.raises(DependencyUnavailable) as caught:
+            cache.get_bars("AAPL", "1m", limit=limit)
+        assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    client.close()
+    tracked.close()
+
+
 def test_a_key_of_another_type_is_a_store_error_not_a_redis_error(
     cache: Cache, shared_redis: redis.Redis, keys: Keys
 ) -> None:
