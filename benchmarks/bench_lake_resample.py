@@ -12,7 +12,7 @@ The bars are loaded with `write_bars` in 1M-bar batches and the coarse tiers set
 not land in either side's timing. The stored 1h tier, which the refresh rolled up, is read too,
 for reference.
 
-Target (issue 4): the lake >= 5x faster than pandas.
+Target: the lake >= 5x faster than pandas.
 
     .venv/bin/python benchmarks/bench_lake_resample.py [--bars 10000000] [--symbols 20] [--rounds 5]
 """

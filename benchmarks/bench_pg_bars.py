@@ -1,6 +1,6 @@
 """PostgresBarStore.write_bars against a raw COPY of the same rows, in the same run.
 
-Target (issue 4): the store's insert reaches >= 70% of the rate of a plain COPY.
+Target: the store's insert reaches >= 70% of the rate of a plain COPY.
 
     .venv/bin/python benchmarks/bench_pg_bars.py --rows 200000
 

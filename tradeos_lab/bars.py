@@ -239,7 +239,7 @@ def _finite(values: pd.Series, name: str) -> pd.Series:
 
 @runtime_checkable
 class BarStore(Protocol):
-    """Where bars live for research and backtests: one data-source protocol for every store.
+    """Where bars live for research and backtests: one protocol, so the backtester never changes.
 
     The lake (ClickHouse/chdb) and the Postgres/Timescale store both implement it, so swapping
     one for the other changes no caller.
@@ -267,5 +267,5 @@ class BarStore(Protocol):
         ...
 
     def coverage(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
-        """Per symbol and timeframe: earliest, latest, bars (what data monitoring shows)."""
+        """Per symbol and timeframe: earliest, latest, bars (what the monitoring queries read)."""
         ...

@@ -1,7 +1,8 @@
 """Every Redis key and stream name, built in one place.
 
 Names are `{namespace}:{...}`; the namespace (setting `namespace`) lets several labs or test runs
-share one server without touching each other. Stream names are the seed's (`signals.raw`, ...).
+share one server without touching each other. Stream names are the pipeline's stage names
+(`signals.raw`, ...).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ _GROUP_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class Stream(StrEnum):
-    """The pipeline streams of seed 000, in pipeline order."""
+    """The pipeline streams, in pipeline order (market data in, audit last)."""
 
     MARKET_DATA = "market_data"
     SIGNALS_RAW = "signals.raw"

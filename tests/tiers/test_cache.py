@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,9 +13,16 @@ import pytest
 import redis
 
 from tradeos_lab.bars import empty_bars, validate_bars
-from tradeos_lab.errors import ConfigError, SymbolError, ValidationError
+from tradeos_lab.errors import (
+    ConfigError,
+    DependencyUnavailable,
+    StoreError,
+    SymbolError,
+    ValidationError,
+)
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
+from tradeos_lab.stack.redis_server import RedisServerProcess
 from tradeos_lab.tiers.cache import BAR_RECORD, Cache
 
 START = pd.Timestamp("2024-01-02 14:30", tz="UTC")
@@ -208,7 +216,9 @@ def test_prices_for_many_symbols_in_one_round_trip_skip_unknown_ones(cache: Cach
     cache.set_price("AAPL", 1.5)
     cache.set_price("BTC/USD", 42_000.0)
     got = cache.get_prices(["AAPL", "MSFT", "BTC/USD"])
-    assert {s: p.price for s, p in got.items()} == {"AAPL": 1.5, "BTC/USD": 42_000.0}
+    # keyed by the canonical spelling, whichever spelling was written or asked for
+    assert {s: p.price for s, p in got.items()} == {"AAPL": 1.5, "BTC-USD": 42_000.0}
+    assert cache.get_price("btc-usd") == got["BTC-USD"]
 
 
 def test_account_balance_and_portfolio_value_round_trip(cache: Cache) -> None:
@@ -222,8 +232,8 @@ def test_account_balance_and_portfolio_value_round_trip(cache: Cache) -> None:
 def test_open_positions_live_in_one_hash(
     cache: Cache, shared_redis: redis.Redis, keys: Keys
 ) -> None:
-    cache.set_position("AAPL", qty=10, avg_entry_price=180.0, strategy="momentum")
-    cache.set_position("TSLA", qty=-3, avg_entry_price=250.0)
+    cache.set_position("AAPL", quantity=10, avg_price=180.0, strategy="momentum")
+    cache.set_position("TSLA", quantity=-3, avg_price=250.0)
     assert shared_redis.type(keys.positions()) == b"hash"
     positions = cache.get_positions()
     assert list(positions) == ["AAPL", "TSLA"]
@@ -233,6 +243,17 @@ def test_open_positions_live_in_one_hash(
     assert cache.remove_position("AAPL") is True
     assert cache.get_position("AAPL") is None
     assert cache.remove_position("AAPL") is False
+
+
+def test_positions_use_the_contracts_names_quantity_and_avg_price(
+    cache: Cache, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    cache.set_position("TSLA", quantity=-3, avg_price=250.0)
+    stored = json.loads(shared_redis.hget(keys.positions(), "TSLA") or b"{}")
+    assert (stored["quantity"], stored["avg_price"]) == (-3, 250.0)
+    position = cache.get_position("TSLA")
+    assert position is not None
+    assert (position.quantity, position.avg_price) == (-3, 250.0)
 
 
 # ---- signals, policy, trackers, rankings -----------------------------------------------------
@@ -291,7 +312,7 @@ def test_ranked_candidates_best_first_and_replaced_atomically(cache: Cache) -> N
 
 # ---- bad input: a typed error, nothing written ------------------------------------------------
 
-BAD_SYMBOLS = ["", "aapl", "AAPL ", "АAPL", "A" * 21, "AA;PL", None, 7]
+BAD_SYMBOLS = ["", "AAPL ", "АAPL", "A" * 21, "AA;PL", None, 7]
 
 
 @pytest.mark.parametrize("symbol", BAD_SYMBOLS)
@@ -301,7 +322,7 @@ def test_invalid_symbols_are_rejected_and_nothing_is_written(
     calls: list[Callable[[], object]] = [
         lambda: cache.set_price(symbol, 1.0),  # type: ignore[arg-type]
         lambda: cache.get_price(symbol),  # type: ignore[arg-type]
-        lambda: cache.set_position(symbol, qty=1, avg_entry_price=1.0),  # type: ignore[arg-type]
+        lambda: cache.set_position(symbol, quantity=1, avg_price=1.0),  # type: ignore[arg-type]
         lambda: cache.watch("AAPL", symbol),  # type: ignore[arg-type]
         lambda: cache.set_candidates({"AAPL": 1.0, symbol: 2.0}),  # type: ignore[dict-item]
         lambda: cache.append_bar(symbol, "1m", one_bar(START)),  # type: ignore[arg-type]
@@ -323,7 +344,7 @@ def test_bad_prices_are_rejected_and_nothing_is_written(
     with pytest.raises(ValidationError):
         cache.append_bar("AAPL", "1m", {**one_bar(START), "close": price})
     with pytest.raises(ValidationError):
-        cache.set_position("AAPL", qty=1, avg_entry_price=price)  # type: ignore[arg-type]
+        cache.set_position("AAPL", quantity=1, avg_price=price)  # type: ignore[arg-type]
     assert written(shared_redis, namespace) == []
 
 
@@ -338,7 +359,7 @@ def test_bad_prices_are_rejected_and_nothing_is_written(
         lambda c: c.append_bar("AAPL", "1m", one_bar(START), indicators={"rsi": math.nan}),
         lambda c: c.append_bar("AAPL", "1m", one_bar(START), indicators={"bad name": 1.0}),
         lambda c: c.set_indicators("AAPL", "1m", {"rsi": 1.0}, ts=datetime(2024, 1, 1)),
-        lambda c: c.set_position("AAPL", qty=0, avg_entry_price=1.0),
+        lambda c: c.set_position("AAPL", quantity=0, avg_price=1.0),
         lambda c: c.set_account(balance=math.nan, portfolio_value=1.0),
         lambda c: c.set_policy_profile("Balanced", {"Max-Pos": 1}),
         lambda c: c.set_policy_profile("Balanced", {"max_pos": math.inf}),
@@ -376,7 +397,7 @@ def test_a_block_of_another_layout_reads_as_a_miss(
     assert len(cache.get_bars("AAPL", "1m")) == 1
 
 
-def test_the_fast_frame_path_and_the_public_constructor_agree(
+def test_the_block_constructor_and_plain_dataframe_build_the_same_frame(
     cache: Cache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tradeos_lab.tiers import cache as cache_module
@@ -386,17 +407,17 @@ def test_the_fast_frame_path_and_the_public_constructor_agree(
     frame.loc[[2, 5], "vwap"] = np.nan
     cache.write_bars(frame)
     fast = cache.get_bars("AAPL", "1m")
-    assert cache_module._FROM_BLOCKS is not None and cache_module._SIMPLE_NEW is not None
+    assert cache_module._FROM_BLOCKS is not None  # pandas >= 3.0 here
     monkeypatch.setattr(cache_module, "_FROM_BLOCKS", None)
-    monkeypatch.setattr(cache_module, "_SIMPLE_NEW", None)
-    public = cache.get_bars("AAPL", "1m")
-    pd.testing.assert_frame_equal(fast, public)
+    plain = cache.get_bars("AAPL", "1m")
+    pd.testing.assert_frame_equal(fast, plain)
     pd.testing.assert_frame_equal(fast, validate_bars(frame))
     assert fast.dtypes.equals(empty_bars().dtypes)
-    for got in (fast, public):  # every column writable, so a notebook may edit the frame
+    for got in (fast, plain):  # every column writable, so a notebook may edit the frame
         got.loc[0, "close"] = 1.0
         got.loc[0, "ts"] = START
         assert got.loc[0, "close"] == 1.0
+    pd.testing.assert_frame_equal(cache.get_bars("AAPL", "1m"), validate_bars(frame))
 
 
 def test_frames_do_not_share_their_column_index(cache: Cache) -> None:
@@ -404,3 +425,82 @@ def test_frames_do_not_share_their_column_index(cache: Cache) -> None:
     first = cache.get_bars("AAPL", "1m")
     first.columns.name = "renamed"
     assert cache.get_bars("AAPL", "1m").columns.name is None
+
+
+# ---- redis errors at the edge ------------------------------------------------------------------
+
+
+def every_cache_call() -> list[Callable[[Cache], object]]:
+    return [
+        lambda c: c.set_price("AAPL", 101.5),
+        lambda c: c.get_price("AAPL"),
+        lambda c: c.get_prices(["AAPL", "MSFT"]),
+        lambda c: c.set_account(balance=1.0, portfolio_value=1.0),
+        lambda c: c.get_account(),
+        lambda c: c.set_position("AAPL", quantity=1, avg_price=1.0),
+        lambda c: c.get_positions(),
+        lambda c: c.remove_position("AAPL"),
+        lambda c: c.set_hero_signals(["rsi_cross"]),
+        lambda c: c.set_policy_profile("Balanced", {"max_pos": 1}),
+        lambda c: c.record_outcome("rsi_cross", won=True),
+        lambda c: c.set_ic("rsi_cross", ic=0.1, samples=3),
+        lambda c: c.watch("AAPL"),
+        lambda c: c.get_candidates(),
+        lambda c: c.write_bars(bar_frame(3)),
+        lambda c: c.append_bar("AAPL", "1m", one_bar(START)),
+        lambda c: c.set_indicators("AAPL", "1m", {"rsi": 50.0}, ts=START),
+        lambda c: c.get_bars("AAPL", "1m"),
+        lambda c: c.get_bars("AAPL", "1m", limit=5),
+        lambda c: c.get_indicators("AAPL", "1m"),
+        lambda c: c.get_snapshot("AAPL", "1m"),
+    ]
+
+
+def test_a_stopped_cache_server_raises_dependency_unavailable_from_every_call(
+    redis_server_factory: Callable[..., RedisServerProcess],
+    keys: Keys,
+    settings_factory: Callable[..., Settings],
+) -> None:
+    server = redis_server_factory("cache", policy="allkeys-lru", maxmemory="16mb")
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=2)
+    cache = Cache(client, keys=keys, settings=settings_factory())
+    cache.write_bars(bar_frame(3))
+    server.stop()
+    for call in every_cache_call():
+        with pytest.raises(DependencyUnavailable) as caught:
+            call(cache)
+        assert isinstance(caught.value.__cause__, redis.ConnectionError)
+        assert "cache Redis unreachable" in str(caught.value)
+    client.close()
+
+
+def test_bar_reads_through_the_near_cache_raise_dependency_unavailable_when_the_server_stops(
+    redis_server_factory: Callable[..., RedisServerProcess],
+    keys: Keys,
+    settings_factory: Callable[..., Settings],
+) -> None:
+    server = redis_server_factory("cache", policy="allkeys-lru", maxmemory="16mb")
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=2)
+    tracked = redis.Redis.from_url(server.url, socket_connect_timeout=2, protocol=3)
+    cache = Cache(client, keys=keys, settings=settings_factory(), near_client=tracked)
+    assert cache.near is not None
+    cache.write_bars(bar_frame(3))
+    assert len(cache.get_bars("AAPL", "1m")) == 3  # held in the near cache now
+    server.stop()
+    for limit in (None, 2):
+        with pytest.raises(DependencyUnavailable) as caught:
+            cache.get_bars("AAPL", "1m", limit=limit)
+        assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    client.close()
+    tracked.close()
+
+
+def test_a_key_of_another_type_is_a_store_error_not_a_redis_error(
+    cache: Cache, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    shared_redis.set(keys.positions(), b"not a hash")
+    shared_redis.set(keys.indicators("AAPL", "1m"), b"not a hash")
+    with pytest.raises(StoreError, match="get_positions"):
+        cache.get_positions()
+    with pytest.raises(StoreError, match="append_bar"):
+        cache.append_bar("AAPL", "1m", one_bar(START), indicators={"rsi": 50.0})

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar, cast, overload
+from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar, cast
 
 from pydantic import Field, GetJsonSchemaHandler, model_validator
 from pydantic.json_schema import JsonSchemaValue
@@ -46,6 +46,8 @@ from tradeos_lab.errors import ContractError
 from tradeos_lab.keys import Stream
 
 P = TypeVar("P", bound=Payload)
+# Covariant: a message of a `Bar` is a message of a `Payload` (envelopes are immutable).
+P_co = TypeVar("P_co", bound=Payload, covariant=True)
 
 
 @lru_cache(maxsize=256)  # on the decode path; a handful of versions ever exist
@@ -58,7 +60,7 @@ def parse_version(version: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-class Envelope(ContractModel, Generic[P]):
+class Envelope(ContractModel, Generic[P_co]):
     """Who made a message, when, in answer to what, under which schema version; and its body."""
 
     SCHEMA: ClassVar[str] = ""
@@ -79,7 +81,7 @@ class Envelope(ContractModel, Generic[P]):
     )
     producer: Name = Field(description="The service or notebook that made it.")
     produced_at: UtcDatetime
-    payload: P
+    payload: P_co
 
     @classmethod
     def major(cls) -> int:
@@ -238,22 +240,8 @@ class AuditMessage(Envelope[Audit]):
     PAYLOAD = Audit
 
 
-Message: TypeAlias = (
-    BarMessage
-    | QuoteMessage
-    | TradeMessage
-    | RawSignalMessage
-    | ModifiedSignalMessage
-    | IntentMessage
-    | OrderMessage
-    | OrderV1Message
-    | FillMessage
-    | FillV1Message
-    | PositionMessage
-    | RiskEventMessage
-    | AuditMessage
-)
-"""Any message a reader of this version can decode."""
+Message: TypeAlias = Envelope[Payload]
+"""Any message: narrow it with `isinstance(m, BarMessage)` (or on `m.payload`) to reach fields."""
 
 # ---- registry ---------------------------------------------------------------------------------
 
@@ -314,102 +302,18 @@ def stream_for(name: str) -> Stream:
     return schema_for(name).STREAM
 
 
-@overload
 def new_message(
-    payload: Bar,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> BarMessage: ...
-@overload
-def new_message(
-    payload: Quote,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> QuoteMessage: ...
-@overload
-def new_message(
-    payload: TradePrint,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> TradeMessage: ...
-@overload
-def new_message(
-    payload: RawSignal,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> RawSignalMessage: ...
-@overload
-def new_message(
-    payload: ModifiedSignal,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> ModifiedSignalMessage: ...
-@overload
-def new_message(
-    payload: Intent,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> IntentMessage: ...
-@overload
-def new_message(
-    payload: Order,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> OrderMessage: ...
-@overload
-def new_message(
-    payload: Fill,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> FillMessage: ...
-@overload
-def new_message(
-    payload: PositionUpdate,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> PositionMessage: ...
-@overload
-def new_message(
-    payload: RiskEvent,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> RiskEventMessage: ...
-@overload
-def new_message(
-    payload: Audit,
-    *,
-    producer: str,
-    correlation_id: str | None = ...,
-    produced_at: datetime | None = ...,
-) -> AuditMessage: ...
-def new_message(
-    payload: Payload,
+    payload: P,
     *,
     producer: str,
     correlation_id: str | None = None,
     produced_at: datetime | None = None,
-) -> Message:
-    """Wrap `payload` in a fresh envelope that starts a chain (or joins `correlation_id`)."""
+) -> Envelope[P]:
+    """Wrap `payload` in a fresh envelope that starts a chain (or joins `correlation_id`).
+
+    The envelope is the payload's message class (a `Bar` gives a `BarMessage`); its static type
+    is `Envelope[P]`, so `.payload` keeps the payload's type and any message fits a `Message`.
+    """
     message_id = new_message_id()
     return _build(
         payload,
@@ -421,65 +325,13 @@ def new_message(
     )
 
 
-@overload
 def derive(
-    parent: Envelope[Any], payload: Bar, *, producer: str, produced_at: datetime | None = ...
-) -> BarMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any], payload: Quote, *, producer: str, produced_at: datetime | None = ...
-) -> QuoteMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any], payload: TradePrint, *, producer: str, produced_at: datetime | None = ...
-) -> TradeMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any], payload: RawSignal, *, producer: str, produced_at: datetime | None = ...
-) -> RawSignalMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any],
-    payload: ModifiedSignal,
-    *,
-    producer: str,
-    produced_at: datetime | None = ...,
-) -> ModifiedSignalMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any], payload: Intent, *, producer: str, produced_at: datetime | None = ...
-) -> IntentMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any], payload: Order, *, producer: str, produced_at: datetime | None = ...
-) -> OrderMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any], payload: Fill, *, producer: str, produced_at: datetime | None = ...
-) -> FillMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any],
-    payload: PositionUpdate,
-    *,
-    producer: str,
-    produced_at: datetime | None = ...,
-) -> PositionMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any], payload: RiskEvent, *, producer: str, produced_at: datetime | None = ...
-) -> RiskEventMessage: ...
-@overload
-def derive(
-    parent: Envelope[Any], payload: Audit, *, producer: str, produced_at: datetime | None = ...
-) -> AuditMessage: ...
-def derive(
-    parent: Envelope[Any],
-    payload: Payload,
+    parent: Envelope[Payload],
+    payload: P,
     *,
     producer: str,
     produced_at: datetime | None = None,
-) -> Message:
+) -> Envelope[P]:
     """A new message caused by `parent`: same correlation id, `causation_id` = parent's id."""
     return _build(
         payload,
@@ -492,14 +344,14 @@ def derive(
 
 
 def _build(
-    payload: Payload,
+    payload: P,
     *,
     producer: str,
     message_id: str,
     correlation_id: str,
     causation_id: str | None,
     produced_at: datetime | None,
-) -> Message:
+) -> Envelope[P]:
     cls = _BY_PAYLOAD.get(type(payload))
     if cls is None:
         raise ContractError(f"{type(payload).__name__} is not a message payload")
@@ -513,4 +365,4 @@ def _build(
         produced_at=produced_at or datetime.now(UTC),
         payload=payload,
     )
-    return cast(Message, message)
+    return cast(Envelope[P], message)

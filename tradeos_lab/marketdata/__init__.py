@@ -1,6 +1,6 @@
 """Market data: three-tier bar reads, symbol subscriptions, the backfill and its monitoring.
 
-`BarReader` answers `get_bars` from the cache, the bar store or a provider (seed 002's read path);
+`BarReader` answers `get_bars` from the cache, the bar store or a provider, in that order;
 `SubscriptionManager` tracks which symbols and timeframes are needed; `Backfill` fills the store's
 history resumably under a rate limit shared through the flags tier (`SharedLimiter`).
 """

@@ -1,12 +1,13 @@
-"""The historical backfill (seed 002): fill each symbol's gaps up to the configured history.
+"""The historical backfill: fill each symbol's gaps up to the configured history.
 
 A *job* (default name `{provider}-{timeframe}`) has a *plan*: the symbols, in order, and one fixed
 window `[start, end)` (`settings.backfill_history_days`, 730 by default, ending at the last
 completed bar when the plan was made). Each run takes the next `max_symbols` unfinished symbols
-(seed 002 processes 50 per nightly run). Per symbol it asks the store for its gaps, drops the holes
-the provider already answered empty for (the lake's gap ledger), merges gaps that lie close
-together, and fetches them oldest first in chunks of `chunk_bars` bars, writing each chunk to the
-store before asking for the next. Holes the provider could not fill go into the gap ledger.
+(all of them by default; a nightly run of a few dozen keeps one night's provider calls bounded).
+Per symbol it asks the store for its gaps, drops the holes the provider already answered empty
+for (the lake's gap ledger), merges gaps that lie close together, and fetches them oldest first
+in chunks of `chunk_bars` bars, writing each chunk to the store before asking for the next.
+Holes the provider could not fill go into the gap ledger.
 
 Resuming. After every chunk the symbol's cursor (everything before it is done) is written to the
 checkpoint hash in the cache Redis; a finished symbol is marked done. A run killed at any point

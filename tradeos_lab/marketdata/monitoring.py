@@ -1,4 +1,4 @@
-"""Seed 002's monitoring queries as DataFrames: bars per symbol, data freshness and staleness.
+"""The backfill's monitoring queries as DataFrames: bars per symbol, data freshness, staleness.
 
 They read the store's `coverage()` (one grouped query on either store), so they cost the same on
 the lake and on PostgreSQL and work on any `BarStore`.
@@ -20,15 +20,14 @@ _SECONDS = {tf.value: tf.seconds for tf in Timeframe}
 
 
 def bars_per_symbol(store: BarStore, symbols: Iterable[str] | None = None) -> pd.DataFrame:
-    """Symbol, timeframe, bars, earliest, latest: most data first (seed 002 'symbols with most
-    data')."""
+    """Symbol, timeframe, bars, earliest, latest: most data first."""
     frame = store.coverage(symbols)
     frame = frame.loc[:, ["symbol", "timeframe", "bars", "earliest", "latest"]]
     return frame.sort_values(["bars", "symbol"], ascending=[False, True]).reset_index(drop=True)
 
 
 def bar_totals(store: BarStore) -> dict[str, int]:
-    """Total bars and distinct symbols in the store (seed 002 'total bars stored')."""
+    """Total bars and distinct symbols in the store (how far the backfill got)."""
     frame = store.coverage()
     return {"total_bars": int(frame["bars"].sum()), "total_symbols": int(frame["symbol"].nunique())}
 
@@ -43,9 +42,8 @@ def freshness(
     subscriptions: SubscriptionManager | None = None,
 ) -> pd.DataFrame:
     """Per symbol and timeframe: latest bar, staleness (now - latest bar's close) and whether it
-    is stale (more than `stale_after_bars` bars behind), freshest first (seed 002 'data
-    freshness'). With `subscriptions`, pairs someone needs but the store lacks appear as stale
-    with no latest bar."""
+    is stale (more than `stale_after_bars` bars behind), freshest first. With `subscriptions`,
+    pairs someone needs but the store lacks appear as stale with no latest bar."""
     if stale_after_bars <= 0:
         raise ValidationError("stale_after_bars must be > 0")
     moment = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)

@@ -1,4 +1,4 @@
-"""Three-tier bar reads (seed 002): cache -> bar store -> provider, writing back down on a miss.
+"""Three-tier bar reads: cache -> bar store -> provider, writing back down on a miss.
 
 What a request means. `get_bars(symbol, timeframe, start, end, limit)` returns the bars opening in
 `[start, end)`, oldest first, and with `limit` only the latest `limit` of them, exactly like

@@ -1,4 +1,4 @@
-"""Which symbols and timeframes are needed, and by whom (seed 002's symbol subscription manager).
+"""Which symbols and timeframes are needed, and by whom, so only those are fetched.
 
 Every subscriber (an algorithm, a dashboard, a notebook) holds references to (symbol, timeframe)
 pairs; a pair is needed while any subscriber holds at least one. Ingestion and the backfill read

@@ -1,4 +1,4 @@
-"""The cache tier: live state that services and notebooks read (seed 000 layer 2, seed 002 tier 1).
+"""The cache tier: live state that services and notebooks read, and the fast tier of bar reads.
 
 Hashes hold objects (price, account, positions, policy profile, trackers), sorted sets hold
 rankings (watchlist by time added, candidates by score). Prices and bars are volatile and carry the
@@ -14,11 +14,14 @@ refreshes the TTL, all atomically on the server, so appending one bar sends 64 b
 Bar reads can skip even that round trip: given a RESP3 client (`near_client`), `get_bars` reads
 through a near cache (`tradeos_lab.tiers.near_cache`) that keeps blocks in this process until
 Redis reports a change (CLIENT TRACKING), bounded by `settings.cache_near_entries` (0 = off).
-Every other command goes through the main client as before.
+It is there for the tail: on a loaded machine the round trip alone breaks the p99 targets of
+`get_bars` (<= 2 ms; >= 10x PostgreSQL's), a memory hit does not (figures in its docstring).
+Every other command goes through the main client.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from numbers import Real
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,7 +40,7 @@ import redis
 from redis.typing import EncodableT
 
 from tradeos_lab.bars import BAR_COLUMNS, bar_strings, empty_bars, validate_bar, validate_bars
-from tradeos_lab.errors import ConfigError, ValidationError
+from tradeos_lab.errors import ConfigError, DependencyUnavailable, StoreError, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
 from tradeos_lab.symbols import Timeframe, canonical_name, validate_symbol
@@ -115,6 +118,30 @@ _PARAM = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _PROFILE_NAME_FIELD: Final = "_profile"
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _redis_errors_translated(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Callers of the cache see the workbench's errors, never redis-py's: an unreachable or
+    timed-out server (after the client's own retries) is `DependencyUnavailable`, so it is
+    retried like any transient failure; a refusal (a key of another type, out of memory, a read
+    only replica) is `StoreError`."""
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise DependencyUnavailable(
+                f"cache Redis unreachable in {method.__name__}: {type(e).__name__}: {e}"
+            ) from e
+        except redis.RedisError as e:
+            raise StoreError(f"cache Redis refused {method.__name__}: {e}") from e
+
+    return call
+
+
 # ---- values ---------------------------------------------------------------------------------
 
 
@@ -141,14 +168,14 @@ class Position:
     """One open position: signed quantity (negative = short) and average entry price."""
 
     symbol: str
-    qty: float
-    avg_entry_price: float
+    quantity: float
+    avg_price: float
     strategy: str | None = None
     updated_at: float = 0.0
 
     @property
     def side(self) -> str:
-        return "long" if self.qty > 0 else "short"
+        return "long" if self.quantity > 0 else "short"
 
 
 @dataclass(frozen=True)
@@ -202,6 +229,9 @@ class BarSnapshot:
 class Cache:
     """Typed accessors over the cache Redis. Writes validate first; bad input writes nothing.
 
+    Errors are the workbench's: `ValidationError` for bad input, `DependencyUnavailable` when the
+    server cannot be reached, `StoreError` when it refuses a command.
+
     `near_client` (`make_redis(url, role="cache", tracking=True)`, same server as `redis`) turns
     on the near cache for bar reads when `settings.cache_near_entries` > 0; without it every read
     is a round trip, as before.
@@ -233,6 +263,7 @@ class Cache:
 
     # ---- prices -------------------------------------------------------------------------
 
+    @_redis_errors_translated
     def set_price(self, symbol: str, price: float, *, ts: datetime | float | None = None) -> None:
         """Store the latest price of `symbol`; it expires after the profile's price TTL."""
         key = self.keys.price(symbol)
@@ -244,11 +275,14 @@ class Cache:
         pipe.expire(key, self._limits.price_ttl_seconds)
         pipe.execute()
 
+    @_redis_errors_translated
     def get_price(self, symbol: str) -> Price | None:
         """The latest price of `symbol`, or None when unknown or expired."""
+        symbol = validate_symbol(symbol)
         raw = self.redis.hmget(self.keys.price(symbol), ["price", "ts"])
         return _price(symbol, raw)
 
+    @_redis_errors_translated
     def get_prices(self, symbols: Iterable[str]) -> dict[str, Price]:
         """Latest prices of several symbols in one round trip; unknown ones are left out."""
         wanted = [validate_symbol(s) for s in symbols]
@@ -264,6 +298,7 @@ class Cache:
 
     # ---- account and positions ----------------------------------------------------------
 
+    @_redis_errors_translated
     def set_account(self, *, balance: float, portfolio_value: float) -> None:
         """Replace the account's balance and portfolio value."""
         mapping: dict[EncodableT, EncodableT] = {
@@ -273,6 +308,7 @@ class Cache:
         }
         self.redis.hset(self.keys.account(), mapping=mapping)
 
+    @_redis_errors_translated
     def get_account(self) -> Account | None:
         raw = _text_dict(self.redis.hgetall(self.keys.account()))
         if not raw:
@@ -283,47 +319,52 @@ class Cache:
             updated_at=float(raw.get("updated_at", "0")),
         )
 
+    @_redis_errors_translated
     def set_position(
-        self, symbol: str, *, qty: float, avg_entry_price: float, strategy: str | None = None
+        self, symbol: str, *, quantity: float, avg_price: float, strategy: str | None = None
     ) -> Position:
-        """Open or update the position in `symbol` (qty != 0; use `remove_position` to close)."""
+        """Open or update the position in `symbol` (quantity != 0; close with `remove_position`)."""
         symbol = validate_symbol(symbol)
-        quantity = _number("qty", qty)
+        quantity = _number("quantity", quantity)
         if quantity == 0:
-            raise ValidationError("qty is 0; close a position with remove_position")
+            raise ValidationError("quantity is 0; close a position with remove_position")
         if strategy is not None:
             strategy = _name("strategy", strategy)
         position = Position(
             symbol=symbol,
-            qty=quantity,
-            avg_entry_price=_number("avg_entry_price", avg_entry_price, positive=True),
+            quantity=quantity,
+            avg_price=_number("avg_price", avg_price, positive=True),
             strategy=strategy,
             updated_at=time.time(),
         )
         payload = {
-            "qty": position.qty,
-            "avg_entry_price": position.avg_entry_price,
+            "quantity": position.quantity,
+            "avg_price": position.avg_price,
             "strategy": position.strategy,
             "updated_at": position.updated_at,
         }
         self.redis.hset(self.keys.positions(), symbol, json.dumps(payload))
         return position
 
+    @_redis_errors_translated
     def remove_position(self, symbol: str) -> bool:
         """Forget the position in `symbol`; True when there was one."""
         return bool(self.redis.hdel(self.keys.positions(), validate_symbol(symbol)))
 
+    @_redis_errors_translated
     def get_position(self, symbol: str) -> Position | None:
         symbol = validate_symbol(symbol)
         raw = self.redis.hget(self.keys.positions(), symbol)
         return None if raw is None else _position(symbol, raw)
 
+    @_redis_errors_translated
     def get_positions(self) -> dict[str, Position]:
         raw = _text_dict(self.redis.hgetall(self.keys.positions()))
         return {symbol: _position(symbol, value) for symbol, value in sorted(raw.items())}
 
     # ---- signals, policy, trackers ------------------------------------------------------
 
+    @_redis_errors_translated
     def set_hero_signals(self, names: Iterable[str]) -> list[str]:
         """Replace the hero signals list (the signal types the pipeline trades on), in order."""
         checked = [_name("hero signal", n) for n in names]
@@ -336,9 +377,11 @@ class Cache:
         pipe.execute()
         return checked
 
+    @_redis_errors_translated
     def get_hero_signals(self) -> list[str]:
         return [_text(v) for v in self.redis.lrange(self.keys.hero_signals(), 0, -1)]
 
+    @_redis_errors_translated
     def set_policy_profile(
         self, name: str, params: Mapping[str, float | int | bool | str]
     ) -> PolicyProfile:
@@ -360,6 +403,7 @@ class Cache:
         pipe.execute()
         return PolicyProfile(name=name, params=clean)
 
+    @_redis_errors_translated
     def get_policy_profile(self) -> PolicyProfile | None:
         raw = _text_dict(self.redis.hgetall(self.keys.policy_profile()))
         if not raw:
@@ -367,6 +411,7 @@ class Cache:
         name = raw.pop(_PROFILE_NAME_FIELD, "")
         return PolicyProfile(name=name, params={k: json.loads(v) for k, v in raw.items()})
 
+    @_redis_errors_translated
     def record_outcome(self, signal: str, *, won: bool) -> WinRate:
         """Count one resolved outcome of `signal` in the win-rate tracker (atomic increments)."""
         signal = _name("signal", signal)
@@ -379,6 +424,7 @@ class Cache:
         wins, total = pipe.execute()
         return WinRate(wins=int(wins), total=int(total))
 
+    @_redis_errors_translated
     def get_win_rates(self) -> dict[str, WinRate]:
         raw = _text_dict(self.redis.hgetall(self.keys.tracker("win_rate")))
         counts: dict[str, dict[str, int]] = {}
@@ -390,6 +436,7 @@ class Cache:
             for s, c in sorted(counts.items())
         }
 
+    @_redis_errors_translated
     def set_ic(self, signal: str, *, ic: float, samples: int) -> IcState:
         """Store the information coefficient of `signal` (in [-1, 1]) over `samples` outcomes."""
         signal = _name("signal", signal)
@@ -403,6 +450,7 @@ class Cache:
         self.redis.hset(self.keys.tracker("ic"), signal, json.dumps(payload))
         return state
 
+    @_redis_errors_translated
     def get_ics(self) -> dict[str, IcState]:
         raw = _text_dict(self.redis.hgetall(self.keys.tracker("ic")))
         out: dict[str, IcState] = {}
@@ -415,6 +463,7 @@ class Cache:
 
     # ---- watchlist and ranked candidates ------------------------------------------------
 
+    @_redis_errors_translated
     def watch(self, *symbols: str) -> int:
         """Add symbols to the watchlist (ordered by first added); returns how many were new."""
         checked = [validate_symbol(s) for s in symbols]
@@ -426,14 +475,17 @@ class Cache:
         added = self.redis.zadd(self.keys.watchlist(), order, nx=True)
         return int(added or 0)
 
+    @_redis_errors_translated
     def unwatch(self, *symbols: str) -> int:
         checked = [validate_symbol(s) for s in symbols]
         return int(self.redis.zrem(self.keys.watchlist(), *checked)) if checked else 0
 
+    @_redis_errors_translated
     def get_watchlist(self) -> list[str]:
         members: Any = self.redis.zrange(self.keys.watchlist(), 0, -1)
         return [_text(v) for v in members]
 
+    @_redis_errors_translated
     def set_candidates(self, scores: Mapping[str, float]) -> int:
         """Replace the ranked candidates (symbol -> score, higher ranks first) atomically."""
         checked = {validate_symbol(s): _number(f"score of {s}", v) for s, v in scores.items()}
@@ -444,6 +496,7 @@ class Cache:
         pipe.execute()
         return len(checked)
 
+    @_redis_errors_translated
     def get_candidates(self, top: int | None = None) -> list[tuple[str, float]]:
         """Candidates best first, with their scores; `top` limits how many."""
         end = -1 if top is None else top - 1
@@ -458,6 +511,7 @@ class Cache:
         """Seconds a cached bar block (and its indicators) lives after its last write."""
         return self._limits.bar_ttl_seconds[Timeframe.parse(timeframe).value]
 
+    @_redis_errors_translated
     def write_bars(self, frame: pd.DataFrame) -> int:
         """Merge a bar frame (any symbols and timeframes) into the cache; returns rows given.
 
@@ -483,6 +537,7 @@ class Cache:
         self._bars_written(written)
         return len(bars)
 
+    @_redis_errors_translated
     def append_bar(
         self,
         symbol: str,
@@ -515,6 +570,7 @@ class Cache:
         self._bars_written([self.keys.bars(checked["symbol"], checked["timeframe"])])
         return int(kept)
 
+    @_redis_errors_translated
     def set_indicators(
         self,
         symbol: str,
@@ -539,6 +595,7 @@ class Cache:
         )
         return bool(wrote)
 
+    @_redis_errors_translated
     def get_bars(
         self, symbol: str, timeframe: Timeframe | str, limit: int | None = None
     ) -> pd.DataFrame:
@@ -564,9 +621,11 @@ class Cache:
             raw = self.redis.getrange(key, -limit * size, -1)
         return _frame(raw, symbol, tf.value)
 
+    @_redis_errors_translated
     def get_indicators(self, symbol: str, timeframe: Timeframe | str) -> Indicators | None:
         return _indicators(self.redis.hgetall(self.keys.indicators(symbol, timeframe)))
 
+    @_redis_errors_translated
     def get_snapshot(self, symbol: str, timeframe: Timeframe | str) -> BarSnapshot:
         """Bars and latest indicators of one symbol and timeframe in one round trip.
 
@@ -590,7 +649,8 @@ class Cache:
         pass, after every push of the write went out, so its reply means each near cache already
         has its invalidation (on a unix socket or loopback, where a sent message is at once in
         the receiver's buffer). Costs one PING round trip per write call while near caches are
-        on; `tests/tiers/test_near_cache.py` fails within a few hundred turns without it.
+        on (`append_bar` p50 0.34 ms fenced, 0.28 ms unfenced, `benchmarks/bench_cache_bars.py`);
+        `tests/tiers/test_near_cache.py` fails within a few hundred turns without it.
         """
         if self.near is not None:
             self.near.discard(*keys)
@@ -650,19 +710,18 @@ def _optional(module: str, name: str) -> Any:
         return None
 
 
-# Frame building is most of a near-cache hit, so it takes two shortcuts, each guarded (a pandas
-# that changed them raises TypeError/AttributeError and the public road is taken; a test checks
-# both roads build the same frame):
-# - `create_dataframe_from_blocks` (pandas >= 3.0, `pandas.api.internals`) takes the columns as
-#   ready-made blocks: the six float columns go in as ONE (6, n) block copied out of the records
-#   in one step, and pandas neither checks nor consolidates columns (~55 us -> ~20 us, 500 bars);
-# - `DatetimeArray._simple_new` wraps int64 nanoseconds as UTC times without the checks and the
-#   tz-localisation of `DatetimeIndex(...).tz_localize("UTC")` (~40 us -> ~3 us).
+# Frame building is most of a near-cache hit. With pandas >= 3.0 the frame is made by
+# `pandas.api.internals.create_dataframe_from_blocks`, pandas's public constructor for libraries
+# that hold columns as ready-made blocks: the six float columns go in as ONE (6, n) block copied
+# out of the records in one step, and pandas neither checks nor consolidates columns. Kept because
+# the p99 target needs it (the tail of a read grows with its CPU time: a longer read is preempted
+# more often on a busy machine). `benchmarks/bench_bar_tiers.py`, 2 cores at load average 5-6,
+# near-cache reads timed side by side in one run, two runs, p99 against PostgreSQL's (target
+# >= 10x): blocks 9.5x and 10.2x (p50 0.044 ms), `pd.DataFrame(dict)` 4.4x and 4.2x (p50 0.28 ms).
+# Older pandas take `pd.DataFrame(dict)`; a test checks both roads build the same frame.
 _FROM_BLOCKS: Callable[..., pd.DataFrame] | None = _optional(
     "pandas.api.internals", "create_dataframe_from_blocks"
 )
-_SIMPLE_NEW: Callable[..., Any] | None = getattr(pd.arrays.DatetimeArray, "_simple_new", None)
-_UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
 _COLUMN_INDEX: Final = pd.Index(BAR_COLUMNS)
 
 
@@ -686,14 +745,12 @@ _PLACEMENTS: Final = tuple(
 
 
 def _utc_times(nanoseconds: np.ndarray) -> Any:
-    """A `datetime64[ns, UTC]` array over int64 nanoseconds since the epoch."""
-    m8 = nanoseconds.view("M8[ns]")
-    if _SIMPLE_NEW is not None:
-        try:
-            return _SIMPLE_NEW(m8, dtype=_UTC_NS)
-        except (TypeError, AttributeError):
-            pass
-    return pd.DatetimeIndex(m8).tz_localize("UTC").array
+    """A `datetime64[ns, UTC]` array over int64 nanoseconds since the epoch.
+
+    Public pandas. The private `DatetimeArray._simple_new` saved ~30 us per read (p50 0.075 ->
+    0.044 ms), but the p99 it bought was within run-to-run noise (bench_bar_tiers side by side:
+    9.2x and 8.9x PostgreSQL's p99 public, 9.5x and 10.2x private)."""
+    return pd.DatetimeIndex(nanoseconds.view("M8[ns]")).tz_localize("UTC").array
 
 
 def _frame(raw: object, symbol: str, timeframe: str) -> pd.DataFrame:
@@ -797,8 +854,8 @@ def _position(symbol: str, raw: bytes | str) -> Position:
     data = json.loads(raw)
     return Position(
         symbol=symbol,
-        qty=float(data["qty"]),
-        avg_entry_price=float(data["avg_entry_price"]),
+        quantity=float(data["quantity"]),
+        avg_price=float(data["avg_price"]),
         strategy=data.get("strategy"),
         updated_at=float(data.get("updated_at", 0.0)),
     )

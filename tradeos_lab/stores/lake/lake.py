@@ -395,7 +395,7 @@ class Lake:
         return frame.reset_index(drop=True)
 
     def coverage(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
-        """Per symbol and timeframe: earliest, latest, bars (the monitoring view of seed 002)."""
+        """Per symbol and timeframe: earliest, latest, bars (what the monitoring queries read)."""
         params: dict[str, Any] = {}
         where = ""
         if symbols is not None:
@@ -599,7 +599,7 @@ class Lake:
         self.insert_df(LEDGER_TABLE, rows)
         return len(rows)
 
-    # ---- features (seed 000: signal enrichment) --------------------------------------------
+    # ---- features: signal enrichment (ATR regime, volume percentile, opening range) ---------
 
     def atr_regime(
         self,
