@@ -1,0 +1,369 @@
+"""Batch indicator kernels over numpy arrays (a pandas Series in gives a Series out).
+
+Where TA-Lib has the indicator (RSI, SMA, EMA, MACD, Bollinger Bands, ATR) the kernel calls
+TA-Lib itself: it is the reference the values must equal, it is compiled C, so the batch form
+is as fast as the reference by construction, and there is no second implementation to keep in
+step. The incremental states (`tradeos_lab.indicators.states`) reproduce TA-Lib's seeding and
+its order of floating-point operations instead, and a property test holds the two together.
+The indicators TA-Lib lacks (rolling percentile, ATR regime, session VWAP, opening range) are
+numba kernels written as the same loops as their incremental states.
+
+Every kernel refuses bad input with `ValidationError`: non-finite prices (TA-Lib would silently
+propagate a NaN through every later value) and a window longer than the data (all-NaN output).
+A NaN volume is an unknown volume: the volume-based indicators leave that bar out of their sums
+and windows (see `rolling_percentile` and `session_vwap`); an infinite volume is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import numba
+import numpy as np
+import pandas as pd
+import talib
+
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.indicators.sessions import sessions
+
+ArrayLike = TypeVar("ArrayLike", np.ndarray, pd.Series)
+
+# ---- input checks ----------------------------------------------------------------------------
+
+
+def as_prices(values: Any, name: str = "close") -> np.ndarray:
+    """`values` as a contiguous float64 array, or `ValidationError` if any is NaN or infinite."""
+    array = _float_array(values, name)
+    if not np.isfinite(array).all():
+        raise ValidationError(f"{name} has NaN or infinite values")
+    return array
+
+
+def as_volumes(values: Any, name: str = "volume") -> np.ndarray:
+    """`values` as float64; NaN (unknown volume) is allowed, infinities and negatives are not."""
+    array = _float_array(values, name)
+    if np.isinf(array).any():
+        raise ValidationError(f"{name} has infinite values")
+    if (array < 0).any():
+        raise ValidationError(f"{name} has negative values")
+    return array
+
+
+def check_length(n: int, needed: int, what: str) -> None:
+    """`ValidationError` when `n` values cannot give one defined value of `what`."""
+    if n < needed:
+        raise ValidationError(f"{what} needs at least {needed} bars, got {n}")
+
+
+def check_times(ts: Any) -> np.ndarray:
+    """Bar open times as epoch nanoseconds, strictly increasing, or `ValidationError`."""
+    if isinstance(ts, np.ndarray) and ts.dtype == np.int64:
+        ns = ts  # already epoch nanoseconds (checked columns passed on)
+    else:
+        try:
+            stamps = pd.DatetimeIndex(pd.to_datetime(ts, utc=True))
+        except (ValueError, TypeError) as e:
+            raise ValidationError(f"bars have unparseable timestamps: {e}") from None
+        if stamps.isna().any():
+            raise ValidationError("bars have missing timestamps")
+        ns = np.asarray(stamps.as_unit("ns").asi8, dtype=np.int64)
+    steps = np.diff(ns)
+    if (steps == 0).any():
+        raise ValidationError("bars have duplicate timestamps")
+    if (steps < 0).any():
+        raise ValidationError("bars have unsorted timestamps (they must be in time order)")
+    return ns
+
+
+def _float_array(values: Any, name: str) -> np.ndarray:
+    try:
+        array = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
+    except (ValueError, TypeError):
+        raise ValidationError(f"{name} is not numeric") from None
+    if array.ndim != 1:
+        raise ValidationError(f"{name} must be one-dimensional, got shape {array.shape}")
+    return array
+
+
+def _like(template: ArrayLike, array: np.ndarray, name: str) -> ArrayLike:
+    """A Series with `template`'s index when the input was a Series, else the array."""
+    if isinstance(template, pd.Series):
+        return pd.Series(array, index=template.index, name=name)
+    return array
+
+
+def check_period(value: int, name: str, minimum: int = 2) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValidationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ---- TA-Lib indicators -----------------------------------------------------------------------
+
+
+def sma(close: ArrayLike, period: int) -> ArrayLike:
+    """Simple moving average (TA-Lib SMA); defined from index `period - 1`."""
+    x = as_prices(close)
+    check_length(len(x), check_period(period, "period"), f"SMA({period})")
+    return _like(close, talib.SMA(x, period), f"sma_{period}")
+
+
+def ema(close: ArrayLike, period: int) -> ArrayLike:
+    """Exponential moving average, k = 2/(period+1), seeded with the SMA of the first `period`
+    values (TA-Lib EMA); defined from index `period - 1`."""
+    x = as_prices(close)
+    check_length(len(x), check_period(period, "period"), f"EMA({period})")
+    return _like(close, talib.EMA(x, period), f"ema_{period}")
+
+
+def rsi(close: ArrayLike, period: int = 14) -> ArrayLike:
+    """Relative strength index with Wilder's smoothing (TA-Lib RSI); defined from `period`."""
+    x = as_prices(close)
+    check_length(len(x), check_period(period, "period") + 1, f"RSI({period})")
+    return _like(close, talib.RSI(x, period), f"rsi_{period}")
+
+
+def macd(
+    close: ArrayLike, fast: int = 12, slow: int = 26, signal: int = 9
+) -> tuple[ArrayLike, ArrayLike, ArrayLike]:
+    """MACD line, signal line and histogram (TA-Lib MACD): all three defined from index
+    `slow + signal - 2`, as TA-Lib reports them."""
+    x = as_prices(close)
+    check_macd(fast, slow, signal)
+    check_length(len(x), slow + signal - 1, f"MACD({fast},{slow},{signal})")
+    line, sig, hist = talib.MACD(x, fast, slow, signal)
+    tag = f"{fast}_{slow}_{signal}"
+    return (
+        _like(close, line, f"macd_{tag}"),
+        _like(close, sig, f"macd_signal_{tag}"),
+        _like(close, hist, f"macd_hist_{tag}"),
+    )
+
+
+def bbands(
+    close: ArrayLike, period: int = 20, k: float = 2.0
+) -> tuple[ArrayLike, ArrayLike, ArrayLike]:
+    """Bollinger Bands: SMA +- k population standard deviations (TA-Lib BBANDS, matype SMA)."""
+    x = as_prices(close)
+    k = check_positive(k, "k")
+    check_length(len(x), check_period(period, "period"), f"BBands({period},{k:g})")
+    upper, middle, lower = talib.BBANDS(
+        x,
+        period,
+        k,
+        k,
+        talib.MA_Type.SMA,  # type: ignore[attr-defined]  # missing from its stubs
+    )
+    tag = f"{period}_{k:g}"
+    return (
+        _like(close, upper, f"bb_upper_{tag}"),
+        _like(close, middle, f"bb_middle_{tag}"),
+        _like(close, lower, f"bb_lower_{tag}"),
+    )
+
+
+def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> ArrayLike:
+    """Average true range with Wilder's smoothing, seeded with the mean true range of bars
+    1..period (TA-Lib ATR); defined from index `period`."""
+    h, lo, c = _hlc(high, low, close)
+    check_length(len(c), check_period(period, "period") + 1, f"ATR({period})")
+    return _like(close, talib.ATR(h, lo, c, period), f"atr_{period}")
+
+
+def check_macd(fast: int, slow: int, signal: int) -> None:
+    check_period(fast, "fast")
+    check_period(slow, "slow")
+    check_period(signal, "signal")
+    if fast >= slow:
+        raise ValidationError(f"MACD needs fast < slow, got fast={fast}, slow={slow}")
+
+
+def check_positive(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < np.inf:
+        raise ValidationError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _hlc(high: Any, low: Any, close: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    h, lo, c = as_prices(high, "high"), as_prices(low, "low"), as_prices(close, "close")
+    if not len(h) == len(lo) == len(c):
+        raise ValidationError("high, low and close have different lengths")
+    return h, lo, c
+
+
+# ---- rolling percentile and ATR regime ----------------------------------------------------
+
+
+def rolling_percentile(values: ArrayLike, window: int) -> ArrayLike:
+    """Mid-rank percentile of each value among the last `window` values (itself included):
+    (count below + half the count equal) / count known. 1.0 is the largest of the window.
+
+    Defined once `window` values have been seen; NaN values are unknown: they take their slot
+    in the window but are not ranked, and a NaN value's own percentile is NaN.
+    """
+    x = _float_array(values, "values")
+    if np.isinf(x).any():
+        raise ValidationError("values have infinite entries")
+    check_length(len(x), check_period(window, "window", 1), f"a percentile over {window}")
+    return _like(values, _rolling_percentile(x, window), "percentile")
+
+
+@numba.njit(cache=True)
+def _rolling_percentile(x: np.ndarray, window: int) -> np.ndarray:
+    # A sorted copy of the known values of the window: insert and remove are a binary search
+    # and a memmove of at most `window` floats, i.e. O(window) per bar with a tiny constant.
+    n = len(x)
+    out = np.full(n, np.nan)
+    ranked = np.empty(window)
+    known = 0
+    for i in range(n):
+        if i >= window:
+            old = x[i - window]
+            if not np.isnan(old):
+                j = np.searchsorted(ranked[:known], old)
+                for k in range(j, known - 1):
+                    ranked[k] = ranked[k + 1]
+                known -= 1
+        v = x[i]
+        if not np.isnan(v):
+            j = np.searchsorted(ranked[:known], v)
+            for k in range(known, j, -1):
+                ranked[k] = ranked[k - 1]
+            ranked[j] = v
+            known += 1
+            if i >= window - 1:
+                below = np.searchsorted(ranked[:known], v)
+                above = np.searchsorted(ranked[:known], v, side="right")
+                out[i] = (below + 0.5 * (above - below)) / known
+    return out
+
+
+def regime_code(percentile: float, low: float, high: float) -> float:
+    """-1 (low volatility) at or below `low`, +1 (high) at or above `high`, else 0; NaN stays."""
+    if np.isnan(percentile):
+        return percentile
+    return -1.0 if percentile <= low else (1.0 if percentile >= high else 0.0)
+
+
+def atr_regime(
+    high: ArrayLike,
+    low: ArrayLike,
+    close: ArrayLike,
+    period: int = 14,
+    *,
+    lookback: int = 100,
+    low_pct: float = 0.25,
+    high_pct: float = 0.75,
+) -> ArrayLike:
+    """Volatility regime: the ATR's mid-rank percentile among the symbol's last `lookback` ATRs
+    mapped to -1 low / 0 normal / +1 high (`regime_code`); defined from `period + lookback - 1`.
+    """
+    h, lo, c = _hlc(high, low, close)
+    check_regime(period, lookback, low_pct, high_pct)
+    check_length(len(c), period + lookback, f"ATR regime({period},{lookback})")
+    out = np.full(len(c), np.nan)
+    pct = _rolling_percentile(talib.ATR(h, lo, c, period)[period:], lookback)
+    out[period:] = np.where(pct <= low_pct, -1.0, np.where(pct >= high_pct, 1.0, 0.0))
+    out[period:][np.isnan(pct)] = np.nan
+    return _like(close, out, f"atr_regime_{period}_{lookback}")
+
+
+def check_regime(period: int, lookback: int, low: float, high: float) -> None:
+    check_period(period, "period")
+    check_period(lookback, "lookback", 1)
+    for value, name in ((low, "low"), (high, "high")):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"{name} must be a number, got {value!r}")
+    if not 0.0 <= low < high <= 1.0:
+        raise ValidationError(f"ATR regime thresholds need 0 <= low < high <= 1, got {low}, {high}")
+
+
+# ---- session indicators ----------------------------------------------------------------------
+
+
+def session_vwap(
+    ts: Any, high: Any, low: Any, close: Any, volume: Any, *, calendar: str = "24/7"
+) -> np.ndarray:
+    """Volume-weighted average of the typical price (high + low + close) / 3 since the session
+    opened; NaN outside sessions and until the session has traded volume. A NaN volume leaves
+    the bar out of both sums."""
+    stamps = check_times(ts)
+    h, lo, c = _hlc(high, low, close)
+    v = as_volumes(volume)
+    check_length(len(c), 1, "session VWAP")
+    return _session_vwap(sessions(calendar).index(stamps), h, lo, c, v)
+
+
+@numba.njit(cache=True)
+def _session_vwap(
+    session: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray
+) -> np.ndarray:
+    out = np.full(len(c), np.nan)
+    current = -1
+    pv = 0.0
+    vol = 0.0
+    for i in range(len(c)):
+        s = session[i]
+        if s < 0:
+            continue
+        if s != current:
+            current = s
+            pv = 0.0
+            vol = 0.0
+        if not np.isnan(v[i]):
+            pv += (h[i] + lo[i] + c[i]) / 3.0 * v[i]
+            vol += v[i]
+        if vol > 0.0:
+            out[i] = pv / vol
+    return out
+
+
+def opening_range(
+    ts: Any, high: Any, low: Any, close: Any, *, minutes: int, calendar: str = "24/7"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Opening range of each session: the high and low of the bars opening in its first
+    `minutes`, and per later bar of the session a breakout code: +1 closing above the range,
+    -1 below, 0 inside. NaN while the range forms, outside sessions and in sessions that had no
+    bar in their first `minutes`."""
+    stamps = check_times(ts)
+    h, lo, c = _hlc(high, low, close)
+    check_period(minutes, "minutes", 1)
+    check_length(len(c), 1, "opening range")
+    book = sessions(calendar)
+    index = book.index(stamps)
+    opens = book.opens[np.maximum(index, 0)]
+    return _opening_range(index, stamps - opens, minutes * 60_000_000_000, h, lo, c)
+
+
+@numba.njit(cache=True)
+def _opening_range(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
+    session: np.ndarray,
+    since_open: np.ndarray,
+    span: int,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(c)
+    top = np.full(n, np.nan)
+    bottom = np.full(n, np.nan)
+    code = np.full(n, np.nan)
+    current = -1
+    hi = -np.inf
+    low = np.inf
+    for i in range(n):
+        s = session[i]
+        if s < 0:
+            continue
+        if s != current:
+            current = s
+            hi = -np.inf
+            low = np.inf
+        if since_open[i] < span:
+            hi = max(hi, h[i])
+            low = min(low, lo[i])
+        elif hi >= low:
+            top[i] = hi
+            bottom[i] = low
+            code[i] = 1.0 if c[i] > hi else (-1.0 if c[i] < low else 0.0)
+    return top, bottom, code
