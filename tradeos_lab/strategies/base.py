@@ -125,14 +125,13 @@ class Strategy(Generic[P]):
         strength, confidence = (
             (out.strength, out.confidence) if isinstance(out, Decision) else (out, 1.0)
         )
-        s = np.broadcast_to(np.asarray(strength, dtype=np.float64), (length,))
-        c = np.broadcast_to(np.asarray(confidence, dtype=np.float64), (length,))
-        s_checked, c_checked = s[checked], c[checked]
-        signal = ~np.isnan(s_checked)
-        if np.isinf(s_checked).any() or (np.abs(s_checked[signal]) > 1).any():
+        s = _per_row(strength, length)
+        c = _per_row(confidence, length)
+        s_checked = s[checked]
+        if (np.abs(s_checked) > 1).any():  # NaN compares False; an infinity is caught
             raise ValidationError(f"strategy {self.name!r} gave a strength outside [-1, 1]")
-        chosen = c_checked[signal]
-        if not (np.isfinite(chosen).all() and (chosen >= 0).all() and (chosen <= 1).all()):
+        chosen = c[checked][~np.isnan(s_checked)]  # where there is a signal
+        if not ((chosen >= 0) & (chosen <= 1)).all():  # NaN and infinities fail both
             raise ValidationError(f"strategy {self.name!r} gave a confidence outside [0, 1]")
         return s, np.where(np.isnan(s), np.nan, c)
 
@@ -170,3 +169,13 @@ class Strategy(Generic[P]):
 
     def __hash__(self) -> int:
         return hash((type(self), self.params))
+
+
+def _per_row(value: FloatArray | float, length: int) -> FloatArray:
+    """A rule's output as one float per row (a number applies to every row)."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape == (length,):
+        return array
+    if array.ndim == 0:
+        return np.full(length, float(array))
+    raise ValidationError(f"a rule returned shape {array.shape} for {length} rows")

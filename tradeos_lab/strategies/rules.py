@@ -25,14 +25,17 @@ def previous(x: FloatArray, n: int = 1) -> FloatArray:
 
 def crossed_above(a: FloatArray, b: FloatArray | float) -> BoolArray:
     """`a` is above `b` now and was at or below it one bar ago (reads 2 rows)."""
-    b_now = np.broadcast_to(np.asarray(b, dtype=np.float64), a.shape)
-    return np.asarray((a > b_now) & (previous(a) <= previous(b_now)))
+    return np.asarray((a > b) & (previous(a) <= _previous(b)))
 
 
 def crossed_below(a: FloatArray, b: FloatArray | float) -> BoolArray:
     """`a` is below `b` now and was at or above it one bar ago (reads 2 rows)."""
-    b_now = np.broadcast_to(np.asarray(b, dtype=np.float64), a.shape)
-    return np.asarray((a < b_now) & (previous(a) >= previous(b_now)))
+    return np.asarray((a < b) & (previous(a) >= _previous(b)))
+
+
+def _previous(b: FloatArray | float) -> FloatArray | float:
+    """A level (a number) is the same one bar ago; an array is shifted."""
+    return previous(b) if isinstance(b, np.ndarray) else b
 
 
 def choose(
@@ -45,15 +48,9 @@ def choose(
 ) -> FloatArray:
     """Strength per bar from masks: long -> +long_strength, short -> -short_strength, flat -> 0,
     otherwise NaN (no signal). Long and short win over flat; a bar both long and short is none."""
-    shape = long.shape
-    short_mask = np.zeros(shape, dtype=bool) if short is None else short
-    flat_mask = np.zeros(shape, dtype=bool) if flat is None else flat
-    conflict = long & short_mask
-    out = np.full(shape, np.nan)
-    out[flat_mask & ~conflict] = 0.0
-    up = np.broadcast_to(np.asarray(long_strength, dtype=np.float64), shape)
-    down = np.broadcast_to(np.asarray(short_strength, dtype=np.float64), shape)
-    go_long, go_short = long & ~conflict, short_mask & ~conflict
-    out[go_long] = up[go_long]
-    out[go_short] = -down[go_short]
-    return out
+    out = np.full(long.shape, np.nan) if flat is None else np.where(flat, 0.0, np.nan)
+    if short is None:
+        return np.where(long, long_strength, out)
+    out = np.where(long, long_strength, out)
+    out = np.where(short, np.negative(short_strength), out)
+    return np.where(long & short, np.nan, out)
