@@ -127,5 +127,5 @@ def test_signals_refuse_several_symbols(two_symbols: pd.DataFrame) -> None:
 
 
 def test_bars_shorter_than_the_warmup_are_refused(generated_bars: pd.DataFrame) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="needs at least 50 bars, got 20"):
         SmaCross(fast=10, slow=50).signals(generated_bars.iloc[:20])

@@ -2,23 +2,67 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tradeos_lab.contracts import new_message_id
+from tradeos_lab.contracts import (
+    Bar,
+    RawSignalMessage,
+    decode,
+    derive,
+    encode,
+    new_message,
+    new_message_id,
+)
 from tradeos_lab.contracts.payloads import RawSignal
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.indicators import ATR, BBands, Indicator
 from tradeos_lab.strategies import (
+    Decision,
+    FloatArray,
     LiveStrategy,
     MacdTrend,
     OpeningRangeBreakout,
     RsiReversion,
     SmaCross,
     Strategy,
+    StrategyParams,
+    Values,
+    choose,
+    crossed_above,
+    crossed_below,
 )
+
+
+class BandBreakParams(StrategyParams):
+    period: int = 20
+    k: float = 2.0
+
+
+class BandBreak(Strategy[BandBreakParams]):
+    """A user's strategy: breaks out of Bollinger bands, confidence from the ATR-scaled distance
+    (an array confidence, unlike the built-ins)."""
+
+    name = "test_band_break"
+    params_type = BandBreakParams
+    lookback = 2
+
+    def indicators(self) -> Sequence[Indicator]:
+        return (BBands(self.params.period, self.params.k), ATR(14))
+
+    def rule(self, values: Values) -> Decision | FloatArray:
+        upper, middle, lower = BBands(self.params.period, self.params.k).outputs
+        close, atr = values["close"], values["atr_14"]
+        strength = choose(crossed_above(close, values[upper]), crossed_below(close, values[lower]))
+        confidence = np.clip(np.abs(close - values[middle]) / (4 * atr), 0.0, 1.0)
+        return Decision(strength=strength, confidence=confidence)
+
 
 # Every built-in, with defaults and with a variant that changes which branch of its rule fires.
 CASES: list[Strategy[Any]] = [
@@ -30,6 +74,7 @@ CASES: list[Strategy[Any]] = [
     MacdTrend(fast=8, slow=21, signal=5, allow_short=False),
     OpeningRangeBreakout(minutes=30, calendar="XNYS"),
     OpeningRangeBreakout(minutes=60, calendar="24/7", allow_short=False),
+    BandBreak(),
 ]
 IDS = [repr(s) for s in CASES]
 
@@ -46,7 +91,7 @@ def live_signals(
         bars[["ts", "open", "high", "low", "close", "volume"]].to_dict("records")
     ):
         if i == restart_at:
-            live = LiveStrategy.from_dict(live.to_dict())
+            live = LiveStrategy.from_dict(json.loads(json.dumps(live.to_dict())))
         out.append(live.update(bar, source_message_id=new_message_id()))
     return out
 
@@ -111,3 +156,50 @@ def test_live_signal_carries_the_indicator_values_that_produced_it(
     assert first.strategy == "sma_cross"
     assert first.symbol == "BTC-USD"
     assert first.timeframe.value == "1m"
+
+
+def test_a_bar_message_gives_a_signal_message_for_the_bus(generated_bars: pd.DataFrame) -> None:
+    """The live form consumes `market_data` messages and its payload travels as `signals.raw`,
+    pointing back at the bar message it came from."""
+    strategy = SmaCross(fast=5, slow=20)
+    live = strategy.live("BTC-USD", "1m")
+    sent: list[RawSignalMessage] = []
+    for row in generated_bars.iloc[:400].itertuples():
+        bar = Bar(
+            symbol="BTC-USD",
+            timeframe="1m",
+            ts=row.ts,
+            open=row.open,
+            high=row.high,
+            low=row.low,
+            close=row.close,
+            volume=row.volume,
+            source="synthetic",
+        )
+        message = new_message(bar, producer="test")
+        signal = live.on_message(message)
+        if signal is not None:
+            assert signal.source_message_id == message.message_id
+            sent.append(derive(message, signal, producer="signal_engine"))
+    assert sent
+    decoded = decode(encode(sent[0]))
+    assert decoded.payload == sent[0].payload
+    batch = strategy.signals(generated_bars.iloc[:400])
+    assert len(sent) == int(batch["strength"].notna().sum())
+
+
+def test_saved_state_of_other_parameters_is_refused(generated_bars: pd.DataFrame) -> None:
+    live = SmaCross(fast=5, slow=20).live("BTC-USD", "1m")
+    saved = live.to_dict()
+    saved["indicators"] = SmaCross(fast=10, slow=50).live("BTC-USD", "1m").to_dict()["indicators"]
+    with pytest.raises(ValidationError, match="saved indicator state has outputs"):
+        LiveStrategy.from_dict(saved)
+    del saved["window"]
+    with pytest.raises(ValidationError, match="lacks 'window'"):
+        LiveStrategy.from_dict(saved)
+
+
+def test_a_strategy_without_a_name_cannot_go_live() -> None:
+    unnamed = type("Unnamed", (BandBreak,), {"name": ""})()
+    with pytest.raises(ValidationError, match="strategy name must be a non-empty string"):
+        unnamed.live("BTC-USD", "1m")

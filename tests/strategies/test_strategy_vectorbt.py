@@ -1,4 +1,8 @@
-"""The batch form's arrays build vectorbt portfolios: one symbol, many symbols, a grid."""
+"""The batch form's arrays build vectorbt portfolios: one symbol, many symbols, a grid.
+
+Every portfolio here is built from 2-D frames: vectorbt compiles `from_signals` once per array
+layout (about 13 s each on this machine), so one layout keeps the module fast.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +26,11 @@ def test_one_symbol_signals_build_a_portfolio_that_trades_on_them(
 ) -> None:
     signals = SmaCross(fast=5, slow=20).signals(sample_bars).set_index("ts")
     pf = portfolio(
-        signals["close"],
-        entries=signals["entries"],
-        exits=signals["exits"],
-        short_entries=signals["short_entries"],
-        short_exits=signals["short_exits"],
+        signals[["close"]],
+        entries=signals[["entries"]],
+        exits=signals[["exits"]],
+        short_entries=signals[["short_entries"]],
+        short_exits=signals[["short_exits"]],
     )
     orders = pf.orders.records_readable
     assert len(orders) >= 2
@@ -36,7 +40,7 @@ def test_one_symbol_signals_build_a_portfolio_that_trades_on_them(
     buys = (orders["Side"] == "Buy").to_numpy()
     assert ((at["direction"] > 0).to_numpy() == buys).all()
     # The position follows the last signal: long after a long entry, short after a short one.
-    position = pf.assets().to_numpy()
+    position = pf.assets().to_numpy()[:, 0]
     last = signals["direction"].replace(0, np.nan).ffill().fillna(0).to_numpy()
     assert (np.sign(position) == last).all()
 
@@ -74,9 +78,10 @@ def test_a_parameter_grid_builds_one_portfolio_column_per_combination(
     assert combos == {(5, 20), (5, 40), (10, 20), (10, 40), (20, 40)}
     assert frames.entries.columns.names == ["fast", "slow", "symbol"]
     pf = portfolio(**frames.portfolio_arguments())
-    returns = pf.total_return()
-    assert returns.index.equals(frames.entries.columns)
-    assert returns.index.names == ["fast", "slow", "symbol"]
+    orders = pf.orders.count()
+    assert orders.index.equals(frames.entries.columns)
+    assert orders.index.names == ["fast", "slow", "symbol"]
+    assert (orders > 0).all()
     one = SmaCross(fast=10, slow=40).batch(two_symbols)
     pd.testing.assert_frame_equal(
         frames.entries[(10, 40)], one.entries, check_names=False, check_column_type=False

@@ -23,6 +23,7 @@ from tradeos_lab.contracts.payloads import Bar, RawSignal
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.indicators import IndicatorSetState
 from tradeos_lab.strategies.base import BAR_FIELDS, Strategy
+from tradeos_lab.strategies.registry import get_strategy, strategy_names, validate_strategy_name
 from tradeos_lab.symbols import Timeframe, validate_symbol
 
 _LAST = slice(-1, None)
@@ -32,6 +33,11 @@ class LiveStrategy:
     """A strategy evaluated bar by bar for one symbol and timeframe."""
 
     def __init__(self, strategy: Strategy[Any], symbol: str, timeframe: Timeframe | str) -> None:
+        validate_strategy_name(strategy.name)  # it names every signal on the bus
+        if strategy.lookback < 1:
+            raise ValidationError(
+                f"strategy {strategy.name!r} has lookback {strategy.lookback}; it must be >= 1"
+            )
         self.strategy = strategy
         self.symbol = validate_symbol(symbol)
         self.timeframe = Timeframe.parse(timeframe)
@@ -97,8 +103,10 @@ class LiveStrategy:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe state: strategy and parameters, indicator state, the value window."""
+        cls = type(self.strategy)
         return {
             "strategy": self.strategy.name,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
             "params": self.strategy.params.model_dump(mode="json"),
             "symbol": self.symbol,
             "timeframe": self.timeframe.value,
@@ -111,11 +119,14 @@ class LiveStrategy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LiveStrategy:
-        """Rebuild from `to_dict` output; the strategy is found by name in the registry."""
-        from tradeos_lab.strategies.registry import get_strategy
-
+        """Rebuild from `to_dict` output; the strategy class is the one registered under its
+        name, else the saved `module:Class`."""
         try:
-            strategy = get_strategy(data["strategy"])(data["params"])
+            name = data["strategy"]
+            strategy_type = (
+                get_strategy(name) if name in strategy_names() else get_strategy(data["class"])
+            )
+            strategy = strategy_type(data["params"])
             live = cls(strategy, data["symbol"], data["timeframe"])
             window = np.array(
                 [[np.nan if v is None else v for v in row] for row in data["window"]],
@@ -127,7 +138,13 @@ class LiveStrategy:
                     f"{live._window.shape}"
                 )
             live._window[:] = window
-            live._state = IndicatorSetState.from_dict(data["indicators"])
+            state = IndicatorSetState.from_dict(data["indicators"])
+            if state.outputs != live._outputs:
+                raise ValidationError(
+                    f"saved indicator state has outputs {state.outputs}, the strategy needs "
+                    f"{live._outputs}"
+                )
+            live._state = state
             last = data["last_ts"]
             live._last_ts = None if last is None else utc_timestamp(last, "last_ts")
         except KeyError as e:
