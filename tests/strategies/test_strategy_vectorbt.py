@@ -1,7 +1,8 @@
 """The batch form's arrays build vectorbt portfolios: one symbol, many symbols, a grid.
 
-Every portfolio here is built from 2-D frames: vectorbt compiles `from_signals` once per array
-layout (about 13 s each on this machine), so one layout keeps the module fast.
+vectorbt compiles `from_signals` for each array layout it meets (about 13 s each here, in every
+process): a one-column frame is one layout, every multi-column frame another, so this module
+compiles twice and no more.
 """
 
 from __future__ import annotations
