@@ -23,6 +23,7 @@ from tradeos_lab.strategies import (
     Strategy,
     StrategyParams,
     Values,
+    choose,
 )
 
 
@@ -75,6 +76,23 @@ class Doubtful(Overdrive):
 
     def rule(self, values: Values) -> Decision | FloatArray:
         return Decision(strength=0.5, confidence=1.5)
+
+
+class Misspelt(Overdrive):
+    """A broken rule: reads an indicator it did not declare."""
+
+    def rule(self, values: Values) -> Decision | FloatArray:
+        return choose(values["close"] > values["sma_50"])
+
+
+def test_a_rule_reading_an_unknown_column_names_the_columns_there_are(
+    generated_bars: pd.DataFrame,
+) -> None:
+    with pytest.raises(ValidationError, match=r"reads 'sma_50'.*'close'.*'sma_5'"):
+        Misspelt().signals(generated_bars)
+    bar = generated_bars[["ts", "open", "high", "low", "close", "volume"]].iloc[0].to_dict()
+    with pytest.raises(ValidationError, match=r"reads 'sma_50'"):
+        Misspelt().live("BTC-USD", "1m").update(bar, source_message_id=new_message_id())
 
 
 @pytest.mark.parametrize(("cls", "problem"), [(Overdrive, "strength"), (Doubtful, "confidence")])

@@ -45,6 +45,17 @@ BAR_FIELDS = ("open", "high", "low", "close", "volume")
 """The bar fields every rule may read beside its indicators."""
 
 
+class ValueColumns(dict[str, FloatArray]):
+    """The `values` a rule gets: a dict whose missing key is a `ValidationError` listing the
+    columns there are (a misspelt indicator name in a notebook rule says what to use)."""
+
+    def __missing__(self, key: str) -> FloatArray:
+        raise ValidationError(
+            f"the rule reads {key!r}, which is not a bar field or an output of the strategy's "
+            f"indicators; there are {sorted(self)}"
+        )
+
+
 class StrategyParams(BaseModel):
     """Base of every strategy's parameters: immutable, and an unknown name is an error."""
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tradeos_lab.errors import ValidationError
-from tradeos_lab.strategies.base import BAR_FIELDS, FloatArray, Strategy
+from tradeos_lab.strategies.base import BAR_FIELDS, FloatArray, Strategy, ValueColumns
 
 SIGNAL_COLUMNS = (
     "strength",
@@ -45,9 +45,7 @@ def symbol_signals(strategy: Strategy[Any], bars: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValidationError(f"bars are missing columns {missing}")
     indicators = strategy.indicator_set.batch(bars)
-    values: dict[str, FloatArray] = {
-        c: bars[c].to_numpy(dtype=np.float64, copy=False) for c in BAR_FIELDS
-    }
+    values = ValueColumns((c, bars[c].to_numpy(dtype=np.float64, copy=False)) for c in BAR_FIELDS)
     for column in strategy.indicator_set.outputs:
         values[column] = indicators[column].to_numpy(dtype=np.float64, copy=False)
     strength, confidence = strategy.decide(values, len(bars))

@@ -22,7 +22,7 @@ from tradeos_lab.contracts.messages import BarMessage
 from tradeos_lab.contracts.payloads import Bar, RawSignal
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.indicators import IndicatorSetState
-from tradeos_lab.strategies.base import BAR_FIELDS, Strategy
+from tradeos_lab.strategies.base import BAR_FIELDS, Strategy, ValueColumns
 from tradeos_lab.strategies.registry import get_strategy, strategy_names, validate_strategy_name
 from tradeos_lab.symbols import Timeframe, validate_symbol
 
@@ -45,7 +45,7 @@ class LiveStrategy:
         self._columns = strategy.columns
         self._state: IndicatorSetState = strategy.indicator_set.state()
         self._window = np.full((strategy.lookback, len(self._columns)), np.nan)
-        self._values = {c: self._window[:, i] for i, c in enumerate(self._columns)}
+        self._values = ValueColumns((c, self._window[:, i]) for i, c in enumerate(self._columns))
         self._features = [(n, self._columns.index(n)) for n in strategy.feature_names]
         self._last_ts: pd.Timestamp | None = None
 
