@@ -130,23 +130,24 @@ def batch_signals(strategy: Strategy[Any], bars: pd.DataFrame) -> SignalFrames:
 
 
 def _wide(per_symbol: dict[str, pd.DataFrame]) -> SignalFrames:
-    index = pd.DatetimeIndex(
-        sorted(set().union(*(f["ts"] for f in per_symbol.values()))), name="ts"
-    )
+    """Per-symbol signal frames -> one wide frame per field on the union of their times."""
+    stamps = [pd.DatetimeIndex(f["ts"]) for f in per_symbol.values()]
+    index = stamps[0]
+    for more in stamps[1:]:
+        index = index.union(more)
+    index.name = "ts"
+    rows = [index.get_indexer(s) for s in stamps]
+    columns = pd.Index(list(per_symbol), name="symbol")
     frames: dict[str, pd.DataFrame] = {}
     for field in fields(SignalFrames):
-        columns = {
-            symbol: pd.Series(f[field.name].to_numpy(), index=pd.DatetimeIndex(f["ts"]))
-            for symbol, f in per_symbol.items()
-        }
-        wide = pd.DataFrame(columns).reindex(index)
-        wide.columns.name = "symbol"
         dtype = _DTYPES[field.name]
-        if field.name == "close":
-            wide = wide.ffill()
-        elif dtype is not np.float64:
-            wide = wide.fillna(0).astype(dtype)
-        frames[field.name] = wide
+        data = np.zeros((len(index), len(columns)), dtype=dtype)
+        if dtype is np.float64:
+            data.fill(np.nan)
+        for j, (at, f) in enumerate(zip(rows, per_symbol.values(), strict=True)):
+            data[at, j] = f[field.name].to_numpy()
+        frame = pd.DataFrame(data, index=index, columns=columns)
+        frames[field.name] = frame.ffill() if field.name == "close" else frame
     return SignalFrames(**frames)
 
 
