@@ -54,9 +54,9 @@ def test_parameters_are_typed_frozen_and_comparable() -> None:
         strategy.params.fast = 7  # type: ignore[misc]
 
 
-def test_unknown_calendar_is_refused_by_name(sample_bars: pd.DataFrame) -> None:
-    with pytest.raises(ValidationError, match="calendar"):
-        OpeningRangeBreakout(calendar="NOPE").signals(sample_bars)
+def test_unknown_calendar_is_refused_when_the_strategy_is_made() -> None:
+    with pytest.raises(ValidationError, match=r"calendar: .*unknown market calendar 'NOPE'"):
+        OpeningRangeBreakout(calendar="NOPE")
 
 
 class Overdrive(Strategy[StrategyParams]):

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from tradeos_lab.errors import ValidationError
 from tradeos_lab.indicators import Indicator, OpeningRange
+from tradeos_lab.indicators.sessions import check_calendar
 from tradeos_lab.strategies.base import Decision, FloatArray, Strategy, StrategyParams, Values
 from tradeos_lab.strategies.registry import register
 from tradeos_lab.strategies.rules import choose, previous
@@ -24,6 +26,14 @@ class OpeningRangeBreakoutParams(StrategyParams):
         description="Session calendar: an exchange_calendars code (XNYS) or 24/7 for crypto.",
     )
     allow_short: bool = Field(default=True, description="Trade breaks below the range too.")
+
+    @field_validator("calendar")
+    @classmethod
+    def _known_calendar(cls, calendar: str) -> str:
+        try:
+            return check_calendar(calendar)
+        except ValidationError as e:  # reported as this field's error
+            raise ValueError(str(e)) from None
 
 
 @register
