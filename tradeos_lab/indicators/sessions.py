@@ -10,6 +10,7 @@ a session runs from its open to its close.
 from __future__ import annotations
 
 import bisect
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -73,7 +74,11 @@ def sessions(calendar: str) -> Sessions:
     import exchange_calendars as xcals
 
     check_calendar(calendar)
-    schedule = xcals.get_calendar(calendar, start=CALENDAR_START).schedule
+    with warnings.catch_warnings():
+        # exchange_calendars 4.13 reads Series.values on tz-aware times, which pandas 3.1
+        # deprecates; the values it gets are still right (UTC) and the warning is not ours.
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+        schedule = xcals.get_calendar(calendar, start=CALENDAR_START).schedule
     opens = schedule["open"].array.asi8.astype(np.int64)
     closes = schedule["close"].array.asi8.astype(np.int64)
     return Sessions(calendar, opens, closes, opens.tolist(), closes.tolist())
