@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from tradeos_lab.contracts import (
     Bar,
@@ -23,6 +25,7 @@ from tradeos_lab.contracts import (
 from tradeos_lab.contracts.payloads import RawSignal
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.indicators import ATR, BBands, Indicator
+from tradeos_lab.providers import SyntheticProvider
 from tradeos_lab.strategies import (
     Decision,
     FloatArray,
@@ -61,7 +64,8 @@ class BandBreak(Strategy[BandBreakParams]):
         close, atr = values["close"], values["atr_14"]
         strength = choose(crossed_above(close, values[upper]), crossed_below(close, values[lower]))
         confidence = np.clip(np.abs(close - values[middle]) / (4 * atr), 0.0, 1.0)
-        return Decision(strength=strength, confidence=confidence)
+        # no signal before the ATR is known: confidence would be NaN
+        return Decision(strength=np.where(np.isnan(atr), np.nan, strength), confidence=confidence)
 
 
 # Every built-in, with defaults and with a variant that changes which branch of its rule fires.
@@ -98,19 +102,17 @@ def live_signals(
 
 def assert_same_signals(batch: pd.DataFrame, live: list[RawSignal | None]) -> None:
     assert len(batch) == len(live)
-    for row, signal in zip(batch.itertuples(), live, strict=True):
-        if math.isnan(row.strength):
-            assert signal is None, f"live gave a signal at {row.ts} where batch gave none"
+    for row, signal in zip(batch.to_dict("records"), live, strict=True):
+        ts, strength = row["ts"], row["strength"]
+        if math.isnan(strength):
+            assert signal is None, f"live gave a signal at {ts} where batch gave none"
             continue
-        assert signal is not None, f"batch gave {row.strength} at {row.ts}, live gave none"
-        assert signal.ts == row.ts.to_pydatetime()
-        assert signal.strength == pytest.approx(row.strength, rel=1e-9, abs=1e-12)
-        assert signal.confidence == pytest.approx(row.confidence, rel=1e-9)
-        assert np.sign(signal.strength) == row.direction
-        for name, value in signal.features.items():
-            assert value == pytest.approx(
-                getattr(row, name) if name != "close" else row.close, rel=1e-9
-            )
+        assert signal is not None, f"batch gave {strength} at {ts}, live gave none"
+        assert signal.ts == ts.to_pydatetime()
+        assert signal.strength == pytest.approx(strength, rel=1e-9, abs=1e-12)
+        assert signal.confidence == pytest.approx(row["confidence"], rel=1e-9)
+        assert np.sign(signal.strength) == row["direction"]
+        assert signal.features == pytest.approx({k: row[k] for k in signal.features}, rel=1e-9)
 
 
 @pytest.mark.parametrize("strategy", CASES, ids=IDS)
@@ -203,3 +205,29 @@ def test_a_strategy_without_a_name_cannot_go_live() -> None:
     unnamed = type("Unnamed", (BandBreak,), {"name": ""})()
     with pytest.raises(ValidationError, match="strategy name must be a non-empty string"):
         unnamed.live("BTC-USD", "1m")
+
+
+SMALL = [
+    SmaCross(fast=3, slow=8),
+    RsiReversion(period=5, oversold=35, overbought=65),
+    MacdTrend(fast=3, slow=8, signal=3),
+    OpeningRangeBreakout(minutes=15, calendar="24/7"),
+    BandBreak(period=8, k=1.5),
+]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=hst.integers(0, 2**31),
+    start_minute=hst.integers(0, 60 * 24 * 365),
+    gap_rate=hst.sampled_from([0.0, 0.05, 0.2]),
+)
+def test_live_gives_the_batch_signal_on_random_series(
+    seed: int, start_minute: int, gap_rate: float
+) -> None:
+    start = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(minutes=start_minute)
+    bars = SyntheticProvider(seed=seed, gap_rate=gap_rate).fetch_bars(
+        "RND", "1m", start, start + pd.Timedelta(minutes=300)
+    )
+    for strategy in SMALL:
+        assert_same_signals(strategy.signals(bars), live_signals(strategy, bars))
