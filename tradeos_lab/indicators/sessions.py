@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
+import numba
 import numpy as np
 
 from tradeos_lab.errors import ValidationError
@@ -42,13 +43,13 @@ class Sessions:
         return None
 
     def index(self, ts: np.ndarray) -> np.ndarray:
-        """Session number of every epoch-ns stamp in `ts` (-1 outside every session)."""
-        if len(ts):
-            self._check_range(int(ts.min()))
-            self._check_range(int(ts.max()))
-        i = np.searchsorted(self.opens, ts, side="right") - 1
-        inside = (i >= 0) & (ts < self.closes[np.maximum(i, 0)])
-        return np.where(inside, i, -1)
+        """Session number of every epoch-ns stamp in `ts`, sorted ascending (-1 outside every
+        session): one merge pass over the stamps and the sessions."""
+        if not len(ts):
+            return np.empty(0, dtype=np.int64)
+        self._check_range(int(ts[0]))
+        self._check_range(int(ts[-1]))
+        return _merge_sessions(ts, self.opens, self.closes)
 
     def _check_range(self, ts: int) -> None:
         if ts < self.open_list[0] or ts >= self.close_list[-1]:
@@ -57,6 +58,19 @@ class Sessions:
                 f"({np.datetime64(self.open_list[0], 'ns')} .. "
                 f"{np.datetime64(self.close_list[-1], 'ns')})"
             )
+
+
+@numba.njit(cache=True)
+def _merge_sessions(ts: np.ndarray, opens: np.ndarray, closes: np.ndarray) -> np.ndarray:
+    out = np.empty(len(ts), dtype=np.int64)
+    k = max(np.searchsorted(opens, ts[0], side="right") - 1, 0)
+    last = len(opens) - 1
+    for i in range(len(ts)):
+        t = ts[i]
+        while k < last and opens[k + 1] <= t:
+            k += 1
+        out[i] = k if opens[k] <= t < closes[k] else -1
+    return out
 
 
 def check_calendar(name: object) -> str:

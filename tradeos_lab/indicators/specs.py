@@ -42,7 +42,7 @@ class BarArrays:
     volume: np.ndarray | None
 
     @classmethod
-    def of(cls, bars: pd.DataFrame, needs: Iterable[str]) -> BarArrays:
+    def of(cls, bars: pd.DataFrame, needs: tuple[str, ...]) -> BarArrays:
         """Check the columns in `needs` (ts strictly increasing, prices finite, volume not
         infinite) or raise `ValidationError` naming the problem."""
         if not isinstance(bars, pd.DataFrame):
@@ -54,10 +54,14 @@ class BarArrays:
         got: dict[str, np.ndarray | None] = dict.fromkeys(
             ("ts", "open", "high", "low", "close", "volume")
         )
-        got["ts"] = kernels.check_times(bars["ts"])
+        if "ts" in needs:
+            got["ts"] = kernels.check_times(bars["ts"])
+        else:
+            kernels.check_time_order(bars["ts"])
+        # prices are checked for NaN and infinities by the kernels that read them
         for name in ("open", "high", "low", "close"):
             if name in wanted:
-                got[name] = kernels.as_prices(bars[name].to_numpy(), name)
+                got[name] = kernels.as_floats(bars[name].to_numpy(), name)
         if "volume" in wanted:
             got["volume"] = kernels.as_volumes(bars["volume"].to_numpy())
         return cls(**got)
@@ -90,7 +94,9 @@ class Indicator:
     def batch(self, bars: pd.DataFrame) -> pd.DataFrame:
         """One symbol's bar frame -> a float frame with columns `outputs`, same index."""
         columns = self.compute(BarArrays.of(bars, self.inputs))
-        return pd.DataFrame(dict(zip(self.outputs, columns, strict=True)), index=bars.index)
+        return pd.DataFrame(
+            dict(zip(self.outputs, columns, strict=True)), index=bars.index, copy=False
+        )
 
     def compute(self, bars: BarArrays) -> tuple[np.ndarray, ...]:
         """The output arrays over already-checked bar columns."""
@@ -351,7 +357,7 @@ class SessionVWAP(Indicator):
     """VWAP of the typical price since the calendar session opened ("24/7": each UTC day)."""
 
     kind: ClassVar[str] = "session_vwap"
-    inputs: ClassVar[tuple[str, ...]] = ("high", "low", "close", "volume")
+    inputs: ClassVar[tuple[str, ...]] = ("ts", "high", "low", "close", "volume")
     calendar: str = "24/7"
 
     def __post_init__(self) -> None:
@@ -388,7 +394,7 @@ class OpeningRange(Indicator):
     later bar: +1 close above the range, -1 below, 0 inside (NaN while the range forms)."""
 
     kind: ClassVar[str] = "opening_range"
-    inputs: ClassVar[tuple[str, ...]] = ("high", "low", "close")
+    inputs: ClassVar[tuple[str, ...]] = ("ts", "high", "low", "close")
     minutes: int = 30
     calendar: str = "24/7"
 
@@ -481,7 +487,7 @@ class IndicatorSet:
         columns: dict[str, np.ndarray] = {}
         for spec in self.specs:
             columns.update(zip(spec.outputs, spec.compute(arrays), strict=True))
-        return pd.DataFrame(columns, index=bars.index, columns=list(self.outputs))
+        return pd.DataFrame(columns, index=bars.index, columns=list(self.outputs), copy=False)
 
     def state(self) -> IndicatorSetState:
         return IndicatorSetState([spec.state() for spec in self.specs])
