@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.indicators.conftest import random_bars
 from tradeos_lab.indicators import IndicatorSet, OpeningRange, SessionVWAP
@@ -68,3 +69,13 @@ def test_24_7_sessions_are_utc_days() -> None:
     first_hour = BARS["ts"].dt.hour.eq(0)
     assert out.loc[first_hour, "or_high_60_24_7"].isna().all()
     assert out.loc[~first_hour, "or_high_60_24_7"].notna().all()
+
+
+def test_check_calendar_accepts_known_calendars_and_names_unknown_ones() -> None:
+    from tradeos_lab.errors import ValidationError
+    from tradeos_lab.indicators import check_calendar
+
+    assert check_calendar("XNYS") == "XNYS"
+    assert check_calendar("24/7") == "24/7"
+    with pytest.raises(ValidationError, match="unknown market calendar 'XXXX'"):
+        check_calendar("XXXX")

@@ -24,6 +24,7 @@ from tradeos_lab.indicators.kernels import (
     session_vwap,
     sma,
 )
+from tradeos_lab.indicators.sessions import check_calendar
 from tradeos_lab.indicators.specs import (
     ATR,
     EMA,
@@ -61,6 +62,7 @@ __all__ = [
     "atr",
     "atr_regime",
     "bbands",
+    "check_calendar",
     "compute",
     "ema",
     "indicator_from_dict",
