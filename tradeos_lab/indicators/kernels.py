@@ -47,11 +47,21 @@ def as_prices(values: Any, name: str = "close") -> np.ndarray:
 def as_volumes(values: Any, name: str = "volume") -> np.ndarray:
     """`values` as float64; NaN (unknown volume) is allowed, infinities and negatives are not."""
     array = as_floats(values, name)
-    if np.isinf(array).any():
-        raise ValidationError(f"{name} has infinite values")
-    if (array < 0).any():
-        raise ValidationError(f"{name} has negative values")
+    bad = _first_bad_volume(array)
+    if bad >= 0:
+        what = "infinite" if np.isinf(array[bad]) else "negative"
+        raise ValidationError(f"{name} has {what} values (the first at row {bad})")
     return array
+
+
+@numba.njit(cache=True)
+def _first_bad_volume(v: np.ndarray) -> int:
+    """Index of the first infinite or negative volume (NaN is allowed), else -1; one pass."""
+    for i in range(len(v)):
+        x = v[i]
+        if x < 0 or x == np.inf:
+            return i
+    return -1
 
 
 def check_length(n: int, needed: int, what: str) -> None:
