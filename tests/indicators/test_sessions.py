@@ -39,7 +39,7 @@ def test_session_vwap_restarts_at_each_session_open() -> None:
     out = NYSE.batch(BARS)
     first = BARS.loc[BARS["ts"] == pd.Timestamp("2024-07-05 13:30", tz="UTC")].iloc[0]
     typical = (first["high"] + first["low"] + first["close"]) / 3
-    assert _at(out, "2024-07-05 13:30")["vwap_xnys"] == typical
+    assert _at(out, "2024-07-05 13:30")["vwap_xnys"] == pytest.approx(typical, rel=1e-12)
 
 
 def test_opening_range_is_the_first_minutes_and_breakouts_compare_closes() -> None:
@@ -65,7 +65,8 @@ def test_24_7_sessions_are_utc_days() -> None:
     assert out["vwap_24_7"].notna().all()
     midnight = BARS["ts"].dt.hour.eq(0) & BARS["ts"].dt.minute.eq(0)
     row = BARS.loc[midnight].iloc[1]
-    assert out.loc[row.name, "vwap_24_7"] == (row["high"] + row["low"] + row["close"]) / 3
+    typical = (row["high"] + row["low"] + row["close"]) / 3
+    assert out.loc[row.name, "vwap_24_7"] == pytest.approx(typical, rel=1e-12)
     first_hour = BARS["ts"].dt.hour.eq(0)
     assert out.loc[first_hour, "or_high_60_24_7"].isna().all()
     assert out.loc[~first_hour, "or_high_60_24_7"].notna().all()

@@ -25,7 +25,7 @@ import pandas as pd
 import talib
 
 from tradeos_lab.errors import ValidationError
-from tradeos_lab.indicators.sessions import sessions
+from tradeos_lab.indicators.sessions import session_at, sessions
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, pd.Series)
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000}
@@ -331,30 +331,44 @@ def session_vwap(
     h, lo, c = _hlc(high, low, close)
     v = as_volumes(volume)
     check_length(len(c), 1, "session VWAP")
-    return _session_vwap(sessions(calendar).index(stamps), h, lo, c, v)
+    book = sessions(calendar)
+    book.check_span(stamps)
+    return _session_vwap(stamps, book.opens, book.closes, h, lo, c, v)
 
 
 @numba.njit(cache=True)
-def _session_vwap(
-    session: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray
+def _session_vwap(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
+    ts: np.ndarray,
+    opens: np.ndarray,
+    closes: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    v: np.ndarray,
 ) -> np.ndarray:
+    # Sums of (high + low + close) * volume and of volume, divided by 3 once at the end: the
+    # incremental state does the same operations, so both give the same floats.
     out = np.full(len(c), np.nan)
+    k = session_at(ts[0], opens)
+    last = len(opens) - 1
     current = -1
     pv = 0.0
     vol = 0.0
     for i in range(len(c)):
-        s = session[i]
-        if s < 0:
+        t = ts[i]
+        while k < last and opens[k + 1] <= t:
+            k += 1
+        if not opens[k] <= t < closes[k]:
             continue
-        if s != current:
-            current = s
+        if k != current:
+            current = k
             pv = 0.0
             vol = 0.0
         if not np.isnan(v[i]):
-            pv += (h[i] + lo[i] + c[i]) / 3.0 * v[i]
+            pv += (h[i] + lo[i] + c[i]) * v[i]
             vol += v[i]
         if vol > 0.0:
-            out[i] = pv / vol
+            out[i] = pv / (3.0 * vol)
     return out
 
 
@@ -370,15 +384,15 @@ def opening_range(
     check_period(minutes, "minutes", 1)
     check_length(len(c), 1, "opening range")
     book = sessions(calendar)
-    index = book.index(stamps)
-    opens = book.opens[np.maximum(index, 0)]
-    return _opening_range(index, stamps - opens, minutes * 60_000_000_000, h, lo, c)
+    book.check_span(stamps)
+    return _opening_range(stamps, book.opens, book.closes, minutes * 60_000_000_000, h, lo, c)
 
 
 @numba.njit(cache=True)
 def _opening_range(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
-    session: np.ndarray,
-    since_open: np.ndarray,
+    ts: np.ndarray,
+    opens: np.ndarray,
+    closes: np.ndarray,
     span: int,
     h: np.ndarray,
     lo: np.ndarray,
@@ -388,18 +402,22 @@ def _opening_range(  # noqa: PLR0917 (a numba kernel takes its arrays positional
     top = np.full(n, np.nan)
     bottom = np.full(n, np.nan)
     code = np.full(n, np.nan)
+    k = session_at(ts[0], opens)
+    last = len(opens) - 1
     current = -1
     hi = -np.inf
     low = np.inf
     for i in range(n):
-        s = session[i]
-        if s < 0:
+        t = ts[i]
+        while k < last and opens[k + 1] <= t:
+            k += 1
+        if not opens[k] <= t < closes[k]:
             continue
-        if s != current:
-            current = s
+        if k != current:
+            current = k
             hi = -np.inf
             low = np.inf
-        if since_open[i] < span:
+        if t - opens[k] < span:
             hi = max(hi, h[i])
             low = min(low, lo[i])
         elif hi >= low:

@@ -47,9 +47,14 @@ class Sessions:
         session): one merge pass over the stamps and the sessions."""
         if not len(ts):
             return np.empty(0, dtype=np.int64)
-        self._check_range(int(ts[0]))
-        self._check_range(int(ts[-1]))
+        self.check_span(ts)
         return _merge_sessions(ts, self.opens, self.closes)
+
+    def check_span(self, ts: np.ndarray) -> None:
+        """`ValidationError` unless sorted epoch-ns `ts` lie within the calendar's range."""
+        if len(ts):
+            self._check_range(int(ts[0]))
+            self._check_range(int(ts[-1]))
 
     def _check_range(self, ts: int) -> None:
         if ts < self.open_list[0] or ts >= self.close_list[-1]:
@@ -61,9 +66,15 @@ class Sessions:
 
 
 @numba.njit(cache=True)
+def session_at(ts: int, opens: np.ndarray) -> int:
+    """Index of the last session opening at or before `ts` (0 if none): where a merge starts."""
+    return max(int(np.searchsorted(opens, ts, side="right")) - 1, 0)
+
+
+@numba.njit(cache=True)
 def _merge_sessions(ts: np.ndarray, opens: np.ndarray, closes: np.ndarray) -> np.ndarray:
     out = np.empty(len(ts), dtype=np.int64)
-    k = max(np.searchsorted(opens, ts[0], side="right") - 1, 0)
+    k = session_at(ts[0], opens)
     last = len(opens) - 1
     for i in range(len(ts)):
         t = ts[i]

@@ -616,9 +616,9 @@ class SessionVWAPState(_SessionState):
         if not self._session(ts):
             return (NAN,)
         if not math.isnan(v):
-            self.pv += (h + lo + c) / 3.0 * v
+            self.pv += (h + lo + c) * v  # three times the typical price, as the batch kernel
             self.volume += v
-        return (self.pv / self.volume if self.volume > 0.0 else NAN,)
+        return (self.pv / (3.0 * self.volume) if self.volume > 0.0 else NAN,)
 
     def _fields(self) -> dict[str, Any]:
         return {**self._session_fields(), "pv": self.pv, "volume": self.volume}
