@@ -9,8 +9,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from tradeos_lab.errors import ValidationError
-from tradeos_lab.indicators import Indicator, OpeningRange
-from tradeos_lab.indicators.sessions import check_calendar
+from tradeos_lab.indicators import Indicator, OpeningRange, check_calendar
 from tradeos_lab.strategies.base import Decision, FloatArray, Strategy, StrategyParams, Values
 from tradeos_lab.strategies.registry import register
 from tradeos_lab.strategies.rules import choose, previous
