@@ -125,3 +125,9 @@ def test_atr_regime_label_names_the_code() -> None:
         "high",
         None,
     ]
+
+
+def test_talib_runs_with_the_default_seeding_the_states_reproduce() -> None:
+    # the states repeat TA-Lib's default seeding; a changed unstable period would break it
+    assert [talib.get_unstable_period(f) for f in ("RSI", "EMA", "ATR")] == [0, 0, 0]
+    assert talib.get_compatibility() == 0

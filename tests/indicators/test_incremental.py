@@ -167,3 +167,12 @@ def test_a_saved_state_with_an_unknown_spec_is_refused() -> None:
         IndicatorState.from_dict(saved)
     with pytest.raises(ValidationError, match="malformed"):
         IndicatorState.from_dict({"spec": RSI(14).to_dict()})
+
+
+def test_running_sums_do_not_drift_from_talib_over_a_long_series() -> None:
+    # a running sum accumulates rounding; repeating TA-Lib's operations keeps it identical
+    bars = random_bars(100_000, seed=5)
+    bars["close"] *= 1000
+    spec = SMA(200)
+    incremental = feed(spec.state(), bars)
+    np.testing.assert_array_equal(incremental["sma_200"], spec.batch(bars)["sma_200"])

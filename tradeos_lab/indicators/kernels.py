@@ -5,13 +5,16 @@ TA-Lib itself: it is the reference the values must equal, it is compiled C, so t
 is as fast as the reference by construction, and there is no second implementation to keep in
 step. The incremental states (`tradeos_lab.indicators.states`) reproduce TA-Lib's seeding and
 its order of floating-point operations instead, and a property test holds the two together.
+This relies on TA-Lib's defaults (unstable period 0, default compatibility): a process that
+changes them with `talib.set_unstable_period` changes the batch values and breaks that match.
 The indicators TA-Lib lacks (rolling percentile, ATR regime, session VWAP, opening range) are
-numba kernels written as the same loops as their incremental states.
+numba kernels doing the same arithmetic as their incremental states.
 
 Every kernel refuses bad input with `ValidationError`: non-finite prices (TA-Lib would silently
 propagate a NaN through every later value) and a window longer than the data (all-NaN output).
-A NaN volume is an unknown volume: the volume-based indicators leave that bar out of their sums
-and windows (see `rolling_percentile` and `session_vwap`); an infinite volume is refused.
+A NaN volume is an unknown volume: session VWAP leaves that bar out of both its sums, the
+volume percentile ranks only the known volumes of its window and is NaN at that bar; an
+infinite or negative volume is refused.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ a multiply and an add), far inside the 1e-9 relative agreement the property test
 
 Rolling percentiles keep the window sorted (`bisect.insort` and a removal by binary search):
 each is a memmove of at most `window` floats, O(window) with a tiny constant, which is O(1)
-per bar for a fixed window. Hot paths use plain floats and lists, never numpy scalars.
+per bar for a fixed window. Bollinger Bands' deviation is the one O(period) sum, on purpose
+(see `BBandsState`). Hot paths use plain floats and lists, never numpy scalars.
 
 `to_dict()` is JSON-safe (NaN and infinities become None / "inf" / "-inf") and
 `IndicatorState.from_dict` rebuilds the state, so a restarted Signal Engine resumes where it was
