@@ -128,3 +128,11 @@ def test_incremental_refuses_out_of_order_bars_and_bad_prices() -> None:
         state.update(bars.iloc[0].to_dict())
     with pytest.raises(ValidationError, match="NaN or infinite price"):
         state.update({**bars.iloc[2].to_dict(), "close": float("nan")})
+
+
+@pytest.mark.parametrize("row", [0, 5])
+def test_missing_timestamps_are_refused(row: int) -> None:
+    bars = random_bars(20)
+    bars.loc[row, "ts"] = pd.NaT
+    with pytest.raises(ValidationError, match="missing timestamps"):
+        SMA(5).batch(bars)
