@@ -9,6 +9,7 @@ import talib
 
 import tradeos_lab.indicators as ind
 from tests.indicators.conftest import random_bars
+from tradeos_lab.errors import ValidationError
 from tradeos_lab.indicators import (
     ATR,
     EMA,
@@ -131,3 +132,18 @@ def test_talib_runs_with_the_default_seeding_the_states_reproduce() -> None:
     # the states repeat TA-Lib's default seeding; a changed unstable period would break it
     assert [talib.get_unstable_period(f) for f in ("RSI", "EMA", "ATR")] == [0, 0, 0]
     assert talib.get_compatibility() == 0
+
+
+@pytest.mark.parametrize("period", [2, 10, 200])
+def test_sma_kernel_is_talibs_sma_to_the_bit(period: int) -> None:
+    close = random_bars(5000, seed=period)["close"].to_numpy() * 1000
+    np.testing.assert_array_equal(ind.sma(close, period), talib.SMA(close, period))
+
+
+def test_sma_kernel_names_the_first_non_finite_price() -> None:
+    close = C.copy()
+    close[[7, 9]] = np.inf
+    with pytest.raises(
+        ValidationError, match=r"close has NaN or infinite values \(the first at row 7\)"
+    ):
+        ind.sma(close, 10)
