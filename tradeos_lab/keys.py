@@ -87,6 +87,10 @@ class Keys:
     def indicators(self, symbol: str, timeframe: Timeframe | str) -> str:
         return self._k("indicators", validate_symbol(symbol), Timeframe.parse(timeframe).value)
 
+    def indicator_state(self, symbol: str, timeframe: Timeframe | str) -> str:
+        """The incremental indicator states behind `indicators`, so a restart resumes them."""
+        return self._k("indstate", validate_symbol(symbol), Timeframe.parse(timeframe).value)
+
     def watchlist(self) -> str:
         return self._k("watchlist")
 

@@ -1,0 +1,188 @@
+"""The batch form: a strategy's rule over whole bar histories, shaped for vectorbt.
+
+`symbol_signals` evaluates one symbol; `batch_signals` puts many symbols side by side as wide
+frames (ts x symbol); `sweep` does that for every combination of a parameter grid, with the
+parameters as the outer levels of a column MultiIndex. The frames go straight into
+`vectorbt.Portfolio.from_signals(close, entries, exits, short_entries=..., short_exits=...)`.
+
+From a strength per bar (see `tradeos_lab.strategies.base`): entries where it is > 0, short
+entries where < 0; a long is exited by any signal that is not long (flat or short) and a short by
+any that is not short, so the same arrays also drive a long-only portfolio.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.strategies.base import BAR_FIELDS, FloatArray, Strategy, ValueColumns
+
+SIGNAL_COLUMNS = (
+    "strength",
+    "confidence",
+    "direction",
+    "entries",
+    "exits",
+    "short_entries",
+    "short_exits",
+)
+
+
+def symbol_signals(strategy: Strategy[Any], bars: pd.DataFrame) -> pd.DataFrame:
+    """One symbol's bars -> ts, close, the indicator outputs and `SIGNAL_COLUMNS` per bar."""
+    if "symbol" in bars.columns and bars["symbol"].nunique() > 1:
+        raise ValidationError(
+            f"signals() takes one symbol's bars, got {bars['symbol'].nunique()} symbols; "
+            "use batch() for many"
+        )
+    missing = [c for c in ("ts", *BAR_FIELDS) if c not in bars.columns]
+    if missing:
+        raise ValidationError(f"bars are missing columns {missing}")
+    indicators = strategy.indicator_set.batch(bars)
+    values = ValueColumns((c, bars[c].to_numpy(dtype=np.float64, copy=False)) for c in BAR_FIELDS)
+    for column in strategy.indicator_set.outputs:
+        values[column] = indicators[column].to_numpy(dtype=np.float64, copy=False)
+    strength, confidence = strategy.decide(values, len(bars))
+    columns: dict[str, Any] = {
+        "ts": pd.to_datetime(bars["ts"], utc=True).reset_index(drop=True),
+        "close": values["close"],
+        **{c: values[c] for c in strategy.indicator_set.outputs},
+        **vectorbt_arrays(strength, confidence),
+    }
+    return pd.DataFrame(columns)
+
+
+def vectorbt_arrays(strength: FloatArray, confidence: FloatArray) -> dict[str, np.ndarray]:
+    """`SIGNAL_COLUMNS` from strength and confidence per bar (see the module docstring)."""
+    signal = ~np.isnan(strength)
+    return {
+        "strength": strength,
+        "confidence": confidence,
+        "direction": np.sign(np.where(signal, strength, 0.0)).astype(np.int8),
+        "entries": strength > 0,
+        "exits": strength <= 0,
+        "short_entries": strength < 0,
+        "short_exits": strength >= 0,
+    }
+
+
+@dataclass(frozen=True)
+class SignalFrames:
+    """Wide frames (index ts, one column per symbol, or per parameters and symbol in a sweep)
+    with equal index and columns: what `vectorbt.Portfolio.from_signals` takes.
+
+    `close` is carried forward over a symbol's missing bars (valued at its last close); the
+    signal frames have no signal there.
+    """
+
+    close: pd.DataFrame
+    strength: pd.DataFrame
+    confidence: pd.DataFrame
+    direction: pd.DataFrame
+    entries: pd.DataFrame
+    exits: pd.DataFrame
+    short_entries: pd.DataFrame
+    short_exits: pd.DataFrame
+
+    def portfolio_arguments(self) -> dict[str, pd.DataFrame]:
+        """`close`, `entries`, `exits`, `short_entries`, `short_exits` for `from_signals(**...)`."""
+        return {
+            "close": self.close,
+            "entries": self.entries,
+            "exits": self.exits,
+            "short_entries": self.short_entries,
+            "short_exits": self.short_exits,
+        }
+
+
+_DTYPES: dict[str, Any] = {
+    "close": np.float64,
+    "strength": np.float64,
+    "confidence": np.float64,
+    "direction": np.int8,
+    "entries": np.bool_,
+    "exits": np.bool_,
+    "short_entries": np.bool_,
+    "short_exits": np.bool_,
+}
+"""Each wide frame's dtype; where a symbol has no bar, floats are NaN, direction 0, masks False."""
+
+
+def batch_signals(strategy: Strategy[Any], bars: pd.DataFrame) -> SignalFrames:
+    """Bars of one or many symbols (long frame with a `symbol` column) -> `SignalFrames`."""
+    if "symbol" not in bars.columns:
+        raise ValidationError("bars need a symbol column for batch(); use signals() without one")
+    if "timeframe" in bars.columns and bars["timeframe"].nunique() > 1:
+        raise ValidationError("bars mix timeframes; evaluate one timeframe at a time")
+    per_symbol = {
+        str(symbol): symbol_signals(strategy, group)
+        for symbol, group in bars.groupby("symbol", sort=True, observed=True)
+    }
+    if not per_symbol:
+        raise ValidationError("no bars to evaluate")
+    return _wide(per_symbol)
+
+
+def _wide(per_symbol: dict[str, pd.DataFrame]) -> SignalFrames:
+    """Per-symbol signal frames -> one wide frame per field on the union of their times."""
+    stamps = [pd.DatetimeIndex(f["ts"]) for f in per_symbol.values()]
+    index = stamps[0]
+    for more in stamps[1:]:
+        index = index.union(more)
+    index.name = "ts"
+    rows = [index.get_indexer(s) for s in stamps]
+    columns = pd.Index(list(per_symbol), name="symbol")
+    frames: dict[str, pd.DataFrame] = {}
+    for field in fields(SignalFrames):
+        dtype = _DTYPES[field.name]
+        data = np.zeros((len(index), len(columns)), dtype=dtype)
+        if dtype is np.float64:
+            data.fill(np.nan)
+        for j, (at, f) in enumerate(zip(rows, per_symbol.values(), strict=True)):
+            data[at, j] = f[field.name].to_numpy()
+        frame = pd.DataFrame(data, index=index, columns=columns)
+        frames[field.name] = frame.ffill() if field.name == "close" else frame
+    return SignalFrames(**frames)
+
+
+def sweep(
+    strategy_type: type[Strategy[Any]], bars: pd.DataFrame, **grid: Sequence[Any] | Any
+) -> SignalFrames:
+    """Every combination of the parameter `grid` (`fast=[5, 10], slow=[20, 50]`) over the bars
+    of one or many symbols; columns are a MultiIndex (parameter levels..., symbol).
+
+    Combinations the parameters reject (e.g. fast >= slow) are left out; a grid with none left
+    is an error.
+    """
+    names = list(grid)
+    choices = [_as_list(grid[n]) for n in names]
+    parts: list[tuple[tuple[Any, ...], SignalFrames]] = []
+    rejected: list[str] = []
+    for combo in itertools.product(*choices):
+        try:
+            strategy = strategy_type(dict(zip(names, combo, strict=True)))
+        except ValidationError as e:
+            rejected.append(str(e))
+            continue
+        parts.append((combo, batch_signals(strategy, bars)))
+    if not parts:
+        raise ValidationError(f"no combination of the grid is valid: {'; '.join(rejected[:3])}")
+    frames: dict[str, pd.DataFrame] = {}
+    for field in fields(SignalFrames):
+        pieces = [getattr(frames_, field.name) for _, frames_ in parts]
+        keys = [combo for combo, _ in parts]
+        joined = pd.concat(pieces, axis=1, keys=keys, names=[*names, "symbol"])
+        frames[field.name] = joined
+    return SignalFrames(**frames)
+
+
+def _as_list(value: Sequence[Any] | Any) -> list[Any]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
