@@ -62,7 +62,7 @@ def mid_rank_percentiles(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("window", [1, 2, 5, 128, 129, 300])
+@pytest.mark.parametrize("window", [1, 2, 5, 300, 1100])
 def test_both_percentile_forms_give_the_definitions_values(window: int) -> None:
     rng = np.random.default_rng(window)
     x = rng.integers(0, 40, 3000).astype(float)  # many ties

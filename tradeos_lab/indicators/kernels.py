@@ -338,19 +338,21 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> 
 def _atr(h: np.ndarray, lo: np.ndarray, c: np.ndarray, period: int) -> tuple[np.ndarray, int]:
     n = len(c)
     out = np.empty(n)
-    ok = True
-    for i in range(n):
-        ok &= (h[i] - h[i] == 0.0) & (lo[i] - lo[i] == 0.0) & (c[i] - c[i] == 0.0)
+    # the true ranges (TA-Lib's operations) and the finite check in one branch-free pass
+    ok = (h[0] - h[0] == 0.0) & (lo[0] - lo[0] == 0.0) & (c[0] - c[0] == 0.0)
+    out[0] = np.nan
+    for i in range(1, n):
+        hi = h[i]
+        low = lo[i]
+        prev = c[i - 1]
+        ok &= (hi - hi == 0.0) & (low - low == 0.0) & (c[i] - c[i] == 0.0)
+        tr = hi - low
+        tr = max(tr, abs(prev - hi))
+        out[i] = max(tr, abs(low - prev))
     if not ok:
         for i in range(n):
             if h[i] - h[i] != 0.0 or lo[i] - lo[i] != 0.0 or c[i] - c[i] != 0.0:
                 return out, i
-    out[0] = np.nan
-    for i in range(1, n):  # the true ranges, TA-Lib's operations
-        prev = c[i - 1]
-        tr = h[i] - lo[i]
-        tr = max(tr, abs(prev - h[i]))
-        out[i] = max(tr, abs(lo[i] - prev))
     total = 0.0
     for i in range(1, period + 1):
         total += out[i]
@@ -407,10 +409,11 @@ def _rolling_percentile(x: np.ndarray, window: int) -> np.ndarray:
     return _percentile_by_sorted_window(x, window)
 
 
-# Up to this window, counting every value of the window (a branch-free loop the compiler
-# vectorises) beats the sorted window, whose searches and shifts cost unpredictable branches
-# (measured over 1M bars: window 100 about equal, 10 counting ~2x, 1000 sorted window ~2x).
-_COUNTING_MAX_WINDOW = 128
+# Up to this window, counting every value of the window (a branch-free loop over a slice the
+# compiler vectorises) beats the sorted window, whose search and shift cost unpredictable
+# branches; measured over 1M volumes: window 100 counting 3x faster, 1000 still 2.4x. The
+# sorted window keeps very long windows from costing a full count per value.
+_COUNTING_MAX_WINDOW = 1024
 
 
 @numba.njit(cache=True)
@@ -425,11 +428,12 @@ def _percentile_by_counting(x: np.ndarray, window: int) -> np.ndarray:
         v = x[i]
         if i < window - 1 or np.isnan(v):
             continue
+        values = x[i - window + 1 : i + 1]
         below = 0
         equal = 0
-        for j in range(i - window + 1, i + 1):
-            below += 1 if x[j] < v else 0
-            equal += 1 if x[j] == v else 0
+        for j in range(window):
+            below += values[j] < v
+            equal += values[j] == v
         out[i] = (below + 0.5 * equal) / known
     return out
 
