@@ -520,9 +520,16 @@ def atr_regime(
     check_length(len(c), period + lookback, f"ATR regime({period},{lookback})")
     out = np.full(len(c), np.nan)
     pct = _rolling_percentile(talib.ATR(h, lo, c, period)[period:], lookback)
-    out[period:] = np.where(pct <= low_pct, -1.0, np.where(pct >= high_pct, 1.0, 0.0))
-    out[period:][np.isnan(pct)] = np.nan
+    _regime_codes(pct, low_pct, high_pct, out[period:])
     return _like(close, out, f"atr_regime_{period}_{lookback}")
+
+
+@numba.njit(cache=True)
+def _regime_codes(pct: np.ndarray, low: float, high: float, out: np.ndarray) -> None:
+    """`regime_code` of each percentile into `out`, in one pass (NaN stays NaN)."""
+    for i in range(len(pct)):
+        p = pct[i]
+        out[i] = p if np.isnan(p) else (-1.0 if p <= low else (1.0 if p >= high else 0.0))
 
 
 def check_regime(period: int, lookback: int, low: float, high: float) -> None:
