@@ -27,7 +27,7 @@ from tradeos_lab.tiers.bus.consumer import Consumer
 from tradeos_lab.tiers.bus.dead_letters import DeadLetters
 from tradeos_lab.tiers.bus.inspection import BusInspector
 from tradeos_lab.tiers.bus.metrics import PUBLISHED
-from tradeos_lab.tiers.bus.trim_loss import TrimLoss, TrimLossReporter
+from tradeos_lab.tiers.bus.trim_loss import ADDED_FIELD, TrimLoss, TrimLossReporter, base_field
 from tradeos_lab.tiers.bus.wire import (
     FIELD,
     FIELD_B,
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 #: that long and still find, on restart, that the effect was applied.
 EFFECT_PENDING_TTL_S = 7 * 24 * 3600
 _PIPELINE_CHUNK = 1000
+_MULTI = pack_command(("MULTI",))
+_EXEC = pack_command(("EXEC",))
 
 TrimPolicy = Literal["safe", "maxlen"]
 
@@ -106,7 +108,11 @@ class Bus:
             ("XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw)
         )
         try:
-            (entry_id,) = self.wire.call(packed, 1)
+            if self.counts_entries():
+                (entry_id,) = self.wire.call(packed, 1)
+            else:
+                packed = _MULTI + packed + self._count_added(s, 1) + _EXEC
+                entry_id = self.wire.call(packed, 4)[3][0]
         except redis.RedisError as e:
             raise translate_redis_error(e, f"XADD to {s.value}") from e
         self._published[s].inc()
@@ -117,6 +123,7 @@ class Bus:
         s = Stream(stream)
         raws = [self.encode(s, m) for m in messages]
         key, cap = self._stream_keys[s], self.hard_cap
+        counts = self.counts_entries()
         ids: list[str] = []
         try:
             for start in range(0, len(raws), _PIPELINE_CHUNK):
@@ -124,7 +131,12 @@ class Bus:
                 packed = b"".join(
                     [pack_command(("XADD", key, "MAXLEN", "~", cap, "*", FIELD, r)) for r in chunk]
                 )
-                ids.extend(text(i) for i in self.wire.call(packed, len(chunk)))
+                if counts:
+                    ids.extend(text(i) for i in self.wire.call(packed, len(chunk)))
+                else:
+                    packed = _MULTI + packed + self._count_added(s, len(chunk)) + _EXEC
+                    replies = self.wire.call(packed, len(chunk) + 3)
+                    ids.extend(text(i) for i in replies[-1][:-1])
         except redis.RedisError as e:
             raise translate_redis_error(
                 e, f"XADD to {s.value} ({len(ids)} of {len(raws)} published)"
@@ -147,7 +159,18 @@ class Bus:
         queue_command(
             pipe, "XADD", self._stream_keys[stream], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw
         )
+        if not self.counts_entries():
+            pipe.hincrby(self.keys.trim_loss_reported(stream), ADDED_FIELD, 1)
         self._published[stream].inc()
+
+    def _count_added(self, stream: Stream, n: int) -> bytes:
+        """The packed HINCRBY that adds `n` to `stream`'s count of entries added.
+
+        Redis 6.2 does not count the entries a stream ever held, so the bus counts them itself,
+        in the MULTI of the XADDs (exact: both or neither): it is how a group that never read
+        learns that entries it should have read were trimmed (`trim_loss.ADDED_FIELD`).
+        """
+        return pack_command(("HINCRBY", self.keys.trim_loss_reported(stream), ADDED_FIELD, n))
 
     @staticmethod
     def encode(stream: Stream, message: Message) -> bytes:
@@ -187,6 +210,7 @@ class Bus:
         """
         s = Stream(stream)
         key = self._stream_keys[s]
+        bookkeeping = self.keys.trim_loss_reported(s)
         name = Keys.group(group)
         try:
             with self.redis.pipeline(transaction=True) as pipe:
@@ -196,14 +220,20 @@ class Bus:
                         position = self._group_position(pipe, key, name, start_id)
                         if position is None:
                             return False
+                        base = None if self.counts_entries() else self._group_base(pipe, s, key)
                         pipe.multi()
                         queue_command(pipe, "XGROUP", "CREATE", key, name, *position, "MKSTREAM")
+                        # a new group has not been told of any loss (one of the same name may have)
+                        pipe.hdel(bookkeeping, *self.trim_loss.forget_fields(name))
+                        if base is not None and start_id in ("0", "$"):
+                            held = base[1] if start_id == "0" else 0
+                            pipe.hset(
+                                bookkeeping, base_field(name), f"{position[0]} {base[0] - held}"
+                            )
                         pipe.execute()
                         break
                     except redis.WatchError:
                         continue
-            # a new group has not been told of any loss yet (a group of the same name may have)
-            self.redis.hdel(self.keys.trim_loss_reported(s), *self.trim_loss.forget_fields(name))
         except redis.ResponseError as e:
             if "BUSYGROUP" in str(e):
                 return False
@@ -227,20 +257,29 @@ class Bus:
             return None
         if start_id not in ("0", "$"):
             return [start_id]
-        if self._counts_entries():  # Redis 7
+        if self.counts_entries():  # Redis 7
             added = int(info["entries-added"]) if info else 0
             held = int(info["length"]) if info and start_id == "0" else 0
             return [start_id, "ENTRIESREAD", added - held]
-        if start_id == "$" or info is None:
-            return [start_id]
+        # Redis 6.2: an explicit id, which the bookkeeping records as the group's position
+        if info is None:
+            return ["0-0"]
         first = info.get("first-entry")
-        if first:
+        if start_id == "0" and first:
             ms, seq = parse_id(first[0])
             before = (ms, seq - 1) if seq else (ms - 1, 2**64 - 1) if ms else (0, 0)
             return [f"{before[0]}-{before[1]}"]
         return [text(info["last-generated-id"])]
 
-    def _counts_entries(self) -> bool:
+    def _group_base(self, pipe: Pipeline, stream: Stream, key: str) -> tuple[int, int]:
+        """Redis 6.2: the bus's count of entries added to `stream` and the entries it holds.
+
+        Read under the WATCH of the stream key: every XADD commits with its count in one MULTI.
+        """
+        added = pipe.hget(self.keys.trim_loss_reported(stream), ADDED_FIELD)
+        return int(cast(Any, added) or 0), int(cast(Any, pipe.xlen(key)))
+
+    def counts_entries(self) -> bool:
         """True when the server keeps stream entry counters (Redis >= 7)."""
         if self._server_major is None:
             version = str(self.redis.info("server")["redis_version"])
