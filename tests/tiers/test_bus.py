@@ -592,8 +592,9 @@ def test_a_group_that_has_not_read_yet_has_its_trimmed_entries_reported(
     assert later == {"idle": length + 1000 - length_after, "late": length + 1000 - length_after}
 
 
+@pytest.mark.parametrize("detector", ["maintenance", "the returning consumer"])
 def test_a_group_created_on_an_empty_stream_that_never_reads_has_its_loss_reported_once(
-    bus_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys
+    bus_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys, detector: str
 ) -> None:
     # the common case of the pipeline: a service creates its group on a brand-new stream at
     # start, then stays down while the stream is trimmed past its hard cap
@@ -605,16 +606,21 @@ def test_a_group_created_on_an_empty_stream_that_never_reads_has_its_loss_report
     length = int(bus_redis.xlen(keys.stream(MD)))  # type: ignore[arg-type]
     assert length < 1000  # the cap cut entries the group never read
 
-    losses = bus.check_trimmed(MD)
-    assert [(x.group, x.kind, x.count) for x in losses] == [("down", "undelivered", 1000 - length)]
-    (event,) = [e for e in risk_events(bus_redis, keys) if e.payload.kind == "stream_trimmed"]
-    assert (event.payload.data["group"], event.payload.data["count"]) == ("down", 1000 - length)
-    assert bus.check_trimmed(MD) == []  # reported once
-
-    # the service comes back: it resumes at the oldest entry and is not told again
     consumer = bus.consumer(MD, "down", "w1", count=1000, block_ms=0)
     consumer.maintenance_s = -1
     seen: list[int] = []
+    if detector == "maintenance":
+        losses = bus.check_trimmed(MD)
+        assert bus.check_trimmed(MD) == []  # reported once
+    else:  # it checks right before its first read, which then jumps past the gap
+        consumer.poll(lambda d: seen.append(minute_of(d.message)))
+        losses = list(bus.losses)
+    # exact on both servers: Redis 7 by its stream counters, 6.2 by the bus's own count
+    assert [(x.group, x.kind, x.count) for x in losses] == [("down", "undelivered", 1000 - length)]
+    (event,) = [e for e in risk_events(bus_redis, keys) if e.payload.kind == "stream_trimmed"]
+    assert (event.payload.data["group"], event.payload.data["count"]) == ("down", 1000 - length)
+
+    # the service reads on from the oldest entry still there and is not told again
     consumer.poll(lambda d: seen.append(minute_of(d.message)))
     assert seen == list(range(1000 - length, 1000))
     assert bus.check_trimmed(MD) == []
