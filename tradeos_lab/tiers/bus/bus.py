@@ -13,6 +13,7 @@ is reported by `trim_loss.py`.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -49,8 +50,17 @@ if TYPE_CHECKING:
 #: that long and still find, on restart, that the effect was applied.
 EFFECT_PENDING_TTL_S = 7 * 24 * 3600
 _PIPELINE_CHUNK = 1000
-_MULTI = pack_command(("MULTI",))
-_EXEC = pack_command(("EXEC",))
+# Redis 6.2: the XADDs of a batch and the bus's count of entries added, in one atomic script
+# (Redis 7 counts a stream's entries itself). ARGV: the hard cap, then the encoded messages.
+_COUNTED_XADD_LUA = f"""
+local ids = {{}}
+for i = 2, #ARGV do
+    ids[i - 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', '{FIELD}', ARGV[i])
+end
+redis.call('HINCRBY', KEYS[2], '{ADDED_FIELD}', #ARGV - 1)
+return ids
+"""
+_COUNTED_XADD_SHA = hashlib.sha1(_COUNTED_XADD_LUA.encode(), usedforsecurity=False).hexdigest()
 
 TrimPolicy = Literal["safe", "maxlen"]
 
@@ -111,8 +121,7 @@ class Bus:
             if self.counts_entries():
                 (entry_id,) = self.wire.call(packed, 1)
             else:
-                packed = _MULTI + packed + self._count_added(s, 1) + _EXEC
-                entry_id = self.wire.call(packed, 4)[3][0]
+                (entry_id,) = self._counted_xadd(s, [raw])
         except redis.RedisError as e:
             raise translate_redis_error(e, f"XADD to {s.value}") from e
         self._published[s].inc()
@@ -128,15 +137,13 @@ class Bus:
         try:
             for start in range(0, len(raws), _PIPELINE_CHUNK):
                 chunk = raws[start : start + _PIPELINE_CHUNK]
+                if not counts:
+                    ids.extend(text(i) for i in self._counted_xadd(s, chunk))
+                    continue
                 packed = b"".join(
                     [pack_command(("XADD", key, "MAXLEN", "~", cap, "*", FIELD, r)) for r in chunk]
                 )
-                if counts:
-                    ids.extend(text(i) for i in self.wire.call(packed, len(chunk)))
-                else:
-                    packed = _MULTI + packed + self._count_added(s, len(chunk)) + _EXEC
-                    replies = self.wire.call(packed, len(chunk) + 3)
-                    ids.extend(text(i) for i in replies[-1][:-1])
+                ids.extend(text(i) for i in self.wire.call(packed, len(chunk)))
         except redis.RedisError as e:
             raise translate_redis_error(
                 e, f"XADD to {s.value} ({len(ids)} of {len(raws)} published)"
@@ -163,14 +170,22 @@ class Bus:
             pipe.hincrby(self.keys.trim_loss_reported(stream), ADDED_FIELD, 1)
         self._published[stream].inc()
 
-    def _count_added(self, stream: Stream, n: int) -> bytes:
-        """The packed HINCRBY that adds `n` to `stream`'s count of entries added.
+    def _counted_xadd(self, stream: Stream, raws: list[bytes]) -> list[bytes]:
+        """Redis 6.2: XADD `raws` and add their number to the bus's count, atomically; the ids.
 
-        Redis 6.2 does not count the entries a stream ever held, so the bus counts them itself,
-        in the MULTI of the XADDs (exact: both or neither): it is how a group that never read
-        learns that entries it should have read were trimmed (`trim_loss.ADDED_FIELD`).
+        6.2 does not count the entries a stream ever held, so the bus counts them itself, in the
+        same script as the XADDs (exact: both or neither): it is how a group that never read
+        learns that entries it should have read were trimmed (`trim_loss.ADDED_FIELD`). One
+        script per batch also costs less than the XADDs' own replies.
         """
-        return pack_command(("HINCRBY", self.keys.trim_loss_reported(stream), ADDED_FIELD, n))
+        keys = (self._stream_keys[stream], self.keys.trim_loss_reported(stream))
+        try:
+            packed = pack_command(("EVALSHA", _COUNTED_XADD_SHA, 2, *keys, self.hard_cap, *raws))
+            (ids,) = self.wire.call(packed, 1)
+        except redis.exceptions.NoScriptError:  # a restarted server: send the script itself
+            packed = pack_command(("EVAL", _COUNTED_XADD_LUA, 2, *keys, self.hard_cap, *raws))
+            (ids,) = self.wire.call(packed, 1)
+        return cast(list[bytes], ids)
 
     @staticmethod
     def encode(stream: Stream, message: Message) -> bytes:
