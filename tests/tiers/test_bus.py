@@ -24,6 +24,7 @@ from tradeos_lab.contracts import (
     RawSignal,
     RiskEventMessage,
     decode,
+    derive,
     encode,
     new_message,
 )
@@ -625,6 +626,31 @@ def test_a_group_created_on_an_empty_stream_that_never_reads_has_its_loss_report
     assert seen == list(range(1000 - length, 1000))
     assert bus.check_trimmed(MD) == []
     assert len(bus.losses) == 1
+
+
+def test_a_never_read_group_downstream_of_a_stage_has_its_loss_counted_exactly(
+    bus_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys
+) -> None:
+    # a stage's outputs commit in the MULTI of its ack: on 6.2 the bus counts them there too
+    raw = Stream.SIGNALS_RAW
+    bus = make_bus(bus_redis, stream_maxlen=100)  # safe policy: hard cap 200
+    assert bus.ensure_group(raw, "down")
+    assert bus.ensure_group(MD, "signal-engine")
+    stage = bus.consumer(MD, "signal-engine", "w1", count=200, block_ms=0)
+    stage.maintenance_s = -1
+    source = signal_message().payload
+
+    def emit(d: Delivery) -> Any:
+        return derive(d.message, source, producer="signal-engine")
+
+    for start in range(0, 800, 100):  # the stage keeps up; the cap cuts its output stream
+        bus.publish_many(MD, [bar_message(i) for i in range(start, start + 100)])
+        assert stage.poll(emit).handled == 100
+    length = int(bus_redis.xlen(keys.stream(raw)))  # type: ignore[arg-type]
+    assert length < 800
+
+    assert [(x.group, x.count) for x in bus.check_trimmed(raw)] == [("down", 800 - length)]
+    assert bus.check_trimmed(raw) == []
 
 
 def test_a_slow_consumer_is_reported_each_lost_range_once(
