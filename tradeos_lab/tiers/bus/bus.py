@@ -227,7 +227,9 @@ class Bus:
         `start_id="0"` lets a new group read everything the stream still holds; "$" only what
         comes after. The group is positioned so that trimming it later can be told apart from
         trimming before it existed: on Redis 7 its read counter starts at the entries already
-        gone (ENTRIESREAD), on 6.2 it starts just before the first entry the stream holds.
+        gone (ENTRIESREAD); on 6.2 it starts at an explicit id (just before the first entry the
+        stream holds, else its last generated id) recorded in the trim-loss bookkeeping with the
+        bus's count of entries added, so its losses are counted until it first reads.
         """
         s = Stream(stream)
         key = self._stream_keys[s]
@@ -295,7 +297,8 @@ class Bus:
     def _group_base(self, pipe: Pipeline, stream: Stream, key: str) -> tuple[int, int]:
         """Redis 6.2: the bus's count of entries added to `stream` and the entries it holds.
 
-        Read under the WATCH of the stream key: every XADD commits with its count in one MULTI.
+        Read under the WATCH of the stream key: every XADD of the bus commits with its count (one
+        MULTI or script), so the two agree.
         """
         added = pipe.hget(self.keys.trim_loss_reported(stream), ADDED_FIELD)
         return int(cast(Any, added) or 0), int(cast(Any, pipe.xlen(key)))

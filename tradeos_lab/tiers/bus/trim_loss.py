@@ -7,8 +7,8 @@ event on `risk_events`, and `losses` for notebooks.
 
 The bookkeeping lives in one hash per stream (`Keys.trim_loss_reported`): per group what it was
 told of, and on servers without stream counters (Redis 6.2) the bus's own count of entries added
-(`ADDED_FIELD`, incremented in the MULTI of every XADD) and each group's position and count at
-creation (`base_field`), so a group that never read has its losses counted exactly there too.
+(`ADDED_FIELD`, incremented atomically with every XADD of the bus) and each group's position and
+count at creation (`base_field`), so a group that never read has its losses counted there too.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class TrimLossReporter:
         count: int | None
         reported = self.bus.keys.trim_loss_reported(stream)
         read = g.get("entries-read")
-        total: int | None = None
+        total: int | None
         if "entries-added" in info and read is not None:
             # Redis 7 counts: every entry added but neither read by the group nor still in the
             # stream was trimmed unread. The group's read counter starts at what was trimmed
