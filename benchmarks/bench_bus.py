@@ -7,8 +7,9 @@ Starts one redis-server (the bus role's settings: noeviction, AOF everysec; unix
 
 - `redis-benchmark XADD key MAXLEN ~ CAP * m <a realistic encoded message>` with `-P 16` (50
   clients) and with `-c 1 -P 1`;
-- `Bus.publish_many` (validate + encode + pipelined XADD) and `Bus.publish` (one round trip each)
-  of realistic 1m-bar messages;
+- `Bus.publish_many` (validate + encode + pipelined XADD; on Redis 6.2 one script per pipeline,
+  the XADDs with the bus's count of entries added) and `Bus.publish` (one round trip each, on 6.2
+  a MULTI with the count) of realistic 1m-bar messages;
 - one consumer's consume + ack (XREADGROUP batches, decode to typed messages, pipelined XACK).
 
 Prints each rate and the ratios the issue sets targets for: pipelined publish >= 25% of

@@ -24,6 +24,7 @@ from tradeos_lab.contracts import (
     RawSignal,
     RiskEventMessage,
     decode,
+    derive,
     encode,
     new_message,
 )
@@ -578,10 +579,9 @@ def test_a_group_that_has_not_read_yet_has_its_trimmed_entries_reported(
     length = int(bus_redis.xlen(keys.stream(MD)))  # type: ignore[arg-type]
     bus.ensure_group(MD, "late")  # created after that trimming: none of it was its loss
 
+    # counted exactly on both servers: Redis 7 by its stream counters, 6.2 by the bus's own
     losses = bus.check_trimmed(MD)
-    assert [(x.group, x.kind) for x in losses] == [("idle", "undelivered")]
-    redis7 = server_major(bus_redis) >= 7
-    assert losses[0].count == (1010 - length if redis7 else None)
+    assert [(x.group, x.kind, x.count) for x in losses] == [("idle", "undelivered", 1010 - length)]
     assert bus.check_trimmed(MD) == []  # reported once
     assert bus.ensure_group(MD, "idle") is False  # (a consumer starting) forgets nothing
     assert bus.check_trimmed(MD) == []
@@ -589,10 +589,68 @@ def test_a_group_that_has_not_read_yet_has_its_trimmed_entries_reported(
     bus.publish_many(MD, [bar_message(i) for i in range(1010, 2010)])
     length_after = int(bus_redis.xlen(keys.stream(MD)))  # type: ignore[arg-type]
     later = {x.group: x.count for x in bus.check_trimmed(MD)}
-    if redis7:  # each group is told of what it lost since the last report, once
-        assert later == {"idle": length + 1000 - length_after, "late": length + 1000 - length_after}
-    else:  # no counts on 6.2: "late" lost its first gap; "idle" was told of its gap already
-        assert later == {"late": None}
+    # each group is told of what it lost since the last report, once
+    assert later == {"idle": length + 1000 - length_after, "late": length + 1000 - length_after}
+
+
+@pytest.mark.parametrize("detector", ["maintenance", "the returning consumer"])
+def test_a_group_created_on_an_empty_stream_that_never_reads_has_its_loss_reported_once(
+    bus_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys, detector: str
+) -> None:
+    # the common case of the pipeline: a service creates its group on a brand-new stream at
+    # start, then stays down while the stream is trimmed past its hard cap
+    bus = make_bus(bus_redis, stream_maxlen=100)  # safe policy: hard cap 200
+    assert bus.ensure_group(MD, "down")
+    for i in range(20):
+        bus.publish(MD, bar_message(i))
+    bus.publish_many(MD, [bar_message(i) for i in range(20, 1000)])
+    length = int(bus_redis.xlen(keys.stream(MD)))  # type: ignore[arg-type]
+    assert length < 1000  # the cap cut entries the group never read
+
+    consumer = bus.consumer(MD, "down", "w1", count=1000, block_ms=0)
+    consumer.maintenance_s = -1
+    seen: list[int] = []
+    if detector == "maintenance":
+        losses = bus.check_trimmed(MD)
+        assert bus.check_trimmed(MD) == []  # reported once
+    else:  # it checks right before its first read, which then jumps past the gap
+        consumer.poll(lambda d: seen.append(minute_of(d.message)))
+        losses = list(bus.losses)
+    # exact on both servers: Redis 7 by its stream counters, 6.2 by the bus's own count
+    assert [(x.group, x.kind, x.count) for x in losses] == [("down", "undelivered", 1000 - length)]
+    (event,) = [e for e in risk_events(bus_redis, keys) if e.payload.kind == "stream_trimmed"]
+    assert (event.payload.data["group"], event.payload.data["count"]) == ("down", 1000 - length)
+
+    # the service reads on from the oldest entry still there and is not told again
+    consumer.poll(lambda d: seen.append(minute_of(d.message)))
+    assert seen == list(range(1000 - length, 1000))
+    assert bus.check_trimmed(MD) == []
+    assert len(bus.losses) == 1
+
+
+def test_a_never_read_group_downstream_of_a_stage_has_its_loss_counted_exactly(
+    bus_redis: redis.Redis, make_bus: Callable[..., Bus], keys: Keys
+) -> None:
+    # a stage's outputs commit in the MULTI of its ack: on 6.2 the bus counts them there too
+    raw = Stream.SIGNALS_RAW
+    bus = make_bus(bus_redis, stream_maxlen=100)  # safe policy: hard cap 200
+    assert bus.ensure_group(raw, "down")
+    assert bus.ensure_group(MD, "signal-engine")
+    stage = bus.consumer(MD, "signal-engine", "w1", count=200, block_ms=0)
+    stage.maintenance_s = -1
+    source = signal_message().payload
+
+    def emit(d: Delivery) -> Any:
+        return derive(d.message, source, producer="signal-engine")
+
+    for start in range(0, 800, 100):  # the stage keeps up; the cap cuts its output stream
+        bus.publish_many(MD, [bar_message(i) for i in range(start, start + 100)])
+        assert stage.poll(emit).handled == 100
+    length = int(bus_redis.xlen(keys.stream(raw)))  # type: ignore[arg-type]
+    assert length < 800
+
+    assert [(x.group, x.count) for x in bus.check_trimmed(raw)] == [("down", 800 - length)]
+    assert bus.check_trimmed(raw) == []
 
 
 def test_a_slow_consumer_is_reported_each_lost_range_once(

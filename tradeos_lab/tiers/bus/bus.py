@@ -13,6 +13,7 @@ is reported by `trim_loss.py`.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -27,7 +28,7 @@ from tradeos_lab.tiers.bus.consumer import Consumer
 from tradeos_lab.tiers.bus.dead_letters import DeadLetters
 from tradeos_lab.tiers.bus.inspection import BusInspector
 from tradeos_lab.tiers.bus.metrics import PUBLISHED
-from tradeos_lab.tiers.bus.trim_loss import TrimLoss, TrimLossReporter
+from tradeos_lab.tiers.bus.trim_loss import ADDED_FIELD, TrimLoss, TrimLossReporter, base_field
 from tradeos_lab.tiers.bus.wire import (
     FIELD,
     FIELD_B,
@@ -49,6 +50,19 @@ if TYPE_CHECKING:
 #: that long and still find, on restart, that the effect was applied.
 EFFECT_PENDING_TTL_S = 7 * 24 * 3600
 _PIPELINE_CHUNK = 1000
+_MULTI = pack_command(("MULTI",))
+_EXEC = pack_command(("EXEC",))
+# Redis 6.2: the XADDs of a batch and the bus's count of entries added, in one atomic script
+# (Redis 7 counts a stream's entries itself). ARGV: the hard cap, then the encoded messages.
+_COUNTED_XADD_LUA = f"""
+local ids = {{}}
+for i = 2, #ARGV do
+    ids[i - 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', '{FIELD}', ARGV[i])
+end
+redis.call('HINCRBY', KEYS[2], '{ADDED_FIELD}', #ARGV - 1)
+return ids
+"""
+_COUNTED_XADD_SHA = hashlib.sha1(_COUNTED_XADD_LUA.encode(), usedforsecurity=False).hexdigest()
 
 TrimPolicy = Literal["safe", "maxlen"]
 
@@ -79,6 +93,9 @@ class Bus:
         self.dead_letter_maxlen = limits.dead_letter_maxlen
         self._stream_keys = {s: keys.stream(s) for s in Stream}
         self._published = {s: PUBLISHED.labels(stream=s.value) for s in Stream}
+        self._count_one = {
+            s: pack_command(("HINCRBY", keys.trim_loss_reported(s), ADDED_FIELD, 1)) for s in Stream
+        }
         self._server_major: int | None = None
         self.dead_letters = DeadLetters(self)
         self.trim_loss = TrimLossReporter(self)
@@ -106,7 +123,11 @@ class Bus:
             ("XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw)
         )
         try:
-            (entry_id,) = self.wire.call(packed, 1)
+            if self.counts_entries():
+                (entry_id,) = self.wire.call(packed, 1)
+            else:  # Redis 6.2: with the bus's count, in one MULTI (cheaper than a script here)
+                packed = _MULTI + packed + self._count_one[s] + _EXEC
+                entry_id = self.wire.call(packed, 4)[3][0]
         except redis.RedisError as e:
             raise translate_redis_error(e, f"XADD to {s.value}") from e
         self._published[s].inc()
@@ -117,10 +138,14 @@ class Bus:
         s = Stream(stream)
         raws = [self.encode(s, m) for m in messages]
         key, cap = self._stream_keys[s], self.hard_cap
+        counts = self.counts_entries()
         ids: list[str] = []
         try:
             for start in range(0, len(raws), _PIPELINE_CHUNK):
                 chunk = raws[start : start + _PIPELINE_CHUNK]
+                if not counts:
+                    ids.extend(text(i) for i in self._counted_xadd(s, chunk))
+                    continue
                 packed = b"".join(
                     [pack_command(("XADD", key, "MAXLEN", "~", cap, "*", FIELD, r)) for r in chunk]
                 )
@@ -147,7 +172,26 @@ class Bus:
         queue_command(
             pipe, "XADD", self._stream_keys[stream], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw
         )
+        if not self.counts_entries():
+            pipe.hincrby(self.keys.trim_loss_reported(stream), ADDED_FIELD, 1)
         self._published[stream].inc()
+
+    def _counted_xadd(self, stream: Stream, raws: list[bytes]) -> list[bytes]:
+        """Redis 6.2: XADD `raws` and add their number to the bus's count, atomically; the ids.
+
+        6.2 does not count the entries a stream ever held, so the bus counts them itself, in the
+        same script as the XADDs (exact: both or neither): it is how a group that never read
+        learns that entries it should have read were trimmed (`trim_loss.ADDED_FIELD`). One
+        script per batch costs less than a MULTI of it (one reply instead of one per XADD).
+        """
+        keys = (self._stream_keys[stream], self.keys.trim_loss_reported(stream))
+        try:
+            packed = pack_command(("EVALSHA", _COUNTED_XADD_SHA, 2, *keys, self.hard_cap, *raws))
+            (ids,) = self.wire.call(packed, 1)
+        except redis.exceptions.NoScriptError:  # a restarted server: send the script itself
+            packed = pack_command(("EVAL", _COUNTED_XADD_LUA, 2, *keys, self.hard_cap, *raws))
+            (ids,) = self.wire.call(packed, 1)
+        return cast(list[bytes], ids)
 
     @staticmethod
     def encode(stream: Stream, message: Message) -> bytes:
@@ -183,10 +227,13 @@ class Bus:
         `start_id="0"` lets a new group read everything the stream still holds; "$" only what
         comes after. The group is positioned so that trimming it later can be told apart from
         trimming before it existed: on Redis 7 its read counter starts at the entries already
-        gone (ENTRIESREAD), on 6.2 it starts just before the first entry the stream holds.
+        gone (ENTRIESREAD); on 6.2 it starts at an explicit id (just before the first entry the
+        stream holds, else its last generated id) recorded in the trim-loss bookkeeping with the
+        bus's count of entries added, so its losses are counted until it first reads.
         """
         s = Stream(stream)
         key = self._stream_keys[s]
+        bookkeeping = self.keys.trim_loss_reported(s)
         name = Keys.group(group)
         try:
             with self.redis.pipeline(transaction=True) as pipe:
@@ -196,14 +243,20 @@ class Bus:
                         position = self._group_position(pipe, key, name, start_id)
                         if position is None:
                             return False
+                        base = None if self.counts_entries() else self._group_base(pipe, s, key)
                         pipe.multi()
                         queue_command(pipe, "XGROUP", "CREATE", key, name, *position, "MKSTREAM")
+                        # a new group has not been told of any loss (one of the same name may have)
+                        pipe.hdel(bookkeeping, *self.trim_loss.forget_fields(name))
+                        if base is not None and start_id in ("0", "$"):
+                            held = base[1] if start_id == "0" else 0
+                            pipe.hset(
+                                bookkeeping, base_field(name), f"{position[0]} {base[0] - held}"
+                            )
                         pipe.execute()
                         break
                     except redis.WatchError:
                         continue
-            # a new group has not been told of any loss yet (a group of the same name may have)
-            self.redis.hdel(self.keys.trim_loss_reported(s), *self.trim_loss.forget_fields(name))
         except redis.ResponseError as e:
             if "BUSYGROUP" in str(e):
                 return False
@@ -227,20 +280,30 @@ class Bus:
             return None
         if start_id not in ("0", "$"):
             return [start_id]
-        if self._counts_entries():  # Redis 7
+        if self.counts_entries():  # Redis 7
             added = int(info["entries-added"]) if info else 0
             held = int(info["length"]) if info and start_id == "0" else 0
             return [start_id, "ENTRIESREAD", added - held]
-        if start_id == "$" or info is None:
-            return [start_id]
+        # Redis 6.2: an explicit id, which the bookkeeping records as the group's position
+        if info is None:
+            return ["0-0"]
         first = info.get("first-entry")
-        if first:
+        if start_id == "0" and first:
             ms, seq = parse_id(first[0])
             before = (ms, seq - 1) if seq else (ms - 1, 2**64 - 1) if ms else (0, 0)
             return [f"{before[0]}-{before[1]}"]
         return [text(info["last-generated-id"])]
 
-    def _counts_entries(self) -> bool:
+    def _group_base(self, pipe: Pipeline, stream: Stream, key: str) -> tuple[int, int]:
+        """Redis 6.2: the bus's count of entries added to `stream` and the entries it holds.
+
+        Read under the WATCH of the stream key: every XADD of the bus commits with its count (one
+        MULTI or script), so the two agree.
+        """
+        added = pipe.hget(self.keys.trim_loss_reported(stream), ADDED_FIELD)
+        return int(cast(Any, added) or 0), int(cast(Any, pipe.xlen(key)))
+
+    def counts_entries(self) -> bool:
         """True when the server keeps stream entry counters (Redis >= 7)."""
         if self._server_major is None:
             version = str(self.redis.info("server")["redis_version"])

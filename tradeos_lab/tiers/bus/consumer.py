@@ -284,6 +284,9 @@ class Consumer:
         pipe = self._redis.pipeline(transaction=True)
         pipe.xinfo_stream(self._key)
         pipe.xinfo_groups(self._key)
+        counted = not self.bus.counts_entries()  # Redis 6.2: the bus's own counts, read with it
+        if counted:
+            self.bus.trim_loss.queue_counted(pipe, self.stream, self.group)
         queue_command(
             pipe,
             "XREADGROUP",
@@ -296,10 +299,12 @@ class Consumer:
             self._key,
             ">",
         )
-        info, groups, reply = pipe.execute()
+        info, groups, *tally, reply = pipe.execute()
         for g in groups:
             if text(g["name"]) == self.group:
-                self.bus.trim_loss.undelivered(self.stream, self.group, info, g)
+                self.bus.trim_loss.undelivered(
+                    self.stream, self.group, info, g, tally[0] if counted else (None, None)
+                )
         rows = reply[0][1] if reply else []
         if not rows and block_ms > 0:
             reply = self._exec(

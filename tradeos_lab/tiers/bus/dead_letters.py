@@ -18,7 +18,7 @@ from tradeos_lab import contracts
 from tradeos_lab.errors import ContractError, StoreError
 from tradeos_lab.keys import Stream
 from tradeos_lab.tiers.bus.events import stream_risk_event
-from tradeos_lab.tiers.bus.metrics import DEAD_LETTERED, PUBLISHED
+from tradeos_lab.tiers.bus.metrics import DEAD_LETTERED
 from tradeos_lab.tiers.bus.wire import FIELD, FIELD_B, Entry, text, translate_redis_error
 
 if TYPE_CHECKING:
@@ -141,12 +141,9 @@ class DeadLetters:
                 raise ContractError(f"dead-letter entry {dead_letter_id} holds no {FIELD!r} field")
             self.bus.decode(s, {FIELD_B: raw})
             pipe = self.bus.redis.pipeline(transaction=True)
-            pipe.xadd(
-                self.bus.stream_key(s), {FIELD: raw}, maxlen=self.bus.hard_cap, approximate=True
-            )
             pipe.xdel(dlq, dead_letter_id)
-            new_id, _ = pipe.execute()
+            self.bus.queue_encoded(pipe, s, raw)  # the bus's XADD, counted where it must be
+            new_id = pipe.execute()[1]
         except redis.RedisError as e:
             raise translate_redis_error(e, f"replay of {dead_letter_id} to {s.value}") from e
-        PUBLISHED.labels(stream=s.value).inc()
         return text(new_id)

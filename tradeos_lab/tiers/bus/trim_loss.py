@@ -4,6 +4,11 @@ Detected three ways: a group whose last-delivered id is below the stream's first
 (*undelivered*), pending entries whose ids are gone (*unacked*), and `check` doing both for every
 group of a stream. Each loss is reported once: a metric, an ERROR log line, a `stream_trimmed` risk
 event on `risk_events`, and `losses` for notebooks.
+
+The bookkeeping lives in one hash per stream (`Keys.trim_loss_reported`): per group what it was
+told of, and on servers without stream counters (Redis 6.2) the bus's own count of entries added
+(`ADDED_FIELD`, incremented atomically with every XADD of the bus) and each group's position and
+count at creation (`base_field`), so a group that never read has its losses counted there too.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from tradeos_lab.tiers.bus.metrics import TRIMMED_LOST
 from tradeos_lab.tiers.bus.wire import ZERO_ID, parse_id, text, translate_redis_error
 
 if TYPE_CHECKING:
+    from redis.client import Pipeline
     from redis.commands.core import Script
 
     from tradeos_lab.tiers.bus.bus import Bus
@@ -67,6 +73,21 @@ class TrimLoss:
     detected_at: float
 
 
+#: Field of the bookkeeping hash counting the entries the bus added to the stream, kept on servers
+#: without XINFO's `entries-added` (Redis 6.2). Group names cannot contain "+".
+ADDED_FIELD = "+added"
+
+
+def base_field(group: str) -> str:
+    """Field of the bookkeeping hash holding `group`'s position and added count at creation.
+
+    Its value is "<last-delivered id at creation> <entries added before it that it does not
+    read>": while the group's last-delivered id is still that position it has never read, and
+    every entry added since, minus those still held after it, was trimmed unread.
+    """
+    return f"{group}:base"
+
+
 def _next_id(entry_id: tuple[int, int]) -> tuple[int, int]:
     """The smallest stream id above `entry_id`."""
     ms, seq = entry_id
@@ -83,9 +104,9 @@ class TrimLossReporter:
         self._reported: Script = bus.redis.register_script(_REPORTED_LUA)
 
     @staticmethod
-    def forget_fields(group: str) -> tuple[str, str]:
+    def forget_fields(group: str) -> tuple[str, str, str]:
         """The fields of `trim_loss_reported(stream)` that hold what `group` was told of."""
-        return group, f"{group}:gap"
+        return group, f"{group}:gap", base_field(group)
 
     def check(self, stream: Stream | str) -> list[TrimLoss]:
         """Find and report every group's entries trimmed before it delivered or acked them.
@@ -99,7 +120,8 @@ class TrimLossReporter:
             pipe = self.bus.redis.pipeline(transaction=True)
             pipe.xinfo_stream(key)
             pipe.xinfo_groups(key)
-            info, groups = pipe.execute()
+            pipe.hgetall(self.bus.keys.trim_loss_reported(s))
+            info, groups, bookkeeping = pipe.execute()
         except redis.ResponseError as e:
             if "no such key" in str(e):
                 return []
@@ -109,7 +131,11 @@ class TrimLossReporter:
         losses: list[TrimLoss] = []
         for g in groups:
             group = text(g["name"])
-            loss = self.undelivered(s, group, info, g)
+            counted = (
+                bookkeeping.get(ADDED_FIELD.encode()),
+                bookkeeping.get(base_field(group).encode()),
+            )
+            loss = self.undelivered(s, group, info, g, counted)
             if loss is not None:
                 losses.append(loss)
             reaped = self.reap_gone_pending(s, group, info)
@@ -117,12 +143,22 @@ class TrimLossReporter:
                 losses.append(reaped)
         return losses
 
+    def queue_counted(self, pipe: Pipeline, stream: Stream, group: str) -> None:
+        """Queue the read of the bus's own counts `undelivered` takes as `counted` (Redis 6.2)."""
+        pipe.hmget(self.bus.keys.trim_loss_reported(stream), [ADDED_FIELD, base_field(group)])
+
     def undelivered(
-        self, stream: Stream, group: str, info: dict[str, Any], g: dict[str, Any]
+        self,
+        stream: Stream,
+        group: str,
+        info: dict[str, Any],
+        g: dict[str, Any],
+        counted: Sequence[bytes | None] = (None, None),
     ) -> TrimLoss | None:
         """Report entries trimmed after `g`'s last-delivered id but before it read them.
 
-        `info` and `g` are XINFO STREAM and the group's XINFO GROUPS row, read together.
+        `info` and `g` are XINFO STREAM and the group's XINFO GROUPS row, and `counted` the
+        bookkeeping's `ADDED_FIELD` and `base_field(group)` (`queue_counted`), read together.
         """
         last = g["last-delivered-id"]
         first_entry = info.get("first-entry")
@@ -137,12 +173,16 @@ class TrimLossReporter:
         count: int | None
         reported = self.bus.keys.trim_loss_reported(stream)
         read = g.get("entries-read")
+        total: int | None
         if "entries-added" in info and read is not None:
             # Redis 7 counts: every entry added but neither read by the group nor still in the
             # stream was trimmed unread. The group's read counter starts at what was trimmed
-            # before it existed (`Bus.ensure_group`), so this is the group's running total;
-            # only what grew since the last report is new.
+            # before it existed (`Bus.ensure_group`), so this is the group's running total.
             total = int(info["entries-added"]) - int(read) - int(info["length"])
+        else:
+            total = self._never_read_total(text(last), counted, int(info["length"]))
+        if total is not None:
+            # only what grew since the last report is new
             if total <= 0:
                 return None
             count = int(self._reported(keys=[reported], args=[group, "total", total]))
@@ -168,6 +208,23 @@ class TrimLossReporter:
         )
         self._report(loss)
         return loss
+
+    @staticmethod
+    def _never_read_total(last: str, counted: Sequence[bytes | None], length: int) -> int | None:
+        """Redis 6.2: entries trimmed unread by a group still at its creation position.
+
+        Counted from the bus's own tally of entries added (`ADDED_FIELD`): every entry added
+        since the group's base is one it should read; those not held any more were trimmed (the
+        group is behind the first entry, so every held entry comes after its position). None
+        when the group has read since (its position moved) or was made elsewhere (no base).
+        """
+        added, base = counted
+        if added is None or base is None:
+            return None
+        position, _, before = text(base).partition(" ")
+        if position != last:
+            return None
+        return int(added) - int(before) - length
 
     def reap_gone_pending(
         self,
