@@ -1,0 +1,399 @@
+"""Ingestion: market data in. Polls a feed per (symbol, timeframe) and publishes `market_data`.
+
+What it consumes: nothing from the bus; one timer per subscribed symbol polls the feed
+(setting `pipeline_feed`):
+
+- `synthetic` (default): the seeded synthetic series on an accelerated clock, one new bar every
+  `pipeline_bar_interval_s` wall seconds, each one timeframe after the last, so a demo trades
+  within seconds;
+- `replay:PATH`: the bars of a CSV or Parquet file in time order, one every
+  `pipeline_bar_interval_s` seconds (the replay speed);
+- `coinbase`, `alpaca`: completed bars from the exchange on the market's schedule: every minute
+  around the clock for crypto; for equities every minute in the NYSE's sessions and every
+  fifteen minutes outside them (a closed market has no new bars to find).
+
+What it emits, per new bar: first the lake (`Lake.write_bars`, idempotent) and the cache (price,
+the last 500 bars and the incremental indicators of `CACHE_INDICATORS`, via `update_cache`), then
+one `market_data` message. The message id is derived from (feed, symbol, timeframe, ts), and the
+XADD commits in one MULTI with the open time of the last published bar of the series, so a
+re-poll, a restart or a second ingestion process never publishes a bar twice, and a crash before
+the commit only means the bar is published on the next poll. Before a series' first live bar its
+warm-up history is read through the three-tier reader (cache -> lake -> the feed's provider), so
+indicators and strategies have history from the first bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
+
+import pandas as pd
+import redis
+
+from tradeos_lab.bars import empty_bars
+from tradeos_lab.contracts import Bar, BarMessage
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.indicators import (
+    ATR,
+    EMA,
+    MACD,
+    RSI,
+    SMA,
+    ATRRegime,
+    BBands,
+    IndicatorSet,
+    IndicatorSetState,
+    VolumePercentile,
+)
+from tradeos_lab.indicators.live import resume_from_cache, update_cache
+from tradeos_lab.indicators.sessions import sessions
+from tradeos_lab.keys import Stream
+from tradeos_lab.marketdata.ranges import floor_to_grid
+from tradeos_lab.pipeline.service import Service, ServiceContext, Timer
+from tradeos_lab.settings import REPLAY_FEED_PREFIX, Settings
+from tradeos_lab.symbols import Timeframe, validate_symbol
+from tradeos_lab.tiers.bus.wire import translate_redis_error
+
+if TYPE_CHECKING:
+    from tradeos_lab.contracts import Message
+    from tradeos_lab.lab import Lab
+    from tradeos_lab.providers import BarProvider, FileReplayProvider
+
+#: The indicators kept in the cache for every ingested series (the live-state cache holds "all
+#: technical indicators" at the latest bar; the Signal Modifier reads its regime from ATR).
+CACHE_INDICATORS: Final = IndicatorSet(
+    [
+        SMA(20),
+        SMA(50),
+        EMA(20),
+        RSI(14),
+        MACD(),
+        BBands(),
+        ATR(14),
+        ATRRegime(),
+        VolumePercentile(),
+    ]
+)
+
+#: Polling a real market: every minute, and every fifteen outside an equity market's sessions.
+MARKET_POLL_S: Final = 60.0
+CLOSED_MARKET_POLL_S: Final = 900.0
+#: The calendar of equity sessions (crypto trades around the clock).
+EQUITY_CALENDAR: Final = "XNYS"
+#: How far back a real-market poll looks when a series has no published bar yet.
+FIRST_POLL_BARS: Final = 5
+
+
+def bar_message_id(feed: str, symbol: str, timeframe: Timeframe | str, ts: pd.Timestamp) -> str:
+    """The message id of one bar of one feed: the same on every poll, so a duplicate is visible.
+
+    A UUIDv7 whose millisecond is the bar's open time (ids sort with the bars) and whose other 74
+    bits hash (feed, symbol, timeframe, ts).
+    """
+    tf = Timeframe.parse(timeframe)
+    ms = ts.value // 1_000_000
+    key = f"{feed}/{validate_symbol(symbol)}/{tf.value}/{ms}"
+    bits = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest(), "big")
+    value = (ms << 80) | (0x7 << 76) | ((bits >> 116) << 64) | (0b10 << 62) | (bits & (2**62 - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# ---- feeds: where bars come from and when to ask ----------------------------------------------
+
+
+class Feed:
+    """A source of live bars: its provider, how often to poll it, and which bars are new."""
+
+    name: ClassVar[str]
+    #: Whether a series' warm-up history is read from this feed's provider before its first bar.
+    backfills: ClassVar[bool] = True
+
+    def __init__(self, provider: BarProvider, every_s: float) -> None:
+        self.provider = provider
+        self.every_s = every_s
+
+    def due(self, symbol: str, now: pd.Timestamp, last_poll: float | None) -> bool:
+        """Whether to poll `symbol` at `now` (`last_poll`: epoch seconds of the previous poll)."""
+        return True
+
+    def next_bars(
+        self, symbol: str, timeframe: Timeframe, after: pd.Timestamp | None, now: pd.Timestamp
+    ) -> pd.DataFrame:
+        """The bars of the series after `after` (None: nothing published yet) to publish now."""
+        raise NotImplementedError
+
+
+class SyntheticFeed(Feed):
+    """The seeded synthetic series on an accelerated clock: one bar per poll, each one timeframe
+    after the last, starting at the bar in progress; no missing bars, so a demo never stalls."""
+
+    name = "synthetic"
+
+    def next_bars(
+        self, symbol: str, timeframe: Timeframe, after: pd.Timestamp | None, now: pd.Timestamp
+    ) -> pd.DataFrame:
+        step = pd.Timedelta(seconds=timeframe.seconds)
+        ts = floor_to_grid(now, timeframe) if after is None else after + step
+        return self.provider.fetch_bars(symbol, timeframe, ts, ts + step)
+
+
+class ReplayFeed(Feed):
+    """The bars of a file in time order, one per poll; the file is its own history."""
+
+    name = "replay"
+    backfills = False
+
+    def __init__(self, provider: FileReplayProvider, every_s: float) -> None:
+        super().__init__(provider, every_s)
+        self.file = provider
+
+    def next_bars(
+        self, symbol: str, timeframe: Timeframe, after: pd.Timestamp | None, now: pd.Timestamp
+    ) -> pd.DataFrame:
+        bars = self.file.bars()
+        series = bars[(bars["symbol"] == symbol) & (bars["timeframe"] == timeframe.value)]
+        if series.empty:
+            raise ValidationError(
+                f"replay file {self.file.path.name} holds no {symbol} {timeframe.value} bars"
+            )
+        if after is not None:
+            series = series[series["ts"] > after]
+        return series.sort_values("ts").head(1).reset_index(drop=True)
+
+
+class MarketFeed(Feed):
+    """A real market's completed bars: crypto every minute around the clock; equities every
+    minute in their sessions and every fifteen minutes outside them."""
+
+    def __init__(self, name: str, provider: BarProvider) -> None:
+        super().__init__(provider, MARKET_POLL_S)
+        self.name = name  # type: ignore[misc]  # one class serves the two real markets by name
+
+    def due(self, symbol: str, now: pd.Timestamp, last_poll: float | None) -> bool:
+        from tradeos_lab.providers.alpaca import is_crypto
+
+        if last_poll is None or is_crypto(symbol):
+            return True
+        if sessions(EQUITY_CALENDAR).locate(now.value) is not None:
+            return True
+        return now.timestamp() - last_poll >= CLOSED_MARKET_POLL_S - 1.0
+
+    def next_bars(
+        self, symbol: str, timeframe: Timeframe, after: pd.Timestamp | None, now: pd.Timestamp
+    ) -> pd.DataFrame:
+        step = pd.Timedelta(seconds=timeframe.seconds)
+        end = floor_to_grid(now, timeframe)  # completed bars only
+        start = end - FIRST_POLL_BARS * step if after is None else after + step
+        if start >= end:
+            return empty_bars()
+        return self.provider.fetch_bars(symbol, timeframe, start, end)
+
+
+def open_feed(settings: Settings, lab: Lab) -> Feed:
+    """The feed `settings.pipeline_feed` names; `ValidationError` for one that does not exist."""
+    feed = settings.pipeline_feed
+    interval = settings.pipeline_bar_interval_s
+    if feed == "synthetic":
+        from tradeos_lab.providers import SyntheticProvider
+
+        return SyntheticFeed(SyntheticProvider(gap_rate=0.0, outage_rate=0.0), interval)
+    if feed.startswith(REPLAY_FEED_PREFIX):
+        from tradeos_lab.providers import FileReplayProvider
+
+        return ReplayFeed(FileReplayProvider(feed.removeprefix(REPLAY_FEED_PREFIX)), interval)
+    if feed in ("coinbase", "alpaca"):
+        from tradeos_lab.marketdata import SharedLimiter
+
+        limiter = SharedLimiter.for_provider(lab.flags, feed)
+        provider: BarProvider
+        if feed == "coinbase":
+            from tradeos_lab.providers import CoinbaseProvider
+
+            provider = CoinbaseProvider.from_settings(settings, limiter=limiter)
+        else:
+            from tradeos_lab.providers.alpaca import AlpacaProvider
+
+            provider = AlpacaProvider.from_settings(settings, limiter=limiter)
+        return MarketFeed(feed, provider)
+    raise ValidationError(f"unknown feed {feed!r}; choose synthetic, replay:PATH, coinbase, alpaca")
+
+
+# ---- the service --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Series:
+    """What ingestion holds per series between polls."""
+
+    indicators: IndicatorSetState
+    after: pd.Timestamp | None  # open time of the last bar published
+    last_poll: float | None = None
+
+
+class Ingestion(Service):
+    """Polls the feed for every subscribed symbol and publishes each new bar once."""
+
+    name = "ingestion"
+    inputs = ()
+    outputs = (Stream.MARKET_DATA,)
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        settings = ctx.settings
+        self.timeframe = Timeframe.parse(settings.pipeline_timeframe)
+        self.symbols = tuple(validate_symbol(s) for s in settings.pipeline_symbols)
+        self.feed = open_feed(settings, ctx.lab)
+        self._series: dict[str, _Series] = {}
+
+    def timers(self) -> Sequence[Timer]:
+        """One poll per subscribed symbol, on the feed's schedule."""
+        return tuple(
+            Timer(
+                name=f"poll:{symbol}:{self.timeframe.value}",
+                every_s=self.feed.every_s,
+                fire=partial(self.poll, symbol),
+            )
+            for symbol in self.symbols
+        )
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        raise ValidationError("ingestion consumes no stream; it polls its feed")
+
+    def poll(self, symbol: str) -> Sequence[Message]:
+        """Fetch the series' new bars, store them, publish them; returns nothing for the runner
+        to publish, because each bar is published here in one MULTI with the series' marker."""
+        series = self._series.get(symbol) or self._start(symbol)
+        now = pd.Timestamp(self.ctx.clock(), unit="s", tz="UTC")
+        if not self.feed.due(symbol, now, series.last_poll):
+            return ()
+        series.last_poll = now.timestamp()
+        bars = self.feed.next_bars(symbol, self.timeframe, series.after, now)
+        if series.after is not None and not bars.empty:
+            bars = bars[bars["ts"] > series.after]
+        if bars.empty:
+            return ()
+        self._store(symbol, series, bars)
+        self.publish(symbol, bars)
+        series.after = bars["ts"].iloc[-1]
+        return ()
+
+    # ---- a series' first poll: resume or warm up ----------------------------------------------
+
+    def _start(self, symbol: str) -> _Series:
+        lab = self.ctx.lab
+        after = self._last_published(symbol)
+        if after is None and self.feed.backfills:
+            # Warm-up history through cache -> lake -> provider, written back down on a miss.
+            lab.bars(self.feed.provider).get_bars(symbol, self.timeframe)
+            cached = lab.cache.get_bars(symbol, self.timeframe, limit=1)
+            if not cached.empty:
+                after = cached["ts"].iloc[-1]
+        state = resume_from_cache(lab.cache, symbol, self.timeframe, CACHE_INDICATORS)
+        series = _Series(indicators=state, after=after)
+        self._series[symbol] = series
+        return series
+
+    def _last_published(self, symbol: str) -> pd.Timestamp | None:
+        key = self.ctx.lab.keys.last_ingested(self.feed.name, symbol, self.timeframe)
+        try:
+            raw = self.ctx.lab.bus.redis.get(key)
+        except redis.RedisError as e:
+            raise translate_redis_error(e, "reading ingestion's last published bar") from e
+        return None if raw is None else pd.Timestamp(int(raw), unit="s", tz="UTC")
+
+    # ---- what it emits --------------------------------------------------------------------------
+
+    def _store(self, symbol: str, series: _Series, bars: pd.DataFrame) -> None:
+        """Lake, then cache bars, indicators and price; both idempotent, so a bar stored before
+        a crash and stored again after it changes nothing."""
+        lab = self.ctx.lab
+        lab.lake.write_bars(bars)
+        state = series.indicators
+        for row in bars.to_dict("records"):
+            ts: pd.Timestamp = row["ts"]
+            if state.last_ts is None or ts.value > state.last_ts:
+                update_cache(lab.cache, symbol, self.timeframe, state, row)
+        last = bars.iloc[-1]
+        lab.cache.set_price(symbol, float(last["close"]), ts=last["ts"].to_pydatetime())
+
+    def publish(self, symbol: str, bars: pd.DataFrame) -> list[BarMessage]:
+        """Publish the bars newer than the series' marker and move the marker, in one MULTI;
+        returns the messages published (none when every bar was already published)."""
+        bus = self.ctx.lab.bus
+        key = self.ctx.lab.keys.last_ingested(self.feed.name, symbol, self.timeframe)
+        messages = [self.bar_message(row) for row in bars.to_dict("records")]
+        try:
+            with bus.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        cast(Any, pipe).watch(key)  # redis-py leaves watch() untyped
+                        raw: Any = pipe.get(key)
+                        last = -math.inf if raw is None else int(raw)
+                        fresh = [m for m in messages if _epoch_s(m) > last]
+                        if not fresh:
+                            pipe.unwatch()
+                            return []
+                        pipe.multi()
+                        for message in fresh:
+                            bus.queue_publish(pipe, Stream.MARKET_DATA, message)
+                        pipe.set(key, _epoch_s(fresh[-1]))
+                        pipe.execute()
+                        return fresh
+                    except redis.WatchError:
+                        continue  # another ingestion moved the marker: look again
+        except redis.RedisError as e:
+            raise translate_redis_error(e, f"publishing {symbol} bars") from e
+
+    def bar_message(self, row: Mapping[Any, Any]) -> BarMessage:
+        """The `market_data` message of one bar row, its id derived from the bar."""
+        ts: pd.Timestamp = row["ts"]
+        payload = Bar(
+            symbol=row["symbol"],
+            timeframe=self.timeframe,
+            ts=ts.to_pydatetime(),
+            open=float(row["open"]),
+            high=float(row["high"]),
+            low=float(row["low"]),
+            close=float(row["close"]),
+            volume=float(row["volume"]),
+            vwap=_optional_float(row.get("vwap")),
+            trade_count=_optional_int(row.get("trade_count")),
+            source=self.feed.name,
+        )
+        message_id = bar_message_id(self.feed.name, payload.symbol, self.timeframe, ts)
+        return BarMessage(
+            schema=BarMessage.SCHEMA,
+            version=BarMessage.VERSION,
+            message_id=message_id,
+            correlation_id=message_id,
+            causation_id=None,
+            producer=self.name,
+            produced_at=self.ctx.now(),
+            payload=payload,
+        )
+
+    def close(self) -> None:
+        closer: Callable[[], None] | None = getattr(self.feed.provider, "close", None)
+        if closer is not None:
+            closer()
+
+
+def _epoch_s(message: BarMessage) -> int:
+    return int(message.payload.ts.timestamp())
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None or pd.isna(value):
+        return None
+    return float(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    if value is None or pd.isna(value):
+        return None
+    return int(value)
