@@ -11,7 +11,7 @@ from tradeos_lab.contracts import Audit, Bar, RiskEvent, new_message
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
-from tradeos_lab.pipeline import PIPELINE_ORDER, Service, ServiceContext, service_class
+from tradeos_lab.pipeline import PIPELINE_ORDER, SERVICES, Service, ServiceContext, service_class
 from tradeos_lab.pipeline.registry import service_names
 
 
@@ -88,3 +88,10 @@ def test_pipeline_labs_come_armed(pipeline_lab: Lab, embedded_pipeline_lab: Lab)
         state = lab.kill_switches.state()
         assert state.armed and state.mode is None, state
         assert lab.records.profiles()
+
+
+def test_services_maps_names_to_classes_in_pipeline_order() -> None:
+    assert tuple(SERVICES) == PIPELINE_ORDER
+    assert "Feasibility" in SERVICES and "nope" not in SERVICES
+    with pytest.raises(KeyError, match="choose one of"):
+        SERVICES["nope"]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tradeos_lab.pipeline.registry import PIPELINE_ORDER, SERVICES, service_class, service_names
+from tradeos_lab.pipeline.registry import (
+    PIPELINE_ORDER,
+    SERVICES,
+    service_class,
+    service_names,
+)
 from tradeos_lab.pipeline.service import Service, ServiceContext, Timer
 
 __all__ = [
