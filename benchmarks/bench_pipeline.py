@@ -238,22 +238,30 @@ def null_hop(
 
 
 def real_chain_services() -> list[str]:
-    """The pipeline's services downstream of ingestion, in pipeline order."""
-    from tradeos_lab.pipeline.registry import SERVICES
+    """The pipeline's services downstream of ingestion, in pipeline order.
 
-    return [name for name in SERVICES if name != "ingestion"]
+    Raises `ImportError` while a service or the runner is not there yet.
+    """
+    import tradeos_lab.pipeline.runner  # noqa: F401  # the runner must exist too
+    from tradeos_lab.pipeline.registry import PIPELINE_ORDER, service_class
+
+    names = [name for name in PIPELINE_ORDER if name != "ingestion"]
+    for name in names:
+        service_class(name)
+    return names
 
 
 def real_service(settings: Settings, name: str, ready: MpEvent, stop: MpEvent, trips: Any) -> None:
     """One real service under the runner, counting its Redis round trips."""
     import tradeos_lab as tl
-    from tradeos_lab.pipeline import ServiceContext, ServiceRunner
-    from tradeos_lab.pipeline.registry import SERVICES
+    from tradeos_lab.pipeline import ServiceContext
+    from tradeos_lab.pipeline.registry import service_class
+    from tradeos_lab.pipeline.runner import ServiceRunner
 
     count_round_trips(trips)
     lab = tl.connect(settings, start=False)
     ctx = ServiceContext(lab=lab, settings=settings, instance=f"{name}-bench", clock=time.time)
-    runner = ServiceRunner(SERVICES[name], ctx)
+    runner = ServiceRunner(service_class(name), ctx)
     halt = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
     ready.set()
