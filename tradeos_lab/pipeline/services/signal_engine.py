@@ -1,0 +1,171 @@
+"""Signal Engine: strategies on each bar. Consumes `market_data`, emits `signals.raw` and `audit`.
+
+What it consumes: `Bar` messages. What it decides: for every configured strategy (setting
+`pipeline_strategies`: registered names, `module:Class` or `path.py:Class`), the strategy's live
+form (`LiveStrategy`: incremental indicators and the strategy's one rule, the same code as its
+batch form) takes the bar and gives a signal or none. What it emits: per signal a `RawSignal`
+derived from the bar message, and an `audit` entry saying which strategy decided what and why.
+
+State: each strategy's live state per series is saved in the cache after every bar, with the
+signal that bar gave, so a restarted engine resumes where it stopped (no replay of history), and a
+bar handled again after a crash (saved, but not yet acked) gives the same outputs. A series seen
+for the first time is warmed on the bars ingestion cached before it, so a strategy signals from
+its first live bar. A bar older than the last one a strategy took is a duplicate of one already
+answered: it emits nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import redis
+
+from tradeos_lab.contracts import Bar, RawSignal
+from tradeos_lab.errors import DependencyUnavailable, ValidationError
+from tradeos_lab.keys import Stream
+from tradeos_lab.pipeline.service import Service, ServiceContext
+from tradeos_lab.strategies import BAR_FIELDS, LiveStrategy, Strategy, get_strategy
+from tradeos_lab.symbols import Timeframe
+
+if TYPE_CHECKING:
+    from tradeos_lab.contracts import Message
+
+#: Series key: (strategy name, symbol, timeframe).
+_SeriesKey = tuple[str, str, Timeframe]
+
+
+def load_strategies(refs: Sequence[str]) -> tuple[Strategy[Any], ...]:
+    """The strategies `refs` name, with their default parameters; `ValidationError` naming an
+    unknown one (and the choices)."""
+    strategies = tuple(get_strategy(ref)() for ref in refs)
+    names = [s.name for s in strategies]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValidationError(f"strategies {repeated} are configured twice")
+    return strategies
+
+
+class SignalEngine(Service):
+    """Runs the configured strategies on every bar and publishes what they signal."""
+
+    name = "signal_engine"
+    inputs = (Stream.MARKET_DATA,)
+    outputs = (Stream.SIGNALS_RAW, Stream.AUDIT)
+    #: Strategies given in code (a notebook's deployment) instead of the settings.
+    given_strategies: ClassVar[tuple[Strategy[Any], ...]] = ()
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.strategies = self.given_strategies or load_strategies(ctx.settings.pipeline_strategies)
+        self._live: dict[_SeriesKey, LiveStrategy] = {}
+        self._last_signal: dict[_SeriesKey, RawSignal | None] = {}
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        bar = message.payload
+        if not isinstance(bar, Bar):
+            raise ValidationError(f"signal engine takes bars, got {message.schema_name}")
+        outputs: list[Message] = []
+        saves: dict[str, str] = {}
+        for strategy in self.strategies:
+            key = (strategy.name, bar.symbol, bar.timeframe)
+            live = self._live.get(key) or self._resume(strategy, bar, message)
+            last = live.last_ts
+            if last is not None and bar.ts < last:
+                continue  # older than what this strategy took: already answered
+            if last is not None and bar.ts == last:
+                signal = self._last_signal.get(key)  # handled before a crash: answer the same
+            else:
+                signal = live.update(bar, source_message_id=message.message_id)
+                self._last_signal[key] = signal
+                saves[self._state_key(strategy, bar)] = _state_json(live, signal)
+            if signal is not None:
+                outputs.append(self.ctx.message(message, signal))
+                outputs.append(self._audit(message, signal))
+        self._save(saves, bar.timeframe)
+        return outputs
+
+    # ---- state: resumed from the cache, saved after every bar -----------------------------------
+
+    def _state_key(self, strategy: Strategy[Any], bar: Bar) -> str:
+        return self.ctx.lab.keys.live_strategy(self.name, strategy.name, bar.symbol, bar.timeframe)
+
+    def _resume(self, strategy: Strategy[Any], bar: Bar, message: Message) -> LiveStrategy:
+        """The saved live state of this series, else a fresh one warmed on the cached bars
+        before this bar (their signals are history, not news: none is emitted)."""
+        key = (strategy.name, bar.symbol, bar.timeframe)
+        cache = self.ctx.lab.cache
+        try:
+            raw = cache.redis.get(self._state_key(strategy, bar))
+        except redis.RedisError as e:
+            raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
+        live: LiveStrategy | None = None
+        if raw is not None:
+            live, signal = _from_json(raw)
+            if live is not None and live.strategy == strategy:
+                self._last_signal[key] = signal
+            else:
+                live = None  # another strategy version or parameters: start again
+        if live is None:
+            live = strategy.live(bar.symbol, bar.timeframe)
+            history = cache.get_bars(bar.symbol, bar.timeframe)
+            earlier = history[history["ts"] < bar.ts]
+            for row in earlier.loc[:, ["ts", *BAR_FIELDS]].to_dict("records"):
+                live.update(
+                    {str(k): v for k, v in row.items()}, source_message_id=message.message_id
+                )
+        self._live[key] = live
+        return live
+
+    def _save(self, saves: dict[str, str], timeframe: Timeframe) -> None:
+        if not saves:
+            return
+        cache = self.ctx.lab.cache
+        ttl = cache.bar_ttl(timeframe)
+        try:
+            with cache.redis.pipeline(transaction=False) as pipe:
+                for key, value in saves.items():
+                    pipe.set(key, value, ex=ttl)
+                pipe.execute()
+        except redis.RedisError as e:
+            raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
+
+    # ---- what it emits --------------------------------------------------------------------------
+
+    def _audit(self, message: Message, signal: RawSignal) -> Message:
+        return self.ctx.audit(
+            message,
+            action="signal.emit",
+            target=f"strategy:{signal.strategy}",
+            reason=(
+                f"{signal.strategy} on {signal.symbol} {signal.timeframe.value} bar "
+                f"{signal.ts.isoformat()}: {signal.direction.value} with strength "
+                f"{signal.strength:.4g}, confidence {signal.confidence:.4g}"
+            ),
+            new_value={
+                "direction": signal.direction.value,
+                "strength": signal.strength,
+                "confidence": signal.confidence,
+            },
+        )
+
+
+def _state_json(live: LiveStrategy, signal: RawSignal | None) -> str:
+    state = {
+        "live": live.to_dict(),
+        "signal": None if signal is None else signal.model_dump(mode="json"),
+    }
+    return json.dumps(state, allow_nan=False, separators=(",", ":"))
+
+
+def _from_json(raw: bytes | str) -> tuple[LiveStrategy | None, RawSignal | None]:
+    """A saved state, or (None, None) when it cannot be read: a corrupt copy is rebuilt from
+    the cached bars, never trusted."""
+    try:
+        data = json.loads(raw)
+        live = LiveStrategy.from_dict(data["live"])
+        saved = data["signal"]
+        return live, None if saved is None else RawSignal.model_validate(saved)
+    except (ValueError, KeyError, TypeError):
+        return None, None
