@@ -13,8 +13,8 @@ and runs, one after the other, two chains of consumer processes over it:
 - the real chain: the pipeline's services (`tradeos_lab.pipeline.registry.SERVICES`, from the
   Signal Engine to Positions), each in its own process under the `ServiceRunner`, on a lab whose
   bus, cache and flags are the same scratch server and whose records are a SQLite file (or the
-  PostgreSQL database given), with a strategy that asks to trade on every bar so every bar can
-  become a fill.
+  PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
+  zig-zag bars), so every bar can become a fill.
 
 For each chain it measures, with the benchmark driver publishing the bars to `market_data` and a
 reader thread timing their arrival on `fills.raw` (matched by correlation id):
@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,6 @@ from typing import Any
 import redis
 
 from tradeos_lab.contracts import (
-    Bar,
     Fill,
     Intent,
     Message,
@@ -63,7 +62,6 @@ from tradeos_lab.contracts import (
     RawSignal,
     decode,
     derive,
-    new_message,
 )
 from tradeos_lab.contracts.codec import FIELD
 from tradeos_lab.keys import Keys, Stream
@@ -75,6 +73,9 @@ from tradeos_lab.stack.redis_server import (
     redis_server_binary,
 )
 from tradeos_lab.tiers.bus import Bus, Delivery
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline"))
+from end_to_end_support import STRATEGY_REF, zigzag_bar
 
 _T0 = datetime(2024, 1, 2, 0, 0, tzinfo=UTC)
 _SYMBOL = "BTC-USD"
@@ -272,23 +273,6 @@ def real_service(settings: Settings, name: str, ready: MpEvent, stop: MpEvent, t
 # ---- the driver ------------------------------------------------------------------------------
 
 
-def bar(i: int) -> Message:
-    """Bar `i` of a synthetic 1m series that zig-zags, so a per-bar strategy keeps trading."""
-    price = 100.0 + (1.0 if i % 2 else -1.0)
-    payload = Bar(
-        symbol=_SYMBOL,
-        timeframe="1m",
-        ts=_T0 + timedelta(minutes=i),
-        open=price,
-        high=price + 0.5,
-        low=price - 0.5,
-        close=price,
-        volume=1000.0,
-        source="synthetic",
-    )
-    return new_message(payload, producer="ingestion")
-
-
 @dataclass
 class Arrivals:
     """When each bar's first fill reached `fills.raw`, by the bar's correlation id."""
@@ -296,15 +280,20 @@ class Arrivals:
     at: dict[str, float] = field(default_factory=dict)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def wait_for(self, ids: Sequence[str], timeout: float) -> bool:
+    def wait_for(self, ids: Sequence[str], *, idle: float = 3.0, timeout: float = 120.0) -> None:
+        """Until every bar of `ids` has a fill, or none came for `idle` seconds (a real chain
+        need not fill every bar: its first one, a rule that refuses)."""
         deadline = time.monotonic() + timeout
         with self.cond:
+            seen = len(self.at)
+            quiet_since = time.monotonic()
             while not all(i in self.at for i in ids):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
-        return True
+                now = time.monotonic()
+                if len(self.at) != seen:
+                    seen, quiet_since = len(self.at), now
+                if now >= deadline or now - quiet_since >= idle:
+                    return
+                self.cond.wait(min(0.1, deadline - now))
 
 
 def read_fills(client: redis.Redis, key: str, arrivals: Arrivals, stop: threading.Event) -> None:
@@ -392,11 +381,11 @@ def run_chain(
         reader.start()
         time.sleep(0.5)
         # throughput: a backlog published flat out, until its last bar's fill
-        bars = [bar(i) for i in range(backlog)]
+        bars = [zigzag_bar(i) for i in range(backlog)]
         t0 = time.perf_counter()
         bus.publish_many(Stream.MARKET_DATA, bars)
         ids = [b.correlation_id for b in bars]
-        arrivals.wait_for(ids, timeout=120)
+        arrivals.wait_for(ids)
         done = [arrivals.at[i] for i in ids if i in arrivals.at]
         result.filled = len(done)
         if done:
@@ -406,7 +395,7 @@ def run_chain(
         before = commands_done(bus.redis)
         trips_before = {s.name: s.trips.value for s in stages}
         count = int(rate * seconds)
-        offered = [bar(backlog + i) for i in range(count)]
+        offered = [zigzag_bar(backlog + i) for i in range(count)]
         sent: dict[str, float] = {}
         t_start = time.perf_counter()
         for i, message in enumerate(offered):
@@ -416,7 +405,7 @@ def run_chain(
                     time.sleep(due - now - 0.0003)
             sent[message.correlation_id] = time.perf_counter()
             bus.publish(Stream.MARKET_DATA, message)
-        arrivals.wait_for(list(sent), timeout=60)
+        arrivals.wait_for(list(sent))
         result.offered = count
         result.commands_per_bar = (commands_done(bus.redis) - before) / count
         result.trips = {s.name: (s.trips.value - trips_before[s.name]) / count for s in stages}
@@ -512,7 +501,7 @@ def real_chain(
         lake_url=f"chdb://{workdir / 'lake'}",
         stream_maxlen=1_000_000,
         pipeline_symbols=(_SYMBOL,),
-        pipeline_strategies=("every_bar",),
+        pipeline_strategies=(STRATEGY_REF,),
     )
     RecordsStore.open(settings, migrate=True).close()
     client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
