@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,14 +66,14 @@ from tradeos_lab.contracts import (
 )
 from tradeos_lab.contracts.codec import FIELD
 from tradeos_lab.keys import Keys, Stream
-from tradeos_lab.settings import Settings, load_settings
+from tradeos_lab.settings import Settings, SharedRedisServerWarning, load_settings
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.redis_server import (
     RedisServerProcess,
     RedisServerSpec,
     redis_server_binary,
 )
-from tradeos_lab.tiers.bus import Bus, Delivery
+from tradeos_lab.tiers.bus import Bus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline"))
 from end_to_end_support import STRATEGY_REF, zigzag_bar
@@ -214,25 +215,48 @@ NULL_HOPS: tuple[tuple[str, Stream, tuple[Stream, ...]], ...] = (
 )
 
 
-def null_hop(
-    url: str, namespace: str, hop: int, *, ready: MpEvent, stop: MpEvent, trips: Any
-) -> None:
-    """One null consumer: read its input, XADD constant outputs, ack, in one MULTI per batch."""
-    count_round_trips(trips)
+def null_service(hop: int) -> type[Any]:
+    """A service that only forwards: each input -> constant outputs derived from it."""
+    from tradeos_lab.pipeline import Service
+
     name, source, outputs = NULL_HOPS[hop]
     payloads = _null_payloads()
-    settings = load_settings(namespace=namespace, stream_maxlen=1_000_000)
-    client = make_redis(url, role="bus", settings=settings, client_name=f"null-{name}")
-    bus = Bus(client, keys=Keys(namespace), settings=settings, producer=name)
-    consumer = bus.consumer(source, name, f"{name}-1", count=256, block_ms=100, maintenance_s=-1)
-    consumer.poll(lambda d: None, block_ms=1)  # creates the group before the driver publishes
 
-    def handle(delivery: Delivery) -> list[Message]:
-        return [derive(delivery.message, payloads[s], producer=name) for s in outputs]
+    class NullService(Service):
+        def handle(self, message: Message) -> list[Message]:
+            return [derive(message, payloads[s], producer=self.name) for s in outputs]
 
+    NullService.name = name
+    NullService.inputs = (source,)
+    NullService.outputs = outputs
+    return NullService
+
+
+def run_stage(
+    settings: Settings, name: str, null: bool, *, ready: MpEvent, stop: MpEvent, trips: Any
+) -> None:
+    """One stage process: a real or a null service under the `ServiceRunner`, round trips counted.
+
+    Ready once its consumer groups exist, so no bar published after it is missed.
+    """
+    import tradeos_lab as tl
+    from tradeos_lab.pipeline import ServiceContext
+    from tradeos_lab.pipeline.registry import service_class
+    from tradeos_lab.pipeline.runner import ServiceRunner
+
+    warnings.simplefilter("ignore", SharedRedisServerWarning)  # as in main()
+    count_round_trips(trips)
+    cls = null_service([h[0] for h in NULL_HOPS].index(name)) if null else service_class(name)
+    lab = tl.connect(settings, start=False)
+    ctx = ServiceContext(lab=lab, settings=settings, instance=f"{name}-bench", clock=time.time)
+    runner = ServiceRunner(cls, ctx, health_port=0)
+    for consumer in runner.consumers:
+        lab.bus.ensure_group(consumer.stream, consumer.group)
+    halt = threading.Event()
+    threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
     ready.set()
-    consumer.run(handle, stop=stop)  # type: ignore[arg-type]  # an mp Event has the same API
-    client.close()
+    runner.run(halt, handle_signals=False)
+    lab.close()
 
 
 # ---- the real chain --------------------------------------------------------------------------
@@ -250,24 +274,6 @@ def real_chain_services() -> list[str]:
     for name in names:
         service_class(name)
     return names
-
-
-def real_service(settings: Settings, name: str, ready: MpEvent, stop: MpEvent, trips: Any) -> None:
-    """One real service under the runner, counting its Redis round trips."""
-    import tradeos_lab as tl
-    from tradeos_lab.pipeline import ServiceContext
-    from tradeos_lab.pipeline.registry import service_class
-    from tradeos_lab.pipeline.runner import ServiceRunner
-
-    count_round_trips(trips)
-    lab = tl.connect(settings, start=False)
-    ctx = ServiceContext(lab=lab, settings=settings, instance=f"{name}-bench", clock=time.time)
-    runner = ServiceRunner(service_class(name), ctx)
-    halt = threading.Event()
-    threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
-    ready.set()
-    runner.run(halt)
-    lab.close()
 
 
 # ---- the driver ------------------------------------------------------------------------------
@@ -430,6 +436,9 @@ def main() -> int:
     parser.add_argument("--chain", choices=("both", "null", "real"), default="both")
     parser.add_argument("--records", default="sqlite", help="sqlite, or a PostgreSQL URL")
     args = parser.parse_args()
+    # one scratch server holds bus, cache and flags: the benchmark measures round trips, not
+    # the eviction policies that would want a server each
+    warnings.simplefilter("ignore", SharedRedisServerWarning)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         workdir = Path(tmp)
         (workdir / "redis").mkdir()
@@ -437,32 +446,57 @@ def main() -> int:
         try:
             results: list[ChainResult] = []
             if args.chain in ("both", "null"):
-                results.append(null_chain(args, server.url))
+                hops = [h[0] for h in NULL_HOPS]
+                results.append(chain("null", args, server.url, workdir, hops))
             if args.chain in ("both", "real"):
                 try:
                     services = real_chain_services()
                 except ImportError as e:
                     print(f"real chain skipped: the pipeline services are not importable ({e})")
                 else:
-                    results.append(real_chain(args, server.url, workdir, services))
+                    results.append(chain("real", args, server.url, workdir, services))
             report(results, args)
         finally:
             server.stop()
     return 0
 
 
-def null_chain(args: argparse.Namespace, url: str) -> ChainResult:
-    """Run the null hops over the scratch server."""
-    ns = "benchnull"
-    settings = load_settings(namespace=ns, stream_maxlen=1_000_000)
+def chain(
+    kind: str, args: argparse.Namespace, url: str, workdir: Path, names: Sequence[str]
+) -> ChainResult:
+    """Run one chain ("null" or "real") over the scratch server, in a namespace of its own."""
+    from tradeos_lab.stores.records import RecordsStore
+
+    base = url.rsplit("/", 1)[0]
+    records = args.records
+    if records == "sqlite":
+        records = f"sqlite:///{workdir / f'records-{kind}.db'}"
+    settings = load_settings(
+        namespace=f"bench{kind}",
+        data_dir=workdir / f"lab-{kind}",
+        bus_url=f"{base}/0",
+        cache_url=f"{base}/1",
+        flags_url=f"{base}/2",
+        records_url=records,
+        lake_url=f"chdb://{workdir / f'lake-{kind}'}",
+        stream_maxlen=1_000_000,
+        pipeline_symbols=(_SYMBOL,),
+        pipeline_strategies=(STRATEGY_REF,),
+    )
+    if kind == "real":
+        RecordsStore.open(settings, migrate=True).close()
+        import tradeos_lab as tl
+        from tradeos_lab import operator
+
+        with tl.connect(settings, start=False) as lab:
+            operator.arm(lab, actor="user:bench", reason="pipeline benchmark")
     client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
-    bus = Bus(client, keys=Keys(ns), settings=settings, producer="ingestion")
-    hops = {name: i for i, (name, _, _) in enumerate(NULL_HOPS)}
+    bus = Bus(client, keys=Keys(settings.namespace), settings=settings, producer="ingestion")
 
     def starter(name: str, ready: MpEvent, stop: MpEvent, trips: Any) -> Any:
         process = mp.get_context("spawn").Process(
-            target=null_hop,
-            args=(url, ns, hops[name]),
+            target=run_stage,
+            args=(settings, name, kind == "null"),
             kwargs={"ready": ready, "stop": stop, "trips": trips},
         )
         process.start()
@@ -470,54 +504,8 @@ def null_chain(args: argparse.Namespace, url: str) -> ChainResult:
 
     try:
         return run_chain(
-            "null",
-            list(hops),
-            starter,
-            bus,
-            rate=args.rate,
-            seconds=args.seconds,
-            backlog=args.backlog,
-        )
-    finally:
-        client.close()
-
-
-def real_chain(
-    args: argparse.Namespace, url: str, workdir: Path, services: list[str]
-) -> ChainResult:
-    """Run the pipeline's services on a lab over the scratch server."""
-    from tradeos_lab.stores.records import RecordsStore
-
-    ns = "benchreal"
-    base = url.rsplit("/", 1)[0]
-    records = args.records if args.records != "sqlite" else f"sqlite:///{workdir / 'records.db'}"
-    settings = load_settings(
-        namespace=ns,
-        data_dir=workdir / "lab",
-        bus_url=f"{base}/0",
-        cache_url=f"{base}/1",
-        flags_url=f"{base}/2",
-        records_url=records,
-        lake_url=f"chdb://{workdir / 'lake'}",
-        stream_maxlen=1_000_000,
-        pipeline_symbols=(_SYMBOL,),
-        pipeline_strategies=(STRATEGY_REF,),
-    )
-    RecordsStore.open(settings, migrate=True).close()
-    client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
-    bus = Bus(client, keys=Keys(ns), settings=settings, producer="ingestion")
-
-    def starter(name: str, ready: MpEvent, stop: MpEvent, trips: Any) -> Any:
-        process = mp.get_context("spawn").Process(
-            target=real_service, args=(settings, name, ready, stop, trips)
-        )
-        process.start()
-        return process
-
-    try:
-        return run_chain(
-            "real",
-            services,
+            kind,
+            names,
             starter,
             bus,
             rate=args.rate,
