@@ -54,6 +54,7 @@ class BrokerOrder:
     updated_at: datetime
     strategy: str | None = None
     intent_id: str | None = None
+    stop_price: float | None = None
 
     @property
     def is_open(self) -> bool:

@@ -145,7 +145,7 @@ class PaperBroker:
         if submitted_on is not None or order.status == OrderStatus.REJECTED.value:
             # Already placed: answer as the first time (the fills of its first bar), place nothing.
             first = [] if submitted_on is None else self._fills_on(order, submitted_on)
-            return OrderReport(_broker_order(order), tuple(first))
+            return OrderReport(broker_order(order), tuple(first))
         problem = _unsupported(request)
         bar = self.latest_bar(order.symbol)
         if (
@@ -162,7 +162,7 @@ class PaperBroker:
             self._update(
                 order, event=f"{cid}:rejected", status=OrderStatus.REJECTED, reason=problem
             )
-            return OrderReport(_broker_order(self.records.order(cid)))
+            return OrderReport(broker_order(self.records.order(cid)))
         epoch = 0 if bar is None else _epoch(bar.ts)
         self._update(order, event=f"{cid}:{_ACCEPTED}:{epoch}", status=OrderStatus.ACCEPTED)
         fills: list[BrokerFill] = []
@@ -171,7 +171,7 @@ class PaperBroker:
         order = self.records.order(cid)
         if order.time_in_force in (TimeInForce.IOC.value, TimeInForce.FOK.value):
             order = self._finish(order, OrderStatus.CANCELED, "unfilled rest of an immediate order")
-        return OrderReport(_broker_order(order), tuple(fills))
+        return OrderReport(broker_order(order), tuple(fills))
 
     def advance(self, bar: Bar) -> list[OrderReport]:
         """Work every open order of `bar.symbol` on this new bar: expire, then fill what it can."""
@@ -184,7 +184,7 @@ class PaperBroker:
             placed = datetime.fromtimestamp(submitted_on, UTC) if submitted_on else order.created_at
             if order.time_in_force == TimeInForce.DAY.value and _day(bar.ts) > _day(placed):
                 expired = self._finish(order, OrderStatus.EXPIRED, "a day order's day ended")
-                reports.append(OrderReport(_broker_order(expired)))
+                reports.append(OrderReport(broker_order(expired)))
                 continue
             due = submitted_on + self.config.latency_bars * bar.timeframe.seconds
             if _epoch(bar.ts) <= submitted_on or _epoch(bar.ts) < due:
@@ -193,7 +193,7 @@ class PaperBroker:
             if fills:
                 reports.append(
                     OrderReport(
-                        _broker_order(self.records.order(order.client_order_id)), tuple(fills)
+                        broker_order(self.records.order(order.client_order_id)), tuple(fills)
                     )
                 )
         return reports
@@ -206,13 +206,13 @@ class PaperBroker:
         if order.broker != self.name:
             return None
         fills = self.records.fills(client_order_id)
-        return OrderReport(_broker_order(order), tuple(self._fill(order, f) for f in fills))
+        return OrderReport(broker_order(order), tuple(self._fill(order, f) for f in fills))
 
     def cancel(self, client_order_id: str) -> BrokerOrder:
         order = self.records.order(client_order_id)
         if order.broker != self.name:
             raise ValidationError(f"order {client_order_id} is not at broker {self.name}")
-        return _broker_order(self._finish(order, OrderStatus.CANCELED, "canceled on request"))
+        return broker_order(self._finish(order, OrderStatus.CANCELED, "canceled on request"))
 
     def cancel_all(self) -> list[BrokerOrder]:
         return [self.cancel(o.client_order_id) for o in self.records.open_orders(broker=self.name)]
@@ -407,7 +407,8 @@ def _unsupported(request: OrderRequest) -> str | None:
     return None
 
 
-def _broker_order(order: Order) -> BrokerOrder:
+def broker_order(order: Order) -> BrokerOrder:
+    """An order row of the records as a broker reports it."""
     return BrokerOrder(
         client_order_id=order.client_order_id,
         broker_order_id=order.broker_order_id,
@@ -424,6 +425,7 @@ def _broker_order(order: Order) -> BrokerOrder:
         updated_at=order.updated_at,
         strategy=order.strategy,
         intent_id=order.intent_id,
+        stop_price=order.stop_price,
     )
 
 

@@ -1,0 +1,295 @@
+"""Execution: intents in, orders placed at the broker, orders and fills out.
+
+What it consumes: `intents` (place an order) and `market_data` (a new bar works the orders still
+open at the paper broker: limit orders, partial fills, expiries).
+
+What it decides: the order's client order id, derived from the intent's message id (the same
+every time, so a redelivered intent never places a second order); whether the kill switch still
+lets a new order go (HALTED: nothing new is submitted; cancels are never held back).
+
+What it emits: `orders` (the order after the broker answered), `fills.raw` (each execution, its
+causation the intent), `audit` (every submission and its outcome) and `risk_events` (a refused
+or rejected order). Records come first: the order, its broker events, fills and trades with the
+whole attribution chain (bar -> raw signal -> modified signal -> intent -> order -> fill) are
+written, each idempotent by its key, before anything is published; a records outage raises
+`DependencyUnavailable` and the input is retried in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, ClassVar
+
+from tradeos_lab.brokers import (
+    BrokerFill,
+    BrokerOrder,
+    OrderReport,
+    OrderRequest,
+    PaperBroker,
+    cached_bar,
+)
+from tradeos_lab.brokers.paper import broker_order
+from tradeos_lab.contracts import (
+    BarMessage,
+    Fill,
+    IntentMessage,
+    Order,
+    OrderStatus,
+    RiskKind,
+    Severity,
+    derive,
+)
+from tradeos_lab.errors import ContractError
+from tradeos_lab.keys import Stream
+from tradeos_lab.pipeline.service import Service
+
+if TYPE_CHECKING:
+    from tradeos_lab.contracts import Message, Payload
+    from tradeos_lab.stores.records import Order as OrderRecord
+    from tradeos_lab.stores.records import RecordsStore
+
+CLIENT_ORDER_ID_PREFIX = "tl-"
+"""Marks the orders this pipeline placed: `tl-` and the intent's message id (39 characters,
+within the broker's 48)."""
+
+
+def client_order_id_for(intent_id: str) -> str:
+    """The client order id of the order placed for intent `intent_id`: the same every time."""
+    return f"{CLIENT_ORDER_ID_PREFIX}{intent_id}"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The ids an order's trades are attributed to, from the bar to the intent."""
+
+    correlation_id: str
+    intent_id: str | None
+    modified_signal_id: str | None
+    raw_signal_id: str | None
+    market_data_message_id: str | None
+
+
+class Execution(Service):
+    """Places each intent's order at the broker once and reports its orders and fills."""
+
+    name: ClassVar[str] = "execution"
+    inputs: ClassVar[tuple[Stream, ...]] = (Stream.INTENTS, Stream.MARKET_DATA)
+    outputs: ClassVar[tuple[Stream, ...]] = (
+        Stream.ORDERS,
+        Stream.FILLS_RAW,
+        Stream.RISK_EVENTS,
+        Stream.AUDIT,
+    )
+
+    @property
+    def records(self) -> RecordsStore:
+        """The lab's records, opened on first use: a records outage while the service starts is
+        a transient error of the first message, retried in place, not a crash."""
+        return self.ctx.lab.records
+
+    @cached_property
+    def broker(self) -> PaperBroker:
+        lab = self.ctx.lab
+        latest = cached_bar(lab.cache, self.ctx.settings.pipeline_timeframe)
+        return PaperBroker(lab.records, latest, clock=self.ctx.clock)
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        if isinstance(message, IntentMessage):
+            return self._place(message)
+        if isinstance(message, BarMessage):
+            return self._work_open_orders(message)
+        raise ContractError(f"execution takes intents and bars, not {message.schema_name}")
+
+    # ---- an intent: one order ---------------------------------------------------------------
+
+    def _place(self, message: IntentMessage) -> list[Message]:
+        intent = message.payload
+        cid = client_order_id_for(message.message_id)
+        self.records.record_intent(message)
+        self.records.record_order(
+            client_order_id=cid,
+            symbol=intent.symbol,
+            side=intent.side.value,
+            quantity=intent.quantity,
+            order_type=intent.order_type.value,
+            limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
+            time_in_force=intent.time_in_force.value,
+            strategy=intent.strategy,
+            broker=self.broker.name,
+            intent_id=message.message_id,
+            correlation_id=message.correlation_id,
+            at=self.ctx.now(),
+        )
+        if self.records.order(cid).status == OrderStatus.NEW.value:
+            # Not yet placed: the kill switch is asked again right before the broker is.
+            decision = self.ctx.lab.kill_switches.check_order(
+                intent.strategy, intent.symbol, intent.side, intent.quantity, book=self.records
+            )
+            if not decision.allowed:
+                self.records.apply_order_update(
+                    cid,
+                    event_id=f"{cid}:halted",
+                    status=OrderStatus.REJECTED.value,
+                    broker_at=self.ctx.now(),
+                    reason=f"kill switch: {decision.reason}"[:256],
+                )
+        order = self.records.order(cid)
+        if order.status == OrderStatus.REJECTED.value and order.broker_order_id is None:
+            report = OrderReport(broker_order(order))  # refused here, never sent to the broker
+        else:
+            report = self.broker.submit(
+                OrderRequest(
+                    client_order_id=cid,
+                    symbol=intent.symbol,
+                    side=intent.side,
+                    quantity=intent.quantity,
+                    order_type=intent.order_type,
+                    limit_price=intent.limit_price,
+                    time_in_force=intent.time_in_force,
+                    strategy=intent.strategy,
+                    intent_id=message.message_id,
+                    correlation_id=message.correlation_id,
+                )
+            )
+        chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
+        return self._report(message, report, chain, submitted=True)
+
+    # ---- a bar: open orders work on it ------------------------------------------------------
+
+    def _work_open_orders(self, message: BarMessage) -> list[Message]:
+        out: list[Message] = []
+        for report in self.broker.advance(message.payload):
+            order = self.records.order(report.order.client_order_id)
+            chain = self._chain_of(order)
+            out.extend(self._report(message, report, chain, submitted=False))
+        return out
+
+    # ---- records first, then the messages ---------------------------------------------------
+
+    def _report(
+        self, parent: Message, report: OrderReport, chain: Chain, *, submitted: bool
+    ) -> list[Message]:
+        """Trades recorded with their chain, then the order, its fills, audit and risk events.
+
+        Messages answering a bar still belong to their intent's chain: correlation id of the
+        intent and causation the intent itself.
+        """
+        order = report.order
+        for fill in report.fills:
+            self.records.record_trade(
+                execution_id=fill.execution_id,
+                client_order_id=fill.client_order_id,
+                correlation_id=chain.correlation_id,
+                symbol=fill.symbol,
+                side=fill.side.value,
+                quantity=fill.quantity,
+                price=fill.price,
+                executed_at=fill.ts,
+                market_data_message_id=chain.market_data_message_id,
+                raw_signal_id=chain.raw_signal_id,
+                modified_signal_id=chain.modified_signal_id,
+                intent_id=chain.intent_id,
+                strategy=order.strategy,
+            )
+        out = [self._in_chain(parent, chain, _order_payload(order, chain))]
+        out.extend(self._in_chain(parent, chain, _fill_payload(f)) for f in report.fills)
+        if submitted or not order.is_open:
+            filled = f"{order.filled_quantity:g} of {order.quantity:g}"
+            out.append(
+                self._in_chain(
+                    parent,
+                    chain,
+                    self.ctx.audit(
+                        None,
+                        action="order.submit" if submitted else f"order.{order.status.value}",
+                        target=f"order:{order.client_order_id}",
+                        reason=order.reason or f"{order.status.value}, filled {filled}",
+                        new_value={"status": order.status.value, "filled": order.filled_quantity},
+                    ).payload,
+                )
+            )
+        if order.status is OrderStatus.REJECTED:
+            halted = (order.reason or "").startswith("kill switch")
+            event = self.ctx.risk_event(
+                None,
+                kind=RiskKind.KILL_SWITCH if halted else RiskKind.EXECUTION_FAILURE,
+                severity=Severity.WARNING if halted else Severity.CRITICAL,
+                scope=f"symbol:{order.symbol}",
+                detail=f"order {order.client_order_id} not placed: {order.reason}",
+                data={"client_order_id": order.client_order_id, "strategy": order.strategy or ""},
+            )
+            out.append(self._in_chain(parent, chain, event.payload))
+        return out
+
+    def _in_chain(self, parent: Message, chain: Chain, payload: Payload) -> Message:
+        out = derive(parent, payload, producer=self.name, produced_at=self.ctx.now())
+        if chain.intent_id is None or parent.message_id == chain.intent_id:
+            return out
+        return out.model_copy(
+            update={"correlation_id": chain.correlation_id, "causation_id": chain.intent_id}
+        )
+
+    def _chain(self, correlation_id: str, intent_id: str | None, signal_id: str | None) -> Chain:
+        """The attribution chain behind an intent, from the signals the records kept; where a
+        signal was not kept, the chain starts at the bar (the correlation id is its id)."""
+        modified = None if signal_id is None else self.records.signal(signal_id)
+        raw_id = None if modified is None else modified.payload.get("raw_signal_id")
+        raw = None if raw_id is None else self.records.signal(raw_id)
+        bar_id = raw.payload.get("source_message_id") if raw is not None else None
+        if bar_id is None and signal_id is not None:
+            bar_id = correlation_id
+        return Chain(
+            correlation_id=correlation_id,
+            intent_id=intent_id,
+            modified_signal_id=signal_id,
+            raw_signal_id=raw_id,
+            market_data_message_id=bar_id,
+        )
+
+    def _chain_of(self, order: OrderRecord) -> Chain:
+        correlation = order.correlation_id or order.client_order_id
+        signal_id = None
+        if order.intent_id is not None:
+            kept = self.records.intents(correlation_id=correlation)
+            signal_id = next((i.signal_id for i in kept if i.message_id == order.intent_id), None)
+        return self._chain(correlation, order.intent_id, signal_id)
+
+
+def _order_payload(order: BrokerOrder, chain: Chain) -> Order:
+    return Order(
+        client_order_id=order.client_order_id,
+        intent_id=order.intent_id or chain.intent_id or "",
+        strategy=order.strategy or "manual",
+        symbol=order.symbol,
+        side=order.side,
+        quantity=order.quantity,
+        order_type=order.order_type,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        time_in_force=order.time_in_force,
+        status=order.status,
+        filled_quantity=order.filled_quantity,
+        avg_price=order.avg_price if order.filled_quantity > 0 else None,
+        broker_order_id=order.broker_order_id,
+        reason=order.reason,
+        ts=order.updated_at,
+    )
+
+
+def _fill_payload(fill: BrokerFill) -> Fill:
+    return Fill(
+        client_order_id=fill.client_order_id,
+        broker_order_id=fill.broker_order_id,
+        execution_id=fill.execution_id,
+        symbol=fill.symbol,
+        side=fill.side,
+        quantity=fill.quantity,
+        price=fill.price,
+        fee=fill.fee,
+        fee_currency=fill.fee_currency,
+        liquidity=fill.liquidity,
+        ts=fill.ts,
+    )
