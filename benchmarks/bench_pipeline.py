@@ -14,7 +14,7 @@ and runs, one after the other, two chains of consumer processes over it:
   Signal Engine to Positions), each in its own process under the `ServiceRunner`, on a lab whose
   bus, cache and flags are the same scratch server and whose records are a SQLite file (or the
   PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
-  zig-zag bars), so every bar can become a fill.
+  zig-zag bars, no cooldown after an exit), so every bar after the first can become a fill.
 
 For each chain it measures, with the benchmark driver publishing the bars to `market_data` and a
 reader thread timing their arrival on `fills.raw` (matched by correlation id):
@@ -76,7 +76,7 @@ from tradeos_lab.stack.redis_server import (
 from tradeos_lab.tiers.bus import Bus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline"))
-from end_to_end_support import STRATEGY_REF, zigzag_bar
+from end_to_end_support import STRATEGY_REF, allow_trading_every_bar, zigzag_bar
 
 _T0 = datetime(2024, 1, 2, 0, 0, tzinfo=UTC)
 _SYMBOL = "BTC-USD"
@@ -490,6 +490,7 @@ def chain(
 
         with tl.connect(settings, start=False) as lab:
             operator.arm(lab, actor="user:bench", reason="pipeline benchmark")
+            allow_trading_every_bar(lab)
     client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
     bus = Bus(client, keys=Keys(settings.namespace), settings=settings, producer="ingestion")
 
