@@ -382,6 +382,26 @@ class Cache:
         return [_text(v) for v in self.redis.lrange(self.keys.hero_signals(), 0, -1)]
 
     @_redis_errors_translated
+    def set_signal_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
+        """Replace the ensemble weights per signal type (strategy); each must be > 0."""
+        checked = {
+            _name("signal", k): _number(f"weight of {k}", v, positive=True)
+            for k, v in weights.items()
+        }
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.tracker("weight"))
+        if checked:
+            pipe.hset(self.keys.tracker("weight"), mapping={k: repr(v) for k, v in checked.items()})
+        pipe.execute()
+        return checked
+
+    @_redis_errors_translated
+    def get_signal_weights(self) -> dict[str, float]:
+        """The ensemble weights per signal type; empty means every signal weighs the same."""
+        raw = _text_dict(self.redis.hgetall(self.keys.tracker("weight")))
+        return {signal: float(value) for signal, value in sorted(raw.items())}
+
+    @_redis_errors_translated
     def set_policy_profile(
         self, name: str, params: Mapping[str, float | int | bool | str]
     ) -> PolicyProfile:
