@@ -63,6 +63,13 @@ class OrderCheck:
 
 Rule = Callable[[OrderCheck], str | None]
 
+#: Relative slack on the limits: an order sized exactly at a limit must not fail on float error.
+REL_TOL: Final = 1e-9
+
+
+def _above(value: float, limit: float) -> bool:
+    return value > limit * (1 + REL_TOL)
+
 
 def kill_switch(c: OrderCheck) -> str | None:
     """Every switch over the order (global, strategy, symbol; HALTED, REDUCING), fail-closed."""
@@ -97,7 +104,7 @@ def position_limit(c: OrderCheck) -> str | None:
         return None
     value = abs(c.position_after) * c.price
     limit = c.max_position_pct / 100 * c.equity
-    if value > limit:
+    if _above(value, limit):
         return (
             f"position in {c.symbol} would be {value:,.2f} ({c.position_after:+g}), above "
             f"{c.max_position_pct:g}% of equity ({limit:,.2f})"
@@ -111,7 +118,7 @@ def gross_exposure(c: OrderCheck) -> str | None:
         return None
     gross = c.other_exposure + abs(c.position_after) * c.price
     limit = c.max_leverage * c.equity
-    if gross > limit:
+    if _above(gross, limit):
         return (
             f"gross exposure would be {gross:,.2f}, above {c.max_leverage:g}x equity ({limit:,.2f})"
         )
@@ -120,7 +127,7 @@ def gross_exposure(c: OrderCheck) -> str | None:
 
 def order_notional(c: OrderCheck) -> str | None:
     """No single order above the configured notional (a guard against a runaway size)."""
-    if c.notional > c.max_order_notional:
+    if _above(c.notional, c.max_order_notional):
         return f"order notional {c.notional:,.2f} is above the maximum {c.max_order_notional:,.2f}"
     return None
 
