@@ -148,3 +148,15 @@ def test_real_market_poll_asks_only_for_completed_bars_after_the_last() -> None:
     bars = feed.next_bars("BTC-USD", Timeframe("1m"), after, now)
     assert list(bars["ts"]) == [after + pd.Timedelta(minutes=m) for m in (1, 2)]
     assert feed.next_bars("BTC-USD", Timeframe("1m"), now.floor("1min"), now).empty
+
+
+def test_on_the_embedded_stack_bars_reach_bus_cache_and_lake(embedded_pipeline_lab: Lab) -> None:
+    lab = embedded_pipeline_lab
+    ingestion = _ingestion(lab)
+    for _ in range(2):
+        ingestion.timers()[0].fire()
+    published = _published(lab)
+    assert len(published) == 2
+    last_ts = pd.Timestamp(published["payload.ts"].iloc[-1])
+    assert lab.cache.get_bars("BTC-USD", "1m", limit=1)["ts"].iloc[-1] == last_ts
+    assert lab.lake.read_bars("BTC-USD", "1m", limit=1)["ts"].iloc[-1] == last_ts
