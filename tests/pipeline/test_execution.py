@@ -217,3 +217,21 @@ def test_records_down_is_a_transient_error_before_anything_is_published(
             service.handle(intent)
     finally:
         lab.close()
+
+
+def test_through_the_runner_an_intent_on_the_bus_comes_out_as_an_order_and_fills(
+    pipeline_lab: Lab, pipeline_settings: Settings
+) -> None:
+    from tradeos_lab.keys import Stream
+    from tradeos_lab.pipeline.runner import ServiceRunner
+
+    intent = _intent(pipeline_lab, _bar(pipeline_lab, 0))
+    pipeline_lab.bus.publish(Stream.INTENTS, intent)
+    ctx = ServiceContext(lab=pipeline_lab, settings=pipeline_settings, instance="t")
+    runner = ServiceRunner(Execution, ctx)
+    runner.drain()
+    runner.drain()  # nothing left: the intent was acked with its outputs
+    bus = pipeline_lab.bus.redis
+    assert bus.xlen(pipeline_lab.keys.stream(Stream.ORDERS)) == 1
+    assert bus.xlen(pipeline_lab.keys.stream(Stream.FILLS_RAW)) == 1
+    assert len(pipeline_lab.records.attribution(correlation_id=intent.correlation_id)) == 1

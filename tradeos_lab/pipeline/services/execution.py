@@ -17,6 +17,7 @@ written, each idempotent by its key, before anything is published; a records out
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -95,12 +96,19 @@ class Execution(Service):
         latest = cached_bar(lab.cache, self.ctx.settings.pipeline_timeframe)
         return PaperBroker(lab.records, latest, clock=self.ctx.clock)
 
+    @cached_property
+    def _one_at_a_time(self) -> threading.Lock:
+        # The runner polls each input in its own thread; an intent and a bar working the same
+        # order at once would both fill its remaining quantity.
+        return threading.Lock()
+
     def handle(self, message: Message) -> Sequence[Message]:
-        if isinstance(message, IntentMessage):
-            return self._place(message)
-        if isinstance(message, BarMessage):
+        if not isinstance(message, IntentMessage | BarMessage):
+            raise ContractError(f"execution takes intents and bars, not {message.schema_name}")
+        with self._one_at_a_time:
+            if isinstance(message, IntentMessage):
+                return self._place(message)
             return self._work_open_orders(message)
-        raise ContractError(f"execution takes intents and bars, not {message.schema_name}")
 
     # ---- an intent: one order ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@ positions are published too (mark to market).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
@@ -93,6 +94,10 @@ class Positions(Service):
         latest = cached_bar(lab.cache, self.ctx.settings.pipeline_timeframe)
         return PaperBroker(lab.records, latest, clock=self.ctx.clock)
 
+    @cached_property
+    def _one_at_a_time(self) -> threading.Lock:
+        return threading.Lock()
+
     def handle(self, message: Message) -> Sequence[Message]:
         if not isinstance(message, FillMessage | FillV1Message):
             raise ContractError(f"positions takes fills, not {message.schema_name}")
@@ -115,10 +120,11 @@ class Positions(Service):
             filled_at=fill.ts,
             broker=order.broker or self.broker.name,
         )
-        book = self._book(fill.ts)
-        self.records.snapshot_positions(book.values(), account=self.broker.name, at=fill.ts)
+        with self._one_at_a_time:  # the snapshot timer fires on another thread
+            book = self._book(fill.ts)
+            self.records.snapshot_positions(book.values(), account=self.broker.name, at=fill.ts)
+            self._cache(book, [fill.symbol])
         position = book[fill.symbol]
-        self._cache(book, [fill.symbol])
         return [derive(message, position, producer=self.name, produced_at=self.ctx.now())]
 
     def timers(self) -> Sequence[Timer]:
@@ -126,11 +132,14 @@ class Positions(Service):
 
     def snapshot(self) -> list[Message]:
         """Snapshot the whole book now, refresh the cache, and publish the open positions."""
-        book = self._book(self.ctx.now())
-        if not book:
-            return []
-        self.records.snapshot_positions(book.values(), account=self.broker.name, at=self.ctx.now())
-        self._cache(book, list(book))
+        with self._one_at_a_time:
+            book = self._book(self.ctx.now())
+            if not book:
+                return []
+            self.records.snapshot_positions(
+                book.values(), account=self.broker.name, at=self.ctx.now()
+            )
+            self._cache(book, list(book))
         return [
             new_message(p, producer=self.name, produced_at=self.ctx.now())
             for p in book.values()
