@@ -235,3 +235,15 @@ def test_through_the_runner_an_intent_on_the_bus_comes_out_as_an_order_and_fills
     assert bus.xlen(pipeline_lab.keys.stream(Stream.ORDERS)) == 1
     assert bus.xlen(pipeline_lab.keys.stream(Stream.FILLS_RAW)) == 1
     assert len(pipeline_lab.records.attribution(correlation_id=intent.correlation_id)) == 1
+
+
+def test_each_broker_answer_counts_a_success_on_the_brokers_circuit_breaker(
+    execution: Execution, pipeline_lab: Lab
+) -> None:
+    from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
+
+    breaker = pipeline_lab.flags.circuit_breaker(BROKER_DEPENDENCY)
+    for _ in range(4):
+        breaker.record_failure()
+    execution.handle(_intent(pipeline_lab, _bar(pipeline_lab, 0)))
+    assert breaker.status().failures == 0

@@ -17,6 +17,7 @@ written, each idempotent by its key, before anything is published; a records out
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,9 +43,10 @@ from tradeos_lab.contracts import (
     Severity,
     derive,
 )
-from tradeos_lab.errors import ContractError
+from tradeos_lab.errors import ContractError, TransientError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service
+from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message, Payload
@@ -148,7 +150,7 @@ class Execution(Service):
         if order.status == OrderStatus.REJECTED.value and order.broker_order_id is None:
             report = OrderReport(broker_order(order))  # refused here, never sent to the broker
         else:
-            report = self.broker.submit(
+            report = self._submit(
                 OrderRequest(
                     client_order_id=cid,
                     symbol=intent.symbol,
@@ -164,6 +166,19 @@ class Execution(Service):
             )
         chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
         return self._report(message, report, chain, submitted=True)
+
+    def _submit(self, request: OrderRequest) -> OrderReport:
+        """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker
+        that cannot answer counts a failure (and the intent is retried), an answer a success."""
+        breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
+        try:
+            report = self.broker.submit(request)
+        except TransientError:
+            with contextlib.suppress(TransientError):  # the flags tier down too: still retry
+                breaker.record_failure()
+            raise
+        breaker.record_success()
+        return report
 
     # ---- a bar: open orders work on it ------------------------------------------------------
 
