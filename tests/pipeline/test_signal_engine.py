@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tradeos_lab.contracts import AuditMessage, Bar, Message, RawSignal, new_message
+from tradeos_lab.contracts import AuditMessage, Bar, Message, Quote, RawSignal, new_message
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services.signal_engine import SignalEngine
 from tradeos_lab.providers import SyntheticProvider
-from tradeos_lab.strategies import RsiReversion, SmaCross, Strategy
+from tradeos_lab.strategies import FloatArray, RsiReversion, SmaCross, Strategy, Values
 
 HISTORY = 200  # bars cached before the first live one (ingestion's warm-up)
 STRATEGIES = ("sma_cross", "rsi_reversion")
@@ -136,3 +136,48 @@ def test_unknown_strategy_name_is_a_clear_error(pipeline_lab: Lab) -> None:
         _engine(pipeline_lab, ("no_such_strategy",))
     with pytest.raises(ValidationError, match="cannot import strategy module"):
         _engine(pipeline_lab, ("no_such_module:Thing",))
+
+
+class BrokenRule(SmaCross):
+    """A user's strategy whose rule gives an impossible strength on every bar."""
+
+    name = "test_broken_rule"
+
+    def rule(self, values: Values) -> FloatArray:
+        return np.full(len(values["close"]), 2.0)
+
+
+def test_a_failing_strategy_is_audited_and_the_others_go_on(
+    pipeline_lab: Lab, bars: pd.DataFrame
+) -> None:
+    pipeline_lab.cache.write_bars(bars.iloc[:HISTORY])
+    engine_type = type(
+        "TwoStrategies", (SignalEngine,), {"given_strategies": (BrokenRule(), SmaCross())}
+    )
+    engine = engine_type(
+        ServiceContext(lab=pipeline_lab, settings=pipeline_lab.settings, instance="two")
+    )
+    messages = _bar_messages(bars.iloc[HISTORY:])
+    outputs = [m for msg in messages for m in engine.handle(msg)]
+    errors = [
+        m for m in outputs if isinstance(m, AuditMessage) and m.payload.action == "signal.error"
+    ]
+    assert len(errors) == len(messages)
+    assert "strength outside [-1, 1]" in errors[0].payload.reason
+    assert errors[0].payload.target == "strategy:test_broken_rule"
+    signals = _signals(outputs)
+    assert {s.strategy for s in signals} == {"sma_cross"}
+    assert [pd.Timestamp(s.ts) for s in signals] == [t for t, _ in _expected(SmaCross(), bars)]
+
+
+def test_quotes_on_market_data_give_no_output(pipeline_lab: Lab) -> None:
+    quote = Quote(
+        symbol="BTC-USD",
+        ts=pd.Timestamp("2024-05-01T00:00Z").to_pydatetime(),
+        bid_price=100.0,
+        bid_size=1.0,
+        ask_price=100.5,
+        ask_size=2.0,
+        source="coinbase",
+    )
+    assert _engine(pipeline_lab).handle(new_message(quote, producer="ingestion")) == ()

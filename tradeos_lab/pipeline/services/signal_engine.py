@@ -4,7 +4,10 @@ What it consumes: `Bar` messages. What it decides: for every configured strategy
 `pipeline_strategies`: registered names, `module:Class` or `path.py:Class`), the strategy's live
 form (`LiveStrategy`: incremental indicators and the strategy's one rule, the same code as its
 batch form) takes the bar and gives a signal or none. What it emits: per signal a `RawSignal`
-derived from the bar message, and an `audit` entry saying which strategy decided what and why.
+derived from the bar message, and an `audit` entry saying which strategy decided what and why. A
+strategy whose rule fails on a bar (a strength outside [-1, 1], ...) gives that bar an `audit`
+entry `signal.error` with the reason instead, and the other strategies go on. Quotes and trade
+prints on `market_data` are not for the bar strategies: they are acked with no output.
 
 State: each strategy's live state per series is saved in the cache after every bar, with the
 signal that bar gave, so a restarted engine resumes where it stopped (no replay of history), and a
@@ -16,6 +19,7 @@ answered: it emits nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,6 +38,17 @@ if TYPE_CHECKING:
 
 #: Series key: (strategy name, symbol, timeframe).
 _SeriesKey = tuple[str, str, Timeframe]
+#: What a strategy made of one bar: a signal, none, or the error its rule raised.
+Outcome = RawSignal | str | None
+
+
+def _decide(live: LiveStrategy, bar: Bar, message: Message) -> Outcome:
+    """The strategy's answer to the bar; a rule that fails (a strength outside [-1, 1], ...) is
+    that strategy's error, reported on `audit`, and never stops the other strategies."""
+    try:
+        return live.update(bar, source_message_id=message.message_id)
+    except ValidationError as e:
+        return str(e) or type(e).__name__
 
 
 def load_strategies(refs: Sequence[str]) -> tuple[Strategy[Any], ...]:
@@ -60,12 +75,12 @@ class SignalEngine(Service):
         super().__init__(ctx)
         self.strategies = self.given_strategies or load_strategies(ctx.settings.pipeline_strategies)
         self._live: dict[_SeriesKey, LiveStrategy] = {}
-        self._last_signal: dict[_SeriesKey, RawSignal | None] = {}
+        self._last_outcome: dict[_SeriesKey, Outcome] = {}
 
     def handle(self, message: Message) -> Sequence[Message]:
         bar = message.payload
         if not isinstance(bar, Bar):
-            raise ValidationError(f"signal engine takes bars, got {message.schema_name}")
+            return ()  # quotes and trade prints: no strategy here reads them
         outputs: list[Message] = []
         saves: dict[str, str] = {}
         for strategy in self.strategies:
@@ -75,14 +90,16 @@ class SignalEngine(Service):
             if last is not None and bar.ts < last:
                 continue  # older than what this strategy took: already answered
             if last is not None and bar.ts == last:
-                signal = self._last_signal.get(key)  # handled before a crash: answer the same
+                outcome = self._last_outcome.get(key)  # handled before a crash: the same answer
             else:
-                signal = live.update(bar, source_message_id=message.message_id)
-                self._last_signal[key] = signal
-                saves[self._state_key(strategy, bar)] = _state_json(live, signal)
-            if signal is not None:
-                outputs.append(self.ctx.message(message, signal))
-                outputs.append(self._audit(message, signal))
+                outcome = _decide(live, bar, message)
+                self._last_outcome[key] = outcome
+                saves[self._state_key(strategy, bar)] = _state_json(live, outcome)
+            if isinstance(outcome, RawSignal):
+                outputs.append(self.ctx.message(message, outcome))
+                outputs.append(self._audit(message, outcome))
+            elif isinstance(outcome, str):
+                outputs.append(self._failure(message, strategy, outcome))
         self._save(saves, bar.timeframe)
         return outputs
 
@@ -102,9 +119,9 @@ class SignalEngine(Service):
             raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
         live: LiveStrategy | None = None
         if raw is not None:
-            live, signal = _from_json(raw)
+            live, outcome = _from_json(raw)
             if live is not None and live.strategy == strategy:
-                self._last_signal[key] = signal
+                self._last_outcome[key] = outcome
             else:
                 live = None  # another strategy version or parameters: start again
         if live is None:
@@ -112,9 +129,10 @@ class SignalEngine(Service):
             history = cache.get_bars(bar.symbol, bar.timeframe)
             earlier = history[history["ts"] < bar.ts]
             for row in earlier.loc[:, ["ts", *BAR_FIELDS]].to_dict("records"):
-                live.update(
-                    {str(k): v for k, v in row.items()}, source_message_id=message.message_id
-                )
+                with contextlib.suppress(ValidationError):  # a failing rule shows on live bars
+                    live.update(
+                        {str(k): v for k, v in row.items()}, source_message_id=message.message_id
+                    )
         self._live[key] = live
         return live
 
@@ -132,6 +150,14 @@ class SignalEngine(Service):
             raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
 
     # ---- what it emits --------------------------------------------------------------------------
+
+    def _failure(self, message: Message, strategy: Strategy[Any], error: str) -> Message:
+        return self.ctx.audit(
+            message,
+            action="signal.error",
+            target=f"strategy:{strategy.name}",
+            reason=f"{strategy.name} failed on this bar and gave no signal: {error}"[:4000],
+        )
 
     def _audit(self, message: Message, signal: RawSignal) -> Message:
         return self.ctx.audit(
@@ -151,21 +177,24 @@ class SignalEngine(Service):
         )
 
 
-def _state_json(live: LiveStrategy, signal: RawSignal | None) -> str:
+def _state_json(live: LiveStrategy, outcome: Outcome) -> str:
     state = {
         "live": live.to_dict(),
-        "signal": None if signal is None else signal.model_dump(mode="json"),
+        "signal": outcome.model_dump(mode="json") if isinstance(outcome, RawSignal) else None,
+        "error": outcome if isinstance(outcome, str) else None,
     }
     return json.dumps(state, allow_nan=False, separators=(",", ":"))
 
 
-def _from_json(raw: bytes | str) -> tuple[LiveStrategy | None, RawSignal | None]:
+def _from_json(raw: bytes | str) -> tuple[LiveStrategy | None, Outcome]:
     """A saved state, or (None, None) when it cannot be read: a corrupt copy is rebuilt from
     the cached bars, never trusted."""
     try:
         data = json.loads(raw)
         live = LiveStrategy.from_dict(data["live"])
-        saved = data["signal"]
-        return live, None if saved is None else RawSignal.model_validate(saved)
+        saved, error = data["signal"], data.get("error")
+        if saved is not None:
+            return live, RawSignal.model_validate(saved)
+        return live, None if error is None else str(error)
     except (ValueError, KeyError, TypeError):
         return None, None
