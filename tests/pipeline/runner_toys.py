@@ -1,5 +1,5 @@
 """Toy services for the runner's tests and the benchmark's null chain (run in-process or as
-`python -m tradeos_lab.pipeline.runner tests/pipeline/runner_toys.py:Relay`)."""
+`python -m tradeos_lab.pipeline tests/pipeline/runner_toys.py:Relay`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline import Service, ServiceContext, Timer
 
 #: A bar with this volume makes `Relay` stop in its handler the first time it sees one (so a test
-#: can kill the process mid-batch); `REJECT_VOLUME` makes it raise (a bad message).
+#: can kill the process mid-batch); `REJECT_VOLUME` makes it raise (a bad message). While the
+#: bus key `<namespace>:toy:slow` holds a number, it spends that many seconds on each bar.
 STALL_VOLUME = 999.0
 REJECT_VOLUME = 666.0
 START = datetime(2024, 1, 2, tzinfo=UTC)

@@ -16,7 +16,6 @@ the registry. A notebook runs a service in its kernel with `run_in_thread()`.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
 import importlib
@@ -41,7 +40,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from tradeos_lab.errors import TransientError, ValidationError
 from tradeos_lab.observability.health import HealthServer
 from tradeos_lab.observability.logs import correlation
-from tradeos_lab.pipeline.registry import SERVICE_MODULES, service_class
+from tradeos_lab.pipeline.registry import service_class
 from tradeos_lab.pipeline.service import Service, ServiceContext, Timer
 from tradeos_lab.symbols import canonical_name
 from tradeos_lab.tiers.bus.consumer import Consumer, Delivery, PollResult
@@ -543,25 +542,3 @@ def run_service(
     with tl.connect(settings, start=False) as lab:
         ctx = ServiceContext(lab, settings, instance or default_instance())
         ServiceRunner(cls, ctx, batch=batch).run(stop)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tradeos_lab.pipeline.runner REF`: one service, settings from the environment."""
-    from tradeos_lab.observability.logs import configure_logging
-    from tradeos_lab.settings import load_settings
-
-    parser = argparse.ArgumentParser(prog="python -m tradeos_lab.pipeline.runner")
-    parser.add_argument(
-        "service", help=f"{', '.join(SERVICE_MODULES)}, module:Class or path.py:Class"
-    )
-    parser.add_argument("--instance", default=None, help="worker instance name (host-pid)")
-    parser.add_argument("--batch", type=int, default=BATCH, help="entries per read")
-    args = parser.parse_args(argv)
-    cls = resolve_service(args.service)
-    configure_logging(cls.name)
-    run_service(cls, load_settings(), instance=args.instance, batch=args.batch)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
