@@ -21,6 +21,7 @@ a refused order, a `risk_events` message and an `audit` entry naming the rule an
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +47,11 @@ from tradeos_lab.indicators.sessions import sessions
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
-from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, ProfileSource
+from tradeos_lab.pipeline.services.signal_modifier import (
+    PROFILE_MAX_AGE_S,
+    ActiveProfile,
+    ProfileSource,
+)
 from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.tiers.flags import Decision, reduces_exposure
 
@@ -89,6 +94,9 @@ class Feasibility(Service):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.profiles = ProfileSource(ctx.lab.records)
+        self._limits: RiskLimits | None = None
+        self._limits_read_at = -math.inf
+        self._day_start: tuple[str, float] | None = None
 
     def handle(self, message: Message) -> Sequence[Message]:
         signal = message.payload
@@ -158,14 +166,29 @@ class Feasibility(Service):
         account = self.ctx.lab.cache.get_account()
         if account is not None:
             return account.portfolio_value
-        return float(self.ctx.lab.records.get_config(STARTING_CASH_KEY, DEFAULT_STARTING_CASH))
+        return self.limits().starting_cash
+
+    def limits(self) -> RiskLimits:
+        """The live-tunable limits from the records, re-read at most every `PROFILE_MAX_AGE_S`
+        (a change reaches the pipeline within a second without four queries per order)."""
+        now = time.monotonic()
+        if self._limits is None or now - self._limits_read_at > PROFILE_MAX_AGE_S:
+            get = self.ctx.lab.records.get_config
+            self._limits = RiskLimits(
+                max_order_notional=float(get(MAX_ORDER_NOTIONAL_KEY, DEFAULT_MAX_ORDER_NOTIONAL)),
+                exit_cooldown_s=float(get(EXIT_COOLDOWN_KEY, DEFAULT_EXIT_COOLDOWN_S)),
+                broker_rate_limit=int(get(BROKER_RATE_LIMIT_KEY, DEFAULT_BROKER_RATE_LIMIT)),
+                starting_cash=float(get(STARTING_CASH_KEY, DEFAULT_STARTING_CASH)),
+            )
+            self._limits_read_at = now
+        return self._limits
 
     def _facts(self, p: _Proposal, kill: Decision, equity: float, account: float) -> OrderCheck:
         """The facts every rule but the rate limit judges the order by."""
         signal = p.signal
         lab = self.ctx.lab
-        records = lab.records
         profile = self.profiles.get()
+        limits = self.limits()
         now = self.ctx.clock()
         try:
             breaker = lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
@@ -188,19 +211,15 @@ class Feasibility(Service):
             max_position_pct=profile.max_position_pct,
             other_exposure=self._other_exposure(signal.symbol),
             max_leverage=profile.max_leverage,
-            max_order_notional=float(
-                records.get_config(MAX_ORDER_NOTIONAL_KEY, DEFAULT_MAX_ORDER_NOTIONAL)
-            ),
+            max_order_notional=limits.max_order_notional,
             last_exit_at=self._last_exit_at(signal.strategy, signal.symbol),
-            exit_cooldown_s=float(records.get_config(EXIT_COOLDOWN_KEY, DEFAULT_EXIT_COOLDOWN_S)),
+            exit_cooldown_s=limits.exit_cooldown_s,
             market_open=market_open(signal.symbol, now),
         )
 
     def _with_rate(self, check: OrderCheck) -> OrderCheck:
         """Take one slot of the broker's rate limit (the only check with an effect: last)."""
-        limit = int(
-            self.ctx.lab.records.get_config(BROKER_RATE_LIMIT_KEY, DEFAULT_BROKER_RATE_LIMIT)
-        )
+        limit = self.limits().broker_rate_limit
         try:
             limiter = self.ctx.lab.flags.rate_limiter(
                 BROKER_DEPENDENCY, limit=limit, window_seconds=60
@@ -215,15 +234,19 @@ class Feasibility(Service):
         process and a restart agree on it."""
         records = self.ctx.lab.records
         day = datetime.fromtimestamp(now, UTC).date().isoformat()
+        if self._day_start is not None and self._day_start[0] == day:
+            return self._day_start[1]
         kept = records.get_config(DAY_START_EQUITY_KEY)
         if isinstance(kept, dict) and kept.get("day") == day:
-            return float(kept["equity"])
+            self._day_start = (day, float(kept["equity"]))
+            return self._day_start[1]
         records.set_config(
             DAY_START_EQUITY_KEY,
             {"day": day, "equity": equity},
             changed_by=f"service:{self.name}",
             reason="the daily loss limit counts from the first equity seen on a UTC day",
         )
+        self._day_start = (day, equity)
         return equity
 
     def _other_exposure(self, symbol: str) -> float:
@@ -319,6 +342,16 @@ class Feasibility(Service):
 
 
 # ---- helpers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    """The live-tunable limits of the records' system config (the profile holds the rest)."""
+
+    max_order_notional: float
+    exit_cooldown_s: float
+    broker_rate_limit: int
+    starting_cash: float
 
 
 @dataclass(frozen=True)
