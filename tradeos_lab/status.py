@@ -309,7 +309,16 @@ def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[Par
                     restarts=restarts.get(name, 0),
                 )
             )
-    return rows
+    return sorted(rows, key=_service_order)
+
+
+def _service_order(row: PartStatus) -> tuple[int, str]:
+    """The stack's own workers first, then the pipeline's services in pipeline order."""
+    from tradeos_lab.settings import PIPELINE_SERVICES
+
+    order = ("stack", "supervisor", *PIPELINE_SERVICES)
+    service = row.part.split("/")[0]
+    return (order.index(service) if service in order else len(order), row.part)
 
 
 def _group_totals(settings: Settings, embedded_urls: dict[str, str]) -> dict[str, _GroupTotals]:

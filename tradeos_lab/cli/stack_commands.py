@@ -208,32 +208,21 @@ def log_to_files(settings: Settings, service: str, *, echo: bool) -> None:
 )
 @pass_cli
 def service(ctx: CliContext, name: str, supervisor_pid: int | None) -> None:
-    """Run one pipeline service (e.g. execution) in the foreground, on the running stack;
-    Ctrl-C or SIGTERM stops it after its current batch."""
-    import tradeos_lab as tl
-    from tradeos_lab.pipeline.registry import service_class
-    from tradeos_lab.pipeline.runner import ServiceRunner
-    from tradeos_lab.pipeline.service import ServiceContext
+    """Run one pipeline service (ingestion, signal_engine, signal_modifier, feasibility,
+    execution, positions; or module:Class) in the foreground on the running stack; Ctrl-C or
+    SIGTERM stops it after its current batch."""
+    from tradeos_lab.pipeline.runner import resolve_service, run_service
     from tradeos_lab.pipeline.supervisor import die_with_supervisor, service_instance
 
     if supervisor_pid is not None:
         die_with_supervisor(supervisor_pid)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        service_cls = service_class(name)
+        service_cls = resolve_service(name)
     except ValidationError as e:
         raise ConfigError(str(e)) from None
     settings = ctx.settings
     configure_logging(service_cls.name, settings.log_level, settings.log_format)
-    with tl.connect(settings, start=False) as lab:
-        context = ServiceContext(lab=lab, settings=settings, instance=service_instance())
-        ServiceRunner(service_cls, context).run(stop)
+    run_service(service_cls, settings, instance=service_instance())
 
 
 @click.command()
