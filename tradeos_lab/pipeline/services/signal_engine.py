@@ -9,20 +9,24 @@ strategy whose rule fails on a bar (a strength outside [-1, 1], ...) gives that 
 entry `signal.error` with the reason instead, and the other strategies go on. Quotes and trade
 prints on `market_data` are not for the bar strategies: they are acked with no output.
 
-State: each strategy's live state per series is saved in the cache after every bar, with the
-signal that bar gave, so a restarted engine resumes where it stopped (no replay of history), and a
-bar handled again after a crash (saved, but not yet acked) gives the same outputs. A series seen
-for the first time is warmed on the bars ingestion cached before it, so a strategy signals from
-its first live bar. A bar older than the last one a strategy took is a duplicate of one already
-answered: it emits nothing.
+State: each strategy's live state per series (with its answer to the last bar) is saved in the
+cache at most every `SAVE_EVERY_S` seconds and when the engine stops, in one pipelined write, so
+the hot path has no round trip of its own. A restarted engine resumes from the saved state and
+catches up on the bars it took since, from the bars ingestion cached (ingestion caches every bar
+before publishing it); so the signals after a restart, and the outputs of a bar handled again
+after a crash, are the ones an engine that never stopped would give. When the cache no longer
+reaches back to the saved state (a long outage) or there is none, the state is warmed afresh on
+the cached bars, so a strategy signals from its first live bar. A bar older than the last one a
+strategy took is a duplicate of one already answered: it emits nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import redis
 
@@ -36,6 +40,8 @@ from tradeos_lab.symbols import Timeframe
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
 
+#: How often live states are saved to the cache (and always when the engine stops).
+SAVE_EVERY_S: Final = 1.0
 #: Series key: (strategy name, symbol, timeframe).
 _SeriesKey = tuple[str, str, Timeframe]
 #: What a strategy made of one bar: a signal, none, or the error its rule raised.
@@ -76,13 +82,14 @@ class SignalEngine(Service):
         self.strategies = self.given_strategies or load_strategies(ctx.settings.pipeline_strategies)
         self._live: dict[_SeriesKey, LiveStrategy] = {}
         self._last_outcome: dict[_SeriesKey, Outcome] = {}
+        self._unsaved: set[_SeriesKey] = set()
+        self._saved_at = time.monotonic()
 
     def handle(self, message: Message) -> Sequence[Message]:
         bar = message.payload
         if not isinstance(bar, Bar):
             return ()  # quotes and trade prints: no strategy here reads them
         outputs: list[Message] = []
-        saves: dict[str, str] = {}
         for strategy in self.strategies:
             key = (strategy.name, bar.symbol, bar.timeframe)
             live = self._live.get(key) or self._resume(strategy, bar, message)
@@ -90,64 +97,85 @@ class SignalEngine(Service):
             if last is not None and bar.ts < last:
                 continue  # older than what this strategy took: already answered
             if last is not None and bar.ts == last:
-                outcome = self._last_outcome.get(key)  # handled before a crash: the same answer
+                outcome = self._last_outcome.get(key)  # handled before: the same answer
             else:
                 outcome = _decide(live, bar, message)
                 self._last_outcome[key] = outcome
-                saves[self._state_key(strategy, bar)] = _state_json(live, outcome)
+                self._unsaved.add(key)
             if isinstance(outcome, RawSignal):
                 outputs.append(self.ctx.message(message, outcome))
                 outputs.append(self._audit(message, outcome))
             elif isinstance(outcome, str):
                 outputs.append(self._failure(message, strategy, outcome))
-        self._save(saves, bar.timeframe)
+        if time.monotonic() - self._saved_at >= SAVE_EVERY_S:
+            self.save()
         return outputs
 
-    # ---- state: resumed from the cache, saved after every bar -----------------------------------
+    def close(self) -> None:
+        """Save every state before stopping, so the next engine resumes without catching up."""
+        self.save()
 
-    def _state_key(self, strategy: Strategy[Any], bar: Bar) -> str:
-        return self.ctx.lab.keys.live_strategy(self.name, strategy.name, bar.symbol, bar.timeframe)
+    # ---- state: saved now and then, resumed from the cache ---------------------------------
 
-    def _resume(self, strategy: Strategy[Any], bar: Bar, message: Message) -> LiveStrategy:
-        """The saved live state of this series, else a fresh one warmed on the cached bars
-        before this bar (their signals are history, not news: none is emitted)."""
-        key = (strategy.name, bar.symbol, bar.timeframe)
-        cache = self.ctx.lab.cache
-        try:
-            raw = cache.redis.get(self._state_key(strategy, bar))
-        except redis.RedisError as e:
-            raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
-        live: LiveStrategy | None = None
-        if raw is not None:
-            live, outcome = _from_json(raw)
-            if live is not None and live.strategy == strategy:
-                self._last_outcome[key] = outcome
-            else:
-                live = None  # another strategy version or parameters: start again
-        if live is None:
-            live = strategy.live(bar.symbol, bar.timeframe)
-            history = cache.get_bars(bar.symbol, bar.timeframe)
-            earlier = history[history["ts"] < bar.ts]
-            for row in earlier.loc[:, ["ts", *BAR_FIELDS]].to_dict("records"):
-                with contextlib.suppress(ValidationError):  # a failing rule shows on live bars
-                    live.update(
-                        {str(k): v for k, v in row.items()}, source_message_id=message.message_id
-                    )
-        self._live[key] = live
-        return live
+    def _state_key(self, strategy_name: str, symbol: str, timeframe: Timeframe) -> str:
+        return self.ctx.lab.keys.live_strategy(self.name, strategy_name, symbol, timeframe)
 
-    def _save(self, saves: dict[str, str], timeframe: Timeframe) -> None:
-        if not saves:
+    def save(self) -> None:
+        """Write the states changed since the last save, in one round trip."""
+        self._saved_at = time.monotonic()
+        if not self._unsaved:
             return
         cache = self.ctx.lab.cache
-        ttl = cache.bar_ttl(timeframe)
         try:
             with cache.redis.pipeline(transaction=False) as pipe:
-                for key, value in saves.items():
-                    pipe.set(key, value, ex=ttl)
+                for key in self._unsaved:
+                    name, symbol, timeframe = key
+                    state = _state_json(self._live[key], self._last_outcome.get(key))
+                    pipe.set(
+                        self._state_key(name, symbol, timeframe),
+                        state,
+                        ex=cache.bar_ttl(timeframe),
+                    )
                 pipe.execute()
         except redis.RedisError as e:
             raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
+        self._unsaved.clear()
+
+    def _resume(self, strategy: Strategy[Any], bar: Bar, message: Message) -> LiveStrategy:
+        """The saved live state of this series caught up on the cached bars before this bar,
+        else a fresh one warmed on them (their signals are history, not news: none is emitted)."""
+        key = (strategy.name, bar.symbol, bar.timeframe)
+        cache = self.ctx.lab.cache
+        try:
+            raw = cache.redis.get(self._state_key(strategy.name, bar.symbol, bar.timeframe))
+        except redis.RedisError as e:
+            raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
+        history = cache.get_bars(bar.symbol, bar.timeframe)
+        earlier = history[history["ts"] < bar.ts]
+        live: LiveStrategy | None = None
+        if raw is not None:
+            live, outcome = _from_json(raw)
+            if live is None or live.strategy != strategy:
+                live = None  # another strategy version or parameters: start again
+            elif live.last_ts is not None and live.last_ts < bar.ts:
+                missed = earlier[earlier["ts"] > live.last_ts]
+                if len(missed) and earlier["ts"].iloc[0] > live.last_ts:
+                    live = None  # the cache no longer reaches back to the saved state
+                else:
+                    earlier = missed
+            else:
+                earlier = earlier.iloc[0:0]
+            if live is not None:
+                self._last_outcome[key] = outcome
+        if live is None:
+            live = strategy.live(bar.symbol, bar.timeframe)
+        for row in earlier.loc[:, ["ts", *BAR_FIELDS]].to_dict("records"):
+            with contextlib.suppress(ValidationError):  # a failing rule shows on live bars
+                live.update(
+                    {str(k): v for k, v in row.items()}, source_message_id=message.message_id
+                )
+        self._live[key] = live
+        return live
 
     # ---- what it emits --------------------------------------------------------------------------
 
