@@ -208,3 +208,24 @@ def test_service_references_resolve_or_name_the_problem() -> None:
         resolve_service("relay")
     with pytest.raises(ValidationError, match="cannot import service module"):
         resolve_service("no_such_module:Relay")
+
+
+def test_pending_entries_of_a_departed_member_are_taken_over_and_a_live_ones_are_not(
+    pipeline_lab: Lab,
+) -> None:
+    lab = pipeline_lab
+    for i in range(3):
+        lab.bus.publish(Stream.MARKET_DATA, bar(i))
+    other = lab.bus.consumer(Stream.MARKET_DATA, "relay", "relay-0", count=10)
+    deliveries = other.messages(block_ms=0)
+    next(deliveries)  # relay-0 holds the batch of three, unacked
+    lab.flags.workers.heartbeat("relay", "relay-0")
+    runner = _runner(lab)
+    assert runner.adopt_orphans() == 0, "a live member keeps its entries"
+    lab.flags.workers.deregister("relay", "relay-0")
+    assert runner.adopt_orphans() == 3
+    result = runner.drain()
+    assert result.handled == 3
+    assert len(_messages(lab, Stream.AUDIT, "relay")) == 3
+    group = lab.bus.inspect.group_info(Stream.MARKET_DATA, "relay")
+    assert group.pending == 0

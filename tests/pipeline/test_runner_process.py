@@ -96,10 +96,13 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_no_output(
     first.send_signal(signal.SIGKILL)
     first.wait()
 
-    # A new process (a new instance name, as a supervisor restarts it) reclaims the dead one's
-    # pending entries once they are idle for claim_idle_ms.
-    second = spawn("relay-b", batch=10, claim_idle_ms="200")
-    _wait(lambda: len(_relayed(lab)) >= 30)
+    # The supervisor that saw it die deregisters it and starts a process with a new instance
+    # name, which takes over the dead member's pending entries at once: well before the idle
+    # reclaim (claim_idle_ms, 30 s here) would hand them over.
+    assert lab.bus.inspect.group_info(Stream.MARKET_DATA, "relay").pending == 10
+    lab.flags.workers.deregister("relay", "relay-a")
+    second = spawn("relay-b", batch=10)
+    _wait(lambda: len(_relayed(lab)) >= 30, timeout=20)
     second.send_signal(signal.SIGTERM)
     assert second.wait(30) == 0
 

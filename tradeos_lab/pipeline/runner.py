@@ -44,6 +44,7 @@ from tradeos_lab.pipeline.registry import service_class
 from tradeos_lab.pipeline.service import Service, ServiceContext, Timer
 from tradeos_lab.symbols import canonical_name
 from tradeos_lab.tiers.bus.consumer import Consumer, Delivery, PollResult
+from tradeos_lab.tiers.bus.wire import text
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -368,6 +369,51 @@ class ServiceRunner:
 
     # ---- running --------------------------------------------------------------------------------
 
+    def adopt_orphans(self) -> int:
+        """Take over the pending entries of group members that left the worker registry.
+
+        A process killed mid-batch leaves its entries pending under its own consumer name; its
+        successor runs under a new instance name and would wait `claim_idle_ms` for the bus's
+        idle reclaim. A member missing from the registry (deregistered by the supervisor that saw
+        it die, or silent for the heartbeat TTL) is dead: its entries are claimed at once without
+        counting a delivery (XCLAIM JUSTID) and handled first, like this consumer's own pending.
+        Returns how many entries were taken over.
+        """
+        bus = self.ctx.lab.bus
+        live = {
+            w.instance
+            for w in self.ctx.lab.flags.workers.live_workers()
+            if w.service == self.service.name
+        }
+        adopted = 0
+        for consumer in self.consumers:
+            key = bus.stream_key(consumer.stream)
+            try:
+                members = bus.redis.xinfo_consumers(key, consumer.group)
+            except redis.ResponseError:  # no stream or group yet: nobody to take over from
+                continue
+            for member in members:
+                name = text(member["name"])
+                pending = int(member["pending"])
+                if name == consumer.name or not pending or _registry_name(name) in live:
+                    continue
+                rows = bus.redis.xpending_range(
+                    key, consumer.group, "-", "+", pending, consumername=name
+                )
+                ids: list[Any] = [row["message_id"] for row in rows]
+                if ids:
+                    bus.redis.xclaim(key, consumer.group, consumer.name, 0, ids, justid=True)
+                    adopted += len(ids)
+                    log.info(
+                        "%s took over %d pending %s entries of the departed member %s",
+                        self.service.name,
+                        len(ids),
+                        consumer.stream.value,
+                        name,
+                    )
+            consumer.restart()  # drain own pending (the adopted entries included) first
+        return adopted
+
     def _consume(self, consumer: Consumer, stop: threading.Event) -> None:
         """One input's loop: poll until `stop`, settling each batch before looking at `stop`."""
         try:
@@ -396,6 +442,7 @@ class ServiceRunner:
             ).start()
             self.status = "running"
             self.heartbeat()
+            self._adopt()
             threads = [
                 threading.Thread(
                     target=self._consume,
@@ -436,6 +483,14 @@ class ServiceRunner:
             self.close()
         if self._failure is not None:
             raise self._failure
+
+    def _adopt(self) -> None:
+        try:
+            self.adopt_orphans()
+        except (TransientError, redis.RedisError) as e:  # the idle reclaim still gets them later
+            log.warning(
+                "%s could not take over departed members' entries: %s", self.service.name, e
+            )
 
     def _install_signals(self, stop: threading.Event) -> dict[int, Any]:
         """SIGTERM and SIGINT set `stop` (only possible on the main thread)."""
@@ -519,6 +574,14 @@ def resolve_service(ref: str) -> type[Service]:
     if not (isinstance(cls, type) and issubclass(cls, Service)) or cls is Service:
         raise ValidationError(f"{ref!r} does not name a Service subclass")
     return cls
+
+
+def _registry_name(instance: str) -> str:
+    """An instance name as the worker registry spells it (canonical), or itself if it has none."""
+    try:
+        return canonical_name(instance, "instance")
+    except ValidationError:
+        return instance
 
 
 def default_instance() -> str:
