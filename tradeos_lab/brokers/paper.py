@@ -122,7 +122,7 @@ class PaperBroker:
     def submit(self, request: OrderRequest) -> OrderReport:
         """Place `request` and fill it against its symbol's latest bar; once per client order id."""
         cid = request.client_order_id
-        self.records.record_order(
+        fresh = self.records.record_order(
             client_order_id=cid,
             symbol=request.symbol,
             side=Side(request.side).value,
@@ -141,7 +141,8 @@ class PaperBroker:
             raise ValidationError(
                 f"order {cid} belongs to broker {order.broker!r}, not {self.name}"
             )
-        submitted_on = self._submitted_on(cid)
+        # A fresh order was never placed; a known one may have been (read its events).
+        submitted_on = None if fresh else self._submitted_on(cid)
         if submitted_on is not None or order.status == OrderStatus.REJECTED.value:
             # Already placed: answer as the first time (the fills of its first bar), place nothing.
             first = [] if submitted_on is None else self._fills_on(order, submitted_on)
@@ -167,7 +168,7 @@ class PaperBroker:
         self._update(order, event=f"{cid}:{_ACCEPTED}:{epoch}", status=OrderStatus.ACCEPTED)
         fills: list[BrokerFill] = []
         if bar is not None and self.config.latency_bars == 0:
-            fills = self._fill_on_bar(self.records.order(cid), bar)
+            fills = self._fill_on_bar(order, bar, [] if fresh else None)
         order = self.records.order(cid)
         if order.time_in_force in (TimeInForce.IOC.value, TimeInForce.FOK.value):
             order = self._finish(order, OrderStatus.CANCELED, "unfilled rest of an immediate order")
@@ -260,33 +261,46 @@ class PaperBroker:
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _fill_on_bar(self, order: Order, bar: Bar) -> list[BrokerFill]:
-        """At most one fill of `order` on `bar`; the order's status follows from its fills."""
+    def _fill_on_bar(
+        self, order: Order, bar: Bar, fills: list[Fill] | None = None
+    ) -> list[BrokerFill]:
+        """At most one fill of `order` on `bar`; the order's status follows from its fills
+        (`fills`: the order's fills so far when the caller knows them, else read here)."""
         cid = order.client_order_id
         execution_id = f"{cid}:{_epoch(bar.ts)}"
-        made: Fill | None = None
-        known = {f.execution_id: f for f in self.records.fills(cid)}
-        if execution_id in known:
-            made = known[execution_id]
-        else:
-            quantity, price = self._match(order, bar)
-            if quantity > 0:
-                fee = quantity * price * self.config.fee_bps / 10_000
-                self.records.record_fill(
-                    execution_id=execution_id,
-                    client_order_id=cid,
-                    symbol=order.symbol,
-                    side=order.side,
-                    quantity=quantity,
-                    price=price,
-                    fee=fee,
-                    filled_at=self._now(),
-                    broker=self.name,
-                )
-                made = {f.execution_id: f for f in self.records.fills(cid)}[execution_id]
+        fills = self.records.fills(cid) if fills is None else fills
+        made = next((f for f in fills if f.execution_id == execution_id), None)
         if made is None:
-            return []
-        fills = self.records.fills(cid)
+            quantity, price = self._match(order, bar, sum(f.quantity for f in fills))
+            if quantity <= 0:
+                return []
+            made = Fill(
+                execution_id=execution_id,
+                client_order_id=cid,
+                broker=self.name,
+                symbol=order.symbol,
+                side=order.side,
+                quantity=quantity,
+                price=price,
+                fee=quantity * price * self.config.fee_bps / 10_000,
+                filled_at=self._now(),
+            )
+            recorded = self.records.record_fill(
+                execution_id=made.execution_id,
+                client_order_id=cid,
+                symbol=made.symbol,
+                side=made.side,
+                quantity=made.quantity,
+                price=made.price,
+                fee=made.fee,
+                filled_at=made.filled_at,
+                broker=self.name,
+            )
+            if recorded:
+                fills = [*fills, made]
+            else:  # recorded meanwhile by an earlier attempt: that one stands
+                fills = self.records.fills(cid)
+                made = next(f for f in fills if f.execution_id == execution_id)
         filled = sum(f.quantity for f in fills)
         avg = sum(f.quantity * f.price for f in fills) / filled
         done = filled >= order.quantity * (1 - 1e-9)
@@ -300,9 +314,9 @@ class PaperBroker:
         )
         return [self._fill(order, made)]
 
-    def _match(self, order: Order, bar: Bar) -> tuple[float, float]:
-        """(quantity, price) `order` gets on `bar`; quantity 0 when it gets nothing."""
-        remaining = order.quantity - order.filled_quantity
+    def _match(self, order: Order, bar: Bar, filled: float) -> tuple[float, float]:
+        """(quantity, price) `order`, `filled` so far, gets on `bar`; quantity 0 for nothing."""
+        remaining = order.quantity - filled
         capacity = bar.volume * self.config.participation
         quantity = min(remaining, capacity)
         if quantity <= 0:

@@ -118,6 +118,41 @@ class Execution(Service):
         intent = message.payload
         cid = client_order_id_for(message.message_id)
         self.records.record_intent(message)
+        request = OrderRequest(
+            client_order_id=cid,
+            symbol=intent.symbol,
+            side=intent.side,
+            quantity=intent.quantity,
+            order_type=intent.order_type,
+            limit_price=intent.limit_price,
+            time_in_force=intent.time_in_force,
+            strategy=intent.strategy,
+            intent_id=message.message_id,
+            correlation_id=message.correlation_id,
+        )
+        known = self.records.find_order(cid)
+        if known is None or known.status == OrderStatus.NEW.value:
+            # Not yet placed: the kill switch is asked again right before the broker is.
+            decision = self.ctx.lab.kill_switches.check_order(
+                intent.strategy, intent.symbol, intent.side, intent.quantity, book=self.records
+            )
+            if not decision.allowed:
+                known = self._refuse(message, request, f"kill switch: {decision.reason}")
+        if (
+            known is not None
+            and known.status == OrderStatus.REJECTED.value
+            and (known.broker_order_id is None)
+        ):
+            report = OrderReport(broker_order(known))  # refused here, never sent to the broker
+        else:
+            report = self._submit(request)
+        chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
+        return self._report(message, report, chain, submitted=True)
+
+    def _refuse(self, message: IntentMessage, request: OrderRequest, reason: str) -> OrderRecord:
+        """Record the intent's order as rejected here, before any broker saw it."""
+        intent = message.payload
+        cid = request.client_order_id
         self.records.record_order(
             client_order_id=cid,
             symbol=intent.symbol,
@@ -133,39 +168,14 @@ class Execution(Service):
             correlation_id=message.correlation_id,
             at=self.ctx.now(),
         )
-        if self.records.order(cid).status == OrderStatus.NEW.value:
-            # Not yet placed: the kill switch is asked again right before the broker is.
-            decision = self.ctx.lab.kill_switches.check_order(
-                intent.strategy, intent.symbol, intent.side, intent.quantity, book=self.records
-            )
-            if not decision.allowed:
-                self.records.apply_order_update(
-                    cid,
-                    event_id=f"{cid}:halted",
-                    status=OrderStatus.REJECTED.value,
-                    broker_at=self.ctx.now(),
-                    reason=f"kill switch: {decision.reason}"[:256],
-                )
-        order = self.records.order(cid)
-        if order.status == OrderStatus.REJECTED.value and order.broker_order_id is None:
-            report = OrderReport(broker_order(order))  # refused here, never sent to the broker
-        else:
-            report = self._submit(
-                OrderRequest(
-                    client_order_id=cid,
-                    symbol=intent.symbol,
-                    side=intent.side,
-                    quantity=intent.quantity,
-                    order_type=intent.order_type,
-                    limit_price=intent.limit_price,
-                    time_in_force=intent.time_in_force,
-                    strategy=intent.strategy,
-                    intent_id=message.message_id,
-                    correlation_id=message.correlation_id,
-                )
-            )
-        chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
-        return self._report(message, report, chain, submitted=True)
+        self.records.apply_order_update(
+            cid,
+            event_id=f"{cid}:halted",
+            status=OrderStatus.REJECTED.value,
+            broker_at=self.ctx.now(),
+            reason=reason[:256],
+        )
+        return self.records.order(cid)
 
     def _submit(self, request: OrderRequest) -> OrderReport:
         """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker

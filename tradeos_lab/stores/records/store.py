@@ -389,6 +389,13 @@ class RecordsStore:
                 raise ValidationError(f"no order with client_order_id {client_order_id!r}")
             return found
 
+    def find_order(self, client_order_id: str) -> Order | None:
+        """The order recorded under `client_order_id`, or None when there is none."""
+        with self.session() as session:
+            return session.scalar(
+                select(Order).where(Order.client_order_id == client_order_id_of(client_order_id))
+            )
+
     def apply_order_update(
         self,
         client_order_id: str,
