@@ -85,3 +85,10 @@ def test_signal_by_message_id(store: RecordsStore) -> None:
     assert kept is not None and kept.payload["source_message_id"] == raw.payload.source_message_id
     with pytest.raises(ValidationError):
         store.signal("")
+
+
+def test_find_order_is_none_for_an_unknown_client_order_id(store: RecordsStore) -> None:
+    assert store.find_order("a") is None
+    _order(store, "a")
+    found = store.find_order("a")
+    assert found is not None and found.broker == "paper"
