@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+import tradeos_lab as tl
 from tradeos_lab.contracts import is_message_id
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
@@ -22,6 +23,7 @@ from tradeos_lab.pipeline.services.ingestion import (
     bar_message_id,
 )
 from tradeos_lab.providers import SyntheticProvider, save_bars
+from tradeos_lab.secrets import SecretUrl
 from tradeos_lab.symbols import Timeframe
 
 
@@ -160,3 +162,20 @@ def test_on_the_embedded_stack_bars_reach_bus_cache_and_lake(embedded_pipeline_l
     last_ts = pd.Timestamp(published["payload.ts"].iloc[-1])
     assert lab.cache.get_bars("BTC-USD", "1m", limit=1)["ts"].iloc[-1] == last_ts
     assert lab.lake.read_bars("BTC-USD", "1m", limit=1)["ts"].iloc[-1] == last_ts
+
+
+def test_bars_are_published_and_cached_while_the_lake_is_down(pipeline_lab: Lab) -> None:
+    no_lake = pipeline_lab.settings.model_copy(
+        update={"lake_url": SecretUrl("clickhouse://127.0.0.1:1")}  # nothing listens there
+    )
+    lab = tl.connect(no_lake, start=False)
+    try:
+        ingestion = _ingestion(lab)
+        for _ in range(2):
+            ingestion.timers()[0].fire()
+        published = _published(lab)
+        assert len(published) == 2
+        cached = lab.cache.get_bars("BTC-USD", "1m")
+        assert list(cached["ts"]) == list(pd.to_datetime(published["payload.ts"], utc=True))
+    finally:
+        lab.close()

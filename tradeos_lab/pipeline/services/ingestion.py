@@ -25,6 +25,7 @@ indicators and strategies have history from the first bar.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import redis
 
 from tradeos_lab.bars import empty_bars
 from tradeos_lab.contracts import Bar, BarMessage
-from tradeos_lab.errors import ValidationError
+from tradeos_lab.errors import TransientError, ValidationError
 from tradeos_lab.indicators import (
     ATR,
     EMA,
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
     from tradeos_lab.lab import Lab
     from tradeos_lab.providers import BarProvider, FileReplayProvider
+
+log = logging.getLogger(__name__)
 
 #: The indicators kept in the cache for every ingested series (the live-state cache holds "all
 #: technical indicators" at the latest bar; the Signal Modifier reads its regime from ATR).
@@ -261,9 +264,6 @@ class Ingestion(Service):
             for symbol in self.symbols
         )
 
-    def handle(self, message: Message) -> Sequence[Message]:
-        raise ValidationError("ingestion consumes no stream; it polls its feed")
-
     def poll(self, symbol: str) -> Sequence[Message]:
         """Fetch the series' new bars, store them, publish them; returns nothing for the runner
         to publish, because each bar is published here in one MULTI with the series' marker."""
@@ -289,7 +289,10 @@ class Ingestion(Service):
         after = self._last_published(symbol)
         if after is None and self.feed.backfills:
             # Warm-up history through cache -> lake -> provider, written back down on a miss.
-            lab.bars(self.feed.provider).get_bars(symbol, self.timeframe)
+            try:
+                lab.bars(self.feed.provider).get_bars(symbol, self.timeframe)
+            except TransientError as e:  # the lake or the provider is down: start cold
+                log.warning("no warm-up history for %s: %s", symbol, e)
             cached = lab.cache.get_bars(symbol, self.timeframe, limit=1)
             if not cached.empty:
                 after = cached["ts"].iloc[-1]
@@ -310,9 +313,15 @@ class Ingestion(Service):
 
     def _store(self, symbol: str, series: _Series, bars: pd.DataFrame) -> None:
         """Lake, then cache bars, indicators and price; both idempotent, so a bar stored before
-        a crash and stored again after it changes nothing."""
+        a crash and stored again after it changes nothing. Only the cache is required: a bar
+        the lake could not take is published anyway."""
         lab = self.ctx.lab
-        lab.lake.write_bars(bars)
+        try:
+            lab.lake.write_bars(bars)
+        except TransientError as e:
+            # The lake is history, not the live path: trading goes on, and the three-tier
+            # reader fills the hole from the provider when the bars are next read.
+            log.warning("lake unavailable, %s bars not stored there: %s", symbol, e)
         state = series.indicators
         for row in bars.to_dict("records"):
             ts: pd.Timestamp = row["ts"]
