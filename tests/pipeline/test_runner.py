@@ -3,11 +3,13 @@ dead letters, heartbeats and the health endpoint."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -15,11 +17,12 @@ import redis
 from runner_toys import REJECT_VOLUME, Relay, Ticker, bar
 
 import tradeos_lab as tl
-from tradeos_lab.contracts import FIELD
+from tradeos_lab.contracts import FIELD, Message
 from tradeos_lab.contracts.ids import derived_message_id
-from tradeos_lab.errors import ValidationError
+from tradeos_lab.errors import DependencyUnavailable, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
+from tradeos_lab.observability.logs import JsonFormatter
 from tradeos_lab.pipeline import Service, ServiceContext, ServiceRunner
 from tradeos_lab.pipeline.runner import resolve_service
 from tradeos_lab.settings import Settings
@@ -229,3 +232,47 @@ def test_pending_entries_of_a_departed_member_are_taken_over_and_a_live_ones_are
     assert len(_messages(lab, Stream.AUDIT, "relay")) == 3
     group = lab.bus.inspect.group_info(Stream.MARKET_DATA, "relay")
     assert group.pending == 0
+
+
+def test_log_lines_of_a_handled_message_carry_its_correlation_id(pipeline_lab: Lab) -> None:
+    refused = bar(0, volume=REJECT_VOLUME)
+    pipeline_lab.bus.publish(Stream.MARKET_DATA, refused)
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter("relay"))
+    logger = logging.getLogger("tradeos_lab.pipeline")
+    logger.addHandler(handler)
+    try:
+        result = _runner(pipeline_lab).run_once()
+    finally:
+        logger.removeHandler(handler)
+    assert result.failed == 1
+    (line,) = [json.loads(text) for text in lines.getvalue().splitlines()]
+    assert line["correlation_id"] == refused.correlation_id
+    assert line["message_id"] == refused.message_id
+    assert line["service"] == "relay" and "refused by the relay" in line["message"]
+
+
+class Flaky(Relay):
+    """A relay whose store is down for its first two attempts."""
+
+    name = "flaky"
+    attempts = 0
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        type(self).attempts += 1
+        if type(self).attempts <= 2:
+            raise DependencyUnavailable("the records database does not answer")
+        return super().handle(message)
+
+
+def test_a_transient_failure_is_retried_in_place_without_counting_a_delivery(
+    pipeline_lab: Lab,
+) -> None:
+    lab = pipeline_lab
+    lab.bus.publish(Stream.MARKET_DATA, bar(0))
+    result = _runner(lab, Flaky).run_once()
+    assert (result.handled, result.failed, result.dead_lettered) == (1, 0, 0)
+    assert Flaky.attempts == 3
+    assert len(_messages(lab, Stream.AUDIT, "flaky")) == 1
+    assert lab.bus.inspect.dead_letters(Stream.MARKET_DATA).empty
