@@ -138,7 +138,7 @@ class ServiceRunner:
         batch: int = BATCH,
         block_ms: int = BLOCK_MS,
         heartbeat_s: float = HEARTBEAT_S,
-        health_port: int | None = None,
+        health_port: int = 0,
     ) -> None:
         if not (isinstance(service_cls, type) and issubclass(service_cls, Service)):
             raise ValidationError(f"a ServiceRunner runs a Service subclass, not {service_cls!r}")
@@ -148,7 +148,9 @@ class ServiceRunner:
         self.ctx = ctx
         self.service = service_cls(ctx)
         self.heartbeat_s = heartbeat_s
-        self.health_port = ctx.settings.health_port if health_port is None else health_port
+        #: 0 (the default) picks a free port: every service process of a stack serves its own
+        #: endpoint, found through the URL in its heartbeat (a fixed port would collide).
+        self.health_port = health_port
         self.counts = RunnerCounts()
         self.consumers: list[Consumer] = [
             ctx.lab.bus.consumer(stream, name, ctx.instance, count=batch, block_ms=block_ms)
