@@ -247,3 +247,17 @@ def test_each_broker_answer_counts_a_success_on_the_brokers_circuit_breaker(
         breaker.record_failure()
     execution.handle(_intent(pipeline_lab, _bar(pipeline_lab, 0)))
     assert breaker.status().failures == 0
+
+
+def test_reducing_kill_switch_lets_only_exposure_reducing_orders_through(
+    execution: Execution, pipeline_lab: Lab
+) -> None:
+    bar = _bar(pipeline_lab, 0)
+    execution.handle(_intent(pipeline_lab, bar, quantity=2.0))
+    pipeline_lab.kill_switches.engage(
+        "strategy", "REDUCING", target="sma_cross", actor="user:test", reason="drill"
+    )
+    adding = _of(OrderMessage, execution.handle(_intent(pipeline_lab, bar, quantity=1.0)))
+    reducing = _of(OrderMessage, execution.handle(_intent(pipeline_lab, bar, side="sell")))
+    assert [m.payload.status.value for m in (*adding, *reducing)] == ["rejected", "filled"]  # type: ignore[attr-defined]
+    assert pipeline_lab.records.net_quantity("sma_cross", "BTC-USD") == 0.0

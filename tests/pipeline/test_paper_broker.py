@@ -10,6 +10,7 @@ import pytest
 
 from tradeos_lab.brokers import OrderRequest, PaperBroker, PaperConfig, cached_bar
 from tradeos_lab.contracts import Bar, OrderStatus, OrderType, Side, TimeInForce
+from tradeos_lab.errors import ValidationError
 from tradeos_lab.lab import Lab
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
@@ -141,3 +142,15 @@ def test_cancel_all_cancels_working_orders_only(pipeline_lab: Lab) -> None:
     (canceled,) = broker.cancel_all()
     assert canceled.client_order_id == "o-11" and canceled.status is OrderStatus.CANCELED
     assert pipeline_lab.records.order("o-10").status == OrderStatus.FILLED.value
+
+
+def test_config_is_live_tunable_in_the_records(pipeline_lab: Lab) -> None:
+    records = pipeline_lab.records
+    assert PaperConfig.from_records(records) == PaperConfig()
+    records.set_config("broker.paper.slippage_bps", 0.0, changed_by="user:test", reason="t")
+    records.set_config("broker.paper.participation", 0.5, changed_by="user:test", reason="t")
+    config = PaperConfig.from_records(records)
+    assert (config.slippage_bps, config.participation) == (0.0, 0.5)
+    records.set_config("broker.paper.participation", 2.0, changed_by="user:test", reason="t")
+    with pytest.raises(ValidationError, match="participation"):
+        PaperConfig.from_records(records)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
+from typing import Any
 
 from tradeos_lab.brokers.base import (
     BrokerAccount,
@@ -72,6 +73,20 @@ class PaperConfig:
             raise ValidationError("paper broker participation must be in (0, 1]")
         if self.latency_bars < 0:
             raise ValidationError("paper broker latency_bars must be >= 0")
+
+    @classmethod
+    def from_records(cls, records: RecordsStore, name: str = "paper") -> PaperConfig:
+        """The defaults, overridden by the records' live-tunable config `broker.NAME.FIELD`
+        (set with `records.set_config`, which keeps who changed it and why)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            kept = records.get_config(f"broker.{name}.{f.name}")
+            if kept is not None:
+                values[f.name] = kept
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise ValidationError(f"paper broker config in the records is invalid: {e}") from None
 
 
 def cached_bar(cache: Cache, timeframe: Timeframe | str) -> LatestBar:

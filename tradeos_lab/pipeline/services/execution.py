@@ -30,6 +30,7 @@ from tradeos_lab.brokers import (
     OrderReport,
     OrderRequest,
     PaperBroker,
+    PaperConfig,
     cached_bar,
 )
 from tradeos_lab.brokers.paper import broker_order
@@ -96,7 +97,8 @@ class Execution(Service):
     def broker(self) -> PaperBroker:
         lab = self.ctx.lab
         latest = cached_bar(lab.cache, self.ctx.settings.pipeline_timeframe)
-        return PaperBroker(lab.records, latest, clock=self.ctx.clock)
+        config = PaperConfig.from_records(lab.records)
+        return PaperBroker(lab.records, latest, config=config, clock=self.ctx.clock)
 
     @cached_property
     def _one_at_a_time(self) -> threading.Lock:
