@@ -130,6 +130,14 @@ def _fill(
         price=PRICE,
         filled_at=datetime.fromtimestamp(at, UTC),
     )
+    lab.records.apply_order_update(
+        coid,
+        event_id=f"e-{coid}",
+        status="filled",
+        broker_at=datetime.fromtimestamp(at, UTC),
+        filled_quantity=quantity,
+        avg_price=PRICE,
+    )
 
 
 @pytest.fixture
@@ -176,6 +184,23 @@ def test_a_strategy_holding_the_side_it_asks_for_orders_nothing(lab: Lab) -> Non
     _fill(lab, "sma_cross", "buy", 0.1, at=WEEKDAY_OPEN - 3600)
     out = _run(lab, _signal(strength=0.8))
     assert out == {Stream.INTENTS: [], Stream.RISK_EVENTS: [], Stream.AUDIT: []}
+
+
+def test_an_order_still_working_counts_as_held_so_a_repeated_signal_orders_once(
+    lab: Lab,
+) -> None:
+    lab.records.record_order(
+        client_order_id="t-working-1",
+        symbol="BTC-USD",
+        side="buy",
+        quantity=0.1,
+        strategy="sma_cross",
+        broker="paper",
+        status="submitted",
+    )
+    assert _run(lab, _signal(strength=0.8))[Stream.INTENTS] == []
+    [intent] = _intents(_run(lab, _signal(strength=-0.5)))  # a flip sells the working 0.1 too
+    assert intent.quantity == pytest.approx(0.1 + 5_000 / PRICE)
 
 
 def test_a_flat_signal_closes_the_position_as_a_reducing_intent(lab: Lab) -> None:

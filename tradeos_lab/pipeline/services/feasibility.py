@@ -5,9 +5,10 @@ What it consumes: `signals.modified`.
 What it decides:
 - the order: a signal names the exposure its strategy wants (long, short or flat). While the
   strategy already holds that side nothing is ordered; otherwise the order opens, flips or closes
-  the strategy's position (from the records' ledger). An opening size is the adjusted strength
-  times the active policy profile's largest position (% of equity) at the latest price; equity is
-  the paper account's portfolio value in the cache, or its starting cash before the first fill.
+  the strategy's position (the records' ledger plus its orders still working). An opening size
+  is the adjusted strength times the active policy profile's largest position (% of equity) at
+  the latest price; equity is the paper account's portfolio value in the cache, or its starting
+  cash before the first fill.
   A signal below the profile's minimum confidence opens nothing (closing is always considered).
 - the checks: every rule of `rules.RULES`, in order, each a pure function of the facts gathered
   here. The kill switch is read first and alone: when it denies the order (HALTED, REDUCING and
@@ -105,11 +106,15 @@ class Feasibility(Service):
         records = self.ctx.lab.records
         profile = self.profiles.get()
         held = records.net_quantity(signal.strategy, signal.symbol)
+        # Orders still working count as held, so a signal repeated before its fill orders once.
+        exposure = held + self._working(signal)
+        if _side_of(exposure) == _WANT[signal.direction]:
+            return []
         price = self._price(signal)
         if price is None:
             return [self._skip(message, signal, f"no price for {signal.symbol} in the cache")]
         equity = self._equity()
-        order = _order(signal, held, price, equity, profile)
+        order = _order(signal, exposure, price, equity, profile)
         if isinstance(order, str):
             return [self._skip(message, signal, order)] if order else []
         side, quantity = order
@@ -151,6 +156,14 @@ class Feasibility(Service):
         return None if reason is None else ("rate_limit", reason)
 
     # ---- facts ------------------------------------------------------------------------------
+
+    def _working(self, signal: ModifiedSignal) -> float:
+        """The signed unfilled quantity of the strategy's orders still working in the symbol."""
+        return sum(
+            (o.quantity - o.filled_quantity) * (1 if o.side == Side.BUY.value else -1)
+            for o in self.ctx.lab.records.open_orders(symbol=signal.symbol)
+            if o.strategy == signal.strategy
+        )
 
     def _price(self, signal: ModifiedSignal) -> float | None:
         """The latest price in the cache, else the close of the latest cached bar."""
@@ -375,13 +388,21 @@ class _FlagsDown(Exception):
         self.rule = rule
 
 
+_WANT: Final = {Direction.LONG: 1, Direction.SHORT: -1, Direction.FLAT: 0}
+
+
+def _side_of(position: float) -> int:
+    """+1 long, -1 short, 0 flat."""
+    return (position > 0) - (position < 0)
+
+
 def _order(
     signal: ModifiedSignal, held: float, price: float, equity: float, profile: ActiveProfile
 ) -> tuple[Side, float] | str:
-    """(side, quantity) moving the strategy's position `held` to the exposure the signal asks
-    for, or why there is none ("" when holding is the answer, which is no decision to record)."""
-    want = {Direction.LONG: 1, Direction.SHORT: -1, Direction.FLAT: 0}[signal.direction]
-    have = (held > 0) - (held < 0)
+    """(side, quantity) moving the strategy's position `held` (filled and working) to the
+    exposure the signal asks for, or why there is none ("" when holding is the answer, which is
+    no decision to record)."""
+    want, have = _WANT[signal.direction], _side_of(held)
     if want == have:
         return ""
     target = 0.0
