@@ -268,20 +268,17 @@ class Execution(Service):
         )
 
     def _chain(self, correlation_id: str, intent_id: str | None, signal_id: str | None) -> Chain:
-        """The attribution chain behind an intent, from the signals the records kept; where a
-        signal was not kept, the chain starts at the bar (the correlation id is its id)."""
+        """The attribution chain behind an intent. A signal's chain starts at its bar, whose
+        message id is the chain's correlation id; the raw signal is named by the modified
+        signal the records kept. A manual intent (no signal) has neither."""
         modified = None if signal_id is None else self.records.signal(signal_id)
         raw_id = None if modified is None else modified.payload.get("raw_signal_id")
-        raw = None if raw_id is None else self.records.signal(raw_id)
-        bar_id = raw.payload.get("source_message_id") if raw is not None else None
-        if bar_id is None and signal_id is not None:
-            bar_id = correlation_id
         return Chain(
             correlation_id=correlation_id,
             intent_id=intent_id,
             modified_signal_id=signal_id,
             raw_signal_id=raw_id,
-            market_data_message_id=bar_id,
+            market_data_message_id=None if signal_id is None else correlation_id,
         )
 
     def _chain_of(self, order: OrderRecord) -> Chain:
