@@ -112,11 +112,11 @@ def bar_message_id(feed: str, symbol: str, timeframe: Timeframe | str, ts: pd.Ti
 class Feed:
     """A source of live bars: its provider, how often to poll it, and which bars are new."""
 
-    name: ClassVar[str]
     #: Whether a series' warm-up history is read from this feed's provider before its first bar.
     backfills: ClassVar[bool] = True
 
-    def __init__(self, provider: BarProvider, every_s: float) -> None:
+    def __init__(self, name: str, provider: BarProvider, every_s: float) -> None:
+        self.name = name  # the bars' `source` and part of their message ids
         self.provider = provider
         self.every_s = every_s
 
@@ -135,8 +135,6 @@ class SyntheticFeed(Feed):
     """The seeded synthetic series on an accelerated clock: one bar per poll, each one timeframe
     after the last, starting at the bar in progress; no missing bars, so a demo never stalls."""
 
-    name = "synthetic"
-
     def next_bars(
         self, symbol: str, timeframe: Timeframe, after: pd.Timestamp | None, now: pd.Timestamp
     ) -> pd.DataFrame:
@@ -148,11 +146,10 @@ class SyntheticFeed(Feed):
 class ReplayFeed(Feed):
     """The bars of a file in time order, one per poll; the file is its own history."""
 
-    name = "replay"
     backfills = False
 
     def __init__(self, provider: FileReplayProvider, every_s: float) -> None:
-        super().__init__(provider, every_s)
+        super().__init__("replay", provider, every_s)
         self.file = provider
 
     def next_bars(
@@ -174,8 +171,7 @@ class MarketFeed(Feed):
     minute in their sessions and every fifteen minutes outside them."""
 
     def __init__(self, name: str, provider: BarProvider) -> None:
-        super().__init__(provider, MARKET_POLL_S)
-        self.name = name  # type: ignore[misc]  # one class serves the two real markets by name
+        super().__init__(name, provider, MARKET_POLL_S)
 
     def due(self, symbol: str, now: pd.Timestamp, last_poll: float | None) -> bool:
         from tradeos_lab.providers.alpaca import is_crypto
@@ -204,7 +200,8 @@ def open_feed(settings: Settings, lab: Lab) -> Feed:
     if feed == "synthetic":
         from tradeos_lab.providers import SyntheticProvider
 
-        return SyntheticFeed(SyntheticProvider(gap_rate=0.0, outage_rate=0.0), interval)
+        synthetic = SyntheticProvider(gap_rate=0.0, outage_rate=0.0)
+        return SyntheticFeed("synthetic", synthetic, interval)
     if feed.startswith(REPLAY_FEED_PREFIX):
         from tradeos_lab.providers import FileReplayProvider
 
