@@ -22,7 +22,6 @@ a refused order, a `risk_events` message and an `audit` entry naming the rule an
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,11 +47,7 @@ from tradeos_lab.indicators.sessions import sessions
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
-from tradeos_lab.pipeline.services.signal_modifier import (
-    PROFILE_MAX_AGE_S,
-    ActiveProfile,
-    ProfileSource,
-)
+from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource
 from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.tiers.flags import Decision, reduces_exposure
 
@@ -95,8 +90,7 @@ class Feasibility(Service):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.profiles = ProfileSource(ctx.lab.records)
-        self._limits: RiskLimits | None = None
-        self._limits_read_at = -math.inf
+        self._limits = Held(self._read_limits)
         self._day_start: tuple[str, float] | None = None
 
     def handle(self, message: Message) -> Sequence[Message]:
@@ -182,19 +176,17 @@ class Feasibility(Service):
         return self.limits().starting_cash
 
     def limits(self) -> RiskLimits:
-        """The live-tunable limits from the records, re-read at most every `PROFILE_MAX_AGE_S`
-        (a change reaches the pipeline within a second without four queries per order)."""
-        now = time.monotonic()
-        if self._limits is None or now - self._limits_read_at > PROFILE_MAX_AGE_S:
-            get = self.ctx.lab.records.get_config
-            self._limits = RiskLimits(
-                max_order_notional=float(get(MAX_ORDER_NOTIONAL_KEY, DEFAULT_MAX_ORDER_NOTIONAL)),
-                exit_cooldown_s=float(get(EXIT_COOLDOWN_KEY, DEFAULT_EXIT_COOLDOWN_S)),
-                broker_rate_limit=int(get(BROKER_RATE_LIMIT_KEY, DEFAULT_BROKER_RATE_LIMIT)),
-                starting_cash=float(get(STARTING_CASH_KEY, DEFAULT_STARTING_CASH)),
-            )
-            self._limits_read_at = now
-        return self._limits
+        """The live-tunable limits from the records (held up to a second, like the profile)."""
+        return self._limits.get()
+
+    def _read_limits(self) -> RiskLimits:
+        get = self.ctx.lab.records.get_config
+        return RiskLimits(
+            max_order_notional=float(get(MAX_ORDER_NOTIONAL_KEY, DEFAULT_MAX_ORDER_NOTIONAL)),
+            exit_cooldown_s=float(get(EXIT_COOLDOWN_KEY, DEFAULT_EXIT_COOLDOWN_S)),
+            broker_rate_limit=int(get(BROKER_RATE_LIMIT_KEY, DEFAULT_BROKER_RATE_LIMIT)),
+            starting_cash=float(get(STARTING_CASH_KEY, DEFAULT_STARTING_CASH)),
+        )
 
     def _facts(self, p: _Proposal, kill: Decision, equity: float, account: float) -> OrderCheck:
         """The facts every rule but the rate limit judges the order by."""

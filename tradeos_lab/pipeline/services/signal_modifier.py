@@ -22,9 +22,9 @@ import importlib
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -58,6 +58,7 @@ PROFILE_MAX_AGE_S: Final = 1.0
 #: Strength multiplier per ATR regime: a volatile market halves the bet.
 REGIME_SCALE: Final = {"low": 1.0, "normal": 1.0, "high": 0.5}
 _ATR_REGIME_PREFIX: Final = f"{ATRRegime.kind}_"
+T = TypeVar("T")
 
 
 # ---- policy profiles (records) -------------------------------------------------------------
@@ -111,26 +112,38 @@ def ensure_default_profiles(records: RecordsStore, *, now: float | None = None) 
     return created
 
 
+class Held(Generic[T]):
+    """A live-tunable value re-read at most every `PROFILE_MAX_AGE_S`: a change reaches the
+    pipeline within a second without a round trip per message."""
+
+    def __init__(self, read: Callable[[], T], clock: Callable[[], float] = time.monotonic) -> None:
+        self._read = read
+        self._clock = clock
+        self._lock = threading.Lock()  # the runner may poll inputs and timers on threads
+        self._value: T | None = None
+        self._read_at = -math.inf
+
+    def get(self) -> T:
+        with self._lock:
+            now = self._clock()
+            if self._value is None or now - self._read_at > PROFILE_MAX_AGE_S:
+                self._value = self._read()
+                self._read_at = now
+            return self._value
+
+
 class ProfileSource:
     """The active policy profile from the records, re-read at most every `PROFILE_MAX_AGE_S`
     (a profile change reaches the pipeline within a second without a database trip per message).
     Creates the default profiles once when they are absent."""
 
-    def __init__(self, records: RecordsStore, clock: Any = time.monotonic) -> None:
+    def __init__(self, records: RecordsStore, clock: Callable[[], float] = time.monotonic) -> None:
         self.records = records
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._held: ActiveProfile | None = None
-        self._read_at = -math.inf
+        self._held = Held(self._read, clock)
         self._ensured = False
 
     def get(self) -> ActiveProfile:
-        with self._lock:
-            now = self._clock()
-            if self._held is None or now - self._read_at > PROFILE_MAX_AGE_S:
-                self._held = self._read()
-                self._read_at = now
-            return self._held
+        return self._held.get()
 
     def _read(self) -> ActiveProfile:
         if not self._ensured:
@@ -166,6 +179,8 @@ class SignalModifier(Service):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.profiles = ProfileSource(ctx.lab.records)
+        self.heroes = Held(ctx.lab.cache.get_hero_signals)
+        self.weights = Held(ctx.lab.cache.get_signal_weights)
         # (symbol, timeframe) -> strategy -> (bar ts, strength) of its latest non-flat signal.
         self._latest: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
 
@@ -173,8 +188,7 @@ class SignalModifier(Service):
         raw = message.payload
         if not isinstance(raw, RawSignal):
             raise ContractError(f"signal_modifier reads raw signals, not {message.SCHEMA}")
-        cache = self.ctx.lab.cache
-        heroes = cache.get_hero_signals()
+        heroes = self.heroes.get()
         if heroes and raw.strategy not in heroes:
             return [
                 self.ctx.audit(
@@ -190,7 +204,7 @@ class SignalModifier(Service):
         strength = raw.strength
         regime: str | None = None
         if raw.direction is not Direction.FLAT:
-            strength = self._ensemble(raw, cache.get_signal_weights(), modifiers)
+            strength = self._ensemble(raw, self.weights.get(), modifiers)
             regime, strength = self._regime(raw, strength, modifiers)
             strength = self._policy(strength, modifiers)
         modified = ModifiedSignal(
