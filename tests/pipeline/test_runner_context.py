@@ -36,8 +36,9 @@ def _bar() -> Bar:
 
 
 def test_context_audit_and_risk_event_carry_the_chain_and_publish(pipeline_lab: Lab) -> None:
-    ctx = ServiceContext(pipeline_lab, pipeline_lab.settings, "watcher-1", clock=lambda: 1.7e9)
-    Watcher(ctx)
+    ctx = Watcher(
+        ServiceContext(pipeline_lab, pipeline_lab.settings, "watcher-1", clock=lambda: 1.7e9)
+    ).ctx
     bar = new_message(_bar(), producer="ingestion")
     audit = ctx.audit(bar, action="bar.seen", target="symbol:BTC-USD", reason="a bar came in")
     risk = ctx.risk_event(
@@ -61,15 +62,13 @@ def test_context_audit_and_risk_event_carry_the_chain_and_publish(pipeline_lab: 
 
 
 def test_context_audit_without_parent_starts_a_chain(pipeline_lab: Lab) -> None:
-    ctx = ServiceContext(pipeline_lab, pipeline_lab.settings, "watcher-1")
-    Watcher(ctx)
+    ctx = Watcher(ServiceContext(pipeline_lab, pipeline_lab.settings, "watcher-1")).ctx
     audit = ctx.audit(None, action="service.start", target="service:watcher", reason="started")
     assert audit.causation_id is None and audit.correlation_id == audit.message_id
 
 
 def test_risk_event_with_an_unknown_kind_is_refused(pipeline_lab: Lab) -> None:
-    ctx = ServiceContext(pipeline_lab, pipeline_lab.settings, "watcher-1")
-    Watcher(ctx)
+    ctx = Watcher(ServiceContext(pipeline_lab, pipeline_lab.settings, "watcher-1")).ctx
     with pytest.raises(ValueError, match="no_such_kind"):
         ctx.risk_event(None, kind="no_such_kind", severity="info", scope="global", detail="x")
 
@@ -95,3 +94,15 @@ def test_services_maps_names_to_classes_in_pipeline_order() -> None:
     assert "Feasibility" in SERVICES and "nope" not in SERVICES
     with pytest.raises(KeyError, match="choose one of"):
         SERVICES["nope"]
+
+
+class Other(Service):
+    name = "other"
+
+
+def test_services_sharing_one_context_each_produce_under_their_own_name(pipeline_lab: Lab) -> None:
+    shared = ServiceContext(pipeline_lab, pipeline_lab.settings, "shared-1")
+    watcher, other = Watcher(shared), Other(shared)
+    assert watcher.ctx.audit(None, action="a.b", target="global", reason="r").producer == "watcher"
+    assert other.ctx.audit(None, action="a.b", target="global", reason="r").producer == "other"
+    assert watcher.ctx.lab is other.ctx.lab is pipeline_lab

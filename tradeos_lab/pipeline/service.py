@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -51,8 +51,9 @@ class ServiceContext:
     settings: Settings
     instance: str
     clock: Callable[[], float] = field(default=time.time)
-    #: The producer stamped on messages built through this context; `Service` sets its own name.
-    producer: str = ""
+    #: The producer stamped on messages built through this context; each `Service` holds a copy
+    #: naming itself.
+    producer: str = "service"
 
     def now(self) -> datetime:
         """The context's clock as an aware UTC datetime."""
@@ -120,9 +121,9 @@ class Service:
     outputs: ClassVar[tuple[Stream, ...]] = ()
 
     def __init__(self, ctx: ServiceContext) -> None:
-        self.ctx = ctx
-        if not ctx.producer:
-            ctx.producer = self.name
+        # A context of its own, so messages it builds name this service as their producer even
+        # when one context is handed to several services (a test, a notebook).
+        self.ctx = replace(ctx, producer=self.name)
 
     def handle(self, message: Message) -> Sequence[Message]:
         """Outputs for one input.
