@@ -18,6 +18,7 @@ import pandas as pd
 
 from tradeos_lab import strategies as st
 from tradeos_lab.contracts import Bar, Message, new_message
+from tradeos_lab.errors import ContractError
 from tradeos_lab.keys import Stream
 from tradeos_lab.providers.files import save_bars
 
@@ -133,11 +134,18 @@ def running_pipeline(
             service.stop()
 
 
-def stream_messages(lab: Lab, stream: Stream) -> list[Message]:
-    """Every message a stream holds, oldest first (decoded; an invalid entry raises)."""
+def stream_messages(lab: Lab, stream: Stream, *, skip_invalid: bool = False) -> list[Message]:
+    """Every message a stream holds, oldest first; an invalid entry raises `ContractError`
+    unless `skip_invalid` (a test that put one there on purpose)."""
     bus = lab.bus
-    rows = bus.redis.xrange(bus.stream_key(stream), "-", "+")
-    return [bus.decode(stream, fields) for _id, fields in rows]
+    out: list[Message] = []
+    for _id, fields in bus.redis.xrange(bus.stream_key(stream), "-", "+"):
+        try:
+            out.append(bus.decode(stream, fields))
+        except ContractError:
+            if not skip_invalid:
+                raise
+    return out
 
 
 def settled(lab: Lab) -> bool:
