@@ -303,8 +303,12 @@ class Arrivals:
 
 
 def read_fills(client: redis.Redis, key: str, arrivals: Arrivals, stop: threading.Event) -> None:
-    """Time every fill's arrival (XREAD BLOCK on `fills.raw`, from the stream's end)."""
-    last = "$"
+    """Time every fill's arrival: XREAD BLOCK on `fills.raw` from the entries that were there
+    when it started, always from the last id seen (so nothing added between reads is missed)."""
+    try:
+        last = client.xinfo_stream(key)["last-generated-id"]
+    except redis.ResponseError:  # no stream yet: everything it will hold is new
+        last = "0-0"
     while not stop.is_set():
         reply = client.xread({key: last}, count=1000, block=100)
         now = time.perf_counter()
