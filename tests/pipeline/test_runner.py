@@ -276,3 +276,19 @@ def test_a_transient_failure_is_retried_in_place_without_counting_a_delivery(
     assert Flaky.attempts == 3
     assert len(_messages(lab, Stream.AUDIT, "flaky")) == 1
     assert lab.bus.inspect.dead_letters(Stream.MARKET_DATA).empty
+
+
+def test_a_service_runs_on_the_embedded_stack(embedded_pipeline_lab: Lab) -> None:
+    lab = embedded_pipeline_lab
+    inputs = [bar(i) for i in range(3)]
+    lab.bus.publish_many(Stream.MARKET_DATA, inputs)
+    runner = _runner(lab, heartbeat_s=0.05)
+    running = runner.run_in_thread()
+    try:
+        _wait(lambda: runner.counts.handled == 3)
+        _wait(lambda: any(w.service == "relay" for w in lab.flags.workers.live_workers()))
+    finally:
+        running.stop()
+    outputs = _messages(lab, Stream.AUDIT, "relay")
+    assert [m.causation_id for m in outputs] == [m.message_id for m in inputs]
+    assert lab.bus.inspect.group_info(Stream.MARKET_DATA, "relay").pending == 0
