@@ -261,3 +261,25 @@ def test_reducing_kill_switch_lets_only_exposure_reducing_orders_through(
     reducing = _of(OrderMessage, execution.handle(_intent(pipeline_lab, bar, side="sell")))
     assert [m.payload.status.value for m in (*adding, *reducing)] == ["rejected", "filled"]  # type: ignore[attr-defined]
     assert pipeline_lab.records.net_quantity("sma_cross", "BTC-USD") == 0.0
+
+
+def test_bars_of_a_symbol_without_open_orders_do_not_ask_the_records_each_time(
+    execution: Execution, pipeline_lab: Lab
+) -> None:
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    execution.handle(_bar(pipeline_lab, 0))  # warm: the records say no open order
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(pipeline_lab.records.engine, "before_cursor_execute", count)
+    execution.handle(_bar(pipeline_lab, 1))
+    assert statements == []
+    # An order of this process that stays open is worked by the very next bar.
+    limit = {"order_type": "limit", "limit_price": 95.0}
+    intent = _intent(pipeline_lab, _bar(pipeline_lab, 2), **limit)
+    execution.handle(intent)
+    fills = _of(FillMessage, execution.handle(_bar(pipeline_lab, 3, close=94.0)))
+    assert [f.causation_id for f in fills] == [intent.message_id]

@@ -131,6 +131,8 @@ class PaperBroker:
         self.clock = clock
         self.name = name
         self._starting_cash_key = f"broker.{name}.starting_cash"
+        #: Per symbol, how many open orders the last `advance` found (a hint, not state).
+        self.working_seen: dict[str, int] = {}
 
     # ---- orders -----------------------------------------------------------------------------
 
@@ -192,7 +194,9 @@ class PaperBroker:
     def advance(self, bar: Bar) -> list[OrderReport]:
         """Work every open order of `bar.symbol` on this new bar: expire, then fill what it can."""
         reports: list[OrderReport] = []
-        for order in self.records.open_orders(broker=self.name, symbol=bar.symbol):
+        working = self.records.open_orders(broker=self.name, symbol=bar.symbol)
+        self.working_seen[bar.symbol] = len(working)
+        for order in working:
             submitted_on = self._submitted_on(order.client_order_id)
             if submitted_on is None:  # recorded, not yet placed: its submit will place it
                 continue

@@ -18,7 +18,9 @@ written, each idempotent by its key, before anything is published; a records out
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -53,6 +55,10 @@ if TYPE_CHECKING:
     from tradeos_lab.contracts import Message, Payload
     from tradeos_lab.stores.records import Order as OrderRecord
     from tradeos_lab.stores.records import RecordsStore
+
+OPEN_ORDERS_RECHECK_S = 1.0
+"""How long a symbol without open orders is taken to stay so (for orders placed by another
+process; this one's own orders are worked from the next bar)."""
 
 CLIENT_ORDER_ID_PREFIX = "tl-"
 """Marks the orders this pipeline placed: `tl-` and the intent's message id (39 characters,
@@ -99,6 +105,11 @@ class Execution(Service):
         latest = cached_bar(lab.cache, self.ctx.settings.pipeline_timeframe)
         config = PaperConfig.from_records(lab.records)
         return PaperBroker(lab.records, latest, config=config, clock=self.ctx.clock)
+
+    @cached_property
+    def _quiet_since(self) -> dict[str, float]:
+        """Symbol -> monotonic time the records last showed it without open orders."""
+        return {}
 
     @cached_property
     def _one_at_a_time(self) -> threading.Lock:
@@ -148,6 +159,8 @@ class Execution(Service):
             report = OrderReport(broker_order(known))  # refused here, never sent to the broker
         else:
             report = self._submit(request)
+        if report.order.is_open:
+            self._quiet_since.pop(intent.symbol, None)  # the next bar must work it
         chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
         return self._report(message, report, chain, submitted=True)
 
@@ -195,8 +208,21 @@ class Execution(Service):
     # ---- a bar: open orders work on it ------------------------------------------------------
 
     def _work_open_orders(self, message: BarMessage) -> list[Message]:
+        """Work the symbol's open orders on this bar. Every bar of every symbol comes here, so a
+        symbol the records just showed without open orders is not asked again for
+        `OPEN_ORDERS_RECHECK_S`, unless this process placed an order in it meanwhile (orders
+        placed elsewhere are found within that bound)."""
+        symbol = message.payload.symbol
+        now = time.monotonic()
+        if now - self._quiet_since.get(symbol, -math.inf) < OPEN_ORDERS_RECHECK_S:
+            return []
         out: list[Message] = []
-        for report in self.broker.advance(message.payload):
+        reports = self.broker.advance(message.payload)
+        if self.broker.working_seen.get(symbol):
+            self._quiet_since.pop(symbol, None)
+        else:
+            self._quiet_since[symbol] = now
+        for report in reports:
             order = self.records.order(report.order.client_order_id)
             chain = self._chain_of(order)
             out.extend(self._report(message, report, chain, submitted=False))
