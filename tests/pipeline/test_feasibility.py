@@ -6,6 +6,8 @@ is down."""
 
 from __future__ import annotations
 
+import os
+import signal as posix_signal
 import uuid
 import warnings
 from collections.abc import Callable
@@ -334,7 +336,9 @@ def test_broker_rate_limit_refuses_orders_beyond_the_budget(lab: Lab) -> None:
 # ---- the flags tier down -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fault", ["stopped", "frozen"])
 def test_no_intent_leaves_while_the_flags_tier_is_unreachable(
+    fault: str,
     redis_server_factory: Callable[..., Any],
     settings_factory: Callable[..., Settings],
     pipeline_settings: Settings,
@@ -360,8 +364,15 @@ def test_no_intent_leaves_while_the_flags_tier_is_unreachable(
         lab.cache.set_price("BTC-USD", PRICE)
         assert len(_intents(_run(lab, _signal()))) == 1
         lab.bus.redis.delete(lab.keys.stream(Stream.INTENTS), lab.keys.stream(Stream.AUDIT))
-        flags_server.stop()
-        out = _run(lab, _signal(strategy="rsi_reversion"))
+        if fault == "stopped":
+            flags_server.stop()
+        else:  # SIGSTOP: connections stay open and nothing answers; the client times out
+            os.kill(flags_server.pid, posix_signal.SIGSTOP)
+        try:
+            out = _run(lab, _signal(strategy="rsi_reversion"))
+        finally:
+            if fault == "frozen":
+                os.kill(flags_server.pid, posix_signal.SIGCONT)
         _assert_refused(out, "kill_switch", "flags tier unreachable")
     finally:
         lab.close()
