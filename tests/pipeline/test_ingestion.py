@@ -42,8 +42,13 @@ def _published(lab: Lab) -> pd.DataFrame:
 def test_each_bar_is_published_once_across_polls_repolls_and_restarts(pipeline_lab: Lab) -> None:
     ingestion = _ingestion(pipeline_lab)
     (timer,) = ingestion.timers()
-    for _ in range(3):
-        assert timer.fire() == ()  # published by the poll itself, in one MULTI with its marker
+    polls = [timer.fire() for _ in range(3)]
+    # Bars are published by the poll itself, in one MULTI with the marker; the runner gets only
+    # the audit entry of the series' start.
+    (started,) = polls[0]
+    assert started.payload.action == "ingestion.start"
+    assert "synthetic feed started for BTC-USD 1m" in started.payload.reason
+    assert [list(p) for p in polls[1:]] == [[], []]
     first = _published(pipeline_lab)
     assert len(first) == 3
     ts = pd.to_datetime(first["payload.ts"], utc=True)
@@ -54,7 +59,8 @@ def test_each_bar_is_published_once_across_polls_repolls_and_restarts(pipeline_l
     assert ingestion.publish("BTC-USD", again) == []
     # A restarted ingestion continues after the last published bar.
     restarted = _ingestion(pipeline_lab)
-    restarted.timers()[0].fire()
+    (resumed,) = restarted.timers()[0].fire()
+    assert "resumed after a restart" in resumed.payload.reason
     after = _published(pipeline_lab)
     assert len(after) == 4
     assert after["message_id"].is_unique

@@ -19,7 +19,8 @@ XADD commits in one MULTI with the open time of the last published bar of the se
 re-poll, a restart or a second ingestion process never publishes a bar twice, and a crash before
 the commit only means the bar is published on the next poll. Before a series' first live bar its
 warm-up history is read through the three-tier reader (cache -> lake -> the feed's provider), so
-indicators and strategies have history from the first bar.
+indicators and strategies have history from the first bar; an `audit` entry says where each
+series starts (or resumes) and on how much history.
 """
 
 from __future__ import annotations
@@ -232,6 +233,7 @@ class _Series:
 
     indicators: IndicatorSetState
     after: pd.Timestamp | None  # open time of the last bar published
+    resumed: bool  # a bar of the series was published before this process started
     last_poll: float | None = None
 
 
@@ -240,7 +242,7 @@ class Ingestion(Service):
 
     name = "ingestion"
     inputs = ()
-    outputs = (Stream.MARKET_DATA,)
+    outputs = (Stream.MARKET_DATA, Stream.AUDIT)
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
@@ -262,28 +264,34 @@ class Ingestion(Service):
         )
 
     def poll(self, symbol: str) -> Sequence[Message]:
-        """Fetch the series' new bars, store them, publish them; returns nothing for the runner
-        to publish, because each bar is published here in one MULTI with the series' marker."""
-        series = self._series.get(symbol) or self._start(symbol)
+        """Fetch the series' new bars, store them, publish them. Each bar is published here, in
+        one MULTI with the series' marker; the runner publishes only the `audit` entry of a
+        series' start (where its bars resume, how much history it warmed up on)."""
+        started: list[Message] = []
+        series = self._series.get(symbol)
+        if series is None:
+            series = self._start(symbol)
+            started.append(self._start_audit(symbol, series))
         now = pd.Timestamp(self.ctx.clock(), unit="s", tz="UTC")
         if not self.feed.due(symbol, now, series.last_poll):
-            return ()
+            return started
         series.last_poll = now.timestamp()
         bars = self.feed.next_bars(symbol, self.timeframe, series.after, now)
         if series.after is not None and not bars.empty:
             bars = bars[bars["ts"] > series.after]
         if bars.empty:
-            return ()
+            return started
         self._store(symbol, series, bars)
         self.publish(symbol, bars)
         series.after = bars["ts"].iloc[-1]
-        return ()
+        return started
 
     # ---- a series' first poll: resume or warm up ----------------------------------------------
 
     def _start(self, symbol: str) -> _Series:
         lab = self.ctx.lab
         after = self._last_published(symbol)
+        resumed = after is not None
         if after is None and self.feed.backfills:
             # Warm-up history through cache -> lake -> provider, written back down on a miss.
             try:
@@ -294,9 +302,24 @@ class Ingestion(Service):
             if not cached.empty:
                 after = cached["ts"].iloc[-1]
         state = resume_from_cache(lab.cache, symbol, self.timeframe, CACHE_INDICATORS)
-        series = _Series(indicators=state, after=after)
+        series = _Series(indicators=state, after=after, resumed=resumed)
         self._series[symbol] = series
         return series
+
+    def _start_audit(self, symbol: str, series: _Series) -> Message:
+        history = len(self.ctx.lab.cache.get_bars(symbol, self.timeframe))
+        where = "its first bar" if series.after is None else f"after {series.after.isoformat()}"
+        how = "resumed after a restart" if series.resumed else "started"
+        return self.ctx.audit(
+            None,
+            action="ingestion.start",
+            target=f"symbol:{symbol}",
+            reason=(
+                f"{self.feed.name} feed {how} for {symbol} {self.timeframe.value}: publishing "
+                f"from {where}, {history} bars of history cached"
+            ),
+            new_value={"feed": self.feed.name, "history_bars": history},
+        )
 
     def _last_published(self, symbol: str) -> pd.Timestamp | None:
         key = self.ctx.lab.keys.last_ingested(self.feed.name, symbol, self.timeframe)
