@@ -212,3 +212,41 @@ def test_bad_choice_of_what_up_runs_is_one_clear_error_exit_2(
     assert first.startswith("config error: ") and named in first, out.stderr
     assert "Traceback" not in out.stderr
     assert read_runtime(tmp_path / "lab") is None, "nothing was started"
+
+
+def test_service_runs_in_the_foreground_and_sigterm_stops_it_cleanly(
+    start_up: Callable[..., Up],
+) -> None:
+    up = start_up("--no-pipeline")
+    proc = subprocess.Popen(
+        [TRADEOS_LAB, "service", "positions"],
+        env=_env(up.data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert eventually(lambda: up.services().get("positions", {}).get("state") == "up")
+        assert up.services()["positions"]["part"].endswith(f"-{proc.pid}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.stderr is not None
+    assert "positions stopped" in proc.stderr.read()
+    with tl.connect(data_dir=up.data_dir, start=False) as lab:
+        assert "positions" not in {w.service for w in lab.flags.workers.live_workers()}
+
+
+def test_unknown_service_is_one_clear_error_exit_2(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [TRADEOS_LAB, "service", "brokerage"],
+        env=_env(tmp_path / "lab"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("config error: no pipeline service named 'brokerage'")
