@@ -1,5 +1,5 @@
-"""Toy services for the runner's tests and the benchmark's null chain (run in-process or as
-`python -m tradeos_lab.pipeline tests/pipeline/runner_toys.py:Relay`)."""
+"""Toy services for the runner's tests, run in-process or as a service process of their own
+(`tradeos-lab service tests/pipeline/runner_toys.py:Relay`)."""
 
 from __future__ import annotations
 
