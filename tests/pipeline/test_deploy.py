@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,3 +123,44 @@ def test_unknown_or_bad_strategies_are_clear_errors(pipeline_lab: Lab) -> None:
     with pytest.raises(ValidationError, match="deploy takes a Strategy"):
         pipeline_lab.pipeline.deploy(42)  # type: ignore[arg-type]
     assert pipeline_lab.pipeline.deployments == {}
+
+
+KERNEL = """
+import sys, time, warnings
+import tradeos_lab as tl
+from tradeos_lab.settings import load_settings
+
+namespace, base, tmp = sys.argv[1:4]
+warnings.simplefilter("ignore")  # one Redis server for the three tiers in this test
+settings = load_settings(
+    namespace=namespace, bus_url=f"{base}/0", cache_url=f"{base}/1", flags_url=f"{base}/2",
+    records_url=f"sqlite:///{tmp}/records.db", lake_url=f"chdb://{tmp}/lake", data_dir=tmp,
+)
+lab = tl.connect(settings, start=False)
+handle = lab.pipeline.deploy("sma_cross")
+while not any(w.service == handle.name for w in lab.flags.workers.live_workers()):
+    time.sleep(0.05)
+print("deployed", handle.name, flush=True)
+# the kernel exits without stopping the deployment
+"""
+
+
+def test_a_deployment_stops_when_its_kernel_exits(
+    pipeline_lab: Lab, namespace: str, shared_redis_url: str, tmp_path: Path
+) -> None:
+    base = shared_redis_url.rsplit("/", 1)[0]
+    kernel = subprocess.run(
+        [sys.executable, "-c", KERNEL, namespace, base, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S * 4,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert kernel.returncode == 0, kernel.stderr
+    assert "deployed signal_engine.sma_cross" in kernel.stdout
+    # It left the worker registry on the way out: stopped, not abandoned.
+    assert all(
+        w.service != "signal_engine.sma_cross"
+        for w in pipeline_lab.flags.workers.live_workers()
+        + pipeline_lab.flags.workers.stale_workers()
+    )
