@@ -244,13 +244,24 @@ def test_kill_switch_halted_refuses_every_order_in_its_scope(
 def test_kill_switch_reducing_lets_only_exposure_reducing_orders_through(
     lab: Lab, scope: str, target: str | None
 ) -> None:
-    _fill(lab, "sma_cross", "buy", 0.1, at=WEEKDAY_OPEN - 3600)
     lab.kill_switches.engage(scope, "REDUCING", target=target, actor="user:test", reason="drill")
-    # Flipping to short would open exposure: refused.
-    _assert_refused(_run(lab, _signal(strength=-0.5)), "kill_switch", "only reducing")
-    # Closing the long reduces it: an intent.
+    # Opening a position adds exposure: refused.
+    _assert_refused(_run(lab, _signal(strength=0.5)), "kill_switch", "only reducing")
+    # Closing a long reduces it: an intent.
+    _fill(lab, "sma_cross", "buy", 0.1, at=WEEKDAY_OPEN - 3600)
     [intent] = _intents(_run(lab, _signal(strength=0.0)))
     assert intent.reduce_only and intent.side.value == "sell"
+    assert intent.quantity == pytest.approx(0.1)
+
+
+def test_a_flip_under_a_reducing_switch_only_closes_the_position(lab: Lab) -> None:
+    _fill(lab, "sma_cross", "buy", 0.1, at=WEEKDAY_OPEN - 3600)
+    lab.kill_switches.engage("global", "REDUCING", actor="user:test", reason="wind down")
+    out = _run(lab, _signal(strength=-0.5))
+    [intent] = _intents(out)
+    assert (intent.side.value, intent.quantity, intent.reduce_only) == ("sell", 0.1, True)
+    [audit] = out[Stream.AUDIT]
+    assert isinstance(audit.payload, Audit) and "cut to closing" in audit.payload.reason
 
 
 def test_an_explicit_clear_resumes_intents(lab: Lab) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -123,6 +123,11 @@ class Feasibility(Service):
             and reduces_exposure(account, side, quantity),
         )
         failed = self._check(proposal, equity, account)
+        if failed is not None and failed[0] == "kill_switch":
+            # Under REDUCING a flip is cut to its closing part, which reduces exposure.
+            closing = _closing_part(proposal, held, account)
+            if closing is not None and self._check(closing, equity, account) is None:
+                return self._clear(closing, profile)
         if failed is not None:
             return self._refuse(proposal, *failed)
         return self._clear(proposal, profile)
@@ -305,7 +310,7 @@ class Feasibility(Service):
             target=f"symbol:{signal.symbol}",
             reason=(
                 f"{signal.strategy} {p.side.value} {p.quantity:g} {signal.symbol} at ~{p.price:g} "
-                f"passed {len(RULES)} checks under {profile.label}"
+                f"passed {len(RULES)} checks under {profile.label}{p.note}"
             ),
             new_value={"side": p.side.value, "quantity": p.quantity, "price": p.price},
         )
@@ -370,6 +375,24 @@ class _Proposal:
     price: float
     #: Whether it shrinks both the strategy's and the account's position (from the ledger).
     reduces: bool
+    #: Said in the audit entry when the order is not the one the signal asked for.
+    note: str = ""
+
+
+def _closing_part(p: _Proposal, held: float, account: float) -> _Proposal | None:
+    """The part of a flip that closes the strategy's position, when that part reduces
+    exposure; None for an order that does not flip."""
+    closing = abs(held)
+    if not held or p.quantity <= closing or _side_of(held) == (1 if p.side is Side.BUY else -1):
+        return None
+    if not (reduces_exposure(held, p.side, closing) and reduces_exposure(account, p.side, closing)):
+        return None
+    return replace(
+        p,
+        quantity=closing,
+        reduces=True,
+        note=f"; a flip of {p.quantity:g} cut to closing {closing:g} under a REDUCING kill switch",
+    )
 
 
 class _FlagsDown(Exception):
