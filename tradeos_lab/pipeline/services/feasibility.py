@@ -12,7 +12,8 @@ What it decides:
   A signal below the profile's minimum confidence opens nothing (closing is always considered).
 - the checks: every rule of `rules.RULES`, in order, each a pure function of the facts gathered
   here. The kill switch is read first and alone: when it denies the order (HALTED, REDUCING and
-  the order does not reduce, or the flags tier unreachable) no other fact is gathered.
+  the order does not reduce, or the flags tier unreachable) no other fact is gathered. Under
+  REDUCING a flip is cut to the part that closes the position, which does reduce.
 
 What it emits: an `intents` message listing the rules it passed and the policy profile version it
 was sized under, kept in the records under the id the bus gives it, plus an `audit` entry; or, for
