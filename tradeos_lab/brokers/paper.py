@@ -133,6 +133,7 @@ class PaperBroker:
         self._starting_cash_key = f"broker.{name}.starting_cash"
         #: Per symbol, how many open orders the last `advance` found (a hint, not state).
         self.working_seen: dict[str, int] = {}
+        self._starting_cash: float | None = None
 
     # ---- orders -----------------------------------------------------------------------------
 
@@ -241,6 +242,8 @@ class PaperBroker:
 
     def starting_cash(self) -> float:
         """The cash the account started with, fixed in the records the first time it is asked."""
+        if self._starting_cash is not None:
+            return self._starting_cash
         kept = self.records.get_config(self._starting_cash_key)
         if kept is None:
             self.records.set_config(
@@ -250,7 +253,8 @@ class PaperBroker:
                 reason="the paper account opens with its configured starting cash",
             )
             kept = self.records.get_config(self._starting_cash_key)
-        return float(kept)
+        self._starting_cash = float(kept)
+        return self._starting_cash
 
     def positions(self) -> dict[str, float]:
         totals = self.records.fill_totals(self.name)

@@ -99,6 +99,10 @@ class Positions(Service):
     def _one_at_a_time(self) -> threading.Lock:
         return threading.Lock()
 
+    #: The book as last computed (a copy of the records' ledger, rebuilt on first use and by
+    #: every scheduled snapshot).
+    _last_book: dict[str, PositionUpdate] | None = None
+
     def handle(self, message: Message) -> Sequence[Message]:
         if not isinstance(message, FillMessage | FillV1Message):
             raise ContractError(f"positions takes fills, not {message.schema_name}")
@@ -122,10 +126,19 @@ class Positions(Service):
             broker=order.broker or self.broker.name,
         )
         with self._one_at_a_time:  # the snapshot timer fires on another thread
-            book = self._book(fill.ts)
+            if self._last_book is None:
+                self._last_book = self._book(fill.ts)
+            # Only this fill's symbol moved: read its ledger; the others stand as last computed
+            # (the scheduled snapshot recomputes the whole book).
+            entries = self.records.ledger(symbol=fill.symbol)
+            price = self.ctx.lab.cache.get_price(fill.symbol)
+            position = position_of(
+                fill.symbol, entries, price.price if price is not None else fill.price, fill.ts
+            )
+            book = {**self._last_book, fill.symbol: position}
+            self._last_book = book
             self.records.snapshot_positions(book.values(), account=self.broker.name, at=fill.ts)
             self._cache(book, [fill.symbol])
-        position = book[fill.symbol]
         return [derive(message, position, producer=self.name, produced_at=self.ctx.now())]
 
     def timers(self) -> Sequence[Timer]:
@@ -135,6 +148,7 @@ class Positions(Service):
         """Snapshot the whole book now, refresh the cache, and publish the open positions."""
         with self._one_at_a_time:
             book = self._book(self.ctx.now())
+            self._last_book = book
             if not book:
                 return []
             self.records.snapshot_positions(
