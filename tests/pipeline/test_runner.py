@@ -168,6 +168,9 @@ def test_a_running_service_heartbeats_and_answers_healthz_and_metrics(pipeline_l
     runner = _runner(lab, heartbeat_s=0.05)
     running = runner.run_in_thread()
     try:
+        # run_in_thread returns once the service serves /healthz and is in the registry
+        assert running.health_url is not None
+        assert [w.instance for w in lab.flags.workers.live_workers()] == ["relay-1"]
         _wait(lambda: runner.counts.handled == 5)
 
         def beat() -> dict[str, str]:

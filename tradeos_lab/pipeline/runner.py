@@ -52,9 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HANDLED = Counter(
-    "tradeos_pipeline_handled", "Messages a service handled (outputs committed)", ["service"]
-)
+HANDLED = Counter("tradeos_pipeline_handled", "Messages a service's handler answered", ["service"])
 FAILED = Counter(
     "tradeos_pipeline_failed", "Messages a service's handler raised on", ["service", "stream"]
 )
@@ -165,6 +163,7 @@ class ServiceRunner:
         self._lag = 0
         self._pending = 0
         self._closed = False
+        self._started = threading.Event()
         self._m_handled = HANDLED.labels(service=name)
         self._m_seconds = HANDLE_SECONDS.labels(service=name)
         self._m_timer = TIMER_MESSAGES.labels(service=name)
@@ -445,6 +444,7 @@ class ServiceRunner:
             self.status = "running"
             self.heartbeat()
             self._adopt()
+            self._started.set()
             threads = [
                 threading.Thread(
                     target=self._consume,
@@ -530,8 +530,8 @@ class ServiceRunner:
         )
 
     def run_in_thread(self) -> RunningService:
-        """Run on a daemon thread of this process (a notebook's kernel); stopped by the returned
-        handle's `stop()` or when the interpreter exits."""
+        """Run on a daemon thread of this process (a notebook's kernel), returning once it runs;
+        stopped by the returned handle's `stop()` or when the interpreter exits."""
         stop = threading.Event()
         thread = threading.Thread(
             target=self.run,
@@ -543,6 +543,8 @@ class ServiceRunner:
         running = RunningService(self, thread, stop)
         thread.start()
         atexit.register(running.stop, 10.0)
+        while not self._started.wait(0.05) and thread.is_alive():
+            pass  # returns once it serves /healthz and has heartbeated (or died trying)
         return running
 
 
