@@ -250,3 +250,20 @@ def test_unknown_service_is_one_clear_error_exit_2(tmp_path: Path) -> None:
     )
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("config error: no pipeline service named 'brokerage'")
+
+
+def test_services_die_with_a_killed_up(start_up: Callable[..., Up]) -> None:
+    """Even a SIGKILLed `up` (no chance to stop anything) leaves no service running."""
+    up = start_up(TRADEOS_PIPELINE_SERVICES="positions")
+    assert eventually(lambda: up.services().get("positions", {}).get("state") == "up")
+    family = up.descendants()
+    services = [p for p in family if " service " in " ".join(p.cmdline())]
+    assert len(services) == 1
+    up.proc.kill()
+    up.proc.wait(30)
+    try:
+        _, still = psutil.wait_procs(services, timeout=30)
+        assert alive(still) == []
+    finally:
+        for process in alive(family):  # the embedded servers, not under test here
+            process.kill()
