@@ -45,11 +45,12 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import redis
 
 from tradeos_lab.contracts import (
@@ -79,6 +80,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline
 from end_to_end_support import STRATEGY_REF, allow_trading_every_bar, zigzag_bar
 
 _T0 = datetime(2024, 1, 2, 0, 0, tzinfo=UTC)
+#: The benchmark's series ends before now however many bars it publishes (one a minute).
+SERIES_START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=30)
 _SYMBOL = "BTC-USD"
 _MESSAGE_ID = "01900000-0000-7000-8000-000000000000"
 
@@ -286,7 +289,7 @@ class Arrivals:
     at: dict[str, float] = field(default_factory=dict)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def wait_for(self, ids: Sequence[str], *, idle: float = 3.0, timeout: float = 120.0) -> None:
+    def wait_for(self, ids: Sequence[str], *, idle: float = 10.0, timeout: float = 180.0) -> None:
         """Until every bar of `ids` has a fill, or none came for `idle` seconds (a real chain
         need not fill every bar: its first one, a rule that refuses)."""
         deadline = time.monotonic() + timeout
@@ -374,6 +377,7 @@ def run_chain(
     rate: float,
     seconds: float,
     backlog: int,
+    verbose: bool = False,
 ) -> ChainResult:
     """Start the chain's processes, then measure throughput, latency and round trips."""
     stop = mp.get_context("spawn").Event()
@@ -391,7 +395,7 @@ def run_chain(
         reader.start()
         time.sleep(0.5)
         # throughput: a backlog published flat out, until its last bar's fill
-        bars = [zigzag_bar(i) for i in range(backlog)]
+        bars = [zigzag_bar(i, start=SERIES_START) for i in range(backlog)]
         t0 = time.perf_counter()
         bus.publish_many(Stream.MARKET_DATA, bars)
         ids = [b.correlation_id for b in bars]
@@ -405,7 +409,7 @@ def run_chain(
         before = commands_done(bus.redis)
         trips_before = {s.name: s.trips.value for s in stages}
         count = int(rate * seconds)
-        offered = [zigzag_bar(backlog + i) for i in range(count)]
+        offered = [zigzag_bar(backlog + i, start=SERIES_START) for i in range(count)]
         sent: dict[str, float] = {}
         t_start = time.perf_counter()
         for i, message in enumerate(offered):
@@ -423,6 +427,12 @@ def run_chain(
             (arrivals.at[c] - t) * 1000 for c, t in sent.items() if c in arrivals.at
         ]
     finally:
+        if verbose:
+            print(bus.inspect.streams()[["stream", "length", "dead_letters"]].to_string())
+            for stream in Stream:
+                dead = bus.inspect.dead_letters(stream, count=3)
+                if len(dead):
+                    print(stream.value, dead[["group", "reason", "error"]].to_string())
         reader_stop.set()
         stop.set()
         for stage in stages:
@@ -439,6 +449,7 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=5000, help="bars of the throughput run")
     parser.add_argument("--chain", choices=("both", "null", "real"), default="both")
     parser.add_argument("--records", default="sqlite", help="sqlite, or a PostgreSQL URL")
+    parser.add_argument("--verbose", action="store_true", help="stream lengths, dead letters")
     args = parser.parse_args()
     # one scratch server holds bus, cache and flags: the benchmark measures round trips, not
     # the eviction policies that would want a server each
@@ -495,6 +506,12 @@ def chain(
         with tl.connect(settings, start=False) as lab:
             operator.arm(lab, actor="user:bench", reason="pipeline benchmark")
             allow_trading_every_bar(lab)
+            # what ingestion caches before it publishes (the driver stands in for it): the
+            # series' latest bars and price, for sizing and the paper broker
+            total = args.backlog + int(args.rate * args.seconds)
+            last = [zigzag_bar(i, start=SERIES_START).payload for i in range(total - 500, total)]
+            lab.cache.write_bars(pd.DataFrame([b.model_dump() for b in last]))
+            lab.cache.set_price(_SYMBOL, last[-1].close)
     client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
     bus = Bus(client, keys=Keys(settings.namespace), settings=settings, producer="ingestion")
 
@@ -516,6 +533,7 @@ def chain(
             rate=args.rate,
             seconds=args.seconds,
             backlog=args.backlog,
+            verbose=args.verbose,
         )
     finally:
         client.close()

@@ -52,13 +52,15 @@ class FlipFlop(st.Strategy[st.StrategyParams]):
         return st.choose(close > before, close < before, close == before)
 
 
-def zigzag_bar(i: int, *, symbol: str = "BTC-USD", producer: str = "ingestion") -> Message:
+def zigzag_bar(
+    i: int, *, symbol: str = "BTC-USD", producer: str = "ingestion", start: datetime = T0
+) -> Message:
     """Bar `i` of a 1m series whose close goes 99, 101, 101, 99, 99, 101, ... one minute apart."""
     price = 101.0 if i % 4 in (1, 2) else 99.0
     payload = Bar(
         symbol=symbol,
         timeframe="1m",
-        ts=T0 + timedelta(minutes=i),
+        ts=start + timedelta(minutes=i),
         open=100.0,
         high=max(price, 100.0) + 0.5,
         low=min(price, 100.0) - 0.5,
