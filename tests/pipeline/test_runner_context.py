@@ -11,7 +11,15 @@ from tradeos_lab.contracts import Audit, Bar, RiskEvent, new_message
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
-from tradeos_lab.pipeline import PIPELINE_ORDER, SERVICES, Service, ServiceContext, service_class
+from tradeos_lab.pipeline import (
+    PIPELINE_ORDER,
+    SERVICES,
+    Service,
+    ServiceContext,
+    ServiceRunner,
+    Timer,
+    service_class,
+)
 from tradeos_lab.pipeline.registry import service_names
 
 
@@ -106,3 +114,21 @@ def test_services_sharing_one_context_each_produce_under_their_own_name(pipeline
     assert watcher.ctx.audit(None, action="a.b", target="global", reason="r").producer == "watcher"
     assert other.ctx.audit(None, action="a.b", target="global", reason="r").producer == "other"
     assert watcher.ctx.lab is other.ctx.lab is pipeline_lab
+
+
+@pytest.mark.parametrize("every_s", [0, -1.0, float("nan"), float("inf")])
+def test_a_timer_must_fire_every_positive_finite_interval(every_s: float) -> None:
+    with pytest.raises(ValidationError, match="positive, finite"):
+        Timer("poll", every_s, list)
+
+
+def test_the_runner_runs_only_service_classes_with_canonical_names(pipeline_lab: Lab) -> None:
+    ctx = ServiceContext(pipeline_lab, pipeline_lab.settings, "x-1")
+
+    class Shouting(Service):
+        name = "Shouting"
+
+    with pytest.raises(ValidationError, match="a ServiceRunner runs a Service subclass"):
+        ServiceRunner(object, ctx)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="must be spelled 'shouting'"):
+        ServiceRunner(Shouting, ctx)

@@ -9,6 +9,7 @@ that only transforms messages has an exactly-once effect on the bus.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from tradeos_lab.contracts import (
     derive,
     new_message,
 )
+from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
 
 if TYPE_CHECKING:
@@ -41,6 +43,15 @@ class Timer:
     name: str
     every_s: float
     fire: Callable[[], Sequence[Message]]
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.every_s, int | float) and 0 < self.every_s < math.inf):
+            raise ValidationError(
+                f"timer {self.name!r} must fire every positive, finite number of seconds, "
+                f"not {self.every_s!r}"
+            )
+        if not callable(self.fire):
+            raise ValidationError(f"timer {self.name!r} needs a callable to fire")
 
 
 @dataclass
