@@ -283,3 +283,20 @@ def test_bars_of_a_symbol_without_open_orders_do_not_ask_the_records_each_time(
     execution.handle(intent)
     fills = _of(FillMessage, execution.handle(_bar(pipeline_lab, 3, close=94.0)))
     assert [f.causation_id for f in fills] == [intent.message_id]
+
+
+def test_quotes_on_market_data_are_passed_over_and_other_schemas_refused(
+    execution: Execution,
+) -> None:
+    from tradeos_lab.contracts import Audit, Quote
+    from tradeos_lab.errors import ContractError
+
+    quote = Quote(
+        symbol="BTC-USD", ts=T0, bid_price=99, bid_size=1, ask_price=101, ask_size=1, source="t"
+    )
+    assert execution.handle(new_message(quote, producer="ingestion")) == []
+    audit = Audit(
+        actor="user:t", action="x", target="y", old_value=None, new_value=None, reason="z"
+    )
+    with pytest.raises(ContractError, match="intents and bars"):
+        execution.handle(new_message(audit, producer="t"))

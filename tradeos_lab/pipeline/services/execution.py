@@ -42,8 +42,10 @@ from tradeos_lab.contracts import (
     IntentMessage,
     Order,
     OrderStatus,
+    QuoteMessage,
     RiskKind,
     Severity,
+    TradeMessage,
     derive,
 )
 from tradeos_lab.errors import ContractError, TransientError
@@ -118,6 +120,8 @@ class Execution(Service):
         return threading.Lock()
 
     def handle(self, message: Message) -> Sequence[Message]:
+        if isinstance(message, QuoteMessage | TradeMessage):
+            return []  # the paper broker fills against bars; other market data moves nothing
         if not isinstance(message, IntentMessage | BarMessage):
             raise ContractError(f"execution takes intents and bars, not {message.schema_name}")
         with self._one_at_a_time:
