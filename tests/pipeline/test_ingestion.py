@@ -20,6 +20,7 @@ from tradeos_lab.pipeline.services.ingestion import (
     CLOSED_MARKET_POLL_S,
     Ingestion,
     MarketFeed,
+    SyntheticFeed,
     bar_message_id,
 )
 from tradeos_lab.providers import SyntheticProvider, save_bars
@@ -41,7 +42,8 @@ def _published(lab: Lab) -> pd.DataFrame:
 
 def test_each_bar_is_published_once_across_polls_repolls_and_restarts(pipeline_lab: Lab) -> None:
     ingestion = _ingestion(pipeline_lab)
-    (timer,) = ingestion.timers()
+    timer, lake = ingestion.timers()
+    assert lake.name == "lake"
     polls = [timer.fire() for _ in range(3)]
     # Bars are published by the poll itself, in one MULTI with the marker; the runner gets only
     # the audit entry of the series' start.
@@ -100,8 +102,12 @@ def test_warm_up_history_and_every_bar_reach_cache_and_lake(pipeline_lab: Lab) -
     expected = CACHE_INDICATORS.batch(bars)
     assert indicators.values["sma_20"] == pytest.approx(expected["sma_20"].iloc[-1])
 
+    # The live bars go to the lake in one batch, on the lake timer (or when ingestion stops).
+    live_ts = list(pd.to_datetime(published["payload.ts"], utc=True))
+    assert pipeline_lab.lake.read_bars("BTC-USD", "1m", limit=1)["ts"].iloc[-1] < live_ts[0]
+    ingestion.timers()[-1].fire()
     lake = pipeline_lab.lake.read_bars("BTC-USD", "1m", limit=2)
-    assert list(lake["ts"]) == list(pd.to_datetime(published["payload.ts"], utc=True))
+    assert list(lake["ts"]) == live_ts
 
 
 def test_replay_feed_publishes_the_file_in_order_one_bar_per_poll(
@@ -117,7 +123,7 @@ def test_replay_feed_publishes_the_file_in_order_one_bar_per_poll(
         pipeline_symbols=("ETH-USD",),
         pipeline_timeframe="5m",
     )
-    (timer,) = ingestion.timers()
+    timer, _ = ingestion.timers()
     assert timer.every_s == pipeline_lab.settings.pipeline_bar_interval_s
     for _ in range(len(bars) + 2):  # past the end of the file: nothing more
         timer.fire()
@@ -167,6 +173,7 @@ def test_on_the_embedded_stack_bars_reach_bus_cache_and_lake(embedded_pipeline_l
     assert len(published) == 2
     last_ts = pd.Timestamp(published["payload.ts"].iloc[-1])
     assert lab.cache.get_bars("BTC-USD", "1m", limit=1)["ts"].iloc[-1] == last_ts
+    ingestion.close()  # stopping writes the lake's last batch
     assert lab.lake.read_bars("BTC-USD", "1m", limit=1)["ts"].iloc[-1] == last_ts
 
 
@@ -183,5 +190,20 @@ def test_bars_are_published_and_cached_while_the_lake_is_down(pipeline_lab: Lab)
         assert len(published) == 2
         cached = lab.cache.get_bars("BTC-USD", "1m")
         assert list(cached["ts"]) == list(pd.to_datetime(published["payload.ts"], utc=True))
+        assert ingestion.flush_lake() == ()  # the lake's batch is dropped, with a warning
     finally:
         lab.close()
+
+
+def test_synthetic_feed_serves_the_same_bars_as_the_generator_one_by_one() -> None:
+    provider = SyntheticProvider(gap_rate=0.0, outage_rate=0.0)
+    feed = SyntheticFeed("synthetic", provider, every_s=0.5)
+    now = pd.Timestamp("2025-01-06T10:00:30Z")
+    tf = Timeframe("1m")
+    served = [feed.next_bars("ETH-USD", tf, None, now)]
+    for _ in range(299):  # across the generator's 256-bar batches
+        served.append(feed.next_bars("ETH-USD", tf, served[-1]["ts"].iloc[-1], now))
+    bars = pd.concat(served, ignore_index=True)
+    start = now.floor("1min")
+    expected = provider.fetch_bars("ETH-USD", tf, start, start + pd.Timedelta(minutes=300))
+    pd.testing.assert_frame_equal(bars, expected)

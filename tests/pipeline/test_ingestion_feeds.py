@@ -43,7 +43,7 @@ def test_coinbase_feed_publishes_each_completed_bar_once(
     now = [time.time()]
     ctx = ServiceContext(pipeline_lab, settings, "ingest-coinbase", clock=lambda: now[0])
     ingestion = Ingestion(ctx)
-    (timer,) = ingestion.timers()
+    timer, _ = ingestion.timers()
     assert timer.every_s == 60.0
 
     timer.fire()  # warm-up history, then the bars completed since

@@ -12,12 +12,13 @@ What it consumes: nothing from the bus; one timer per subscribed symbol polls th
   around the clock for crypto; for equities every minute in the NYSE's sessions and every
   fifteen minutes outside them (a closed market has no new bars to find).
 
-What it emits, per new bar: first the lake (`Lake.write_bars`, idempotent) and the cache (price,
-the last 500 bars and the incremental indicators of `CACHE_INDICATORS`, via `update_cache`), then
-one `market_data` message. The message id is derived from (feed, symbol, timeframe, ts), and the
-XADD commits in one MULTI with the open time of the last published bar of the series, so a
-re-poll, a restart or a second ingestion process never publishes a bar twice, and a crash before
-the commit only means the bar is published on the next poll. Before a series' first live bar its
+What it emits, per new bar: first the cache (price, the last 500 bars and the incremental
+indicators of `CACHE_INDICATORS`, via `update_cache`), then one `market_data` message; every
+`LAKE_EVERY_S` seconds (and when it stops) the bars of the meantime go to the lake in one write.
+The message id is derived from (feed, symbol, timeframe, ts), and the XADD commits in one MULTI
+with the open time of the last published bar of the series, so a re-poll, a restart or a second
+ingestion process never publishes a bar twice, and a crash before the commit only means the bar
+is published on the next poll. Before a series' first live bar its
 warm-up history is read through the three-tier reader (cache -> lake -> the feed's provider), so
 indicators and strategies have history from the first bar; an `audit` entry says where each
 series starts (or resumes) and on how much history.
@@ -83,6 +84,10 @@ CACHE_INDICATORS: Final = IndicatorSet(
     ]
 )
 
+#: How often the bars ingested meanwhile go to the lake, in one write.
+LAKE_EVERY_S: Final = 5.0
+#: Bars the synthetic feed generates at a time (its generator works in blocks of 256).
+SYNTHETIC_AHEAD_BARS: Final = 256
 #: Polling a real market: every minute, and every fifteen outside an equity market's sessions.
 MARKET_POLL_S: Final = 60.0
 CLOSED_MARKET_POLL_S: Final = 900.0
@@ -134,14 +139,25 @@ class Feed:
 
 class SyntheticFeed(Feed):
     """The seeded synthetic series on an accelerated clock: one bar per poll, each one timeframe
-    after the last, starting at the bar in progress; no missing bars, so a demo never stalls."""
+    after the last, starting at the bar in progress; no missing bars, so a demo never stalls.
+    Bars are generated `SYNTHETIC_AHEAD_BARS` at a time and served from memory (the series is
+    deterministic: the same bars as asked one by one)."""
+
+    def __init__(self, name: str, provider: BarProvider, every_s: float) -> None:
+        super().__init__(name, provider, every_s)
+        self._ahead: dict[tuple[str, Timeframe], pd.DataFrame] = {}
 
     def next_bars(
         self, symbol: str, timeframe: Timeframe, after: pd.Timestamp | None, now: pd.Timestamp
     ) -> pd.DataFrame:
         step = pd.Timedelta(seconds=timeframe.seconds)
         ts = floor_to_grid(now, timeframe) if after is None else after + step
-        return self.provider.fetch_bars(symbol, timeframe, ts, ts + step)
+        ahead = self._ahead.get((symbol, timeframe))
+        if ahead is None or ahead.empty or not ahead["ts"].iloc[0] <= ts <= ahead["ts"].iloc[-1]:
+            end = ts + SYNTHETIC_AHEAD_BARS * step
+            ahead = self.provider.fetch_bars(symbol, timeframe, ts, end)
+            self._ahead[(symbol, timeframe)] = ahead
+        return ahead[ahead["ts"] == ts].reset_index(drop=True)
 
 
 class ReplayFeed(Feed):
@@ -251,10 +267,11 @@ class Ingestion(Service):
         self.symbols = tuple(validate_symbol(s) for s in settings.pipeline_symbols)
         self.feed = open_feed(settings, ctx.lab)
         self._series: dict[str, _Series] = {}
+        self._for_lake: list[pd.DataFrame] = []
 
     def timers(self) -> Sequence[Timer]:
-        """One poll per subscribed symbol, on the feed's schedule."""
-        return tuple(
+        """One poll per subscribed symbol, on the feed's schedule; then the lake's batch."""
+        polls = tuple(
             Timer(
                 name=f"poll:{symbol}:{self.timeframe.value}",
                 every_s=self.feed.every_s,
@@ -262,6 +279,7 @@ class Ingestion(Service):
             )
             for symbol in self.symbols
         )
+        return (*polls, Timer(name="lake", every_s=LAKE_EVERY_S, fire=self.flush_lake))
 
     def poll(self, symbol: str) -> Sequence[Message]:
         """Fetch the series' new bars, store them, publish them. Each bar is published here, in
@@ -332,16 +350,10 @@ class Ingestion(Service):
     # ---- what it emits --------------------------------------------------------------------------
 
     def _store(self, symbol: str, series: _Series, bars: pd.DataFrame) -> None:
-        """Lake, then cache bars, indicators and price; both idempotent, so a bar stored before
-        a crash and stored again after it changes nothing. Only the cache is required: a bar
-        the lake could not take is published anyway."""
+        """Cache bars, indicators and price (idempotent, so a bar stored before a crash and
+        stored again after it changes nothing); the bars join the lake's next batch."""
         lab = self.ctx.lab
-        try:
-            lab.lake.write_bars(bars)
-        except TransientError as e:
-            # The lake is history, not the live path: trading goes on, and the three-tier
-            # reader fills the hole from the provider when the bars are next read.
-            log.warning("lake unavailable, %s bars not stored there: %s", symbol, e)
+        self._for_lake.append(bars)
         state = series.indicators
         for row in bars.to_dict("records"):
             ts: pd.Timestamp = row["ts"]
@@ -406,7 +418,23 @@ class Ingestion(Service):
             payload=payload,
         )
 
+    def flush_lake(self) -> Sequence[Message]:
+        """Append the bars stored since the last batch to the lake (one write, not one per bar:
+        a lake insert costs tens of milliseconds). The lake is history, not the live path: when
+        it is down the batch is dropped with a warning and trading goes on; the three-tier
+        reader fills the hole from the provider when the bars are next read."""
+        if not self._for_lake:
+            return ()
+        batch = pd.concat(self._for_lake, ignore_index=True)
+        self._for_lake.clear()
+        try:
+            self.ctx.lab.lake.write_bars(batch)
+        except TransientError as e:
+            log.warning("lake unavailable, %d bars not stored there: %s", len(batch), e)
+        return ()
+
     def close(self) -> None:
+        self.flush_lake()
         closer: Callable[[], None] | None = getattr(self.feed.provider, "close", None)
         if closer is not None:
             closer()
