@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,7 +26,8 @@ from tradeos_lab.lab import Lab
 from tradeos_lab.observability.logs import JsonFormatter
 from tradeos_lab.pipeline import Service, ServiceContext, ServiceRunner
 from tradeos_lab.pipeline.runner import resolve_service
-from tradeos_lab.settings import Settings
+from tradeos_lab.secrets import SecretUrl
+from tradeos_lab.settings import Settings, SharedRedisServerWarning
 
 
 def _runner(lab: Lab, cls: type[Service] = Relay, **kwargs: Any) -> ServiceRunner:
@@ -295,3 +297,32 @@ def test_a_service_runs_on_the_embedded_stack(embedded_pipeline_lab: Lab) -> Non
     outputs = _messages(lab, Stream.AUDIT, "relay")
     assert [m.causation_id for m in outputs] == [m.message_id for m in inputs]
     assert lab.bus.inspect.group_info(Stream.MARKET_DATA, "relay").pending == 0
+
+
+def test_a_service_goes_on_handling_while_the_flags_tier_is_down_and_healthz_says_so(
+    redis_server_factory: Callable[..., Any],
+    pipeline_settings: Settings,
+) -> None:
+    flags_server = redis_server_factory("flags", policy="volatile-ttl")
+    settings = pipeline_settings.model_copy(update={"flags_url": SecretUrl(flags_server.url)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        lab = tl.connect(settings, start=False)
+    try:
+        runner = _runner(lab, heartbeat_s=0.05)
+        running = runner.run_in_thread()
+        try:
+            flags_server.stop()
+            _wait(lambda: runner.check()["flags"]["state"] == "degraded")
+            with urllib.request.urlopen(f"{running.health_url}/healthz", timeout=5) as reply:
+                assert json.load(reply)["status"] == "degraded"
+            lab.bus.publish_many(Stream.MARKET_DATA, [bar(i) for i in range(3)])
+            _wait(lambda: runner.counts.handled == 3)
+            flags_server.start()
+            _wait(lambda: runner.check()["flags"]["state"] == "up")
+            _wait(lambda: [w.info["handled"] for w in lab.flags.workers.live_workers()] == ["3"])
+        finally:
+            running.stop()
+        assert len(_messages(lab, Stream.AUDIT, "relay")) == 3
+    finally:
+        lab.close()
