@@ -154,3 +154,13 @@ def test_config_is_live_tunable_in_the_records(pipeline_lab: Lab) -> None:
     records.set_config("broker.paper.participation", 2.0, changed_by="user:test", reason="t")
     with pytest.raises(ValidationError, match="participation"):
         PaperConfig.from_records(records)
+
+
+def test_latency_holds_an_order_back_that_many_bars(pipeline_lab: Lab) -> None:
+    broker = _broker(pipeline_lab, latency_bars=2)
+    _bar(pipeline_lab, 0, 100.0)
+    placed = broker.submit(_buy("o-12"))
+    assert placed.order.status is OrderStatus.ACCEPTED and placed.fills == ()
+    assert broker.advance(_bar(pipeline_lab, 1, 101.0)) == []
+    (report,) = broker.advance(_bar(pipeline_lab, 2, 102.0))
+    assert report.fills[0].price == pytest.approx(102.0 * 1.0005)
