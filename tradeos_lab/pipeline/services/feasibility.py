@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import redis
+from sqlalchemy import select
 
 from tradeos_lab.contracts import (
     Direction,
@@ -50,6 +51,7 @@ from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
 from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource
 from tradeos_lab.providers.alpaca import is_crypto
+from tradeos_lab.stores.records.models import LedgerEntry
 from tradeos_lab.tiers.flags import Decision, reduces_exposure
 
 if TYPE_CHECKING:
@@ -122,6 +124,7 @@ class Feasibility(Service):
             price=price,
             reduces=reduces_exposure(held, side, quantity)
             and reduces_exposure(account, side, quantity),
+            held=held,
         )
         failed = self._check(proposal, equity, account)
         if failed is not None and failed[0] == "kill_switch":
@@ -223,7 +226,7 @@ class Feasibility(Service):
             other_exposure=self._other_exposure(signal.symbol),
             max_leverage=profile.max_leverage,
             max_order_notional=limits.max_order_notional,
-            last_exit_at=self._last_exit_at(signal.strategy, signal.symbol),
+            last_exit_at=self._last_exit_at(p, now - limits.exit_cooldown_s),
             exit_cooldown_s=limits.exit_cooldown_s,
             market_open=market_open(signal.symbol, now),
         )
@@ -270,15 +273,28 @@ class Feasibility(Service):
             for s, p in positions.items()
         )
 
-    def _last_exit_at(self, strategy: str, symbol: str) -> float | None:
-        """When the strategy's position in the symbol last returned to flat (ledger order)."""
-        position, last = 0.0, None
-        for entry in self.ctx.lab.records.ledger(strategy=strategy, symbol=symbol):
-            before, position = position, position + entry.signed_quantity
-            if before and math.isclose(position, 0.0, abs_tol=1e-9 * max(1.0, abs(before))):
-                at = entry.executed_at
-                last = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
-        return last
+    def _last_exit_at(self, p: _Proposal, since: float) -> float | None:
+        """When the strategy's position in the symbol last returned to flat, looking only at
+        ledger entries since `since` (an older exit cannot hold an order back): walked back
+        from the position now, newest first, so the cost does not grow with the history."""
+        stmt = (
+            select(LedgerEntry)
+            .where(
+                LedgerEntry.strategy == p.signal.strategy,
+                LedgerEntry.symbol == p.signal.symbol,
+                LedgerEntry.executed_at >= datetime.fromtimestamp(since, UTC),
+            )
+            .order_by(LedgerEntry.executed_at.desc(), LedgerEntry.execution_id.desc())
+        )
+        after = p.held
+        with self.ctx.lab.records.session() as session:
+            for entry in session.scalars(stmt):
+                before = after - entry.signed_quantity
+                if before and math.isclose(after, 0.0, abs_tol=1e-9 * max(1.0, abs(before))):
+                    at = entry.executed_at
+                    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+                after = before
+        return None
 
     # ---- outputs ----------------------------------------------------------------------------
 
@@ -376,6 +392,8 @@ class _Proposal:
     price: float
     #: Whether it shrinks both the strategy's and the account's position (from the ledger).
     reduces: bool
+    #: The strategy's filled position in the symbol before the order (the ledger).
+    held: float
     #: Said in the audit entry when the order is not the one the signal asked for.
     note: str = ""
 
