@@ -140,7 +140,7 @@ class RunningSummary:
 
 def fill_line(fill: Fill) -> Text:
     """`12:00:01  FILL  BUY  0.5 BTC-USD @ 64,000.00  fee 1.60 USD`."""
-    side = fill.side.value if hasattr(fill.side, "value") else str(fill.side)
+    side = str(fill.side)
     style = "green" if side.lower() == "buy" else "magenta"
     return Text.assemble(
         (f"{fill.ts:%H:%M:%S}  ", "dim"),
@@ -153,8 +153,7 @@ def fill_line(fill: Fill) -> Text:
 
 def risk_line(event: RiskEvent) -> Text:
     """`12:00:02  RISK  warning  max_order_notional  symbol:BTC-USD  the order is too large`."""
-    severity = event.severity.value if hasattr(event.severity, "value") else str(event.severity)
-    kind = event.kind.value if hasattr(event.kind, "value") else str(event.kind)
+    severity, kind = str(event.severity), str(event.kind)
     return Text.assemble(
         (f"{event.ts:%H:%M:%S}  ", "dim"),
         ("RISK  ", "bold"),
