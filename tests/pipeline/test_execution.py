@@ -300,3 +300,15 @@ def test_quotes_on_market_data_are_passed_over_and_other_schemas_refused(
     )
     with pytest.raises(ContractError, match="intents and bars"):
         execution.handle(new_message(audit, producer="t"))
+
+
+def test_a_stop_intent_is_rejected_by_the_paper_broker_with_a_reason_on_risk_events(
+    execution: Execution, pipeline_lab: Lab
+) -> None:
+    intent = _intent(pipeline_lab, _bar(pipeline_lab, 0), order_type="stop", stop_price=90.0)
+    out = execution.handle(intent)
+    (order,) = _of(OrderMessage, out)
+    assert order.payload.status.value == "rejected"  # type: ignore[attr-defined]
+    assert order.payload.stop_price == 90.0  # type: ignore[attr-defined]
+    (event,) = _of(RiskEventMessage, out)
+    assert event.payload.kind.value == "execution_failure"  # type: ignore[attr-defined]

@@ -33,6 +33,7 @@ class OrderRequest:
     strategy: str | None = None
     intent_id: str | None = None
     correlation_id: str | None = None
+    stop_price: float | None = None
 
 
 @dataclass(frozen=True)

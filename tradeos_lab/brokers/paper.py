@@ -147,6 +147,7 @@ class PaperBroker:
             quantity=request.quantity,
             order_type=OrderType(request.order_type).value,
             limit_price=request.limit_price,
+            stop_price=request.stop_price,
             time_in_force=TimeInForce(request.time_in_force).value,
             strategy=request.strategy,
             broker=self.name,

@@ -142,6 +142,7 @@ class Execution(Service):
             quantity=intent.quantity,
             order_type=intent.order_type,
             limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
             time_in_force=intent.time_in_force,
             strategy=intent.strategy,
             intent_id=message.message_id,
