@@ -326,3 +326,32 @@ def test_a_service_goes_on_handling_while_the_flags_tier_is_down_and_healthz_say
         assert len(_messages(lab, Stream.AUDIT, "relay")) == 3
     finally:
         lab.close()
+
+
+def test_a_service_survives_the_bus_going_away_and_handles_what_comes_after(
+    redis_server_factory: Callable[..., Any],
+    pipeline_settings: Settings,
+) -> None:
+    bus_server = redis_server_factory("bus")
+    settings = pipeline_settings.model_copy(update={"bus_url": SecretUrl(bus_server.url)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        lab = tl.connect(settings, start=False)
+    try:
+        lab.bus.publish(Stream.MARKET_DATA, bar(0))
+        runner = _runner(lab, heartbeat_s=0.05)
+        running = runner.run_in_thread()
+        try:
+            _wait(lambda: runner.counts.handled == 1)
+            bus_server.stop()
+            _wait(lambda: runner.check()["bus"]["state"] == "degraded")
+            assert running.alive
+            bus_server.start()
+            lab.bus.publish_many(Stream.MARKET_DATA, [bar(i) for i in range(1, 3)])
+            _wait(lambda: runner.counts.handled == 3, timeout=30)
+            _wait(lambda: runner.check()["bus"]["state"] == "up")
+        finally:
+            running.stop()
+        assert len(_messages(lab, Stream.AUDIT, "relay")) >= 2  # those after the restart
+    finally:
+        lab.close()

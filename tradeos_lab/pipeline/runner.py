@@ -159,7 +159,8 @@ class ServiceRunner:
         self.status = "starting"
         self._counts_lock = threading.Lock()
         self._failure: BaseException | None = None
-        self._heartbeat_ok: bool | None = None
+        #: Whether the bus and the flags tier answered the last heartbeat.
+        self._reachable = {"bus": True, "flags": True}
         self._lag = 0
         self._pending = 0
         self._closed = False
@@ -320,33 +321,43 @@ class ServiceRunner:
         PENDING.labels(service=self.service.name).set(pending)
 
     def heartbeat(self) -> None:
-        """Tell the worker registry this worker lives, with its status, lag, pending and counts."""
+        """Tell the worker registry this worker lives, with its status, lag, pending and counts.
+
+        Lag and pending come from the bus; a bus that does not answer leaves the last figures
+        (and marks the bus degraded) but the heartbeat still goes out.
+        """
         try:
             self._measure()
-            with self._counts_lock:
-                counts = self.counts
-                info: dict[str, str | int | float] = {
-                    "status": self.status,
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "inputs": ",".join(s.value for s in self.service.inputs),
-                    "lag": self._lag,
-                    "pending": self._pending,
-                    "handled": counts.handled,
-                    "failed": counts.failed,
-                    "dead_lettered": counts.dead_lettered,
-                    "timer_messages": counts.timer_messages,
-                }
-            if self.health is not None:
-                info["health_url"] = self.health.url
-            self.ctx.lab.flags.workers.heartbeat(self.service.name, self.ctx.instance, info)
-            self._heartbeat_ok = True
+            self._reachable["bus"] = True
         except (TransientError, redis.RedisError) as e:
-            self._heartbeat_ok = False
+            self._reachable["bus"] = False
+            log.warning("%s could not read its lag: %s: %s", self.service.name, type(e).__name__, e)
+        with self._counts_lock:
+            counts = self.counts
+            info: dict[str, str | int | float] = {
+                "status": self.status,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "inputs": ",".join(s.value for s in self.service.inputs),
+                "lag": self._lag,
+                "pending": self._pending,
+                "handled": counts.handled,
+                "failed": counts.failed,
+                "dead_lettered": counts.dead_lettered,
+                "timer_messages": counts.timer_messages,
+            }
+        if self.health is not None:
+            info["health_url"] = self.health.url
+        try:
+            self.ctx.lab.flags.workers.heartbeat(self.service.name, self.ctx.instance, info)
+            self._reachable["flags"] = True
+        except (TransientError, redis.RedisError) as e:
+            self._reachable["flags"] = False
             log.warning("%s heartbeat failed: %s: %s", self.service.name, type(e).__name__, e)
 
     def check(self) -> dict[str, dict[str, Any]]:
-        """The `/healthz` parts: the service itself and the flags tier it heartbeats in."""
+        """The `/healthz` parts: the service, and the bus and flags tier as it last found them
+        (degraded, not down, when one does not answer: the service retries and goes on)."""
         with self._counts_lock:
             counts = {
                 "handled": self.counts.handled,
@@ -365,8 +376,10 @@ class ServiceRunner:
         }
         if self._failure is not None:
             service["error"] = f"{type(self._failure).__name__}: {self._failure}"
-        flags = {"state": {None: "up", True: "up", False: "degraded"}[self._heartbeat_ok]}
-        return {"service": service, "flags": flags}
+        parts: dict[str, dict[str, Any]] = {"service": service}
+        for tier, ok in self._reachable.items():
+            parts[tier] = {"state": "up" if ok else "degraded"}
+        return parts
 
     # ---- running --------------------------------------------------------------------------------
 
