@@ -264,6 +264,15 @@ def test_a_flip_under_a_reducing_switch_only_closes_the_position(lab: Lab) -> No
     assert isinstance(audit.payload, Audit) and "cut to closing" in audit.payload.reason
 
 
+def test_a_refusal_is_kept_in_the_records_under_its_bus_ids(lab: Lab) -> None:
+    lab.kill_switches.engage("global", "HALTED", actor="user:test", reason="drill")
+    out = _run(lab, _signal())
+    [event], [audit] = out[Stream.RISK_EVENTS], out[Stream.AUDIT]
+    assert [r.message_id for r in lab.records.risk_events()] == [event.message_id]
+    kept = [r.message_id for r in lab.records.audit_trail() if r.producer == Feasibility.name]
+    assert kept == [audit.message_id]
+
+
 def test_an_explicit_clear_resumes_intents(lab: Lab) -> None:
     lab.kill_switches.engage("global", "HALTED", actor="user:test", reason="drill")
     _assert_refused(_run(lab, _signal()), "kill_switch", "HALTED")

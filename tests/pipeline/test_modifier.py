@@ -122,6 +122,7 @@ def test_the_hero_filter_drops_a_signal_that_is_not_a_hero_and_audits_it(
         if isinstance(m.payload, Audit) and m.producer == SignalModifier.name
     ]
     assert audit.action == "signal.filtered" and "not a hero signal" in audit.reason
+    assert [r.action for r in pipeline_lab.records.audit_trail()].count("signal.filtered") == 1
 
 
 def test_a_high_volatility_atr_regime_halves_the_strength(pipeline_lab: Lab) -> None:

@@ -34,7 +34,6 @@ from sqlalchemy import select
 from tradeos_lab.contracts import (
     Direction,
     Intent,
-    IntentMessage,
     ModifiedSignal,
     OrderType,
     RiskKind,
@@ -43,13 +42,12 @@ from tradeos_lab.contracts import (
     TimeInForce,
     derive,
 )
-from tradeos_lab.contracts.ids import derived_message_id
 from tradeos_lab.errors import ContractError, TradeosError, ValidationError
 from tradeos_lab.indicators.sessions import sessions
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
-from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource
+from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource, kept
 from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records.models import LedgerEntry
 from tradeos_lab.tiers.flags import Decision, reduces_exposure
@@ -97,6 +95,10 @@ class Feasibility(Service):
         self._day_start: tuple[str, float] | None = None
 
     def handle(self, message: Message) -> Sequence[Message]:
+        return kept(self.ctx.lab.records, message, self._decide(message), stage=self.name)
+
+    def _decide(self, message: Message) -> list[Message]:
+        """Intent and audit, or risk event and audit, or an audit of a skip, or nothing."""
         signal = message.payload
         if not isinstance(signal, ModifiedSignal):
             raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
@@ -313,14 +315,6 @@ class Feasibility(Service):
             policy_profile=profile.label,
         )
         out = derive(p.message, intent, producer=self.name, produced_at=self.ctx.now())
-        # The runner gives output 0 this same id, so a re-handled signal keeps one intent row.
-        kept = out.model_copy(
-            update={
-                "message_id": derived_message_id(p.message.message_id, stage=self.name, index=0)
-            }
-        )
-        assert isinstance(kept, IntentMessage)
-        self.ctx.lab.records.record_intent(kept)
         audit = self.ctx.audit(
             p.message,
             action="intent.cleared",

@@ -31,11 +31,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tradeos_lab.contracts import (
+    AuditMessage,
     Direction,
+    IntentMessage,
     ModifiedSignal,
     ModifiedSignalMessage,
     Modifier,
     RawSignal,
+    RiskEventMessage,
     derive,
 )
 from tradeos_lab.contracts.ids import derived_message_id
@@ -110,6 +113,28 @@ def ensure_default_profiles(records: RecordsStore, *, now: float | None = None) 
             session.execute(stmt, rows)
             created = [r["name"] for r in rows]
     return created
+
+
+def kept(
+    records: RecordsStore, parent: Message, outputs: Sequence[Message], *, stage: str
+) -> list[Message]:
+    """`outputs` under the ids the runner gives them (derived from the parent's id, the stage
+    and their index), each kept in the records: a re-handled message keeps nothing twice, and
+    the decisions outlive the bus's trimming."""
+    stamped: list[Message] = []
+    for index, output in enumerate(outputs):
+        message_id = derived_message_id(parent.message_id, stage=stage, index=index)
+        message = output.model_copy(update={"message_id": message_id})
+        if isinstance(message, ModifiedSignalMessage):
+            records.record_signal(message)
+        elif isinstance(message, IntentMessage):
+            records.record_intent(message)
+        elif isinstance(message, RiskEventMessage):
+            records.record_risk_event(message)
+        elif isinstance(message, AuditMessage):
+            records.record_audit(message)
+        stamped.append(message)
+    return stamped
 
 
 class Held(Generic[T]):
@@ -190,7 +215,7 @@ class SignalModifier(Service):
             raise ContractError(f"signal_modifier reads raw signals, not {message.SCHEMA}")
         heroes = self.heroes.get()
         if heroes and raw.strategy not in heroes:
-            return [
+            filtered = [
                 self.ctx.audit(
                     message,
                     action="signal.filtered",
@@ -200,6 +225,7 @@ class SignalModifier(Service):
                     new_value=None,
                 )
             ]
+            return kept(self.ctx.lab.records, message, filtered, stage=self.name)
         modifiers: list[Modifier] = []
         strength = raw.strength
         regime: str | None = None
@@ -221,14 +247,7 @@ class SignalModifier(Service):
             regime=regime,
         )
         out = derive(message, modified, producer=self.name, produced_at=self.ctx.now())
-        # The runner gives output 0 this same id; keeping it under that id makes a re-handled
-        # signal a no-op in the records.
-        kept = out.model_copy(
-            update={"message_id": derived_message_id(message.message_id, stage=self.name, index=0)}
-        )
-        assert isinstance(kept, ModifiedSignalMessage)
-        self.ctx.lab.records.record_signal(kept)
-        return [out]
+        return kept(self.ctx.lab.records, message, [out], stage=self.name)
 
     def _ensemble(
         self, raw: RawSignal, weights: dict[str, float], modifiers: list[Modifier]
