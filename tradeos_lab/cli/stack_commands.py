@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import psutil
@@ -21,6 +21,9 @@ from tradeos_lab.errors import ConfigError, StackError, ValidationError
 from tradeos_lab.observability.logs import configure_logging
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.runtime import read_runtime
+
+if TYPE_CHECKING:
+    from tradeos_lab.pipeline.supervisor import Supervisor
 
 
 @click.command()
@@ -92,12 +95,19 @@ class _Running:
 
     def __init__(self, settings: Settings, *, run: bool, log_stderr: bool) -> None:
         import tradeos_lab as tl
-        from tradeos_lab.pipeline.supervisor import Supervisor
-        from tradeos_lab.stack.owner import arm_for_dev, arms_at_start
 
         self.settings = settings
         self.lab = tl.connect(settings, start=False)
+        self.run, self.log_stderr = run, log_stderr
         self.banner: list[str] = []
+        self.supervisor: Supervisor | None = None
+
+    def start(self) -> None:
+        """Arm the kill switches on a dev machine, then start the services."""
+        from tradeos_lab.pipeline.supervisor import Supervisor
+        from tradeos_lab.stack.owner import arm_for_dev, arms_at_start
+
+        settings = self.settings
         if arm_for_dev(self.lab) is not None:
             self.banner.append("  flags      kill switches armed by `up` (dev profile)")
         elif not arms_at_start(settings):
@@ -105,13 +115,12 @@ class _Running:
                 "  flags      kill switches not armed: orders read HALTED until an operator "
                 "runs `tradeos-lab flags arm`"
             )
-        self.supervisor: Supervisor | None = None
-        if run and settings.pipeline_services:
+        if self.run and settings.pipeline_services:
             self.supervisor = Supervisor(
                 settings,
                 settings.pipeline_services,
                 workers=self.lab.flags.workers,
-                log_stderr=log_stderr,
+                log_stderr=self.log_stderr,
                 on_restart=self._audit_restart,
             )
             self.supervisor.start()
@@ -121,7 +130,8 @@ class _Running:
                 f"({settings.pipeline_timeframe}) with {', '.join(settings.pipeline_strategies)}"
             )
         else:
-            self.banner.append("  pipeline   not started (--no-pipeline)")
+            why = "--no-pipeline" if not self.run else "no service in pipeline_services"
+            self.banner.append(f"  pipeline   not started ({why})")
 
     def _audit_restart(self, service: str, exit_code: int | None, restarts: int) -> None:
         from tradeos_lab.contracts import Audit, new_message
@@ -160,6 +170,7 @@ class _Running:
 def _pipeline(settings: Settings, *, run: bool, log_stderr: bool) -> Iterator[_Running]:
     running = _Running(settings, run=run, log_stderr=log_stderr)
     try:
+        running.start()
         yield running
     finally:
         running.close()
