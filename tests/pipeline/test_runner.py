@@ -240,22 +240,27 @@ def test_pending_entries_of_a_departed_member_are_taken_over_and_a_live_ones_are
 
 
 def test_log_lines_of_a_handled_message_carry_its_correlation_id(pipeline_lab: Lab) -> None:
-    refused = bar(0, volume=REJECT_VOLUME)
-    pipeline_lab.bus.publish(Stream.MARKET_DATA, refused)
+    good, refused = bar(0), bar(1, volume=REJECT_VOLUME)
+    pipeline_lab.bus.publish_many(Stream.MARKET_DATA, [good, refused])
     lines = io.StringIO()
     handler = logging.StreamHandler(lines)
     handler.setFormatter(JsonFormatter("relay"))
     logger = logging.getLogger("tradeos_lab.pipeline")
+    level = logger.level
     logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)  # a line per handled message only at DEBUG (1000s a second)
     try:
         result = _runner(pipeline_lab).run_once()
     finally:
         logger.removeHandler(handler)
-    assert result.failed == 1
-    (line,) = [json.loads(text) for text in lines.getvalue().splitlines()]
-    assert line["correlation_id"] == refused.correlation_id
-    assert line["message_id"] == refused.message_id
-    assert line["service"] == "relay" and "refused by the relay" in line["message"]
+        logger.setLevel(level)
+    assert (result.handled, result.failed) == (1, 1)
+    handled, failed = [json.loads(text) for text in lines.getvalue().splitlines()]
+    assert (handled["severity"], handled["correlation_id"]) == ("DEBUG", good.correlation_id)
+    assert handled["message_id"] == good.message_id
+    assert (failed["severity"], failed["correlation_id"]) == ("WARNING", refused.correlation_id)
+    assert failed["message_id"] == refused.message_id
+    assert failed["service"] == "relay" and "refused by the relay" in failed["message"]
 
 
 class Flaky(Relay):
