@@ -18,8 +18,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
-from tradeos_lab.keys import Keys
+from tradeos_lab.keys import Keys, Stream
 from tradeos_lab.pipeline.supervisor import (
     SUPERVISOR_SERVICE,
     Backoff,
@@ -41,7 +42,7 @@ HEARTBEATING_SERVICE = textwrap.dedent(
     import signal, subprocess, sys, threading, warnings
     warnings.simplefilter("ignore")
     from tradeos_lab.settings import load_settings
-    from tradeos_lab.keys import Keys
+    from tradeos_lab.keys import Keys, Stream
     from tradeos_lab.stack.clients import make_redis
     from tradeos_lab.tiers.flags import Flags
     from tradeos_lab.pipeline.supervisor import service_instance
@@ -118,7 +119,13 @@ def service_rows(settings: Settings) -> dict[str, dict[str, object]]:
         warnings.simplefilter("ignore", SharedRedisServerWarning)
         report = collect_status(settings)
     return {
-        p.part.split("/")[0]: {"state": p.state, "restarts": p.restarts, "detail": p.detail}
+        p.part.split("/")[0]: {
+            "state": p.state,
+            "restarts": p.restarts,
+            "lag": p.lag,
+            "pending": p.pending,
+            "detail": p.detail,
+        }
         for p in report.parts
         if p.kind == "service"
     }
@@ -201,3 +208,19 @@ def test_each_service_logs_to_its_own_file_under_the_data_directory(
     assert eventually(lambda: path.exists() and "service positions" in path.read_text())
     assert Path(settings.data_dir, "logs") == path.parent
     assert f"in namespace {settings.namespace}" in path.read_text()
+
+
+def test_status_shows_a_services_lag_and_pending_entries_from_its_consumer_groups(
+    supervisor: Supervisor, settings: Settings, shared_redis: redis.Redis
+) -> None:
+    keys = Keys(settings.namespace)
+    for stream, entries in ((Stream.FILLS_RAW, 3), (Stream.MARKET_DATA, 2)):
+        key = keys.stream(stream)
+        for i in range(entries):
+            shared_redis.xadd(key, {"m": str(i)})
+        shared_redis.xgroup_create(key, "positions", id="0")
+        shared_redis.xreadgroup("positions", "c1", {key: ">"}, count=1)  # one read, not acked
+    assert eventually(lambda: service_rows(settings).get("positions", {}).get("state") == "up")
+    row = service_rows(settings)["positions"]
+    assert (row["lag"], row["pending"]) == (2 + 1, 1 + 1)
+    assert "lag 3, pending 2" in str(row["detail"])
