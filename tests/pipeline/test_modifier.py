@@ -17,6 +17,7 @@ from tradeos_lab.contracts import (
     new_message,
     new_message_id,
 )
+from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.runner import ServiceRunner
@@ -175,3 +176,18 @@ def test_the_profile_source_creates_the_defaults_when_the_table_is_empty(
     profile = ProfileSource(records).get()
     assert profile.name == "Balanced" and profile.label.startswith("Balanced@")
     assert len(records.profiles()) == 3
+
+
+def test_ensemble_weights_round_trip_the_cache_and_bad_weights_are_refused(
+    pipeline_lab: Lab,
+) -> None:
+    cache = pipeline_lab.cache
+    assert cache.get_signal_weights() == {}
+    assert cache.set_signal_weights({"SMA_Cross": 2}) == {"sma_cross": 2.0}
+    assert cache.get_signal_weights() == {"sma_cross": 2.0}
+    for bad in ({"sma_cross": 0.0}, {"sma_cross": float("nan")}, {"bad name!": 1.0}):
+        with pytest.raises(ValidationError):
+            cache.set_signal_weights(bad)
+    assert cache.get_signal_weights() == {"sma_cross": 2.0}  # a refused write changes nothing
+    cache.set_signal_weights({})
+    assert cache.get_signal_weights() == {}
