@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.request
@@ -20,7 +21,7 @@ from runner_toys import REJECT_VOLUME, Relay, Ticker, bar
 import tradeos_lab as tl
 from tradeos_lab.contracts import FIELD, Message
 from tradeos_lab.contracts.ids import derived_message_id
-from tradeos_lab.errors import DependencyUnavailable, ValidationError
+from tradeos_lab.errors import DependencyUnavailable, PortInUseError, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.observability.logs import JsonFormatter
@@ -360,3 +361,15 @@ def test_a_service_survives_the_bus_going_away_and_handles_what_comes_after(
         assert len(_messages(lab, Stream.AUDIT, "relay")) >= 2  # those after the restart
     finally:
         lab.close()
+
+
+def test_run_in_thread_raises_when_the_service_cannot_start(pipeline_lab: Lab) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runner = _runner(pipeline_lab, health_port=port)
+        with pytest.raises(PortInUseError, match=f"{port} is already in use"):
+            runner.run_in_thread()
+    assert runner.status == "stopped"
+    assert pipeline_lab.flags.workers.live_workers() == []

@@ -546,18 +546,24 @@ class ServiceRunner:
         """Run on a daemon thread of this process (a notebook's kernel), returning once it runs;
         stopped by the returned handle's `stop()` or when the interpreter exits."""
         stop = threading.Event()
-        thread = threading.Thread(
-            target=self.run,
-            args=(stop,),
-            kwargs={"handle_signals": False},
-            name=f"{self.service.name}-runner",
-            daemon=True,
-        )
+        failed: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                self.run(stop, handle_signals=False)
+            except BaseException as e:
+                failed.append(e)
+                if self._started.is_set():  # a failure while running: the thread's report
+                    raise
+
+        thread = threading.Thread(target=target, name=f"{self.service.name}-runner", daemon=True)
         running = RunningService(self, thread, stop)
         thread.start()
-        atexit.register(running.stop, 10.0)
         while not self._started.wait(0.05) and thread.is_alive():
-            pass  # returns once it serves /healthz and has heartbeated (or died trying)
+            pass  # returns once it serves /healthz and has heartbeated
+        if not self._started.is_set() and failed:
+            raise failed[0]  # it could not start (a port in use, a store down): say so here
+        atexit.register(running.stop, 10.0)
         return running
 
 
