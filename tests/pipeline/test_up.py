@@ -267,3 +267,21 @@ def test_services_die_with_a_killed_up(start_up: Callable[..., Up]) -> None:
     finally:
         for process in alive(family):  # the embedded servers, not under test here
             process.kill()
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_json_logs_go_to_files_and_to_stderr_only_with_log_stderr(
+    start_up: Callable[..., Up], echo: bool
+) -> None:
+    args = ["--log-stderr"] if echo else []
+    up = start_up(*args, TRADEOS_PIPELINE_SERVICES="positions")
+    assert eventually(lambda: up.services().get("positions", {}).get("state") == "up")
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.proc.wait(60) == 0
+    assert up.proc.stderr is not None
+    stderr = up.proc.stderr.read()
+    logs = up.data_dir / "logs"
+    for service in ("stack", "positions"):
+        lines = (logs / f"{service}.log").read_text().splitlines()
+        assert lines and all(json.loads(line)["service"] == service for line in lines)
+        assert (f'"service": "{service}"' in stderr) is echo, stderr[-2000:]
