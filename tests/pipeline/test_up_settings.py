@@ -57,3 +57,9 @@ def test_bad_pipeline_setting_is_one_config_error_naming_it(
 ) -> None:
     with pytest.raises(ConfigError, match=named):
         load_settings(**overrides)
+
+
+def test_settings_know_the_services_of_the_registry_in_its_order() -> None:
+    from tradeos_lab.pipeline.registry import PIPELINE_ORDER
+
+    assert PIPELINE_SERVICES == PIPELINE_ORDER
