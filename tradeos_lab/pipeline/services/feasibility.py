@@ -29,12 +29,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tradeos_lab.contracts import (
     Direction,
     Intent,
     ModifiedSignal,
+    OrderStatus,
     OrderType,
     RiskKind,
     Severity,
@@ -49,7 +50,7 @@ from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
 from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource, kept
 from tradeos_lab.providers.alpaca import is_crypto
-from tradeos_lab.stores.records.models import LedgerEntry
+from tradeos_lab.stores.records.models import LedgerEntry, Order
 from tradeos_lab.tiers.flags import Decision, reduces_exposure
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ DEFAULT_STARTING_CASH: Final = 100_000.0
 #: Below this notional an order is noise, not a decision.
 MIN_ORDER_NOTIONAL: Final = 1.0
 
+#: Order statuses still working at the broker (not filled, canceled, rejected or expired).
+_WORKING: Final = tuple(s.value for s in OrderStatus if not s.is_terminal)
 _KIND: Final = {
     "kill_switch": RiskKind.KILL_SWITCH,
     "circuit_breaker": RiskKind.CIRCUIT_BREAKER,
@@ -104,9 +107,9 @@ class Feasibility(Service):
             raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
         records = self.ctx.lab.records
         profile = self.profiles.get()
-        held = records.net_quantity(signal.strategy, signal.symbol)
+        held, working = self._held_and_working(signal)
         # Orders still working count as held, so a signal repeated before its fill orders once.
-        exposure = held + self._working(signal)
+        exposure = held + working
         if _side_of(exposure) == _WANT[signal.direction]:
             return []
         price = self._price(signal)
@@ -162,13 +165,24 @@ class Feasibility(Service):
 
     # ---- facts ------------------------------------------------------------------------------
 
-    def _working(self, signal: ModifiedSignal) -> float:
-        """The signed unfilled quantity of the strategy's orders still working in the symbol."""
-        return sum(
-            (o.quantity - o.filled_quantity) * (1 if o.side == Side.BUY.value else -1)
-            for o in self.ctx.lab.records.open_orders(symbol=signal.symbol)
-            if o.strategy == signal.strategy
+    def _held_and_working(self, signal: ModifiedSignal) -> tuple[float, float]:
+        """The strategy's filled position in the symbol (its ledger, as `net_quantity` sums it)
+        and the signed unfilled quantity of its orders still working, in one transaction: this
+        runs for every signal, most of which end here."""
+        strategy, symbol = signal.strategy, signal.symbol
+        held_stmt = select(func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)).where(
+            LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
         )
+        working_stmt = select(Order.side, Order.quantity, Order.filled_quantity).where(
+            Order.strategy == strategy, Order.symbol == symbol, Order.status.in_(_WORKING)
+        )
+        with self.ctx.lab.records.session() as session:
+            held = float(session.scalar(held_stmt) or 0.0)
+            working = sum(
+                (quantity - filled) * (1 if side == Side.BUY.value else -1)
+                for side, quantity, filled in session.execute(working_stmt)
+            )
+        return held, working
 
     def _price(self, signal: ModifiedSignal) -> float | None:
         """The latest price in the cache, else the close of the latest cached bar."""
