@@ -105,12 +105,16 @@ def pipeline_settings_for(settings: Settings, replay: Path, **overrides: Any) ->
 
 
 def allow_trading_every_bar(lab: Lab) -> None:
-    """No cooldown after an exit (a records setting), so `FlipFlop` may re-enter on the next bar."""
-    from tradeos_lab.pipeline.services.feasibility import EXIT_COOLDOWN_KEY
-
-    lab.records.set_config(
-        EXIT_COOLDOWN_KEY, 0, changed_by="user:test", reason="a test trades on every bar"
+    """No cooldown after an exit and a broker budget no test exhausts (records settings), so
+    `FlipFlop` may trade on every bar; the rules themselves have their own tests."""
+    from tradeos_lab.pipeline.services.feasibility import (
+        BROKER_RATE_LIMIT_KEY,
+        EXIT_COOLDOWN_KEY,
     )
+
+    why = {"changed_by": "user:test", "reason": "a test trades on every bar"}
+    lab.records.set_config(EXIT_COOLDOWN_KEY, 0, **why)
+    lab.records.set_config(BROKER_RATE_LIMIT_KEY, 1_000_000, **why)
 
 
 @contextmanager
