@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from sqlalchemy import select
@@ -99,8 +100,6 @@ def default_profiles() -> list[dict[str, Any]]:
 def ensure_default_profiles(records: RecordsStore, *, now: float | None = None) -> list[str]:
     """Create the default profiles that are missing (never touching one that exists); returns
     the names created. Safe to run from several processes at once."""
-    from datetime import UTC, datetime
-
     stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     wanted = default_profiles()
     created: list[str] = []
