@@ -5,19 +5,25 @@ handled again gives the same answer; unknown strategies are a clear error."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import tradeos_lab as tl
 from tradeos_lab.contracts import AuditMessage, Bar, Message, Quote, RawSignal, new_message
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.service import ServiceContext
+from tradeos_lab.pipeline.services import signal_engine
 from tradeos_lab.pipeline.services.signal_engine import SignalEngine
 from tradeos_lab.providers import SyntheticProvider
+from tradeos_lab.secrets import SecretUrl
+from tradeos_lab.settings import Settings
+from tradeos_lab.stack.redis_server import RedisServerProcess
 from tradeos_lab.strategies import FloatArray, RsiReversion, SmaCross, Strategy, Values
 
 HISTORY = 200  # bars cached before the first live one (ingestion's warm-up)
@@ -204,3 +210,29 @@ def test_quotes_on_market_data_give_no_output(pipeline_lab: Lab) -> None:
         source="coinbase",
     )
     assert _engine(pipeline_lab).handle(new_message(quote, producer="ingestion")) == ()
+
+
+def test_signals_keep_coming_while_the_cache_is_down(
+    pipeline_settings: Settings,
+    redis_server_factory: Callable[..., RedisServerProcess],
+    bars: pd.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(signal_engine, "SAVE_EVERY_S", 0.0)  # a save after every bar
+    cache_server = redis_server_factory("cache", policy="allkeys-lru", maxmemory="64mb")
+    settings = pipeline_settings.model_copy(
+        update={"cache_url": SecretUrl(cache_server.url), "pipeline_strategies": STRATEGIES}
+    )
+    lab = tl.connect(settings, start=False)
+    try:
+        lab.cache.write_bars(bars.iloc[:HISTORY])
+        engine = SignalEngine(ServiceContext(lab=lab, settings=settings, instance="no-cache"))
+        messages = _bar_messages(bars.iloc[HISTORY:])
+        half = len(messages) // 2
+        outputs = [m for msg in messages[:half] for m in engine.handle(msg)]
+        cache_server.kill()
+        outputs += [m for msg in messages[half:] for m in engine.handle(msg)]
+        engine.close()  # its last save fails, with a warning, and stopping goes on
+        _assert_batch_parity(_signals(outputs), bars)
+    finally:
+        lab.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -40,8 +41,12 @@ from tradeos_lab.symbols import Timeframe
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
 
+log = logging.getLogger(__name__)
+
 #: How often live states are saved to the cache (and always when the engine stops).
 SAVE_EVERY_S: Final = 1.0
+#: After a failed save (the cache is down), how long to wait before the next try.
+SAVE_PAUSE_AFTER_FAILURE_S: Final = 30.0
 #: Series key: (strategy name, symbol, timeframe).
 _SeriesKey = tuple[str, str, Timeframe]
 #: What a strategy made of one bar: a signal, none, or the error its rule raised.
@@ -108,12 +113,22 @@ class SignalEngine(Service):
             elif isinstance(outcome, str):
                 outputs.append(self._failure(message, strategy, outcome))
         if time.monotonic() - self._saved_at >= SAVE_EVERY_S:
-            self.save()
+            self._save_or_warn()
         return outputs
 
     def close(self) -> None:
         """Save every state before stopping, so the next engine resumes without catching up."""
-        self.save()
+        self._save_or_warn()
+
+    def _save_or_warn(self) -> None:
+        """Save, or say why not: the states are a fast copy (a restart without them warms up
+        on the cached bars), so a cache outage never holds back a signal computed in memory."""
+        try:
+            self.save()
+        except DependencyUnavailable as e:
+            # Each try waits for the client's retries: try again only after a pause.
+            self._saved_at = time.monotonic() + SAVE_PAUSE_AFTER_FAILURE_S
+            log.warning("%s could not save its live states (kept in memory): %s", self.name, e)
 
     # ---- state: saved now and then, resumed from the cache ---------------------------------
 
