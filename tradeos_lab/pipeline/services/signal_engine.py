@@ -16,8 +16,9 @@ catches up on the bars it took since, from the bars ingestion cached (ingestion 
 before publishing it); so the signals after a restart, and the outputs of a bar handled again
 after a crash, are the ones an engine that never stopped would give. When the cache no longer
 reaches back to the saved state (a long outage) or there is none, the state is warmed afresh on
-the cached bars, so a strategy signals from its first live bar. A bar older than the last one a
-strategy took is a duplicate of one already answered: it emits nothing.
+the cached bars, so a strategy signals from its first live bar. The saved states are a fast
+copy: while the cache is down the engine goes on from memory and tries to save again later. A bar
+older than the last one a strategy took is a duplicate of one already answered: it emits nothing.
 """
 
 from __future__ import annotations
