@@ -105,6 +105,15 @@ def test_the_ensemble_weighs_the_strategies_signals_on_the_same_bar_by_the_cache
     assert "cache weights" in (second.modifiers[0].reason or "")
 
 
+def test_the_ensemble_is_shared_by_modifier_processes_and_survives_a_restart(
+    pipeline_lab: Lab,
+) -> None:
+    _run(pipeline_lab, _raw("sma_cross", 0.8))
+    # A fresh service (another process, or this one restarted) sees the first signal.
+    out = _run(pipeline_lab, _raw("rsi_reversion", -0.4))
+    assert _modified(out)[-1].adjusted_strength == pytest.approx((0.8 - 0.4) / 2)
+
+
 def test_signals_of_an_older_bar_do_not_enter_the_ensemble(pipeline_lab: Lab) -> None:
     later = datetime(2026, 12, 2, 16, 0, tzinfo=UTC)
     out = _run(pipeline_lab, _raw("sma_cross", 0.8), _raw("rsi_reversion", -0.4, ts=later))
@@ -191,3 +200,14 @@ def test_ensemble_weights_round_trip_the_cache_and_bad_weights_are_refused(
     assert cache.get_signal_weights() == {"sma_cross": 2.0}  # a refused write changes nothing
     cache.set_signal_weights({})
     assert cache.get_signal_weights() == {}
+
+
+def test_a_bad_signal_note_is_refused_by_name(pipeline_lab: Lab) -> None:
+    cache = pipeline_lab.cache
+    with pytest.raises(ValidationError, match="strength"):
+        cache.note_signal("BTC-USD", "1m", "sma_cross", ts=1.7e9, strength=float("nan"))
+    with pytest.raises(ValidationError, match="signal"):
+        cache.note_signal("BTC-USD", "1m", "bad name!", ts=1.7e9, strength=0.5)
+    assert cache.note_signal("BTC-USD", "1m", "sma_cross", ts=1.7e9, strength=0.5) == {
+        "sma_cross": (1.7e9, 0.5)
+    }

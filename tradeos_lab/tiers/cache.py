@@ -402,6 +402,25 @@ class Cache:
         return {signal: float(value) for signal, value in sorted(raw.items())}
 
     @_redis_errors_translated
+    def note_signal(
+        self, symbol: str, timeframe: Timeframe | str, signal: str, *, ts: float, strength: float
+    ) -> dict[str, tuple[float, float]]:
+        """Keep `signal`'s latest strength on bar `ts` (epoch s) of `symbol` and return every
+        signal's latest (ts, strength) there, in one round trip: the ensemble's inputs, shared
+        by every process. They expire with the cached bars."""
+        tf = Timeframe.parse(timeframe)
+        key = self.keys.tracker(f"latest:{validate_symbol(symbol)}:{tf.value}")
+        value = json.dumps([_number("ts", ts), _number("strength", strength)])
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, _name("signal", signal), value)
+        pipe.expire(key, self.bar_ttl(tf))
+        pipe.hgetall(key)
+        raw = _text_dict(pipe.execute()[-1])
+        return {
+            s: (float(v[0]), float(v[1])) for s, v in ((s, json.loads(v)) for s, v in raw.items())
+        }
+
+    @_redis_errors_translated
     def set_policy_profile(
         self, name: str, params: Mapping[str, float | int | bool | str]
     ) -> PolicyProfile:

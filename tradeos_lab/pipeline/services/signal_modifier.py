@@ -5,8 +5,9 @@ What it consumes: `signals.raw`. What it decides, in order:
 1. hero filter: while the cache names hero signals, a strategy not among them is not traded
    (the signal is dropped and the drop audited);
 2. weighted ensemble: the strategies' latest non-flat signals on the same symbol, timeframe and
-   bar are averaged with the cache's weights (equal when none are set), so one strategy's view
-   is tempered by the others';
+   bar (kept in the cache, so every modifier process and a restarted one see them) are averaged
+   with the cache's weights (equal when none are set), so one strategy's view is tempered by the
+   others';
 3. regime from ATR: the cached ATR-regime indicator labels the market low / normal / high
    volatility; a high-volatility regime halves the strength (wider swings, smaller bets);
 4. policy-profile scaling: the active policy profile (records) scales the strength by its risk
@@ -205,8 +206,6 @@ class SignalModifier(Service):
         self.profiles = ProfileSource(ctx.lab.records)
         self.heroes = Held(ctx.lab.cache.get_hero_signals)
         self.weights = Held(ctx.lab.cache.get_signal_weights)
-        # (symbol, timeframe) -> strategy -> (bar ts, strength) of its latest non-flat signal.
-        self._latest: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
 
     def handle(self, message: Message) -> Sequence[Message]:
         raw = message.payload
@@ -253,11 +252,10 @@ class SignalModifier(Service):
     ) -> float:
         """Weighted mean of the strategies' latest signals on this bar (this one included)."""
         ts = raw.ts.timestamp()
-        seen = self._latest.setdefault((raw.symbol, raw.timeframe.value), {})
-        seen[raw.strategy] = (ts, raw.strength)
+        seen = self.ctx.lab.cache.note_signal(
+            raw.symbol, raw.timeframe, raw.strategy, ts=ts, strength=raw.strength
+        )
         peers = {s: v for s, (t, v) in seen.items() if t == ts}
-        for stale in [s for s, (t, _) in seen.items() if t < ts]:
-            del seen[stale]
 
         def weight(strategy: str) -> float:
             return weights.get(strategy, 1.0) if weights else 1.0
