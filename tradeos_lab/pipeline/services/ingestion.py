@@ -26,7 +26,6 @@ series starts (or resumes) and on how much history.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ import redis
 
 from tradeos_lab.bars import empty_bars
 from tradeos_lab.contracts import Bar, BarMessage
+from tradeos_lab.contracts.ids import keyed_message_id
 from tradeos_lab.errors import TransientError, ValidationError
 from tradeos_lab.indicators import (
     ATR,
@@ -68,8 +68,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The indicators kept in the cache for every ingested series (the live-state cache holds "all
-#: technical indicators" at the latest bar; the Signal Modifier reads its regime from ATR).
+#: The indicators kept in the cache for every ingested series: the usual trend, momentum,
+#: volatility and volume measures at the latest bar (the Signal Modifier reads its regime here).
 CACHE_INDICATORS: Final = IndicatorSet(
     [
         SMA(20),
@@ -99,17 +99,10 @@ FIRST_POLL_BARS: Final = 5
 
 def bar_message_id(feed: str, symbol: str, timeframe: Timeframe | str, ts: pd.Timestamp) -> str:
     """The message id of one bar of one feed: the same on every poll, so a duplicate is visible.
-
-    A UUIDv7 whose millisecond is the bar's open time (ids sort with the bars) and whose other 74
-    bits hash (feed, symbol, timeframe, ts).
-    """
-    tf = Timeframe.parse(timeframe)
+    It sorts at the bar's open time and hashes (feed, symbol, timeframe, ts)."""
     ms = ts.value // 1_000_000
-    key = f"{feed}/{validate_symbol(symbol)}/{tf.value}/{ms}"
-    bits = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest(), "big")
-    value = (ms << 80) | (0x7 << 76) | ((bits >> 116) << 64) | (0b10 << 62) | (bits & (2**62 - 1))
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    key = f"{feed}/{validate_symbol(symbol)}/{Timeframe.parse(timeframe).value}/{ms}"
+    return keyed_message_id(ms, key)
 
 
 # ---- feeds: where bars come from and when to ask ----------------------------------------------
