@@ -82,6 +82,8 @@ def test_a_deployed_strategy_signals_on_the_running_stream_and_stops_cleanly(
     handle = lab.pipeline.deploy(strategy)
     assert handle.name == "signal_engine.notebook_cross"
     assert handle.running
+    assert handle.health_url is not None
+    assert handle.health_url.startswith("http://127.0.0.1:")
     _wait_for(lambda: any(w.service == handle.name for w in lab.flags.workers.live_workers()))
 
     live = _messages(bars.iloc[HISTORY:])

@@ -80,6 +80,11 @@ class Deployment:
     def running(self) -> bool:
         return self.worker.alive
 
+    @property
+    def health_url(self) -> str | None:
+        """The worker's `/healthz` (its `/metrics` beside it), as for every service."""
+        return self.worker.health_url
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Finish the batch in hand, ack it and stop the worker (it leaves the registry)."""
         self.worker.stop(timeout)
