@@ -443,6 +443,9 @@ def run_chain(
                 dead = bus.inspect.dead_letters(stream, count=3)
                 if len(dead):
                     print(stream.value, dead[["group", "reason", "error"]].to_string())
+            events = bus.inspect.read(Stream.RISK_EVENTS, count=100_000)
+            if len(events):
+                print(events["payload.detail"].str.split(":").str[0].value_counts().head(5))
         reader_stop.set()
         stop.set()
         for stage in stages:
