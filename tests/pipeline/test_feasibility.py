@@ -169,6 +169,8 @@ def test_an_order_passing_every_rule_is_an_intent_sized_by_the_profile_and_kept(
     [message] = out[Stream.INTENTS]
     assert message.correlation_id == signal.correlation_id
     assert [r.message_id for r in lab.records.intents()] == [message.message_id]
+    # The intent row is the record of the clearance; its audit entry stays on the bus.
+    assert [r for r in lab.records.audit_trail() if r.producer == Feasibility.name] == []
     assert out[Stream.RISK_EVENTS] == []
     assert [m.payload.action for m in out[Stream.AUDIT]] == ["intent.cleared"]  # type: ignore[attr-defined]
 

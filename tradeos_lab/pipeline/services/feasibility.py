@@ -105,9 +105,8 @@ class Feasibility(Service):
         signal = message.payload
         if not isinstance(signal, ModifiedSignal):
             raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
-        records = self.ctx.lab.records
         profile = self.profiles.get()
-        held, working = self._held_and_working(signal)
+        held, working, account = self._book(signal)
         # Orders still working count as held, so a signal repeated before its fill orders once.
         exposure = held + working
         if _side_of(exposure) == _WANT[signal.direction]:
@@ -120,7 +119,6 @@ class Feasibility(Service):
         if isinstance(order, str):
             return [self._skip(message, signal, order)] if order else []
         side, quantity = order
-        account = records.net_quantity(None, signal.symbol)
         proposal = _Proposal(
             message=message,
             signal=signal,
@@ -165,14 +163,16 @@ class Feasibility(Service):
 
     # ---- facts ------------------------------------------------------------------------------
 
-    def _held_and_working(self, signal: ModifiedSignal) -> tuple[float, float]:
-        """The strategy's filled position in the symbol (its ledger, as `net_quantity` sums it)
-        and the signed unfilled quantity of its orders still working, in one transaction: this
-        runs for every signal, most of which end here."""
+    def _book(self, signal: ModifiedSignal) -> tuple[float, float, float]:
+        """The strategy's filled position in the symbol, the signed unfilled quantity of its
+        orders still working there, and the account's position in the symbol (the ledger, as
+        `net_quantity` sums it), in one transaction: this runs for every signal."""
         strategy, symbol = signal.strategy, signal.symbol
-        held_stmt = select(func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)).where(
+        net = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
+        held_stmt = select(net).where(
             LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
         )
+        account_stmt = select(net).where(LedgerEntry.symbol == symbol)
         working_stmt = select(Order.side, Order.quantity, Order.filled_quantity).where(
             Order.strategy == strategy, Order.symbol == symbol, Order.status.in_(_WORKING)
         )
@@ -182,7 +182,8 @@ class Feasibility(Service):
                 (quantity - filled) * (1 if side == Side.BUY.value else -1)
                 for side, quantity, filled in session.execute(working_stmt)
             )
-        return held, working
+            account = float(session.scalar(account_stmt) or 0.0)
+        return held, working, account
 
     def _price(self, signal: ModifiedSignal) -> float | None:
         """The latest price in the cache, else the close of the latest cached bar."""

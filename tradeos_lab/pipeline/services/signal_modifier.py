@@ -120,7 +120,10 @@ def kept(
 ) -> list[Message]:
     """`outputs` under the ids the runner gives them (derived from the parent's id, the stage
     and their index), each kept in the records: a re-handled message keeps nothing twice, and
-    the decisions outlive the bus's trimming."""
+    the decisions outlive the bus's trimming. Beside an intent its audit entry stays on the bus
+    only: the intent row, with the checks it passed, is the record of that decision (and one
+    commit fewer on the path every order takes)."""
+    with_intent = any(isinstance(m, IntentMessage) for m in outputs)
     stamped: list[Message] = []
     for index, output in enumerate(outputs):
         message_id = derived_message_id(parent.message_id, stage=stage, index=index)
@@ -131,7 +134,7 @@ def kept(
             records.record_intent(message)
         elif isinstance(message, RiskEventMessage):
             records.record_risk_event(message)
-        elif isinstance(message, AuditMessage):
+        elif isinstance(message, AuditMessage) and not with_intent:
             records.record_audit(message)
         stamped.append(message)
     return stamped
