@@ -58,6 +58,13 @@ class Keys:
         """Marker that `group` applied the effect of `message_id` (idempotent consumers)."""
         return self._k("bus", "done", group, message_id)
 
+    def last_ingested(self, feed: str, symbol: str, timeframe: Timeframe | str) -> str:
+        """Open time of the last bar ingestion published from `feed` for a series; set in the
+        MULTI of the publish, so a re-poll never publishes a bar twice."""
+        return self._k(
+            "bus", "ingested", feed, validate_symbol(symbol), Timeframe.parse(timeframe).value
+        )
+
     def trim_loss_reported(self, stream: Stream | str) -> str:
         """Hash of the trim losses already reported, per group of `stream` (each reported once)."""
         return self._k("bus", "trimloss", Stream(stream).value)
@@ -90,6 +97,18 @@ class Keys:
     def indicator_state(self, symbol: str, timeframe: Timeframe | str) -> str:
         """The incremental indicator states behind `indicators`, so a restart resumes them."""
         return self._k("indstate", validate_symbol(symbol), Timeframe.parse(timeframe).value)
+
+    def live_strategy(
+        self, group: str, strategy: str, symbol: str, timeframe: Timeframe | str
+    ) -> str:
+        """A Signal Engine's live state of one strategy on one series, so a restart resumes."""
+        return self._k(
+            "live",
+            Keys.group(group),
+            strategy,
+            validate_symbol(symbol),
+            Timeframe.parse(timeframe).value,
+        )
 
     def watchlist(self) -> str:
         return self._k("watchlist")

@@ -14,6 +14,7 @@ them at once (a failure there closes what was already opened); any other part th
 from __future__ import annotations
 
 import atexit
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     import redis
 
     from tradeos_lab.marketdata import BarReader
+    from tradeos_lab.pipeline.deploy import Pipeline
     from tradeos_lab.providers import BarProvider
     from tradeos_lab.stores.lake import Lake
     from tradeos_lab.stores.records import RecordsStore
@@ -116,6 +118,13 @@ class Lab:
                     audit=audit_sink(self.bus, producer=self.settings.service_name),
                 )
             return self._kill_switches
+
+    @functools.cached_property
+    def pipeline(self) -> Pipeline:
+        """The paper-trading pipeline from a notebook: `lab.pipeline.deploy(strategy)`."""
+        from tradeos_lab.pipeline.deploy import Pipeline
+
+        return Pipeline(self)
 
     def bars(self, provider: BarProvider | None = None) -> BarReader:
         """Three-tier bar reads (cache -> lake -> `provider`), writing back down on a miss."""

@@ -13,13 +13,14 @@ import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -27,7 +28,7 @@ from pydantic_settings import (
 
 from tradeos_lab.errors import ConfigError
 from tradeos_lab.secrets import SecretUrl, register_secret
-from tradeos_lab.symbols import Timeframe
+from tradeos_lab.symbols import Timeframe, canonical_name, canonical_symbol
 
 ENV_PREFIX = "TRADEOS_"
 CONFIG_ENV = "TRADEOS_CONFIG"
@@ -35,6 +36,23 @@ CONFIG_ENV = "TRADEOS_CONFIG"
 _ENV_NOT_SETTINGS = (CONFIG_ENV, "TRADEOS_TEST_")
 
 RedisRole = Literal["bus", "cache", "flags"]
+
+# Market-data feeds of the pipeline's ingestion; `replay:PATH` replays a CSV/Parquet file.
+PIPELINE_FEEDS = ("synthetic", "coinbase", "alpaca")
+REPLAY_FEED_PREFIX = "replay:"
+# Every pipeline service in pipeline order, bars in to positions out; the pipeline's registry
+# holds one service class per name in this order.
+PIPELINE_SERVICES = (
+    "ingestion",
+    "signal_engine",
+    "signal_modifier",
+    "feasibility",
+    "execution",
+    "positions",
+)
+# A list setting from the environment or the CLI may be one comma-separated string
+# (TRADEOS_PIPELINE_SYMBOLS=BTC-USD,ETH-USD) rather than JSON.
+NameList = Annotated[tuple[str, ...], NoDecode]
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,69 @@ class Settings(BaseSettings):
     alpaca_trading_url: str = "https://paper-api.alpaca.markets"
     alpaca_api_key: SecretStr | None = None
     alpaca_secret_key: SecretStr | None = None
+
+    # Paper-trading pipeline: what `tradeos-lab up` runs. Strategy names are checked for their
+    # spelling here and resolved (imported) when a service starts, so loading the settings never
+    # imports a user's strategy file.
+    pipeline_feed: str = Field(
+        default="synthetic", description="synthetic | replay:PATH | coinbase | alpaca"
+    )
+    pipeline_symbols: NameList = ("BTC-USD", "ETH-USD")
+    pipeline_timeframe: Timeframe = Timeframe.M1
+    pipeline_strategies: NameList = Field(
+        default=("sma_cross",), description="registered names, module:Class or path.py:Class"
+    )
+    # Wall seconds between bars of the synthetic and replay feeds, so a demo trades in seconds.
+    pipeline_bar_interval_s: float = Field(default=0.5, gt=0, le=3600)
+    pipeline_services: NameList = PIPELINE_SERVICES
+
+    @field_validator("pipeline_feed")
+    @classmethod
+    def _pipeline_feed(cls, feed: str) -> str:
+        if feed.startswith(REPLAY_FEED_PREFIX):
+            if not feed.removeprefix(REPLAY_FEED_PREFIX):
+                raise ValueError("replay feed needs a file: replay:PATH (CSV or Parquet)")
+            return feed
+        if feed.lower() not in PIPELINE_FEEDS:
+            choices = ", ".join((*PIPELINE_FEEDS, "replay:PATH"))
+            raise ValueError(f"unknown feed {feed!r}; choose one of {choices}")
+        return feed.lower()
+
+    @field_validator("pipeline_symbols", "pipeline_strategies", "pipeline_services", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("pipeline_symbols")
+    @classmethod
+    def _pipeline_symbols(cls, symbols: tuple[str, ...]) -> tuple[str, ...]:
+        if not symbols:
+            raise ValueError("at least one symbol is needed")
+        return tuple(dict.fromkeys(canonical_symbol(s) for s in symbols))
+
+    @field_validator("pipeline_strategies")
+    @classmethod
+    def _pipeline_strategies(cls, refs: tuple[str, ...]) -> tuple[str, ...]:
+        if not refs:
+            raise ValueError("at least one strategy is needed")
+        # A registered name is canonical lower case; module:Class and path.py:Class keep their
+        # spelling (Python names and paths are case-sensitive).
+        return tuple(
+            dict.fromkeys(r if ":" in r else canonical_name(r, "strategy name") for r in refs)
+        )
+
+    @field_validator("pipeline_services")
+    @classmethod
+    def _pipeline_services(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        chosen = {canonical_name(n, "service name") for n in names}
+        unknown = sorted(chosen - set(PIPELINE_SERVICES))
+        if unknown:
+            raise ValueError(
+                f"unknown service {unknown[0]!r}; choose among {', '.join(PIPELINE_SERVICES)}"
+            )
+        return tuple(n for n in PIPELINE_SERVICES if n in chosen)
 
     @field_validator("bus_url", "cache_url", "flags_url")
     @classmethod

@@ -33,6 +33,12 @@ class PartStatus:
     target: str = ""
     detail: str = ""
     latency_ms: float | None = None
+    # Pipeline services only: seconds since the last heartbeat, entries not yet read (lag) and
+    # read but not acked (pending) by the service's consumer groups, restarts by the supervisor.
+    heartbeat_age_s: float | None = None
+    lag: int | None = None
+    pending: int | None = None
+    restarts: int | None = None
 
 
 @dataclass
@@ -154,6 +160,12 @@ def collect_status(settings: Settings) -> StatusReport:
     return StatusReport(parts)
 
 
+@dataclass
+class _GroupTotals:
+    lag: int = 0
+    pending: int = 0
+
+
 def _owner_health(info: RuntimeInfo) -> dict[str, Any]:
     if not info.health_url:
         return {}
@@ -227,7 +239,11 @@ def _lake_status(settings: Settings, info: RuntimeInfo | None, password: str) ->
 
 
 def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[PartStatus]:
-    """Workers seen in the flags tier's registry: up while their heartbeat is fresh."""
+    """Workers seen in the flags tier's registry (up while their heartbeat is fresh), each
+    pipeline service with the lag and pending entries of its consumer groups and its restarts,
+    and a service the supervisor runs that has no heartbeat (yet) as down."""
+    from tradeos_lab.pipeline.supervisor import SERVICES_FIELD, restarts_from_info
+
     url = (
         settings.flags_url.get_secret_value() if settings.flags_url else embedded_urls.get("flags")
     )
@@ -248,13 +264,85 @@ def _service_rows(settings: Settings, embedded_urls: dict[str, str]) -> list[Par
         return []
     finally:
         client.close()
-    return [
-        PartStatus(
-            f"{w.service}/{w.instance}",
-            "service",
-            state,
-            w.info.get("health_url", ""),
-            f"last heartbeat {w.age_seconds:.1f}s ago, pid {w.info.get('pid', '?')}",
+    restarts: dict[str, int] = {}
+    supervised: list[str] = []
+    for state, w in seen:
+        if w.service == "supervisor" and state == "up":
+            restarts.update(restarts_from_info(w.info))
+            supervised += [s for s in w.info.get(SERVICES_FIELD, "").split(",") if s]
+    groups = _group_totals(settings, embedded_urls)
+    rows = []
+    for state, w in seen:
+        totals = groups.get(w.service)
+        detail = f"last heartbeat {w.age_seconds:.1f}s ago, pid {w.info.get('pid', '?')}"
+        if totals is not None:
+            detail += f", lag {totals.lag}, pending {totals.pending}"
+        if w.service in restarts:
+            detail += f", restarts {restarts[w.service]}"
+        rows.append(
+            PartStatus(
+                f"{w.service}/{w.instance}",
+                "service",
+                state,
+                w.info.get("health_url", ""),
+                detail,
+                heartbeat_age_s=round(w.age_seconds, 3),
+                lag=totals.lag if totals else None,
+                pending=totals.pending if totals else None,
+                restarts=restarts.get(w.service),
+            )
         )
-        for state, w in seen
-    ]
+    beating = {w.service for state, w in seen if state == "up"}
+    for name in dict.fromkeys(supervised):
+        if name not in beating:
+            totals = groups.get(name)
+            rows.append(
+                PartStatus(
+                    name,
+                    "service",
+                    "down",
+                    "",
+                    f"no heartbeat: starting, or restarting after a crash "
+                    f"(restarts {restarts.get(name, 0)})",
+                    lag=totals.lag if totals else None,
+                    pending=totals.pending if totals else None,
+                    restarts=restarts.get(name, 0),
+                )
+            )
+    return sorted(rows, key=_service_order)
+
+
+def _service_order(row: PartStatus) -> tuple[int, str]:
+    """The stack's own workers first, then the pipeline's services in pipeline order."""
+    from tradeos_lab.settings import PIPELINE_SERVICES
+
+    order = ("stack", "supervisor", *PIPELINE_SERVICES)
+    service = row.part.split("/")[0]
+    return (order.index(service) if service in order else len(order), row.part)
+
+
+def _group_totals(settings: Settings, embedded_urls: dict[str, str]) -> dict[str, _GroupTotals]:
+    """Lag and pending entries per consumer group (a service's name), summed over the streams it
+    reads; empty when the bus cannot be read."""
+    from tradeos_lab.keys import Keys
+    from tradeos_lab.tiers.bus import Bus
+
+    url = settings.bus_url.get_secret_value() if settings.bus_url else embedded_urls.get("bus")
+    if url is None:
+        return {}
+    client = redis.Redis.from_url(
+        url, socket_timeout=STATUS_TIMEOUT_S, socket_connect_timeout=STATUS_TIMEOUT_S
+    )
+    totals: dict[str, _GroupTotals] = {}
+    try:
+        frame = Bus(client, keys=Keys(settings.namespace), settings=settings).inspect.groups()
+        columns = (frame[c].tolist() for c in ("group", "lag", "pending"))
+        for name, lag, pending in zip(*columns, strict=True):
+            group = totals.setdefault(str(name), _GroupTotals())
+            group.lag += int(lag)
+            group.pending += int(pending)
+    except Exception:
+        return {}
+    finally:
+        client.close()
+    return totals

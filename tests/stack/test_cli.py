@@ -40,7 +40,7 @@ class UpProcess:
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [TRADEOS_LAB, "up"],
+            [TRADEOS_LAB, "up", "--no-pipeline"],  # the stack alone: its own behaviour
             env=_env(data_dir, **env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -274,7 +274,9 @@ def test_a_planted_broker_key_appears_in_no_output_of_a_running_stack(tmp_path: 
     )
     up.stop()
     assert up.proc.stdout is not None and up.proc.stderr is not None
-    logs = up.proc.stderr.read()
+    # JSON logs go to files under the data directory (stderr gets them with --log-stderr)
+    files = "".join(p.read_text() for p in sorted((up.data_dir / "logs").glob("*.log")))
+    logs = up.proc.stderr.read() + files
     assert '"severity": "INFO"' in logs, "the stack logged at all"
     everything = up.banner + up.proc.stdout.read() + logs + status.stdout + status.stderr
     assert key not in everything

@@ -172,7 +172,7 @@ class IntentMessage(Envelope[Intent]):
     """An order intent cleared by Feasibility."""
 
     SCHEMA = Intent.SCHEMA
-    VERSION = "1.0.0"
+    VERSION = "1.1.0"
     STREAM = Stream.INTENTS
     PAYLOAD = Intent
 

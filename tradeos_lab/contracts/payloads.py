@@ -291,6 +291,10 @@ class Intent(Payload):
     signal_id: MessageId | None = Field(
         default=None, description="The modified signal behind it; null for a manual intent."
     )
+    policy_profile: Ref | None = Field(
+        default=None,
+        description="The policy profile and its version it was sized under: NAME@VERSION.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

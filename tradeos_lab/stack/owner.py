@@ -1,6 +1,7 @@
 """What `tradeos-lab up` runs: the embedded parts, migrations, `/healthz` + `/metrics`, a
 heartbeat, the flags tier's upkeep (kill-switch refresh, reaping of stale workers) and the lake's
-rollup refresh, for as long as the process lives."""
+rollup refresh, for as long as the process lives; and, on a development machine, the kill
+switches armed at start so the pipeline trades at once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -22,7 +23,13 @@ from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.embedded import EmbeddedStack
 from tradeos_lab.tiers.flags import Flags, KillSource, KillSwitches
 
+if TYPE_CHECKING:
+    from tradeos_lab.lab import Lab
+
 log = logging.getLogger(__name__)
+
+#: The actor `up` acts as in the audit trail.
+UP_ACTOR = "stack:up"
 
 # How often the owner settles the lake's pending rollups, so coarse tiers stay current for
 # SQL that bypasses `Lake` (every `Lake` read of a coarse tier settles them anyway).
@@ -214,3 +221,24 @@ class StackOwner:
             self.health.stop()
         if self.stack is not None:
             self.stack.stop()
+
+
+def arms_at_start(settings: Settings) -> bool:
+    """Whether `up` arms the kill switches itself: only for the embedded flags tier of the `dev`
+    profile, a laptop's own stack. A production stack reads HALTED until an operator runs
+    `tradeos-lab flags arm`, so a restart never lets orders flow unseen."""
+    return settings.profile == "dev" and "flags" in settings.embedded_parts
+
+
+def arm_for_dev(lab: Lab) -> dict[str, Any] | None:
+    """Arm the kill switches through the operator path (audited as `stack:up`) when
+    `arms_at_start`; None when the profile leaves arming to an operator."""
+    from tradeos_lab import operator
+
+    if not arms_at_start(lab.settings):
+        return None
+    return operator.arm(
+        lab,
+        actor=UP_ACTOR,
+        reason="dev profile on the embedded stack: armed at start so the paper pipeline trades",
+    )

@@ -49,6 +49,11 @@ class LiveStrategy:
         self._features = [(n, self._columns.index(n)) for n in strategy.feature_names]
         self._last_ts: pd.Timestamp | None = None
 
+    @property
+    def last_ts(self) -> pd.Timestamp | None:
+        """Open time of the last bar taken (None before the first)."""
+        return self._last_ts
+
     def on_message(self, message: BarMessage) -> RawSignal | None:
         """A bar message from `market_data` -> the signal it causes, or None."""
         return self.update(message.payload, source_message_id=message.message_id)

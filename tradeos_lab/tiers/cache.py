@@ -382,6 +382,45 @@ class Cache:
         return [_text(v) for v in self.redis.lrange(self.keys.hero_signals(), 0, -1)]
 
     @_redis_errors_translated
+    def set_signal_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
+        """Replace the ensemble weights per signal type (strategy); each must be > 0."""
+        checked = {
+            _name("signal", k): _number(f"weight of {k}", v, positive=True)
+            for k, v in weights.items()
+        }
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.tracker("weight"))
+        if checked:
+            pipe.hset(self.keys.tracker("weight"), mapping={k: repr(v) for k, v in checked.items()})
+        pipe.execute()
+        return checked
+
+    @_redis_errors_translated
+    def get_signal_weights(self) -> dict[str, float]:
+        """The ensemble weights per signal type; empty means every signal weighs the same."""
+        raw = _text_dict(self.redis.hgetall(self.keys.tracker("weight")))
+        return {signal: float(value) for signal, value in sorted(raw.items())}
+
+    @_redis_errors_translated
+    def note_signal(
+        self, symbol: str, timeframe: Timeframe | str, signal: str, *, ts: float, strength: float
+    ) -> dict[str, tuple[float, float]]:
+        """Keep `signal`'s latest strength on bar `ts` (epoch s) of `symbol` and return every
+        signal's latest (ts, strength) there, in one round trip: the ensemble's inputs, shared
+        by every process. They expire with the cached bars."""
+        tf = Timeframe.parse(timeframe)
+        key = self.keys.tracker(f"latest:{validate_symbol(symbol)}:{tf.value}")
+        value = json.dumps([_number("ts", ts), _number("strength", strength)])
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, _name("signal", signal), value)
+        pipe.expire(key, self.bar_ttl(tf))
+        pipe.hgetall(key)
+        raw = _text_dict(pipe.execute()[-1])
+        return {
+            s: (float(v[0]), float(v[1])) for s, v in ((s, json.loads(v)) for s, v in raw.items())
+        }
+
+    @_redis_errors_translated
     def set_policy_profile(
         self, name: str, params: Mapping[str, float | int | bool | str]
     ) -> PolicyProfile:

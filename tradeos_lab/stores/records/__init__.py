@@ -22,6 +22,7 @@ from tradeos_lab.stores.records.models import (
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.store import (
     Attribution,
+    FillTotals,
     RecordsStore,
     create_records_engine,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Base",
     "ConfigChange",
     "Fill",
+    "FillTotals",
     "IntentRecord",
     "LedgerEntry",
     "Order",

@@ -27,7 +27,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from psycopg import errors as pg_errors
-from sqlalchemy import Executable, Table, create_engine, event, func, select
+from sqlalchemy import Executable, Table, case, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -91,6 +91,12 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATE_COMMAND = "tradeos-lab records migrate"
 # A new order is recorded before the broker has said anything that would move it on.
 _NEW_ORDER_STATUSES = (OrderStatus.NEW.value, OrderStatus.SUBMITTED.value)
+# An order in one of these is still working at its broker.
+_OPEN_ORDER_STATUSES = (
+    *_NEW_ORDER_STATUSES,
+    OrderStatus.ACCEPTED.value,
+    OrderStatus.PARTIALLY_FILLED.value,
+)
 SQLITE_FILE = "records.db"
 # The PostgreSQL advisory lock a migration holds, so two processes never run the same DDL at once.
 # Any constant works; it only has to be the same for every process migrating one database.
@@ -102,6 +108,17 @@ _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN.removeprefix("^").removesuffix("$"))
 _KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
+
+
+@dataclass(frozen=True)
+class FillTotals:
+    """What one symbol's fills at a broker add up to (`RecordsStore.fill_totals`)."""
+
+    quantity: float
+    """Net signed quantity: bought minus sold."""
+    cash_flow: float
+    """Net cash: proceeds of sells minus cost of buys, before fees."""
+    fees: float
 
 
 @dataclass(frozen=True)
@@ -372,6 +389,13 @@ class RecordsStore:
                 raise ValidationError(f"no order with client_order_id {client_order_id!r}")
             return found
 
+    def find_order(self, client_order_id: str) -> Order | None:
+        """The order recorded under `client_order_id`, or None when there is none."""
+        with self.session() as session:
+            return session.scalar(
+                select(Order).where(Order.client_order_id == client_order_id_of(client_order_id))
+            )
+
     def apply_order_update(
         self,
         client_order_id: str,
@@ -521,6 +545,52 @@ class RecordsStore:
                 },
             )
             return True
+
+    def fills(self, client_order_id: str) -> list[Fill]:
+        """The fills of one order, oldest first."""
+        stmt = (
+            select(Fill)
+            .where(Fill.client_order_id == client_order_id_of(client_order_id))
+            .order_by(Fill.filled_at, Fill.execution_id)
+        )
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def open_orders(self, *, broker: str | None = None, symbol: str | None = None) -> list[Order]:
+        """Orders still working (not filled, canceled, rejected or expired), oldest first."""
+        stmt = (
+            select(Order)
+            .where(Order.status.in_(_OPEN_ORDER_STATUSES))
+            .order_by(Order.created_at, Order.id)
+        )
+        if broker is not None:
+            stmt = stmt.where(Order.broker == _word(broker, "broker"))
+        if symbol is not None:
+            stmt = stmt.where(Order.symbol == validate_symbol(symbol))
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def fill_totals(self, broker: str) -> dict[str, FillTotals]:
+        """Per symbol, what `broker`'s fills add up to: net quantity, net cash and fees paid.
+
+        An account kept in the records is these totals plus its starting cash, so it is the same
+        after a restart as before.
+        """
+        buy = Fill.side == "buy"
+        signed = case((buy, Fill.quantity), else_=-Fill.quantity)
+        # Cash leaves the account on a buy and comes in on a sell.
+        cash = case((buy, -Fill.quantity * Fill.price), else_=Fill.quantity * Fill.price)
+        stmt = (
+            select(Fill.symbol, func.sum(signed), func.sum(cash), func.sum(Fill.fee))
+            .where(Fill.broker == _word(broker, "broker"))
+            .group_by(Fill.symbol)
+            .order_by(Fill.symbol)
+        )
+        with self.session() as session:
+            return {
+                symbol: FillTotals(float(quantity), float(cash_flow), float(fees))
+                for symbol, quantity, cash_flow, fees in session.execute(stmt)
+            }
 
     def record_trade(
         self,
@@ -725,6 +795,11 @@ class RecordsStore:
         """Keep an audit entry; False when this message id is already kept."""
         p = message.payload
         return self._keep(AuditRecord, message, actor=p.actor, action=p.action, target=p.target)
+
+    def signal(self, message_id: str) -> SignalRecord | None:
+        """The kept signal (raw or modified) with this message id, or None."""
+        with self.session() as session:
+            return session.get(SignalRecord, _ident(message_id, "message_id"))
 
     def signals(self, *, correlation_id: str | None = None) -> list[SignalRecord]:
         """Kept signals, oldest first; all of one chain with `correlation_id`."""

@@ -1,0 +1,579 @@
+"""The pipeline's end-to-end speed beside a null chain of as many consumers, in the same run.
+
+    python benchmarks/bench_pipeline.py [--rate 1000] [--seconds 10] [--backlog 5000]
+                                        [--chain both|null|real] [--records sqlite|PG_URL]
+                                        [--verbose]
+
+Starts one scratch redis-server on loopback (the bus role's settings: noeviction, AOF everysec)
+and runs, one after the other, two chains of consumer processes over it:
+
+- the null chain: one process per pipeline hop (market_data -> signals.raw -> signals.modified ->
+  intents -> orders + fills.raw -> positions), each a service that only forwards (read -> XADD ->
+  ack; its output is a constant payload derived from the input, so ids and correlation carry over
+  as in a real stage), under the same `ServiceRunner` as the real services;
+- the real chain: the pipeline's services (`tradeos_lab.pipeline.registry.SERVICES`, from the
+  Signal Engine to Positions), each in its own process under the `ServiceRunner`, on a lab whose
+  bus, cache and flags are the same scratch server and whose records are a SQLite file (or the
+  PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
+  zig-zag bars, no cooldown after an exit), so every bar after the first can become a fill. The
+  driver stands in for ingestion: it caches the series' latest bars and price before it starts.
+
+For each chain it measures, with the benchmark driver publishing the bars to `market_data` and a
+reader thread timing their arrival on `fills.raw` (matched by correlation id):
+
+- throughput: a backlog of bars published flat out, filled bars per second until the last fill
+  (a chain that stops filling for 10 s, or runs 90 s, is taken as done: the figure counts what
+  it filled);
+- latency: bars offered at a fixed rate (`--rate` per second for `--seconds`), p50 and p99 of
+  publish -> fill;
+- Redis round trips per bar per service: every process counts the writes its Redis connections
+  make (one write per round trip: a pipeline or MULTI/EXEC is one), divided by the bars offered;
+  beside it the server's own count of commands per bar (INFO commandstats deltas).
+
+Prints the ratios the targets are set on: real throughput >= 50% of the null chain's; real latency
+p50 <= 2 ms and p99 <= 10 ms at 1,000 bars/s, printed beside the null chain's. Loopback only; about
+two minutes with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import redis
+
+from tradeos_lab.contracts import (
+    Fill,
+    Intent,
+    Message,
+    ModifiedSignal,
+    Order,
+    Payload,
+    PositionUpdate,
+    RawSignal,
+    decode,
+    derive,
+)
+from tradeos_lab.contracts.codec import FIELD
+from tradeos_lab.keys import Keys, Stream
+from tradeos_lab.settings import Settings, SharedRedisServerWarning, load_settings
+from tradeos_lab.stack.clients import make_redis
+from tradeos_lab.stack.redis_server import (
+    RedisServerProcess,
+    RedisServerSpec,
+    redis_server_binary,
+)
+from tradeos_lab.tiers.bus import Bus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline"))
+from end_to_end_support import STRATEGY_REF, allow_trading_every_bar, zigzag_bar
+
+_T0 = datetime(2024, 1, 2, 0, 0, tzinfo=UTC)
+#: The benchmark's series ends before now however many bars it publishes (one a minute).
+SERIES_START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=30)
+_SYMBOL = "BTC-USD"
+_MESSAGE_ID = "01900000-0000-7000-8000-000000000000"
+
+# ---- the scratch server ----------------------------------------------------------------------
+
+
+def start_server(workdir: Path) -> RedisServerProcess:
+    """A bus-role redis-server on a free loopback TCP port (the machine's Redis 7 if present)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = RedisServerSpec(
+        role="bus",
+        directory=workdir,
+        password=secrets.token_hex(16),
+        policy="noeviction",
+        appendonly=True,
+        appendfsync="everysec",
+        port=port,
+    )
+    server = RedisServerProcess(spec, binary=shutil.which("redis-server") or redis_server_binary())
+    server.start()
+    return server
+
+
+def commands_done(client: redis.Redis) -> int:
+    """Commands the server has run so far (INFO commandstats), minus INFO itself."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+# ---- round trips, counted inside each process ------------------------------------------------
+
+
+def count_round_trips(counter: Any) -> None:
+    """Count every write a redis-py connection makes in this process (one per round trip).
+
+    Plain commands, pipelines and MULTI/EXEC blocks each go out in one `send_packed_command`, and
+    the bus's raw wire uses the same call, so the count is the process's Redis round trips.
+    `counter` is a shared `multiprocessing.Value`, read by the driver before and after a run.
+    """
+    from redis.connection import AbstractConnection
+
+    original = AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        counter.value += 1
+        original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]  # benchmark instrumentation
+
+
+# ---- the null chain --------------------------------------------------------------------------
+
+
+def _null_payloads() -> dict[Stream, Payload]:
+    """A constant, valid payload for every stream a null hop writes."""
+    common = {"symbol": _SYMBOL, "ts": _T0}
+    order_ref = {"client_order_id": "bench-0001", "strategy": "bench", "side": "buy"}
+    return {
+        Stream.SIGNALS_RAW: RawSignal(
+            strategy="bench",
+            timeframe="1m",
+            direction="long",
+            strength=1.0,
+            confidence=0.5,
+            source_message_id=_MESSAGE_ID,
+            features={},
+            **common,
+        ),
+        Stream.SIGNALS_MODIFIED: ModifiedSignal(
+            raw_signal_id=_MESSAGE_ID,
+            strategy="bench",
+            timeframe="1m",
+            direction="long",
+            raw_strength=1.0,
+            adjusted_strength=1.0,
+            confidence=0.5,
+            modifiers=[],
+            **common,
+        ),
+        Stream.INTENTS: Intent(
+            symbol=_SYMBOL,
+            side="buy",
+            quantity=0.01,
+            order_type="market",
+            time_in_force="gtc",
+            strategy="bench",
+            reduce_only=False,
+            checks_passed=["kill_switch"],
+            signal_id=_MESSAGE_ID,
+        ),
+        Stream.ORDERS: Order(
+            intent_id=_MESSAGE_ID,
+            quantity=0.01,
+            order_type="market",
+            time_in_force="gtc",
+            status="filled",
+            filled_quantity=0.01,
+            avg_price=100.0,
+            **order_ref,
+            **common,
+        ),
+        Stream.FILLS_RAW: Fill(
+            client_order_id="bench-0001",
+            broker_order_id="paper-1",
+            execution_id="paper-1-1",
+            side="buy",
+            quantity=0.01,
+            price=100.0,
+            fee=0.0,
+            fee_currency="USD",
+            liquidity="taker",
+            **common,
+        ),
+        Stream.POSITIONS: PositionUpdate(
+            quantity=0.01,
+            avg_price=100.0,
+            market_value=1.0,
+            unrealized_pnl=0.0,
+            realized_pnl=0.0,
+            **common,
+        ),
+    }
+
+
+#: The pipeline's hops from market data on: (service, input, outputs).
+NULL_HOPS: tuple[tuple[str, Stream, tuple[Stream, ...]], ...] = (
+    ("signal_engine", Stream.MARKET_DATA, (Stream.SIGNALS_RAW,)),
+    ("signal_modifier", Stream.SIGNALS_RAW, (Stream.SIGNALS_MODIFIED,)),
+    ("feasibility", Stream.SIGNALS_MODIFIED, (Stream.INTENTS,)),
+    ("execution", Stream.INTENTS, (Stream.ORDERS, Stream.FILLS_RAW)),
+    ("positions", Stream.FILLS_RAW, (Stream.POSITIONS,)),
+)
+
+
+def null_service(hop: int) -> type[Any]:
+    """A service that only forwards: each input -> constant outputs derived from it."""
+    from tradeos_lab.pipeline import Service
+
+    name, source, outputs = NULL_HOPS[hop]
+    payloads = _null_payloads()
+
+    class NullService(Service):
+        def handle(self, message: Message) -> list[Message]:
+            return [derive(message, payloads[s], producer=self.name) for s in outputs]
+
+    NullService.name = name
+    NullService.inputs = (source,)
+    NullService.outputs = outputs
+    return NullService
+
+
+def run_stage(
+    settings: Settings, name: str, null: bool, *, ready: MpEvent, stop: MpEvent, trips: Any
+) -> None:
+    """One stage process: a real or a null service under the `ServiceRunner`, round trips counted.
+
+    Ready once its consumer groups exist, so no bar published after it is missed.
+    """
+    import tradeos_lab as tl
+    from tradeos_lab.pipeline import ServiceContext
+    from tradeos_lab.pipeline.registry import service_class
+    from tradeos_lab.pipeline.runner import ServiceRunner
+
+    warnings.simplefilter("ignore", SharedRedisServerWarning)  # as in main()
+    count_round_trips(trips)
+    cls = null_service([h[0] for h in NULL_HOPS].index(name)) if null else service_class(name)
+    lab = tl.connect(settings, start=False)
+    ctx = ServiceContext(lab=lab, settings=settings, instance=f"{name}-bench", clock=time.time)
+    runner = ServiceRunner(cls, ctx, health_port=0)
+    for consumer in runner.consumers:
+        lab.bus.ensure_group(consumer.stream, consumer.group)
+    halt = threading.Event()
+    threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
+    ready.set()
+    runner.run(halt, handle_signals=False)
+    lab.close()
+
+
+# ---- the real chain --------------------------------------------------------------------------
+
+
+def real_chain_services() -> list[str]:
+    """The pipeline's services downstream of ingestion, in pipeline order.
+
+    Raises `ImportError` while a service or the runner is not there yet.
+    """
+    import tradeos_lab.pipeline.runner  # noqa: F401  # the runner must exist too
+    from tradeos_lab.pipeline.registry import PIPELINE_ORDER, service_class
+
+    names = [name for name in PIPELINE_ORDER if name != "ingestion"]
+    for name in names:
+        service_class(name)
+    return names
+
+
+# ---- the driver ------------------------------------------------------------------------------
+
+
+@dataclass
+class Arrivals:
+    """When each bar's first fill reached `fills.raw`, by the bar's correlation id."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait_for(
+        self, ids: Sequence[str], *, first: float = 60.0, idle: float = 10.0, limit: float = 90.0
+    ) -> None:
+        """Until every bar of `ids` has a fill, or none came for `idle` seconds once fills flow
+        (`first` seconds for the first one), or `limit` seconds in all. A real chain need not
+        fill every bar (its first one; a rule that refuses) and may fall behind."""
+        start = time.monotonic()
+        wanted = set(ids)
+        with self.cond:
+            seen = len(wanted & self.at.keys())
+            last_change = start
+            while seen < len(wanted):
+                now = time.monotonic()
+                quiet = idle if seen else first
+                if now - start >= limit or now - last_change >= quiet:
+                    return
+                self.cond.wait(0.1)
+                count = len(wanted & self.at.keys())
+                if count != seen:
+                    seen, last_change = count, time.monotonic()
+
+
+def read_fills(client: redis.Redis, key: str, arrivals: Arrivals, stop: threading.Event) -> None:
+    """Time every fill's arrival: XREAD BLOCK on `fills.raw` from the entries that were there
+    when it started, always from the last id seen (so nothing added between reads is missed)."""
+    try:
+        last = client.xinfo_stream(key)["last-generated-id"]
+    except redis.ResponseError:  # no stream yet: everything it will hold is new
+        last = "0-0"
+    while not stop.is_set():
+        reply = client.xread({key: last}, count=1000, block=100)
+        now = time.perf_counter()
+        for _key, entries in reply or ():
+            for entry_id, fields in entries:
+                last = entry_id
+                message = decode(fields[FIELD.encode()], stream=Stream.FILLS_RAW)
+                with arrivals.cond:
+                    arrivals.at.setdefault(message.correlation_id, now)
+                    arrivals.cond.notify_all()
+
+
+@dataclass
+class ChainResult:
+    name: str
+    throughput: float = 0.0
+    filled: int = 0
+    offered: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    trips: dict[str, float] = field(default_factory=dict)
+    commands_per_bar: float = 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Stage:
+    """One process of a chain and its shared round-trip counter."""
+
+    name: str
+    process: Any
+    trips: Any
+
+
+#: Starts one stage process: (name, ready event, stop event, round-trip counter) -> process.
+StageStarter = Callable[[str, MpEvent, MpEvent, Any], Any]
+
+
+def start_chain(names: Sequence[str], starter: StageStarter, stop: MpEvent) -> list[Stage]:
+    """Start the stages one by one, each after the previous one is ready to consume."""
+    ctx = mp.get_context("spawn")
+    stages: list[Stage] = []
+    for name in names:
+        ready, trips = ctx.Event(), ctx.Value("q", 0, lock=False)
+        process = starter(name, ready, stop, trips)
+        while not ready.wait(0.5):
+            if not process.is_alive():
+                raise RuntimeError(f"stage {name} exited at start (code {process.exitcode})")
+        stages.append(Stage(name, process, trips))
+    return stages
+
+
+def run_chain(
+    name: str,
+    names: Sequence[str],
+    starter: StageStarter,
+    bus: Bus,
+    *,
+    rate: float,
+    seconds: float,
+    backlog: int,
+    verbose: bool = False,
+) -> ChainResult:
+    """Start the chain's processes, then measure throughput, latency and round trips."""
+    stop = mp.get_context("spawn").Event()
+    result = ChainResult(name)
+    arrivals = Arrivals()
+    reader_stop = threading.Event()
+    reader = threading.Thread(
+        target=read_fills,
+        args=(bus.redis, bus.stream_key(Stream.FILLS_RAW), arrivals, reader_stop),
+        daemon=True,
+    )
+    stages: list[Stage] = []
+    try:
+        stages = start_chain(names, starter, stop)
+        reader.start()
+        time.sleep(0.5)
+        # throughput: a backlog published flat out, until its last bar's fill
+        bars = [zigzag_bar(i, start=SERIES_START) for i in range(backlog)]
+        t0 = time.perf_counter()
+        bus.publish_many(Stream.MARKET_DATA, bars)
+        ids = [b.correlation_id for b in bars]
+        arrivals.wait_for(ids)
+        done = [arrivals.at[i] for i in ids if i in arrivals.at]
+        result.filled = len(done)
+        if done:
+            result.throughput = len(done) / (max(done) - t0)
+        time.sleep(0.5)
+        # latency and round trips: bars offered at a fixed rate
+        before = commands_done(bus.redis)
+        trips_before = {s.name: s.trips.value for s in stages}
+        count = int(rate * seconds)
+        offered = [zigzag_bar(backlog + i, start=SERIES_START) for i in range(count)]
+        sent: dict[str, float] = {}
+        t_start = time.perf_counter()
+        for i, message in enumerate(offered):
+            due = t_start + i / rate
+            while (now := time.perf_counter()) < due:
+                if due - now > 0.0005:
+                    time.sleep(due - now - 0.0003)
+            sent[message.correlation_id] = time.perf_counter()
+            bus.publish(Stream.MARKET_DATA, message)
+        arrivals.wait_for(list(sent))
+        result.offered = count
+        result.commands_per_bar = (commands_done(bus.redis) - before) / count
+        result.trips = {s.name: (s.trips.value - trips_before[s.name]) / count for s in stages}
+        result.latencies_ms = [
+            (arrivals.at[c] - t) * 1000 for c, t in sent.items() if c in arrivals.at
+        ]
+    finally:
+        if verbose:
+            print(bus.inspect.streams()[["stream", "length", "dead_letters"]].to_string())
+            for stream in Stream:
+                dead = bus.inspect.dead_letters(stream, count=3)
+                if len(dead):
+                    print(stream.value, dead[["group", "reason", "error"]].to_string())
+            events = bus.inspect.read(Stream.RISK_EVENTS, count=100_000)
+            if len(events):
+                print(events["payload.detail"].str.split(":").str[0].value_counts().head(5))
+        reader_stop.set()
+        stop.set()
+        for stage in stages:
+            stage.process.join(timeout=20)
+            if stage.process.is_alive():
+                stage.process.kill()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="bars per second offered")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the fixed-rate run")
+    parser.add_argument("--backlog", type=int, default=5000, help="bars of the throughput run")
+    parser.add_argument("--chain", choices=("both", "null", "real"), default="both")
+    parser.add_argument("--records", default="sqlite", help="sqlite, or a PostgreSQL URL")
+    parser.add_argument("--verbose", action="store_true", help="stream lengths, dead letters")
+    args = parser.parse_args()
+    # one scratch server holds bus, cache and flags: the benchmark measures round trips, not
+    # the eviction policies that would want a server each
+    warnings.simplefilter("ignore", SharedRedisServerWarning)
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "redis").mkdir()
+        server = start_server(workdir / "redis")
+        try:
+            results: list[ChainResult] = []
+            if args.chain in ("both", "null"):
+                hops = [h[0] for h in NULL_HOPS]
+                results.append(chain("null", args, server.url, workdir, hops))
+            if args.chain in ("both", "real"):
+                try:
+                    services = real_chain_services()
+                except ImportError as e:
+                    print(f"real chain skipped: the pipeline services are not importable ({e})")
+                else:
+                    results.append(chain("real", args, server.url, workdir, services))
+            report(results, args)
+        finally:
+            server.stop()
+    return 0
+
+
+def chain(
+    kind: str, args: argparse.Namespace, url: str, workdir: Path, names: Sequence[str]
+) -> ChainResult:
+    """Run one chain ("null" or "real") over the scratch server, in a namespace of its own."""
+    from tradeos_lab.stores.records import RecordsStore
+
+    base = url.rsplit("/", 1)[0]
+    records = args.records
+    if records == "sqlite":
+        records = f"sqlite:///{workdir / f'records-{kind}.db'}"
+    settings = load_settings(
+        namespace=f"bench{kind}",
+        data_dir=workdir / f"lab-{kind}",
+        bus_url=f"{base}/0",
+        cache_url=f"{base}/1",
+        flags_url=f"{base}/2",
+        records_url=records,
+        lake_url=f"chdb://{workdir / f'lake-{kind}'}",
+        stream_maxlen=1_000_000,
+        pipeline_symbols=(_SYMBOL,),
+        pipeline_strategies=(STRATEGY_REF,),
+    )
+    if kind == "real":
+        RecordsStore.open(settings, migrate=True).close()
+        import tradeos_lab as tl
+        from tradeos_lab import operator
+
+        with tl.connect(settings, start=False) as lab:
+            operator.arm(lab, actor="user:bench", reason="pipeline benchmark")
+            allow_trading_every_bar(lab)
+            # what ingestion caches before it publishes (the driver stands in for it): the
+            # series' latest bars and price, for sizing and the paper broker
+            total = args.backlog + int(args.rate * args.seconds)
+            last = [zigzag_bar(i, start=SERIES_START).payload for i in range(total - 500, total)]
+            lab.cache.write_bars(pd.DataFrame([b.model_dump() for b in last]))
+            lab.cache.set_price(_SYMBOL, last[-1].close)
+    client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
+    bus = Bus(client, keys=Keys(settings.namespace), settings=settings, producer="ingestion")
+
+    def starter(name: str, ready: MpEvent, stop: MpEvent, trips: Any) -> Any:
+        process = mp.get_context("spawn").Process(
+            target=run_stage,
+            args=(settings, name, kind == "null"),
+            kwargs={"ready": ready, "stop": stop, "trips": trips},
+        )
+        process.start()
+        return process
+
+    try:
+        return run_chain(
+            kind,
+            names,
+            starter,
+            bus,
+            rate=args.rate,
+            seconds=args.seconds,
+            backlog=args.backlog,
+            verbose=args.verbose,
+        )
+    finally:
+        client.close()
+
+
+def report(results: list[ChainResult], args: argparse.Namespace) -> None:
+    print(f"offered {args.rate:g} bars/s for {args.seconds:g} s; backlog {args.backlog} bars")
+    for r in results:
+        print(
+            f"{r.name:>5} chain: throughput {r.throughput:,.0f} bars/s "
+            f"({r.filled} of {args.backlog} filled); latency p50 {r.pct(0.5):.2f} ms, "
+            f"p99 {r.pct(0.99):.2f} ms ({len(r.latencies_ms)} of {r.offered} bars filled); "
+            f"server commands {r.commands_per_bar:.1f}/bar"
+        )
+        for name, trips in r.trips.items():
+            print(f"        {name:<16} {trips:.2f} Redis round trips per bar")
+    by_name = {r.name: r for r in results}
+    if "null" in by_name and "real" in by_name:
+        null, real = by_name["null"], by_name["real"]
+        ratio = real.throughput / null.throughput if null.throughput else float("nan")
+        print(f"throughput real/null: {ratio:.0%} (target >= 50%)")
+        print(
+            f"latency p50 real {real.pct(0.5):.2f} ms (target <= 2) beside null "
+            f"{null.pct(0.5):.2f} ms; p99 real {real.pct(0.99):.2f} ms (target <= 10) beside "
+            f"null {null.pct(0.99):.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The named rules as pure functions: the facts in, None or a reason out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tradeos_lab.contracts import Side
+from tradeos_lab.pipeline.services.rules import (
+    RULES,
+    OrderCheck,
+    first_failure,
+    gross_exposure,
+    position_limit,
+)
+from tradeos_lab.tiers.flags import BreakerState, Decision, RateDecision
+
+PRICE = 101.0
+TARGET = 10_000 / PRICE  # the largest position at Balanced's 10% of 100,000
+
+
+def _check(**changes: object) -> OrderCheck:
+    base = OrderCheck(
+        strategy="flip",
+        symbol="BTC-USD",
+        side=Side.BUY,
+        quantity=1.0,
+        price=PRICE,
+        now=1_700_000_000.0,
+        reduces=False,
+        kill=Decision(True, None, "no kill switch applies"),
+        breaker=BreakerState.CLOSED,
+        equity=100_000.0,
+        day_start_equity=100_000.0,
+        max_daily_loss_pct=2.0,
+        position=0.0,
+        max_position_pct=10.0,
+        other_exposure=0.0,
+        max_leverage=2.0,
+        max_order_notional=50_000.0,
+        last_exit_at=None,
+        exit_cooldown_s=30.0,
+        market_open=True,
+        rate=RateDecision(True, 10, 0.0),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_a_flip_sized_exactly_at_the_position_limit_passes_despite_float_error() -> None:
+    held = 98.5  # long; flipping to the largest short sells held + TARGET
+    flip = _check(side=Side.SELL, quantity=held + TARGET, position=held)
+    assert abs(flip.position_after) * PRICE > 10_000  # by float error only
+    assert position_limit(flip) is None
+    assert gross_exposure(flip) is None
+    assert position_limit(replace(flip, quantity=held + TARGET * 1.001)) is not None
+
+
+def test_an_order_within_every_limit_passes_every_rule() -> None:
+    assert first_failure(_check()) is None
+    assert [name for name, _ in RULES][-1] == "rate_limit"  # the one with an effect, last
+
+
+def test_reducing_orders_pass_the_exposure_rules_even_past_the_limits() -> None:
+    over = _check(side=Side.SELL, quantity=1.0, position=200.0, reduces=True)
+    assert position_limit(over) is None and gross_exposure(over) is None
+    assert position_limit(replace(over, reduces=False)) is not None

@@ -1,0 +1,238 @@
+"""Signal Engine on the machine's Redis: the live signals equal the strategies' batch form over
+the same bars, each with its audit entry; a restarted engine resumes from the cache; a bar
+handled again gives the same answer; unknown strategies are a clear error."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tradeos_lab as tl
+from tradeos_lab.contracts import AuditMessage, Bar, Message, Quote, RawSignal, new_message
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.keys import Stream
+from tradeos_lab.lab import Lab
+from tradeos_lab.pipeline.service import ServiceContext
+from tradeos_lab.pipeline.services import signal_engine
+from tradeos_lab.pipeline.services.signal_engine import SignalEngine
+from tradeos_lab.providers import SyntheticProvider
+from tradeos_lab.secrets import SecretUrl
+from tradeos_lab.settings import Settings
+from tradeos_lab.stack.redis_server import RedisServerProcess
+from tradeos_lab.strategies import FloatArray, RsiReversion, SmaCross, Strategy, Values
+
+HISTORY = 200  # bars cached before the first live one (ingestion's warm-up)
+STRATEGIES = ("sma_cross", "rsi_reversion")
+
+
+@pytest.fixture
+def bars() -> pd.DataFrame:
+    return SyntheticProvider(seed=11, gap_rate=0.0, outage_rate=0.0).fetch_bars(
+        "BTC-USD", "1m", "2024-05-01T00:00Z", "2024-05-01T08:00Z"
+    )
+
+
+def _engine(lab: Lab, strategies: tuple[str, ...] = STRATEGIES) -> SignalEngine:
+    settings = lab.settings.model_copy(update={"pipeline_strategies": strategies})
+    return SignalEngine(ServiceContext(lab=lab, settings=settings, instance="engine-test"))
+
+
+def _bar_messages(bars: pd.DataFrame) -> list[Message]:
+    fields = ["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"]
+    return [
+        new_message(Bar(**{k: row[k] for k in fields}, source="synthetic"), producer="ingestion")
+        for row in bars.to_dict("records")
+    ]
+
+
+def _signals(outputs: list[Message]) -> list[RawSignal]:
+    return [m.payload for m in outputs if isinstance(m.payload, RawSignal)]
+
+
+def _expected(strategy: Strategy[Any], bars: pd.DataFrame) -> list[tuple[pd.Timestamp, float]]:
+    batch = strategy.signals(bars).iloc[HISTORY:]
+    return [
+        (row["ts"], row["strength"])
+        for row in batch.to_dict("records")
+        if not math.isnan(row["strength"])
+    ]
+
+
+def _assert_batch_parity(signals: list[RawSignal], bars: pd.DataFrame) -> None:
+    for strategy in (SmaCross(), RsiReversion()):
+        expected = _expected(strategy, bars)
+        got = [(pd.Timestamp(s.ts), s.strength) for s in signals if s.strategy == strategy.name]
+        assert expected, (
+            f"{strategy.name} gives no signal on the test bars: the test proves nothing"
+        )
+        assert [t for t, _ in got] == [t for t, _ in expected]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-9)
+
+
+def test_live_signals_equal_the_batch_form_over_the_same_bars(
+    pipeline_lab: Lab, bars: pd.DataFrame
+) -> None:
+    pipeline_lab.cache.write_bars(bars.iloc[:HISTORY])  # what ingestion cached before
+    engine = _engine(pipeline_lab)
+    outputs: list[Message] = []
+    for message in _bar_messages(bars.iloc[HISTORY:]):
+        produced = engine.handle(message)
+        assert all(m.causation_id == message.message_id for m in produced)
+        assert all(m.correlation_id == message.correlation_id for m in produced)
+        outputs.extend(produced)
+    _assert_batch_parity(_signals(outputs), bars)
+    assert {m.STREAM for m in outputs} == {Stream.SIGNALS_RAW, Stream.AUDIT}
+
+
+def test_every_signal_has_an_audit_entry_naming_strategy_and_decision(
+    pipeline_lab: Lab, bars: pd.DataFrame
+) -> None:
+    pipeline_lab.cache.write_bars(bars.iloc[:HISTORY])
+    engine = _engine(pipeline_lab)
+    outputs = [m for msg in _bar_messages(bars.iloc[HISTORY:]) for m in engine.handle(msg)]
+    signals = _signals(outputs)
+    audits = [m for m in outputs if isinstance(m, AuditMessage)]
+    assert len(audits) == len(signals) > 0
+    for signal, audit in zip(signals, audits, strict=True):
+        assert audit.payload.actor == "service:signal_engine"
+        assert audit.payload.target == f"strategy:{signal.strategy}"
+        assert audit.payload.new_value["direction"] == signal.direction.value
+        assert signal.symbol in audit.payload.reason
+
+
+def test_a_stopped_engine_saves_its_states_and_the_next_resumes_from_them(
+    pipeline_lab: Lab, bars: pd.DataFrame
+) -> None:
+    pipeline_lab.cache.write_bars(bars.iloc[:HISTORY])
+    messages = _bar_messages(bars.iloc[HISTORY:])
+    half = len(messages) // 2
+    first = _engine(pipeline_lab)
+    outputs = [m for msg in messages[:half] for m in first.handle(msg)]
+    first.close()
+    # Emptied cache bars prove the restart resumes from the saved states, not a re-warm-up.
+    pipeline_lab.cache.redis.delete(pipeline_lab.keys.bars("BTC-USD", "1m"))
+    restarted = _engine(pipeline_lab)
+    outputs += [m for msg in messages[half:] for m in restarted.handle(msg)]
+    _assert_batch_parity(_signals(outputs), bars)
+
+
+def test_after_a_crash_the_engine_catches_up_on_the_cached_bars(
+    pipeline_lab: Lab, bars: pd.DataFrame
+) -> None:
+    messages = _bar_messages(bars.iloc[HISTORY:])
+    half, three_quarters = len(messages) // 2, 3 * len(messages) // 4
+    pipeline_lab.cache.write_bars(bars.iloc[: HISTORY + half])  # ingestion caches, then publishes
+    first = _engine(pipeline_lab)
+    outputs = [m for msg in messages[:half] for m in first.handle(msg)]
+    first.save()  # its last periodic save, then bars it never saved
+    pipeline_lab.cache.write_bars(bars.iloc[: HISTORY + three_quarters])
+    outputs += [m for msg in messages[half:three_quarters] for m in first.handle(msg)]
+    # killed here: a new engine resumes from the older save and catches up on the cache
+    pipeline_lab.cache.write_bars(bars)
+    restarted = _engine(pipeline_lab)
+    outputs += [m for msg in messages[three_quarters:] for m in restarted.handle(msg)]
+    _assert_batch_parity(_signals(outputs), bars)
+
+
+def test_a_bar_handled_again_gives_the_same_outputs_and_an_older_one_none(
+    pipeline_lab: Lab, bars: pd.DataFrame
+) -> None:
+    pipeline_lab.cache.write_bars(bars)  # ingestion caches every bar before publishing it
+    signalled = sorted(t for t, _ in _expected(SmaCross(), bars))
+    live_bars = bars.iloc[HISTORY:]
+    messages = _bar_messages(live_bars[live_bars["ts"] <= signalled[-1]])
+    engine = _engine(pipeline_lab)
+    for msg in messages[:-1]:
+        engine.handle(msg)
+    last_msg = messages[-1]
+    first = engine.handle(last_msg)
+    assert _signals(first)  # the last bar signals, so the comparisons below can fail
+    assert [m.payload for m in engine.handle(last_msg)] == [m.payload for m in first]
+
+    restarted = _engine(pipeline_lab)  # a crash before the ack
+    assert [m.payload for m in restarted.handle(last_msg)] == [m.payload for m in first]
+    earlier = next(m for m in messages if m.payload.ts == signalled[-2])
+    assert restarted.handle(earlier) == []  # older than the last bar taken
+
+
+def test_unknown_strategy_name_is_a_clear_error(pipeline_lab: Lab) -> None:
+    with pytest.raises(ValidationError, match="unknown strategy 'no_such_strategy'"):
+        _engine(pipeline_lab, ("no_such_strategy",))
+    with pytest.raises(ValidationError, match="cannot import strategy module"):
+        _engine(pipeline_lab, ("no_such_module:Thing",))
+
+
+class BrokenRule(SmaCross):
+    """A user's strategy whose rule gives an impossible strength on every bar."""
+
+    name = "test_broken_rule"
+
+    def rule(self, values: Values) -> FloatArray:
+        return np.full(len(values["close"]), 2.0)
+
+
+def test_a_failing_strategy_is_audited_and_the_others_go_on(
+    pipeline_lab: Lab, bars: pd.DataFrame
+) -> None:
+    pipeline_lab.cache.write_bars(bars.iloc[:HISTORY])
+    engine_type = type(
+        "TwoStrategies", (SignalEngine,), {"given_strategies": (BrokenRule(), SmaCross())}
+    )
+    engine = engine_type(
+        ServiceContext(lab=pipeline_lab, settings=pipeline_lab.settings, instance="two")
+    )
+    messages = _bar_messages(bars.iloc[HISTORY:])
+    outputs = [m for msg in messages for m in engine.handle(msg)]
+    errors = [
+        m for m in outputs if isinstance(m, AuditMessage) and m.payload.action == "signal.error"
+    ]
+    assert len(errors) == len(messages)
+    assert "strength outside [-1, 1]" in errors[0].payload.reason
+    assert errors[0].payload.target == "strategy:test_broken_rule"
+    signals = _signals(outputs)
+    assert {s.strategy for s in signals} == {"sma_cross"}
+    assert [pd.Timestamp(s.ts) for s in signals] == [t for t, _ in _expected(SmaCross(), bars)]
+
+
+def test_quotes_on_market_data_give_no_output(pipeline_lab: Lab) -> None:
+    quote = Quote(
+        symbol="BTC-USD",
+        ts=pd.Timestamp("2024-05-01T00:00Z").to_pydatetime(),
+        bid_price=100.0,
+        bid_size=1.0,
+        ask_price=100.5,
+        ask_size=2.0,
+        source="coinbase",
+    )
+    assert _engine(pipeline_lab).handle(new_message(quote, producer="ingestion")) == ()
+
+
+def test_signals_keep_coming_while_the_cache_is_down(
+    pipeline_settings: Settings,
+    redis_server_factory: Callable[..., RedisServerProcess],
+    bars: pd.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(signal_engine, "SAVE_EVERY_S", 0.0)  # a save after every bar
+    cache_server = redis_server_factory("cache", policy="allkeys-lru", maxmemory="64mb")
+    settings = pipeline_settings.model_copy(
+        update={"cache_url": SecretUrl(cache_server.url), "pipeline_strategies": STRATEGIES}
+    )
+    lab = tl.connect(settings, start=False)
+    try:
+        lab.cache.write_bars(bars.iloc[:HISTORY])
+        engine = SignalEngine(ServiceContext(lab=lab, settings=settings, instance="no-cache"))
+        messages = _bar_messages(bars.iloc[HISTORY:])
+        half = len(messages) // 2
+        outputs = [m for msg in messages[:half] for m in engine.handle(msg)]
+        cache_server.kill()
+        outputs += [m for msg in messages[half:] for m in engine.handle(msg)]
+        engine.close()  # its last save fails, with a warning, and stopping goes on
+        _assert_batch_parity(_signals(outputs), bars)
+    finally:
+        lab.close()

@@ -1,0 +1,94 @@
+"""The records' queries a broker keeps its account with: open orders, an order's fills, fill
+totals per symbol, and a kept signal by id (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tradeos_lab.contracts import RawSignal, new_message
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.stores.records import RecordsStore
+
+T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+
+
+def _order(store: RecordsStore, cid: str, side: str = "buy", broker: str = "paper") -> None:
+    store.record_order(
+        client_order_id=cid, symbol="BTC-USD", side=side, quantity=3, broker=broker, at=T0
+    )
+
+
+def _fill(store: RecordsStore, eid: str, cid: str, side: str, qty: float, price: float) -> None:
+    store.record_fill(
+        execution_id=eid,
+        client_order_id=cid,
+        symbol="BTC-USD",
+        side=side,
+        quantity=qty,
+        price=price,
+        fee=0.5,
+        filled_at=T0 + timedelta(seconds=len(eid)),
+    )
+
+
+def test_open_orders_are_those_still_working_at_their_broker(store: RecordsStore) -> None:
+    _order(store, "a")
+    _order(store, "b")
+    _order(store, "c", broker="other")
+    store.apply_order_update("b", event_id="b1", status="filled", broker_at=T0, avg_price=1.0)
+    assert [o.client_order_id for o in store.open_orders(broker="paper")] == ["a"]
+    assert [o.client_order_id for o in store.open_orders()] == ["a", "c"]
+    assert store.open_orders(symbol="ETH-USD") == []
+
+
+def test_fills_of_an_order_oldest_first(store: RecordsStore) -> None:
+    _order(store, "a")
+    _fill(store, "ex-22", "a", "buy", 1, 100.0)
+    _fill(store, "ex-1", "a", "buy", 2, 101.0)
+    assert [f.execution_id for f in store.fills("a")] == ["ex-1", "ex-22"]
+
+
+def test_fill_totals_net_quantity_cash_and_fees_per_symbol(store: RecordsStore) -> None:
+    _order(store, "a")
+    _order(store, "s", side="sell")
+    _fill(store, "e1", "a", "buy", 2, 100.0)
+    _fill(store, "e2", "a", "buy", 1, 110.0)
+    _fill(store, "e3", "s", "sell", 1, 120.0)
+    _fill(store, "e3", "s", "sell", 1, 120.0)  # a repeat report counts once
+    totals = store.fill_totals("paper")["BTC-USD"]
+    assert totals.quantity == pytest.approx(2.0)
+    assert totals.cash_flow == pytest.approx(-200.0 - 110.0 + 120.0)
+    assert totals.fees == pytest.approx(1.5)
+    assert store.fill_totals("other") == {}
+
+
+def test_signal_by_message_id(store: RecordsStore) -> None:
+    raw = new_message(
+        RawSignal(
+            strategy="sma_cross",
+            symbol="BTC-USD",
+            timeframe="1m",
+            ts=T0,
+            direction="long",
+            strength=0.5,
+            confidence=0.7,
+            features={},
+            source_message_id="01890000-0000-7000-8000-000000000000",
+        ),
+        producer="signal_engine",
+    )
+    assert store.signal(raw.message_id) is None
+    store.record_signal(raw)  # type: ignore[arg-type]
+    kept = store.signal(raw.message_id)
+    assert kept is not None and kept.payload["source_message_id"] == raw.payload.source_message_id
+    with pytest.raises(ValidationError):
+        store.signal("")
+
+
+def test_find_order_is_none_for_an_unknown_client_order_id(store: RecordsStore) -> None:
+    assert store.find_order("a") is None
+    _order(store, "a")
+    found = store.find_order("a")
+    assert found is not None and found.broker == "paper"

@@ -1,0 +1,479 @@
+"""The paper broker: fills orders against the latest bars, its account kept in the records.
+
+Nothing lives in memory: orders, their events and fills are rows of the records (`broker =
+"paper"`), the account is its starting cash (kept in the records' config) plus what its fills add
+up to, so a new broker object on the same records is the same account after a restart.
+
+How an order fills, in market time (bars, not the wall clock):
+
+- against the bar it was submitted on (the latest bar of its symbol) unless `latency_bars` holds
+  it back that many bars, then on every following bar until done (`advance`);
+- at most `participation` of a bar's volume per fill, the rest on later bars (partial fills);
+  a bar without volume fills nothing;
+- a market order at the bar's close moved `slippage_bps` against it; a limit order only when the
+  bar traded through its limit, never at a worse price than the limit;
+- a fee of `fee_bps` of the notional;
+- time in force: `ioc` cancels what the first bar did not fill, `fok` fills all on the first bar or
+  nothing, `day` expires on the first bar of a later UTC day, `gtc` works until filled or canceled.
+
+Every step is idempotent: one fill per (order, bar), its execution id `CLIENT_ORDER_ID:BAR_EPOCH`,
+and every order event keyed, so a retried call after a crash finishes the step instead of
+repeating it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime
+from typing import Any
+
+from tradeos_lab.brokers.base import (
+    BrokerAccount,
+    BrokerFill,
+    BrokerOrder,
+    OrderReport,
+    OrderRequest,
+)
+from tradeos_lab.contracts import Bar, Liquidity, OrderStatus, OrderType, Side, TimeInForce
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.stores.records import Fill, Order, RecordsStore
+from tradeos_lab.symbols import Timeframe
+from tradeos_lab.tiers.cache import Cache
+
+LatestBar = Callable[[str], Bar | None]
+"""The latest bar of a symbol, or None when there is none yet."""
+
+_TIMES_IN_FORCE = (TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK)
+_ORDER_TYPES = (OrderType.MARKET, OrderType.LIMIT)
+_ACCEPTED = "accepted"
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """How the paper broker fills: costs, liquidity, delay and the account's starting cash."""
+
+    slippage_bps: float = 5.0
+    participation: float = 1.0
+    """Largest share of one bar's volume a single order may take (0 < p <= 1)."""
+    fee_bps: float = 10.0
+    latency_bars: int = 0
+    """Bars an order waits before it reaches the market; 0 fills on the bar it was sent on."""
+    starting_cash: float = 100_000.0
+    currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        for name in ("slippage_bps", "fee_bps", "starting_cash"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValidationError(f"paper broker {name} must be a finite number >= 0")
+        if not 0 < self.participation <= 1:
+            raise ValidationError("paper broker participation must be in (0, 1]")
+        if self.latency_bars < 0:
+            raise ValidationError("paper broker latency_bars must be >= 0")
+
+    @classmethod
+    def from_records(cls, records: RecordsStore, name: str = "paper") -> PaperConfig:
+        """The defaults, overridden by the records' live-tunable config `broker.NAME.FIELD`
+        (set with `records.set_config`, which keeps who changed it and why)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            kept = records.get_config(f"broker.{name}.{f.name}")
+            if kept is not None:
+                values[f.name] = kept
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise ValidationError(f"paper broker config in the records is invalid: {e}") from None
+
+
+def cached_bar(cache: Cache, timeframe: Timeframe | str) -> LatestBar:
+    """The latest bar of a symbol as the cache holds it (what Ingestion wrote last)."""
+    tf = Timeframe.parse(timeframe)
+
+    def latest(symbol: str) -> Bar | None:
+        frame = cache.get_bars(symbol, tf, limit=1)
+        if frame.empty:
+            return None
+        row = frame.iloc[-1]
+        return Bar(
+            symbol=symbol,
+            timeframe=tf,
+            ts=row["ts"].to_pydatetime(),
+            open=float(row["open"]),
+            high=float(row["high"]),
+            low=float(row["low"]),
+            close=float(row["close"]),
+            volume=float(row["volume"]),
+            source="cache",
+        )
+
+    return latest
+
+
+class PaperBroker:
+    """A simulated broker whose orders, fills and account are rows of the records."""
+
+    def __init__(
+        self,
+        records: RecordsStore,
+        latest_bar: LatestBar,
+        *,
+        config: PaperConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        name: str = "paper",
+    ) -> None:
+        self.records = records
+        self.latest_bar = latest_bar
+        self.config = config or PaperConfig()
+        self.clock = clock
+        self.name = name
+        self._starting_cash_key = f"broker.{name}.starting_cash"
+        #: Per symbol, how many open orders the last `advance` found (a hint, not state).
+        self.working_seen: dict[str, int] = {}
+        self._starting_cash: float | None = None
+
+    # ---- orders -----------------------------------------------------------------------------
+
+    def submit(self, request: OrderRequest) -> OrderReport:
+        """Place `request` and fill it against its symbol's latest bar; once per client order id."""
+        cid = request.client_order_id
+        fresh = self.records.record_order(
+            client_order_id=cid,
+            symbol=request.symbol,
+            side=Side(request.side).value,
+            quantity=request.quantity,
+            order_type=OrderType(request.order_type).value,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            time_in_force=TimeInForce(request.time_in_force).value,
+            strategy=request.strategy,
+            broker=self.name,
+            intent_id=request.intent_id,
+            correlation_id=request.correlation_id,
+            at=self._now(),
+        )
+        order = self.records.order(cid)
+        if order.broker != self.name:
+            raise ValidationError(
+                f"order {cid} belongs to broker {order.broker!r}, not {self.name}"
+            )
+        # A fresh order was never placed; a known one may have been (read its events).
+        submitted_on = None if fresh else self._submitted_on(cid)
+        if submitted_on is not None or order.status == OrderStatus.REJECTED.value:
+            # Already placed: answer as the first time (the fills of its first bar), place nothing.
+            first = [] if submitted_on is None else self._fills_on(order, submitted_on)
+            return OrderReport(broker_order(order), tuple(first))
+        problem = _unsupported(request)
+        bar = self.latest_bar(order.symbol)
+        if (
+            problem is None
+            and bar is None
+            and request.time_in_force
+            in (
+                TimeInForce.IOC,
+                TimeInForce.FOK,
+            )
+        ):
+            problem = f"no bar of {order.symbol} to fill a {request.time_in_force.value} order"
+        if problem is not None:
+            self._update(
+                order, event=f"{cid}:rejected", status=OrderStatus.REJECTED, reason=problem
+            )
+            return OrderReport(broker_order(self.records.order(cid)))
+        epoch = 0 if bar is None else _epoch(bar.ts)
+        self._update(order, event=f"{cid}:{_ACCEPTED}:{epoch}", status=OrderStatus.ACCEPTED)
+        fills: list[BrokerFill] = []
+        if bar is not None and self.config.latency_bars == 0:
+            fills = self._fill_on_bar(order, bar, [] if fresh else None)
+        order = self.records.order(cid)
+        if order.time_in_force in (TimeInForce.IOC.value, TimeInForce.FOK.value):
+            order = self._finish(order, OrderStatus.CANCELED, "unfilled rest of an immediate order")
+        return OrderReport(broker_order(order), tuple(fills))
+
+    def advance(self, bar: Bar) -> list[OrderReport]:
+        """Work every open order of `bar.symbol` on this new bar: expire, then fill what it can."""
+        reports: list[OrderReport] = []
+        working = self.records.open_orders(broker=self.name, symbol=bar.symbol)
+        self.working_seen[bar.symbol] = len(working)
+        for order in working:
+            submitted_on = self._submitted_on(order.client_order_id)
+            if submitted_on is None:  # recorded, not yet placed: its submit will place it
+                continue
+            # An order placed before any bar existed has its day from when it was recorded.
+            placed = datetime.fromtimestamp(submitted_on, UTC) if submitted_on else order.created_at
+            if order.time_in_force == TimeInForce.DAY.value and _day(bar.ts) > _day(placed):
+                expired = self._finish(order, OrderStatus.EXPIRED, "a day order's day ended")
+                reports.append(OrderReport(broker_order(expired)))
+                continue
+            due = submitted_on + self.config.latency_bars * bar.timeframe.seconds
+            if _epoch(bar.ts) <= submitted_on or _epoch(bar.ts) < due:
+                continue
+            fills = self._fill_on_bar(order, bar)
+            if fills:
+                reports.append(
+                    OrderReport(
+                        broker_order(self.records.order(order.client_order_id)), tuple(fills)
+                    )
+                )
+        return reports
+
+    def get_order(self, client_order_id: str) -> OrderReport | None:
+        try:
+            order = self.records.order(client_order_id)
+        except ValidationError:
+            return None
+        if order.broker != self.name:
+            return None
+        fills = self.records.fills(client_order_id)
+        return OrderReport(broker_order(order), tuple(self._fill(order, f) for f in fills))
+
+    def cancel(self, client_order_id: str) -> BrokerOrder:
+        order = self.records.order(client_order_id)
+        if order.broker != self.name:
+            raise ValidationError(f"order {client_order_id} is not at broker {self.name}")
+        return broker_order(self._finish(order, OrderStatus.CANCELED, "canceled on request"))
+
+    def cancel_all(self) -> list[BrokerOrder]:
+        return [self.cancel(o.client_order_id) for o in self.records.open_orders(broker=self.name)]
+
+    # ---- account ----------------------------------------------------------------------------
+
+    def starting_cash(self) -> float:
+        """The cash the account started with, fixed in the records the first time it is asked."""
+        if self._starting_cash is not None:
+            return self._starting_cash
+        kept = self.records.get_config(self._starting_cash_key)
+        if kept is None:
+            self.records.set_config(
+                self._starting_cash_key,
+                self.config.starting_cash,
+                changed_by=f"broker:{self.name}",
+                reason="the paper account opens with its configured starting cash",
+            )
+            kept = self.records.get_config(self._starting_cash_key)
+        self._starting_cash = float(kept)
+        return self._starting_cash
+
+    def positions(self) -> dict[str, float]:
+        totals = self.records.fill_totals(self.name)
+        return {
+            s: t.quantity
+            for s, t in totals.items()
+            if not math.isclose(t.quantity, 0.0, abs_tol=1e-12)
+        }
+
+    def account(self) -> BrokerAccount:
+        """Cash and equity from the records: starting cash, fills' cash flows, fees; positions
+        marked at their symbol's latest bar close (or at cost when there is no bar)."""
+        totals = self.records.fill_totals(self.name)
+        cash = self.starting_cash() + sum(t.cash_flow - t.fees for t in totals.values())
+        positions: dict[str, float] = {}
+        value = 0.0
+        for symbol, t in totals.items():
+            if math.isclose(t.quantity, 0.0, abs_tol=1e-12):
+                continue
+            positions[symbol] = t.quantity
+            bar = self.latest_bar(symbol)
+            mark = bar.close if bar is not None else abs(t.cash_flow / t.quantity)  # net cost
+            value += t.quantity * mark
+        return BrokerAccount(
+            cash=cash, equity=cash + value, positions=positions, currency=self.config.currency
+        )
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _fill_on_bar(
+        self, order: Order, bar: Bar, fills: list[Fill] | None = None
+    ) -> list[BrokerFill]:
+        """At most one fill of `order` on `bar`; the order's status follows from its fills
+        (`fills`: the order's fills so far when the caller knows them, else read here)."""
+        cid = order.client_order_id
+        execution_id = f"{cid}:{_epoch(bar.ts)}"
+        fills = self.records.fills(cid) if fills is None else fills
+        made = next((f for f in fills if f.execution_id == execution_id), None)
+        if made is None:
+            quantity, price = self._match(order, bar, sum(f.quantity for f in fills))
+            if quantity <= 0:
+                return []
+            made = Fill(
+                execution_id=execution_id,
+                client_order_id=cid,
+                broker=self.name,
+                symbol=order.symbol,
+                side=order.side,
+                quantity=quantity,
+                price=price,
+                fee=quantity * price * self.config.fee_bps / 10_000,
+                filled_at=self._now(),
+            )
+            recorded = self.records.record_fill(
+                execution_id=made.execution_id,
+                client_order_id=cid,
+                symbol=made.symbol,
+                side=made.side,
+                quantity=made.quantity,
+                price=made.price,
+                fee=made.fee,
+                filled_at=made.filled_at,
+                broker=self.name,
+            )
+            if recorded:
+                fills = [*fills, made]
+            else:  # recorded meanwhile by an earlier attempt: that one stands
+                fills = self.records.fills(cid)
+                made = next(f for f in fills if f.execution_id == execution_id)
+        filled = sum(f.quantity for f in fills)
+        avg = sum(f.quantity * f.price for f in fills) / filled
+        done = filled >= order.quantity * (1 - 1e-9)
+        self._update(
+            order,
+            event=execution_id,
+            status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED,
+            filled_quantity=order.quantity if done else filled,
+            avg_price=avg,
+            sequence=len(fills),
+        )
+        return [self._fill(order, made)]
+
+    def _match(self, order: Order, bar: Bar, filled: float) -> tuple[float, float]:
+        """(quantity, price) `order`, `filled` so far, gets on `bar`; quantity 0 for nothing."""
+        remaining = order.quantity - filled
+        capacity = bar.volume * self.config.participation
+        quantity = min(remaining, capacity)
+        if quantity <= 0:
+            return 0.0, 0.0
+        if order.time_in_force == TimeInForce.FOK.value and quantity < remaining:
+            return 0.0, 0.0  # fill or kill: all on the first bar or nothing
+        buy = order.side == Side.BUY.value
+        slip = self.config.slippage_bps / 10_000
+        price = bar.close * (1 + slip if buy else 1 - slip)
+        if order.order_type == OrderType.LIMIT.value:
+            limit = order.limit_price
+            assert limit is not None  # the records refuse a limit order without one
+            if (buy and bar.low > limit) or (not buy and bar.high < limit):
+                return 0.0, 0.0
+            price = min(price, limit) if buy else max(price, limit)
+        return quantity, price
+
+    def _finish(self, order: Order, status: OrderStatus, reason: str) -> Order:
+        """Move a working order to a terminal status (a finished one stays as it is)."""
+        if order.status not in (
+            OrderStatus.NEW.value,
+            OrderStatus.SUBMITTED.value,
+            OrderStatus.ACCEPTED.value,
+            OrderStatus.PARTIALLY_FILLED.value,
+        ):
+            return order
+        self._update(
+            order,
+            event=f"{order.client_order_id}:{status.value}",
+            status=status,
+            reason=reason,
+            sequence=len(self.records.fills(order.client_order_id)) + 1,
+        )
+        return self.records.order(order.client_order_id)
+
+    def _update(
+        self,
+        order: Order,
+        *,
+        event: str,
+        status: OrderStatus,
+        filled_quantity: float | None = None,
+        avg_price: float | None = None,
+        reason: str | None = None,
+        sequence: int = 0,
+    ) -> None:
+        self.records.apply_order_update(
+            order.client_order_id,
+            event_id=event,
+            status=status.value,
+            broker_at=self._now(),
+            filled_quantity=filled_quantity,
+            avg_price=avg_price,
+            broker_order_id=_broker_order_id(order.client_order_id),
+            reason=reason,
+            sequence=sequence,
+        )
+
+    def _submitted_on(self, client_order_id: str) -> int | None:
+        """The epoch second of the bar an order was placed on, None if it was never placed."""
+        prefix = f"{client_order_id}:{_ACCEPTED}:"
+        for event in self.records.order_events(client_order_id):
+            if event.event_id.startswith(prefix):
+                return int(event.event_id[len(prefix) :])
+        return None
+
+    def _fills_on(self, order: Order, epoch: int) -> list[BrokerFill]:
+        wanted = f"{order.client_order_id}:{epoch}"
+        return [
+            self._fill(order, f)
+            for f in self.records.fills(order.client_order_id)
+            if f.execution_id == wanted
+        ]
+
+    def _fill(self, order: Order, fill: Fill) -> BrokerFill:
+        return BrokerFill(
+            execution_id=fill.execution_id,
+            client_order_id=fill.client_order_id,
+            broker_order_id=_broker_order_id(order.client_order_id),
+            symbol=fill.symbol,
+            side=Side(fill.side),
+            quantity=fill.quantity,
+            price=fill.price,
+            fee=fill.fee,
+            fee_currency=self.config.currency,
+            liquidity=Liquidity.MAKER
+            if order.order_type == OrderType.LIMIT.value
+            else Liquidity.TAKER,
+            ts=fill.filled_at,
+        )
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+
+def _unsupported(request: OrderRequest) -> str | None:
+    """Why the paper broker refuses `request`, or None."""
+    if OrderType(request.order_type) not in _ORDER_TYPES:
+        return f"the paper broker takes market and limit orders, not {request.order_type}"
+    if TimeInForce(request.time_in_force) not in _TIMES_IN_FORCE:
+        return f"the paper broker has no {request.time_in_force} time in force"
+    return None
+
+
+def broker_order(order: Order) -> BrokerOrder:
+    """An order row of the records as a broker reports it."""
+    return BrokerOrder(
+        client_order_id=order.client_order_id,
+        broker_order_id=order.broker_order_id,
+        symbol=order.symbol,
+        side=Side(order.side),
+        quantity=order.quantity,
+        order_type=OrderType(order.order_type),
+        limit_price=order.limit_price,
+        time_in_force=TimeInForce(order.time_in_force),
+        status=OrderStatus(order.status),
+        filled_quantity=order.filled_quantity,
+        avg_price=order.avg_price,
+        reason=order.reason,
+        updated_at=order.updated_at,
+        strategy=order.strategy,
+        intent_id=order.intent_id,
+        stop_price=order.stop_price,
+    )
+
+
+def _broker_order_id(client_order_id: str) -> str:
+    return f"paper-{client_order_id}"
+
+
+def _epoch(ts: datetime) -> int:
+    return int(ts.timestamp())
+
+
+def _day(ts: datetime) -> date:
+    return ts.astimezone(UTC).date()

@@ -1,0 +1,1 @@
+"""The pipeline services, one module each (see `tradeos_lab.pipeline.registry`)."""

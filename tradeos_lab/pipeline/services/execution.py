@@ -1,0 +1,358 @@
+"""Execution: intents in, orders placed at the broker, orders and fills out.
+
+What it consumes: `intents` (place an order) and `market_data` (a new bar works the orders still
+open at the paper broker: limit orders, partial fills, expiries).
+
+What it decides: the order's client order id, derived from the intent's message id (the same
+every time, so a redelivered intent never places a second order); whether the kill switch still
+lets a new order go (HALTED: nothing new is submitted; cancels are never held back).
+
+What it emits: `orders` (the order after the broker answered), `fills.raw` (each execution, its
+causation the intent), `audit` (every submission and its outcome) and `risk_events` (a refused
+or rejected order). Records come first: the order, its broker events, fills and trades with the
+whole attribution chain (bar -> raw signal -> modified signal -> intent -> order -> fill) are
+written, each idempotent by its key, before anything is published; a records outage raises
+`DependencyUnavailable` and the input is retried in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, ClassVar
+
+from tradeos_lab.brokers import (
+    BrokerFill,
+    BrokerOrder,
+    OrderReport,
+    OrderRequest,
+    PaperBroker,
+    PaperConfig,
+    cached_bar,
+)
+from tradeos_lab.brokers.paper import broker_order
+from tradeos_lab.contracts import (
+    BarMessage,
+    Fill,
+    IntentMessage,
+    Order,
+    OrderStatus,
+    QuoteMessage,
+    RiskKind,
+    Severity,
+    TradeMessage,
+    derive,
+)
+from tradeos_lab.errors import ContractError, TransientError
+from tradeos_lab.keys import Stream
+from tradeos_lab.pipeline.service import Service
+from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
+
+if TYPE_CHECKING:
+    from tradeos_lab.contracts import Message, Payload
+    from tradeos_lab.stores.records import Order as OrderRecord
+    from tradeos_lab.stores.records import RecordsStore
+
+OPEN_ORDERS_RECHECK_S = 1.0
+"""How long a symbol without open orders is taken to stay so (for orders placed by another
+process; this one's own orders are worked from the next bar)."""
+
+CLIENT_ORDER_ID_PREFIX = "tl-"
+"""Marks the orders this pipeline placed: `tl-` and the intent's message id (39 characters,
+within the broker's 48)."""
+
+
+def client_order_id_for(intent_id: str) -> str:
+    """The client order id of the order placed for intent `intent_id`: the same every time."""
+    return f"{CLIENT_ORDER_ID_PREFIX}{intent_id}"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The ids an order's trades are attributed to, from the bar to the intent."""
+
+    correlation_id: str
+    intent_id: str | None
+    modified_signal_id: str | None
+    raw_signal_id: str | None
+    market_data_message_id: str | None
+
+
+class Execution(Service):
+    """Places each intent's order at the broker once and reports its orders and fills."""
+
+    name: ClassVar[str] = "execution"
+    inputs: ClassVar[tuple[Stream, ...]] = (Stream.INTENTS, Stream.MARKET_DATA)
+    outputs: ClassVar[tuple[Stream, ...]] = (
+        Stream.ORDERS,
+        Stream.FILLS_RAW,
+        Stream.RISK_EVENTS,
+        Stream.AUDIT,
+    )
+
+    @property
+    def records(self) -> RecordsStore:
+        """The lab's records, opened on first use: a records outage while the service starts is
+        a transient error of the first message, retried in place, not a crash."""
+        return self.ctx.lab.records
+
+    @cached_property
+    def broker(self) -> PaperBroker:
+        lab = self.ctx.lab
+        latest = cached_bar(lab.cache, self.ctx.settings.pipeline_timeframe)
+        config = PaperConfig.from_records(lab.records)
+        return PaperBroker(lab.records, latest, config=config, clock=self.ctx.clock)
+
+    @cached_property
+    def _quiet_since(self) -> dict[str, float]:
+        """Symbol -> monotonic time the records last showed it without open orders."""
+        return {}
+
+    @cached_property
+    def _one_at_a_time(self) -> threading.Lock:
+        # The runner polls each input in its own thread; an intent and a bar working the same
+        # order at once would both fill its remaining quantity.
+        return threading.Lock()
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        if isinstance(message, QuoteMessage | TradeMessage):
+            return []  # the paper broker fills against bars; other market data moves nothing
+        if not isinstance(message, IntentMessage | BarMessage):
+            raise ContractError(f"execution takes intents and bars, not {message.schema_name}")
+        with self._one_at_a_time:
+            if isinstance(message, IntentMessage):
+                return self._place(message)
+            return self._work_open_orders(message)
+
+    # ---- an intent: one order ---------------------------------------------------------------
+
+    def _place(self, message: IntentMessage) -> list[Message]:
+        intent = message.payload
+        cid = client_order_id_for(message.message_id)
+        self.records.record_intent(message)
+        request = OrderRequest(
+            client_order_id=cid,
+            symbol=intent.symbol,
+            side=intent.side,
+            quantity=intent.quantity,
+            order_type=intent.order_type,
+            limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
+            time_in_force=intent.time_in_force,
+            strategy=intent.strategy,
+            intent_id=message.message_id,
+            correlation_id=message.correlation_id,
+        )
+        known = self.records.find_order(cid)
+        if known is None or known.status == OrderStatus.NEW.value:
+            # Not yet placed: the kill switch is asked again right before the broker is.
+            decision = self.ctx.lab.kill_switches.check_order(
+                intent.strategy, intent.symbol, intent.side, intent.quantity, book=self.records
+            )
+            if not decision.allowed:
+                known = self._refuse(message, request, f"kill switch: {decision.reason}")
+        if (
+            known is not None
+            and known.status == OrderStatus.REJECTED.value
+            and (known.broker_order_id is None)
+        ):
+            report = OrderReport(broker_order(known))  # refused here, never sent to the broker
+        else:
+            report = self._submit(request)
+        if report.order.is_open:
+            self._quiet_since.pop(intent.symbol, None)  # the next bar must work it
+        chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
+        return self._report(message, report, chain, submitted=True)
+
+    def _refuse(self, message: IntentMessage, request: OrderRequest, reason: str) -> OrderRecord:
+        """Record the intent's order as rejected here, before any broker saw it."""
+        intent = message.payload
+        cid = request.client_order_id
+        self.records.record_order(
+            client_order_id=cid,
+            symbol=intent.symbol,
+            side=intent.side.value,
+            quantity=intent.quantity,
+            order_type=intent.order_type.value,
+            limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
+            time_in_force=intent.time_in_force.value,
+            strategy=intent.strategy,
+            broker=self.broker.name,
+            intent_id=message.message_id,
+            correlation_id=message.correlation_id,
+            at=self.ctx.now(),
+        )
+        self.records.apply_order_update(
+            cid,
+            event_id=f"{cid}:halted",
+            status=OrderStatus.REJECTED.value,
+            broker_at=self.ctx.now(),
+            reason=reason[:256],
+        )
+        return self.records.order(cid)
+
+    def _submit(self, request: OrderRequest) -> OrderReport:
+        """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker
+        that cannot answer counts a failure (and the intent is retried), an answer a success."""
+        breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
+        try:
+            report = self.broker.submit(request)
+        except TransientError:
+            with contextlib.suppress(TransientError):  # the flags tier down too: still retry
+                breaker.record_failure()
+            raise
+        breaker.record_success()
+        return report
+
+    # ---- a bar: open orders work on it ------------------------------------------------------
+
+    def _work_open_orders(self, message: BarMessage) -> list[Message]:
+        """Work the symbol's open orders on this bar. Every bar of every symbol comes here, so a
+        symbol the records just showed without open orders is not asked again for
+        `OPEN_ORDERS_RECHECK_S`, unless this process placed an order in it meanwhile (orders
+        placed elsewhere are found within that bound)."""
+        symbol = message.payload.symbol
+        now = time.monotonic()
+        if now - self._quiet_since.get(symbol, -math.inf) < OPEN_ORDERS_RECHECK_S:
+            return []
+        out: list[Message] = []
+        reports = self.broker.advance(message.payload)
+        if self.broker.working_seen.get(symbol):
+            self._quiet_since.pop(symbol, None)
+        else:
+            self._quiet_since[symbol] = now
+        for report in reports:
+            order = self.records.order(report.order.client_order_id)
+            chain = self._chain_of(order)
+            out.extend(self._report(message, report, chain, submitted=False))
+        return out
+
+    # ---- records first, then the messages ---------------------------------------------------
+
+    def _report(
+        self, parent: Message, report: OrderReport, chain: Chain, *, submitted: bool
+    ) -> list[Message]:
+        """Trades recorded with their chain, then the order, its fills, audit and risk events.
+
+        Messages answering a bar still belong to their intent's chain: correlation id of the
+        intent and causation the intent itself.
+        """
+        order = report.order
+        for fill in report.fills:
+            self.records.record_trade(
+                execution_id=fill.execution_id,
+                client_order_id=fill.client_order_id,
+                correlation_id=chain.correlation_id,
+                symbol=fill.symbol,
+                side=fill.side.value,
+                quantity=fill.quantity,
+                price=fill.price,
+                executed_at=fill.ts,
+                market_data_message_id=chain.market_data_message_id,
+                raw_signal_id=chain.raw_signal_id,
+                modified_signal_id=chain.modified_signal_id,
+                intent_id=chain.intent_id,
+                strategy=order.strategy,
+            )
+        out = [self._in_chain(parent, chain, _order_payload(order, chain))]
+        out.extend(self._in_chain(parent, chain, _fill_payload(f)) for f in report.fills)
+        if submitted or not order.is_open:
+            filled = f"{order.filled_quantity:g} of {order.quantity:g}"
+            out.append(
+                self._in_chain(
+                    parent,
+                    chain,
+                    self.ctx.audit(
+                        None,
+                        action="order.submit" if submitted else f"order.{order.status.value}",
+                        target=f"order:{order.client_order_id}",
+                        reason=order.reason or f"{order.status.value}, filled {filled}",
+                        new_value={"status": order.status.value, "filled": order.filled_quantity},
+                    ).payload,
+                )
+            )
+        if order.status is OrderStatus.REJECTED:
+            halted = (order.reason or "").startswith("kill switch")
+            event = self.ctx.risk_event(
+                None,
+                kind=RiskKind.KILL_SWITCH if halted else RiskKind.EXECUTION_FAILURE,
+                severity=Severity.WARNING if halted else Severity.CRITICAL,
+                scope=f"symbol:{order.symbol}",
+                detail=f"order {order.client_order_id} not placed: {order.reason}",
+                data={"client_order_id": order.client_order_id, "strategy": order.strategy or ""},
+            )
+            out.append(self._in_chain(parent, chain, event.payload))
+        return out
+
+    def _in_chain(self, parent: Message, chain: Chain, payload: Payload) -> Message:
+        out = derive(parent, payload, producer=self.name, produced_at=self.ctx.now())
+        if chain.intent_id is None or parent.message_id == chain.intent_id:
+            return out
+        return out.model_copy(
+            update={"correlation_id": chain.correlation_id, "causation_id": chain.intent_id}
+        )
+
+    def _chain(self, correlation_id: str, intent_id: str | None, signal_id: str | None) -> Chain:
+        """The attribution chain behind an intent. A signal's chain starts at its bar, whose
+        message id is the chain's correlation id; the raw signal is named by the modified
+        signal the records kept. A manual intent (no signal) has neither."""
+        modified = None if signal_id is None else self.records.signal(signal_id)
+        raw_id = None if modified is None else modified.payload.get("raw_signal_id")
+        return Chain(
+            correlation_id=correlation_id,
+            intent_id=intent_id,
+            modified_signal_id=signal_id,
+            raw_signal_id=raw_id,
+            market_data_message_id=None if signal_id is None else correlation_id,
+        )
+
+    def _chain_of(self, order: OrderRecord) -> Chain:
+        correlation = order.correlation_id or order.client_order_id
+        signal_id = None
+        if order.intent_id is not None:
+            kept = self.records.intents(correlation_id=correlation)
+            signal_id = next((i.signal_id for i in kept if i.message_id == order.intent_id), None)
+        return self._chain(correlation, order.intent_id, signal_id)
+
+
+def _order_payload(order: BrokerOrder, chain: Chain) -> Order:
+    return Order(
+        client_order_id=order.client_order_id,
+        intent_id=order.intent_id or chain.intent_id or "",
+        strategy=order.strategy or "manual",
+        symbol=order.symbol,
+        side=order.side,
+        quantity=order.quantity,
+        order_type=order.order_type,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        time_in_force=order.time_in_force,
+        status=order.status,
+        filled_quantity=order.filled_quantity,
+        avg_price=order.avg_price if order.filled_quantity > 0 else None,
+        broker_order_id=order.broker_order_id,
+        reason=order.reason,
+        ts=order.updated_at,
+    )
+
+
+def _fill_payload(fill: BrokerFill) -> Fill:
+    return Fill(
+        client_order_id=fill.client_order_id,
+        broker_order_id=fill.broker_order_id,
+        execution_id=fill.execution_id,
+        symbol=fill.symbol,
+        side=fill.side,
+        quantity=fill.quantity,
+        price=fill.price,
+        fee=fill.fee,
+        fee_currency=fill.fee_currency,
+        liquidity=fill.liquidity,
+        ts=fill.ts,
+    )

@@ -1,0 +1,477 @@
+"""Feasibility: modified signals in, sized and risk-checked intents out (or the reason not).
+
+What it consumes: `signals.modified`.
+
+What it decides:
+- the order: a signal names the exposure its strategy wants (long, short or flat). While the
+  strategy already holds that side nothing is ordered; otherwise the order opens, flips or closes
+  the strategy's position (the records' ledger plus its orders still working). An opening size
+  is the adjusted strength times the active policy profile's largest position (% of equity) at
+  the latest price; equity is the paper account's portfolio value in the cache, or its starting
+  cash before the first fill.
+  A signal below the profile's minimum confidence opens nothing (closing is always considered).
+- the checks: every rule of `rules.RULES`, in order, each a pure function of the facts gathered
+  here. The kill switch is read first and alone: when it denies the order (HALTED, REDUCING and
+  the order does not reduce, or the flags tier unreachable) no other fact is gathered. Under
+  REDUCING a flip is cut to the part that closes the position, which does reduce.
+
+What it emits: an `intents` message listing the rules it passed and the policy profile version it
+was sized under, kept in the records under the id the bus gives it, plus an `audit` entry; or, for
+a refused order, a `risk_events` message and an `audit` entry naming the rule and its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import redis
+from sqlalchemy import func, select
+
+from tradeos_lab.contracts import (
+    Direction,
+    Intent,
+    ModifiedSignal,
+    OrderStatus,
+    OrderType,
+    RiskKind,
+    Severity,
+    Side,
+    TimeInForce,
+    derive,
+)
+from tradeos_lab.errors import ContractError, TradeosError, ValidationError
+from tradeos_lab.indicators.sessions import sessions
+from tradeos_lab.keys import Stream
+from tradeos_lab.pipeline.service import Service, ServiceContext
+from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
+from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource, kept
+from tradeos_lab.providers.alpaca import is_crypto
+from tradeos_lab.stores.records.models import LedgerEntry, Order
+from tradeos_lab.tiers.flags import Decision, reduces_exposure
+
+if TYPE_CHECKING:
+    from tradeos_lab.contracts import Message
+
+#: The broker's circuit breaker and rate limiter on the flags tier, shared with Execution.
+BROKER_DEPENDENCY: Final = "broker"
+#: The exchange calendar equities trade on.
+EQUITY_CALENDAR: Final = "XNYS"
+#: Live-tunable limits in the records' system config, and their values when unset.
+MAX_ORDER_NOTIONAL_KEY: Final = "risk.max_order_notional"
+DEFAULT_MAX_ORDER_NOTIONAL: Final = 50_000.0
+EXIT_COOLDOWN_KEY: Final = "risk.exit_cooldown_seconds"
+DEFAULT_EXIT_COOLDOWN_S: Final = 30.0
+BROKER_RATE_LIMIT_KEY: Final = "risk.broker_orders_per_minute"
+DEFAULT_BROKER_RATE_LIMIT: Final = 200  # Alpaca's documented 200 requests per minute
+DAY_START_EQUITY_KEY: Final = "risk.day_start_equity"
+#: The paper broker's starting cash in the records, and the paper broker's default for it.
+STARTING_CASH_KEY: Final = "broker.paper.starting_cash"
+DEFAULT_STARTING_CASH: Final = 100_000.0
+#: Below this notional an order is noise, not a decision.
+MIN_ORDER_NOTIONAL: Final = 1.0
+
+#: Order statuses still working at the broker (not filled, canceled, rejected or expired).
+_WORKING: Final = tuple(s.value for s in OrderStatus if not s.is_terminal)
+_KIND: Final = {
+    "kill_switch": RiskKind.KILL_SWITCH,
+    "circuit_breaker": RiskKind.CIRCUIT_BREAKER,
+    "rate_limit": RiskKind.RATE_LIMITED,
+}
+_CRITICAL: Final = frozenset({"kill_switch", "max_daily_loss", "circuit_breaker"})
+
+
+class Feasibility(Service):
+    """Position sizing and the named pre-trade rules between a signal and an order."""
+
+    name: ClassVar[str] = "feasibility"
+    inputs: ClassVar[tuple[Stream, ...]] = (Stream.SIGNALS_MODIFIED,)
+    outputs: ClassVar[tuple[Stream, ...]] = (Stream.INTENTS, Stream.RISK_EVENTS, Stream.AUDIT)
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.profiles = ProfileSource(ctx.lab.records)
+        self._limits = Held(self._read_limits)
+        self._day_start: tuple[str, float] | None = None
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        return kept(self.ctx.lab.records, message, self._decide(message), stage=self.name)
+
+    def _decide(self, message: Message) -> list[Message]:
+        """Intent and audit, or risk event and audit, or an audit of a skip, or nothing."""
+        signal = message.payload
+        if not isinstance(signal, ModifiedSignal):
+            raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
+        profile = self.profiles.get()
+        held, working, account = self._book(signal)
+        # Orders still working count as held, so a signal repeated before its fill orders once.
+        exposure = held + working
+        if _side_of(exposure) == _WANT[signal.direction]:
+            return []
+        price = self._price(signal)
+        if price is None:
+            return [self._skip(message, signal, f"no price for {signal.symbol} in the cache")]
+        equity = self._equity()
+        order = _order(signal, exposure, price, equity, profile)
+        if isinstance(order, str):
+            return [self._skip(message, signal, order)] if order else []
+        side, quantity = order
+        proposal = _Proposal(
+            message=message,
+            signal=signal,
+            side=side,
+            quantity=quantity,
+            price=price,
+            reduces=reduces_exposure(held, side, quantity)
+            and reduces_exposure(account, side, quantity),
+            held=held,
+        )
+        failed = self._check(proposal, equity, account)
+        if failed is not None and failed[0] == "kill_switch":
+            # Under REDUCING a flip is cut to its closing part, which reduces exposure.
+            closing = _closing_part(proposal, held, account)
+            if closing is not None and self._check(closing, equity, account) is None:
+                return self._clear(closing, profile)
+        if failed is not None:
+            return self._refuse(proposal, *failed)
+        return self._clear(proposal, profile)
+
+    def _check(self, p: _Proposal, equity: float, account: float) -> tuple[str, str] | None:
+        """(rule, reason) of the first rule the order fails, or None when it passes them all.
+
+        The kill switch is read first and alone; a flags-tier failure on any later read refuses
+        the order under the rule that needed it (fail closed)."""
+        lab = self.ctx.lab
+        kill = lab.kill_switches.check_order(
+            p.signal.strategy, p.signal.symbol, p.side, p.quantity, book=lab.records
+        )
+        if not kill.allowed:
+            return "kill_switch", f"kill switch: {kill.reason}"
+        try:
+            check = self._facts(p, kill, equity, account)
+            failed = first_failure(check)
+            if failed is not None:
+                return failed
+            check = self._with_rate(check)
+        except _FlagsDown as e:
+            return e.rule, str(e)
+        reason = rate_limit(check)
+        return None if reason is None else ("rate_limit", reason)
+
+    # ---- facts ------------------------------------------------------------------------------
+
+    def _book(self, signal: ModifiedSignal) -> tuple[float, float, float]:
+        """The strategy's filled position in the symbol, the signed unfilled quantity of its
+        orders still working there, and the account's position in the symbol (the ledger, as
+        `net_quantity` sums it), in one transaction: this runs for every signal."""
+        strategy, symbol = signal.strategy, signal.symbol
+        net = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
+        held_stmt = select(net).where(
+            LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
+        )
+        account_stmt = select(net).where(LedgerEntry.symbol == symbol)
+        working_stmt = select(Order.side, Order.quantity, Order.filled_quantity).where(
+            Order.strategy == strategy, Order.symbol == symbol, Order.status.in_(_WORKING)
+        )
+        with self.ctx.lab.records.session() as session:
+            held = float(session.scalar(held_stmt) or 0.0)
+            working = sum(
+                (quantity - filled) * (1 if side == Side.BUY.value else -1)
+                for side, quantity, filled in session.execute(working_stmt)
+            )
+            account = float(session.scalar(account_stmt) or 0.0)
+        return held, working, account
+
+    def _price(self, signal: ModifiedSignal) -> float | None:
+        """The latest price in the cache, else the close of the latest cached bar."""
+        cache = self.ctx.lab.cache
+        latest = cache.get_price(signal.symbol)
+        if latest is not None:
+            return latest.price
+        bars = cache.get_bars(signal.symbol, signal.timeframe, limit=1)
+        return float(bars["close"].iloc[-1]) if len(bars) else None
+
+    def _equity(self) -> float:
+        """The paper account's portfolio value; its starting cash before it has one."""
+        account = self.ctx.lab.cache.get_account()
+        if account is not None:
+            return account.portfolio_value
+        return self.limits().starting_cash
+
+    def limits(self) -> RiskLimits:
+        """The live-tunable limits from the records (held up to a second, like the profile)."""
+        return self._limits.get()
+
+    def _read_limits(self) -> RiskLimits:
+        get = self.ctx.lab.records.get_config
+        return RiskLimits(
+            max_order_notional=float(get(MAX_ORDER_NOTIONAL_KEY, DEFAULT_MAX_ORDER_NOTIONAL)),
+            exit_cooldown_s=float(get(EXIT_COOLDOWN_KEY, DEFAULT_EXIT_COOLDOWN_S)),
+            broker_rate_limit=int(get(BROKER_RATE_LIMIT_KEY, DEFAULT_BROKER_RATE_LIMIT)),
+            starting_cash=float(get(STARTING_CASH_KEY, DEFAULT_STARTING_CASH)),
+        )
+
+    def _facts(self, p: _Proposal, kill: Decision, equity: float, account: float) -> OrderCheck:
+        """The facts every rule but the rate limit judges the order by."""
+        signal = p.signal
+        lab = self.ctx.lab
+        profile = self.profiles.get()
+        limits = self.limits()
+        now = self.ctx.clock()
+        try:
+            breaker = lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
+        except (redis.RedisError, TradeosError) as e:
+            raise _FlagsDown("circuit_breaker", e) from e
+        return OrderCheck(
+            strategy=signal.strategy,
+            symbol=signal.symbol,
+            side=p.side,
+            quantity=p.quantity,
+            price=p.price,
+            now=now,
+            reduces=p.reduces,
+            kill=kill,
+            breaker=breaker,
+            equity=equity,
+            day_start_equity=self._day_start_equity(equity, now),
+            max_daily_loss_pct=profile.max_daily_loss_pct,
+            position=account,
+            max_position_pct=profile.max_position_pct,
+            other_exposure=self._other_exposure(signal.symbol),
+            max_leverage=profile.max_leverage,
+            max_order_notional=limits.max_order_notional,
+            last_exit_at=self._last_exit_at(p, now - limits.exit_cooldown_s),
+            exit_cooldown_s=limits.exit_cooldown_s,
+            market_open=market_open(signal.symbol, now),
+        )
+
+    def _with_rate(self, check: OrderCheck) -> OrderCheck:
+        """Take one slot of the broker's rate limit (the only check with an effect: last)."""
+        limit = self.limits().broker_rate_limit
+        try:
+            limiter = self.ctx.lab.flags.rate_limiter(
+                BROKER_DEPENDENCY, limit=limit, window_seconds=60
+            )
+            decision = limiter.acquire()
+        except (redis.RedisError, TradeosError) as e:
+            raise _FlagsDown("rate_limit", e) from e
+        return OrderCheck(**{**vars(check), "rate": decision})
+
+    def _day_start_equity(self, equity: float, now: float) -> float:
+        """Equity when this UTC day's first order was checked, kept in the records so every
+        process and a restart agree on it."""
+        records = self.ctx.lab.records
+        day = datetime.fromtimestamp(now, UTC).date().isoformat()
+        if self._day_start is not None and self._day_start[0] == day:
+            return self._day_start[1]
+        kept = records.get_config(DAY_START_EQUITY_KEY)
+        if isinstance(kept, dict) and kept.get("day") == day:
+            self._day_start = (day, float(kept["equity"]))
+            return self._day_start[1]
+        records.set_config(
+            DAY_START_EQUITY_KEY,
+            {"day": day, "equity": equity},
+            changed_by=f"service:{self.name}",
+            reason="the daily loss limit counts from the first equity seen on a UTC day",
+        )
+        self._day_start = (day, equity)
+        return equity
+
+    def _other_exposure(self, symbol: str) -> float:
+        """Gross market value of the account's positions in every other symbol (cache copy)."""
+        cache = self.ctx.lab.cache
+        positions = {s: p for s, p in cache.get_positions().items() if s != symbol}
+        prices = cache.get_prices(positions) if positions else {}
+        return sum(
+            abs(p.quantity) * (prices[s].price if s in prices else p.avg_price)
+            for s, p in positions.items()
+        )
+
+    def _last_exit_at(self, p: _Proposal, since: float) -> float | None:
+        """When the strategy's position in the symbol last returned to flat, looking only at
+        ledger entries since `since` (an older exit cannot hold an order back): walked back
+        from the position now, newest first, so the cost does not grow with the history."""
+        stmt = (
+            select(LedgerEntry)
+            .where(
+                LedgerEntry.strategy == p.signal.strategy,
+                LedgerEntry.symbol == p.signal.symbol,
+                LedgerEntry.executed_at >= datetime.fromtimestamp(since, UTC),
+            )
+            .order_by(LedgerEntry.executed_at.desc(), LedgerEntry.execution_id.desc())
+        )
+        after = p.held
+        with self.ctx.lab.records.session() as session:
+            for entry in session.scalars(stmt):
+                before = after - entry.signed_quantity
+                if before and math.isclose(after, 0.0, abs_tol=1e-9 * max(1.0, abs(before))):
+                    at = entry.executed_at
+                    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+                after = before
+        return None
+
+    # ---- outputs ----------------------------------------------------------------------------
+
+    def _clear(self, p: _Proposal, profile: ActiveProfile) -> list[Message]:
+        signal = p.signal
+        intent = Intent(
+            symbol=signal.symbol,
+            side=p.side,
+            quantity=p.quantity,
+            order_type=OrderType.MARKET,
+            time_in_force=TimeInForce.GTC if is_crypto(signal.symbol) else TimeInForce.DAY,
+            strategy=signal.strategy,
+            reduce_only=p.reduces,
+            checks_passed=[name for name, _ in RULES],
+            signal_id=p.message.message_id,
+            policy_profile=profile.label,
+        )
+        out = derive(p.message, intent, producer=self.name, produced_at=self.ctx.now())
+        audit = self.ctx.audit(
+            p.message,
+            action="intent.cleared",
+            target=f"symbol:{signal.symbol}",
+            reason=(
+                f"{signal.strategy} {p.side.value} {p.quantity:g} {signal.symbol} at ~{p.price:g} "
+                f"passed {len(RULES)} checks under {profile.label}{p.note}"
+            ),
+            new_value={"side": p.side.value, "quantity": p.quantity, "price": p.price},
+        )
+        return [out, audit]
+
+    def _refuse(self, p: _Proposal, rule: str, reason: str) -> list[Message]:
+        facts: dict[str, Any] = {
+            "rule": rule,
+            "strategy": p.signal.strategy,
+            "symbol": p.signal.symbol,
+            "side": p.side.value,
+            "quantity": p.quantity,
+            "price": p.price,
+        }
+        event = self.ctx.risk_event(
+            p.message,
+            kind=_KIND.get(rule, RiskKind.LIMIT_BREACH),
+            severity=Severity.CRITICAL if rule in _CRITICAL else Severity.WARNING,
+            scope=f"symbol:{p.signal.symbol}",
+            detail=f"{rule}: {reason}"[:4000],
+            data=facts,
+        )
+        audit = self.ctx.audit(
+            p.message,
+            action="intent.refused",
+            target=f"rule:{rule}",
+            reason=reason[:4000],
+            new_value=facts,
+        )
+        return [event, audit]
+
+    def _skip(self, message: Message, signal: ModifiedSignal, reason: str) -> Message:
+        return self.ctx.audit(
+            message,
+            action="intent.skipped",
+            target=f"symbol:{signal.symbol}",
+            reason=reason,
+        )
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    """The live-tunable limits of the records' system config (the profile holds the rest)."""
+
+    max_order_notional: float
+    exit_cooldown_s: float
+    broker_rate_limit: int
+    starting_cash: float
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """A sized order on its way through the rules, with the signal it answers."""
+
+    message: Message
+    signal: ModifiedSignal
+    side: Side
+    quantity: float
+    price: float
+    #: Whether it shrinks both the strategy's and the account's position (from the ledger).
+    reduces: bool
+    #: The strategy's filled position in the symbol before the order (the ledger).
+    held: float
+    #: Said in the audit entry when the order is not the one the signal asked for.
+    note: str = ""
+
+
+def _closing_part(p: _Proposal, held: float, account: float) -> _Proposal | None:
+    """The part of a flip that closes the strategy's position, when that part reduces
+    exposure; None for an order that does not flip."""
+    closing = abs(held)
+    if not held or p.quantity <= closing or _side_of(held) == (1 if p.side is Side.BUY else -1):
+        return None
+    if not (reduces_exposure(held, p.side, closing) and reduces_exposure(account, p.side, closing)):
+        return None
+    return replace(
+        p,
+        quantity=closing,
+        reduces=True,
+        note=f"; a flip of {p.quantity:g} cut to closing {closing:g} under a REDUCING kill switch",
+    )
+
+
+class _FlagsDown(Exception):
+    """A flags-tier read failed while checking `rule`: the order is refused (fail closed)."""
+
+    def __init__(self, rule: str, cause: BaseException) -> None:
+        super().__init__(f"flags tier unreachable ({type(cause).__name__}): failing closed")
+        self.rule = rule
+
+
+_WANT: Final = {Direction.LONG: 1, Direction.SHORT: -1, Direction.FLAT: 0}
+
+
+def _side_of(position: float) -> int:
+    """+1 long, -1 short, 0 flat."""
+    return (position > 0) - (position < 0)
+
+
+def _order(
+    signal: ModifiedSignal, held: float, price: float, equity: float, profile: ActiveProfile
+) -> tuple[Side, float] | str:
+    """(side, quantity) moving the strategy's position `held` (filled and working) to the
+    exposure the signal asks for, or why there is none ("" when holding is the answer, which is
+    no decision to record)."""
+    want, have = _WANT[signal.direction], _side_of(held)
+    if want == have:
+        return ""
+    target = 0.0
+    if want:
+        if signal.confidence < profile.min_signal_confidence:
+            if not have:
+                return (
+                    f"confidence {signal.confidence:g} is below {profile.label}'s minimum "
+                    f"{profile.min_signal_confidence:g}: no position opened"
+                )
+            want = 0  # too unsure to flip: only close what is held
+        else:
+            budget = abs(signal.adjusted_strength) * profile.max_position_pct / 100 * equity
+            target = want * budget / price
+    delta = target - held
+    if abs(delta) * price < MIN_ORDER_NOTIONAL:
+        return f"order of {abs(delta) * price:.2f} is below the minimum notional"
+    return (Side.BUY if delta > 0 else Side.SELL), abs(delta)
+
+
+def market_open(symbol: str, now: float) -> bool:
+    """Crypto trades around the clock; an equity only inside an XNYS session (holidays and
+    early closes included)."""
+    if is_crypto(symbol):
+        return True
+    try:
+        return sessions(EQUITY_CALENDAR).locate(int(now * 1e9)) is not None
+    except ValidationError:  # outside the calendar's range: no session is known to be open
+        return False

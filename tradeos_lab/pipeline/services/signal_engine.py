@@ -1,0 +1,244 @@
+"""Signal Engine: strategies on each bar. Consumes `market_data`, emits `signals.raw` and `audit`.
+
+What it consumes: `Bar` messages. What it decides: for every configured strategy (setting
+`pipeline_strategies`: registered names, `module:Class` or `path.py:Class`), the strategy's live
+form (`LiveStrategy`: incremental indicators and the strategy's one rule, the same code as its
+batch form) takes the bar and gives a signal or none. What it emits: per signal a `RawSignal`
+derived from the bar message, and an `audit` entry saying which strategy decided what and why. A
+strategy whose rule fails on a bar (a strength outside [-1, 1], ...) gives that bar an `audit`
+entry `signal.error` with the reason instead, and the other strategies go on. Quotes and trade
+prints on `market_data` are not for the bar strategies: they are acked with no output.
+
+State: each strategy's live state per series (with its answer to the last bar) is saved in the
+cache at most every `SAVE_EVERY_S` seconds and when the engine stops, in one pipelined write, so
+the hot path has no round trip of its own. A restarted engine resumes from the saved state and
+catches up on the bars it took since, from the bars ingestion cached (ingestion caches every bar
+before publishing it); so the signals after a restart, and the outputs of a bar handled again
+after a crash, are the ones an engine that never stopped would give. When the cache no longer
+reaches back to the saved state (a long outage) or there is none, the state is warmed afresh on
+the cached bars, so a strategy signals from its first live bar. The saved states are a fast
+copy: while the cache is down the engine goes on from memory and tries to save again later. A bar
+older than the last one a strategy took is a duplicate of one already answered: it emits nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import redis
+
+from tradeos_lab.contracts import Bar, RawSignal
+from tradeos_lab.errors import DependencyUnavailable, ValidationError
+from tradeos_lab.keys import Stream
+from tradeos_lab.pipeline.service import Service, ServiceContext
+from tradeos_lab.strategies import BAR_FIELDS, LiveStrategy, Strategy, get_strategy
+from tradeos_lab.symbols import Timeframe
+
+if TYPE_CHECKING:
+    from tradeos_lab.contracts import Message
+
+log = logging.getLogger(__name__)
+
+#: How often live states are saved to the cache (and always when the engine stops).
+SAVE_EVERY_S: Final = 1.0
+#: After a failed save (the cache is down), how long to wait before the next try.
+SAVE_PAUSE_AFTER_FAILURE_S: Final = 30.0
+#: Series key: (strategy name, symbol, timeframe).
+_SeriesKey = tuple[str, str, Timeframe]
+#: What a strategy made of one bar: a signal, none, or the error its rule raised.
+Outcome = RawSignal | str | None
+
+
+def _decide(live: LiveStrategy, bar: Bar, message: Message) -> Outcome:
+    """The strategy's answer to the bar; a rule that fails (a strength outside [-1, 1], ...) is
+    that strategy's error, reported on `audit`, and never stops the other strategies."""
+    try:
+        return live.update(bar, source_message_id=message.message_id)
+    except ValidationError as e:
+        return str(e) or type(e).__name__
+
+
+def load_strategies(refs: Sequence[str]) -> tuple[Strategy[Any], ...]:
+    """The strategies `refs` name, with their default parameters; `ValidationError` naming an
+    unknown one (and the choices)."""
+    strategies = tuple(get_strategy(ref)() for ref in refs)
+    names = [s.name for s in strategies]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValidationError(f"strategies {repeated} are configured twice")
+    return strategies
+
+
+class SignalEngine(Service):
+    """Runs the configured strategies on every bar and publishes what they signal."""
+
+    name = "signal_engine"
+    inputs = (Stream.MARKET_DATA,)
+    outputs = (Stream.SIGNALS_RAW, Stream.AUDIT)
+    #: Strategies given in code (a notebook's deployment) instead of the settings.
+    given_strategies: ClassVar[tuple[Strategy[Any], ...]] = ()
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.strategies = self.given_strategies or load_strategies(ctx.settings.pipeline_strategies)
+        self._live: dict[_SeriesKey, LiveStrategy] = {}
+        self._last_outcome: dict[_SeriesKey, Outcome] = {}
+        self._unsaved: set[_SeriesKey] = set()
+        self._saved_at = time.monotonic()
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        bar = message.payload
+        if not isinstance(bar, Bar):
+            return ()  # quotes and trade prints: no strategy here reads them
+        outputs: list[Message] = []
+        for strategy in self.strategies:
+            key = (strategy.name, bar.symbol, bar.timeframe)
+            live = self._live.get(key) or self._resume(strategy, bar, message)
+            last = live.last_ts
+            if last is not None and bar.ts < last:
+                continue  # older than what this strategy took: already answered
+            if last is not None and bar.ts == last:
+                outcome = self._last_outcome.get(key)  # handled before: the same answer
+            else:
+                outcome = _decide(live, bar, message)
+                self._last_outcome[key] = outcome
+                self._unsaved.add(key)
+            if isinstance(outcome, RawSignal):
+                outputs.append(self.ctx.message(message, outcome))
+                outputs.append(self._audit(message, outcome))
+            elif isinstance(outcome, str):
+                outputs.append(self._failure(message, strategy, outcome))
+        if time.monotonic() - self._saved_at >= SAVE_EVERY_S:
+            self._save_or_warn()
+        return outputs
+
+    def close(self) -> None:
+        """Save every state before stopping, so the next engine resumes without catching up."""
+        self._save_or_warn()
+
+    def _save_or_warn(self) -> None:
+        """Save, or say why not: the states are a fast copy (a restart without them warms up
+        on the cached bars), so a cache outage never holds back a signal computed in memory."""
+        try:
+            self.save()
+        except DependencyUnavailable as e:
+            # Each try waits for the client's retries: try again only after a pause.
+            self._saved_at = time.monotonic() + SAVE_PAUSE_AFTER_FAILURE_S
+            log.warning("%s could not save its live states (kept in memory): %s", self.name, e)
+
+    # ---- state: saved now and then, resumed from the cache ---------------------------------
+
+    def _state_key(self, strategy_name: str, symbol: str, timeframe: Timeframe) -> str:
+        return self.ctx.lab.keys.live_strategy(self.name, strategy_name, symbol, timeframe)
+
+    def save(self) -> None:
+        """Write the states changed since the last save, in one round trip."""
+        self._saved_at = time.monotonic()
+        if not self._unsaved:
+            return
+        cache = self.ctx.lab.cache
+        try:
+            with cache.redis.pipeline(transaction=False) as pipe:
+                for key in self._unsaved:
+                    name, symbol, timeframe = key
+                    state = _state_json(self._live[key], self._last_outcome.get(key))
+                    pipe.set(
+                        self._state_key(name, symbol, timeframe),
+                        state,
+                        ex=cache.bar_ttl(timeframe),
+                    )
+                pipe.execute()
+        except redis.RedisError as e:
+            raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
+        self._unsaved.clear()
+
+    def _resume(self, strategy: Strategy[Any], bar: Bar, message: Message) -> LiveStrategy:
+        """The saved live state of this series caught up on the cached bars before this bar,
+        else a fresh one warmed on them (their signals are history, not news: none is emitted)."""
+        key = (strategy.name, bar.symbol, bar.timeframe)
+        cache = self.ctx.lab.cache
+        try:
+            raw = cache.redis.get(self._state_key(strategy.name, bar.symbol, bar.timeframe))
+        except redis.RedisError as e:
+            raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
+        history = cache.get_bars(bar.symbol, bar.timeframe)
+        earlier = history[history["ts"] < bar.ts]
+        live: LiveStrategy | None = None
+        if raw is not None:
+            live, outcome = _from_json(raw)
+            if live is None or live.strategy != strategy:
+                live = None  # another strategy version or parameters: start again
+            elif live.last_ts is not None and live.last_ts < bar.ts:
+                missed = earlier[earlier["ts"] > live.last_ts]
+                if len(missed) and earlier["ts"].iloc[0] > live.last_ts:
+                    live = None  # the cache no longer reaches back to the saved state
+                else:
+                    earlier = missed
+            else:
+                earlier = earlier.iloc[0:0]
+            if live is not None:
+                self._last_outcome[key] = outcome
+        if live is None:
+            live = strategy.live(bar.symbol, bar.timeframe)
+        for row in earlier.loc[:, ["ts", *BAR_FIELDS]].to_dict("records"):
+            with contextlib.suppress(ValidationError):  # a failing rule shows on live bars
+                live.update(
+                    {str(k): v for k, v in row.items()}, source_message_id=message.message_id
+                )
+        self._live[key] = live
+        return live
+
+    # ---- what it emits --------------------------------------------------------------------------
+
+    def _failure(self, message: Message, strategy: Strategy[Any], error: str) -> Message:
+        return self.ctx.audit(
+            message,
+            action="signal.error",
+            target=f"strategy:{strategy.name}",
+            reason=f"{strategy.name} failed on this bar and gave no signal: {error}"[:4000],
+        )
+
+    def _audit(self, message: Message, signal: RawSignal) -> Message:
+        return self.ctx.audit(
+            message,
+            action="signal.emit",
+            target=f"strategy:{signal.strategy}",
+            reason=(
+                f"{signal.strategy} on {signal.symbol} {signal.timeframe.value} bar "
+                f"{signal.ts.isoformat()}: {signal.direction.value} with strength "
+                f"{signal.strength:.4g}, confidence {signal.confidence:.4g}"
+            ),
+            new_value={
+                "direction": signal.direction.value,
+                "strength": signal.strength,
+                "confidence": signal.confidence,
+            },
+        )
+
+
+def _state_json(live: LiveStrategy, outcome: Outcome) -> str:
+    state = {
+        "live": live.to_dict(),
+        "signal": outcome.model_dump(mode="json") if isinstance(outcome, RawSignal) else None,
+        "error": outcome if isinstance(outcome, str) else None,
+    }
+    return json.dumps(state, allow_nan=False, separators=(",", ":"))
+
+
+def _from_json(raw: bytes | str) -> tuple[LiveStrategy | None, Outcome]:
+    """A saved state, or (None, None) when it cannot be read: a corrupt copy is rebuilt from
+    the cached bars, never trusted."""
+    try:
+        data = json.loads(raw)
+        live = LiveStrategy.from_dict(data["live"])
+        saved, error = data["signal"], data.get("error")
+        if saved is not None:
+            return live, RawSignal.model_validate(saved)
+        return live, None if error is None else str(error)
+    except (ValueError, KeyError, TypeError):
+        return None, None
