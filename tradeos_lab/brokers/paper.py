@@ -135,6 +135,24 @@ class PaperBroker:
         self.working_seen: dict[str, int] = {}
         self._starting_cash: float | None = None
 
+    @classmethod
+    def of_stack(
+        cls,
+        records: RecordsStore,
+        cache: Cache,
+        timeframe: Timeframe | str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> PaperBroker:
+        """The paper account a running stack trades on: its settings from the records' config,
+        its fills against the cache's latest bars of `timeframe`."""
+        return cls(
+            records,
+            cached_bar(cache, timeframe),
+            config=PaperConfig.from_records(records),
+            clock=clock,
+        )
+
     # ---- orders -----------------------------------------------------------------------------
 
     def submit(self, request: OrderRequest) -> OrderReport:

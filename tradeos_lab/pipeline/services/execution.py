@@ -32,8 +32,6 @@ from tradeos_lab.brokers import (
     OrderReport,
     OrderRequest,
     PaperBroker,
-    PaperConfig,
-    cached_bar,
 )
 from tradeos_lab.brokers.paper import broker_order
 from tradeos_lab.contracts import (
@@ -104,9 +102,9 @@ class Execution(Service):
     @cached_property
     def broker(self) -> PaperBroker:
         lab = self.ctx.lab
-        latest = cached_bar(lab.cache, self.ctx.settings.pipeline_timeframe)
-        config = PaperConfig.from_records(lab.records)
-        return PaperBroker(lab.records, latest, config=config, clock=self.ctx.clock)
+        return PaperBroker.of_stack(
+            lab.records, lab.cache, self.ctx.settings.pipeline_timeframe, clock=self.ctx.clock
+        )
 
     @cached_property
     def _quiet_since(self) -> dict[str, float]:

@@ -20,7 +20,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
-from tradeos_lab.brokers import PaperBroker, PaperConfig, cached_bar
+from tradeos_lab.brokers import PaperBroker
 from tradeos_lab.contracts import (
     FillMessage,
     FillV1Message,
@@ -91,9 +91,9 @@ class Positions(Service):
     def broker(self) -> PaperBroker:
         """The paper account, read from the records (cash, positions)."""
         lab = self.ctx.lab
-        latest = cached_bar(lab.cache, self.ctx.settings.pipeline_timeframe)
-        config = PaperConfig.from_records(lab.records)
-        return PaperBroker(lab.records, latest, config=config, clock=self.ctx.clock)
+        return PaperBroker.of_stack(
+            lab.records, lab.cache, self.ctx.settings.pipeline_timeframe, clock=self.ctx.clock
+        )
 
     @cached_property
     def _one_at_a_time(self) -> threading.Lock:
