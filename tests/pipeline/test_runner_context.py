@@ -87,7 +87,7 @@ def test_unknown_service_name_is_an_error_naming_the_choices() -> None:
     with pytest.raises(ValidationError, match="choose one of"):
         service_names(("feasibility", "nope"))
     assert service_names(("positions", "Ingestion")) == ("ingestion", "positions")
-    assert PIPELINE_ORDER[0] == "ingestion" and PIPELINE_ORDER[-1] == "positions"
+    assert PIPELINE_ORDER[0] == "ingestion" and PIPELINE_ORDER[-1] == "audit_trail"
 
 
 def test_pipeline_labs_come_armed(pipeline_lab: Lab, embedded_pipeline_lab: Lab) -> None:
