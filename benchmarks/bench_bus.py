@@ -12,7 +12,7 @@ Starts one redis-server (the bus role's settings: noeviction, AOF everysec; unix
   a MULTI with the count) of realistic 1m-bar messages;
 - one consumer's consume + ack (XREADGROUP batches, decode to typed messages, pipelined XACK).
 
-Prints each rate and the ratios the issue sets targets for: pipelined publish >= 25% of
+Prints each rate and the ratios the bus is held to: pipelined publish >= 25% of
 redis-benchmark -P 16, unpipelined >= 50% of -c 1 -P 1, consume + ack >= 20k msg/s.
 
     python benchmarks/bench_bus.py --aof-crash 5 [--server system]

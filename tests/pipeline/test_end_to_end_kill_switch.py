@@ -27,7 +27,7 @@ from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.tiers.bus import parse_id
 
-#: The bound the issue sets: no new (non-reducing) intent 1 s after the switch.
+#: The bound the kill switch is held to: no new (non-reducing) intent 1 s after the switch.
 BOUND_MS = 1_000
 #: How long a switch is held after the bound, to see that nothing slips through or lifts it.
 HOLD_S = 2.0
