@@ -190,7 +190,7 @@ class Settings(BaseSettings):
         default=("sma_cross",), description="registered names, module:Class or path.py:Class"
     )
     # Wall seconds between bars of the synthetic and replay feeds, so a demo trades in seconds.
-    pipeline_bar_interval_s: float = Field(default=0.5, gt=0, le=3600)
+    pipeline_bar_interval_s: float = Field(default=0.25, gt=0, le=3600)
     pipeline_services: NameList = PIPELINE_SERVICES
 
     @field_validator("pipeline_feed")
