@@ -4,6 +4,8 @@
 - `redis_server_factory`: starts this test's own redis-server processes (fault injection).
 - `pg_url`: a fresh PostgreSQL database on 127.0.0.1:5432 per test, dropped afterwards.
 - `settings_factory`: settings for an isolated data directory.
+- `server_settings`: settings for the machine's Redis (own namespace) and a fresh, migrated
+  PostgreSQL records database.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import secrets
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +24,14 @@ import pytest
 import redis
 
 from tradeos_lab.keys import Keys
-from tradeos_lab.settings import Settings, load_settings
+from tradeos_lab.settings import Settings, SharedRedisServerWarning, load_settings
 from tradeos_lab.stack.redis_server import (
     RedisServerProcess,
     RedisServerSpec,
     redis_server_binary,
     socket_path_for,
 )
+from tradeos_lab.stores.records import RecordsStore
 
 SHARED_REDIS_URL = os.environ.get("TRADEOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get(
@@ -127,3 +131,34 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
         return load_settings(**overrides)
 
     return make
+
+
+@pytest.fixture
+def server_settings(
+    settings_factory: Callable[..., Settings],
+    namespace: str,
+    pg_url: str,
+    tmp_path: Path,
+    shared_redis: object,
+    shared_redis_url: str,
+) -> Iterator[Settings]:
+    """Settings for the machine's Redis 7 (bus db 0, cache db 1, flags db 2, under this test's
+    namespace) and a fresh PostgreSQL records database, migrated; cleaned up afterwards."""
+    base = shared_redis_url.rsplit("/", 1)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        settings = settings_factory(
+            namespace=namespace,
+            bus_url=f"{base}/0",
+            cache_url=f"{base}/1",
+            flags_url=f"{base}/2",
+            records_url=pg_url,
+            lake_url=f"chdb://{tmp_path / 'lake'}",
+        )
+    RecordsStore.open(settings, migrate=True).close()
+    yield settings
+    for db in (1, 2):  # the shared_redis fixture cleans db 0
+        client = redis.Redis.from_url(f"{base}/{db}")
+        for key in client.scan_iter(match=f"{namespace}:*"):
+            client.delete(key)
+        client.close()

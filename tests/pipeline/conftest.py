@@ -11,46 +11,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
 import tradeos_lab as tl
 from tradeos_lab import operator
 from tradeos_lab.lab import Lab
 from tradeos_lab.settings import Settings, SharedRedisServerWarning
-from tradeos_lab.stores.records import RecordsStore
 
 
 @pytest.fixture
-def pipeline_settings(
-    settings_factory: Callable[..., Settings],
-    namespace: str,
-    pg_url: str,
-    tmp_path: Path,
-    shared_redis: redis.Redis,
-    shared_redis_url: str,
-) -> Iterator[Settings]:
+def pipeline_settings(server_settings: Settings) -> Settings:
     """Settings for the machine's servers under this test's namespace; records migrated."""
-    base = shared_redis_url.rsplit("/", 1)[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SharedRedisServerWarning)
-        settings = settings_factory(
-            namespace=namespace,
-            bus_url=f"{base}/0",
-            cache_url=f"{base}/1",
-            flags_url=f"{base}/2",
-            records_url=pg_url,
-            lake_url=f"chdb://{tmp_path / 'lake'}",
-        )
-    RecordsStore.open(settings, migrate=True).close()
-    yield settings
-    for db in (1, 2):  # the shared_redis fixture cleans db 0
-        client = redis.Redis.from_url(f"{base}/{db}")
-        for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-            client.delete(key)
-        client.close()
+    return server_settings
 
 
 @pytest.fixture

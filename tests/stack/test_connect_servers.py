@@ -2,49 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import pandas as pd
-import pytest
-import redis
 
 import tradeos_lab as tl
 from tradeos_lab.contracts import Audit, new_message
 from tradeos_lab.keys import Stream
-from tradeos_lab.settings import Settings, SharedRedisServerWarning
+from tradeos_lab.settings import Settings
 from tradeos_lab.status import collect_status
-from tradeos_lab.stores.records import RecordsStore
-
-
-@pytest.fixture
-def server_settings(
-    settings_factory: Callable[..., Settings],
-    namespace: str,
-    pg_url: str,
-    tmp_path: Path,
-    shared_redis: object,
-    shared_redis_url: str,
-) -> Iterator[Settings]:
-    base = shared_redis_url.rsplit("/", 1)[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SharedRedisServerWarning)
-        settings = settings_factory(
-            namespace=namespace,
-            bus_url=f"{base}/0",
-            cache_url=f"{base}/1",
-            flags_url=f"{base}/2",
-            records_url=pg_url,
-            lake_url=f"chdb://{tmp_path / 'lake'}",
-        )
-    RecordsStore.open(settings, migrate=True).close()
-    yield settings
-    for db in (1, 2):  # the shared_redis fixture cleans db 0
-        client = redis.Redis.from_url(f"{base}/{db}")
-        for key in client.scan_iter(match=f"{namespace}:*"):
-            client.delete(key)
-        client.close()
 
 
 def test_connect_uses_the_servers_and_starts_nothing(server_settings: Settings) -> None:
