@@ -4,10 +4,8 @@ own supervised process, `status`, `down`, and the kill switches armed on a dev m
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,57 +13,24 @@ from typing import Any
 
 import psutil
 import pytest
+from up_process import TRADEOS_LAB, UpProcess, up_env
 
 import tradeos_lab as tl
 from tradeos_lab.keys import Stream
 from tradeos_lab.settings import PIPELINE_SERVICES
 from tradeos_lab.stack.runtime import read_runtime
 
-TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
 # How long a test waits for processes to start on a busy machine (imports, servers).
 START_S = 120.0
 
 
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TRADEOS_") or k.startswith("TRADEOS_TEST_")
-    }
-    env.update({"TRADEOS_DATA_DIR": str(data_dir), **extra})
-    return env
-
-
-class Up:
-    """`tradeos-lab up ARGS` in the background (not on a terminal), waited on until it is up."""
-
-    def __init__(self, data_dir: Path, *args: str, **env: str) -> None:
-        self.data_dir = data_dir
-        self.proc = subprocess.Popen(
-            [TRADEOS_LAB, "up", *args],
-            env=_env(data_dir, **env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        lines = []
-        for line in self.proc.stdout:
-            lines.append(line)
-            if "press Ctrl-C" in line:
-                break
-        else:
-            stderr = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"up never came up: {''.join(lines)} {stderr}")
-        self.banner = "".join(lines)
-
-    def descendants(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
+class Up(UpProcess):
+    """`up` with the pipeline: its services' rows in `status`."""
 
     def status(self) -> dict[str, Any]:
         out = subprocess.run(
             [TRADEOS_LAB, "status", "--json"],
-            env=_env(self.data_dir),
+            env=up_env(self.data_dir),
             capture_output=True,
             text=True,
             timeout=60,
@@ -92,13 +57,7 @@ def start_up(tmp_path: Path) -> Iterator[Callable[..., Up]]:
 
     yield start
     for up in started:
-        if up.proc.poll() is None:
-            up.proc.send_signal(signal.SIGTERM)
-            try:
-                up.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                up.proc.kill()
-                up.proc.wait(30)
+        up.stop()
 
 
 def eventually(condition: Callable[[], bool], timeout: float = START_S) -> bool:
@@ -125,9 +84,12 @@ def test_up_runs_every_service_and_down_leaves_no_process_behind(
     ), up.status()
     family = up.descendants()
     assert len(family) >= 3 + len(PIPELINE_SERVICES), "three redis-servers and the services"
+    # Off a terminal too, up prints its fills as readable lines, not JSON.
+    assert up.printed(" FILL ", timeout=START_S), "".join(up.output)
+    assert not [line for line in up.output if line.lstrip().startswith("{")]
 
     out = subprocess.run(
-        [TRADEOS_LAB, "down"], env=_env(up.data_dir), capture_output=True, text=True, timeout=120
+        [TRADEOS_LAB, "down"], env=up_env(up.data_dir), capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
     assert up.proc.wait(60) == 0
@@ -202,7 +164,7 @@ def test_bad_choice_of_what_up_runs_is_one_clear_error_exit_2(
 ) -> None:
     out = subprocess.run(
         [TRADEOS_LAB, "up", *args],
-        env=_env(tmp_path / "lab"),
+        env=up_env(tmp_path / "lab"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -220,7 +182,7 @@ def test_service_runs_in_the_foreground_and_sigterm_stops_it_cleanly(
     up = start_up("--no-pipeline")
     proc = subprocess.Popen(
         [TRADEOS_LAB, "service", "positions"],
-        env=_env(up.data_dir),
+        env=up_env(up.data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -243,7 +205,7 @@ def test_service_runs_in_the_foreground_and_sigterm_stops_it_cleanly(
 def test_unknown_service_is_one_clear_error_exit_2(tmp_path: Path) -> None:
     out = subprocess.run(
         [TRADEOS_LAB, "service", "brokerage"],
-        env=_env(tmp_path / "lab"),
+        env=up_env(tmp_path / "lab"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,63 +15,26 @@ from pathlib import Path
 import psutil
 import pytest
 from click.testing import CliRunner
+from up_process import TRADEOS_LAB, UpProcess, up_env
 
 import tradeos_lab as tl
 from tradeos_lab.cli import cli
 from tradeos_lab.stack.runtime import read_runtime
 from tradeos_lab.stores.lake import Lake
 
-TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
-
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TRADEOS_") or k.startswith("TRADEOS_TEST_")
-    }
-    env.update({"TRADEOS_DATA_DIR": str(data_dir), "TRADEOS_LOG_LEVEL": "WARNING", **extra})
-    return env
+    return up_env(data_dir, **{"TRADEOS_LOG_LEVEL": "WARNING", **extra})
 
 
-class UpProcess:
-    """`tradeos-lab up` in the background, waited on until it says it is up."""
-
-    def __init__(self, data_dir: Path, **env: str) -> None:
-        self.data_dir = data_dir
-        self.proc = subprocess.Popen(
-            [TRADEOS_LAB, "up", "--no-pipeline"],  # the stack alone: its own behaviour
-            env=_env(data_dir, **env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        lines = []
-        for line in self.proc.stdout:
-            lines.append(line)
-            if "press Ctrl-C" in line:
-                break
-        else:
-            stderr = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"up never came up: {''.join(lines)} {stderr}")
-        self.banner = "".join(lines)
-        info = read_runtime(data_dir)
-        assert info is not None
-        self.info = info
-
-    def descendants(self) -> list[int]:
-        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(60)
+def _up(data_dir: Path) -> UpProcess:
+    """The stack alone (its own behaviour), logging only warnings."""
+    return UpProcess(data_dir, "--no-pipeline", TRADEOS_LOG_LEVEL="WARNING")
 
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[UpProcess]:
-    up = UpProcess(tmp_path / "lab")
+    up = _up(tmp_path / "lab")
     yield up
     if up.proc.poll() is None:
         up.proc.kill()
@@ -98,7 +61,7 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_up_is_healthy_and_stops_cleanly_on_signal(tmp_path: Path, sig: int) -> None:
-    up = UpProcess(tmp_path / "lab")
+    up = _up(tmp_path / "lab")
     children = up.descendants()
     assert len(children) >= 3, "one redis-server per tier"
     code, report = _status(up.data_dir)
@@ -109,9 +72,7 @@ def test_up_is_healthy_and_stops_cleanly_on_signal(tmp_path: Path, sig: int) -> 
     assert any(p["kind"] == "service" and p["state"] == "up" for p in report["parts"]), "heartbeat"
     assert up.stop(sig) == 0
     time.sleep(0.2)
-    assert not [
-        p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-    ]
+    assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert read_runtime(up.data_dir) is None
 
 
@@ -264,7 +225,7 @@ def test_a_planted_broker_key_appears_in_no_output_of_a_running_stack(tmp_path: 
         "TRADEOS_ALPACA_SECRET_KEY": secret,
         "TRADEOS_LOG_LEVEL": "DEBUG",
     }
-    up = UpProcess(tmp_path / "lab", **extra)
+    up = UpProcess(tmp_path / "lab", "--no-pipeline", **extra)
     status = subprocess.run(
         [TRADEOS_LAB, "status"],
         env=_env(up.data_dir, **extra),
@@ -273,12 +234,12 @@ def test_a_planted_broker_key_appears_in_no_output_of_a_running_stack(tmp_path: 
         timeout=60,
     )
     up.stop()
-    assert up.proc.stdout is not None and up.proc.stderr is not None
+    assert up.proc.stderr is not None
     # JSON logs go to files under the data directory (stderr gets them with --log-stderr)
     files = "".join(p.read_text() for p in sorted((up.data_dir / "logs").glob("*.log")))
     logs = up.proc.stderr.read() + files
     assert '"severity": "INFO"' in logs, "the stack logged at all"
-    everything = up.banner + up.proc.stdout.read() + logs + status.stdout + status.stderr
+    everything = up.banner + "".join(up.output) + logs + status.stdout + status.stderr
     assert key not in everything
     assert secret not in everything
     password = (up.data_dir / "secret").read_text().strip()

@@ -149,8 +149,9 @@ class _Running:
         self.lab.bus.publish(Stream.AUDIT, new_message(audit, producer="supervisor"))
 
     def follow(self, stop: threading.Event) -> None:
-        """Until `stop`: the running summary on a terminal, else only wait."""
-        if self.supervisor is None or not sys.stdout.isatty():
+        """Until `stop`: the running summary while the pipeline runs (in colour on a terminal,
+        plain lines in a pipe or a log), else only wait."""
+        if self.supervisor is None:
             while not stop.wait(0.5):
                 pass
             return
@@ -158,7 +159,7 @@ class _Running:
 
         from tradeos_lab.pipeline.summary import RunningSummary
 
-        RunningSummary(self.lab, Console()).run(stop)
+        RunningSummary(self.lab, Console(soft_wrap=True)).run(stop)
 
     def close(self) -> None:
         if self.supervisor is not None:
