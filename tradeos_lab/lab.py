@@ -121,7 +121,8 @@ class Lab:
 
     @functools.cached_property
     def pipeline(self) -> Pipeline:
-        """The paper-trading pipeline from a notebook: `lab.pipeline.deploy(strategy)`."""
+        """The paper-trading pipeline from a notebook: `lab.pipeline.start()`,
+        `lab.pipeline.deploy(strategy)`; what it started stops when the lab closes."""
         from tradeos_lab.pipeline.deploy import Pipeline
 
         return Pipeline(self)
@@ -245,7 +246,10 @@ class Lab:
         return self.stack is not None
 
     def close(self) -> None:
-        """Release every client this lab opened; stop the embedded stack if it started it."""
+        """Stop the services and strategies started from this lab, release every client it
+        opened, and stop the embedded stack if it started it."""
+        if "pipeline" in self.__dict__:  # only if a notebook used it: stop before the clients go
+            self.pipeline.stop()
         with self._lock:
             if self._closed:
                 return

@@ -166,3 +166,35 @@ def test_a_deployment_stops_when_its_kernel_exits(
         for w in pipeline_lab.flags.workers.live_workers()
         + pipeline_lab.flags.workers.stale_workers()
     )
+
+
+def test_start_runs_the_chosen_services_in_this_kernel_and_close_stops_them(
+    pipeline_lab: Lab,
+) -> None:
+    lab = pipeline_lab
+    running = lab.pipeline.start(
+        ["positions", "Signal_Modifier", "feasibility"], without=["FEASIBILITY"]
+    )
+    assert list(running) == ["signal_modifier", "positions"]  # pipeline order, less `without`
+    assert all(s.alive for s in running.values())
+    _wait_for(
+        lambda: (
+            {"signal_modifier", "positions"}
+            <= {w.service for w in lab.flags.workers.live_workers()}
+        )
+    )
+    again = lab.pipeline.start(["positions"])
+    assert again["positions"] is running["positions"], "a running service is left running"
+    assert "services: signal_modifier, positions" in repr(lab.pipeline)
+
+    lab.close()
+    assert not any(s.alive for s in running.values())
+    assert lab.pipeline.services == {}
+
+
+def test_start_refuses_unknown_services_and_starts_nothing(pipeline_lab: Lab) -> None:
+    with pytest.raises(ValidationError, match="no pipeline service named 'brokerage'"):
+        pipeline_lab.pipeline.start(["positions", "brokerage"])
+    with pytest.raises(ValidationError, match="not one string"):
+        pipeline_lab.pipeline.start("positions")
+    assert pipeline_lab.pipeline.services == {}

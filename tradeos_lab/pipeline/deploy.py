@@ -1,9 +1,14 @@
-"""Deploying a strategy from a notebook: a Signal Engine worker of its own, inside the kernel.
+"""The pipeline from a notebook: its services and deployed strategies, inside the kernel.
 
     lab = tl.connect()
+    lab.pipeline.start()                            # the services, as threads of this kernel
     handle = lab.pipeline.deploy(MyStrategy)        # a class, an instance, or "module:Class"
     handle                                          # <Deployment my_strategy running ...>
     handle.stop()                                   # or let the kernel exit
+    lab.pipeline.stop()                             # every service and deployment started here
+
+`start` runs the same services `tradeos-lab up` supervises as processes, on the same runner, for
+a notebook whose lab owns its stack (or attaches to one whose `up` runs `--no-pipeline`).
 
 The worker is the Signal Engine with one strategy, run by the same `ServiceRunner` as every
 service, in a thread of this process: its own consumer group `signal_engine.<strategy name>` on
@@ -17,6 +22,7 @@ a file runs the same way from the command line: `--strategy module:Class` (or `p
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tradeos_lab.errors import ValidationError
@@ -27,6 +33,8 @@ from tradeos_lab.strategies import Strategy, get_strategy, register
 
 if TYPE_CHECKING:
     from tradeos_lab.lab import Lab
+    from tradeos_lab.pipeline.runner import RunningService
+    from tradeos_lab.settings import Settings
 
 #: How long `stop()` waits for the worker to finish its batch and ack it.
 STOP_TIMEOUT_S = 30.0
@@ -99,7 +107,40 @@ class Pipeline:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        self.services: dict[str, RunningService] = {}
         self.deployments: dict[str, Deployment] = {}
+
+    def start(
+        self,
+        services: Iterable[str] | None = None,
+        *,
+        without: Iterable[str] = (),
+        settings: Settings | None = None,
+    ) -> dict[str, RunningService]:
+        """Run the pipeline's services in this kernel, one thread each, in pipeline order:
+        `services` (default: the `pipeline_services` setting) less `without`, under `settings`
+        (default: the lab's; a copy changes what they run: feed, symbols, strategies, pace). A
+        service already started here is left running. Returns the running services by name."""
+        from tradeos_lab.pipeline.registry import PIPELINE_ORDER, service_class
+        from tradeos_lab.pipeline.runner import ServiceRunner
+
+        settings = settings or self.lab.settings
+        chosen = settings.pipeline_services if services is None else services
+        if isinstance(chosen, str) or isinstance(without, str):
+            raise ValidationError("start takes service names as a list, not one string")
+        skipped = {service_class(name) for name in without}  # an unknown name: a clear error
+        order = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        wanted = sorted(
+            {service_class(name) for name in chosen} - skipped,
+            key=lambda cls: order.get(cls.name, len(order)),
+        )
+        instance = f"kernel-{os.getpid()}"
+        for cls in wanted:
+            if cls.name in self.services and self.services[cls.name].alive:
+                continue
+            ctx = ServiceContext(lab=self.lab, settings=settings, instance=instance)
+            self.services[cls.name] = ServiceRunner(cls, ctx).run_in_thread()
+        return dict(self.services)
 
     def deploy(self, strategy: Strategy[Any] | type[Strategy[Any]] | str) -> Deployment:
         """Run `strategy` as a Signal Engine worker of its own in this process (see the module
@@ -114,11 +155,16 @@ class Pipeline:
         return deployment
 
     def stop(self) -> None:
-        """Stop every strategy deployed from this lab."""
+        """Stop every strategy deployed and every service started from this lab, the deployed
+        strategies first, then the services from the first stage to the last (each finishes and
+        acks the batch in hand)."""
         while self.deployments:
             _, deployment = self.deployments.popitem()
             deployment.stop()
+        for name in list(self.services):
+            self.services.pop(name).stop()
 
     def __repr__(self) -> str:
-        names = ", ".join(self.deployments) or "none"
-        return f"<Pipeline deployments: {names}>"
+        services = ", ".join(n for n, s in self.services.items() if s.alive) or "none"
+        deployments = ", ".join(self.deployments) or "none"
+        return f"<Pipeline services: {services}; deployments: {deployments}>"
