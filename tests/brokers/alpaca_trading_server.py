@@ -128,8 +128,11 @@ class AlpacaTradingServer:
         with self._lock:
             return next(o for o in self.orders.values() if o["client_order_id"] == client_order_id)
 
-    def fill(self, client_order_id: str, quantity: float, price: float) -> dict[str, Any]:
-        """Execute `quantity` of an open order at `price`, as the venue would."""
+    def fill(
+        self, client_order_id: str, quantity: float, price: float, *, publish: bool = True
+    ) -> dict[str, Any]:
+        """Execute `quantity` of an open order at `price`, as the venue would (`publish`: and
+        push its trade update)."""
         with self._lock:
             order = self.order_of(client_order_id)
             filled = float(order["filled_qty"])
@@ -158,7 +161,8 @@ class AlpacaTradingServer:
                 "qty": number(quantity),
                 "position_qty": number(self.positions[symbol]),
             }
-        self.publish(event)
+        if publish:
+            self.publish(event)
         return order
 
     def publish(self, data: dict[str, Any]) -> None:

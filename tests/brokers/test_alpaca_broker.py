@@ -528,6 +528,24 @@ def test_trade_updates_arrive_over_the_stream(
     assert not feed.connected
 
 
+def test_an_unreadable_update_is_skipped_and_the_order_read_by_a_poll(
+    broker: AlpacaBroker, alpaca_server: AlpacaTradingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = broker.trade_updates(poll_interval_s=3600)
+    with feed:
+        wait_until(lambda: feed.connected and alpaca_server.listening == 1)
+        oid = broker.submit(market("tl-garbled")).order.broker_order_id
+        feed.reports()
+        polls = feed.polls
+        alpaca_server.fill("tl-garbled", 10, 100.0, publish=False)  # its update is garbled:
+        with caplog.at_level(logging.WARNING):
+            alpaca_server.publish({"event": "fill", "order": {"id": oid, "status": "filled"}})
+            seen = wait_for(feed, lambda r: bool(_fills(r)))
+    assert "skipped" in caplog.text
+    assert feed.polls == polls + 1
+    assert _fills(seen) == [(f"{oid}:10", 10)]
+
+
 def test_a_dropped_stream_falls_back_to_polling_and_no_fill_is_reported_twice(
     make_broker: Callable[..., AlpacaBroker], alpaca_server: AlpacaTradingServer
 ) -> None:

@@ -130,7 +130,6 @@ class _Track:
     """What this process has seen of one Alpaca order: its fills as steps of the cumulative
     quantity (above what the caller already held) and its latest state, never going back."""
 
-    client_order_id: str
     filled: float
     notional: float
     order: BrokerOrder | None = None
@@ -470,11 +469,11 @@ class AlpacaBroker:
             average = _float_or_none(raw.get("filled_avg_price"))
         order_id = order.broker_order_id or ""
         with self._lock:
-            track = self._tracks.get(order_id)
-            if track is None:
-                held_quantity, held_notional = self.filled_so_far(order.client_order_id)
-                track = _Track(order.client_order_id, held_quantity, held_notional)
-                self._tracks[order_id] = track
+            known = order_id in self._tracks
+        # The caller's records are read outside the lock (an order is first seen once).
+        held = None if known else _Track(*self.filled_so_far(order.client_order_id))
+        with self._lock:
+            track = self._tracks.setdefault(order_id, held or _Track(0.0, 0.0))
             new: list[BrokerFill] = []
             quantity = float(cumulative)
             if quantity > track.filled + _QTY_TOLERANCE:
@@ -569,7 +568,7 @@ class AlpacaTradeUpdates:
         self.broker = broker
         self.poll_interval_s = poll_interval_s
         self.polls = 0
-        self._inbox: queue.Queue[tuple[dict[str, Any], datetime | None]] = queue.Queue()
+        self._inbox: queue.Queue[Any] = queue.Queue()  # stream messages as received
         self._reported: dict[str, tuple[int, OrderStatus]] = {}
         self._last_poll = -math.inf
         self._catch_up = True  # nothing seen yet: the first read polls
@@ -626,9 +625,9 @@ class AlpacaTradeUpdates:
         the first), then, while the stream is down or just came back, a poll of the working
         orders (at most every `poll_interval_s`). A failed poll is tried again on a later call."""
         out: list[OrderReport] = []
-        for raw, at in self._drain(timeout):
+        for message in self._drain(timeout):
             try:
-                report = self._changed(raw, at)
+                report = self._changed(*_update_of(message))
             except ProviderError as e:  # unreadable: the next poll reads the order's state
                 log.warning("broker %s: a trade update was skipped: %s", self.broker.name, e)
                 self._catch_up = True
@@ -643,24 +642,19 @@ class AlpacaTradeUpdates:
         if self._catch_up and (connected or due):
             try:
                 out.extend(self._poll())
-            except TransientError as e:
+            except (TransientError, ProviderError) as e:
                 log.warning("broker %s: polling orders failed: %s", self.broker.name, e)
             else:
                 self._catch_up = not connected
                 self._polled_after = connections
         return out
 
-    async def _on_update(self, message: dict[str, Any]) -> None:
-        data = message.get("data")
-        if not isinstance(data, dict) or not isinstance(data.get("order"), dict):
-            log.warning("broker %s: a trade update without an order was skipped", self.broker.name)
-            return
-        at = None
-        with contextlib.suppress(ValueError, TypeError):
-            at = _ts(data["timestamp"])
-        self._inbox.put((data["order"], at))
+    async def _on_update(self, message: Any) -> None:
+        # Runs in the stream's thread, where an exception would drop the message unseen: it is
+        # only queued here, and read (or found unreadable) by `reports`.
+        self._inbox.put(message)
 
-    def _drain(self, timeout: float) -> Iterator[tuple[dict[str, Any], datetime | None]]:
+    def _drain(self, timeout: float) -> Iterator[Any]:
         try:
             yield self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
         except queue.Empty:
@@ -703,6 +697,19 @@ class AlpacaTradeUpdates:
 
 
 # ---- translation at the edge ----------------------------------------------------------------
+
+
+def _update_of(message: Any) -> tuple[dict[str, Any], datetime | None]:
+    """The order and time of a `trade_updates` message (`{"stream", "data": {"event", "order",
+    "timestamp", ...}}`); `ProviderError` when it has no order."""
+    data = message.get("data") if isinstance(message, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("order"), dict):
+        raise ProviderError("a trade update without an order object")
+    try:
+        at = _ts(data["timestamp"]) if data.get("timestamp") else None
+    except ValueError as e:
+        raise ProviderError(f"a trade update with an unreadable timestamp: {e}") from e
+    return data["order"], at
 
 
 def _unsupported(request: OrderRequest) -> str | None:
