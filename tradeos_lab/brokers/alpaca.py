@@ -850,8 +850,7 @@ def _decimal(value: Any) -> Decimal:
 
 def _plain(number: Decimal) -> str:
     """A quantity spelled one way however Alpaca wrote it: 10, 10.0 and 1E+1 are all `10`."""
-    text = format(number.normalize(), "f")
-    return text
+    return format(number.normalize(), "f")
 
 
 def _float_or_none(value: Any) -> float | None:
