@@ -97,6 +97,17 @@ class DependencyUnavailable(TransientError):
     """A server (Redis, database, lake, provider) cannot be reached."""
 
 
+class CircuitOpen(DependencyUnavailable):
+    """A dependency's circuit breaker is open after repeated failures: calls to it are refused
+    (not attempted) until its cooldown ends; `dependency` names the breaker."""
+
+    action = "Calls resume by themselves after the cooldown; check the named dependency's health."
+
+    def __init__(self, message: str, dependency: str) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+
 class ProviderError(TradeosError):
     """A market-data or broker provider answered with a permanent error."""
 
@@ -113,6 +124,23 @@ class ProviderRateLimited(RateLimited):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OrderRejected(ProviderError):
+    """The broker refused an order or an order operation (HTTP 4xx with the broker's reason)."""
+
+    action = "Read the broker's reason; correct the order or the account before sending it again."
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class OrderNotFound(ProviderError):
+    """The broker holds no order under the id asked for."""
+
+    action = "Check the client order id; an order never submitted cannot be looked up or canceled."
 
 
 class TradingHalted(TradeosError):

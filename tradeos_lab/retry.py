@@ -1,10 +1,12 @@
 """The one retry policy for calls to the outside: exponential backoff with full jitter.
 
-Only `TransientError` is retried; everything else propagates at once, so a permanent error (a bad
-symbol, a 404, a malformed payload) costs one request. A provider's `Retry-After` wins over the
-computed delay, up to `max_retry_after`: a provider asking for a longer pause fails fast with a
-clear `RateLimited` instead of freezing a notebook. Full jitter follows the AWS architecture blog
-("Exponential Backoff And Jitter"), the same scheme as redis-py's `ExponentialWithJitterBackoff`.
+Only `TransientError` is retried (but not `CircuitOpen`: the breaker decides when the dependency
+is tried again, and retrying its refusal would only wait); everything else propagates at once, so
+a permanent error (a bad symbol, a 404, a malformed payload) costs one request. A provider's
+`Retry-After` wins over the computed delay, up to `max_retry_after`: a provider asking for a longer
+pause fails fast with a clear `RateLimited` instead of freezing a notebook. Full jitter follows the
+AWS architecture blog ("Exponential Backoff And Jitter"), the same scheme as redis-py's
+`ExponentialWithJitterBackoff`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from tradeos_lab.errors import ProviderRateLimited, RateLimited, TransientError
+from tradeos_lab.errors import CircuitOpen, ProviderRateLimited, RateLimited, TransientError
 
 T = TypeVar("T")
 
@@ -56,6 +58,8 @@ def retry_call(fn: Callable[[], T], *, what: str, policy: RetryPolicy | None = N
     for attempt in range(policy.attempts):
         try:
             return fn()
+        except CircuitOpen:
+            raise
         except TransientError as e:
             last = attempt + 1 == policy.attempts
             delay = policy.backoff(attempt)

@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     alpaca_trading_url: str = "https://paper-api.alpaca.markets"
     alpaca_api_key: SecretStr | None = None
     alpaca_secret_key: SecretStr | None = None
+    # Alpaca paper trading: the trade-updates websocket (None: the trading URL's /stream), the
+    # account's documented 200 requests a minute (shared by every process through the flags tier)
+    # and the timeout of one request, after which a submit's outcome is unknown and looked up.
+    alpaca_stream_url: str | None = None
+    alpaca_rate_limit_per_minute: int = Field(default=200, ge=1, le=100_000)
+    alpaca_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     # Paper-trading pipeline: what `tradeos-lab up` runs. Strategy names are checked for their
     # spelling here and resolved (imported) when a service starts, so loading the settings never

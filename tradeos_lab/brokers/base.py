@@ -1,4 +1,4 @@
-"""The one broker protocol Execution talks to (the paper broker now, Alpaca paper next).
+"""The one broker protocol Execution talks to: the built-in paper broker and Alpaca paper.
 
 A broker is idempotent by `client_order_id`: submitting an id it already holds returns that
 order as it stands and places nothing new, so a redelivered intent never doubles an order.

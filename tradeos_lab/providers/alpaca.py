@@ -11,6 +11,7 @@ list with no bars rather than an error, so there an empty frame can also mean "u
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -40,7 +41,7 @@ from tradeos_lab.providers.base import (
 )
 from tradeos_lab.retry import RetryPolicy, parse_retry_after, retry_call
 from tradeos_lab.settings import Settings
-from tradeos_lab.symbols import Timeframe
+from tradeos_lab.symbols import Timeframe, canonical_symbol
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,16 @@ def alpaca_symbol(symbol: str) -> str:
     return symbol.replace("-", "/", 1) if is_crypto(symbol) else symbol
 
 
+def symbol_from_alpaca(symbol: str, asset_class: str | None = None) -> str:
+    """The canonical spelling of a symbol as Alpaca writes it: orders say BTC/USD, positions of
+    crypto say BTCUSD (asset class `crypto`), split at the longest known quote currency."""
+    if "/" not in symbol and asset_class == "crypto":
+        for quote in sorted(CRYPTO_QUOTES, key=len, reverse=True):
+            if symbol.upper().endswith(quote) and len(symbol) > len(quote):
+                return canonical_symbol(f"{symbol[: -len(quote)]}-{quote}")
+    return canonical_symbol(symbol)
+
+
 class AlpacaProvider(HttpProvider):
     """Stock and crypto bars from Alpaca's market data API, endpoint configurable."""
 
@@ -107,8 +118,8 @@ class AlpacaProvider(HttpProvider):
         if window_bars < 1:
             raise ValueError("window_bars must be positive")
         self.window_bars = window_bars
-        self._api_key = _secret(api_key)
-        self._secret_key = _secret(secret_key)
+        self._api_key = secret_or_none(api_key)
+        self._secret_key = secret_or_none(secret_key)
         self._stock: Any = None
         self._crypto: Any = None
 
@@ -163,7 +174,7 @@ class AlpacaProvider(HttpProvider):
                         StockBarsRequest(**params, feed=self.feed, adjustment=self.adjustment)
                     )
             except APIError as e:
-                raise _api_error(e, what) from e
+                raise api_error(e, what) from e
             except requests.exceptions.JSONDecodeError as e:
                 raise ProviderError(f"{what}: Alpaca answered with malformed JSON: {e}") from e
             except requests.exceptions.Timeout as e:
@@ -208,14 +219,7 @@ class AlpacaProvider(HttpProvider):
         return self._stock
 
     def _prepare(self, client: Any) -> Any:
-        # alpaca-py exposes neither a timeout nor a retry switch: the session gets an adapter
-        # that applies our timeout and rate limit to every request, and its fixed-sleep retry on
-        # 429/504 is disabled so `retry_call` alone decides (jittered, honouring Retry-After).
-        adapter = _EdgeAdapter(self.timeout, self.limiter)
-        client._session.mount("http://", adapter)
-        client._session.mount("https://", adapter)
-        client._retry = 0
-        return client
+        return prepare_client(client, timeout=self.timeout, before_request=self.limiter)
 
     @staticmethod
     def _key(secret: SecretStr | None) -> str | None:
@@ -231,34 +235,56 @@ class AlpacaProvider(HttpProvider):
         return f"AlpacaProvider(url={self.url!r}, feed={self.feed.value!r}, keys={keys})"
 
 
-class _EdgeAdapter(HTTPAdapter):
-    """Every request alpaca-py sends waits for the rate limiter and has a timeout."""
+def prepare_client(client: Any, *, timeout: float, before_request: Callable[[], None]) -> Any:
+    """An alpaca-py REST client whose every HTTP request first calls `before_request` (a rate
+    limit, a circuit breaker) and has `timeout`.
 
-    def __init__(self, timeout: float, limiter: RateLimiter) -> None:
+    alpaca-py exposes neither a timeout nor a retry switch: the session gets an adapter that
+    applies ours, and its fixed-sleep retry on 429/504 is disabled so our caller alone decides
+    (jittered, honouring Retry-After)."""
+    adapter = _EdgeAdapter(timeout, before_request)
+    client._session.mount("http://", adapter)
+    client._session.mount("https://", adapter)
+    client._retry = 0
+    return client
+
+
+class _EdgeAdapter(HTTPAdapter):
+    """Every request alpaca-py sends passes `before_request` and has a timeout."""
+
+    def __init__(self, timeout: float, before_request: Callable[[], None]) -> None:
         super().__init__(max_retries=0)
         self._timeout = timeout
-        self._limiter = limiter
+        self._before_request = before_request
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        self._limiter()
+        self._before_request()
         return super().send(request, *args, **kwargs)
 
 
-def _secret(value: SecretStr | str | None) -> SecretStr | None:
+def secret_or_none(value: SecretStr | str | None) -> SecretStr | None:
+    """A key as a `SecretStr` (so it never shows in a repr), None kept."""
     if value is None or isinstance(value, SecretStr):
         return value
     return SecretStr(value)
 
 
-def _api_error(error: APIError, what: str) -> Exception:
+def api_error_message(error: APIError) -> str:
+    """The `message` of Alpaca's JSON error body, else the start of the body as text."""
+    try:
+        return str(error.message)
+    except (ValueError, TypeError, KeyError):
+        return str(error)[:200]
+
+
+def api_error(error: APIError, what: str) -> Exception:
+    """One of our errors for an Alpaca HTTP error: 429 `ProviderRateLimited` with its
+    Retry-After, 5xx `DependencyUnavailable` (retried), any other `ProviderError`."""
     response = error.response
     status = error.status_code
-    try:
-        message = str(error.message)
-    except (ValueError, TypeError, KeyError):
-        message = str(error)[:200]
+    message = api_error_message(error)
     if status == 429:
         headers = response.headers if response is not None else {}
         return ProviderRateLimited(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from tradeos_lab.errors import DependencyUnavailable, RateLimited, ValidationError
+from tradeos_lab.errors import CircuitOpen, RateLimited, ValidationError
 from tradeos_lab.symbols import canonical_name
 from tradeos_lab.tiers.flags.plumbing import (
     NOW_MS,
@@ -207,10 +207,11 @@ class CircuitBreaker:
         return self._op("status", now_ms)
 
     def require(self) -> None:
-        """Raise `DependencyUnavailable` when the breaker refuses the call."""
+        """Raise `CircuitOpen` (a `DependencyUnavailable`) when the breaker refuses the call."""
         if not self.allow():
-            raise DependencyUnavailable(
-                f"circuit for {self.dependency!r} is open; calls resume after the cooldown"
+            raise CircuitOpen(
+                f"circuit for {self.dependency!r} is open; calls resume after the cooldown",
+                self.dependency,
             )
 
     def _op(self, op: str, now_ms: int | None) -> BreakerStatus:
