@@ -58,7 +58,7 @@ def test_information_coefficient_is_nan_when_there_is_nothing_to_rank() -> None:
 
 def test_win_rate_counts_positive_pnl_only() -> None:
     s = scores([1, -1, 1, -1], [0.1, -0.1, 0.0, 0.2], [1.0, -1.0, 0.0, 2.0])
-    assert (s.wins, s.total, s.win_rate) == (2, 4, 0.5)
+    assert (s.wins.wins, s.wins.total, s.wins.rate) == (2, 4, 0.5)
 
 
 def test_rolling_scores_cover_each_strategys_latest_window() -> None:

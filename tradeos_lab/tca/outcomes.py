@@ -18,6 +18,7 @@ import pandas as pd
 from tradeos_lab.contracts import Side
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.tca.costs import side_sign
+from tradeos_lab.tiers.cache import WinRate
 
 #: Fewest outcomes an information coefficient is computed from; fewer give NaN.
 MIN_IC_SAMPLES = 3
@@ -93,14 +94,10 @@ def information_coefficient(strengths: Sequence[float], returns: Sequence[float]
 class Scores:
     """A strategy's win rate and information coefficient over some outcomes."""
 
-    wins: int
-    total: int
+    wins: WinRate
+    """Wins out of the outcomes (the cache's tracker value)."""
     ic: float
     """NaN when it cannot be computed (see `information_coefficient`)."""
-
-    @property
-    def win_rate(self) -> float:
-        return self.wins / self.total if self.total else math.nan
 
 
 def scores(strengths: Sequence[float], returns: Sequence[float], pnls: Sequence[float]) -> Scores:
@@ -108,8 +105,7 @@ def scores(strengths: Sequence[float], returns: Sequence[float], pnls: Sequence[
     if len(pnls) != len(strengths):
         raise ValidationError(f"{len(pnls)} P&Ls for {len(strengths)} strengths")
     return Scores(
-        wins=sum(1 for p in pnls if p > 0),
-        total=len(pnls),
+        wins=WinRate(wins=sum(1 for p in pnls if p > 0), total=len(pnls)),
         ic=information_coefficient(strengths, returns),
     )
 
@@ -131,5 +127,5 @@ def rolling_scores(outcomes: pd.DataFrame, window: int) -> pd.DataFrame:
         for end, at in enumerate(group["signal_at"], start=1):
             start = max(0, end - window)
             s = scores(strength[start:end], forward[start:end], pnl[start:end])
-            rows.append((strategy, at, s.total, s.win_rate, s.ic))
+            rows.append((strategy, at, s.wins.total, s.wins.rate, s.ic))
     return pd.DataFrame(rows, columns=["strategy", "signal_at", "samples", "win_rate", "ic"])

@@ -116,7 +116,7 @@ class TcaMonitor(Service):
         signal = self._signal(chain)
         arrival = None if signal is None else self._arrival_bar(signal)
         with self._one_at_a_time:
-            self._record_fill_cost(message, fill, chain, signal, arrival)
+            self._record_fill_cost(message, fill, chain, arrival)
             if arrival is not None:
                 self._record_order_cost(chain, arrival)
                 if signal is not None and chain.trade.raw_signal_id is not None:
@@ -183,7 +183,6 @@ class TcaMonitor(Service):
         message: Message,
         fill: Fill,
         chain: Attribution,
-        signal: SignalRecord | None,
         arrival: Bar | None,
     ) -> None:
         order = chain.order
@@ -415,9 +414,10 @@ class TcaMonitor(Service):
                 [r.pnl or 0.0 for r in rows],
             )
             try:
-                self.ctx.lab.cache.set_win_rate(strategy, wins=s.wins, total=s.total)
+                cache = self.ctx.lab.cache
+                cache.set_win_rate(strategy, wins=s.wins.wins, total=s.wins.total)
                 if not math.isnan(s.ic):
-                    self.ctx.lab.cache.set_ic(strategy, ic=s.ic, samples=s.total)
+                    cache.set_ic(strategy, ic=s.ic, samples=s.wins.total)
             except TransientError as e:
                 log.warning("tca: cache unavailable, %s scored at the next run: %s", strategy, e)
                 self._unscored.add(strategy)
