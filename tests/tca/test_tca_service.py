@@ -237,6 +237,22 @@ def test_horizons_close_as_their_bars_come_then_the_outcome_is_written_and_audit
     assert lab.records.signal_horizons(status="open") == []
 
 
+def test_a_signal_whose_horizons_closed_before_a_crash_is_concluded_after_it(
+    lab: Lab, ctx: ServiceContext
+) -> None:
+    TcaMonitor(ctx).handle(_traded(lab, ctx, 0, 100.0))
+    for h in lab.records.signal_horizons():  # closed by a run that died before concluding
+        lab.records.close_signal_horizon(
+            h.signal_id, h.horizon_bars, exit_at=T0, exit_price=99.0, forward_return=-0.01, pnl=-2
+        )
+    restarted = TcaMonitor(ctx)
+    (audit,) = restarted.complete()
+    assert audit.payload.new_value["outcome"] == "loss"  # type: ignore[attr-defined]
+    with lab.records.session() as s:
+        assert [o.outcome for o in s.query(SignalOutcome)] == ["loss"]
+    assert restarted.complete() == []
+
+
 def test_win_rate_and_ic_over_the_strategys_outcomes_go_to_the_cache(
     lab: Lab, ctx: ServiceContext
 ) -> None:

@@ -300,7 +300,6 @@ class TcaMonitor(Service):
             for signal_id, rows in by_signal.items():
                 by_market[rows[0].symbol, rows[0].timeframe].append(signal_id)
             scored: set[str] = set()
-            out: list[Message] = []
             for (symbol, timeframe), signal_ids in by_market.items():
                 tf = Timeframe.parse(timeframe)
                 cached = self.ctx.lab.cache.get_bars(symbol, tf)  # once per market
@@ -311,14 +310,10 @@ class TcaMonitor(Service):
                     closed = self._close(rows, bars)
                     if SCORE_HORIZON_BARS in closed:
                         scored.add(rows[0].strategy)
-                    expired = (
-                        len(closed) < len(rows)
-                        and self._overdue(rows, tf)
-                        and self.records.expire_signal_horizons(signal_id)
-                    )
-                    outcome = self._outcome(signal_id) if closed or expired else None
-                    if outcome is not None:
-                        out.append(outcome)
+                    if len(closed) < len(rows) and self._overdue(rows, tf):
+                        self.records.expire_signal_horizons(signal_id)
+            # Every signal with nothing open left, also one a crash left unconcluded.
+            out = [self._conclude(s) for s in self.records.signals_to_conclude()]
             self._score(scored | self._unscored)
         return out
 
@@ -352,12 +347,10 @@ class TcaMonitor(Service):
         longest = max(HORIZONS_BARS) * tf.seconds * EXPIRE_AFTER_HORIZONS
         return (self.ctx.now() - rows[0].opened_at).total_seconds() > longest
 
-    def _outcome(self, signal_id: str) -> Message | None:
-        """Once none of a signal's horizons is open: its outcome in the records (from its
+    def _conclude(self, signal_id: str) -> Message:
+        """A signal none of whose horizons is open: its outcome in the records (from its
         longest closed horizon, or expired) and the audit entry saying so."""
         rows = self.records.signal_horizons(signal_id=signal_id)
-        if not rows or any(r.status == "open" for r in rows):
-            return None
         done = [r for r in rows if r.status == "done"]
         last = max(done, key=lambda r: r.horizon_bars) if done else None
         fills = self.records.fill_costs(signal_id=signal_id)

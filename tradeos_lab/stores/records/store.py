@@ -1198,6 +1198,21 @@ class RecordsStore:
             found = list(session.scalars(stmt))
         return found[::-1] if latest is not None else found
 
+    def signals_to_conclude(self, limit: int = 100) -> list[str]:
+        """Signals none of whose horizons is open any more but whose outcome is not recorded
+        yet, oldest first: what the tca service concludes next (again after a crash)."""
+        stmt = (
+            select(SignalHorizon.signal_id)
+            .outerjoin(SignalOutcome, SignalOutcome.signal_id == SignalHorizon.signal_id)
+            .where(SignalOutcome.signal_id.is_(None))
+            .group_by(SignalHorizon.signal_id)
+            .having(func.sum(case((SignalHorizon.status == "open", 1), else_=0)) == 0)
+            .order_by(func.min(SignalHorizon.signal_at), SignalHorizon.signal_id)
+            .limit(_horizon(limit))
+        )
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
     def close_signal_horizon(
         self,
         signal_id: str,
