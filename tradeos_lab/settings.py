@@ -49,6 +49,7 @@ PIPELINE_SERVICES = (
     "feasibility",
     "execution",
     "positions",
+    "tca",
     "audit_trail",
 )
 # A list setting from the environment or the CLI may be one comma-separated string

@@ -25,6 +25,9 @@ from tradeos_lab.stores.records import (
 from tradeos_lab.stores.records.store import MIGRATION_LOCK
 from tradeos_lab.stores.records.timescale import RECORD_HYPERTABLES, record_hypertable_sql
 
+# The schema revision the migrations end at (a new migration moves it).
+HEAD = RecordsStore.head_revision()
+
 
 @pytest.mark.postgres
 def test_detection_reports_timescaledb_absent_on_this_server(pg_url: str) -> None:
@@ -104,7 +107,7 @@ def test_probe_backend_ending_leaves_the_records_and_bar_store_connections_worki
     caplog.set_level(logging.WARNING, logger=timescale.__name__)
     with RecordsStore.from_url(pg_url) as store:
         store.upgrade()
-        assert store.current_revision() == "0003"
+        assert store.current_revision() == HEAD
         assert store.uses_timescale is False
         assert store.record_order(client_order_id="o-1", symbol="AAPL", side="buy", quantity=3)
         assert store.order("o-1").quantity == 3.0
@@ -137,5 +140,5 @@ def test_probe_waiting_on_a_lock_the_caller_holds_fails_instead_of_hanging(
     )
     with RecordsStore.from_url(pg_url) as store:
         store.upgrade()
-        assert store.current_revision() == "0003"
+        assert store.current_revision() == HEAD
         assert store.uses_timescale is False

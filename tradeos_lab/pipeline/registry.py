@@ -24,6 +24,7 @@ SERVICE_MODULES: dict[str, str] = {
     "feasibility": "tradeos_lab.pipeline.services.feasibility",
     "execution": "tradeos_lab.pipeline.services.execution",
     "positions": "tradeos_lab.pipeline.services.positions",
+    "tca": "tradeos_lab.pipeline.services.tca",
     "audit_trail": "tradeos_lab.pipeline.services.audit_trail",
 }
 

@@ -464,6 +464,20 @@ class Cache:
         return WinRate(wins=int(wins), total=int(total))
 
     @_redis_errors_translated
+    def set_win_rate(self, signal: str, *, wins: int, total: int) -> WinRate:
+        """Replace the win-rate tracker of `signal` by `wins` of `total` (a rolling window the
+        caller computed from the records, so writing it again changes nothing)."""
+        signal = _name("signal", signal)
+        for name, value in (("wins", wins), ("total", total)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(f"{name} must be an int >= 0, got {value!r}")
+        if wins > total:
+            raise ValidationError(f"wins {wins} exceed the total {total}")
+        key = self.keys.tracker("win_rate")
+        self.redis.hset(key, mapping={f"{signal}:wins": wins, f"{signal}:total": total})
+        return WinRate(wins=wins, total=total)
+
+    @_redis_errors_translated
     def get_win_rates(self) -> dict[str, WinRate]:
         raw = _text_dict(self.redis.hgetall(self.keys.tracker("win_rate")))
         counts: dict[str, dict[str, int]] = {}

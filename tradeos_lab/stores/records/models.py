@@ -28,6 +28,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -321,6 +322,100 @@ class SignalOutcome(Base):
     holding_seconds: Mapped[float | None]
     closed_at: Mapped[datetime | None]
     recorded_at: Mapped[datetime]
+
+
+# ---- transaction cost analysis (the tca service) ----------------------------------------------
+
+SIGNAL_HORIZON_STATES = ("open", "done", "expired")
+
+
+class FillCost(Base):
+    """One fill against its arrival price (the close of the bar behind its order), once per
+    `execution_id`; for a real venue's fill also the paper fill model's shadow of it."""
+
+    __tablename__ = "fill_costs"
+    __table_args__ = (CheckConstraint(_in("side", ORDER_SIDES), name="side"),)
+
+    execution_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(CLIENT_ORDER_ID_MAX_LENGTH), index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    signal_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    strategy: Mapped[str | None] = mapped_column(String(64), index=True)
+    broker: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(20))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[float]
+    price: Mapped[float]
+    fee: Mapped[float]
+    filled_at: Mapped[datetime]
+    arrival_price: Mapped[float | None]
+    arrival_at: Mapped[datetime | None]
+    slippage_bps: Mapped[float | None]
+    shadow_quantity: Mapped[float | None]
+    shadow_price: Mapped[float | None]
+    shadow_fee: Mapped[float | None]
+    shadow_price_diff_bps: Mapped[float | None]
+    recorded_at: Mapped[datetime]
+
+
+class OrderCost(Base):
+    """An order's implementation shortfall (`tradeos_lab.tca.implementation_shortfall`), revised
+    on each of its fills."""
+
+    __tablename__ = "order_costs"
+    __table_args__ = (CheckConstraint(_in("side", ORDER_SIDES), name="side"),)
+
+    client_order_id: Mapped[str] = mapped_column(
+        String(CLIENT_ORDER_ID_MAX_LENGTH), primary_key=True
+    )
+    strategy: Mapped[str | None] = mapped_column(String(64), index=True)
+    broker: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(20))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[float]
+    filled_quantity: Mapped[float]
+    arrival_price: Mapped[float]
+    avg_price: Mapped[float | None]
+    last_price: Mapped[float]
+    fees: Mapped[float]
+    execution_cost: Mapped[float]
+    opportunity_cost: Mapped[float]
+    shortfall: Mapped[float]
+    shortfall_bps: Mapped[float]
+    updated_at: Mapped[datetime]
+
+
+class SignalHorizon(Base):
+    """A filled signal at one holding horizon (bars of its timeframe after the signal's bar):
+    open until that bar is known, then its forward return and P&L; expired if it never comes."""
+
+    __tablename__ = "signal_horizons"
+    __table_args__ = (
+        CheckConstraint(_in("side", ORDER_SIDES), name="side"),
+        CheckConstraint(_in("status", SIGNAL_HORIZON_STATES), name="status"),
+        Index("ix_signal_horizons_status", "status"),
+        Index("ix_signal_horizons_strategy_horizon_bars", "strategy", "horizon_bars"),
+    )
+
+    signal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    horizon_bars: Mapped[int] = mapped_column(Integer, primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(20))
+    timeframe: Mapped[str] = mapped_column(String(8))
+    signal_at: Mapped[datetime]
+    strength: Mapped[float]
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[float]
+    avg_price: Mapped[float]
+    fees: Mapped[float]
+    arrival_price: Mapped[float]
+    status: Mapped[str] = mapped_column(String(8))
+    exit_at: Mapped[datetime | None]
+    exit_price: Mapped[float | None]
+    forward_return: Mapped[float | None]
+    pnl: Mapped[float | None]
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
 
 
 # ---- the pipeline's messages, kept past the bus's trimming -----------------------------------

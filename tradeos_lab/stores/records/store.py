@@ -27,7 +27,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from psycopg import errors as pg_errors
-from sqlalchemy import Executable, Table, case, create_engine, event, func, select
+from sqlalchemy import Executable, Table, case, create_engine, event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -64,19 +64,23 @@ from tradeos_lab.settings import Settings
 from tradeos_lab.stores.records.models import (
     BACKTEST_STATES,
     ORDER_SIDES,
+    SIGNAL_HORIZON_STATES,
     SIGNAL_OUTCOMES,
     AuditRecord,
     BacktestRun,
     Base,
     ConfigChange,
     Fill,
+    FillCost,
     IntentRecord,
     LedgerEntry,
     Order,
+    OrderCost,
     OrderEvent,
     PolicyProfile,
     PositionSnapshot,
     RiskEventRecord,
+    SignalHorizon,
     SignalOutcome,
     SignalRecord,
     SystemConfig,
@@ -1005,6 +1009,277 @@ class RecordsStore:
                     .on_conflict_do_update(index_elements=keys, set_=changed)
                 )
 
+    # ---- transaction costs (the tca service) ----------------------------------------------
+
+    def record_fill_cost(
+        self,
+        *,
+        execution_id: str,
+        client_order_id: str,
+        broker: str,
+        symbol: str,
+        side: str,
+        quantity: float,
+        price: float,
+        fee: float,
+        filled_at: datetime,
+        correlation_id: str | None = None,
+        signal_id: str | None = None,
+        strategy: str | None = None,
+        arrival_price: float | None = None,
+        arrival_at: datetime | None = None,
+        slippage_bps: float | None = None,
+        shadow_quantity: float | None = None,
+        shadow_price: float | None = None,
+        shadow_fee: float | None = None,
+        shadow_price_diff_bps: float | None = None,
+    ) -> bool:
+        """Keep a fill's costs once per `execution_id`; False when they are already kept."""
+        values = {
+            "execution_id": _ident(execution_id, "execution_id"),
+            "client_order_id": client_order_id_of(client_order_id),
+            "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
+            "signal_id": _ident(signal_id, "signal_id", optional=True),
+            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+            "broker": _word(broker, "broker"),
+            "symbol": validate_symbol(symbol),
+            "side": _choice(side, ORDER_SIDES, "side"),
+            "quantity": _positive(quantity, "quantity"),
+            "price": _positive(price, "price"),
+            "fee": _finite(fee, "fee"),
+            "filled_at": _utc(filled_at),
+            "arrival_price": _positive_or_none(arrival_price, "arrival_price"),
+            "arrival_at": None if arrival_at is None else _utc(arrival_at),
+            "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
+            "shadow_quantity": _finite_or_none(shadow_quantity, "shadow_quantity"),
+            "shadow_price": _positive_or_none(shadow_price, "shadow_price"),
+            "shadow_fee": _finite_or_none(shadow_fee, "shadow_fee"),
+            "shadow_price_diff_bps": _finite_or_none(
+                shadow_price_diff_bps, "shadow_price_diff_bps"
+            ),
+            "recorded_at": _utc(None),
+        }
+        with self.session() as session:
+            return self._insert_ignore(session, FillCost, values)
+
+    def fill_costs(
+        self, *, client_order_id: str | None = None, signal_id: str | None = None
+    ) -> list[FillCost]:
+        """Kept fill costs, in fill order; those of one order or one signal when given."""
+        stmt = select(FillCost).order_by(FillCost.filled_at, FillCost.execution_id)
+        if client_order_id is not None:
+            stmt = stmt.where(FillCost.client_order_id == client_order_id_of(client_order_id))
+        if signal_id is not None:
+            stmt = stmt.where(FillCost.signal_id == _ident(signal_id, "signal_id"))
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def record_order_cost(
+        self,
+        *,
+        client_order_id: str,
+        strategy: str | None,
+        broker: str,
+        symbol: str,
+        side: str,
+        quantity: float,
+        filled_quantity: float,
+        arrival_price: float,
+        avg_price: float | None,
+        last_price: float,
+        fees: float,
+        execution_cost: float,
+        opportunity_cost: float,
+        shortfall: float,
+        shortfall_bps: float,
+    ) -> None:
+        """Keep (or revise, after a further fill) an order's implementation shortfall."""
+        values = {
+            "client_order_id": client_order_id_of(client_order_id),
+            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+            "broker": _word(broker, "broker"),
+            "symbol": validate_symbol(symbol),
+            "side": _choice(side, ORDER_SIDES, "side"),
+            "quantity": _positive(quantity, "quantity"),
+            "filled_quantity": _finite(filled_quantity, "filled_quantity"),
+            "arrival_price": _positive(arrival_price, "arrival_price"),
+            "avg_price": _positive_or_none(avg_price, "avg_price"),
+            "last_price": _positive(last_price, "last_price"),
+            "fees": _finite(fees, "fees"),
+            "execution_cost": _finite(execution_cost, "execution_cost"),
+            "opportunity_cost": _finite(opportunity_cost, "opportunity_cost"),
+            "shortfall": _finite(shortfall, "shortfall"),
+            "shortfall_bps": _finite(shortfall_bps, "shortfall_bps"),
+            "updated_at": _utc(None),
+        }
+        with self.session() as session:
+            self._upsert(session, OrderCost, [values], keys=["client_order_id"])
+
+    def order_costs(self) -> list[OrderCost]:
+        """Every order's shortfall, by client order id."""
+        with self.session() as session:
+            return list(session.scalars(select(OrderCost).order_by(OrderCost.client_order_id)))
+
+    def open_signal_horizons(
+        self,
+        *,
+        signal_id: str,
+        horizons: Iterable[int],
+        strategy: str,
+        symbol: str,
+        timeframe: str,
+        signal_at: datetime,
+        strength: float,
+        side: str,
+        quantity: float,
+        avg_price: float,
+        fees: float,
+        arrival_price: float,
+    ) -> int:
+        """Open a filled signal at each horizon (bars), or bring the still-open ones up to date
+        with its fills so far (a later partial fill); closed horizons stay as they closed."""
+        now = _utc(None)
+        common = {
+            "signal_id": _ident(signal_id, "signal_id"),
+            "strategy": canonical_name(strategy, "strategy"),
+            "symbol": validate_symbol(symbol),
+            "timeframe": _ident(timeframe, "timeframe", limit=8),
+            "signal_at": _utc(signal_at),
+            "strength": _finite(strength, "strength"),
+            "side": _choice(side, ORDER_SIDES, "side"),
+            "quantity": _positive(quantity, "quantity"),
+            "avg_price": _positive(avg_price, "avg_price"),
+            "fees": _finite(fees, "fees"),
+            "arrival_price": _positive(arrival_price, "arrival_price"),
+            "status": "open",
+            "opened_at": now,
+        }
+        rows = [{**common, "horizon_bars": _horizon(h)} for h in horizons]
+        if not rows:
+            raise ValidationError("open a signal at one horizon at least")
+        with self.session() as session:
+            self._upsert(
+                session,
+                SignalHorizon,
+                rows,
+                keys=["signal_id", "horizon_bars"],
+                set_columns=["quantity", "avg_price", "fees"],
+                where=SignalHorizon.status == "open",
+            )
+        return len(rows)
+
+    def signal_horizons(
+        self,
+        *,
+        status: str | None = None,
+        strategy: str | None = None,
+        horizon_bars: int | None = None,
+        signal_id: str | None = None,
+        latest: int | None = None,
+    ) -> list[SignalHorizon]:
+        """Signal horizons in signal order (oldest first); with `latest`, only the latest N."""
+        stmt = select(SignalHorizon)
+        if status is not None:
+            stmt = stmt.where(
+                SignalHorizon.status == _choice(status, SIGNAL_HORIZON_STATES, "status")
+            )
+        if strategy is not None:
+            stmt = stmt.where(SignalHorizon.strategy == canonical_name(strategy, "strategy"))
+        if horizon_bars is not None:
+            stmt = stmt.where(SignalHorizon.horizon_bars == _horizon(horizon_bars))
+        if signal_id is not None:
+            stmt = stmt.where(SignalHorizon.signal_id == _ident(signal_id, "signal_id"))
+        order = (SignalHorizon.signal_at, SignalHorizon.signal_id, SignalHorizon.horizon_bars)
+        if latest is not None:
+            stmt = stmt.order_by(*(c.desc() for c in order)).limit(_horizon(latest))
+        else:
+            stmt = stmt.order_by(*order)
+        with self.session() as session:
+            found = list(session.scalars(stmt))
+        return found[::-1] if latest is not None else found
+
+    def signals_to_conclude(self, limit: int = 100) -> list[str]:
+        """Signals none of whose horizons is open any more but whose outcome is not recorded
+        yet, oldest first: what the tca service concludes next (again after a crash)."""
+        stmt = (
+            select(SignalHorizon.signal_id)
+            .outerjoin(SignalOutcome, SignalOutcome.signal_id == SignalHorizon.signal_id)
+            .where(SignalOutcome.signal_id.is_(None))
+            .group_by(SignalHorizon.signal_id)
+            .having(func.sum(case((SignalHorizon.status == "open", 1), else_=0)) == 0)
+            .order_by(func.min(SignalHorizon.signal_at), SignalHorizon.signal_id)
+            .limit(_horizon(limit))
+        )
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def close_signal_horizon(
+        self,
+        signal_id: str,
+        horizon_bars: int,
+        *,
+        exit_at: datetime,
+        exit_price: float,
+        forward_return: float,
+        pnl: float,
+    ) -> bool:
+        """Close an open horizon with its exit bar and result; False if it was not open."""
+        return self._end_signal_horizons(
+            signal_id,
+            horizon_bars,
+            status="done",
+            exit_at=_utc(exit_at),
+            exit_price=_positive(exit_price, "exit_price"),
+            forward_return=_finite(forward_return, "forward_return"),
+            pnl=_finite(pnl, "pnl"),
+        )
+
+    def expire_signal_horizons(self, signal_id: str) -> bool:
+        """Mark a signal's open horizons expired (their bars never came); False if none was."""
+        return self._end_signal_horizons(signal_id, None, status="expired")
+
+    def _end_signal_horizons(
+        self, signal_id: str, horizon_bars: int | None, *, status: str, **values: Any
+    ) -> bool:
+        stmt = (
+            update(SignalHorizon)
+            .where(
+                SignalHorizon.signal_id == _ident(signal_id, "signal_id"),
+                SignalHorizon.status == "open",
+            )
+            .values(status=status, closed_at=_utc(None), **values)
+        )
+        if horizon_bars is not None:
+            stmt = stmt.where(SignalHorizon.horizon_bars == _horizon(horizon_bars))
+        with self.session() as session:
+            ended = session.execute(stmt.returning(SignalHorizon.horizon_bars)).all()
+        return bool(ended)
+
+    def _upsert(
+        self,
+        session: Session,
+        model: type[Base],
+        rows: list[dict[str, Any]],
+        *,
+        keys: list[str],
+        set_columns: list[str] | None = None,
+        where: Any = None,
+    ) -> None:
+        """INSERT the rows; on a key that exists, set the `set_columns` (default: all but the
+        keys) from the new row, where `where` holds."""
+        table = cast(Table, model.__table__)
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(table)
+        columns = set_columns or [c for c in rows[0] if c not in keys]
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={c: stmt.excluded[c] for c in columns},
+                where=where,
+            ),
+            rows,
+        )
+
 
 # ---- validation helpers -------------------------------------------------------------------
 
@@ -1101,6 +1376,12 @@ def _sequence(value: int | None) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise ValidationError(f"sequence must be an integer in [0, 2**63), got {value!r}")
+    return value
+
+
+def _horizon(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+        raise ValidationError(f"expected a positive whole number of bars, got {value!r}")
     return value
 
 

@@ -1,0 +1,435 @@
+"""TCA Monitor: fills in; what they cost, what their signals earned, how good each strategy is.
+
+What it consumes: `fills.raw` (its own consumer group). Each fill is traced through the records'
+attribution chain (trade -> modified signal) to the bar that caused it; that bar's close is the
+fill's arrival price (the bar from the cache, else the lake).
+
+What it decides, per fill, each idempotent by its key so a redelivered fill changes nothing:
+- the fill's slippage against the arrival price (`fill_costs`, by execution id);
+- its order's implementation shortfall, revised with each fill (`order_costs`, by order);
+- for a fill from a real venue (the order's broker is not the built-in paper broker), the paper
+  broker's fill model run on the same order and bar: the shadow fill and its differences;
+- its signal opened at each holding horizon (`signal_horizons`, by signal and horizon).
+
+A timer closes the horizons whose bars have come, writes a signal's outcome once all its
+horizons are closed (`signal_outcomes`, by signal) and keeps each touched strategy's win rate and
+information coefficient, over its latest `SCORE_WINDOW` outcomes, in the cache.
+
+What it emits: an `audit` entry per signal outcome closed; nothing per fill.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, ClassVar
+
+from tradeos_lab.brokers import PaperBroker
+from tradeos_lab.contracts import Bar, FillMessage, FillV1Message
+from tradeos_lab.errors import ContractError, TransientError, ValidationError
+from tradeos_lab.keys import Stream
+from tradeos_lab.pipeline.service import Service, Timer
+from tradeos_lab.symbols import Timeframe
+from tradeos_lab.tca import (
+    horizon_result,
+    implementation_shortfall,
+    scores,
+    shadow_fill,
+    slippage_bps,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tradeos_lab.contracts import Fill, Message
+    from tradeos_lab.stores.records import (
+        Attribution,
+        RecordsStore,
+        SignalHorizon,
+        SignalRecord,
+    )
+
+HORIZONS_BARS: tuple[int, ...] = (5, 15, 60)
+"""Holding horizons a filled signal is measured at, in bars of its timeframe after its bar."""
+SCORE_HORIZON_BARS = HORIZONS_BARS[0]
+"""The horizon win rate and IC are measured at."""
+SCORE_WINDOW = 100
+"""Latest outcomes of a strategy its win rate and IC are computed over."""
+COMPLETE_EVERY_S = 1.0
+"""How often open horizons are checked for their bars."""
+EXPIRE_AFTER_HORIZONS = 3.0
+"""A signal whose longest horizon has not closed after this many times its length (wall clock,
+from when it was opened) is expired: its symbol's bars stopped coming."""
+_REL_TOL = 1e-9
+
+log = logging.getLogger(__name__)
+
+
+class TcaMonitor(Service):
+    """Measures every fill against its arrival price and every filled signal over its horizons."""
+
+    name: ClassVar[str] = "tca"
+    inputs: ClassVar[tuple[Stream, ...]] = (Stream.FILLS_RAW,)
+    outputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
+
+    @property
+    def records(self) -> RecordsStore:
+        return self.ctx.lab.records
+
+    @cached_property
+    def fill_model(self) -> PaperBroker:
+        """The built-in paper broker as the records configure it; only its fill model is used."""
+        lab = self.ctx.lab
+        return PaperBroker.of_stack(
+            lab.records, lab.cache, self.ctx.settings.pipeline_timeframe, clock=self.ctx.clock
+        )
+
+    @cached_property
+    def _one_at_a_time(self) -> threading.Lock:
+        # The completion timer runs on its own thread beside the fills.
+        return threading.Lock()
+
+    @cached_property
+    def _unscored(self) -> set[str]:
+        """Strategies whose scores the cache did not take (it was down): retried next run."""
+        return set()
+
+    # ---- a fill -----------------------------------------------------------------------------
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        if not isinstance(message, FillMessage | FillV1Message):
+            raise ContractError(f"tca takes fills, not {message.schema_name}")
+        fill = message.payload
+        found = self.records.attribution(execution_id=fill.execution_id)
+        if not found:
+            raise ValidationError(
+                f"fill {fill.execution_id} has no trade in the records (Execution records a "
+                "fill's trade before it publishes the fill)"
+            )
+        chain = found[0]
+        _check_against_trade(fill, chain)
+        signal = self._signal(chain)
+        arrival = None if signal is None else self._arrival_bar(signal)
+        with self._one_at_a_time:
+            self._record_fill_cost(message, fill, chain, arrival)
+            if arrival is not None:
+                self._record_order_cost(chain, arrival)
+                if signal is not None and chain.trade.raw_signal_id is not None:
+                    self._open_signal(chain.trade.raw_signal_id, signal, arrival)
+        return []
+
+    def _signal(self, chain: Attribution) -> SignalRecord | None:
+        """The modified signal behind the fill's order; None for a manual order."""
+        signal_id = chain.trade.modified_signal_id
+        if signal_id is None:
+            return None
+        signal = self.records.signal(signal_id)
+        if signal is None:
+            raise ValidationError(
+                f"trade {chain.trade.execution_id} names signal {signal_id}, which the records "
+                "do not hold"
+            )
+        return signal
+
+    def _arrival_bar(self, signal: SignalRecord) -> Bar | None:
+        """The bar the signal was made on (the chain's first message): its close is the arrival
+        price of everything the signal caused. None when neither the cache nor the lake has it."""
+        tf = Timeframe.parse(signal.payload["timeframe"])
+        ts = signal.ts
+        bars = self._bars(signal.symbol, tf, after=ts - timedelta(seconds=tf.seconds), count=1)
+        if bars.empty or bars["ts"].iloc[0] != ts:
+            return None
+        row = bars.iloc[0]
+        return Bar(
+            symbol=signal.symbol,
+            timeframe=tf,
+            ts=ts,
+            open=float(row["open"]),
+            high=float(row["high"]),
+            low=float(row["low"]),
+            close=float(row["close"]),
+            volume=float(row["volume"]),
+            source="cache",
+        )
+
+    def _bars(
+        self,
+        symbol: str,
+        tf: Timeframe,
+        *,
+        after: datetime,
+        count: int,
+        cached: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """Up to `count` bars of `symbol` after `after`, oldest first: from the cache (`cached`
+        when already read) when it still holds the bar right after `after`, else the lake."""
+        if cached is None:
+            cached = self.ctx.lab.cache.get_bars(symbol, tf)
+        first_wanted = after + timedelta(seconds=tf.seconds)
+        if not cached.empty and cached["ts"].iloc[0] <= first_wanted:
+            return cached[cached["ts"] > after].head(count).reset_index(drop=True)
+        # The cache lost (or never had) the start: read a span wide enough for gaps.
+        end = first_wanted + timedelta(seconds=tf.seconds * count * 2)
+        stored = self.ctx.lab.lake.read_bars(symbol, tf, start=first_wanted, end=end)
+        return stored.head(count).reset_index(drop=True)
+
+    def _record_fill_cost(
+        self,
+        message: Message,
+        fill: Fill,
+        chain: Attribution,
+        arrival: Bar | None,
+    ) -> None:
+        order = chain.order
+        broker = order.broker or self.fill_model.name
+        shadow: dict[str, float | None] = {}
+        if arrival is not None and broker != self.fill_model.name:
+            model = shadow_fill(
+                self.fill_model,
+                order,
+                arrival,
+                filled_before=self._filled_before(fill),
+                venue_quantity=fill.quantity,
+                venue_price=fill.price,
+                venue_fee=fill.fee,
+            )
+            shadow = {
+                "shadow_quantity": model.quantity,
+                "shadow_price": model.price,
+                "shadow_fee": model.fee,
+                "shadow_price_diff_bps": model.price_diff_bps,
+            }
+        self.records.record_fill_cost(
+            execution_id=fill.execution_id,
+            client_order_id=fill.client_order_id,
+            correlation_id=message.correlation_id,
+            signal_id=chain.trade.raw_signal_id,
+            strategy=order.strategy,
+            broker=broker,
+            symbol=fill.symbol,
+            side=fill.side.value,
+            quantity=fill.quantity,
+            price=fill.price,
+            fee=fill.fee,
+            filled_at=fill.ts,
+            arrival_price=None if arrival is None else arrival.close,
+            arrival_at=None if arrival is None else arrival.ts,
+            slippage_bps=None
+            if arrival is None
+            else slippage_bps(fill.side, fill.price, arrival.close),
+            **shadow,
+        )
+
+    def _filled_before(self, fill: Fill) -> float:
+        """What the order had filled before this fill, by the records' fills in fill order."""
+        before = 0.0
+        for kept in self.records.fills(fill.client_order_id):
+            if kept.execution_id == fill.execution_id:
+                break
+            before += kept.quantity
+        return before
+
+    def _record_order_cost(self, chain: Attribution, arrival: Bar) -> None:
+        """The order's shortfall over all its fills measured so far; the unfilled rest at the
+        symbol's latest price in the cache (the arrival close when there is none)."""
+        order = chain.order
+        fills = self.records.fill_costs(client_order_id=order.client_order_id)
+        latest = self.ctx.lab.cache.get_price(order.symbol)
+        last = latest.price if latest is not None else arrival.close
+        shortfall = implementation_shortfall(
+            order.side,
+            ordered_quantity=order.quantity,
+            arrival_price=arrival.close,
+            fills=[(f.quantity, f.price, f.fee) for f in fills],
+            last_price=last,
+        )
+        self.records.record_order_cost(
+            client_order_id=order.client_order_id,
+            strategy=order.strategy,
+            broker=order.broker or self.fill_model.name,
+            symbol=order.symbol,
+            side=order.side,
+            quantity=order.quantity,
+            filled_quantity=shortfall.filled_quantity,
+            arrival_price=arrival.close,
+            avg_price=shortfall.avg_price,
+            last_price=last,
+            fees=shortfall.fees,
+            execution_cost=shortfall.execution_cost,
+            opportunity_cost=shortfall.opportunity_cost,
+            shortfall=shortfall.total,
+            shortfall_bps=shortfall.bps,
+        )
+
+    def _open_signal(self, signal_id: str, signal: SignalRecord, arrival: Bar) -> None:
+        """Open the signal at every horizon with its fills so far (all of one side: one order)."""
+        fills = self.records.fill_costs(signal_id=signal_id)
+        quantity = sum(f.quantity for f in fills)
+        self.records.open_signal_horizons(
+            signal_id=signal_id,
+            horizons=HORIZONS_BARS,
+            strategy=signal.strategy,
+            symbol=signal.symbol,
+            timeframe=arrival.timeframe.value,
+            signal_at=signal.ts,
+            strength=float(signal.payload["raw_strength"]),
+            side=fills[0].side,
+            quantity=quantity,
+            avg_price=sum(f.quantity * f.price for f in fills) / quantity,
+            fees=sum(f.fee for f in fills),
+            arrival_price=arrival.close,
+        )
+
+    # ---- the timer: horizons closed, outcomes written, scores kept ---------------------------
+
+    def timers(self) -> Sequence[Timer]:
+        return (Timer("complete", COMPLETE_EVERY_S, self.complete),)
+
+    def complete(self) -> list[Message]:
+        """Close every open horizon whose bar has come; an audit entry per outcome closed."""
+        with self._one_at_a_time:
+            by_signal: dict[str, list[SignalHorizon]] = defaultdict(list)
+            for row in self.records.signal_horizons(status="open"):
+                by_signal[row.signal_id].append(row)
+            by_market: dict[tuple[str, str], list[str]] = defaultdict(list)
+            for signal_id, rows in by_signal.items():
+                by_market[rows[0].symbol, rows[0].timeframe].append(signal_id)
+            scored: set[str] = set()
+            for (symbol, timeframe), signal_ids in by_market.items():
+                tf = Timeframe.parse(timeframe)
+                cached = self.ctx.lab.cache.get_bars(symbol, tf)  # once per market
+                for signal_id in signal_ids:
+                    rows = by_signal[signal_id]
+                    after, count = rows[0].signal_at, max(HORIZONS_BARS)
+                    bars = self._bars(symbol, tf, after=after, count=count, cached=cached)
+                    closed = self._close(rows, bars)
+                    if SCORE_HORIZON_BARS in closed:
+                        scored.add(rows[0].strategy)
+                    if len(closed) < len(rows) and self._overdue(rows, tf):
+                        self.records.expire_signal_horizons(signal_id)
+            # Every signal with nothing open left, also one a crash left unconcluded.
+            out = [self._conclude(s) for s in self.records.signals_to_conclude()]
+            self._score(scored | self._unscored)
+        return out
+
+    def _close(self, rows: list[SignalHorizon], bars: pd.DataFrame) -> set[int]:
+        """Close the horizons whose bar is among `bars`; the horizons closed here."""
+        closed: set[int] = set()
+        for row in rows:
+            if len(bars) < row.horizon_bars:
+                continue
+            exit_bar = bars.iloc[row.horizon_bars - 1]
+            result = horizon_result(
+                row.side,
+                quantity=row.quantity,
+                avg_price=row.avg_price,
+                fees=row.fees,
+                arrival_price=row.arrival_price,
+                exit_price=float(exit_bar["close"]),
+            )
+            if self.records.close_signal_horizon(
+                row.signal_id,
+                row.horizon_bars,
+                exit_at=exit_bar["ts"].to_pydatetime(),
+                exit_price=float(exit_bar["close"]),
+                forward_return=result.forward_return,
+                pnl=result.pnl,
+            ):
+                closed.add(row.horizon_bars)
+        return closed
+
+    def _overdue(self, rows: list[SignalHorizon], tf: Timeframe) -> bool:
+        longest = max(HORIZONS_BARS) * tf.seconds * EXPIRE_AFTER_HORIZONS
+        return (self.ctx.now() - rows[0].opened_at).total_seconds() > longest
+
+    def _conclude(self, signal_id: str) -> Message:
+        """A signal none of whose horizons is open: its outcome in the records (from its
+        longest closed horizon, or expired) and the audit entry saying so."""
+        rows = self.records.signal_horizons(signal_id=signal_id)
+        done = [r for r in rows if r.status == "done"]
+        last = max(done, key=lambda r: r.horizon_bars) if done else None
+        fills = self.records.fill_costs(signal_id=signal_id)
+        measured = [f for f in fills if f.slippage_bps is not None]
+        filled = sum(f.quantity for f in measured)
+        slippage = (
+            sum(f.quantity * (f.slippage_bps or 0.0) for f in measured) / filled if filled else None
+        )
+        tf = Timeframe.parse(rows[0].timeframe)
+        outcome = "expired"
+        if last is not None and last.pnl is not None:
+            outcome = "win" if last.pnl > 0 else "loss" if last.pnl < 0 else "flat"
+        self.records.record_signal_outcome(
+            signal_id=signal_id,
+            signal_at=rows[0].signal_at,
+            symbol=rows[0].symbol,
+            outcome=outcome,
+            slippage_bps=slippage,
+            pnl=None if last is None else last.pnl,
+            holding_seconds=None if last is None else float(last.horizon_bars * tf.seconds),
+            execution_id=fills[0].execution_id if fills else None,
+            closed_at=None if last is None else last.exit_at,
+        )
+        per_horizon = {str(r.horizon_bars): r.pnl for r in rows}
+        audit = self.ctx.audit(
+            None,
+            action="signal_outcome.close",
+            target=f"signal:{signal_id}",
+            reason=(
+                f"{rows[0].strategy} {rows[0].symbol}: {outcome}"
+                + ("" if last is None else f" over {last.horizon_bars} bars, P&L {last.pnl:.6g}")
+            ),
+            new_value={"outcome": outcome, "pnl_by_horizon_bars": per_horizon},
+        )
+        if fills and fills[0].correlation_id is not None:  # in the chain of the signal's bar
+            audit = audit.model_copy(update={"correlation_id": fills[0].correlation_id})
+        return audit
+
+    def _score(self, strategies: set[str]) -> None:
+        """Win rate and IC of each strategy over its latest outcomes at the score horizon, into
+        the cache (a copy the records rebuild: a cache outage retries at the next run)."""
+        for strategy in sorted(strategies):
+            rows = self.records.signal_horizons(
+                status="done",
+                strategy=strategy,
+                horizon_bars=SCORE_HORIZON_BARS,
+                latest=SCORE_WINDOW,
+            )
+            if not rows:
+                continue
+            s = scores(
+                [r.strength for r in rows],
+                [r.forward_return or 0.0 for r in rows],
+                [r.pnl or 0.0 for r in rows],
+            )
+            try:
+                cache = self.ctx.lab.cache
+                cache.set_win_rate(strategy, wins=s.wins.wins, total=s.wins.total)
+                if not math.isnan(s.ic):
+                    cache.set_ic(strategy, ic=s.ic, samples=s.wins.total)
+            except TransientError as e:
+                log.warning("tca: cache unavailable, %s scored at the next run: %s", strategy, e)
+                self._unscored.add(strategy)
+            else:
+                self._unscored.discard(strategy)
+
+
+def _check_against_trade(fill: Fill, chain: Attribution) -> None:
+    """A fill must be the execution the records hold under its id, not something else."""
+    trade = chain.trade
+    mine = (fill.client_order_id, fill.symbol, fill.side.value)
+    kept = (trade.client_order_id, trade.symbol, trade.side)
+    same = math.isclose(fill.quantity, trade.quantity, rel_tol=_REL_TOL) and math.isclose(
+        fill.price, trade.price, rel_tol=_REL_TOL
+    )
+    if mine != kept or not same:
+        raise ValidationError(
+            f"fill {fill.execution_id} ({fill.side.value} {fill.quantity:g} {fill.symbol} "
+            f"@ {fill.price:g}, order {fill.client_order_id}) disagrees with the trade the "
+            f"records hold under that id ({trade.side} {trade.quantity:g} {trade.symbol} "
+            f"@ {trade.price:g}, order {trade.client_order_id})"
+        )
