@@ -1,0 +1,65 @@
+"""`apps`: serve the Voila apps (`apps/`) on loopback against the running stack."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import click
+
+from tradeos_lab.cli.app import CliContext, pass_cli
+from tradeos_lab.errors import StackNotRunning
+from tradeos_lab.settings import Settings
+
+
+def apps_banner(urls: dict[str, str]) -> list[str]:
+    """The lines `apps` and `up` print: one URL per app, each carrying this run's token."""
+    width = max(len(name) for name in urls)
+    lines = ["  apps       (the token in these URLs is required; it is printed only here)"]
+    lines += [f"    {name.ljust(width)}  {url}" for name, url in urls.items()]
+    return lines
+
+
+def check_stack_running(settings: Settings) -> None:
+    """The apps attach to a stack and never start one: say so now rather than in every app."""
+    from tradeos_lab.stack.runtime import read_runtime
+
+    if settings.embedded_parts:
+        data_dir = settings.data_dir.expanduser().resolve()
+        if read_runtime(data_dir) is None:
+            raise StackNotRunning(f"no stack is running for {data_dir}: start it with `up`")
+
+
+@click.command()
+@pass_cli
+def apps(ctx: CliContext) -> None:
+    """Serve the monitor and the kill-switch panel (Voila, loopback, token required) against the
+    running stack until Ctrl-C or SIGTERM."""
+    from tradeos_lab.apps.server import serve_apps
+
+    settings = ctx.settings
+    check_stack_running(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    served = serve_apps(settings, config_file=ctx.config)
+    try:
+        for line in apps_banner(served.urls()):
+            click.echo(line)
+        click.echo("press Ctrl-C to stop", nl=True)
+        while not stop.wait(0.5):
+            if served.process.poll() is not None:
+                raise click.ClickException(
+                    f"the apps server exited with code {served.process.returncode}"
+                )
+    finally:
+        served.stop()
+    click.echo("stopped")
+
+
+COMMANDS = [apps]
