@@ -301,7 +301,7 @@ class KillSwitchPanel:
                 f"HALTED: {kill.reason}. Arm it with `tradeos-lab flags arm`.", "down"
             )
         elif kill.mode is not None:
-            self.status.value = views.banner(f"{kill.mode.value}: {kill.reason}", "down")
+            self.status.value = views.banner(f"Pipeline {kill.reason}", "down")
         else:
             self.status.value = views.banner(
                 "TRADING: no global switch (scoped switches below still apply)", "ok"
@@ -321,7 +321,10 @@ class KillSwitchPanel:
         )
         options = [(_label(s), s.field) for s in kill.switches]
         if [v for _, v in options] != [v for _, v in self.to_clear.options]:
+            keep = self.to_clear.value
             self.to_clear.options = options
+            fields = [v for _, v in options]
+            self.to_clear.value = keep if keep in fields else (fields[0] if fields else None)
         if self.selected is not None and self.selected not in kill.switches:
             self.cancel_clear()  # cleared elsewhere meanwhile: nothing left to confirm
         b = state.breaker

@@ -451,7 +451,12 @@ class Monitor:
         link, data = self.link, self.data
         data.market = link.read("the cache", read_market)
         starting = self._starting_cash if self._starting_cash is not None else 0.0
-        data.book = link.read("the cache", lambda lab: read_book(lab, starting))
+        # The same tier: once it failed, say so rather than wait for it to fail again.
+        data.book = (
+            link.read("the cache", lambda lab: read_book(lab, starting))
+            if data.market.ok
+            else Reading(error=data.market.error)
+        )
         rate_limit = self._broker_rate_limit
         if rate_limit is not None:
             data.limits = link.read("the flags tier", lambda lab: read_limits(lab, rate_limit))
@@ -472,7 +477,11 @@ class Monitor:
             self._broker_rate_limit = limit.value
         elif self._broker_rate_limit is None:
             data.limits = Reading(error=limit.error)
-        data.health = self.link.read("the bus", read_health)
+        data.health = (
+            self.link.read("the bus", read_health)
+            if data.feeds.ok
+            else Reading(error=data.feeds.error)
+        )
         self._draw_health()
 
     # ---- drawing ---------------------------------------------------------------------------
@@ -624,7 +633,7 @@ def limits_html(limits: Limits) -> str:
     if not kill.reachable:
         kill_banner = views.banner(f"HALTED: {kill.reason}", "down")
     elif kill.mode is not None:
-        kill_banner = views.banner(f"{kill.mode.value}: {kill.reason}", "down")
+        kill_banner = views.banner(f"Pipeline {kill.reason}", "down")
     else:
         kill_banner = views.banner("trading: no global kill switch is engaged", "ok")
     switches = [
