@@ -198,9 +198,9 @@ class KillSwitchPanel:
             return
         self.selected = switch
         effect = (
-            "trading resumes everywhere unless another switch applies"
+            "Trading resumes everywhere unless another switch applies"
             if switch.scope is KillScope.GLOBAL
-            else f"trading resumes for {switch.scope.value} {switch.target}"
+            else f"Trading resumes for {switch.scope.value} {switch.target}"
         )
         self.confirm_text.value = views.banner(
             f"Clear the {switch.source.value} {switch.mode.value} switch on "

@@ -1,7 +1,8 @@
 """Serving `apps/` with Voila on loopback, for `tradeos-lab apps` and `tradeos-lab up`.
 
 Voila runs in a child process (`python -m tradeos_lab.apps.server DIR --port N`) whose kernels
-inherit the stack's settings through the environment. What a request may reach:
+load the same settings from the environment (`settings_environment`, as supervised services do).
+What a request may reach:
 - only the notebooks of `apps/`, rendered with their sources stripped and tracebacks hidden;
 - every request carries the token (a new one per run unless the `apps_token` setting gives it);
 - no tree and no contents API: Voila's directory listing and its contents handler are removed,
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from tradeos_lab.errors import StackError
-from tradeos_lab.settings import Settings
+from tradeos_lab.settings import ENV_PREFIX, Settings
 
 #: The notebooks served, in the order their URLs are printed.
 APPS: Final = ("monitor", "kill_switch")
@@ -73,7 +74,6 @@ class ServedApps:
 def serve_apps(
     settings: Settings,
     *,
-    config_file: Path | None = None,
     directory: Path | None = None,
     log: IO[bytes] | None = None,
 ) -> ServedApps:
@@ -88,17 +88,13 @@ def serve_apps(
         else secrets.token_urlsafe(24)
     )
     port = settings.apps_port or _free_port()
-    env = {k: v for k, v in os.environ.items() if k.upper() != "TRADEOS_APPS_TOKEN"}
-    env.update(
-        {
-            TOKEN_ENV: token,
-            "TRADEOS_DATA_DIR": str(settings.data_dir.expanduser().resolve()),
-            "TRADEOS_PROFILE": settings.profile,
-            "TRADEOS_NAMESPACE": settings.namespace,
-        }
-    )
-    if config_file is not None:
-        env["TRADEOS_CONFIG"] = str(Path(config_file).resolve())
+    # The kernels load exactly these settings (not the token: no app needs it).
+    from tradeos_lab.pipeline.supervisor import settings_environment
+
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
+    env.update(settings_environment(settings))
+    env.pop(f"{ENV_PREFIX}APPS_TOKEN", None)
+    env[TOKEN_ENV] = token
     process = subprocess.Popen(  # noqa: S603 - our interpreter and module, no shell
         [sys.executable, "-m", "tradeos_lab.apps.server", str(root), "--port", str(port)],
         env=env,

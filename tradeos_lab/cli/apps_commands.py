@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tradeos_lab.cli.app import CliContext, pass_cli
-from tradeos_lab.errors import StackNotRunning
+from tradeos_lab.errors import StackNotRunning, TradeosError
 from tradeos_lab.settings import Settings
+
+if TYPE_CHECKING:
+    from tradeos_lab.apps.server import ServedApps
 
 
 def apps_banner(urls: dict[str, str]) -> list[str]:
@@ -31,13 +36,40 @@ def check_stack_running(settings: Settings) -> None:
             raise StackNotRunning(f"no stack is running for {data_dir}: start it with `up`")
 
 
+def start_apps(settings: Settings) -> ServedApps:
+    """The Voila server, its output in `<data_dir>/logs/apps.log`."""
+    from tradeos_lab.apps.server import serve_apps
+    from tradeos_lab.pipeline.supervisor import log_path
+
+    path = log_path(settings, "apps")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as log:
+        return serve_apps(settings, log=log)
+
+
+@contextlib.contextmanager
+def apps_beside_up(settings: Settings, *, serve: bool) -> Iterator[list[str]]:
+    """What `up` adds for the apps: the server for as long as `up` runs, and the lines to print.
+    An apps server that cannot start is said, and the stack runs on without it."""
+    if not serve:
+        yield ["  apps       not served (--no-apps)"]
+        return
+    try:
+        served = start_apps(settings)
+    except (TradeosError, OSError) as e:
+        yield [f"  apps       not served: {e}"]
+        return
+    try:
+        yield apps_banner(served.urls())
+    finally:
+        served.stop()
+
+
 @click.command()
 @pass_cli
 def apps(ctx: CliContext) -> None:
     """Serve the monitor and the kill-switch panel (Voila, loopback, token required) against the
     running stack until Ctrl-C or SIGTERM."""
-    from tradeos_lab.apps.server import serve_apps
-
     settings = ctx.settings
     check_stack_running(settings)
     stop = threading.Event()
@@ -47,7 +79,7 @@ def apps(ctx: CliContext) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    served = serve_apps(settings, config_file=ctx.config)
+    served = start_apps(settings)
     try:
         for line in apps_banner(served.urls()):
             click.echo(line)

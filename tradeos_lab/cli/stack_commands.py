@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     help="A strategy to run (repeatable): a registered name, module:Class or path.py:Class.",
 )
 @click.option("--no-pipeline", is_flag=True, help="Start the servers only, no service.")
+@click.option("--no-apps", is_flag=True, help="Do not serve the Voila apps.")
 @click.option("--log-stderr", is_flag=True, help="Also write the JSON logs to stderr.")
 @pass_cli
 def up(
@@ -44,10 +45,12 @@ def up(
     symbols: str | None,
     strategies: tuple[str, ...],
     no_pipeline: bool,
+    no_apps: bool,
     log_stderr: bool,
 ) -> None:
     """Start the stack and the paper-trading pipeline in the foreground; Ctrl-C, SIGTERM or
     `tradeos-lab down` stops all of it."""
+    from tradeos_lab.cli.apps_commands import apps_beside_up
     from tradeos_lab.pipeline.supervisor import log_path
     from tradeos_lab.stack.owner import StackOwner
 
@@ -76,9 +79,12 @@ def up(
     owner = StackOwner(settings)
     try:
         owner.start()
-        with _pipeline(settings, run=not no_pipeline, log_stderr=log_stderr) as running:
+        with (
+            _pipeline(settings, run=not no_pipeline, log_stderr=log_stderr) as running,
+            apps_beside_up(settings, serve=not no_apps) as apps_lines,
+        ):
             click.echo(owner.summary())
-            for line in running.banner:
+            for line in [*running.banner, *apps_lines]:
                 click.echo(line)
             click.echo(f"logs in {log_path(settings, 'stack').parent}")
             click.echo("press Ctrl-C to stop")
