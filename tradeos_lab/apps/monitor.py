@@ -367,8 +367,9 @@ class Monitor:
         self.header = widgets.HTML()
         self.tiers = widgets.HTML()
         self.prices = widgets.HTML()
-        self.charts = {s: _candles(s) for s in self.settings.pipeline_symbols}
-        self.equity_chart = _equity_chart()
+        # One figure for every chart: each FigureWidget carries plotly's whole script (~5 MB).
+        self.chart = _charts(self.settings.pipeline_symbols)
+        self._rows = {s: i for i, s in enumerate(self.settings.pipeline_symbols)}
         self.book = widgets.HTML()
         self.positions = widgets.HTML()
         self.tables = {s: widgets.HTML() for s in FEEDS}
@@ -387,9 +388,9 @@ class Monitor:
                 self.tiers,
                 widgets.HTML(section("Prices and recent bars")),
                 self.prices,
-                widgets.HBox(list(self.charts.values())),
+                self.chart,
                 widgets.HTML(section("Account, positions and P&L")),
-                widgets.HBox([self.book, self.equity_chart]),
+                self.book,
                 self.positions,
                 widgets.HTML(section("Fills")),
                 self.tables[Stream.FILLS_RAW],
@@ -555,15 +556,15 @@ class Monitor:
         if self._drawn_bars.get(symbol) == last:
             return
         self._drawn_bars[symbol] = last
-        chart = self.charts[symbol]
-        with chart.batch_update():
-            candles = chart.data[0]
+        row = self._rows[symbol]
+        with self.chart.batch_update():
+            candles = self.chart.data[row]
             candles.x = bars["ts"].dt.tz_convert(None).tolist()
             candles.open = bars["open"].tolist()
             candles.high = bars["high"].tolist()
             candles.low = bars["low"].tolist()
             candles.close = bars["close"].tolist()
-            chart.layout.title.text = f"{symbol}: last {len(bars)} bars"
+            self.chart.layout.annotations[row].text = f"{symbol}: last {len(bars)} bars"
 
     def _draw_book(self) -> None:
         reading = self.data.book
@@ -597,9 +598,9 @@ class Monitor:
         )
         if self.equity:
             times, values = zip(*self.equity, strict=True)
-            with self.equity_chart.batch_update():
-                self.equity_chart.data[0].x = [_utc(t) for t in times]
-                self.equity_chart.data[0].y = list(values)
+            with self.chart.batch_update():
+                self.chart.data[-1].x = [_utc(t) for t in times]
+                self.chart.data[-1].y = list(values)
 
     def _draw_limits(self) -> None:
         reading = self.data.limits
@@ -684,30 +685,26 @@ def limits_html(limits: Limits) -> str:
     )
 
 
-def _candles(symbol: str) -> go.FigureWidget:
-    figure = go.FigureWidget(
-        data=[go.Candlestick(x=[], open=[], high=[], low=[], close=[], name=symbol)],
-        layout={
-            "title": {"text": f"{symbol}: waiting for bars"},
-            "height": 260,
-            "width": 480,
-            "margin": {"l": 40, "r": 10, "t": 40, "b": 30},
-            "xaxis": {"rangeslider": {"visible": False}},
-        },
-    )
-    return figure
+def _charts(symbols: tuple[str, ...]) -> go.FigureWidget:
+    """Recent bars of each symbol, one row each, and the equity curve in the last row."""
+    from plotly.subplots import make_subplots
 
-
-def _equity_chart() -> go.FigureWidget:
-    return go.FigureWidget(
-        data=[go.Scatter(x=[], y=[], mode="lines", name="equity")],
-        layout={
-            "title": {"text": "Equity (since this page opened)"},
-            "height": 240,
-            "width": 560,
-            "margin": {"l": 60, "r": 10, "t": 40, "b": 30},
-        },
+    titles = [f"{s}: waiting for bars" for s in symbols] + ["Equity (since this page opened)"]
+    figure = make_subplots(rows=len(symbols) + 1, cols=1, subplot_titles=titles)
+    for row, symbol in enumerate(symbols, start=1):
+        empty = go.Candlestick(x=[], open=[], high=[], low=[], close=[], name=symbol)
+        figure.add_trace(empty, row=row, col=1)
+    figure.add_trace(
+        go.Scatter(x=[], y=[], mode="lines", name="equity"), row=len(symbols) + 1, col=1
     )
+    figure.update_xaxes(rangeslider_visible=False)
+    figure.update_layout(
+        height=230 * (len(symbols) + 1),
+        width=1000,
+        showlegend=False,
+        margin={"l": 60, "r": 10, "t": 40, "b": 30},
+    )
+    return go.FigureWidget(figure)
 
 
 def _utc(epoch_s: float) -> str:
