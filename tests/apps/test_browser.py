@@ -187,6 +187,8 @@ def test_monitor_shows_a_new_fill_without_a_reload(
         )
     _text_includes(page, ".tl-fills\\.raw", fill.payload.execution_id)
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    # The page tells its kernel it is open (else the kernel's polling would stop by itself).
+    page.wait_for_function("+document.querySelector('.tl-status').dataset.pageBeats > 0")
     _text_includes(page, ".tl-status", "live")
     page.screenshot(path=str(artifacts / "monitor.png"), full_page=True)
 

@@ -504,7 +504,8 @@ class Monitor:
         stamp = time.strftime("%H:%M:%S", time.gmtime())
         state = "live" if not down else "degraded"
         self.header.value = (
-            f'<div class="tl-status" data-refreshes="{self.refreshes}">'
+            f'<div class="tl-status" data-refreshes="{self.refreshes}" '
+            f'data-page-beats="{self.heartbeat.beats}">'
             f"<b>tradeos-lab monitor</b> &middot; {state} &middot; updated {stamp} UTC "
             f"&middot; refresh {self.refreshes}</div>"
         )

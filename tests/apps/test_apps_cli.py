@@ -1,0 +1,56 @@
+"""`tradeos-lab apps` and `up --no-apps` from the command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOS_")}
+    env["TRADEOS_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def test_apps_without_a_running_stack_is_one_clear_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [TRADEOS_LAB, "apps"],
+        env=_env(tmp_path / "lab"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("error: no stack is running for"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_up_with_no_apps_serves_none_and_says_so(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [TRADEOS_LAB, "up", "--no-pipeline", "--no-apps"],
+        env=_env(tmp_path / "lab"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        banner = "".join(lines)
+        assert "apps       not served (--no-apps)" in banner, banner
+        family = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert not [c for c in family if "tradeos_lab.apps.server" in c], family
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
