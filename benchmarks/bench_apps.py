@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import threading
 import time
 import uuid
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,11 @@ import redis
 import tradeos_lab as tl
 from tradeos_lab.apps.monitor import Monitor
 from tradeos_lab.apps.server import serve_apps
-from tradeos_lab.contracts import Fill, new_message
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "apps"))
+from apps_support import fill_message
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -63,25 +65,6 @@ _OBSERVER = """
 """
 
 
-def fill(execution_id: str) -> Any:
-    return new_message(
-        Fill(
-            client_order_id=f"tl-{execution_id}",
-            broker_order_id=f"paper-{execution_id}",
-            execution_id=execution_id,
-            symbol="BTC-USD",
-            side="buy",  # type: ignore[arg-type]
-            quantity=1,
-            price=100.0,
-            fee=0.0,
-            fee_currency="USD",
-            liquidity="taker",  # type: ignore[arg-type]
-            ts=datetime.now(UTC),
-        ),
-        producer="execution",
-    )
-
-
 def percentiles(samples: list[float]) -> tuple[float, float]:
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return cuts[49], cuts[98]
@@ -93,7 +76,7 @@ def fill_to_dom(lab: Lab, page: Any, n: int) -> list[float]:
     for _ in range(n):
         execution_id = f"bench-{uuid.uuid4().hex[:12]}"
         sent_ms = time.time() * 1000
-        lab.bus.publish(Stream.FILLS_RAW, fill(execution_id))
+        lab.bus.publish(Stream.FILLS_RAW, fill_message(execution_id))
         page.wait_for_function("(id) => id in window.__seen", arg=execution_id, timeout=60_000)
         latencies.append(page.evaluate("(id) => window.__seen[id]", execution_id) - sent_ms)
     return latencies
@@ -121,7 +104,7 @@ def bus_peer(lab: Lab, n: int) -> list[float]:
         thread.start()
         time.sleep(0.01)  # the reader is blocked before the write, as the kernel is
         start = time.perf_counter()
-        lab.bus.publish(Stream.FILLS_RAW, fill(f"peer-{uuid.uuid4().hex[:12]}"))
+        lab.bus.publish(Stream.FILLS_RAW, fill_message(f"peer-{uuid.uuid4().hex[:12]}"))
         got.wait(10)
         thread.join()
         latencies.append((stamp[0] - start) * 1000)
@@ -151,7 +134,7 @@ def kernel_growth(
 
     def publish() -> None:
         while not stop.wait(0.05):
-            lab.bus.publish(Stream.FILLS_RAW, fill(f"mem-{uuid.uuid4().hex[:12]}"))
+            lab.bus.publish(Stream.FILLS_RAW, fill_message(f"mem-{uuid.uuid4().hex[:12]}"))
 
     feeder = threading.Thread(target=publish, daemon=True)
     feeder.start()
@@ -181,11 +164,11 @@ def in_process_growth(lab: Lab, n: int) -> tuple[float, float]:
     me = psutil.Process()
     try:
         for i in range(200):
-            lab.bus.publish(Stream.FILLS_RAW, fill(f"warm-{i}"))
+            lab.bus.publish(Stream.FILLS_RAW, fill_message(f"warm-{i}"))
             monitor.refresh()
         before = me.memory_info().rss
         for i in range(n):
-            lab.bus.publish(Stream.FILLS_RAW, fill(f"proc-{i}"))
+            lab.bus.publish(Stream.FILLS_RAW, fill_message(f"proc-{i}"))
             monitor.refresh()
         return before / 2**20, me.memory_info().rss / 2**20
     finally:

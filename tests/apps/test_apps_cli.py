@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
-
-TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
+from apps_support import TRADEOS_LAB, start_up
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -33,21 +31,8 @@ def test_apps_without_a_running_stack_is_one_clear_error(tmp_path: Path) -> None
 
 
 def test_up_with_no_apps_serves_none_and_says_so(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [TRADEOS_LAB, "up", "--no-pipeline", "--no-apps"],
-        env=_env(tmp_path / "lab"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc, banner = start_up("--no-pipeline", "--no-apps", TRADEOS_DATA_DIR=str(tmp_path / "lab"))
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "press Ctrl-C" in line:
-                break
-        banner = "".join(lines)
         assert "apps       not served (--no-apps)" in banner, banner
         family = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
         assert not [c for c in family if "tradeos_lab.apps.server" in c], family

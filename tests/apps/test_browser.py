@@ -17,14 +17,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
+from apps_support import start_up
 
 import tradeos_lab as tl
 from tradeos_lab.keys import Stream
@@ -34,7 +34,6 @@ from tradeos_lab.tiers.bus import parse_id
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
-TRADEOS_LAB = str(Path(sys.executable).with_name("tradeos-lab"))
 REPO = Path(__file__).resolve().parents[2]
 #: The bound the kill switch is held to (issue 10): no new intent 1 s after the switch.
 BOUND_MS = 1_000
@@ -42,7 +41,6 @@ BOUND_MS = 1_000
 START_S = 120.0
 PAGE_MS = 120_000
 OPERATOR = "browser-test"
-T = TypeVar("T")
 
 
 def _end_to_end_support() -> Any:
@@ -56,15 +54,11 @@ def _end_to_end_support() -> Any:
     return module
 
 
-def wait_for(probe: Callable[[], T], *, timeout: float = 60.0, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.2)
+SUPPORT = _end_to_end_support()
+
+
+def wait_for(probe: Callable[[], Any], *, what: str, timeout: float = START_S) -> Any:
+    return SUPPORT.wait_for(probe, timeout=timeout, every=0.2, what=what)
 
 
 @dataclass
@@ -80,39 +74,21 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    support = _end_to_end_support()
     root = tmp_path_factory.mktemp("apps-stack")
-    replay = support.zigzag_file(root / "bars.csv", 4_000)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOS_")}
-    env.update(
-        {
-            "TRADEOS_DATA_DIR": str(root / "lab"),
-            "TRADEOS_PIPELINE_FEED": f"replay:{replay}",
-            "TRADEOS_PIPELINE_SYMBOLS": "BTC-USD",
-            "TRADEOS_PIPELINE_STRATEGIES": support.STRATEGY_REF,
-            "TRADEOS_PIPELINE_BAR_INTERVAL_S": "0.5",
-        }
+    replay = SUPPORT.zigzag_file(root / "bars.csv", 4_000)
+    proc, banner = start_up(
+        TRADEOS_DATA_DIR=str(root / "lab"),
+        TRADEOS_PIPELINE_FEED=f"replay:{replay}",
+        TRADEOS_PIPELINE_SYMBOLS="BTC-USD",
+        TRADEOS_PIPELINE_STRATEGIES=SUPPORT.STRATEGY_REF,
+        TRADEOS_PIPELINE_BAR_INTERVAL_S="0.5",
     )
-    proc = subprocess.Popen(
-        [TRADEOS_LAB, "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "press Ctrl-C" in line:
-            break
-    banner = "".join(lines)
     try:
         urls = dict(re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+/\S+)$", banner, re.M))
         assert set(urls) == {"monitor", "kill_switch"}, banner
         stack = Stack(proc, root / "lab", urls, banner)
         with stack.lab() as lab:
-            support.allow_trading_every_bar(lab)
+            SUPPORT.allow_trading_every_bar(lab)
         yield stack
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -182,7 +158,6 @@ def test_monitor_shows_a_new_fill_without_a_reload(
         after = f"({last[-1][0]}" if last else "-"
         _, fill = wait_for(
             lambda: next(iter(_entries(lab, Stream.FILLS_RAW, after)), None),
-            timeout=START_S,
             what="a fill after the page loaded",
         )
     _text_includes(page, ".tl-fills\\.raw", fill.payload.execution_id)
@@ -199,7 +174,7 @@ def test_kill_switch_panel_halts_new_intents_audited_and_clearing_resumes(
     page.goto(stack.urls["kill_switch"])
     _text_includes(page, ".tl-kill-status", "TRADING")
     with stack.lab() as lab:
-        wait_for(lambda: _entries(lab, Stream.INTENTS), timeout=START_S, what="trading")
+        wait_for(lambda: _entries(lab, Stream.INTENTS), what="trading")
 
         page.fill(".tl-operator input", OPERATOR)
         page.fill(".tl-reason textarea", "browser test: halt")
@@ -246,7 +221,6 @@ def test_kill_switch_panel_halts_new_intents_audited_and_clearing_resumes(
         )[-1]
         wait_for(
             lambda: _entries(lab, Stream.INTENTS, f"({cleared}"),
-            timeout=START_S,
             what="an intent after the clear",
         )
     page.screenshot(path=str(artifacts / "kill_switch.png"), full_page=True)

@@ -309,13 +309,13 @@ class KillSwitchPanel:
         manual = [s for s in kill.switches if s.source is KillSource.MANUAL]
         agent = [s for s in kill.switches if s.source is KillSource.AGENT]
         self.active.value = views.table(
-            [_switch_row(s, state.now) for s in manual],
+            [switch_row(s, state.now) for s in manual],
             _SWITCH_COLUMNS,
             empty="no operator switch is engaged",
             css_class="tl-active",
         )
         self.agent.value = views.table(
-            [_switch_row(s, state.now) for s in agent],
+            [switch_row(s, state.now) for s in agent],
             _SWITCH_COLUMNS,
             empty="the agent has no switch engaged",
         )
@@ -340,10 +340,12 @@ class KillSwitchPanel:
 _SWITCH_COLUMNS: Final = ["scope", "mode", "by", "since", "reason", "expires in"]
 
 
-def _switch_row(s: KillSwitch, now: float) -> dict[str, object]:
+def switch_row(s: KillSwitch, now: float) -> dict[str, object]:
+    """Who engaged a switch, when, why, and when it expires (`now`: the flags server's clock)."""
     return {
         "scope": f"{s.scope.value}:{s.target}",
         "mode": s.mode.value,
+        "source": s.source.value,
         "by": s.actor,
         "since": views.clock(s.since),
         "reason": s.reason,

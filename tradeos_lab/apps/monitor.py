@@ -25,6 +25,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from tradeos_lab.apps import views
+from tradeos_lab.apps.kill_switch import switch_row
 from tradeos_lab.apps.live import LabLink, PageHeartbeat, Poller, Reading
 from tradeos_lab.contracts import Fill, ModifiedSignal, Order, OrderV1, RiskEvent
 from tradeos_lab.errors import ContractError
@@ -489,11 +490,11 @@ class Monitor:
 
     def _render_waiting(self) -> None:
         self.header.value = views.banner("connecting to the stack...", "info")
-        waiting = views.table([], [], empty="waiting for the first refresh")
+        waiting = views.table([], empty="waiting for the first refresh")
         for w in (self.prices, self.book, self.positions, self.limits, self.streams, self.health):
             w.value = waiting
         for stream, table in self.tables.items():
-            table.value = views.table([], [], empty=_ROWS[stream][2])
+            table.value = views.table([], empty=_ROWS[stream][2])
 
     def _draw_header(self) -> None:
         down = [
@@ -515,9 +516,7 @@ class Monitor:
         for stream, table in self.tables.items():
             make_row, _kind, empty = _ROWS[stream]
             rows = [make_row(m) for m in reversed(self.feeds.entries[stream])]
-            table.value = views.table(
-                rows, list(rows[0]) if rows else [], empty=empty, css_class=f"tl-{stream.value}"
-            )
+            table.value = views.table(rows, empty=empty, css_class=f"tl-{stream.value}")
 
     def _draw_market(self) -> None:
         reading = self.data.market
@@ -550,7 +549,7 @@ class Monitor:
             views.banner("no price in the cache yet: is ingestion running?", "warn")
             if no_price
             else ""
-        ) + views.table(rows, list(rows[0]), empty="no symbol configured")
+        ) + views.table(rows, empty="no symbol configured")
 
     def _draw_bars(self, symbol: str, bars: pd.DataFrame) -> None:
         last = bars["ts"].iloc[-1]
@@ -593,7 +592,6 @@ class Monitor:
             )
         self.positions.value = views.table(
             book.positions,
-            list(book.positions[0]) if book.positions else [],
             empty="no open position",
             css_class="tl-positions",
         )
@@ -638,20 +636,7 @@ def limits_html(limits: Limits) -> str:
         kill_banner = views.banner(f"Pipeline {kill.reason}", "down")
     else:
         kill_banner = views.banner("trading: no global kill switch is engaged", "ok")
-    switches = [
-        {
-            "scope": f"{s.scope.value}:{s.target}",
-            "mode": s.mode.value,
-            "source": s.source.value,
-            "by": s.actor,
-            "since": views.clock(s.since),
-            "expires in": "never (clear it)"
-            if s.expires_at is None
-            else views.duration(s.expires_at - limits.now),
-            "reason": s.reason,
-        }
-        for s in kill.switches
-    ]
+    switches = [switch_row(s, limits.now) for s in kill.switches]
     b = limits.breaker
     cooldown_left = (
         b.opened_at_ms / 1000 + limits.breaker_cooldown_s - limits.now if b.opened_at_ms else None
@@ -680,9 +665,9 @@ def limits_html(limits: Limits) -> str:
     ]
     return (
         kill_banner
-        + views.table(switches, list(switches[0]) if switches else [], empty="no switch engaged")
-        + views.table(breaker, list(breaker[0]), empty="")
-        + views.table(budgets, list(budgets[0]) if budgets else [], empty="no rate limit")
+        + views.table(switches, empty="no switch engaged")
+        + views.table(breaker, empty="")
+        + views.table(budgets, empty="no rate limit")
     )
 
 

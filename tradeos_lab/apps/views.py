@@ -30,14 +30,17 @@ STYLE: Final = """
 
 def table(
     rows: Sequence[Mapping[str, object]],
-    columns: Sequence[str],
+    columns: Sequence[str] | None = None,
     *,
     empty: str,
     css_class: str = "",
 ) -> str:
-    """An HTML table of `rows` (one dict each) in `columns`; `empty` when there is no row."""
+    """An HTML table of `rows` (one dict each) in `columns` (default: the first row's keys);
+    `empty` when there is no row."""
     if not rows:
         return f'<div class="tl-empty {html.escape(css_class)}">{html.escape(empty)}</div>'
+    if columns is None:
+        columns = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(cell(row.get(c)))}</td>" for c in columns) + "</tr>"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from tradeos_lab.cli.app import CliContext, pass_cli
+from tradeos_lab.cli.app import CliContext, pass_cli, stop_on_signals
 from tradeos_lab.errors import StackNotRunning, TradeosError
 from tradeos_lab.settings import Settings
 
@@ -72,13 +70,7 @@ def apps(ctx: CliContext) -> None:
     running stack until Ctrl-C or SIGTERM."""
     settings = ctx.settings
     check_stack_running(settings)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     served = start_apps(settings)
     try:
         for line in apps_banner(served.urls()):

@@ -11,12 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 import psutil
 
-from tradeos_lab.cli.app import CliContext, pass_cli
+from tradeos_lab.cli.app import CliContext, pass_cli, stop_on_signals
 from tradeos_lab.errors import ConfigError, StackError, ValidationError
 from tradeos_lab.observability.logs import configure_logging
 from tradeos_lab.settings import Settings
@@ -69,13 +69,7 @@ def up(
     if not no_pipeline:
         resolve_strategies(settings.pipeline_strategies)
     log_to_files(settings, "stack", echo=log_stderr)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     owner = StackOwner(settings)
     try:
         owner.start()
