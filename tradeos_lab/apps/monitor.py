@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
+import redis
 
 from tradeos_lab.apps import views
 from tradeos_lab.apps.kill_switch import switch_row
 from tradeos_lab.apps.live import LabLink, PageHeartbeat, Poller, Reading
 from tradeos_lab.contracts import Fill, ModifiedSignal, Order, OrderV1, RiskEvent
-from tradeos_lab.errors import ContractError
+from tradeos_lab.errors import ContractError, TradeosError
 from tradeos_lab.keys import Stream
 from tradeos_lab.settings import Settings, load_settings
 
@@ -120,12 +121,14 @@ class Book:
 
 @dataclass
 class Limits:
+    """The kill switches' state and, while the flags tier answers, the breaker and budgets."""
+
     kill: KillState
-    breaker: BreakerStatus
-    breaker_cooldown_s: float
-    breaker_ttl_s: float | None
-    budgets: dict[str, RateBudget]
-    now: float
+    breaker: BreakerStatus | None = None
+    breaker_cooldown_s: float = 0.0
+    breaker_ttl_s: float | None = None
+    budgets: dict[str, RateBudget] = field(default_factory=dict)
+    now: float = 0.0
 
 
 @dataclass
@@ -195,8 +198,13 @@ def read_limits(lab: Lab, broker_rate_limit: int) -> Limits:
     from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
     from tradeos_lab.tiers.flags.plumbing import server_time
 
-    flags = lab.flags
-    kill = lab.kill_switches.state()
+    try:
+        flags = lab.flags
+        kill = lab.kill_switches.state()
+    except (TradeosError, redis.RedisError) as e:  # the tier did not even open
+        kill = unreachable(e)
+    if not kill.reachable:
+        return Limits(kill)  # orders fail closed: that, not an error, is what to show
     breaker = flags.circuit_breaker(BROKER_DEPENDENCY)
     status = breaker.status()
     ttl_ms = int(flags.redis.pttl(breaker.key))
@@ -219,6 +227,15 @@ def read_limits(lab: Lab, broker_rate_limit: int) -> Limits:
         budgets=budgets,
         now=server_time(flags.redis),
     )
+
+
+def unreachable(error: Exception) -> KillState:
+    """The kill switches' state when the flags tier cannot be opened: HALTED, as every order
+    check reads it."""
+    from tradeos_lab.tiers.flags import KillMode, KillState
+
+    why = f"flags tier unreachable ({type(error).__name__}): failing closed"
+    return KillState(reachable=False, armed=False, mode=KillMode.HALTED, reason=why)
 
 
 def read_broker_rate_limit(lab: Lab) -> int:
@@ -638,20 +655,21 @@ def limits_html(limits: Limits) -> str:
         kill_banner = views.banner("trading: no global kill switch is engaged", "ok")
     switches = [switch_row(s, limits.now) for s in kill.switches]
     b = limits.breaker
-    cooldown_left = (
-        b.opened_at_ms / 1000 + limits.breaker_cooldown_s - limits.now if b.opened_at_ms else None
-    )
-    breaker = [
-        {
-            "dependency": "broker",
-            "state": b.state.value.upper(),
-            "failures": b.failures,
-            "reopens in": views.duration(cooldown_left)
-            if b.state.value == "open" and cooldown_left is not None
-            else "-",
-            "key TTL": views.duration(limits.breaker_ttl_s) if limits.breaker_ttl_s else "-",
-        }
-    ]
+    breaker: list[dict[str, object]] = []
+    if b is not None:
+        opened = b.opened_at_ms / 1000 if b.opened_at_ms else None
+        left = None if opened is None else opened + limits.breaker_cooldown_s - limits.now
+        breaker.append(
+            {
+                "dependency": "broker",
+                "state": b.state.value.upper(),
+                "failures": b.failures,
+                "reopens in": views.duration(left)
+                if b.state.value == "open" and left is not None
+                else "-",
+                "key TTL": views.duration(limits.breaker_ttl_s) if limits.breaker_ttl_s else "-",
+            }
+        )
     budgets = [
         {
             "limit": name,
@@ -667,7 +685,7 @@ def limits_html(limits: Limits) -> str:
         kill_banner
         + views.table(switches, empty="no switch engaged")
         + views.table(breaker, empty="")
-        + views.table(budgets, empty="no rate limit")
+        + views.table(budgets, empty="")
     )
 
 
