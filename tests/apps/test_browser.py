@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from apps_support import start_up
 
@@ -70,6 +71,11 @@ class Stack:
 
     def lab(self) -> Lab:
         return tl.connect(data_dir=self.data_dir, start=False)
+
+    def kernels(self) -> list[psutil.Process]:
+        """The apps' kernels: one per open page."""
+        family = psutil.Process(self.proc.pid).children(recursive=True)
+        return [p for p in family if "ipykernel" in " ".join(p.cmdline())]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +132,7 @@ def page(browser: Any) -> Iterator[Any]:
     tab = context.new_page()
     tab.set_default_timeout(PAGE_MS)
     yield tab
-    context.close()
+    context.close()  # closes the page too, unless the test already did
 
 
 def _entries(lab: Lab, stream: Stream, after: str = "-") -> list[tuple[str, Any]]:
@@ -147,9 +153,10 @@ def _text_includes(page: Any, selector: str, text: str) -> None:
     )
 
 
-def test_monitor_shows_a_new_fill_without_a_reload(
+def test_monitor_shows_a_new_fill_without_a_reload_and_its_kernel_goes_with_the_page(
     stack: Stack, page: Any, artifacts: Path
 ) -> None:
+    before = stack.kernels()
     page.goto(stack.urls["monitor"])
     page.wait_for_selector(".tl-status")
     page.evaluate("window.__sameDocument = true")
@@ -166,6 +173,11 @@ def test_monitor_shows_a_new_fill_without_a_reload(
     page.wait_for_function("+document.querySelector('.tl-status').dataset.pageBeats > 0")
     _text_includes(page, ".tl-status", "live")
     page.screenshot(path=str(artifacts / "monitor.png"), full_page=True)
+
+    (kernel,) = [k for k in stack.kernels() if k.pid not in {b.pid for b in before}]
+    page.goto("about:blank")  # leaving the page: Voila shuts its kernel down
+    _, alive = psutil.wait_procs([kernel], timeout=60)
+    assert alive == [], "the page is closed but its kernel still runs"
 
 
 def test_kill_switch_panel_halts_new_intents_audited_and_clearing_resumes(

@@ -7,7 +7,8 @@ What a request may reach:
 - every request carries the token (a new one per run unless the `apps_token` setting gives it);
 - no tree and no contents API: Voila's directory listing and its contents handler are removed,
   so nothing outside the rendered apps (and the images of `apps/`) is served.
-A kernel whose page is gone stops polling (`live.PageHeartbeat`), goes idle and is culled.
+A page that closes asks Voila to shut its kernel down; a kernel whose page is gone without saying
+so stops polling (`live.PageHeartbeat`), goes idle and is culled.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from voila.app import Voila
     from voila.tornado.contentshandler import VoilaContentsHandler
+    from voila.tornado.handler import TornadoVoilaHandler
     from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
     parser = argparse.ArgumentParser(prog="python -m tradeos_lab.apps.server")
@@ -162,12 +164,25 @@ def main(argv: list[str] | None = None) -> None:
     if len(token) < 16:
         sys.exit(f"{TOKEN_ENV} must hold the token (at least 16 characters)")
 
-    class AppsServer(Voila):  # type: ignore[misc]  # voila ships no type information
+    class AppPage(TornadoVoilaHandler):  # type: ignore[misc]  # voila ships no type information
+        """An app's page, which also sets the `_xsrf` cookie: the page sends it back when it
+        closes, asking Voila to shut its kernel down (refused without it)."""
+
+        async def prepare(self) -> None:
+            await super().prepare()
+            if not self._finished:
+                self.xsrf_token  # noqa: B018 - tornado sets the cookie on first access
+
+    class AppsServer(Voila):  # type: ignore[misc]
         """Voila serving a directory's notebooks, minus the tree and the contents API."""
 
         def init_handlers(self) -> list[Any]:
             hidden = (TornadoVoilaTreeHandler, VoilaContentsHandler)
-            return [h for h in super().init_handlers() if h[1] not in hidden]
+            return [
+                (h[0], AppPage, *h[2:]) if h[1] is TornadoVoilaHandler else h
+                for h in super().init_handlers()
+                if h[1] not in hidden
+            ]
 
     AppsServer.launch_instance(argv=_voila_argv(args.directory, args.port), token=token)
 
