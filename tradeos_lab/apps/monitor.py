@@ -343,11 +343,12 @@ def risk_row(message: Message) -> dict[str, object]:
     }
 
 
-_ROWS: Final[dict[Stream, tuple[Callable[[Message], dict[str, object]], type, str]]] = {
-    Stream.FILLS_RAW: (fill_row, Fill, "no fill yet: the pipeline has not traded"),
-    Stream.ORDERS: (order_row, Order, "no order yet"),
-    Stream.SIGNALS_MODIFIED: (signal_row, ModifiedSignal, "no signal yet: waiting for bars"),
-    Stream.RISK_EVENTS: (risk_row, RiskEvent, "no risk event: every check has passed"),
+#: Per followed stream: its row, and what its table says while it has none.
+_ROWS: Final[dict[Stream, tuple[Callable[[Message], dict[str, object]], str]]] = {
+    Stream.FILLS_RAW: (fill_row, "no fill yet: the pipeline has not traded"),
+    Stream.ORDERS: (order_row, "no order yet"),
+    Stream.SIGNALS_MODIFIED: (signal_row, "no signal yet: waiting for bars"),
+    Stream.RISK_EVENTS: (risk_row, "no risk event: every check has passed"),
 }
 
 
@@ -511,7 +512,7 @@ class Monitor:
         for w in (self.prices, self.book, self.positions, self.limits, self.streams, self.health):
             w.value = waiting
         for stream, table in self.tables.items():
-            table.value = views.table([], empty=_ROWS[stream][2])
+            table.value = views.table([], empty=_ROWS[stream][1])
 
     def _draw_header(self) -> None:
         down = [
@@ -531,7 +532,7 @@ class Monitor:
 
     def _draw_feeds(self) -> None:
         for stream, table in self.tables.items():
-            make_row, _kind, empty = _ROWS[stream]
+            make_row, empty = _ROWS[stream]
             rows = [make_row(m) for m in reversed(self.feeds.entries[stream])]
             table.value = views.table(rows, empty=empty, css_class=f"tl-{stream.value}")
 
