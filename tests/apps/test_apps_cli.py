@@ -39,3 +39,20 @@ def test_up_with_no_apps_serves_none_and_says_so(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+def test_the_apps_server_dies_with_a_killed_up(tmp_path: Path) -> None:
+    """Even a SIGKILLed `up` (no chance to stop anything) leaves no apps server running."""
+    proc, banner = start_up("--no-pipeline", TRADEOS_DATA_DIR=str(tmp_path / "lab"))
+    family = psutil.Process(proc.pid).children(recursive=True)
+    try:
+        (server,) = [p for p in family if "tradeos_lab.apps.server" in " ".join(p.cmdline())]
+        assert "monitor" in banner
+        proc.kill()
+        proc.wait(30)
+        _, alive = psutil.wait_procs([server], timeout=30)
+        assert alive == []
+    finally:
+        for process in family:  # the embedded servers, not under test here
+            if process.is_running():
+                process.kill()

@@ -1,8 +1,8 @@
 """Serving `apps/` with Voila on loopback, for `tradeos-lab apps` and `tradeos-lab up`.
 
-Voila runs in a child process (`python -m tradeos_lab.apps.server DIR --port N`) whose kernels
-load the same settings from the environment (`settings_environment`, as supervised services do).
-What a request may reach:
+Voila runs in a child process (`python -m tradeos_lab.apps.server DIR --port N`, which dies with
+the process that started it) whose kernels load the same settings from the environment
+(`settings_environment`, as supervised services do). What a request may reach:
 - only the notebooks of `apps/`, rendered with their sources stripped and tracebacks hidden;
 - every request carries the token (a new one per run unless the `apps_token` setting gives it);
 - no tree and no contents API: Voila's directory listing and its contents handler are removed,
@@ -97,7 +97,16 @@ def serve_apps(
     env.pop(f"{ENV_PREFIX}APPS_TOKEN", None)
     env[TOKEN_ENV] = token
     process = subprocess.Popen(  # noqa: S603 - our interpreter and module, no shell
-        [sys.executable, "-m", "tradeos_lab.apps.server", str(root), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "tradeos_lab.apps.server",
+            str(root),
+            "--port",
+            str(port),
+            "--parent-pid",
+            str(os.getpid()),
+        ],
         env=env,
         cwd=root,
         stdin=subprocess.DEVNULL,
@@ -159,7 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tradeos_lab.apps.server")
     parser.add_argument("directory")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, help="Exit when this process dies.")
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        from tradeos_lab.pipeline.supervisor import die_with_supervisor
+
+        die_with_supervisor(args.parent_pid)  # a killed `up` leaves no apps server behind
     token = os.environ.pop(TOKEN_ENV, "")
     if len(token) < 16:
         sys.exit(f"{TOKEN_ENV} must hold the token (at least 16 characters)")
