@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     alpaca_rate_limit_per_minute: int = Field(default=200, ge=1, le=100_000)
     alpaca_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
+    # Voila apps (`tradeos-lab apps`, `up`), served on loopback only. Every request needs the
+    # token: this one, or (None) a new one generated and printed once per run.
+    apps_token: SecretStr | None = Field(default=None, min_length=16, max_length=256)
+    apps_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+
     # Paper-trading pipeline: what `tradeos-lab up` runs. Strategy names are checked for their
     # spelling here and resolved (imported) when a service starts, so loading the settings never
     # imports a user's strategy file.
@@ -271,7 +276,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _register_and_warn(self) -> Settings:
-        for key in (self.alpaca_api_key, self.alpaca_secret_key):
+        for key in (self.alpaca_api_key, self.alpaca_secret_key, self.apps_token):
             if key is not None:
                 register_secret(key.get_secret_value())
         servers = [_redis_server(u) for u in (self.bus_url, self.cache_url, self.flags_url) if u]

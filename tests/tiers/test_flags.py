@@ -11,7 +11,7 @@ import redis
 from tradeos_lab.errors import DependencyUnavailable, RateLimited, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
-from tradeos_lab.tiers.flags import BreakerState, Flags, KillSwitches
+from tradeos_lab.tiers.flags import BreakerState, Flags, KillSwitches, RateBudget
 
 
 @pytest.fixture
@@ -36,6 +36,19 @@ def test_rate_limiter_admits_at_most_the_limit_in_any_window(flags: Flags, keys:
     assert first_denied.retry_after_seconds == pytest.approx((t0 + 60_000 - (t0 + 20_000)) / 1000)
     assert limiter.acquire(now_ms=t0 + 60_000).allowed
     assert 0 < flags.redis.pttl(keys.rate_limit("alpaca")) <= 60_000
+
+
+def test_rate_limit_budget_reads_the_window_without_taking_a_slot(flags: Flags) -> None:
+    limiter = flags.rate_limiter("broker", limit=3, window_seconds=10)
+    t0 = 1_700_000_000_000
+    assert limiter.budget(now_ms=t0) == RateBudget(3, 0, 3, 0.0)
+    limiter.acquire(now_ms=t0)
+    limiter.acquire(now_ms=t0 + 4_000)
+    for _ in range(5):  # reading never changes what is left
+        assert limiter.budget(now_ms=t0 + 5_000) == RateBudget(3, 2, 1, 5.0)
+    # the first request leaves the window at t0 + 10 s; the second one 4 s later
+    assert limiter.budget(now_ms=t0 + 10_000) == RateBudget(3, 1, 2, 4.0)
+    assert limiter.acquire(now_ms=t0 + 10_000).remaining == 1
 
 
 def test_rate_limiter_require_raises_rate_limited(flags: Flags) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,18 @@ class CliContext:
 pass_cli = click.make_pass_decorator(CliContext)
 
 
+def stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM, for a command that runs in the foreground until then."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--config", type=click.Path(path_type=Path), help="TOML config file (else $TRADEOS_CONFIG)."
@@ -54,9 +68,20 @@ def cli(
 
 
 def _register_commands() -> None:
-    from tradeos_lab.cli import data_commands, records_commands, stack_commands, tier_commands
+    from tradeos_lab.cli import (
+        apps_commands,
+        data_commands,
+        records_commands,
+        stack_commands,
+        tier_commands,
+    )
 
-    for command in [*stack_commands.COMMANDS, *tier_commands.COMMANDS, *data_commands.COMMANDS]:
+    for command in [
+        *stack_commands.COMMANDS,
+        *apps_commands.COMMANDS,
+        *tier_commands.COMMANDS,
+        *data_commands.COMMANDS,
+    ]:
         cli.add_command(command)
     cli.add_command(records_commands.records)
 

@@ -11,12 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 import psutil
 
-from tradeos_lab.cli.app import CliContext, pass_cli
+from tradeos_lab.cli.app import CliContext, pass_cli, stop_on_signals
 from tradeos_lab.errors import ConfigError, StackError, ValidationError
 from tradeos_lab.observability.logs import configure_logging
 from tradeos_lab.settings import Settings
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     help="A strategy to run (repeatable): a registered name, module:Class or path.py:Class.",
 )
 @click.option("--no-pipeline", is_flag=True, help="Start the servers only, no service.")
+@click.option("--no-apps", is_flag=True, help="Do not serve the Voila apps.")
 @click.option("--log-stderr", is_flag=True, help="Also write the JSON logs to stderr.")
 @pass_cli
 def up(
@@ -44,10 +45,12 @@ def up(
     symbols: str | None,
     strategies: tuple[str, ...],
     no_pipeline: bool,
+    no_apps: bool,
     log_stderr: bool,
 ) -> None:
     """Start the stack and the paper-trading pipeline in the foreground; Ctrl-C, SIGTERM or
     `tradeos-lab down` stops all of it."""
+    from tradeos_lab.cli.apps_commands import apps_beside_up
     from tradeos_lab.pipeline.supervisor import log_path
     from tradeos_lab.stack.owner import StackOwner
 
@@ -66,19 +69,16 @@ def up(
     if not no_pipeline:
         resolve_strategies(settings.pipeline_strategies)
     log_to_files(settings, "stack", echo=log_stderr)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     owner = StackOwner(settings)
     try:
         owner.start()
-        with _pipeline(settings, run=not no_pipeline, log_stderr=log_stderr) as running:
+        with (
+            _pipeline(settings, run=not no_pipeline, log_stderr=log_stderr) as running,
+            apps_beside_up(settings, serve=not no_apps) as apps_lines,
+        ):
             click.echo(owner.summary())
-            for line in running.banner:
+            for line in [*running.banner, *apps_lines]:
                 click.echo(line)
             click.echo(f"logs in {log_path(settings, 'stack').parent}")
             click.echo("press Ctrl-C to stop")

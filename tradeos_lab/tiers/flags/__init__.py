@@ -33,6 +33,7 @@ from tradeos_lab.tiers.flags.limits import (
     BreakerState,
     BreakerStatus,
     CircuitBreaker,
+    RateBudget,
     RateDecision,
     RateLimiter,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "KillSwitch",
     "KillSwitches",
     "PositionBook",
+    "RateBudget",
     "RateDecision",
     "RateLimiter",
     "Worker",

@@ -34,6 +34,16 @@ class RateDecision:
     retry_after_seconds: float
 
 
+@dataclass(frozen=True)
+class RateBudget:
+    """What is left of a rate limit's window right now, read without taking a slot."""
+
+    limit: int
+    used: int
+    remaining: int
+    resets_in_seconds: float
+
+
 class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
@@ -67,6 +77,19 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], count + cost - limit - 1, count + cost - limit - 1,
   'WITHSCORES')
 return {0, limit - count, tonumber(oldest[2]) + window - now}
+"""
+)
+
+# The window as `_RATE` would see it, without admitting anything: requests still inside it and
+# when the oldest of them leaves. ARGV: now ms (-1 = server clock), window ms.
+_PEEK = (
+    NOW_MS
+    + """
+local since = '(' .. string.format('%.0f', now - tonumber(ARGV[2]))
+local used = redis.call('ZCOUNT', KEYS[1], since, '+inf')
+local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #oldest == 0 then return {used, 0} end
+return {used, tonumber(oldest[2]) + tonumber(ARGV[2]) - now}
 """
 )
 
@@ -143,6 +166,7 @@ class RateLimiter:
         self.window_ms = round(window_seconds * 1000)
         self.key = flags.keys.rate_limit(self.name)
         self._script = flags.redis.register_script(_RATE)
+        self._peek = flags.redis.register_script(_PEEK)
 
     def acquire(self, cost: int = 1, *, now_ms: int | None = None) -> RateDecision:
         """Take `cost` slots if they fit in the window; never blocks."""
@@ -153,6 +177,14 @@ class RateLimiter:
         args = [-1 if now_ms is None else int(now_ms), self.limit, self.window_ms, cost, token]
         ok, remaining, retry_ms = call_script(self._script, [self.key], args)
         return RateDecision(bool(ok), int(remaining), max(0, int(retry_ms)) / 1000)
+
+    def budget(self, *, now_ms: int | None = None) -> RateBudget:
+        """The window's use and when its oldest request leaves it; takes no slot (dashboards)."""
+        args = [-1 if now_ms is None else int(now_ms), self.window_ms]
+        used, resets_ms = call_script(self._peek, [self.key], args)
+        return RateBudget(
+            self.limit, int(used), max(0, self.limit - int(used)), max(0, int(resets_ms)) / 1000
+        )
 
     def require(self, cost: int = 1) -> None:
         """Take `cost` slots or raise `RateLimited` saying how long to wait."""

@@ -1,0 +1,58 @@
+"""`tradeos-lab apps` and `up --no-apps` from the command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+from apps_support import TRADEOS_LAB, start_up
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOS_")}
+    env["TRADEOS_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def test_apps_without_a_running_stack_is_one_clear_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [TRADEOS_LAB, "apps"],
+        env=_env(tmp_path / "lab"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("error: no stack is running for"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_up_with_no_apps_serves_none_and_says_so(tmp_path: Path) -> None:
+    proc, banner = start_up("--no-pipeline", "--no-apps", TRADEOS_DATA_DIR=str(tmp_path / "lab"))
+    try:
+        assert "apps       not served (--no-apps)" in banner, banner
+        family = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert not [c for c in family if "tradeos_lab.apps.server" in c], family
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def test_the_apps_server_dies_with_a_killed_up(tmp_path: Path) -> None:
+    """Even a SIGKILLed `up` (no chance to stop anything) leaves no apps server running."""
+    proc, banner = start_up("--no-pipeline", TRADEOS_DATA_DIR=str(tmp_path / "lab"))
+    family = psutil.Process(proc.pid).children(recursive=True)
+    try:
+        (server,) = [p for p in family if "tradeos_lab.apps.server" in " ".join(p.cmdline())]
+        assert "monitor" in banner
+        proc.kill()
+        proc.wait(30)
+        _, alive = psutil.wait_procs([server], timeout=30)
+        assert alive == []
+    finally:
+        for process in family:  # the embedded servers, not under test here
+            if process.is_running():
+                process.kill()

@@ -1,0 +1,152 @@
+"""The kill-switch panel's actions on the real flags tier and bus: engaging needs an operator and
+a reason and is audited with the operator's name; clearing waits for a confirmation; the agent's
+switches and the breaker show beside the operators'; a flags tier that cannot be read is shown
+as halted with every action disabled."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+from tradeos_lab.apps.kill_switch import KillSwitchPanel
+from tradeos_lab.keys import Stream
+from tradeos_lab.lab import Lab
+from tradeos_lab.secrets import SecretUrl
+from tradeos_lab.settings import Settings, SharedRedisServerWarning
+
+#: Nothing listens on port 1 of loopback: a flags tier that is down.
+DEAD_FLAGS_URL = "redis://127.0.0.1:1/2"
+
+
+@pytest.fixture
+def panel(apps_lab: Lab) -> Iterator[KillSwitchPanel]:
+    app = KillSwitchPanel(apps_lab.settings)
+    app.refresh()
+    yield app
+    app.close()
+
+
+def _audit(lab: Lab) -> list[dict[str, object]]:
+    frame = lab.bus.inspect.read(Stream.AUDIT)
+    return [] if frame.empty else frame.to_dict("records")
+
+
+def test_engaging_is_audited_with_the_operators_name_and_reason(
+    apps_lab: Lab, panel: KillSwitchPanel
+) -> None:
+    assert "TRADING" in panel.status.value
+    panel.operator.value = "alice"
+    panel.scope.value = "symbol"
+    panel.target.value = "eth/usd"
+    panel.mode.value = "REDUCING"
+    panel.reason.value = "exchange outage"
+    panel.engage_button.click()
+
+    (switch,) = apps_lab.kill_switches.state().switches
+    assert (switch.scope.value, switch.target, switch.mode.value) == (
+        "symbol",
+        "ETH-USD",
+        "REDUCING",
+    )
+    assert (switch.source.value, switch.actor, switch.reason) == (
+        "manual",
+        "user:alice",
+        "exchange outage",
+    )
+    engaged = [a for a in _audit(apps_lab) if a["payload.action"] == "kill_switch.engaged"]
+    assert [(a["payload.actor"], a["payload.reason"]) for a in engaged] == [
+        ("user:alice", "exchange outage")
+    ]
+    assert "symbol:ETH-USD" in panel.active.value and "user:alice" in panel.active.value
+    assert "audited" in panel.message.value
+
+
+@pytest.mark.parametrize(
+    ("operator", "reason", "said"),
+    [("", "why", "name is required"), ("alice", "  ", "a reason is required")],
+)
+def test_engaging_without_an_operator_or_a_reason_does_nothing_and_says_why(
+    apps_lab: Lab, panel: KillSwitchPanel, operator: str, reason: str, said: str
+) -> None:
+    panel.operator.value = operator
+    panel.reason.value = reason
+    assert panel.engage() is None
+    assert said in panel.message.value
+    assert apps_lab.kill_switches.state().switches == ()
+    assert not [a for a in _audit(apps_lab) if a["payload.action"] == "kill_switch.engaged"]
+
+
+def test_clearing_waits_for_the_confirmation_and_is_audited(
+    apps_lab: Lab, panel: KillSwitchPanel
+) -> None:
+    panel.operator.value = "bob"
+    panel.reason.value = "halt everything"
+    panel.engage()
+    assert "HALTED" in panel.status.value
+    assert panel.to_clear.value == "global:*:manual"
+
+    panel.clear_reason.value = "all clear"
+    panel.clear_button.click()
+    assert panel.confirm_box.layout.display == "flex"
+    assert "engaged by user:bob" in panel.confirm_text.value
+    assert apps_lab.kill_switches.state().mode is not None, "nothing is cleared before confirming"
+    panel.cancel_button.click()
+    assert panel.confirm_box.layout.display == "none"
+    assert apps_lab.kill_switches.state().mode is not None
+
+    panel.clear_button.click()
+    panel.confirm_button.click()
+    state = apps_lab.kill_switches.state()
+    assert state.mode is None and state.switches == ()
+    cleared = [a for a in _audit(apps_lab) if a["payload.action"] == "kill_switch.cleared"]
+    assert [(a["payload.actor"], a["payload.reason"]) for a in cleared] == [
+        ("user:bob", "all clear")
+    ]
+    assert "TRADING" in panel.status.value
+
+
+def test_the_agents_switches_and_the_breaker_are_shown_and_an_operator_may_clear_them(
+    apps_lab: Lab, panel: KillSwitchPanel
+) -> None:
+    apps_lab.kill_switches.engage(
+        "strategy",
+        "HALTED",
+        target="sma_cross",
+        actor="agent:risk",
+        reason="drawdown",
+        ttl_seconds=600,
+    )
+    for _ in range(5):
+        apps_lab.flags.circuit_breaker("broker").record_failure()
+    panel.refresh()
+    assert "strategy:sma_cross" in panel.agent.value and "agent:risk" in panel.agent.value
+    assert "min" in panel.agent.value  # its expiry counting down
+    assert "no operator switch" in panel.active.value
+    assert "OPEN" in panel.breakers.value
+
+    panel.operator.value = "carol"
+    panel.clear_reason.value = "reviewed"
+    panel.ask_to_clear()
+    assert panel.confirm_clear() is not None
+    assert apps_lab.kill_switches.state().switches == ()
+
+
+def test_an_unreachable_flags_tier_reads_halted_and_offers_no_action(
+    server_settings: Settings,
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        settings = server_settings.model_copy(update={"flags_url": SecretUrl(DEAD_FLAGS_URL)})
+    app = KillSwitchPanel(settings)
+    try:
+        app.refresh()
+        assert "unreachable" in app.status.value and "HALTED" in app.status.value
+        assert app.engage_button.disabled and app.clear_button.disabled
+        assert app.confirm_button.disabled and app.to_clear.options == ()
+        app.operator.value, app.reason.value = "dave", "try anyway"
+        assert app.engage() is None
+        assert "unreachable" in app.message.value
+    finally:
+        app.close()
