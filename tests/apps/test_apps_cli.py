@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
 import psutil
-from apps_support import TRADEOS_LAB, start_up
+from up_process import TRADEOS_LAB, UpProcess
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -31,25 +30,24 @@ def test_apps_without_a_running_stack_is_one_clear_error(tmp_path: Path) -> None
 
 
 def test_up_with_no_apps_serves_none_and_says_so(tmp_path: Path) -> None:
-    proc, banner = start_up("--no-pipeline", "--no-apps", TRADEOS_DATA_DIR=str(tmp_path / "lab"))
+    up = UpProcess(tmp_path / "lab", "--no-pipeline", "--no-apps")
     try:
-        assert "apps       not served (--no-apps)" in banner, banner
-        family = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert "apps       not served (--no-apps)" in up.banner, up.banner
+        family = [" ".join(p.cmdline()) for p in up.descendants()]
         assert not [c for c in family if "tradeos_lab.apps.server" in c], family
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        up.stop()
 
 
 def test_the_apps_server_dies_with_a_killed_up(tmp_path: Path) -> None:
     """Even a SIGKILLed `up` (no chance to stop anything) leaves no apps server running."""
-    proc, banner = start_up("--no-pipeline", TRADEOS_DATA_DIR=str(tmp_path / "lab"))
-    family = psutil.Process(proc.pid).children(recursive=True)
+    up = UpProcess(tmp_path / "lab", "--no-pipeline")
+    family = up.descendants()
     try:
         (server,) = [p for p in family if "tradeos_lab.apps.server" in " ".join(p.cmdline())]
-        assert "monitor" in banner
-        proc.kill()
-        proc.wait(30)
+        assert "monitor" in up.banner
+        up.proc.kill()
+        up.proc.wait(30)
         _, alive = psutil.wait_procs([server], timeout=30)
         assert alive == []
     finally:

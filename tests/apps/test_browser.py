@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from apps_support import start_up
+from up_process import UpProcess
 
 import tradeos_lab as tl
 from tradeos_lab.keys import Stream
@@ -82,27 +81,22 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("apps-stack")
     replay = SUPPORT.zigzag_file(root / "bars.csv", 4_000)
-    proc, banner = start_up(
-        TRADEOS_DATA_DIR=str(root / "lab"),
+    up = UpProcess(
+        root / "lab",
         TRADEOS_PIPELINE_FEED=f"replay:{replay}",
         TRADEOS_PIPELINE_SYMBOLS="BTC-USD",
         TRADEOS_PIPELINE_STRATEGIES=SUPPORT.STRATEGY_REF,
         TRADEOS_PIPELINE_BAR_INTERVAL_S="0.5",
     )
     try:
-        urls = dict(re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+/\S+)$", banner, re.M))
-        assert set(urls) == {"monitor", "kill_switch"}, banner
-        stack = Stack(proc, root / "lab", urls, banner)
+        urls = dict(re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+/\S+)$", up.banner, re.M))
+        assert set(urls) == {"monitor", "kill_switch"}, up.banner
+        stack = Stack(up.proc, root / "lab", urls, up.banner)
         with stack.lab() as lab:
             SUPPORT.allow_trading_every_bar(lab)
         yield stack
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
+        up.stop()
 
 
 @pytest.fixture(scope="module")
