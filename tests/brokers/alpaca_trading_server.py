@@ -61,6 +61,10 @@ class Seen:
     headers: dict[str, str]
 
 
+def _instant(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -282,13 +286,20 @@ class AlpacaTradingServer:
         return order
 
     def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """Orders by status (open, closed, all) submitted strictly between `after` and `until`,
+        newest first unless `direction=asc`, at most `limit`."""
         wanted = query.get("status", "open")
+        after = _instant(query.get("after"))
+        until = _instant(query.get("until"))
         chosen = [
             o
             for o in self.orders.values()
-            if wanted == "all" or (o["status"] in OPEN_STATUSES) == (wanted == "open")
+            if (wanted == "all" or (o["status"] in OPEN_STATUSES) == (wanted == "open"))
+            and (after is None or _instant(o["submitted_at"]) > after)  # type: ignore[operator]
+            and (until is None or _instant(o["submitted_at"]) < until)  # type: ignore[operator]
         ]
-        chosen.reverse()  # newest first, Alpaca's default direction
+        if query.get("direction", "desc") == "desc":
+            chosen.reverse()  # newest first, Alpaca's default direction
         return chosen[: int(query.get("limit", "50"))]
 
     def _account(self) -> dict[str, Any]:
