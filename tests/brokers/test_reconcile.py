@@ -432,3 +432,24 @@ def test_closed_orders_older_than_the_lookback_are_not_listed(
     result = reconcile(records, alpaca, switches=switches, now=later)
     assert records.find_order("by-hand-3") is None
     assert [d.kind for d in result.remaining] == [Kind.POSITION]
+
+
+def test_alpaca_orders_are_listed_page_by_page(
+    records: RecordsStore,
+    alpaca: AlpacaBroker,
+    make_alpaca: Callable[..., AlpacaBroker],
+    switches: KillSwitches,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tradeos_lab.brokers.alpaca.ORDERS_PAGE", 2)
+    placing = make_alpaca()
+    for n in range(5):
+        placing.submit(_limit(f"by-hand-page-{n}", quantity=1.0))
+    placing.cancel("by-hand-page-0")  # a closed one among them
+    listed = alpaca.orders(since=datetime.now(UTC) - timedelta(hours=1))
+    assert sorted(r.order.client_order_id for r in listed) == [
+        f"by-hand-page-{n}" for n in range(5)
+    ]
+    result = reconcile(records, alpaca, switches=switches)
+    assert [d.kind for d in result.differences] == [Kind.UNKNOWN_ORDER] * 5
+    assert records.order("by-hand-page-0").status == OrderStatus.CANCELED.value

@@ -334,16 +334,16 @@ class AlpacaBroker:
         with _shape("Alpaca orders"):
             for raw in self._open_orders():
                 raws.setdefault(str(raw["id"]), raw)
+            paged: set[str] = set()
             until: datetime | None = None
             while True:
                 page = self._orders_page(since, until)
-                added = 0
+                ids = {str(r["id"]) for r in page}
                 for raw in page:
-                    if str(raw["id"]) not in raws:
-                        raws[str(raw["id"])] = raw
-                        added += 1
-                if len(page) < ORDERS_PAGE or not added:
-                    break
+                    raws.setdefault(str(raw["id"]), raw)
+                if len(page) < ORDERS_PAGE or ids <= paged:
+                    break  # the last page, or one only of orders listed before (one instant)
+                paged |= ids
                 # `until` is exclusive: orders sharing the oldest instant come again, deduplicated
                 oldest = min(_ts(r.get("submitted_at") or r["created_at"]) for r in page)
                 until = oldest + timedelta(microseconds=1)
