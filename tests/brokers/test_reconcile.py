@@ -25,6 +25,18 @@ from tradeos_lab.stores.records import Fill, Order, RecordsStore
 from tradeos_lab.tiers.flags import Flags, KillMode, KillSource, KillSwitches
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+BAR = Bar(
+    symbol="AAPL",
+    timeframe="1m",  # type: ignore[arg-type]
+    ts=T0,
+    open=100.0,
+    high=101.0,
+    low=99.0,
+    close=100.0,
+    volume=1_000.0,
+    source="test",
+)
+"""The latest bar the paper brokers of these tests fill AAPL against."""
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -78,18 +90,7 @@ def venue(tmp_path: Path) -> Iterator[PaperBroker]:
     records under test do not share."""
     store = RecordsStore.from_url(f"sqlite:///{tmp_path / 'venue.db'}")
     store.upgrade()
-    bar = Bar(
-        symbol="AAPL",
-        timeframe="1m",  # type: ignore[arg-type]
-        ts=T0,
-        open=100.0,
-        high=101.0,
-        low=99.0,
-        close=100.0,
-        volume=1_000.0,
-        source="test",
-    )
-    yield PaperBroker(store, lambda symbol: bar if symbol == "AAPL" else None)
+    yield PaperBroker(store, lambda symbol: BAR if symbol == "AAPL" else None)
     store.close()
 
 
@@ -187,18 +188,7 @@ def test_the_stacks_own_paper_broker_agrees_with_its_records(
     records: RecordsStore, switches: KillSwitches
 ) -> None:
     """The paper broker's account is the records' rows: nothing to import or halt."""
-    bar = Bar(
-        symbol="AAPL",
-        timeframe="1m",  # type: ignore[arg-type]
-        ts=T0,
-        open=100.0,
-        high=101.0,
-        low=99.0,
-        close=100.0,
-        volume=1_000.0,
-        source="test",
-    )
-    paper = PaperBroker(records, lambda _symbol: bar)
+    paper = PaperBroker(records, lambda _symbol: BAR)
     paper.submit(_request("tl-own-1"))
     paper.submit(_limit("tl-own-2", quantity=1.0))
     result = reconcile(records, paper, switches=switches)
