@@ -336,6 +336,26 @@ def test_a_position_mismatch_halts_the_symbol_reducing_until_it_is_resolved(
     assert not manual.check_order("momentum", "AAPL", "buy", 1, book=records).allowed
 
 
+def test_a_position_that_moves_while_it_is_read_is_judged_by_the_next_run(
+    records: RecordsStore,
+    alpaca: AlpacaBroker,
+    alpaca_server: AlpacaTradingServer,
+    switches: KillSwitches,
+    manual: KillSwitches,
+) -> None:
+    def moved() -> None:
+        alpaca_server.positions["MSFT"] = 5.0
+
+    alpaca_server.then("GET", "/v2/orders", moved)  # between the two reads of the positions
+    first = reconcile(records, alpaca, switches=switches)
+    assert first.halted == ()
+    (difference,) = first.remaining
+    assert (difference.kind, difference.broker) == (Kind.POSITION, "5")
+    assert "next run" in difference.action
+    assert _reconciliation_switch(manual, "MSFT") is None
+    assert reconcile(records, alpaca, switches=switches).halted == ("MSFT",)
+
+
 def test_a_halt_held_by_two_brokers_lifts_only_when_both_agree(
     records: RecordsStore,
     alpaca: AlpacaBroker,

@@ -140,6 +140,7 @@ class _Report:
     orders: list[OrderReport]
     missing: list[Order]  # records-open orders the broker does not hold
     positions: dict[str, float]
+    moving: set[str]  # symbols whose position changed while the orders were read
 
 
 @dataclass
@@ -232,11 +233,11 @@ def reconcile(
             resolved=False,
             client_order_id=order.client_order_id,
         )
-    mismatched = _positions(run, report.positions)
+    mismatched = _positions(run, report.positions, report.moving)
     halted: tuple[str, ...] = ()
     cleared: tuple[str, ...] = ()
     if apply and switches is not None:
-        halted, cleared = _halts(run, switches, mismatched)
+        halted, cleared = _halts(run, switches, mismatched, report.moving)
     outcome = Outcome.MISMATCHED if any(not d.resolved for d in run.differences) else None
     return Reconciliation(
         broker.name,
@@ -251,7 +252,9 @@ def reconcile(
 
 def _read_broker(broker: Broker, held_open: list[Order], *, since: datetime) -> _Report:
     """The broker's report: its orders, each records-open order it did not list looked up on
-    its own, its positions; any failure raises before anything is written."""
+    its own, its positions (read before and after the orders, so a fill landing meanwhile is
+    seen as one); any failure raises before anything is written."""
+    before = broker.positions()
     orders = broker_orders(broker, since=since)
     listed = {r.order.client_order_id for r in orders}
     missing: list[Order] = []
@@ -263,7 +266,9 @@ def _read_broker(broker: Broker, held_open: list[Order], *, since: datetime) -> 
             missing.append(order)
         else:
             orders.append(found)
-    return _Report(orders, missing, broker.positions())
+    after = broker.positions()
+    moving = {s for s in set(before) | set(after) if not _same(before.get(s, 0), after.get(s, 0))}
+    return _Report(orders, missing, after, moving)
 
 
 # ---- orders and fills ---------------------------------------------------------------------
@@ -511,8 +516,11 @@ def _pending(run: _Run, fills: Iterable[BrokerFill]) -> None:
 # ---- positions and halts ------------------------------------------------------------------
 
 
-def _positions(run: _Run, reported: dict[str, float]) -> dict[str, tuple[float, float]]:
-    """Symbol -> (records, broker) for every symbol whose positions disagree."""
+def _positions(
+    run: _Run, reported: dict[str, float], moving: set[str]
+) -> dict[str, tuple[float, float]]:
+    """Symbol -> (records, broker) for every symbol whose positions disagree; one whose broker
+    position moved while it was read is reported, judged by the next run."""
     held = run.records.ledger_positions(run.broker)
     for symbol, quantity in run.pending.items():
         held[symbol] = held.get(symbol, 0.0) + quantity
@@ -521,23 +529,24 @@ def _positions(run: _Run, reported: dict[str, float]) -> dict[str, tuple[float, 
         mine, theirs = held.get(symbol, 0.0), reported.get(symbol, 0.0)
         if _same(mine, theirs):
             continue
-        mismatched[symbol] = (mine, theirs)
-        run.found(
-            Kind.POSITION,
-            symbol,
-            f"{mine:g}",
-            f"{theirs:g}",
-            action="halt REDUCING" if run.apply else "would halt REDUCING",
-            resolved=False,
-        )
+        if symbol in moving:
+            action = "moved while read: judged by the next run"
+        else:
+            mismatched[symbol] = (mine, theirs)
+            action = "halt REDUCING" if run.apply else "would halt REDUCING"
+        run.found(Kind.POSITION, symbol, f"{mine:g}", f"{theirs:g}", action=action, resolved=False)
     return mismatched
 
 
 def _halts(
-    run: _Run, switches: KillSwitches, mismatched: dict[str, tuple[float, float]]
+    run: _Run,
+    switches: KillSwitches,
+    mismatched: dict[str, tuple[float, float]],
+    moving: set[str],
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Halt each mismatched symbol for this broker; lift this broker's part of the halts of
-    symbols that agree again (the switch clears when no broker's mismatch holds it)."""
+    symbols that agree again (the switch clears when no broker's mismatch holds it); a symbol
+    still moving keeps its halt until a run reads it at rest."""
     current = {
         s.target: s
         for s in switches.state().switches
@@ -566,7 +575,7 @@ def _halts(
     cleared: list[str] = []
     for symbol, switch in current.items():
         brokers = _brokers(switch)
-        if symbol in mismatched or run.broker not in brokers:
+        if symbol in mismatched or symbol in moving or run.broker not in brokers:
             continue
         rest = brokers - {run.broker}
         why = f"positions agree again at broker {run.broker}"
@@ -576,7 +585,7 @@ def _halts(
                 KillMode.REDUCING,
                 target=symbol,
                 actor=_switch_actor(rest),
-                reason=f"{switch.reason} ({why}; still held by {', '.join(sorted(rest))})",
+                reason=f"position mismatch still held by {', '.join(sorted(rest))} ({why})",
             )
         else:
             switches.clear(
