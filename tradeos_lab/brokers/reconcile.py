@@ -15,7 +15,13 @@ never taken as flat. Otherwise, with `apply`:
   allow, an older or regressing one, stays a conflict);
 - per symbol, the ledger's position from the broker's orders beside the broker's position: a
   mismatch is a `risk_events` entry and halts the symbol REDUCING with a `reconciliation` kill
-  switch; once they agree again that switch (and no other) is cleared.
+  switch; once they agree again that switch (and no other) is cleared. The broker's positions are
+  read before and after its orders: a symbol whose position moved in between is judged by the
+  next run, neither halted nor cleared.
+
+It must run while no order of this broker is in flight (Execution: at start and on its schedule,
+under the lock it places orders with, before it takes the next intent): an order the broker holds
+before the records do would otherwise be imported as external.
 
 Imports and advances are audited (`audit` messages kept in the records and returned for the
 caller to publish), halts and clears by the kill switches' own audit sink. With `apply=False` it
