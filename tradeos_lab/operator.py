@@ -1,7 +1,8 @@
 """The operator path to the kill switches: the only one that writes manual switches or arms the
 registry. The CLI (`flags halt|clear|arm`), notebooks and the kill-switch dashboard go through
 here, so a manual halt is never lifted by a service or the agent (they hold `Lab.kill_switches`,
-which acts for the `agent` source only).
+which acts for the `agent` source only). `cancel_all` is the operator's other lever: every open
+order at the brokers canceled, whatever the switches say (cancels only ever reduce risk).
 
 Every change reaches the `audit` stream through `audit_sink`, the one place that turns a
 kill-switch audit record into an `Audit` message.
@@ -9,13 +10,18 @@ kill-switch audit record into an `Audit` message.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tradeos_lab.contracts import Audit, new_message
+from tradeos_lab.contracts import Audit, AuditMessage, new_message
+from tradeos_lab.errors import ProviderError, TransientError, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.tiers.flags import AuditSink, KillMode, KillScope, KillSource, KillSwitches
 
 if TYPE_CHECKING:
+    from tradeos_lab.brokers import Broker
     from tradeos_lab.lab import Lab
     from tradeos_lab.tiers.bus import Bus
 
@@ -89,3 +95,46 @@ def clear(
 def arm(lab: Lab, *, actor: str, reason: str) -> dict[str, Any]:
     """Arm the kill-switch registry (needed on a fresh or restarted flags server), audited."""
     return operator_switches(lab).arm(actor=actor, reason=reason)
+
+
+@dataclass(frozen=True)
+class Canceled:
+    """What `cancel_all` did at one broker: the orders it canceled, or why it could not."""
+
+    broker: str
+    client_order_ids: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def cancel_all(lab: Lab, brokers: Iterable[Broker], *, actor: str, reason: str) -> list[Canceled]:
+    """Cancel every open order at each broker, one audit entry per broker (kept in the records
+    and published on `audit`), whatever the kill switches say. A broker that fails does not stop
+    the others; its failure is in its entry and its audit."""
+    actor, reason = actor.strip(), reason.strip()
+    if not actor or not reason:
+        raise ValidationError("cancel-all needs an actor and a reason for the audit trail")
+    done: list[Canceled] = []
+    for broker in brokers:
+        try:
+            orders = broker.cancel_all()
+        except (TransientError, ProviderError) as e:
+            outcome = Canceled(broker.name, error=f"{type(e).__name__}: {e}")
+        else:
+            outcome = Canceled(broker.name, tuple(o.client_order_id for o in orders))
+        payload = Audit(
+            actor=actor,
+            action="orders.cancel_all",
+            target=f"broker:{broker.name}",
+            old_value=None,
+            new_value={"canceled": list(outcome.client_order_ids), "error": outcome.error},
+            reason=reason,
+        )
+        message = new_message(payload, producer=PRODUCER)
+        lab.bus.publish(Stream.AUDIT, message)
+        # Kept at once too (the audit trail keeps it again from the bus, once per message id);
+        # a records outage leaves it to the audit trail.
+        if isinstance(message, AuditMessage):  # new_message builds the payload's own class
+            with contextlib.suppress(TransientError):
+                lab.records.record_audit(message)
+        done.append(outcome)
+    return done

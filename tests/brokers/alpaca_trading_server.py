@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,6 +62,10 @@ class Seen:
     headers: dict[str, str]
 
 
+def _instant(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -81,6 +86,7 @@ class AlpacaTradingServer:
         self.seen: list[Seen] = []
         self.refuse_streams = False
         self._faults: dict[tuple[str, str], deque[Fault]] = {}
+        self._actions: dict[tuple[str, str], deque[Callable[[], None]]] = {}
         self._lock = threading.RLock()
         self._sockets: set[ServerConnection] = set()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -119,6 +125,12 @@ class AlpacaTradingServer:
         """The next `method` requests whose path starts with `path_prefix` get these faults."""
         with self._lock:
             self._faults.setdefault((method, path_prefix), deque()).extend(faults)
+
+    def then(self, method: str, path_prefix: str, action: Callable[[], None]) -> None:
+        """Run `action` (a fill, a position moved) as the next matching request arrives, before
+        it is answered: something happening at the venue between two requests of a client."""
+        with self._lock:
+            self._actions.setdefault((method, path_prefix), deque()).append(action)
 
     def requests(self, method: str, path_prefix: str = "/") -> list[Seen]:
         with self._lock:
@@ -282,13 +294,20 @@ class AlpacaTradingServer:
         return order
 
     def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """Orders by status (open, closed, all) submitted strictly between `after` and `until`,
+        newest first unless `direction=asc`, at most `limit`."""
         wanted = query.get("status", "open")
+        after = _instant(query.get("after"))
+        until = _instant(query.get("until"))
         chosen = [
             o
             for o in self.orders.values()
-            if wanted == "all" or (o["status"] in OPEN_STATUSES) == (wanted == "open")
+            if (wanted == "all" or (o["status"] in OPEN_STATUSES) == (wanted == "open"))
+            and (after is None or _instant(o["submitted_at"]) > after)  # type: ignore[operator]
+            and (until is None or _instant(o["submitted_at"]) < until)  # type: ignore[operator]
         ]
-        chosen.reverse()  # newest first, Alpaca's default direction
+        if query.get("direction", "desc") == "desc":
+            chosen.reverse()  # newest first, Alpaca's default direction
         return chosen[: int(query.get("limit", "50"))]
 
     def _account(self) -> dict[str, Any]:
@@ -359,6 +378,13 @@ class AlpacaTradingServer:
 
     # ---- HTTP plumbing ----------------------------------------------------------------------
 
+    def _next_action(self, method: str, path: str) -> None:
+        with self._lock:
+            for (m, prefix), actions in self._actions.items():
+                if m == method and path.startswith(prefix) and actions:
+                    actions.popleft()()
+                    return
+
     def _next_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for (m, prefix), faults in self._faults.items():
@@ -396,6 +422,7 @@ class AlpacaTradingServer:
                 ):
                     self._send(401, {"code": 40110000, "message": "request is not authorized"})
                     return
+                server._next_action(method, parts.path)
                 fault = server._next_fault(method, parts.path)
                 if fault is not None and not fault.after_effect:
                     self._fail(fault)

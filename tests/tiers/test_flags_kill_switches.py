@@ -140,6 +140,32 @@ def test_the_agent_can_neither_replace_nor_clear_a_manual_halt(
     assert decision.mode is KillMode.HALTED
 
 
+def test_a_reconciliation_halt_outlives_the_agent_and_lifts_by_its_source_or_the_operator(
+    armed: KillSwitches, agent: KillSwitches, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    trail: list[dict[str, object]] = []
+    reconciliation = KillSwitches(
+        shared_redis, keys=keys, source=KillSource.RECONCILIATION, audit=trail.append
+    )
+    with pytest.raises(ValidationError, match="cannot expire"):
+        reconciliation.engage("symbol", "REDUCING", target="AAPL", ttl_seconds=60, **ops())
+    with pytest.raises(ValidationError, match="operator"):
+        reconciliation.arm(**ops())
+    reconciliation.engage("symbol", "REDUCING", target="AAPL", **ops(actor="reconciliation:alpaca"))
+    agent.clear("symbol", target="AAPL", **ops(actor="agent"))
+    armed.clear("symbol", target="AAPL", **ops())  # the manual source's own (none) only
+    decision = armed.check_order("momentum", "AAPL", "buy", 1, book=None)
+    assert (decision.allowed, decision.mode) == (False, KillMode.REDUCING)
+    assert "reconciliation switch symbol:AAPL" in decision.reason
+    # The operator path clears it by naming its source (`operator.clear(source=...)`).
+    operator_side = KillSwitches(
+        shared_redis, keys=keys, source="reconciliation", audit=trail.append
+    )
+    record = operator_side.clear("symbol", target="AAPL", actor="user:ops", reason="checked")
+    assert record["cleared"]["actor"] == "reconciliation:alpaca"
+    assert armed.check_order("momentum", "AAPL", "buy", 1, book=None).allowed
+
+
 def test_a_manual_halt_cannot_expire_and_lifts_only_by_an_audited_clear(
     armed: KillSwitches,
 ) -> None:

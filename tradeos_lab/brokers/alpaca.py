@@ -32,12 +32,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
@@ -89,6 +90,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRADING_URL = "https://paper-api.alpaca.markets"
 RATE_WINDOW_SECONDS = 60.0
+ORDERS_PAGE = 500
+"""Orders per GET /v2/orders page (Alpaca's largest)."""
 
 FilledSoFar = Callable[[str], tuple[float, float]]
 """(quantity, notional) of the fills of an order the caller already holds, by client order id:
@@ -322,6 +325,44 @@ class AlpacaBroker:
                     body = self._order_by_id(str(answer["id"]))
                 orders.append(self._observe(body)[0])
         return orders
+
+    def orders(self, *, since: datetime) -> list[OrderReport]:
+        """Every working order and every order submitted after `since` (GET /v2/orders, a page
+        of `ORDERS_PAGE` at a time, newest first), each with the fills this process has derived
+        for it as `get_order` gives them: what reconciliation compares with the records."""
+        raws: dict[str, Any] = {}
+        with _shape("Alpaca orders"):
+            for raw in self._open_orders():
+                raws.setdefault(str(raw["id"]), raw)
+            paged: set[str] = set()
+            until: datetime | None = None
+            while True:
+                page = self._orders_page(since, until)
+                ids = {str(r["id"]) for r in page}
+                for raw in page:
+                    raws.setdefault(str(raw["id"]), raw)
+                if len(page) < ORDERS_PAGE or ids <= paged:
+                    break  # the last page, or one only of orders listed before (one instant)
+                paged |= ids
+                # `until` is exclusive: orders sharing the oldest instant come again, deduplicated
+                oldest = min(_ts(r.get("submitted_at") or r["created_at"]) for r in page)
+                until = oldest + timedelta(microseconds=1)
+        reports = []
+        for raw in raws.values():
+            order, _ = self._observe(raw)
+            steps = self._track_steps(order.broker_order_id or "")
+            reports.append(OrderReport(order, tuple(steps)))
+        return reports
+
+    def _orders_page(self, since: datetime, until: datetime | None) -> list[Any]:
+        filters = GetOrdersRequest(
+            status=QueryOrderStatus.ALL,
+            limit=ORDERS_PAGE,
+            after=since,
+            until=until,
+            direction=Sort.DESC,
+        )
+        return list(self._read("Alpaca orders", lambda: self._client.get_orders(filters)) or [])
 
     # ---- account ----------------------------------------------------------------------------
 

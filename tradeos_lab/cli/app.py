@@ -70,6 +70,7 @@ def cli(
 def _register_commands() -> None:
     from tradeos_lab.cli import (
         apps_commands,
+        broker_commands,
         data_commands,
         records_commands,
         stack_commands,
@@ -81,6 +82,7 @@ def _register_commands() -> None:
         *apps_commands.COMMANDS,
         *tier_commands.COMMANDS,
         *data_commands.COMMANDS,
+        *broker_commands.COMMANDS,
     ]:
         cli.add_command(command)
     cli.add_command(records_commands.records)

@@ -180,7 +180,10 @@ def halt(
 @scope_option
 @target_option
 @click.option(
-    "--source", type=click.Choice(["manual", "agent"]), default="manual", show_default=True
+    "--source",
+    type=click.Choice(["manual", "agent", "reconciliation"]),
+    default="manual",
+    show_default=True,
 )
 @actor_option
 @reason_option

@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -112,6 +113,8 @@ class Order(Base):
     broker_sequence: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    external: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    """Found at the broker by reconciliation, not placed by Execution."""
 
 
 class OrderEvent(Base):
@@ -157,6 +160,8 @@ class Fill(Base):
     quantity: Mapped[float]
     price: Mapped[float]
     fee: Mapped[float]
+    external: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    """Imported from the broker's report by reconciliation, not reported through Execution."""
 
 
 class LedgerEntry(Base):

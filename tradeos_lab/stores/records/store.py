@@ -353,10 +353,12 @@ class RecordsStore:
         correlation_id: str | None = None,
         broker_order_id: str | None = None,
         at: datetime | None = None,
+        external: bool = False,
     ) -> bool:
         """Record an order once per `client_order_id`; False when it was already recorded.
 
         Later broker updates go through `apply_order_update`, which keeps the order's life cycle.
+        `external`: found at the broker by reconciliation, not placed by Execution.
         """
         when = _utc(at)
         values = {
@@ -379,6 +381,7 @@ class RecordsStore:
             "filled_quantity": 0.0,
             "created_at": when,
             "updated_at": when,
+            "external": bool(external),
         }
         with self.session() as session:
             return self._insert_ignore(session, Order, values)
@@ -495,9 +498,11 @@ class RecordsStore:
         filled_at: datetime,
         fee: float = 0.0,
         broker: str = "paper",
+        external: bool = False,
     ) -> bool:
         """Record a broker execution once per `execution_id` and apply it to the position ledger
-        of its order's strategy, in one transaction; False for a repeat report."""
+        of its order's strategy, in one transaction; False for a repeat report. `external`:
+        imported from the broker's report by reconciliation."""
         values = {
             "execution_id": _ident(execution_id, "execution_id"),
             "client_order_id": client_order_id_of(client_order_id),
@@ -508,6 +513,7 @@ class RecordsStore:
             "price": _positive(price, "price"),
             "fee": _finite(fee, "fee"),
             "filled_at": _utc(filled_at),
+            "external": bool(external),
         }
         with self.session() as session:
             # The unique index on execution_id does this on plain tables; a hypertable can only
@@ -662,6 +668,46 @@ class RecordsStore:
             stmt = stmt.where(Trade.execution_id == _ident(execution_id, "execution_id"))
         with self.session() as session:
             return [Attribution(t, o, f, s) for t, o, f, s in session.execute(stmt)]
+
+    # ---- reconciliation: the records beside a broker's report --------------------------------
+
+    def broker_orders(self, broker: str, *, since: datetime) -> list[Order]:
+        """`broker`'s orders still working or changed at or after `since`, oldest first."""
+        stmt = (
+            select(Order)
+            .where(
+                Order.broker == _word(broker, "broker"),
+                Order.status.in_(_OPEN_ORDER_STATUSES) | (Order.updated_at >= _utc(since)),
+            )
+            .order_by(Order.created_at, Order.id)
+        )
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def filled_so_far(self, client_order_id: str) -> tuple[float, float]:
+        """(quantity, notional) of the fills recorded for an order: what a broker that derives
+        fills from cumulative quantities must not report again."""
+        stmt = select(
+            func.coalesce(func.sum(Fill.quantity), 0.0),
+            func.coalesce(func.sum(Fill.quantity * Fill.price), 0.0),
+        ).where(Fill.client_order_id == client_order_id_of(client_order_id))
+        with self.session() as session:
+            quantity, notional = session.execute(stmt).one()
+        return float(quantity), float(notional)
+
+    def ledger_positions(self, broker: str) -> dict[str, float]:
+        """Per symbol, the signed position the ledger holds from the fills of `broker`'s
+        orders (every strategy and external orders together), flat symbols left out."""
+        stmt = (
+            select(LedgerEntry.symbol, func.sum(LedgerEntry.signed_quantity))
+            .join(Order, Order.client_order_id == LedgerEntry.client_order_id)
+            .where(Order.broker == _word(broker, "broker"))
+            .group_by(LedgerEntry.symbol)
+            .order_by(LedgerEntry.symbol)
+        )
+        with self.session() as session:
+            totals = {symbol: float(q) for symbol, q in session.execute(stmt)}
+        return {s: q for s, q in totals.items() if not math.isclose(q, 0.0, abs_tol=1e-12)}
 
     # ---- positions ------------------------------------------------------------------------
 

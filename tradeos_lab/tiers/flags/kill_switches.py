@@ -19,7 +19,10 @@ server being down. How the kill switches stay fail-closed:
    manual switches are written only through the operator path (`tradeos_lab.operator`, used by
    the CLI and the kill-switch dashboard), which alone may also `arm`. A manual switch has no
    expiry of its own and is removed only by an explicit `clear()` with an actor and a reason.
-   Agent switches may carry their own expiry, compared against the server's clock.
+   Agent switches may carry their own expiry, compared against the server's clock. The
+   `reconciliation` source is the halt of a symbol whose records and broker disagree
+   (`tradeos_lab.brokers.reconcile`): neither the agent's switches can lift it nor does it expire;
+   the reconciliation clears it once they agree, or an operator clears it explicitly.
 5. Every change (arm, engage, clear, and the purge of an expired agent switch by `refresh()`) is
    handed as an audit record to the `audit` sink the object was built with (`Lab` publishes it on
    the bus's `audit` stream): no method changes a switch without leaving that trail, and an
@@ -92,6 +95,7 @@ class KillScope(StrEnum):
 class KillSource(StrEnum):
     MANUAL = "manual"
     AGENT = "agent"
+    RECONCILIATION = "reconciliation"
 
 
 @dataclass(frozen=True)
@@ -258,14 +262,17 @@ class KillSwitches:
     ) -> dict[str, Any]:
         """Engage (or replace) this source's switch; returns the audit record it published.
 
-        Only agent switches may have `ttl_seconds`: a manual halt never lifts by itself.
+        Only agent switches may have `ttl_seconds`: a manual or reconciliation halt never lifts
+        by itself.
         """
         scope_, target_, source_ = _where(scope, target, self.source)
         mode_ = _enum(KillMode, mode, "mode")
         actor, reason = _actor(actor), _reason(reason)
         if ttl_seconds is not None:
-            if source_ is KillSource.MANUAL:
-                raise ValidationError("a manual switch cannot expire; clear it explicitly")
+            if source_ is not KillSource.AGENT:
+                raise ValidationError(
+                    f"a {source_.value} switch cannot expire; clear it explicitly"
+                )
             if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int | float):
                 raise ValidationError("ttl_seconds must be a number")
             if not math.isfinite(ttl_seconds) or ttl_seconds <= 0:
