@@ -13,8 +13,10 @@ import pytest
 from tradeos_lab.apps.kill_switch import KillSwitchPanel
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
+from tradeos_lab.operator import audit_sink
 from tradeos_lab.secrets import SecretUrl
 from tradeos_lab.settings import Settings, SharedRedisServerWarning
+from tradeos_lab.tiers.flags import KillSource, KillSwitches
 
 #: Nothing listens on port 1 of loopback: a flags tier that is down.
 DEAD_FLAGS_URL = "redis://127.0.0.1:1/2"
@@ -107,7 +109,7 @@ def test_clearing_waits_for_the_confirmation_and_is_audited(
     assert "TRADING" in panel.status.value
 
 
-def test_the_agents_switches_and_the_breaker_are_shown_and_an_operator_may_clear_them(
+def test_the_automatic_switches_and_the_breaker_are_shown_and_an_operator_may_clear_them(
     apps_lab: Lab, panel: KillSwitchPanel
 ) -> None:
     apps_lab.kill_switches.engage(
@@ -118,18 +120,32 @@ def test_the_agents_switches_and_the_breaker_are_shown_and_an_operator_may_clear
         reason="drawdown",
         ttl_seconds=600,
     )
+    reconciliation = KillSwitches(
+        apps_lab.flags.redis,
+        keys=apps_lab.keys,
+        source=KillSource.RECONCILIATION,
+        audit=audit_sink(apps_lab.bus, producer="test"),
+    )
+    reconciliation.engage(
+        "symbol", "REDUCING", target="ETH-USD", actor="reconciliation:paper", reason="mismatch"
+    )
     for _ in range(5):
         apps_lab.flags.circuit_breaker("broker").record_failure()
     panel.refresh()
-    assert "strategy:sma_cross" in panel.agent.value and "agent:risk" in panel.agent.value
-    assert "min" in panel.agent.value  # its expiry counting down
+    automatic = panel.automatic.value
+    assert "strategy:sma_cross" in automatic and "agent:risk" in automatic
+    assert "min" in automatic  # the agent's expiry counting down
+    assert "symbol:ETH-USD" in automatic and "reconciliation:paper" in automatic
     assert "no operator switch" in panel.active.value
     assert "OPEN" in panel.breakers.value
 
     panel.operator.value = "carol"
-    panel.clear_reason.value = "reviewed"
-    panel.ask_to_clear()
-    assert panel.confirm_clear() is not None
+    for switch in apps_lab.kill_switches.state().switches:  # an operator clears either source
+        panel.refresh()
+        panel.to_clear.value = switch.field
+        panel.clear_reason.value = "reviewed"
+        panel.ask_to_clear()
+        assert panel.confirm_clear() is not None
     assert apps_lab.kill_switches.state().switches == ()
 
 

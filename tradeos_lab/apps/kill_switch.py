@@ -3,7 +3,8 @@ as a named operator with a reason, through `tradeos_lab.operator` (the only path
 manual switches; every action lands on `audit` with the operator's name).
 
 Clearing takes a confirmation step that says what is about to resume. Every active switch shows
-who, when and why; the agent's switches and the broker's circuit breaker are shown beside them.
+who, when and why; the automatic switches (the agent's, a reconciliation's) and the broker's circuit
+breaker are shown beside them.
 When the flags tier cannot be read the panel says so, shows the pipeline as halted (fail-closed,
 as every order check reads it) and disables every action, since none of them could work.
 """
@@ -80,7 +81,7 @@ class KillSwitchPanel:
             description="Engage", button_style="danger", icon="stop"
         )
         self.active = widgets.HTML()
-        self.agent = widgets.HTML()
+        self.automatic = widgets.HTML()
         self.breakers = widgets.HTML()
         self.to_clear = widgets.Dropdown(description="Switch", options=[])
         self.clear_reason = widgets.Textarea(description="Reason", placeholder="why (required)")
@@ -136,8 +137,8 @@ class KillSwitchPanel:
                 self.clear_button,
                 self.confirm_box,
                 self.message,
-                widgets.HTML(title("The agent's switches")),
-                self.agent,
+                widgets.HTML(title("Automatic switches (the agent, reconciliations)")),
+                self.automatic,
                 widgets.HTML(title("Circuit breakers")),
                 self.breakers,
                 self.heartbeat,
@@ -291,7 +292,7 @@ class KillSwitchPanel:
                 f"be changed until it is back. {why}",
                 "down",
             )
-            self.active.value = self.agent.value = self.breakers.value = ""
+            self.active.value = self.automatic.value = self.breakers.value = ""
             self.to_clear.options = []
             self.confirm_box.layout.display = "none"
             return
@@ -307,17 +308,17 @@ class KillSwitchPanel:
                 "TRADING: no global switch (scoped switches below still apply)", "ok"
             )
         manual = [s for s in kill.switches if s.source is KillSource.MANUAL]
-        agent = [s for s in kill.switches if s.source is KillSource.AGENT]
+        automatic = [s for s in kill.switches if s.source is not KillSource.MANUAL]
         self.active.value = views.table(
             [switch_row(s, state.now) for s in manual],
             _SWITCH_COLUMNS,
             empty="no operator switch is engaged",
             css_class="tl-active",
         )
-        self.agent.value = views.table(
-            [switch_row(s, state.now) for s in agent],
-            _SWITCH_COLUMNS,
-            empty="the agent has no switch engaged",
+        self.automatic.value = views.table(
+            [{"source": s.source.value, **switch_row(s, state.now)} for s in automatic],
+            ["source", *_SWITCH_COLUMNS],
+            empty="neither the agent nor a reconciliation has a switch engaged",
         )
         options = [(_label(s), s.field) for s in kill.switches]
         if [v for _, v in options] != [v for _, v in self.to_clear.options]:
