@@ -25,17 +25,17 @@ def _migrate(records_url: str, data_dir: Path) -> str:
 def test_records_migrate_creates_the_schema_then_is_a_no_op(
     records_url: str, tmp_path: Path
 ) -> None:
-    assert "migrated from empty to revision 0003" in _migrate(records_url, tmp_path)
-    assert "already at revision 0003" in _migrate(records_url, tmp_path)
+    assert "migrated from empty to revision 0004" in _migrate(records_url, tmp_path)
+    assert "already at revision 0004" in _migrate(records_url, tmp_path)
     with RecordsStore.from_url(records_url) as store:
-        assert store.current_revision() == "0003"
+        assert store.current_revision() == "0004"
         assert len(store.profiles()) == 3
 
 
 def test_records_migrate_moves_an_outdated_schema_to_head(records_url: str, tmp_path: Path) -> None:
     with RecordsStore.from_url(records_url) as store:
         store.upgrade("0002")
-    assert "migrated from 0002 to revision 0003" in _migrate(records_url, tmp_path)
+    assert "migrated from 0002 to revision 0004" in _migrate(records_url, tmp_path)
 
 
 @pytest.mark.postgres
@@ -70,7 +70,7 @@ def test_status_tells_the_operator_to_run_records_migrate_until_the_schema_is_at
     state, detail = records_row()
     assert (state, detail) == (
         "degraded",
-        "postgresql, migration 0002 of 0003: run `tradeos-lab records migrate`",
+        "postgresql, migration 0002 of 0004: run `tradeos-lab records migrate`",
     )
     _migrate(pg_url, settings.data_dir)
     assert records_row() == ("up", f"postgresql, migration {RecordsStore.head_revision()}")

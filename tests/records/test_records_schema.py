@@ -58,7 +58,7 @@ def _seed_counts(store: RecordsStore) -> tuple[int, int, int]:
 
 def test_upgrade_creates_every_records_table_at_head(store: RecordsStore) -> None:
     assert _tables(store) >= RECORD_TABLES
-    assert store.current_revision() == "0003"
+    assert store.current_revision() == "0004"
 
 
 def test_upgrade_twice_is_a_no_op(store: RecordsStore) -> None:
@@ -66,7 +66,7 @@ def test_upgrade_twice_is_a_no_op(store: RecordsStore) -> None:
     before = (_tables(store), _seed_counts(store), store.get_config("hero_signals"))
     store.upgrade()
     assert (_tables(store), _seed_counts(store), store.get_config("hero_signals")) == before
-    assert store.current_revision() == "0003"
+    assert store.current_revision() == "0004"
 
 
 def test_migration_body_rerun_keeps_one_copy_of_tables_and_seeds(store: RecordsStore) -> None:
@@ -77,7 +77,7 @@ def test_migration_body_rerun_keeps_one_copy_of_tables_and_seeds(store: RecordsS
     assert store.current_revision() is None
     store.upgrade()
     assert _seed_counts(store) == before == (3, 3, 3)
-    assert store.current_revision() == "0003"
+    assert store.current_revision() == "0004"
 
 
 def test_downgrade_to_base_then_upgrade_restores_the_schema(store: RecordsStore) -> None:
@@ -95,7 +95,7 @@ def test_downgrade_one_step_and_back(store: RecordsStore) -> None:
     store.downgrade("0001")
     assert store.current_revision() == "0001"
     store.upgrade()
-    assert store.current_revision() == "0003"
+    assert store.current_revision() == "0004"
 
 
 def test_models_match_the_migrated_schema(store: RecordsStore) -> None:
@@ -161,7 +161,7 @@ def test_alembic_command_line_upgrades_and_downgrades(records_url: str) -> None:
         return done.stdout
 
     alembic("upgrade", "head")
-    assert "0003 (head)" in alembic("current")
+    assert "0004 (head)" in alembic("current")
     alembic("downgrade", "base")
     with RecordsStore.from_url(records_url) as store:
         assert store.current_revision() is None

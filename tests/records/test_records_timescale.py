@@ -104,7 +104,7 @@ def test_probe_backend_ending_leaves_the_records_and_bar_store_connections_worki
     caplog.set_level(logging.WARNING, logger=timescale.__name__)
     with RecordsStore.from_url(pg_url) as store:
         store.upgrade()
-        assert store.current_revision() == "0003"
+        assert store.current_revision() == "0004"
         assert store.uses_timescale is False
         assert store.record_order(client_order_id="o-1", symbol="AAPL", side="buy", quantity=3)
         assert store.order("o-1").quantity == 3.0
@@ -137,5 +137,5 @@ def test_probe_waiting_on_a_lock_the_caller_holds_fails_instead_of_hanging(
     )
     with RecordsStore.from_url(pg_url) as store:
         store.upgrade()
-        assert store.current_revision() == "0003"
+        assert store.current_revision() == "0004"
         assert store.uses_timescale is False
