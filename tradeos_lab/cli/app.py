@@ -54,9 +54,20 @@ def cli(
 
 
 def _register_commands() -> None:
-    from tradeos_lab.cli import data_commands, records_commands, stack_commands, tier_commands
+    from tradeos_lab.cli import (
+        data_commands,
+        records_commands,
+        research_commands,
+        stack_commands,
+        tier_commands,
+    )
 
-    for command in [*stack_commands.COMMANDS, *tier_commands.COMMANDS, *data_commands.COMMANDS]:
+    for command in [
+        *stack_commands.COMMANDS,
+        *tier_commands.COMMANDS,
+        *data_commands.COMMANDS,
+        *research_commands.COMMANDS,
+    ]:
         cli.add_command(command)
     cli.add_command(records_commands.records)
 
