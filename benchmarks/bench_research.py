@@ -117,7 +117,7 @@ def main() -> None:
     assert len(swept.table) == combos
     raw_all = raw_arguments(bars, [SmaCross(fast=f, slow=s) for f in FAST for s in SLOW])
     raw_sweep = timed(lambda: vbt.Portfolio.from_signals(**raw_all).total_return())
-    del raw_all
+    raw_all.clear()
     gc.collect()
     separate_ones = [SmaCross(fast=f, slow=s) for f, s in zip(FAST, SLOW * 2, strict=False)]
     separate_ones = separate_ones[: args.separate]

@@ -105,7 +105,9 @@ def test_a_sweeps_combination_equals_its_single_backtest(two_symbols: pd.DataFra
     profile = BacktestProfile(position_pct=50)
     swept = sweep(RsiReversion, two_symbols, profile=profile, period=[7, 14], chunk_cells=5_000)
     single = backtest(RsiReversion(period=14), two_symbols, profile=profile)
-    assert swept.table.xs(14, level="period").iloc[0].to_dict() == pytest.approx(single.metrics, nan_ok=True)
+    assert swept.table.xs(14, level="period").iloc[0].to_dict() == pytest.approx(
+        single.metrics, nan_ok=True
+    )
 
 
 def test_figures_are_built(one_symbol: pd.DataFrame) -> None:
@@ -128,7 +130,9 @@ def test_figures_are_built(one_symbol: pd.DataFrame) -> None:
         (lambda bars: Stops(trailing=True), "trailing"),
     ],
 )
-def test_bad_input_is_a_validation_error(one_symbol: pd.DataFrame, call: object, message: str) -> None:
+def test_bad_input_is_a_validation_error(
+    one_symbol: pd.DataFrame, call: object, message: str
+) -> None:
     with pytest.raises(ValidationError, match=message):
         call(one_symbol)  # type: ignore[operator]
 

@@ -15,8 +15,10 @@ from tradeos_lab.stores.records import RecordsStore
 
 
 def _run(config: Path, records: RecordsStore, data_dir: Path, *args: str) -> str:
-    env = {"TRADEOS_RECORDS_URL": str(records.engine.url.render_as_string(hide_password=False)),
-           "TRADEOS_DATA_DIR": str(data_dir)}
+    env = {
+        "TRADEOS_RECORDS_URL": str(records.engine.url.render_as_string(hide_password=False)),
+        "TRADEOS_DATA_DIR": str(data_dir),
+    }
     result = CliRunner().invoke(cli, ["backtest", str(config), *args], env=env)
     assert result.exit_code == 0, result.output
     return result.output
@@ -67,9 +69,7 @@ def test_lists_of_values_make_a_sweep(
     assert records.backtest(uuid.UUID(run_id.group(1))).kind == "sweep"
 
 
-def test_a_bad_config_names_the_problem(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_bad_config_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('strategy = "sma_cross"\n[bars]\nsource = "file"\ncolour = "red"\n')
     with pytest.raises(SystemExit) as exit_:

@@ -41,7 +41,11 @@ class ReferenceSmaCross(ReferenceStrategy):  # type: ignore[misc]
 
 def _reference(trade_on_close: bool) -> Any:
     test = Backtest(
-        GOOG, ReferenceSmaCross, cash=10_000, commission=0, trade_on_close=trade_on_close,
+        GOOG,
+        ReferenceSmaCross,
+        cash=10_000,
+        commission=0,
+        trade_on_close=trade_on_close,
         finalize_trades=True,
     )
     return test.run()

@@ -41,8 +41,12 @@ def test_chunks_bound_the_call_and_do_not_change_the_results(
     seen: list[tuple[int, int]] = []
     rows = two_symbols["ts"].nunique()
     chunked = sweep(
-        SmaCross, two_symbols, profile=PROFILE, chunk_cells=rows * 2 * 2,
-        progress=lambda done, total: seen.append((done, total)), **GRID,
+        SmaCross,
+        two_symbols,
+        profile=PROFILE,
+        chunk_cells=rows * 2 * 2,
+        progress=lambda done, total: seen.append((done, total)),
+        **GRID,
     )
     assert seen == [(2, 9), (4, 9), (6, 9), (8, 9), (9, 9)]
     pd.testing.assert_frame_equal(chunked.table, single_process)
@@ -74,7 +78,9 @@ def test_walk_forward_tests_each_train_windows_best_on_the_next_window(
     windows = rolling.windows
     assert len(windows) == 3
     assert (windows["test_start"] - windows["train_start"] == pd.Timedelta("3D")).all()
-    assert (windows["test_end"].iloc[:-1].to_numpy() == windows["test_start"].iloc[1:].to_numpy()).all()
+    assert (
+        windows["test_end"].iloc[:-1].to_numpy() == windows["test_start"].iloc[1:].to_numpy()
+    ).all()
     first = windows.iloc[0]
     train = one_symbol.loc[one_symbol["ts"] < first["test_start"]]
     swept = sweep(SmaCross, train, fast=[5, 10], slow=[20, 40])
@@ -111,9 +117,20 @@ def dask_processes(tmp_path: Path) -> Iterator[str]:
     dask = [sys.executable, "-m", "dask"]
     processes = [
         subprocess.Popen(
-            [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", str(scheduler_file)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                *dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     ]
     try:
@@ -124,9 +141,19 @@ def dask_processes(tmp_path: Path) -> Iterator[str]:
         for _ in range(2):
             processes.append(
                 subprocess.Popen(
-                    [*dask, "worker", address, "--nthreads", "1", "--no-dashboard",
-                     "--host", "127.0.0.1"],
-                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    [
+                        *dask,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
             )
         from distributed import Client
@@ -148,8 +175,12 @@ def test_a_sweep_runs_on_a_scheduler_and_two_worker_processes(
 
     rows = two_symbols["ts"].nunique()
     on_cluster = sweep(
-        SmaCross, two_symbols, profile=PROFILE, scheduler=dask_processes,
-        chunk_cells=rows * 2 * 2, **GRID,
+        SmaCross,
+        two_symbols,
+        profile=PROFILE,
+        scheduler=dask_processes,
+        chunk_cells=rows * 2 * 2,
+        **GRID,
     )
     pd.testing.assert_frame_equal(on_cluster.table, single_process)
     with Client(dask_processes) as client:

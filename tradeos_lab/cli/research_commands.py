@@ -14,8 +14,13 @@ from tradeos_lab.cli.app import CliContext, pass_cli
 @click.command()
 @click.argument("config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--record/--no-record", default=True, show_default=True, help="Keep the run.")
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Rows of a sweep's table, best Sharpe first.")
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Rows of a sweep's table, best Sharpe first.",
+)
 @pass_cli
 def backtest(ctx: CliContext, config_path: Path, record: bool, top: int) -> None:
     """Run the backtest (or, with lists of parameter values, the sweep) CONFIG_PATH describes;
@@ -46,15 +51,21 @@ def backtest(ctx: CliContext, config_path: Path, record: bool, top: int) -> None
             with Progress(console=console, transient=True) as bar:
                 task = bar.add_task("sweeping", total=None)
                 result = sweep(
-                    strategy_class(config.strategy), barset, grid=config.parameters,
-                    profile=profile, stops=stops, records=records,
+                    strategy_class(config.strategy),
+                    barset,
+                    grid=config.parameters,
+                    profile=profile,
+                    stops=stops,
+                    records=records,
                     workers=config.sweep.workers,
                     scheduler=config.sweep.scheduler or ctx.settings.research_scheduler,
                     chunk_cells=config.sweep.chunk_cells or DEFAULT_CHUNK_CELLS,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
             table = result.table.sort_values("sharpe", ascending=False).head(top).reset_index()
-            console.print(_table(table, f"{result.strategy_type.name}: {len(result.table)} combinations"))
+            console.print(
+                _table(table, f"{result.strategy_type.name}: {len(result.table)} combinations")
+            )
             run_id, engine = result.run_id, result.engine
         else:
             strategy = strategy_class(config.strategy)(config.parameters)

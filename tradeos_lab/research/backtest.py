@@ -83,7 +83,9 @@ class BacktestProfile:
             if not _finite(value) or value < 0:
                 raise ValidationError(f"profile {name} must be a finite number >= 0, got {value}")
         if not _finite(self.position_pct) or not 0 < self.position_pct <= 100:
-            raise ValidationError(f"profile position_pct must be in (0, 100], got {self.position_pct}")
+            raise ValidationError(
+                f"profile position_pct must be in (0, 100], got {self.position_pct}"
+            )
         if not _finite(self.init_cash) or self.init_cash <= 0:
             raise ValidationError(f"profile init_cash must be positive, got {self.init_cash}")
 
@@ -144,7 +146,9 @@ class Stops:
         if self.take_profit is not None and not (
             _finite(self.take_profit) and self.take_profit > 0
         ):
-            raise ValidationError(f"take_profit must be a positive fraction, got {self.take_profit}")
+            raise ValidationError(
+                f"take_profit must be a positive fraction, got {self.take_profit}"
+            )
         if self.trailing and self.stop_loss is None:
             raise ValidationError("a trailing stop needs a stop_loss")
 
@@ -288,7 +292,7 @@ class BacktestResult:
 
     def trades(self) -> pd.DataFrame:
         """Every trade: symbol, direction, entry and exit time and price, P&L, return, status."""
-        readable = self.portfolio.trades.records_readable
+        readable: pd.DataFrame = self.portfolio.trades.records_readable
         for column in ("Entry Timestamp", "Exit Timestamp"):
             if column in readable:
                 readable[column] = pd.to_datetime(readable[column]).dt.tz_localize("UTC")

@@ -1,27 +1,27 @@
 """A backtest or sweep described in a TOML file (what `tradeos-lab backtest CONFIG.toml` runs).
 
-    strategy = "sma_cross"              # a registered name, module:Class or path.py:Class
+strategy = "sma_cross"              # a registered name, module:Class or path.py:Class
 
-    [parameters]                        # a list of values makes it a sweep
-    fast = [5, 10, 20]
-    slow = 50
+[parameters]                        # a list of values makes it a sweep
+fast = [5, 10, 20]
+slow = 50
 
-    [bars]
-    source = "file"                     # file (path) or lake
-    path = "bars.csv"
-    symbols = ["AAPL"]
-    timeframe = "1d"
-    start = "2020-01-01"                # optional, as is end
+[bars]
+source = "file"                     # file (path) or lake
+path = "bars.csv"
+symbols = ["AAPL"]
+timeframe = "1d"
+start = "2020-01-01"                # optional, as is end
 
-    [profile]                           # optional: a policy profile's name, or costs
-    fee_bps = 10
-    slippage_bps = 5
+[profile]                           # optional: a policy profile's name, or costs
+fee_bps = 10
+slippage_bps = 5
 
-    [stops]                             # optional
-    stop_loss = 0.02
+[stops]                             # optional
+stop_loss = 0.02
 
-    [sweep]                             # optional
-    workers = 2
+[sweep]                             # optional
+workers = 2
 """
 
 from __future__ import annotations

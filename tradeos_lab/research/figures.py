@@ -26,7 +26,8 @@ def trades_figure(bars: pd.DataFrame, trades: pd.DataFrame, *, title: str = "") 
     figure = go.Figure(go.Scatter(x=bars["ts"], y=bars["close"], name="close"))
     if not trades.empty:
         long = trades["Direction"] == "Long"
-        for side, chosen, symbol in (("long", long, "triangle-up"), ("short", ~long, "triangle-down")):
+        sides = (("long", long, "triangle-up"), ("short", ~long, "triangle-down"))
+        for side, chosen, symbol in sides:
             entries = trades.loc[chosen]
             figure.add_trace(
                 go.Scatter(

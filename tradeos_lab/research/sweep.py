@@ -60,9 +60,7 @@ def strategy_class(strategy: type[Strategy[Any]] | str) -> type[Strategy[Any]]:
         return get_strategy(strategy)
     if isinstance(strategy, type) and issubclass(strategy, Strategy):
         return strategy
-    raise ValidationError(
-        f"a sweep takes a Strategy class or name, got {type(strategy).__name__}"
-    )
+    raise ValidationError(f"a sweep takes a Strategy class or name, got {type(strategy).__name__}")
 
 
 def parameter_sets(
@@ -105,6 +103,7 @@ def run_chunk(
     strategy_type: type[Strategy[Any]],
     names: list[str],
     combos: list[tuple[Any, ...]],
+    *,
     profile: BacktestProfile,
     stops: Stops,
     start_row: int = 0,
@@ -140,14 +139,14 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler, timeout="30s") as client:
+        with Client(scheduler, timeout="30s") as client:  # type: ignore[no-untyped-call]
             yield client
         return
     with (
-        LocalCluster(
+        LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
-        Client(cluster) as client,
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
         yield client
 
@@ -182,8 +181,13 @@ def sweep_metrics(
         if client is None:
             for i, rows in enumerate(chunks):
                 parts[i] = run_chunk(
-                    market, strategy_type, names, [combos[r] for r in rows], profile, stops,
-                    start_row,
+                    market,
+                    strategy_type,
+                    names,
+                    [combos[r] for r in rows],
+                    profile=profile,
+                    stops=stops,
+                    start_row=start_row,
                 )
                 done += len(rows)
                 if progress:
@@ -194,12 +198,19 @@ def sweep_metrics(
             shared = client.scatter(market, broadcast=True)
             futures = {
                 client.submit(
-                    run_chunk, shared, strategy_type, names, [combos[r] for r in rows], profile,
-                    stops, start_row, pure=False,
+                    run_chunk,
+                    shared,
+                    strategy_type,
+                    names,
+                    [combos[r] for r in rows],
+                    profile=profile,
+                    stops=stops,
+                    start_row=start_row,
+                    pure=False,
                 ): i
                 for i, rows in enumerate(chunks)
             }
-            for future in as_completed(futures):
+            for future in as_completed(futures):  # type: ignore[no-untyped-call]
                 i = futures[future]
                 parts[i] = future.result()
                 done += len(chunks[i])
@@ -249,7 +260,7 @@ def best_parameters(table: pd.DataFrame, metric: str) -> dict[str, Any]:
         raise ValidationError(f"no combination has a {metric}; the bars may be too few")
     best = scores.idxmax()
     key = best if isinstance(best, tuple) else (best,)
-    return dict(zip(table.index.names, key, strict=True))
+    return dict(zip([str(n) for n in table.index.names], key, strict=True))
 
 
 def jsonable(value: Any) -> Any:
@@ -311,8 +322,16 @@ def sweep(
         )
     try:
         table = sweep_metrics(
-            Market.of(barset), strategy_type, names, combos, profile=profile, stops=stops,
-            chunk_cells=chunk_cells, workers=workers, scheduler=scheduler, progress=progress,
+            Market.of(barset),
+            strategy_type,
+            names,
+            combos,
+            profile=profile,
+            stops=stops,
+            chunk_cells=chunk_cells,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
         )
     except Exception as e:
         if records is not None and run_id is not None:
@@ -324,8 +343,12 @@ def sweep(
         records.finish_backtest(
             run_id,
             results=jsonable(
-                {"best_by_sharpe": result.best("sharpe") if table["sharpe"].notna().any() else None,
-                 "top": top.to_dict(orient="records")}
+                {
+                    "best_by_sharpe": result.best("sharpe")
+                    if table["sharpe"].notna().any()
+                    else None,
+                    "top": top.to_dict(orient="records"),
+                }
             ),
         )
     return result
@@ -393,7 +416,10 @@ def walk_forward(
     train_span, test_span = _span(train, "train"), _span(test, "test")
     first, last = barset.start, barset.end
     options: dict[str, Any] = {
-        "profile": profile, "stops": stops, "chunk_cells": chunk_cells, "workers": workers,
+        "profile": profile,
+        "stops": stops,
+        "chunk_cells": chunk_cells,
+        "workers": workers,
         "scheduler": scheduler,
     }
     rows: list[dict[str, Any]] = []
@@ -402,7 +428,10 @@ def walk_forward(
         train_start = first if expanding else test_start - train_span
         test_end = test_start + test_span
         in_sample = sweep_metrics(
-            Market.of(barset.window(train_start, test_start)), strategy_type, names, combos,
+            Market.of(barset.window(train_start, test_start)),
+            strategy_type,
+            names,
+            combos,
             **options,
         )
         best = best_parameters(in_sample, metric)
@@ -439,8 +468,12 @@ def walk_forward(
             parameters=jsonable(
                 {
                     "grid": {n: sorted({c[i] for c in combos}) for i, n in enumerate(names)},
-                    "train": str(train_span), "test": str(test_span), "expanding": expanding,
-                    "metric": metric, "profile": profile.to_dict(), "stops": stops.to_dict(),
+                    "train": str(train_span),
+                    "test": str(test_span),
+                    "expanding": expanding,
+                    "metric": metric,
+                    "profile": profile.to_dict(),
+                    "stops": stops.to_dict(),
                 }
             ),
             barset=barset,
