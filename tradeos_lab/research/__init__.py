@@ -8,6 +8,7 @@ walk-forward validation and the run records behind them.
     lab.research.backtest(...)   # the same, kept in the records: lab.research.runs()
 """
 
+from tradeos_lab.bars import BarSource
 from tradeos_lab.research.backtest import (
     METRICS,
     BacktestProfile,
@@ -16,7 +17,7 @@ from tradeos_lab.research.backtest import (
     backtest,
     vectorbt_engine,
 )
-from tradeos_lab.research.market import BarSet, BarSource, load_bars
+from tradeos_lab.research.market import BarSet, load_bars
 from tradeos_lab.research.runs import RunRecord
 
 __all__ = [

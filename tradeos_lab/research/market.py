@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tradeos_lab.bars import BAR_STRING_DTYPE, bar_span
+from tradeos_lab.bars import BAR_STRING_DTYPE, BarSource, bar_span
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.strategies.base import BAR_FIELDS, Strategy
 from tradeos_lab.strategies.batch import BarValues, rule_arrays
@@ -29,20 +29,6 @@ SIGNAL_MASKS = ("entries", "exits", "short_entries", "short_exits")
 """The four boolean frames `vectorbt.Portfolio.from_signals` takes."""
 DEFAULT_SYMBOL = "ASSET"
 """The symbol a frame of one symbol's bars without a `symbol` column is backtested under."""
-
-
-@runtime_checkable
-class BarSource(Protocol):
-    """What a backtest reads bars from: the read side of the bar-store protocol."""
-
-    def read_bars(
-        self,
-        symbol: str,
-        timeframe: Timeframe | str,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int | None = None,
-    ) -> pd.DataFrame: ...
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tradeos_lab.bars import BarSource
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.research.backtest import (
     METRICS,
@@ -38,7 +39,7 @@ from tradeos_lab.research.backtest import (
     simulate,
     vectorbt_engine,
 )
-from tradeos_lab.research.market import SIGNAL_MASKS, BarSet, BarSource, Market, load_bars
+from tradeos_lab.research.market import SIGNAL_MASKS, BarSet, Market, load_bars
 from tradeos_lab.research.runs import start_run
 from tradeos_lab.strategies.base import Strategy
 from tradeos_lab.strategies.registry import get_strategy
