@@ -149,3 +149,15 @@ def test_a_bar_source_needs_symbols_and_a_timeframe(
     result = backtest(STRATEGY, Source(), symbols="AAA", timeframe="5m")
     assert result.barset.source == "Source"
     assert np.isfinite(result.metrics["total_return"])
+
+
+def test_equity_is_vectorbts_value_per_bar(two_symbols: pd.DataFrame) -> None:
+    """The metrics' one-pass replay of the orders gives vectorbt's own value, bar for bar, for
+    symbols sharing cash and with stops."""
+    result = backtest(
+        STRATEGY, two_symbols, profile=BacktestProfile(position_pct=50), stops=Stops(0.01, 0.02)
+    )
+    expected = np.asarray(result.portfolio.value(), dtype=np.float64).ravel()
+    np.testing.assert_allclose(result.equity.to_numpy(), expected, rtol=1e-9)
+    drawdown = float((expected / np.maximum.accumulate(expected) - 1).min())
+    assert result.metrics["max_drawdown"] == pytest.approx(drawdown)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from tradeos_lab.bars import BarSource
 from tradeos_lab.errors import ValidationError
+from tradeos_lab.research.kernels import value_stats
 from tradeos_lab.research.market import SIGNAL_MASKS, BarSet, Market, load_bars
 from tradeos_lab.strategies.base import Strategy
 from tradeos_lab.strategies.registry import get_strategy
@@ -192,8 +193,10 @@ def simulate(
     # bars and call); it gets the same UTC times without the zone.
     index = market.index.tz_convert(None)
 
-    def wide(name: str) -> pd.DataFrame:
+    def wide(name: str) -> pd.DataFrame | pd.Series:
         data = market.prices[name]
+        if data.shape[1] == 1:  # vectorbt broadcasts one column without copying it
+            return pd.Series(data[:, 0], index)
         return pd.DataFrame(np.tile(data, (1, repeat)) if repeat > 1 else data, index, columns)
 
     prices: dict[str, Any] = {"close": wide("close")}
@@ -212,67 +215,67 @@ def simulate(
 
 
 def portfolio_metrics(
-    portfolio: Any, index: pd.DatetimeIndex, init_cash: float, *, start_row: int = 0
+    portfolio: Any,
+    index: pd.DatetimeIndex,
+    init_cash: float,
+    *,
+    start_row: int = 0,
+    curve: bool = False,
 ) -> pd.DataFrame:
-    """`METRICS` per portfolio column (or group): one row each, computed with numpy over the
-    value matrix and the trade records (vectorbt's own accessors cost seconds per 100k bars).
+    """`METRICS` per portfolio column (or group of columns sharing cash): one row each.
 
-    From `start_row` on only (a walk-forward test window after its warm-up bars, which must
-    hold no position)."""
-    value = np.asarray(portfolio.value(), dtype=np.float64)
-    if value.ndim == 1:
-        value = value[:, None]
-    value = value[start_row:]
+    Values, returns and drawdowns come from one pass over the order records
+    (`kernels.value_stats`), trades from vectorbt's trade records. From `start_row` on only (a
+    walk-forward test window after its warm-up bars, which must hold no position). With `curve`,
+    `frame.attrs["equity"]` is the value per bar and row (bars x rows).
+    """
+    close = np.asarray(portfolio.close, dtype=np.float64)
+    close = close.reshape(len(close), -1)
+    groups = _column_groups(portfolio, close.shape[1])
+    n_groups = int(groups.max()) + 1
+    stats = value_stats(close, portfolio.orders.values, groups, init_cash, start_row, curve=curve)
     index = index[start_row:]
-    previous = np.vstack([np.full((1, value.shape[1]), init_cash), value[:-1]])
-    returns = value / previous - 1.0
     elapsed = (index[-1] - index[0]) if len(index) > 1 else pd.Timedelta(0)
     years = elapsed / YEAR
     # Annualised by the bars per year the data has: 252 sessions of a stock, 365 days of crypto.
     per_year = (len(index) - 1) / years if years > 0 else np.nan
-    mean = returns.mean(axis=0)
-    std = returns.std(axis=0, ddof=1) if len(index) > 1 else np.full(value.shape[1], np.nan)
-    downside = np.sqrt((np.minimum(returns, 0.0) ** 2).mean(axis=0))
-    growth = value[-1] / init_cash
+    growth = stats["final_value"] / init_cash
+    mean, std, downside = stats["mean"], stats["std"], stats["downside"]
     with np.errstate(divide="ignore", invalid="ignore"):
         sharpe = np.where(std > 0, mean / std * np.sqrt(per_year), np.nan)
         sortino = np.where(downside > 0, mean / downside * np.sqrt(per_year), np.nan)
         cagr = np.where(growth > 0, growth ** (1 / years) - 1, -1.0) if years > 0 else np.nan
-        drawdown = (value / np.maximum.accumulate(value, axis=0) - 1.0).min(axis=0)
-    groups = _column_groups(portfolio, value.shape[1])
     records = portfolio.trades.values
     records = records[records["entry_idx"] >= start_row]
     trade_group = groups[records["col"]]
     closed = records["status"] == 1
-    count = np.bincount(trade_group, minlength=value.shape[1])
-    n_closed = np.bincount(trade_group[closed], minlength=value.shape[1])
-    wins = np.bincount(trade_group[closed & (records["pnl"] > 0)], minlength=value.shape[1])
-    held = np.asarray(portfolio.assets(), dtype=np.float64)
-    held = held.reshape(len(held), -1)[start_row:] != 0
-    in_market = np.zeros((len(index), value.shape[1]), dtype=np.bool_)
-    for column, group in enumerate(groups):
-        in_market[:, group] |= held[:, column]
+    count = np.bincount(trade_group, minlength=n_groups)
+    n_closed = np.bincount(trade_group[closed], minlength=n_groups)
+    wins = np.bincount(trade_group[closed & (records["pnl"] > 0)], minlength=n_groups)
     with np.errstate(divide="ignore", invalid="ignore"):
         win_rate = np.where(n_closed > 0, wins / n_closed, np.nan)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "total_return": growth - 1.0,
             "cagr": cagr,
             "sharpe": sharpe,
             "sortino": sortino,
-            "max_drawdown": drawdown,
+            "max_drawdown": stats["max_drawdown"],
             "win_rate": win_rate,
             "trades": count,
-            "exposure": in_market.mean(axis=0),
+            "exposure": stats["exposure"],
         }
     )
+    if curve:
+        frame.attrs["equity"] = stats["value"]
+    return frame
 
 
-def _column_groups(portfolio: Any, n_groups: int) -> np.ndarray:
+def _column_groups(portfolio: Any, n_columns: int) -> np.ndarray:
     """The group (row of the metrics) of every portfolio column."""
     grouper = portfolio.wrapper.grouper
     if grouper.group_by is None:
-        return np.arange(n_groups)
+        return np.arange(n_columns)
     return np.asarray(grouper.get_groups(), dtype=np.int64)
 
 
@@ -369,8 +372,8 @@ def backtest(
     columns = pd.Index(market.symbols, name="symbol")
     group_by = True if len(columns) > 1 else None
     portfolio = simulate(market, masks, columns, profile=profile, stops=stops, group_by=group_by)
-    metrics = portfolio_metrics(portfolio, market.index, profile.init_cash).iloc[0]
-    value = np.asarray(portfolio.value(), dtype=np.float64).reshape(len(market.index), -1)[:, 0]
+    table = portfolio_metrics(portfolio, market.index, profile.init_cash, curve=True)
+    metrics, value = table.iloc[0], table.attrs["equity"][:, 0]
     result = BacktestResult(
         strategy=chosen,
         barset=barset,

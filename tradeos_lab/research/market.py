@@ -172,8 +172,12 @@ class Market:
         index = stamps[0]
         for more in stamps[1:]:
             index = index.union(more)
-        index.name = "ts"
-        rows = tuple(index.get_indexer(s) for s in stamps)
+        index = index.rename("ts")
+        rows = (
+            (np.arange(len(index)),)
+            if len(groups) == 1
+            else tuple(index.get_indexer(s) for s in stamps)
+        )
         shape = (len(index), len(groups))
         prices: dict[str, np.ndarray] = {}
         for name in ("close", "open", "high", "low"):
@@ -181,10 +185,11 @@ class Market:
             for j, (at, (_, group)) in enumerate(zip(rows, groups, strict=True)):
                 data[at, j] = group[name].to_numpy(dtype=np.float64)
             prices[name] = data
-        prices["close"] = pd.DataFrame(prices["close"]).ffill().to_numpy()
-        for name in ("open", "high", "low"):
-            gap = np.isnan(prices[name])
-            prices[name][gap] = prices["close"][gap]
+        if len(groups) > 1:  # only the union of several symbols' times has holes
+            prices["close"] = pd.DataFrame(prices["close"]).ffill().to_numpy()
+            for name in ("open", "high", "low"):
+                gap = np.isnan(prices[name])
+                prices[name][gap] = prices["close"][gap]
         return cls(
             barset=barset,
             index=index,
