@@ -19,7 +19,7 @@ SELL = 1
 
 
 @numba.njit(cache=True)
-def value_stats_nb(  # noqa: PLR0917 - a numba kernel takes arrays positionally
+def value_stats_nb(  # noqa: PLR0912, PLR0915, PLR0917 - one loop, arrays passed positionally
     close: np.ndarray,
     order_col: np.ndarray,
     order_idx: np.ndarray,
