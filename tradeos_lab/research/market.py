@@ -107,7 +107,7 @@ def load_bars(
     if frame.empty:
         raise ValidationError("no bars to backtest in the range asked for")
     if tf is None and "timeframe" in frame.columns:
-        found = frame["timeframe"].dropna().unique()
+        found = [tf for tf in frame["timeframe"].unique() if isinstance(tf, str)]
         if len(found) > 1:
             raise ValidationError(f"bars mix timeframes {sorted(found)}; pick one")
         tf = Timeframe.parse(found[0]) if len(found) else None
@@ -129,13 +129,15 @@ def _from_frame(bars: pd.DataFrame, wanted: tuple[str, ...], tf: Timeframe | Non
     missing = [c for c in ("ts", *BAR_FIELDS) if c not in bars.columns]
     if missing:
         raise ValidationError(f"bars are missing columns {missing}")
-    frame = bars.copy()
+    frame = bars  # copied only when a column must change: a bar frame from a store is used as is
     if "symbol" not in frame.columns:
         if len(wanted) > 1:
             raise ValidationError("bars without a symbol column are one symbol's bars")
-        frame["symbol"] = wanted[0] if wanted else DEFAULT_SYMBOL
-    frame["symbol"] = frame["symbol"].astype(BAR_STRING_DTYPE)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+        frame = frame.assign(symbol=wanted[0] if wanted else DEFAULT_SYMBOL)
+    if frame["symbol"].dtype != BAR_STRING_DTYPE:
+        frame = frame.assign(symbol=frame["symbol"].astype(BAR_STRING_DTYPE))
+    if frame["ts"].dtype != "datetime64[ns, UTC]":
+        frame = frame.assign(ts=pd.to_datetime(frame["ts"], utc=True))
     if wanted:
         absent = sorted(set(wanted) - set(frame["symbol"].unique()))
         if absent:
