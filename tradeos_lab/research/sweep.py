@@ -90,6 +90,11 @@ def parameter_sets(
     return names, valid
 
 
+def grid_values_of(names: list[str], combos: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """The values each parameter took over the valid combinations (what a run record keeps)."""
+    return {n: sorted({c[i] for c in combos}) for i, n in enumerate(names)}
+
+
 def _choices(value: Any) -> list[Any]:
     if isinstance(value, str) or not isinstance(value, Sequence | range | np.ndarray):
         return [value]
@@ -313,7 +318,7 @@ def sweep(
             kind="sweep",
             strategy=strategy_type,
             parameters={
-                "grid": jsonable({n: sorted({c[i] for c in combos}) for i, n in enumerate(names)}),
+                "grid": jsonable(grid_values_of(names, combos)),
                 "combinations": len(combos),
                 "profile": profile.to_dict(),
                 "stops": stops.to_dict(),
@@ -468,7 +473,7 @@ def walk_forward(
             strategy=strategy_type,
             parameters=jsonable(
                 {
-                    "grid": {n: sorted({c[i] for c in combos}) for i, n in enumerate(names)},
+                    "grid": grid_values_of(names, combos),
                     "train": str(train_span),
                     "test": str(test_span),
                     "expanding": expanding,
