@@ -38,17 +38,20 @@ class Research:
         return backtest(strategy, bars, records=self.records, **options)
 
     def sweep(self, strategy: Any, bars: Any, **options: Any) -> SweepResult:
-        """`tradeos_lab.research.sweep`, recorded, on the settings' Dask scheduler if any."""
+        """`tradeos_lab.research.sweep`, recorded, on the settings' Dask scheduler or
+        `research_workers` local processes unless the call says otherwise."""
         from tradeos_lab.research.sweep import sweep
 
         options.setdefault("scheduler", self.settings.research_scheduler)
+        options.setdefault("workers", self.settings.research_workers)
         return sweep(strategy, bars, records=self.records, **options)
 
     def walk_forward(self, strategy: Any, bars: Any, **options: Any) -> WalkForwardResult:
-        """`tradeos_lab.research.walk_forward`, recorded."""
+        """`tradeos_lab.research.walk_forward`, recorded, where the sweeps run."""
         from tradeos_lab.research.sweep import walk_forward
 
         options.setdefault("scheduler", self.settings.research_scheduler)
+        options.setdefault("workers", self.settings.research_workers)
         return walk_forward(strategy, bars, records=self.records, **options)
 
     def runs(
