@@ -238,16 +238,8 @@ def _finite(values: pd.Series, name: str) -> pd.Series:
 
 
 @runtime_checkable
-class BarStore(Protocol):
-    """Where bars live for research and backtests: one protocol, so the backtester never changes.
-
-    The lake (ClickHouse/chdb) and the Postgres/Timescale store both implement it, so swapping
-    one for the other changes no caller.
-    """
-
-    def write_bars(self, bars: pd.DataFrame) -> int:
-        """Validate and store bars idempotently; returns the number of rows given."""
-        ...
+class BarSource(Protocol):
+    """What a backtest reads bars from: every bar store, and the three-tier `BarReader`."""
 
     def read_bars(
         self,
@@ -258,6 +250,19 @@ class BarStore(Protocol):
         limit: int | None = None,
     ) -> pd.DataFrame:
         """Bars in [start, end), oldest first; with `limit`, the latest `limit` of them."""
+        ...
+
+
+@runtime_checkable
+class BarStore(BarSource, Protocol):
+    """Where bars live for research and backtests: one protocol, so the backtester never changes.
+
+    The lake (ClickHouse/chdb) and the Postgres/Timescale store both implement it, so swapping
+    one for the other changes no caller.
+    """
+
+    def write_bars(self, bars: pd.DataFrame) -> int:
+        """Validate and store bars idempotently; returns the number of rows given."""
         ...
 
     def gaps(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tradeos_lab.marketdata import BarReader
     from tradeos_lab.pipeline.deploy import Pipeline
     from tradeos_lab.providers import BarProvider
+    from tradeos_lab.research.lab import Research
     from tradeos_lab.stores.lake import Lake
     from tradeos_lab.stores.records import RecordsStore
     from tradeos_lab.tiers.bus import Bus
@@ -126,6 +127,13 @@ class Lab:
         from tradeos_lab.pipeline.deploy import Pipeline
 
         return Pipeline(self)
+
+    @functools.cached_property
+    def research(self) -> Research:
+        """Backtests, sweeps and walk-forwards kept in the records: `lab.research.runs()`."""
+        from tradeos_lab.research.lab import Research
+
+        return Research(lambda: self.records, self.settings)
 
     def bars(self, provider: BarProvider | None = None) -> BarReader:
         """Three-tier bar reads (cache -> lake -> `provider`), writing back down on a miss."""

@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     pipeline_bar_interval_s: float = Field(default=0.25, gt=0, le=3600)
     pipeline_services: NameList = PIPELINE_SERVICES
 
+    # Research sweeps: an existing Dask cluster's scheduler (tcp://host:8786) runs them when set;
+    # otherwise `research_workers` > 1 starts a LocalCluster of that many worker processes.
+    research_scheduler: str | None = Field(default=None, pattern=r"^(tcp|tls|inproc)://\S+$")
+    research_workers: int = Field(default=1, ge=1, le=256)
+
     @field_validator("pipeline_feed")
     @classmethod
     def _pipeline_feed(cls, feed: str) -> str:

@@ -73,6 +73,7 @@ def _register_commands() -> None:
         broker_commands,
         data_commands,
         records_commands,
+        research_commands,
         stack_commands,
         tier_commands,
     )
@@ -83,6 +84,7 @@ def _register_commands() -> None:
         *tier_commands.COMMANDS,
         *data_commands.COMMANDS,
         *broker_commands.COMMANDS,
+        *research_commands.COMMANDS,
     ]:
         cli.add_command(command)
     cli.add_command(records_commands.records)

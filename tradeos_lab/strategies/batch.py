@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from tradeos_lab.errors import ValidationError
+from tradeos_lab.indicators import Indicator
+from tradeos_lab.indicators.specs import BarArrays
 from tradeos_lab.strategies.base import BAR_FIELDS, FloatArray, Strategy, ValueColumns
 
 SIGNAL_COLUMNS = (
@@ -44,18 +46,50 @@ def symbol_signals(strategy: Strategy[Any], bars: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("ts", *BAR_FIELDS) if c not in bars.columns]
     if missing:
         raise ValidationError(f"bars are missing columns {missing}")
-    indicators = strategy.indicator_set.batch(bars)
-    values = ValueColumns((c, bars[c].to_numpy(dtype=np.float64, copy=False)) for c in BAR_FIELDS)
-    for column in strategy.indicator_set.outputs:
-        values[column] = indicators[column].to_numpy(dtype=np.float64, copy=False)
-    strength, confidence = strategy.decide(values, len(bars))
+    values, arrays = rule_arrays(strategy, BarValues(bars))
     columns: dict[str, Any] = {
         "ts": pd.to_datetime(bars["ts"], utc=True).reset_index(drop=True),
         "close": values["close"],
         **{c: values[c] for c in strategy.indicator_set.outputs},
-        **vectorbt_arrays(strength, confidence),
+        **arrays,
     }
     return pd.DataFrame(columns)
+
+
+class BarValues:
+    """One symbol's bars as the float arrays a rule reads, with every indicator output computed
+    once per spec: a sweep evaluates many parameter sets over the same bars, and two sets that
+    share an indicator (the same SMA(20)) compute it once."""
+
+    def __init__(self, bars: pd.DataFrame) -> None:
+        self.bars = bars
+        self.length = len(bars)
+        self.fields = {c: bars[c].to_numpy(dtype=np.float64, copy=False) for c in BAR_FIELDS}
+        self._checked: dict[tuple[str, ...], BarArrays] = {}
+        self._outputs: dict[Indicator, tuple[np.ndarray, ...]] = {}
+
+    def indicator(self, spec: Indicator) -> tuple[np.ndarray, ...]:
+        """The outputs of `spec` over these bars (computed on first request)."""
+        if spec not in self._outputs:
+            inputs = spec.inputs
+            if inputs not in self._checked:
+                self._checked[inputs] = BarArrays.of(self.bars, inputs)
+            self._outputs[spec] = spec.compute(self._checked[inputs])
+        return self._outputs[spec]
+
+
+def rule_arrays(
+    strategy: Strategy[Any], bars: BarValues
+) -> tuple[ValueColumns, dict[str, np.ndarray]]:
+    """The values the rule read and `SIGNAL_COLUMNS` per bar: the one evaluation of a rule
+    over whole arrays, shared by `symbol_signals` and the research sweeps."""
+    values = ValueColumns(bars.fields)
+    for spec in strategy.indicator_set.specs:
+        outputs = bars.indicator(spec)
+        for name, column in zip(spec.outputs, outputs, strict=True):
+            values[name] = np.asarray(column, dtype=np.float64)
+    strength, confidence = strategy.decide(values, bars.length)
+    return values, vectorbt_arrays(strength, confidence)
 
 
 def vectorbt_arrays(strength: FloatArray, confidence: FloatArray) -> dict[str, np.ndarray]:

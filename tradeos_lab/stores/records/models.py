@@ -29,6 +29,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -56,6 +57,7 @@ TIMES_IN_FORCE = tuple(t.value for t in TimeInForce)
 SIGNAL_STAGES = ("raw", "modified")
 MESSAGE_ID_LENGTH = 36  # a canonical UUIDv7
 BACKTEST_STATES = ("pending", "running", "succeeded", "failed")
+BACKTEST_KINDS = ("backtest", "sweep", "walk_forward")
 SIGNAL_OUTCOMES = ("win", "loss", "flat", "unfilled", "expired")
 
 
@@ -233,10 +235,16 @@ class PositionSnapshot(Base):
 
 
 class BacktestRun(Base):
-    """A backtest job: what ran (parameters, data range and hash, code version) and its result."""
+    """A backtest job: what ran (parameters, strategy code hash, data source, range and hash,
+    package version in `code_version`, engine) and its result (metrics in `results`, the equity
+    curve as Parquet bytes). Its id is what later records (an intent of a promoted strategy)
+    reference as their research evidence."""
 
     __tablename__ = "backtest_runs"
-    __table_args__ = (CheckConstraint(_in("state", BACKTEST_STATES), name="state"),)
+    __table_args__ = (
+        CheckConstraint(_in("state", BACKTEST_STATES), name="state"),
+        CheckConstraint(_in("kind", BACKTEST_KINDS), name="kind"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     strategy: Mapped[str] = mapped_column(String(128), index=True)
@@ -251,6 +259,11 @@ class BacktestRun(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    kind: Mapped[str] = mapped_column(String(16), server_default="backtest")
+    strategy_hash: Mapped[str | None] = mapped_column(String(64))
+    data_source: Mapped[str | None] = mapped_column(String(256))
+    engine: Mapped[str | None] = mapped_column(String(16))
+    equity_curve: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class PolicyProfile(Base):

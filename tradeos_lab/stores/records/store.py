@@ -62,6 +62,7 @@ from tradeos_lab.errors import (
 )
 from tradeos_lab.settings import Settings
 from tradeos_lab.stores.records.models import (
+    BACKTEST_KINDS,
     BACKTEST_STATES,
     ORDER_SIDES,
     SIGNAL_HORIZON_STATES,
@@ -900,6 +901,10 @@ class RecordsStore:
         data_end: datetime,
         data_hash: str,
         code_version: str,
+        kind: str = "backtest",
+        strategy_hash: str | None = None,
+        data_source: str | None = None,
+        engine: str | None = None,
     ) -> uuid.UUID:
         """Record a backtest as running and return its id; enough to reproduce it later."""
         start, end = _utc(data_start), _utc(data_end)
@@ -909,11 +914,15 @@ class RecordsStore:
             id=uuid.uuid4(),
             strategy=_ident(strategy, "strategy", limit=128),
             state="running",
+            kind=_choice(kind, BACKTEST_KINDS, "kind"),
             parameters=_json(parameters, "parameters"),
             data_start=start,
             data_end=end,
             data_hash=_ident(data_hash, "data_hash", limit=128),
             code_version=_ident(code_version, "code_version"),
+            strategy_hash=_ident(strategy_hash, "strategy_hash", optional=True),
+            data_source=_text_or_none(data_source, "data_source"),
+            engine=_ident(engine, "engine", optional=True, limit=16),
             created_at=_utc(None),
             started_at=_utc(None),
         )
@@ -922,11 +931,19 @@ class RecordsStore:
         return run.id
 
     def finish_backtest(
-        self, run_id: uuid.UUID, *, results: dict[str, Any] | None = None, error: str | None = None
+        self,
+        run_id: uuid.UUID,
+        *,
+        results: dict[str, Any] | None = None,
+        error: str | None = None,
+        equity_curve: bytes | None = None,
     ) -> BacktestRun:
-        """Close a running backtest: succeeded with `results`, or failed with `error`."""
+        """Close a running backtest: succeeded with `results` (and its equity curve, as bytes),
+        or failed with `error`."""
         if (results is None) == (error is None):
             raise ValidationError("finish a backtest with either results or an error")
+        if equity_curve is not None and not isinstance(equity_curve, bytes):
+            raise ValidationError("equity_curve must be bytes")
         with self.session() as session:
             run = session.get(BacktestRun, run_id, with_for_update=True)
             if run is None:
@@ -936,6 +953,7 @@ class RecordsStore:
             run.state = "failed" if error is not None else "succeeded"
             run.results = None if results is None else _json(results, "results")
             run.error = error
+            run.equity_curve = equity_curve
             run.finished_at = _utc(None)
             return run
 
@@ -945,6 +963,30 @@ class RecordsStore:
             if run is None:
                 raise ValidationError(f"no backtest run {run_id}")
             return run
+
+    def backtests(
+        self, *, strategy: str | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[BacktestRun]:
+        """Backtest runs, newest first (without their equity curves: `backtest_equity`)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError(f"limit must be a positive integer, got {limit!r}")
+        stmt = select(BacktestRun).order_by(BacktestRun.created_at.desc()).limit(limit)
+        if strategy is not None:
+            stmt = stmt.where(BacktestRun.strategy == strategy)
+        if kind is not None:
+            stmt = stmt.where(BacktestRun.kind == _choice(kind, BACKTEST_KINDS, "kind"))
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def backtest_equity(self, run_id: uuid.UUID) -> bytes | None:
+        """The equity curve a run was finished with (None when it kept none)."""
+        with self.session() as session:
+            found = session.execute(
+                select(BacktestRun.equity_curve).where(BacktestRun.id == run_id)
+            ).first()
+            if found is None:
+                raise ValidationError(f"no backtest run {run_id}")
+            return found[0]
 
     # ---- policy profiles ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@
 Idempotent like the others: a table that exists is left alone.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-06
 """
 
@@ -25,7 +25,7 @@ from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH
 from tradeos_lab.stores.records.sqltypes import UTCDateTime
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,163 @@
+"""Backtests run the pipeline's strategy classes through vectorbt, whatever the bars' source."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine
+
+from tradeos_lab.errors import ValidationError
+from tradeos_lab.research import BacktestProfile, Stops, backtest, vectorbt_engine
+from tradeos_lab.research.sweep import sweep
+from tradeos_lab.stores.bars_pg import PostgresBarStore
+from tradeos_lab.strategies import RsiReversion, SmaCross
+
+STRATEGY = SmaCross(fast=10, slow=40)
+
+
+def test_metrics_agree_with_vectorbts_own_accessors(one_symbol: pd.DataFrame) -> None:
+    result = backtest(STRATEGY, one_symbol)
+    pf = result.portfolio
+    assert result.metrics["total_return"] == pytest.approx(_one(pf.total_return()))
+    assert result.metrics["max_drawdown"] == pytest.approx(_one(pf.max_drawdown()))
+    assert result.metrics["trades"] == _one(pf.trades.count())
+    closed = result.trades().query("Status == 'Closed'")
+    assert result.metrics["win_rate"] == pytest.approx((closed["PnL"] > 0).mean())
+    assert result.metrics["trades"] > 10
+    assert 0 < result.metrics["exposure"] <= 1
+    assert result.equity.index.tz is not None
+    assert result.equity.iloc[-1] == pytest.approx(_one(pf.final_value()))
+
+
+def _one(value: object) -> float:
+    """The single value of a one-column vectorbt result."""
+    return float(np.asarray(value).ravel()[0])
+
+
+def test_signals_are_the_strategys_batch_form(one_symbol: pd.DataFrame) -> None:
+    """The orders vectorbt placed sit on bars where the strategy's own batch signals fire."""
+    result = backtest(STRATEGY, one_symbol, profile=BacktestProfile(fee_bps=0, slippage_bps=0))
+    signals = STRATEGY.signals(one_symbol)
+    fired = set(signals.loc[signals["direction"] != 0, "ts"])
+    orders = result.portfolio.orders.records_readable
+    placed = set(pd.to_datetime(orders["Timestamp"]).dt.tz_localize("UTC"))
+    assert placed and placed <= fired
+
+
+def test_the_engine_that_ran_is_reported() -> None:
+    expected = "rust" if importlib.util.find_spec("vectorbt_rust") else "numba"
+    assert vectorbt_engine() == expected
+
+
+@pytest.fixture
+def pg_bar_store(pg_url: str) -> Iterator[PostgresBarStore]:
+    engine = create_engine(pg_url)
+    yield PostgresBarStore(engine)
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_bar_store_and_a_frame_give_the_same_backtest(
+    pg_bar_store: PostgresBarStore, two_symbols: pd.DataFrame
+) -> None:
+    pg_bar_store.write_bars(two_symbols)
+    from_frame = backtest(STRATEGY, two_symbols)
+    from_store = backtest(STRATEGY, pg_bar_store, symbols=["AAA", "BBB"], timeframe="5m")
+    assert from_store.barset.source == "PostgresBarStore"
+    assert from_store.barset.data_hash == from_frame.barset.data_hash
+    assert from_store.metrics == pytest.approx(from_frame.metrics, nan_ok=True)
+
+
+def test_several_symbols_trade_as_one_portfolio(two_symbols: pd.DataFrame) -> None:
+    profile = BacktestProfile(position_pct=50)
+    result = backtest(STRATEGY, two_symbols, profile=profile)
+    trades = result.trades()
+    assert set(trades["Column"]) == {"AAA", "BBB"}
+    assert result.metrics["trades"] == len(trades)
+    assert len(result.equity) == two_symbols["ts"].nunique()
+    alone = backtest(STRATEGY, two_symbols, symbols="AAA", profile=profile)
+    assert alone.metrics["trades"] == (trades["Column"] == "AAA").sum()
+
+
+def test_stops_cap_the_loss_of_a_trade(one_symbol: pd.DataFrame) -> None:
+    free = BacktestProfile(fee_bps=0, slippage_bps=0)
+    plain = backtest(STRATEGY, one_symbol, profile=free).trades()
+    stopped = backtest(
+        STRATEGY, one_symbol, profile=free, stops=Stops(stop_loss=0.002, take_profit=0.004)
+    ).trades()
+    assert plain["Return"].min() < -0.004
+    assert stopped["Return"].min() >= -0.004  # a stop fills at its price or a gap's open
+    assert stopped["Return"].max() < plain["Return"].max()
+
+
+def test_costs_come_off_the_return(one_symbol: pd.DataFrame) -> None:
+    free = backtest(STRATEGY, one_symbol, profile=BacktestProfile(fee_bps=0, slippage_bps=0))
+    costly = backtest(STRATEGY, one_symbol, profile=BacktestProfile(fee_bps=20, slippage_bps=10))
+    assert costly.metrics["total_return"] < free.metrics["total_return"]
+    assert costly.metrics["trades"] == free.metrics["trades"]
+
+
+def test_a_sweeps_combination_equals_its_single_backtest(two_symbols: pd.DataFrame) -> None:
+    profile = BacktestProfile(position_pct=50)
+    swept = sweep(RsiReversion, two_symbols, profile=profile, period=[7, 14], chunk_cells=5_000)
+    single = backtest(RsiReversion(period=14), two_symbols, profile=profile)
+    assert swept.table.xs(14, level="period").iloc[0].to_dict() == pytest.approx(
+        single.metrics, nan_ok=True
+    )
+
+
+def test_figures_are_built(one_symbol: pd.DataFrame) -> None:
+    result = backtest(STRATEGY, one_symbol)
+    assert len(result.plot().data) == 2
+    assert len(result.plot_trades().data) >= 3
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda bars: backtest("no_such_strategy", bars), "unknown strategy"),
+        (lambda bars: backtest(STRATEGY, bars.drop(columns="close")), "missing columns"),
+        (lambda bars: backtest(STRATEGY, bars, symbols="ZZZ"), "no bars of"),
+        (lambda bars: backtest(STRATEGY, 42), "bar frame or a bar source"),
+        (lambda bars: backtest(STRATEGY, bars, start="2030-01-01"), "no bars"),
+        (lambda bars: BacktestProfile(fee_bps=-1), "fee_bps"),
+        (lambda bars: BacktestProfile(position_pct=0), "position_pct"),
+        (lambda bars: Stops(stop_loss=1.5), "stop_loss"),
+        (lambda bars: Stops(trailing=True), "trailing"),
+    ],
+)
+def test_bad_input_is_a_validation_error(
+    one_symbol: pd.DataFrame, call: object, message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        call(one_symbol)  # type: ignore[operator]
+
+
+def test_a_bar_source_needs_symbols_and_a_timeframe(
+    one_symbol: pd.DataFrame,
+) -> None:
+    class Source:
+        def read_bars(self, symbol, timeframe, start=None, end=None, limit=None):  # type: ignore[no-untyped-def]
+            return one_symbol
+
+    with pytest.raises(ValidationError, match="symbols and a timeframe"):
+        backtest(STRATEGY, Source())
+    result = backtest(STRATEGY, Source(), symbols="AAA", timeframe="5m")
+    assert result.barset.source == "Source"
+    assert np.isfinite(result.metrics["total_return"])
+
+
+def test_equity_is_vectorbts_value_per_bar(two_symbols: pd.DataFrame) -> None:
+    """The metrics' one-pass replay of the orders gives vectorbt's own value, bar for bar, for
+    symbols sharing cash and with stops."""
+    result = backtest(
+        STRATEGY, two_symbols, profile=BacktestProfile(position_pct=50), stops=Stops(0.01, 0.02)
+    )
+    expected = np.asarray(result.portfolio.value(), dtype=np.float64).ravel()
+    np.testing.assert_allclose(result.equity.to_numpy(), expected, rtol=1e-9)
+    drawdown = float((expected / np.maximum.accumulate(expected) - 1).min())
+    assert result.metrics["max_drawdown"] == pytest.approx(drawdown)
