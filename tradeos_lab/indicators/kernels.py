@@ -4,8 +4,10 @@ TA-Lib is the reference the values must equal. RSI, MACD and Bollinger Bands cal
 itself: compiled C, as fast as the reference by construction, no second implementation.
 SMA, EMA and ATR are numba kernels, because each must also check its prices are finite and a
 separate checking pass made them miss the speed targets (>= 50% of TA-Lib's throughput and
->= 5x pandas): SMA is TA-Lib's running sum operation for operation (bit-identical, tested);
-EMA and ATR run TA-Lib's recurrence four bars per dependent step (`_smooth`), equal to TA-Lib
+>= 5x pandas): SMA is a running sum of (newest - oldest) times 1/period, re-summed exactly
+every few thousand bars so rounding cannot drift (TA-Lib's values to 1e-9, tested over long
+series; its incremental state repeats the same operations, so the two agree to the bit); EMA
+and ATR run TA-Lib's recurrence four bars per dependent step (`_smooth`), equal to TA-Lib
 to 1e-9 (tested over long series), faster than TA-Lib's one-bar-at-a-time chain. The
 incremental states (`tradeos_lab.indicators.states`) reproduce TA-Lib's seeding and its order
 of floating-point operations, and a property test holds them to the batch values.
@@ -160,11 +162,12 @@ def check_period(value: int, name: str, minimum: int = 2) -> int:
 
 
 def sma(close: ArrayLike, period: int) -> ArrayLike:
-    """Simple moving average, TA-Lib's SMA to the bit; defined from index `period - 1`.
+    """Simple moving average, TA-Lib's SMA to 1e-9 relative; defined from index `period - 1`.
 
-    The one TA-Lib indicator computed here: TA-Lib's running sum (add the new value, divide,
-    subtract the oldest) in one numba pass that also checks every price is finite, so the
-    check costs no second pass over the data (TA-Lib's speed with the check included).
+    A numba running sum (`_sma`): one dependent addition of (newest - oldest) per bar, times a
+    precomputed 1/period, re-summed exactly every `sma_block(period)` bars so the rounding of
+    the running sum cannot drift. The incremental `SMAState` does the same operations at the
+    same bars, so both give the same floats.
     """
     x = as_floats(close, "close")
     check_length(len(x), check_period(period, "period"), f"SMA({period})")
@@ -175,30 +178,55 @@ def sma(close: ArrayLike, period: int) -> ArrayLike:
 
 
 @numba.njit(cache=True)
+def sma_block(period: int) -> int:
+    """Bars between two exact re-summations of the SMA's running sum: long enough that the
+    re-summation costs a few percent, short enough that rounding cannot accumulate."""
+    return max(4096, 8 * period)
+
+
+@numba.njit(cache=True)
 def _sma(x: np.ndarray, period: int) -> tuple[np.ndarray, int]:
-    out = np.empty(len(x))
+    """The SMA and the first non-finite row (-1 if none).
+
+    No per-bar check: a NaN or an infinity that enters a running sum keeps it non-finite
+    until the next re-summation (inf - inf is NaN), so a finite sum at the end of each block
+    proves every value of the block finite; only otherwise is the array searched.
+    """
+    n = len(x)
+    out = np.empty(n)
     out[: period - 1] = np.nan
+    inverse = 1.0 / period
+    finite = True
+    for start in range(period - 1, n, sma_block(period)):
+        end = min(start + sma_block(period), n)
+        total = _sma_block(x[start - period + 1 : end], out[start:end], period, inverse)
+        finite &= total - total == 0.0
+    return out, -1 if finite else _first_non_finite(x)
+
+
+@numba.njit(cache=True)
+def _sma_block(x: np.ndarray, out: np.ndarray, period: int, inverse: float) -> float:
+    """One block: `x` holds its values and the `period - 1` before them, `out` its outputs.
+    (A function of its own: indices from 0 let the compiler drop negative-index handling.)"""
     total = 0.0
-    for i in range(len(x)):
-        v = x[i]
-        if v - v != 0.0:  # NaN or infinite
-            return out, i
-        total += v
-        if i >= period - 1:
-            out[i] = total / period
-            total -= x[i - period + 1]
-    return out, -1
+    for j in range(period):
+        total += x[j]
+    out[0] = total * inverse
+    for i in range(period, len(x)):
+        total += x[i] - x[i - period]
+        out[i - period + 1] = total * inverse
+    return total
 
 
 def ema(close: ArrayLike, period: int) -> ArrayLike:
     """Exponential moving average, k = 2/(period+1), seeded with the SMA of the first `period`
     values (TA-Lib EMA's values to 1e-9); defined from index `period - 1`.
 
-    Numba: one branch-free pass checks every price is finite (naming the first bad row), then
-    the recurrence. TA-Lib's form e = (x - e) * k + e is one chain of dependent operations per
-    bar, slower than the >= 5x pandas `ewm` target allows, so the kernel runs the same
-    recurrence as e = (1 - k) e + k x four bars per dependent step (`_smooth`); the values
-    differ from TA-Lib's by rounding only.
+    Numba: the recurrence in one pass, which also proves every price finite (`_ema`); only
+    otherwise is the array searched for the first bad row. TA-Lib's form e = (x - e) * k + e
+    is one chain of dependent operations per bar, slower than the >= 5x pandas `ewm` target
+    allows, so the kernel runs the same recurrence as e = (1 - k) e + k x four bars per
+    dependent step (`_smooth`); the values differ from TA-Lib's by rounding only.
     """
     x = as_floats(close, "close")
     check_length(len(x), check_period(period, "period"), f"EMA({period})")
@@ -210,18 +238,20 @@ def ema(close: ArrayLike, period: int) -> ArrayLike:
 
 @numba.njit(cache=True)
 def _ema(x: np.ndarray, period: int) -> tuple[np.ndarray, int]:
-    out = np.empty(len(x))
-    bad = _first_non_finite(x)
-    if bad >= 0:
-        return out, bad
+    """The EMA and the first non-finite row (-1 if none). No per-bar check: a NaN or an
+    infinity that enters the recurrence keeps every later value non-finite (the weights are
+    positive; inf - inf is NaN), so a finite last value proves every price finite."""
+    n = len(x)
+    out = np.empty(n)
     out[: period - 1] = np.nan
     total = 0.0
     for i in range(period):
         total += x[i]  # TA-Lib's seed: the plain running sum of the first `period`, divided
     out[period - 1] = total / period
     k = 2.0 / (period + 1)
-    _smooth(out, x, period, 1.0 - k, k)
-    return out, -1
+    _smooth(out[period - 1 :], x[period - 1 :], 1.0 - k, k)
+    last = out[n - 1]
+    return out, -1 if last - last == 0.0 else _first_non_finite(x)
 
 
 @numba.njit(cache=True)
@@ -240,20 +270,21 @@ def _first_non_finite(x: np.ndarray) -> int:
 
 
 @numba.njit(cache=True)
-def _smooth(out: np.ndarray, y: np.ndarray, start: int, a: float, b: float) -> None:
-    """out[i] = a * out[i - 1] + b * y[i] for i >= start (in place; `y` may be `out`).
+def _smooth(out: np.ndarray, y: np.ndarray, a: float, b: float) -> None:
+    """out[i] = a * out[i - 1] + b * y[i] for i >= 1, out[0] given (in place; `y` may be `out`).
 
     Written four bars per step: out[i + 4] = a^4 out[i] + (a^3 b y[i+1] + ... + b y[i+4]), so
     the chain of dependent operations is one multiply-add per four bars instead of per bar,
-    and the rest runs in parallel. Same recurrence; it differs only by rounding.
+    and the rest runs in parallel. Same recurrence; it differs only by rounding. (Callers pass
+    slices: indices from 0 let the compiler drop negative-index handling.)
     """
-    n = len(out)
     a2 = a * a
     a3 = a2 * a
     a4 = a3 * a
-    e = out[start - 1]
-    i = start
-    while i + 4 <= n:
+    e = out[0]
+    steps = (len(out) - 1) // 4
+    for q in range(steps):
+        i = 4 * q + 1
         y1 = b * y[i]
         s2 = y1 * a + b * y[i + 1]
         s3 = s2 * a + b * y[i + 2]
@@ -263,11 +294,9 @@ def _smooth(out: np.ndarray, y: np.ndarray, start: int, a: float, b: float) -> N
         out[i + 2] = e * a3 + s3
         e = e * a4 + s4
         out[i + 3] = e
-        i += 4
-    while i < n:
+    for i in range(4 * steps + 1, len(out)):
         e = e * a + b * y[i]
         out[i] = e
-        i += 1
 
 
 def rsi(close: ArrayLike, period: int = 14) -> ArrayLike:
@@ -320,9 +349,10 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> 
     """Average true range with Wilder's smoothing, seeded with the mean true range of bars
     1..period (TA-Lib ATR's values to 1e-9); defined from index `period`.
 
-    One numba pass computes the true ranges and checks the three price columns are finite
-    (separate checks would cost more than TA-Lib's whole call); the smoothing
-    atr = (atr * (period - 1) + tr) / period runs as `_smooth`, four bars per dependent step.
+    One numba pass (`_atr`): the smoothing atr = (atr * (period - 1) + tr) / period four bars
+    per dependent step as in `_smooth`, the true ranges computed as it reads them and the
+    three price columns checked finite on the way (separate passes would cost more than
+    TA-Lib's whole call).
     """
     h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
     if not len(h) == len(lo) == len(c):
@@ -337,30 +367,76 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> 
 
 @numba.njit(cache=True)
 def _atr(h: np.ndarray, lo: np.ndarray, c: np.ndarray, period: int) -> tuple[np.ndarray, int]:
+    """The ATR and the first row with a non-finite price (-1 if none), in one pass: true
+    ranges computed where the smoothing reads them, never stored.
+
+    The check costs almost nothing: a NaN or an infinite high or low makes its true range NaN
+    or +inf (see `_true_range`), which keeps every later ATR non-finite, so a finite last ATR
+    proves every high and low finite; the closes (a NaN close drops out of the true range's
+    maxima) are summed on the way, a sum that is finite exactly when they all are.
+    """
     n = len(c)
     out = np.empty(n)
-    # the true ranges (TA-Lib's operations) and the finite check in one branch-free pass
-    ok = (h[0] - h[0] == 0.0) & (lo[0] - lo[0] == 0.0) & (c[0] - c[0] == 0.0)
-    out[0] = np.nan
-    for i in range(1, n):
-        hi = h[i]
-        low = lo[i]
-        prev = c[i - 1]
-        ok &= (hi - hi == 0.0) & (low - low == 0.0) & (c[i] - c[i] == 0.0)
-        tr = hi - low
-        tr = max(tr, abs(prev - hi))
-        out[i] = max(tr, abs(low - prev))
-    if not ok:
-        for i in range(n):
-            if h[i] - h[i] != 0.0 or lo[i] - lo[i] != 0.0 or c[i] - c[i] != 0.0:
-                return out, i
+    out[:period] = np.nan
+    check = (h[0] + lo[0]) + c[n - 1]  # bar 0 has no true range; the last close is no `prev`
     total = 0.0
     for i in range(1, period + 1):
-        total += out[i]
-        out[i] = np.nan
+        total += _true_range(h[i], lo[i], c[i - 1])
+        check += c[i - 1]
     out[period] = total / period
-    _smooth(out, out, period + 1, (period - 1) / period, 1.0 / period)
-    return out, -1
+    check += _smooth_true_range(
+        out[period:], h[period:], lo[period:], c[period - 1 :], (period - 1) / period, 1.0 / period
+    )
+    check += out[n - 1]
+    if check - check == 0.0:
+        return out, -1
+    for i in range(n):
+        if h[i] - h[i] != 0.0 or lo[i] - lo[i] != 0.0 or c[i] - c[i] != 0.0:
+            return out, i
+    return out, -1  # the prices are finite, only their sum overflowed
+
+
+@numba.njit(cache=True)
+def _true_range(h: float, lo: float, prev: float) -> float:
+    """TA-Lib's true range, max(h - lo, |prev - h|, |lo - prev|), its operations in its order
+    (the incremental state's too). Written as selects that keep a NaN or an infinity of `h`
+    or `lo` (NaN or +inf out; a NaN `prev` is dropped: the caller checks the closes)."""
+    tr = h - lo
+    up = abs(prev - h)
+    tr = up if up > tr else tr
+    down = abs(lo - prev)
+    return down if down > tr else tr
+
+
+@numba.njit(cache=True)
+def _smooth_true_range(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
+    out: np.ndarray, h: np.ndarray, lo: np.ndarray, prev: np.ndarray, a: float, b: float
+) -> float:
+    """`_smooth` of the true ranges of (h[i], lo[i], prev[i]) for i >= 1, the same operations;
+    returns the sum of prev[1:] (the closes it read) for the caller's finite check."""
+    a2 = a * a
+    a3 = a2 * a
+    a4 = a3 * a
+    e = out[0]
+    check = 0.0
+    steps = (len(out) - 1) // 4
+    for q in range(steps):
+        i = 4 * q + 1
+        y1 = b * _true_range(h[i], lo[i], prev[i])
+        s2 = y1 * a + b * _true_range(h[i + 1], lo[i + 1], prev[i + 1])
+        s3 = s2 * a + b * _true_range(h[i + 2], lo[i + 2], prev[i + 2])
+        s4 = s3 * a + b * _true_range(h[i + 3], lo[i + 3], prev[i + 3])
+        out[i] = e * a + y1
+        out[i + 1] = e * a2 + s2
+        out[i + 2] = e * a3 + s3
+        e = e * a4 + s4
+        out[i + 3] = e
+        check += (prev[i] + prev[i + 1]) + (prev[i + 2] + prev[i + 3])
+    for i in range(4 * steps + 1, len(out)):
+        e = e * a + b * _true_range(h[i], lo[i], prev[i])
+        out[i] = e
+        check += prev[i]
+    return check
 
 
 def check_macd(fast: int, slow: int, signal: int) -> None:

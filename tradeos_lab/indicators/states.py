@@ -4,10 +4,11 @@
 bars one at a time gives the batch values (`spec.batch`). The states repeat TA-Lib's seeding
 (EMA from the SMA of the first `period` values, RSI and ATR from the mean of their first
 `period` changes / true ranges, then Wilder's smoothing) and its order of floating-point
-operations: the SMA keeps TA-Lib's running sum (add the new value, divide, subtract the oldest)
-rather than a compensated one, because matching the reference beats being more exact than it.
-The remaining difference is about one unit in the last place (TA-Lib's compiled code may fuse
-a multiply and an add), far inside the 1e-9 relative agreement the property test holds.
+operations. The SMA repeats its batch kernel's running sum and re-summations (the same floats,
+tested to the bit). For the others the remaining difference is about one unit in the last
+place (TA-Lib's compiled code may fuse a multiply and an add; the EMA and ATR kernels run the
+recurrence four bars per step), far inside the 1e-9 relative agreement the property test
+holds.
 
 Rolling percentiles keep the window sorted (`bisect.insort` and a removal by binary search):
 each is a memmove of at most `window` floats, O(window) with a tiny constant, which is O(1)
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from tradeos_lab.errors import ValidationError
+from tradeos_lab.indicators.kernels import sma_block
 from tradeos_lab.indicators.sessions import sessions
 
 if TYPE_CHECKING:
@@ -181,15 +183,20 @@ class IndicatorState:
 
 
 class SMAState(IndicatorState):
-    """TA-Lib's running sum over a ring buffer of the last `period` closes."""
+    """The batch kernel's running sum over a ring buffer of the last `period` closes: add
+    (newest - oldest), times 1/period, and an exact re-summation of the window every
+    `sma_block(period)` values (at the same bars as the batch kernel, so the same floats)."""
 
     kind = "sma"
-    __slots__ = ("period", "total", "window")
+    __slots__ = ("block", "inverse", "period", "phase", "total", "window")
 
     def __init__(self, spec: Indicator, period: int) -> None:
         super().__init__(spec)
         self.period = period
+        self.inverse = 1.0 / period
+        self.block = int(sma_block(period))
         self.total = 0.0
+        self.phase = 0  # values since the last re-summation (0: re-sum at the next full window)
         self.window: deque[float] = deque(maxlen=period)
 
     def _advance(self, bar: BarTuple) -> tuple[float, ...]:
@@ -198,19 +205,27 @@ class SMAState(IndicatorState):
 
     def push(self, x: float) -> float:
         window = self.window
-        self.total += x
-        window.append(x)
-        if len(window) < self.period:
+        if len(window) < self.period - 1:
+            window.append(x)
             return NAN
-        out = self.total / self.period
-        self.total -= window[0]
-        return out
+        if self.phase:
+            self.total += x - window[0]
+            window.append(x)
+        else:
+            window.append(x)
+            total = 0.0
+            for value in window:
+                total += value
+            self.total = total
+        self.phase = (self.phase + 1) % self.block
+        return self.total * self.inverse
 
     def _fields(self) -> dict[str, Any]:
-        return {"total": _dump(self.total), "window": _dumps(self.window)}
+        return {"total": _dump(self.total), "phase": self.phase, "window": _dumps(self.window)}
 
     def _restore(self, fields: Mapping[str, Any]) -> None:
         self.total = _load(fields["total"])
+        self.phase = int(fields["phase"]) % self.block
         self.window = deque(_loads(fields["window"]), maxlen=self.period)
 
 
