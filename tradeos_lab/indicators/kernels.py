@@ -34,7 +34,7 @@ import pandas as pd
 import talib
 
 from tradeos_lab.errors import ValidationError
-from tradeos_lab.indicators.sessions import session_at, sessions
+from tradeos_lab.indicators.sessions import Sessions, session_at, sessions
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, pd.Series)
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000}
@@ -65,10 +65,32 @@ def as_volumes(values: Any, name: str = "volume") -> np.ndarray:
 
 @numba.njit(cache=True)
 def _first_bad_volume(v: np.ndarray) -> int:
-    """Index of the first infinite or negative volume (NaN is allowed), else -1; one pass."""
+    """Index of the first infinite or negative volume (NaN is allowed), else -1: a branch-free
+    pass (vectorised), then a search only when it found one."""
+    bad = False
     for i in range(len(v)):
-        x = v[i]
-        if x < 0 or x == np.inf:
+        bad |= (v[i] < 0.0) | (v[i] == np.inf)
+    if bad:
+        for i in range(len(v)):
+            if v[i] < 0.0 or v[i] == np.inf:
+                return i
+    return -1
+
+
+def _refuse_non_finite(bad: int, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> None:
+    """`ValidationError` naming the column and row `bad` of a non-finite price (-1: none)."""
+    if bad < 0:
+        return
+    for name, values in (("high", h), ("low", lo), ("close", c)):
+        if not math.isfinite(values[bad]):
+            raise ValidationError(f"{name} has NaN or infinite values (the first at row {bad})")
+
+
+@numba.njit(cache=True)
+def _first_non_finite_price(h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> int:
+    """The first row where high, low or close is NaN or infinite, else -1."""
+    for i in range(len(c)):
+        if h[i] - h[i] != 0.0 or lo[i] - lo[i] != 0.0 or c[i] - c[i] != 0.0:
             return i
     return -1
 
@@ -79,16 +101,19 @@ def check_length(n: int, needed: int, what: str) -> None:
         raise ValidationError(f"{what} needs at least {needed} bars, got {n}")
 
 
+def epoch_times(ts: Any) -> tuple[np.ndarray, int]:
+    """Bar open times as epoch integers in their own unit and the nanoseconds per unit,
+    strictly increasing, or `ValidationError` (the kernels take them so, without a pass to
+    convert them to nanoseconds)."""
+    stamps, unit = _epoch_integers(ts)
+    _check_order(stamps)
+    return stamps, unit
+
+
 def check_times(ts: Any) -> np.ndarray:
     """Bar open times as epoch nanoseconds, strictly increasing, or `ValidationError`."""
-    stamps, to_ns = _epoch_integers(ts)
-    _check_order(stamps)
-    return stamps if to_ns == 1 else stamps * to_ns
-
-
-def check_time_order(ts: Any) -> None:
-    """`check_times` without building the nanoseconds (for indicators that only need order)."""
-    _check_order(_epoch_integers(ts)[0])
+    stamps, unit = epoch_times(ts)
+    return stamps if unit == 1 else stamps * unit
 
 
 def _epoch_integers(ts: Any) -> tuple[np.ndarray, int]:
@@ -359,9 +384,7 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> 
         raise ValidationError("high, low and close have different lengths")
     check_length(len(c), check_period(period, "period") + 1, f"ATR({period})")
     out, bad = _atr(h, lo, c, period)
-    for name, values in (("high", h), ("low", lo), ("close", c)):
-        if bad >= 0 and not math.isfinite(values[bad]):
-            raise ValidationError(f"{name} has NaN or infinite values (the first at row {bad})")
+    _refuse_non_finite(bad, h, lo, c)
     return _like(close, out, f"atr_{period}")
 
 
@@ -388,12 +411,7 @@ def _atr(h: np.ndarray, lo: np.ndarray, c: np.ndarray, period: int) -> tuple[np.
         out[period:], h[period:], lo[period:], c[period - 1 :], (period - 1) / period, 1.0 / period
     )
     check += out[n - 1]
-    if check - check == 0.0:
-        return out, -1
-    for i in range(n):
-        if h[i] - h[i] != 0.0 or lo[i] - lo[i] != 0.0 or c[i] - c[i] != 0.0:
-            return out, i
-    return out, -1  # the prices are finite, only their sum overflowed
+    return out, -1 if check - check == 0.0 else _first_non_finite_price(h, lo, c)
 
 
 @numba.njit(cache=True)
@@ -629,49 +647,114 @@ def session_vwap(
     """Volume-weighted average of the typical price (high + low + close) / 3 since the session
     opened; NaN outside sessions and until the session has traded volume. A NaN volume leaves
     the bar out of both sums."""
-    stamps = check_times(ts)
-    h, lo, c = _hlc(high, low, close)
-    v = as_volumes(volume)
-    check_length(len(c), 1, "session VWAP")
+    stamps, unit = epoch_times(ts)
+    h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
+    return session_vwap_epoch(stamps, unit, h, lo, c, as_volumes(volume), calendar=calendar)
+
+
+def session_vwap_epoch(  # noqa: PLR0917 (the bar columns, positionally as everywhere here)
+    stamps: np.ndarray,
+    unit: int,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    v: np.ndarray,
+    *,
+    calendar: str,
+) -> np.ndarray:
+    """`session_vwap` of float64 columns whose times (`epoch_times`: epoch integers, `unit`
+    ns each, in order) and volumes (`as_volumes`) are already checked; the prices are checked
+    finite here, in the kernel's pass."""
+    book = _session_book(stamps, unit, (h, lo, c, v), calendar, "session VWAP")
+    out, bad = _session_vwap(stamps, unit, book.opens, book.closes, h, lo, c, v)
+    _refuse_non_finite(bad, h, lo, c)
+    return out
+
+
+def _session_book(
+    stamps: np.ndarray, unit: int, columns: tuple[np.ndarray, ...], calendar: str, what: str
+) -> Sessions:
+    """The calendar's sessions, once the columns are known to fit them (same lengths, at
+    least one bar, every time within the calendar's range)."""
+    if any(len(column) != len(stamps) for column in columns):
+        raise ValidationError(f"{what}: the bar columns have different lengths")
+    check_length(len(stamps), 1, what)
     book = sessions(calendar)
-    book.check_span(stamps)
-    return _session_vwap(stamps, book.opens, book.closes, h, lo, c, v)
+    book.check_span(stamps, unit)
+    return book
+
+
+@numba.njit(cache=True)
+def _next_session(
+    ts: np.ndarray, i: int, unit: int, opens: np.ndarray, closes: np.ndarray
+) -> tuple[int, int, int]:
+    """(k, first, end): the next session k holding bars from row `i` on, the rows before
+    `first` outside every session, the rows [first, end) in session k. Found by bisection,
+    so a session costs O(log n), not a pass over its bars. `ts` are epoch integers of `unit`
+    ns each: a bar is in [open, close) when ts >= ceil(open / unit) and ts < ceil(close /
+    unit)."""
+    t = ts[i] * unit
+    k = session_at(t, opens)
+    if t >= closes[k] and k + 1 < len(opens):
+        k += 1  # bar i comes after session k: the next one has not opened yet
+    first = i + np.searchsorted(ts[i:], -(-opens[k] // unit))
+    end = first + np.searchsorted(ts[first:], -(-closes[k] // unit))
+    if end == i:  # bar i is after the calendar's last session: the rest is outside
+        return k, len(ts), len(ts)
+    return k, first, end
 
 
 @numba.njit(cache=True)
 def _session_vwap(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
     ts: np.ndarray,
+    unit: int,
     opens: np.ndarray,
     closes: np.ndarray,
     h: np.ndarray,
     lo: np.ndarray,
     c: np.ndarray,
     v: np.ndarray,
-) -> np.ndarray:
-    # Sums of (high + low + close) * volume and of volume, divided by 3 once at the end: the
-    # incremental state does the same operations, so both give the same floats.
-    out = np.full(len(c), np.nan)
-    k = session_at(ts[0], opens)
-    last = len(opens) - 1
-    current = -1
+) -> tuple[np.ndarray, int]:
+    """The VWAP and the first row with a non-finite price (-1 if none), one loop per
+    session. `check` sums every bar's high + low + close: finite exactly when all are."""
+    n = len(c)
+    out = np.empty(n)
+    check = 0.0
+    i = 0
+    while i < n:
+        _, first, end = _next_session(ts, i, unit, opens, closes)
+        for j in range(i, first):  # outside every session
+            out[j] = np.nan
+            check += (h[j] + lo[j]) + c[j]
+        check += _vwap_of_session(
+            out[first:end], h[first:end], lo[first:end], c[first:end], v[first:end]
+        )
+        i = end
+    return out, -1 if check - check == 0.0 else _first_non_finite_price(h, lo, c)
+
+
+@numba.njit(cache=True)
+def _vwap_of_session(
+    out: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray
+) -> float:
+    """One session's VWAP into `out`; returns the sum of the bars' high + low + close.
+
+    Sums of (high + low + close) * volume and of volume, divided by 3 once per bar: the
+    incremental state does the same operations, so both give the same floats. A NaN volume
+    counts as 0 in both sums (adding 0.0 leaves them as they were), without a branch.
+    """
     pv = 0.0
     vol = 0.0
-    for i in range(len(c)):
-        t = ts[i]
-        while k < last and opens[k + 1] <= t:
-            k += 1
-        if not opens[k] <= t < closes[k]:
-            continue
-        if k != current:
-            current = k
-            pv = 0.0
-            vol = 0.0
-        if not np.isnan(v[i]):
-            pv += (h[i] + lo[i] + c[i]) * v[i]
-            vol += v[i]
-        if vol > 0.0:
-            out[i] = pv / (3.0 * vol)
-    return out
+    check = 0.0
+    for i in range(len(out)):
+        typical3 = (h[i] + lo[i]) + c[i]
+        w = v[i]
+        w = 0.0 if np.isnan(w) else w
+        pv += typical3 * w
+        vol += w
+        out[i] = pv / (3.0 * vol) if vol > 0.0 else np.nan
+        check += typical3
+    return check
 
 
 def opening_range(
@@ -681,49 +764,74 @@ def opening_range(
     `minutes`, and per later bar of the session a breakout code: +1 closing above the range,
     -1 below, 0 inside. NaN while the range forms, outside sessions and in sessions that had no
     bar in their first `minutes`."""
-    stamps = check_times(ts)
-    h, lo, c = _hlc(high, low, close)
+    stamps, unit = epoch_times(ts)
+    h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
+    return opening_range_epoch(stamps, unit, h, lo, c, minutes=minutes, calendar=calendar)
+
+
+def opening_range_epoch(
+    stamps: np.ndarray,
+    unit: int,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    *,
+    minutes: int,
+    calendar: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`opening_range` of float64 columns whose times are already checked (`epoch_times`:
+    epoch integers, `unit` ns each, in order); the prices are checked in the kernel's pass."""
     check_period(minutes, "minutes", 1)
-    check_length(len(c), 1, "opening range")
-    book = sessions(calendar)
-    book.check_span(stamps)
-    return _opening_range(stamps, book.opens, book.closes, minutes * 60_000_000_000, h, lo, c)
+    book = _session_book(stamps, unit, (h, lo, c), calendar, "opening range")
+    top, bottom, code, bad = _opening_range(
+        stamps, unit, book.opens, book.closes, minutes * 60_000_000_000, h, lo, c
+    )
+    _refuse_non_finite(bad, h, lo, c)
+    return top, bottom, code
 
 
 @numba.njit(cache=True)
 def _opening_range(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
     ts: np.ndarray,
+    unit: int,
     opens: np.ndarray,
     closes: np.ndarray,
     span: int,
     h: np.ndarray,
     lo: np.ndarray,
     c: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Range, breakout codes and the first row with a non-finite price (-1 if none), one
+    loop per session; `check` sums every bar's high + low + close (finite when all are)."""
     n = len(c)
-    top = np.full(n, np.nan)
-    bottom = np.full(n, np.nan)
-    code = np.full(n, np.nan)
-    k = session_at(ts[0], opens)
-    last = len(opens) - 1
-    current = -1
-    hi = -np.inf
-    low = np.inf
-    for i in range(n):
-        t = ts[i]
-        while k < last and opens[k + 1] <= t:
-            k += 1
-        if not opens[k] <= t < closes[k]:
-            continue
-        if k != current:
-            current = k
-            hi = -np.inf
-            low = np.inf
-        if t - opens[k] < span:
-            hi = max(hi, h[i])
-            low = min(low, lo[i])
-        elif hi >= low:
-            top[i] = hi
-            bottom[i] = low
-            code[i] = 1.0 if c[i] > hi else (-1.0 if c[i] < low else 0.0)
-    return top, bottom, code
+    top = np.empty(n)
+    bottom = np.empty(n)
+    code = np.empty(n)
+    check = 0.0
+    i = 0
+    while i < n:
+        k, first, end = _next_session(ts, i, unit, opens, closes)
+        # the bars opening in the session's first `span` ns form its range
+        formed = first + np.searchsorted(ts[first:end], -(-(opens[k] + span) // unit))
+        hi = -np.inf
+        low = np.inf
+        for j in range(i, formed):
+            if j >= first:
+                hi = max(hi, h[j])
+                low = min(low, lo[j])
+            top[j] = np.nan
+            bottom[j] = np.nan
+            code[j] = np.nan
+            check += (h[j] + lo[j]) + c[j]
+        if not hi >= low:  # no bar in the opening minutes: no range this session
+            hi = low = np.nan
+        ranged = not np.isnan(hi)
+        for j in range(formed, end):
+            x = c[j]
+            top[j] = hi
+            bottom[j] = low
+            # +1 above, -1 below, 0 inside (hi >= low: never both), as selects, not branches
+            code[j] = ((1.0 if x > hi else 0.0) - (1.0 if x < low else 0.0)) if ranged else np.nan
+            check += (h[j] + lo[j]) + x
+        i = end
+    return top, bottom, code, -1 if check - check == 0.0 else _first_non_finite_price(h, lo, c)

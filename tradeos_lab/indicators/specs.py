@@ -32,7 +32,9 @@ def _slug(calendar: str) -> str:
 
 @dataclass(frozen=True)
 class BarArrays:
-    """The checked columns of one symbol's bar frame, computed once for every spec of a set."""
+    """The checked columns of one symbol's bar frame, computed once for every spec of a set.
+    `ts` holds epoch integers in the frame's own resolution, `ts_unit` nanoseconds each (no
+    pass to convert them; the session kernels take them so)."""
 
     ts: np.ndarray | None
     open: np.ndarray | None
@@ -40,6 +42,7 @@ class BarArrays:
     low: np.ndarray | None
     close: np.ndarray | None
     volume: np.ndarray | None
+    ts_unit: int = 1
 
     @classmethod
     def of(cls, bars: pd.DataFrame, needs: tuple[str, ...]) -> BarArrays:
@@ -51,20 +54,14 @@ class BarArrays:
         missing = sorted(wanted - set(bars.columns))
         if missing:
             raise ValidationError(f"bars are missing columns {missing}")
-        got: dict[str, np.ndarray | None] = dict.fromkeys(
-            ("ts", "open", "high", "low", "close", "volume")
-        )
-        if "ts" in needs:
-            got["ts"] = kernels.check_times(bars["ts"])
-        else:
-            kernels.check_time_order(bars["ts"])
+        got: dict[str, np.ndarray | None] = dict.fromkeys(("open", "high", "low", "close"))
+        ts, unit = kernels.epoch_times(bars["ts"])
         # prices are checked for NaN and infinities by the kernels that read them
-        for name in ("open", "high", "low", "close"):
+        for name in got:
             if name in wanted:
                 got[name] = kernels.as_floats(bars[name].to_numpy(), name)
-        if "volume" in wanted:
-            got["volume"] = kernels.as_volumes(bars["volume"].to_numpy())
-        return cls(**got)
+        volume = kernels.as_volumes(bars["volume"].to_numpy()) if "volume" in wanted else None
+        return cls(ts=ts, volume=volume, ts_unit=unit, **got)
 
     def __getitem__(self, name: str) -> np.ndarray:
         value = getattr(self, name)
@@ -374,8 +371,9 @@ class SessionVWAP(Indicator):
 
     def compute(self, bars: BarArrays) -> tuple[np.ndarray, ...]:
         return (
-            kernels.session_vwap(
+            kernels.session_vwap_epoch(
                 bars["ts"],
+                bars.ts_unit,
                 bars["high"],
                 bars["low"],
                 bars["close"],
@@ -417,8 +415,9 @@ class OpeningRange(Indicator):
         return 0
 
     def compute(self, bars: BarArrays) -> tuple[np.ndarray, ...]:
-        return kernels.opening_range(
+        return kernels.opening_range_epoch(
             bars["ts"],
+            bars.ts_unit,
             bars["high"],
             bars["low"],
             bars["close"],
