@@ -170,3 +170,14 @@ def test_session_kernels_refuse_columns_of_different_lengths() -> None:
         ind.session_vwap(ts, h, lo, c.iloc[:-1], v)
     with pytest.raises(ValidationError, match="different lengths"):
         ind.opening_range(ts.iloc[:-1], h, lo, c, minutes=30)
+
+
+@pytest.mark.parametrize("column", ["high", "low", "close"])
+@pytest.mark.parametrize("row", [0, 10, 199])
+def test_atr_regime_names_the_column_and_row_of_a_non_finite_price(column: str, row: int) -> None:
+    bars = random_bars(200)
+    bars.loc[row, column] = np.nan
+    with pytest.raises(
+        ValidationError, match=rf"{column} has NaN or infinite values \(the first at row {row}\)"
+    ):
+        ATRRegime(14, 20).batch(bars)

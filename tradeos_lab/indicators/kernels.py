@@ -5,12 +5,13 @@ itself: compiled C, as fast as the reference by construction, no second implemen
 SMA, EMA and ATR are numba kernels, because each must also check its prices are finite and a
 separate checking pass made them miss the speed targets (>= 50% of TA-Lib's throughput and
 >= 5x pandas): SMA is a running sum of (newest - oldest) times 1/period, re-summed exactly
-every few thousand bars so rounding cannot drift (TA-Lib's values to 1e-9, tested over long
-series; its incremental state repeats the same operations, so the two agree to the bit); EMA
-and ATR run TA-Lib's recurrence four bars per dependent step (`_smooth`), equal to TA-Lib
-to 1e-9 (tested over long series), faster than TA-Lib's one-bar-at-a-time chain. The
-incremental states (`tradeos_lab.indicators.states`) reproduce TA-Lib's seeding and its order
-of floating-point operations, and a property test holds them to the batch values.
+every few thousand bars so rounding cannot drift; EMA and ATR run TA-Lib's recurrence four
+bars per dependent step (`_smooth`), faster than TA-Lib's one-bar-at-a-time chain. All three
+equal TA-Lib to 1e-9 (tested over long series), and their incremental states
+(`tradeos_lab.indicators.states`) repeat the kernels' operations, so feeding bars one at a
+time gives the batch floats exactly (property-tested). The states of the TA-Lib-backed
+indicators reproduce TA-Lib's seeding and order of operations, equal to about one unit in
+the last place.
 This relies on TA-Lib's defaults (unstable period 0, default compatibility): a process that
 changes them with `talib.set_unstable_period` changes the batch values and breaks that match.
 The indicators TA-Lib lacks (rolling percentile, ATR regime, session VWAP, opening range) are
@@ -319,9 +320,39 @@ def _smooth(out: np.ndarray, y: np.ndarray, a: float, b: float) -> None:
         out[i + 2] = e * a3 + s3
         e = e * a4 + s4
         out[i + 3] = e
-    for i in range(4 * steps + 1, len(out)):
-        e = e * a + b * y[i]
-        out[i] = e
+    i = 4 * steps + 1
+    n = len(out)
+    _last_block(
+        out,
+        i,
+        (y[i] if i < n else 0.0, y[i + 1] if i + 1 < n else 0.0, y[i + 2] if i + 2 < n else 0.0),
+        e,
+        (a, a2, a3, b),
+    )
+
+
+@numba.njit(cache=True)
+def _last_block(
+    out: np.ndarray,
+    i: int,
+    y: tuple[float, float, float],
+    e: float,
+    weights: tuple[float, float, float, float],
+) -> None:
+    """The last, partial step of `_smooth` (out[i:], fewer than four values) in the form of a
+    full one: a value never depends on how many bars follow it, and the incremental states,
+    which cannot know that, repeat the same operations."""
+    a, a2, a3, b = weights
+    rest = len(out) - i
+    if rest > 0:
+        s = b * y[0]
+        out[i] = e * a + s
+        if rest > 1:
+            s = s * a + b * y[1]
+            out[i + 1] = e * a2 + s
+            if rest > 2:
+                s = s * a + b * y[2]
+                out[i + 2] = e * a3 + s
 
 
 def rsi(close: ArrayLike, period: int = 14) -> ArrayLike:
@@ -379,9 +410,7 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> 
     three price columns checked finite on the way (separate passes would cost more than
     TA-Lib's whole call).
     """
-    h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
-    if not len(h) == len(lo) == len(c):
-        raise ValidationError("high, low and close have different lengths")
+    h, lo, c = _hlc(high, low, close)
     check_length(len(c), check_period(period, "period") + 1, f"ATR({period})")
     out, bad = _atr(h, lo, c, period)
     _refuse_non_finite(bad, h, lo, c)
@@ -450,10 +479,13 @@ def _smooth_true_range(  # noqa: PLR0917 (a numba kernel takes its arrays positi
         e = e * a4 + s4
         out[i + 3] = e
         check += (prev[i] + prev[i + 1]) + (prev[i + 2] + prev[i + 3])
-    for i in range(4 * steps + 1, len(out)):
-        e = e * a + b * _true_range(h[i], lo[i], prev[i])
-        out[i] = e
-        check += prev[i]
+    i = 4 * steps + 1
+    n = len(out)
+    y = [0.0, 0.0, 0.0]
+    for j in range(i, n):
+        y[j - i] = _true_range(h[j], lo[j], prev[j])
+        check += prev[j]
+    _last_block(out, i, (y[0], y[1], y[2]), e, (a, a2, a3, b))
     return check
 
 
@@ -472,7 +504,9 @@ def check_positive(value: float, name: str) -> float:
 
 
 def _hlc(high: Any, low: Any, close: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    h, lo, c = as_prices(high, "high"), as_prices(low, "low"), as_prices(close, "close")
+    """The three price columns as float64 arrays of one length (the kernels that read them
+    check they are finite, in their own pass)."""
+    h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
     if not len(h) == len(lo) == len(c):
         raise ValidationError("high, low and close have different lengths")
     return h, lo, c
@@ -614,8 +648,10 @@ def atr_regime(
     h, lo, c = _hlc(high, low, close)
     check_regime(period, lookback, low_pct, high_pct)
     check_length(len(c), period + lookback, f"ATR regime({period},{lookback})")
+    values, bad = _atr(h, lo, c, period)  # the `atr` kernel: the states' floats, checked
+    _refuse_non_finite(bad, h, lo, c)
     out = np.full(len(c), np.nan)
-    pct = _rolling_percentile(talib.ATR(h, lo, c, period)[period:], lookback)
+    pct = _rolling_percentile(values[period:], lookback)
     _regime_codes(pct, low_pct, high_pct, out[period:])
     return _like(close, out, f"atr_regime_{period}_{lookback}")
 
