@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -91,9 +92,18 @@ class Indicator:
     def batch(self, bars: pd.DataFrame) -> pd.DataFrame:
         """One symbol's bar frame -> a float frame with columns `outputs`, same index."""
         columns = self.compute(BarArrays.of(bars, self.inputs))
+        if len(columns) == 1:  # a 2-D view: pandas builds it at a quarter of a dict's cost
+            return pd.DataFrame(
+                columns[0].reshape(-1, 1), index=bars.index, columns=self._columns, copy=False
+            )
         return pd.DataFrame(
             dict(zip(self.outputs, columns, strict=True)), index=bars.index, copy=False
         )
+
+    @cached_property
+    def _columns(self) -> pd.Index:
+        """`outputs` as the frame's column index, built once per spec."""
+        return pd.Index(self.outputs)
 
     def compute(self, bars: BarArrays) -> tuple[np.ndarray, ...]:
         """The output arrays over already-checked bar columns."""
