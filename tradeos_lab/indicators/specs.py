@@ -52,7 +52,7 @@ class BarArrays:
         if not isinstance(bars, pd.DataFrame):
             raise ValidationError(f"bars must be a DataFrame, got {type(bars).__name__}")
         wanted = set(needs) | {"ts"}
-        missing = sorted(wanted - set(bars.columns))
+        missing = sorted(name for name in wanted if name not in bars.columns)  # hashed lookups
         if missing:
             raise ValidationError(f"bars are missing columns {missing}")
         got: dict[str, np.ndarray | None] = dict.fromkeys(("open", "high", "low", "close"))
