@@ -9,12 +9,13 @@ Targets: >= 50% of TA-Lib's throughput (ratio TA-Lib time / ours >= 0.5) and >= 
 last column is TA-Lib's own speed-up over pandas: the ceiling for an indicator computed by
 TA-Lib (for EMA it is below 5x: pandas' `ewm` is compiled too, so EMA is a numba kernel that
 runs TA-Lib's recurrence four bars per dependent step). All three are timed interleaved with the
-same repeats, best of each, each timed call right after an untimed one of the same code (warm in
-the same way: its inputs in the caches, its freed memory ready for its outputs). The pandas
-peers are the idiom a quant would write: RSI with each Wilder mean computed once, `ewm(span=n,
-adjust=False)` for EMA/MACD, `rolling(w).rank(pct=True)` for the percentiles, and a
-groupby-cumsum over the UTC day (the day key computed inside the timing, as ours finds each
-bar's session from `ts`) for session VWAP.
+same repeats, best of each, each timed call right after an untimed one of the same code, in an
+order that rotates with each repeat (the first passes over the bars after the pandas code, which
+sweeps them out of the caches, run at memory speed: in a fixed order the same call would always
+pay for that). The pandas peers are the idiom a quant would write: RSI with each Wilder mean
+computed once, `ewm(span=n, adjust=False)` for EMA/MACD, `rolling(w).rank(pct=True)` for the
+percentiles, and a groupby-cumsum over the UTC day (the day key computed inside the timing, as
+ours finds each bar's session from `ts`) for session VWAP.
 
 Last figures, 1M bars, `--repeat 21`, three runs on a 2-core machine shared with other jobs
 (load average ~9): the range over the runs.
@@ -222,15 +223,16 @@ def run_batch(specs: list[Indicator], bars: pd.DataFrame, repeat: int) -> list[s
             calls["talib"] = peer
         calls["pandas"] = pandas_peer(spec, bars)
         # Interleaved, best of each: the machine is shared, so noise hits all alike. Each
-        # timed call comes right after an untimed one of the same code, so each runs warm in
-        # the same way (its inputs in the caches, the memory it freed ready for its outputs)
-        # whatever ran before: after the pandas code, which evicts the bars and returns its
-        # temporaries to the system, a call would pay cache misses and page faults instead.
+        # timed call comes right after an untimed one of the same code, and the order
+        # rotates with each repeat: the pandas code sweeps the bars out of the caches, and
+        # the next two or three passes over them run at memory speed (measured: ATR 2.2 ms
+        # instead of 1.3); in a fixed order the same call would always pay for that.
         times: dict[str, list[float]] = {name: [] for name in calls}
-        for _ in range(repeat):
-            for name, call in calls.items():
-                call()
-                times[name].append(best_of(call, 1))
+        names = list(calls)
+        for r in range(repeat):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                calls[name]()
+                times[name].append(best_of(calls[name], 1))
         ours = min(times["ours"])
         ta = min(times["talib"]) if peer is not None else None
         pd_time = min(times["pandas"])
