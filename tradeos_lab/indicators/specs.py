@@ -56,12 +56,15 @@ class BarArrays:
         if missing:
             raise ValidationError(f"bars are missing columns {missing}")
         got: dict[str, np.ndarray | None] = dict.fromkeys(("open", "high", "low", "close"))
-        ts, unit = kernels.epoch_times(bars["ts"])
         # prices are checked for NaN and infinities by the kernels that read them
         for name in got:
             if name in wanted:
                 got[name] = kernels.as_floats(bars[name].to_numpy(), name)
-        volume = kernels.as_volumes(bars["volume"].to_numpy()) if "volume" in wanted else None
+        volume = bars["volume"].to_numpy() if "volume" in wanted else None
+        # the passes over whole columns last: each evicts the Python objects the steps above
+        # use, which then cost several times as much
+        ts, unit = kernels.epoch_times(bars["ts"])
+        volume = None if volume is None else kernels.as_volumes(volume)
         return cls(ts=ts, volume=volume, ts_unit=unit, **got)
 
     def __getitem__(self, name: str) -> np.ndarray:
