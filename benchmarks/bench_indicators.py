@@ -39,13 +39,13 @@ shared with other jobs (load average 4-7): the range over the runs.
 | vwap_24_7 | 2.5-3.2 | - | - | 40.1-47.5 | 14.8-15.7 |
 | or_30_24_7 | 2.8-4.2 | - | - | 48.8-58.9 | 13.9-17.6 |
 
-Every target met in two of the three runs; the first missed `atr_14` at 0.48. The thin ones:
-ATR (its kernel runs at TA-Lib's speed, ~1.1 ms, but the bar-frame path adds the time-order
-check, 0.27 ms for 8 MB of times, and ~0.4 ms of reading four columns of the frame) and EMA
-against pandas (pandas' `ewm` is compiled: ~7 ms; ours is ~1.1 ms unloaded, of which 0.6 ms
-is the kernel, at the speed of copying the prices, and 0.27 ms the time-order check). Three
-runs just before, under load average 6-9, gave EMA 4.8-7.6x pandas (one EMA below 5x in two
-of them) and ATR 0.50-0.54; at load 9-13 any of the thin ratios, and RSI or MACD, can miss.
+Every target met in two of the three runs; the first missed `atr_14` at 0.48. The thin ones: ATR
+(its kernel runs at TA-Lib's speed, ~1.1 ms, but the bar-frame path adds the time-order check,
+0.27 ms for 8 MB of times, and ~0.3 ms of reading the frame's columns and building the result)
+and EMA against pandas (pandas' `ewm` is compiled: ~7 ms; ours is ~1.1 ms unloaded, of which 0.6
+ms is the kernel, at the speed of copying the prices, and 0.27 ms the time-order check). Three
+runs just before, under load average 6-9, gave EMA 4.8-7.6x pandas (one EMA below 5x in two of
+them) and ATR 0.50-0.54; at load 9-13 any of the thin ratios, and RSI or MACD, can miss.
 
 Incremental: the median time of `state.update(bar)` per bar (bars as dicts; timed in chunks of
 100 bars, median over the chunks), target <= 5 us per bar per indicator, printed beside a full
