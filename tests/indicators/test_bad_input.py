@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tradeos_lab.indicators as ind
 from tests.indicators.conftest import random_bars
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.indicators import (
@@ -136,3 +137,47 @@ def test_missing_timestamps_are_refused(row: int) -> None:
     bars.loc[row, "ts"] = pd.NaT
     with pytest.raises(ValidationError, match="missing timestamps"):
         SMA(5).batch(bars)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("column", ["high", "low", "close"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2024-07-05 12:00",  # pre-market: outside every session
+        "2024-07-05 13:40",  # while the opening range forms
+        "2024-07-05 16:00",  # in the session after it
+        "2024-07-05 23:55",  # the last bar, after the close
+    ],
+)
+@pytest.mark.parametrize("spec", [SessionVWAP("XNYS"), OpeningRange(30, "XNYS")])
+def test_session_indicators_name_the_column_and_row_of_a_non_finite_price(
+    spec, when: str, column: str, bad: float
+) -> None:
+    bars = random_bars(24 * 12, start="2024-07-05 00:00", freq="5min")
+    row = int(np.flatnonzero(bars["ts"] == pd.Timestamp(when, tz="UTC"))[0])
+    bars.loc[row, column] = bad
+    with pytest.raises(
+        ValidationError, match=rf"{column} has NaN or infinite values \(the first at row {row}\)"
+    ):
+        spec.batch(bars)
+
+
+def test_session_kernels_refuse_columns_of_different_lengths() -> None:
+    bars = random_bars(50)
+    ts, h, lo, c, v = (bars[k] for k in ("ts", "high", "low", "close", "volume"))
+    with pytest.raises(ValidationError, match="different lengths"):
+        ind.session_vwap(ts, h, lo, c.iloc[:-1], v)
+    with pytest.raises(ValidationError, match="different lengths"):
+        ind.opening_range(ts.iloc[:-1], h, lo, c, minutes=30)
+
+
+@pytest.mark.parametrize("column", ["high", "low", "close"])
+@pytest.mark.parametrize("row", [0, 10, 199])
+def test_atr_regime_names_the_column_and_row_of_a_non_finite_price(column: str, row: int) -> None:
+    bars = random_bars(200)
+    bars.loc[row, column] = np.nan
+    with pytest.raises(
+        ValidationError, match=rf"{column} has NaN or infinite values \(the first at row {row}\)"
+    ):
+        ATRRegime(14, 20).batch(bars)

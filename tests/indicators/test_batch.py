@@ -109,8 +109,8 @@ def test_wide_frame_of_closes_gives_one_wide_frame_per_output() -> None:
     out = compute(closes, [SMA(20), BBands()])
     assert isinstance(out, dict)
     assert set(out) == {"sma_20", "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2"}
-    np.testing.assert_array_equal(
-        out["sma_20"]["BBB"].to_numpy(), talib.SMA(closes["BBB"].to_numpy(), 20)
+    np.testing.assert_allclose(
+        out["sma_20"]["BBB"].to_numpy(), talib.SMA(closes["BBB"].to_numpy(), 20), rtol=1e-9
     )
 
 
@@ -134,16 +134,24 @@ def test_talib_runs_with_the_default_seeding_the_states_reproduce() -> None:
     assert talib.get_compatibility() == 0
 
 
-@pytest.mark.parametrize("period", [2, 10, 200])
-def test_sma_kernel_is_talibs_sma_to_the_bit(period: int) -> None:
-    close = random_bars(5000, seed=period)["close"].to_numpy() * 1000
-    np.testing.assert_array_equal(ind.sma(close, period), talib.SMA(close, period))
+@pytest.mark.parametrize("period", [2, 10, 200, 1000])
+def test_sma_kernel_equals_talibs_sma_over_a_long_series(period: int) -> None:
+    # many re-summation blocks; the tolerance is relative, as prices are checked at any level
+    close = random_bars(200_000, seed=period)["close"].to_numpy()
+    for scale in (1e-3, 1.0, 1e6):
+        got, reference = ind.sma(close * scale, period), talib.SMA(close * scale, period)
+        np.testing.assert_allclose(got[period - 1 :], reference[period - 1 :], rtol=1e-9)
+        assert np.isnan(got[: period - 1]).all()
 
 
-def test_sma_kernel_names_the_first_non_finite_price() -> None:
-    close = C.copy()
-    close[[7, 9]] = np.inf
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, (np.inf, -np.inf), (np.inf, np.inf)])
+@pytest.mark.parametrize("row", [7, 9000, 99_999])
+def test_sma_kernel_names_the_first_non_finite_price(bad: object, row: int) -> None:
+    # in the first block, in a later one, at the very end; an infinity leaving the window
+    # against another one (inf - inf) must not pass for finite either
+    close = random_bars(100_000)["close"].to_numpy().copy()
+    close[row], close[min(row + 2, len(close) - 1)] = bad if isinstance(bad, tuple) else (bad, bad)
     with pytest.raises(
-        ValidationError, match=r"close has NaN or infinite values \(the first at row 7\)"
+        ValidationError, match=rf"close has NaN or infinite values \(the first at row {row}\)"
     ):
         ind.sma(close, 10)

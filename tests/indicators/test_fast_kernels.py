@@ -31,22 +31,29 @@ def test_atr_kernel_equals_talibs_atr_over_a_long_series(period: int) -> None:
     assert np.isnan(got[:period]).all()
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_ema_kernel_names_the_first_non_finite_price(bad: float) -> None:
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, (np.inf, -np.inf)])
+@pytest.mark.parametrize("row", [0, 300, 499])
+def test_ema_kernel_names_the_first_non_finite_price(bad: object, row: int) -> None:
+    # in the seed, in the recurrence, the last bar; opposite infinities must not cancel out
     close = LONG["close"].to_numpy()[:500].copy()
-    close[[300, 310]] = bad
+    close[row], close[min(row + 10, 499)] = bad if isinstance(bad, tuple) else (bad, bad)
     with pytest.raises(
-        ValidationError, match=r"close has NaN or infinite values \(the first at row 300\)"
+        ValidationError, match=rf"close has NaN or infinite values \(the first at row {row}\)"
     ):
         ind.ema(close, 20)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("row", [0, 5, 123, 499])
 @pytest.mark.parametrize("column", ["high", "low", "close"])
-def test_atr_kernel_names_the_column_and_row_of_the_first_non_finite_price(column: str) -> None:
+def test_atr_kernel_names_the_column_and_row_of_the_first_non_finite_price(
+    column: str, row: int, bad: float
+) -> None:
+    # the first bar (no true range), the seed, the smoothing, the last bar (no later close)
     arrays = {k: LONG[k].to_numpy()[:500].copy() for k in ("high", "low", "close")}
-    arrays[column][123] = np.nan
+    arrays[column][row] = bad
     with pytest.raises(
-        ValidationError, match=rf"{column} has NaN or infinite values \(the first at row 123\)"
+        ValidationError, match=rf"{column} has NaN or infinite values \(the first at row {row}\)"
     ):
         ind.atr(arrays["high"], arrays["low"], arrays["close"], 14)
 

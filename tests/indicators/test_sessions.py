@@ -80,3 +80,16 @@ def test_check_calendar_accepts_known_calendars_and_names_unknown_ones() -> None
     assert check_calendar("24/7") == "24/7"
     with pytest.raises(ValidationError, match="unknown market calendar 'XXXX'"):
         check_calendar("XXXX")
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+def test_session_indicators_read_bar_times_in_any_resolution(unit: str) -> None:
+    # 37-second bars cross session opens, closes and the holiday at odd offsets; the kernels
+    # read the times in their own resolution, so every one must give the nanosecond values
+    bars = random_bars(3 * 24 * 97, start="2024-07-03 00:00:13", freq="37s", seed=3)
+    specs = IndicatorSet([SessionVWAP("XNYS"), OpeningRange(30, "XNYS"), SessionVWAP()])
+    in_ns = bars.assign(ts=bars["ts"].dt.as_unit("ns"))
+    expected = specs.batch(in_ns)
+    assert expected["vwap_xnys"].notna().any() and expected["vwap_xnys"].isna().any()
+    got = specs.batch(bars.assign(ts=bars["ts"].dt.as_unit(unit)))
+    pd.testing.assert_frame_equal(got, expected)

@@ -4,11 +4,14 @@ TA-Lib is the reference the values must equal. RSI, MACD and Bollinger Bands cal
 itself: compiled C, as fast as the reference by construction, no second implementation.
 SMA, EMA and ATR are numba kernels, because each must also check its prices are finite and a
 separate checking pass made them miss the speed targets (>= 50% of TA-Lib's throughput and
->= 5x pandas): SMA is TA-Lib's running sum operation for operation (bit-identical, tested);
-EMA and ATR run TA-Lib's recurrence four bars per dependent step (`_smooth`), equal to TA-Lib
-to 1e-9 (tested over long series), faster than TA-Lib's one-bar-at-a-time chain. The
-incremental states (`tradeos_lab.indicators.states`) reproduce TA-Lib's seeding and its order
-of floating-point operations, and a property test holds them to the batch values.
+>= 5x pandas): SMA is a running sum of (newest - oldest) times 1/period, re-summed exactly
+every few thousand bars so rounding cannot drift; EMA and ATR run TA-Lib's recurrence four
+bars per dependent step (`_smooth`), faster than TA-Lib's one-bar-at-a-time chain. All three
+equal TA-Lib to 1e-9 (tested over long series), and their incremental states
+(`tradeos_lab.indicators.states`) repeat the kernels' operations, so feeding bars one at a
+time gives the batch floats exactly (property-tested). The states of the TA-Lib-backed
+indicators reproduce TA-Lib's seeding and order of operations, equal to about one unit in
+the last place.
 This relies on TA-Lib's defaults (unstable period 0, default compatibility): a process that
 changes them with `talib.set_unstable_period` changes the batch values and breaks that match.
 The indicators TA-Lib lacks (rolling percentile, ATR regime, session VWAP, opening range) are
@@ -32,7 +35,7 @@ import pandas as pd
 import talib
 
 from tradeos_lab.errors import ValidationError
-from tradeos_lab.indicators.sessions import session_at, sessions
+from tradeos_lab.indicators.sessions import Sessions, session_at, sessions
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, pd.Series)
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000}
@@ -63,10 +66,32 @@ def as_volumes(values: Any, name: str = "volume") -> np.ndarray:
 
 @numba.njit(cache=True)
 def _first_bad_volume(v: np.ndarray) -> int:
-    """Index of the first infinite or negative volume (NaN is allowed), else -1; one pass."""
+    """Index of the first infinite or negative volume (NaN is allowed), else -1: a branch-free
+    pass (vectorised), then a search only when it found one."""
+    bad = False
     for i in range(len(v)):
-        x = v[i]
-        if x < 0 or x == np.inf:
+        bad |= (v[i] < 0.0) | (v[i] == np.inf)
+    if bad:
+        for i in range(len(v)):
+            if v[i] < 0.0 or v[i] == np.inf:
+                return i
+    return -1
+
+
+def _refuse_non_finite(bad: int, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> None:
+    """`ValidationError` naming the column and row `bad` of a non-finite price (-1: none)."""
+    if bad < 0:
+        return
+    for name, values in (("high", h), ("low", lo), ("close", c)):
+        if not math.isfinite(values[bad]):
+            raise ValidationError(f"{name} has NaN or infinite values (the first at row {bad})")
+
+
+@numba.njit(cache=True)
+def _first_non_finite_price(h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> int:
+    """The first row where high, low or close is NaN or infinite, else -1."""
+    for i in range(len(c)):
+        if h[i] - h[i] != 0.0 or lo[i] - lo[i] != 0.0 or c[i] - c[i] != 0.0:
             return i
     return -1
 
@@ -77,16 +102,19 @@ def check_length(n: int, needed: int, what: str) -> None:
         raise ValidationError(f"{what} needs at least {needed} bars, got {n}")
 
 
+def epoch_times(ts: Any) -> tuple[np.ndarray, int]:
+    """Bar open times as epoch integers in their own unit and the nanoseconds per unit,
+    strictly increasing, or `ValidationError` (the kernels take them so, without a pass to
+    convert them to nanoseconds)."""
+    stamps, unit = _epoch_integers(ts)
+    _check_order(stamps)
+    return stamps, unit
+
+
 def check_times(ts: Any) -> np.ndarray:
     """Bar open times as epoch nanoseconds, strictly increasing, or `ValidationError`."""
-    stamps, to_ns = _epoch_integers(ts)
-    _check_order(stamps)
-    return stamps if to_ns == 1 else stamps * to_ns
-
-
-def check_time_order(ts: Any) -> None:
-    """`check_times` without building the nanoseconds (for indicators that only need order)."""
-    _check_order(_epoch_integers(ts)[0])
+    stamps, unit = epoch_times(ts)
+    return stamps if unit == 1 else stamps * unit
 
 
 def _epoch_integers(ts: Any) -> tuple[np.ndarray, int]:
@@ -160,11 +188,12 @@ def check_period(value: int, name: str, minimum: int = 2) -> int:
 
 
 def sma(close: ArrayLike, period: int) -> ArrayLike:
-    """Simple moving average, TA-Lib's SMA to the bit; defined from index `period - 1`.
+    """Simple moving average, TA-Lib's SMA to 1e-9 relative; defined from index `period - 1`.
 
-    The one TA-Lib indicator computed here: TA-Lib's running sum (add the new value, divide,
-    subtract the oldest) in one numba pass that also checks every price is finite, so the
-    check costs no second pass over the data (TA-Lib's speed with the check included).
+    A numba running sum (`_sma`): one dependent addition of (newest - oldest) per bar, times a
+    precomputed 1/period, re-summed exactly every `sma_block(period)` bars so the rounding of
+    the running sum cannot drift. The incremental `SMAState` does the same operations at the
+    same bars, so both give the same floats.
     """
     x = as_floats(close, "close")
     check_length(len(x), check_period(period, "period"), f"SMA({period})")
@@ -175,30 +204,55 @@ def sma(close: ArrayLike, period: int) -> ArrayLike:
 
 
 @numba.njit(cache=True)
+def sma_block(period: int) -> int:
+    """Bars between two exact re-summations of the SMA's running sum: long enough that the
+    re-summation costs a few percent, short enough that rounding cannot accumulate."""
+    return max(4096, 8 * period)
+
+
+@numba.njit(cache=True)
 def _sma(x: np.ndarray, period: int) -> tuple[np.ndarray, int]:
-    out = np.empty(len(x))
+    """The SMA and the first non-finite row (-1 if none).
+
+    No per-bar check: a NaN or an infinity that enters a running sum keeps it non-finite
+    until the next re-summation (inf - inf is NaN), so a finite sum at the end of each block
+    proves every value of the block finite; only otherwise is the array searched.
+    """
+    n = len(x)
+    out = np.empty(n)
     out[: period - 1] = np.nan
+    inverse = 1.0 / period
+    finite = True
+    for start in range(period - 1, n, sma_block(period)):
+        end = min(start + sma_block(period), n)
+        total = _sma_block(x[start - period + 1 : end], out[start:end], period, inverse)
+        finite &= total - total == 0.0
+    return out, -1 if finite else _first_non_finite(x)
+
+
+@numba.njit(cache=True)
+def _sma_block(x: np.ndarray, out: np.ndarray, period: int, inverse: float) -> float:
+    """One block: `x` holds its values and the `period - 1` before them, `out` its outputs.
+    (A function of its own: indices from 0 let the compiler drop negative-index handling.)"""
     total = 0.0
-    for i in range(len(x)):
-        v = x[i]
-        if v - v != 0.0:  # NaN or infinite
-            return out, i
-        total += v
-        if i >= period - 1:
-            out[i] = total / period
-            total -= x[i - period + 1]
-    return out, -1
+    for j in range(period):
+        total += x[j]
+    out[0] = total * inverse
+    for i in range(period, len(x)):
+        total += x[i] - x[i - period]
+        out[i - period + 1] = total * inverse
+    return total
 
 
 def ema(close: ArrayLike, period: int) -> ArrayLike:
     """Exponential moving average, k = 2/(period+1), seeded with the SMA of the first `period`
     values (TA-Lib EMA's values to 1e-9); defined from index `period - 1`.
 
-    Numba: one branch-free pass checks every price is finite (naming the first bad row), then
-    the recurrence. TA-Lib's form e = (x - e) * k + e is one chain of dependent operations per
-    bar, slower than the >= 5x pandas `ewm` target allows, so the kernel runs the same
-    recurrence as e = (1 - k) e + k x four bars per dependent step (`_smooth`); the values
-    differ from TA-Lib's by rounding only.
+    Numba: the recurrence in one pass, which also proves every price finite (`_ema`); only
+    otherwise is the array searched for the first bad row. TA-Lib's form e = (x - e) * k + e
+    is one chain of dependent operations per bar, slower than the >= 5x pandas `ewm` target
+    allows, so the kernel runs the same recurrence as e = (1 - k) e + k x four bars per
+    dependent step (`_smooth`); the values differ from TA-Lib's by rounding only.
     """
     x = as_floats(close, "close")
     check_length(len(x), check_period(period, "period"), f"EMA({period})")
@@ -210,18 +264,20 @@ def ema(close: ArrayLike, period: int) -> ArrayLike:
 
 @numba.njit(cache=True)
 def _ema(x: np.ndarray, period: int) -> tuple[np.ndarray, int]:
-    out = np.empty(len(x))
-    bad = _first_non_finite(x)
-    if bad >= 0:
-        return out, bad
+    """The EMA and the first non-finite row (-1 if none). No per-bar check: a NaN or an
+    infinity that enters the recurrence keeps every later value non-finite (the weights are
+    positive; inf - inf is NaN), so a finite last value proves every price finite."""
+    n = len(x)
+    out = np.empty(n)
     out[: period - 1] = np.nan
     total = 0.0
     for i in range(period):
         total += x[i]  # TA-Lib's seed: the plain running sum of the first `period`, divided
     out[period - 1] = total / period
     k = 2.0 / (period + 1)
-    _smooth(out, x, period, 1.0 - k, k)
-    return out, -1
+    _smooth(out[period - 1 :], x[period - 1 :], 1.0 - k, k)
+    last = out[n - 1]
+    return out, -1 if last - last == 0.0 else _first_non_finite(x)
 
 
 @numba.njit(cache=True)
@@ -240,20 +296,21 @@ def _first_non_finite(x: np.ndarray) -> int:
 
 
 @numba.njit(cache=True)
-def _smooth(out: np.ndarray, y: np.ndarray, start: int, a: float, b: float) -> None:
-    """out[i] = a * out[i - 1] + b * y[i] for i >= start (in place; `y` may be `out`).
+def _smooth(out: np.ndarray, y: np.ndarray, a: float, b: float) -> None:
+    """out[i] = a * out[i - 1] + b * y[i] for i >= 1, out[0] given (in place; `y` may be `out`).
 
     Written four bars per step: out[i + 4] = a^4 out[i] + (a^3 b y[i+1] + ... + b y[i+4]), so
     the chain of dependent operations is one multiply-add per four bars instead of per bar,
-    and the rest runs in parallel. Same recurrence; it differs only by rounding.
+    and the rest runs in parallel. Same recurrence; it differs only by rounding. (Callers pass
+    slices: indices from 0 let the compiler drop negative-index handling.)
     """
-    n = len(out)
     a2 = a * a
     a3 = a2 * a
     a4 = a3 * a
-    e = out[start - 1]
-    i = start
-    while i + 4 <= n:
+    e = out[0]
+    steps = (len(out) - 1) // 4
+    for q in range(steps):
+        i = 4 * q + 1
         y1 = b * y[i]
         s2 = y1 * a + b * y[i + 1]
         s3 = s2 * a + b * y[i + 2]
@@ -263,11 +320,39 @@ def _smooth(out: np.ndarray, y: np.ndarray, start: int, a: float, b: float) -> N
         out[i + 2] = e * a3 + s3
         e = e * a4 + s4
         out[i + 3] = e
-        i += 4
-    while i < n:
-        e = e * a + b * y[i]
-        out[i] = e
-        i += 1
+    i = 4 * steps + 1
+    n = len(out)
+    _last_block(
+        out,
+        i,
+        (y[i] if i < n else 0.0, y[i + 1] if i + 1 < n else 0.0, y[i + 2] if i + 2 < n else 0.0),
+        e,
+        (a, a2, a3, b),
+    )
+
+
+@numba.njit(cache=True)
+def _last_block(
+    out: np.ndarray,
+    i: int,
+    y: tuple[float, float, float],
+    e: float,
+    weights: tuple[float, float, float, float],
+) -> None:
+    """The last, partial step of `_smooth` (out[i:], fewer than four values) in the form of a
+    full one: a value never depends on how many bars follow it, and the incremental states,
+    which cannot know that, repeat the same operations."""
+    a, a2, a3, b = weights
+    rest = len(out) - i
+    if rest > 0:
+        s = b * y[0]
+        out[i] = e * a + s
+        if rest > 1:
+            s = s * a + b * y[1]
+            out[i + 1] = e * a2 + s
+            if rest > 2:
+                s = s * a + b * y[2]
+                out[i + 2] = e * a3 + s
 
 
 def rsi(close: ArrayLike, period: int = 14) -> ArrayLike:
@@ -320,47 +405,88 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> 
     """Average true range with Wilder's smoothing, seeded with the mean true range of bars
     1..period (TA-Lib ATR's values to 1e-9); defined from index `period`.
 
-    One numba pass computes the true ranges and checks the three price columns are finite
-    (separate checks would cost more than TA-Lib's whole call); the smoothing
-    atr = (atr * (period - 1) + tr) / period runs as `_smooth`, four bars per dependent step.
+    One numba pass (`_atr`): the smoothing atr = (atr * (period - 1) + tr) / period four bars
+    per dependent step as in `_smooth`, the true ranges computed as it reads them and the
+    three price columns checked finite on the way (separate passes would cost more than
+    TA-Lib's whole call).
     """
-    h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
-    if not len(h) == len(lo) == len(c):
-        raise ValidationError("high, low and close have different lengths")
+    h, lo, c = _hlc(high, low, close)
     check_length(len(c), check_period(period, "period") + 1, f"ATR({period})")
     out, bad = _atr(h, lo, c, period)
-    for name, values in (("high", h), ("low", lo), ("close", c)):
-        if bad >= 0 and not math.isfinite(values[bad]):
-            raise ValidationError(f"{name} has NaN or infinite values (the first at row {bad})")
+    _refuse_non_finite(bad, h, lo, c)
     return _like(close, out, f"atr_{period}")
 
 
 @numba.njit(cache=True)
 def _atr(h: np.ndarray, lo: np.ndarray, c: np.ndarray, period: int) -> tuple[np.ndarray, int]:
+    """The ATR and the first row with a non-finite price (-1 if none), in one pass: true
+    ranges computed where the smoothing reads them, never stored.
+
+    The check costs almost nothing: a NaN or an infinite high or low makes its true range NaN
+    or +inf (see `_true_range`), which keeps every later ATR non-finite, so a finite last ATR
+    proves every high and low finite; the closes (a NaN close drops out of the true range's
+    maxima) are summed on the way, a sum that is finite exactly when they all are.
+    """
     n = len(c)
     out = np.empty(n)
-    # the true ranges (TA-Lib's operations) and the finite check in one branch-free pass
-    ok = (h[0] - h[0] == 0.0) & (lo[0] - lo[0] == 0.0) & (c[0] - c[0] == 0.0)
-    out[0] = np.nan
-    for i in range(1, n):
-        hi = h[i]
-        low = lo[i]
-        prev = c[i - 1]
-        ok &= (hi - hi == 0.0) & (low - low == 0.0) & (c[i] - c[i] == 0.0)
-        tr = hi - low
-        tr = max(tr, abs(prev - hi))
-        out[i] = max(tr, abs(low - prev))
-    if not ok:
-        for i in range(n):
-            if h[i] - h[i] != 0.0 or lo[i] - lo[i] != 0.0 or c[i] - c[i] != 0.0:
-                return out, i
+    out[:period] = np.nan
+    check = (h[0] + lo[0]) + c[n - 1]  # bar 0 has no true range; the last close is no `prev`
     total = 0.0
     for i in range(1, period + 1):
-        total += out[i]
-        out[i] = np.nan
+        total += _true_range(h[i], lo[i], c[i - 1])
+        check += c[i - 1]
     out[period] = total / period
-    _smooth(out, out, period + 1, (period - 1) / period, 1.0 / period)
-    return out, -1
+    check += _smooth_true_range(
+        out[period:], h[period:], lo[period:], c[period - 1 :], (period - 1) / period, 1.0 / period
+    )
+    check += out[n - 1]
+    return out, -1 if check - check == 0.0 else _first_non_finite_price(h, lo, c)
+
+
+@numba.njit(cache=True)
+def _true_range(h: float, lo: float, prev: float) -> float:
+    """TA-Lib's true range, max(h - lo, |prev - h|, |lo - prev|), its operations in its order
+    (the incremental state's too). Written as selects that keep a NaN or an infinity of `h`
+    or `lo` (NaN or +inf out; a NaN `prev` is dropped: the caller checks the closes)."""
+    tr = h - lo
+    up = abs(prev - h)
+    tr = up if up > tr else tr
+    down = abs(lo - prev)
+    return down if down > tr else tr
+
+
+@numba.njit(cache=True)
+def _smooth_true_range(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
+    out: np.ndarray, h: np.ndarray, lo: np.ndarray, prev: np.ndarray, a: float, b: float
+) -> float:
+    """`_smooth` of the true ranges of (h[i], lo[i], prev[i]) for i >= 1, the same operations;
+    returns the sum of prev[1:] (the closes it read) for the caller's finite check."""
+    a2 = a * a
+    a3 = a2 * a
+    a4 = a3 * a
+    e = out[0]
+    check = 0.0
+    steps = (len(out) - 1) // 4
+    for q in range(steps):
+        i = 4 * q + 1
+        y1 = b * _true_range(h[i], lo[i], prev[i])
+        s2 = y1 * a + b * _true_range(h[i + 1], lo[i + 1], prev[i + 1])
+        s3 = s2 * a + b * _true_range(h[i + 2], lo[i + 2], prev[i + 2])
+        s4 = s3 * a + b * _true_range(h[i + 3], lo[i + 3], prev[i + 3])
+        out[i] = e * a + y1
+        out[i + 1] = e * a2 + s2
+        out[i + 2] = e * a3 + s3
+        e = e * a4 + s4
+        out[i + 3] = e
+        check += (prev[i] + prev[i + 1]) + (prev[i + 2] + prev[i + 3])
+    i = 4 * steps + 1
+    n = len(out)
+    y = [0.0, 0.0, 0.0]
+    for j in range(i, n):
+        y[j - i] = _true_range(h[j], lo[j], prev[j])
+        check += prev[j]
+    _last_block(out, i, (y[0], y[1], y[2]), e, (a, a2, a3, b))
+    return check
 
 
 def check_macd(fast: int, slow: int, signal: int) -> None:
@@ -378,7 +504,9 @@ def check_positive(value: float, name: str) -> float:
 
 
 def _hlc(high: Any, low: Any, close: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    h, lo, c = as_prices(high, "high"), as_prices(low, "low"), as_prices(close, "close")
+    """The three price columns as float64 arrays of one length (the kernels that read them
+    check they are finite, in their own pass)."""
+    h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
     if not len(h) == len(lo) == len(c):
         raise ValidationError("high, low and close have different lengths")
     return h, lo, c
@@ -520,8 +648,10 @@ def atr_regime(
     h, lo, c = _hlc(high, low, close)
     check_regime(period, lookback, low_pct, high_pct)
     check_length(len(c), period + lookback, f"ATR regime({period},{lookback})")
+    values, bad = _atr(h, lo, c, period)  # the `atr` kernel: the states' floats, checked
+    _refuse_non_finite(bad, h, lo, c)
     out = np.full(len(c), np.nan)
-    pct = _rolling_percentile(talib.ATR(h, lo, c, period)[period:], lookback)
+    pct = _rolling_percentile(values[period:], lookback)
     _regime_codes(pct, low_pct, high_pct, out[period:])
     return _like(close, out, f"atr_regime_{period}_{lookback}")
 
@@ -553,49 +683,114 @@ def session_vwap(
     """Volume-weighted average of the typical price (high + low + close) / 3 since the session
     opened; NaN outside sessions and until the session has traded volume. A NaN volume leaves
     the bar out of both sums."""
-    stamps = check_times(ts)
-    h, lo, c = _hlc(high, low, close)
-    v = as_volumes(volume)
-    check_length(len(c), 1, "session VWAP")
+    stamps, unit = epoch_times(ts)
+    h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
+    return session_vwap_epoch(stamps, unit, h, lo, c, as_volumes(volume), calendar=calendar)
+
+
+def session_vwap_epoch(  # noqa: PLR0917 (the bar columns, positionally as everywhere here)
+    stamps: np.ndarray,
+    unit: int,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    v: np.ndarray,
+    *,
+    calendar: str,
+) -> np.ndarray:
+    """`session_vwap` of float64 columns whose times (`epoch_times`: epoch integers, `unit`
+    ns each, in order) and volumes (`as_volumes`) are already checked; the prices are checked
+    finite here, in the kernel's pass."""
+    book = _session_book(stamps, unit, (h, lo, c, v), calendar, "session VWAP")
+    out, bad = _session_vwap(stamps, unit, book.opens, book.closes, h, lo, c, v)
+    _refuse_non_finite(bad, h, lo, c)
+    return out
+
+
+def _session_book(
+    stamps: np.ndarray, unit: int, columns: tuple[np.ndarray, ...], calendar: str, what: str
+) -> Sessions:
+    """The calendar's sessions, once the columns are known to fit them (same lengths, at
+    least one bar, every time within the calendar's range)."""
+    if any(len(column) != len(stamps) for column in columns):
+        raise ValidationError(f"{what}: the bar columns have different lengths")
+    check_length(len(stamps), 1, what)
     book = sessions(calendar)
-    book.check_span(stamps)
-    return _session_vwap(stamps, book.opens, book.closes, h, lo, c, v)
+    book.check_span(stamps, unit)
+    return book
+
+
+@numba.njit(cache=True)
+def _next_session(
+    ts: np.ndarray, i: int, unit: int, opens: np.ndarray, closes: np.ndarray
+) -> tuple[int, int, int]:
+    """(k, first, end): the next session k holding bars from row `i` on, the rows before
+    `first` outside every session, the rows [first, end) in session k. Found by bisection,
+    so a session costs O(log n), not a pass over its bars. `ts` are epoch integers of `unit`
+    ns each: a bar is in [open, close) when ts >= ceil(open / unit) and ts < ceil(close /
+    unit)."""
+    t = ts[i] * unit
+    k = session_at(t, opens)
+    if t >= closes[k] and k + 1 < len(opens):
+        k += 1  # bar i comes after session k: the next one has not opened yet
+    first = i + np.searchsorted(ts[i:], -(-opens[k] // unit))
+    end = first + np.searchsorted(ts[first:], -(-closes[k] // unit))
+    if end == i:  # bar i is after the calendar's last session: the rest is outside
+        return k, len(ts), len(ts)
+    return k, first, end
 
 
 @numba.njit(cache=True)
 def _session_vwap(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
     ts: np.ndarray,
+    unit: int,
     opens: np.ndarray,
     closes: np.ndarray,
     h: np.ndarray,
     lo: np.ndarray,
     c: np.ndarray,
     v: np.ndarray,
-) -> np.ndarray:
-    # Sums of (high + low + close) * volume and of volume, divided by 3 once at the end: the
-    # incremental state does the same operations, so both give the same floats.
-    out = np.full(len(c), np.nan)
-    k = session_at(ts[0], opens)
-    last = len(opens) - 1
-    current = -1
+) -> tuple[np.ndarray, int]:
+    """The VWAP and the first row with a non-finite price (-1 if none), one loop per
+    session. `check` sums every bar's high + low + close: finite exactly when all are."""
+    n = len(c)
+    out = np.empty(n)
+    check = 0.0
+    i = 0
+    while i < n:
+        _, first, end = _next_session(ts, i, unit, opens, closes)
+        for j in range(i, first):  # outside every session
+            out[j] = np.nan
+            check += (h[j] + lo[j]) + c[j]
+        check += _vwap_of_session(
+            out[first:end], h[first:end], lo[first:end], c[first:end], v[first:end]
+        )
+        i = end
+    return out, -1 if check - check == 0.0 else _first_non_finite_price(h, lo, c)
+
+
+@numba.njit(cache=True)
+def _vwap_of_session(
+    out: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray
+) -> float:
+    """One session's VWAP into `out`; returns the sum of the bars' high + low + close.
+
+    Sums of (high + low + close) * volume and of volume, divided by 3 once per bar: the
+    incremental state does the same operations, so both give the same floats. A NaN volume
+    counts as 0 in both sums (adding 0.0 leaves them as they were), without a branch.
+    """
     pv = 0.0
     vol = 0.0
-    for i in range(len(c)):
-        t = ts[i]
-        while k < last and opens[k + 1] <= t:
-            k += 1
-        if not opens[k] <= t < closes[k]:
-            continue
-        if k != current:
-            current = k
-            pv = 0.0
-            vol = 0.0
-        if not np.isnan(v[i]):
-            pv += (h[i] + lo[i] + c[i]) * v[i]
-            vol += v[i]
-        if vol > 0.0:
-            out[i] = pv / (3.0 * vol)
-    return out
+    check = 0.0
+    for i in range(len(out)):
+        typical3 = (h[i] + lo[i]) + c[i]
+        w = v[i]
+        w = 0.0 if np.isnan(w) else w
+        pv += typical3 * w
+        vol += w
+        out[i] = pv / (3.0 * vol) if vol > 0.0 else np.nan
+        check += typical3
+    return check
 
 
 def opening_range(
@@ -605,49 +800,74 @@ def opening_range(
     `minutes`, and per later bar of the session a breakout code: +1 closing above the range,
     -1 below, 0 inside. NaN while the range forms, outside sessions and in sessions that had no
     bar in their first `minutes`."""
-    stamps = check_times(ts)
-    h, lo, c = _hlc(high, low, close)
+    stamps, unit = epoch_times(ts)
+    h, lo, c = as_floats(high, "high"), as_floats(low, "low"), as_floats(close, "close")
+    return opening_range_epoch(stamps, unit, h, lo, c, minutes=minutes, calendar=calendar)
+
+
+def opening_range_epoch(
+    stamps: np.ndarray,
+    unit: int,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    *,
+    minutes: int,
+    calendar: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`opening_range` of float64 columns whose times are already checked (`epoch_times`:
+    epoch integers, `unit` ns each, in order); the prices are checked in the kernel's pass."""
     check_period(minutes, "minutes", 1)
-    check_length(len(c), 1, "opening range")
-    book = sessions(calendar)
-    book.check_span(stamps)
-    return _opening_range(stamps, book.opens, book.closes, minutes * 60_000_000_000, h, lo, c)
+    book = _session_book(stamps, unit, (h, lo, c), calendar, "opening range")
+    top, bottom, code, bad = _opening_range(
+        stamps, unit, book.opens, book.closes, minutes * 60_000_000_000, h, lo, c
+    )
+    _refuse_non_finite(bad, h, lo, c)
+    return top, bottom, code
 
 
 @numba.njit(cache=True)
 def _opening_range(  # noqa: PLR0917 (a numba kernel takes its arrays positionally)
     ts: np.ndarray,
+    unit: int,
     opens: np.ndarray,
     closes: np.ndarray,
     span: int,
     h: np.ndarray,
     lo: np.ndarray,
     c: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Range, breakout codes and the first row with a non-finite price (-1 if none), one
+    loop per session; `check` sums every bar's high + low + close (finite when all are)."""
     n = len(c)
-    top = np.full(n, np.nan)
-    bottom = np.full(n, np.nan)
-    code = np.full(n, np.nan)
-    k = session_at(ts[0], opens)
-    last = len(opens) - 1
-    current = -1
-    hi = -np.inf
-    low = np.inf
-    for i in range(n):
-        t = ts[i]
-        while k < last and opens[k + 1] <= t:
-            k += 1
-        if not opens[k] <= t < closes[k]:
-            continue
-        if k != current:
-            current = k
-            hi = -np.inf
-            low = np.inf
-        if t - opens[k] < span:
-            hi = max(hi, h[i])
-            low = min(low, lo[i])
-        elif hi >= low:
-            top[i] = hi
-            bottom[i] = low
-            code[i] = 1.0 if c[i] > hi else (-1.0 if c[i] < low else 0.0)
-    return top, bottom, code
+    top = np.empty(n)
+    bottom = np.empty(n)
+    code = np.empty(n)
+    check = 0.0
+    i = 0
+    while i < n:
+        k, first, end = _next_session(ts, i, unit, opens, closes)
+        # the bars opening in the session's first `span` ns form its range
+        formed = first + np.searchsorted(ts[first:end], -(-(opens[k] + span) // unit))
+        hi = -np.inf
+        low = np.inf
+        for j in range(i, formed):
+            if j >= first:
+                hi = max(hi, h[j])
+                low = min(low, lo[j])
+            top[j] = np.nan
+            bottom[j] = np.nan
+            code[j] = np.nan
+            check += (h[j] + lo[j]) + c[j]
+        if not hi >= low:  # no bar in the opening minutes: no range this session
+            hi = low = np.nan
+        ranged = not np.isnan(hi)
+        for j in range(formed, end):
+            x = c[j]
+            top[j] = hi
+            bottom[j] = low
+            # +1 above, -1 below, 0 inside (hi >= low: never both), as selects, not branches
+            code[j] = ((1.0 if x > hi else 0.0) - (1.0 if x < low else 0.0)) if ranged else np.nan
+            check += (h[j] + lo[j]) + x
+        i = end
+    return top, bottom, code, -1 if check - check == 0.0 else _first_non_finite_price(h, lo, c)

@@ -50,11 +50,12 @@ class Sessions:
         self.check_span(ts)
         return _merge_sessions(ts, self.opens, self.closes)
 
-    def check_span(self, ts: np.ndarray) -> None:
-        """`ValidationError` unless sorted epoch-ns `ts` lie within the calendar's range."""
+    def check_span(self, ts: np.ndarray, unit: int = 1) -> None:
+        """`ValidationError` unless sorted epoch `ts` (`unit` ns each) lie within the
+        calendar's range."""
         if len(ts):
-            self._check_range(int(ts[0]))
-            self._check_range(int(ts[-1]))
+            self._check_range(int(ts[0]) * unit)
+            self._check_range(int(ts[-1]) * unit)
 
     def _check_range(self, ts: int) -> None:
         if ts < self.open_list[0] or ts >= self.close_list[-1]:

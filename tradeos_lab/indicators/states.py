@@ -1,13 +1,15 @@
 """Incremental indicator states: one small object per (symbol, timeframe, indicator).
 
 `state.update(bar)` takes one new bar in O(1) and returns the indicator's latest values; feeding
-bars one at a time gives the batch values (`spec.batch`). The states repeat TA-Lib's seeding
-(EMA from the SMA of the first `period` values, RSI and ATR from the mean of their first
-`period` changes / true ranges, then Wilder's smoothing) and its order of floating-point
-operations: the SMA keeps TA-Lib's running sum (add the new value, divide, subtract the oldest)
-rather than a compensated one, because matching the reference beats being more exact than it.
-The remaining difference is about one unit in the last place (TA-Lib's compiled code may fuse
-a multiply and an add), far inside the 1e-9 relative agreement the property test holds.
+bars one at a time gives the batch values (`spec.batch`). Where the batch form is a kernel of
+ours (SMA, EMA, ATR, the percentiles, session VWAP, opening range), the state repeats its
+operations in its order, so the values are the same floats: the SMA's running sum with its
+re-summations at the same bars, the EMA's and ATR's four-bars-per-step recurrence
+(`Smoothing`). Where it calls TA-Lib (RSI, MACD, Bollinger Bands), the state repeats TA-Lib's
+seeding (EMA from the SMA of the first `period` values, RSI from the mean of its first
+`period` changes, then Wilder's smoothing) and its order of operations; what is left is about
+one unit in the last place (TA-Lib's compiled code may fuse a multiply and an add), far
+inside the 1e-9 relative agreement the property test holds.
 
 Rolling percentiles keep the window sorted (`bisect.insort` and a removal by binary search):
 each is a memmove of at most `window` floats, O(window) with a tiny constant, which is O(1)
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tradeos_lab.errors import ValidationError
+from tradeos_lab.indicators.kernels import sma_block
 from tradeos_lab.indicators.sessions import sessions
 
 if TYPE_CHECKING:
@@ -181,15 +184,20 @@ class IndicatorState:
 
 
 class SMAState(IndicatorState):
-    """TA-Lib's running sum over a ring buffer of the last `period` closes."""
+    """The batch kernel's running sum over a ring buffer of the last `period` closes: add
+    (newest - oldest), times 1/period, and an exact re-summation of the window every
+    `sma_block(period)` values (at the same bars as the batch kernel, so the same floats)."""
 
     kind = "sma"
-    __slots__ = ("period", "total", "window")
+    __slots__ = ("block", "inverse", "period", "phase", "total", "window")
 
     def __init__(self, spec: Indicator, period: int) -> None:
         super().__init__(spec)
         self.period = period
+        self.inverse = 1.0 / period
+        self.block = int(sma_block(period))
         self.total = 0.0
+        self.phase = 0  # values since the last re-summation (0: re-sum at the next full window)
         self.window: deque[float] = deque(maxlen=period)
 
     def _advance(self, bar: BarTuple) -> tuple[float, ...]:
@@ -198,32 +206,88 @@ class SMAState(IndicatorState):
 
     def push(self, x: float) -> float:
         window = self.window
-        self.total += x
-        window.append(x)
-        if len(window) < self.period:
+        if len(window) < self.period - 1:
+            window.append(x)
             return NAN
-        out = self.total / self.period
-        self.total -= window[0]
-        return out
+        if self.phase:
+            self.total += x - window[0]
+            window.append(x)
+        else:
+            window.append(x)
+            total = 0.0
+            for value in window:
+                total += value
+            self.total = total
+        self.phase = (self.phase + 1) % self.block
+        return self.total * self.inverse
 
     def _fields(self) -> dict[str, Any]:
-        return {"total": _dump(self.total), "window": _dumps(self.window)}
+        return {"total": _dump(self.total), "phase": self.phase, "window": _dumps(self.window)}
 
     def _restore(self, fields: Mapping[str, Any]) -> None:
         self.total = _load(fields["total"])
+        self.phase = int(fields["phase"]) % self.block
         self.window = deque(_loads(fields["window"]), maxlen=self.period)
 
 
+class Smoothing:
+    """The batch kernels' recurrence v = a v + b y (`kernels._smooth`), one value at a time
+    and in its four-values-per-step form: the j-th value of a step is e a^(j+1) + s_j, with e
+    the value before the step and s_j = s_(j-1) a + b y. The same operations on the same
+    floats as the batch, so the same values."""
+
+    __slots__ = ("a", "a2", "a3", "a4", "b", "e", "j", "s")
+
+    def __init__(self, a: float, b: float) -> None:
+        self.a, self.b = a, b
+        self.a2 = a * a
+        self.a3 = self.a2 * a
+        self.a4 = self.a3 * a
+        self.e = NAN  # the value before the current step
+        self.s = 0.0
+        self.j = 0  # values of the current step taken
+
+    def start(self, value: float) -> None:
+        """Seed the recurrence with its first value."""
+        self.e, self.s, self.j = value, 0.0, 0
+
+    def push(self, y: float) -> float:
+        j = self.j
+        if j == 0:
+            s = self.b * y
+            out = self.e * self.a + s
+        else:
+            s = self.s * self.a + self.b * y
+            if j == 1:
+                out = self.e * self.a2 + s
+            elif j == 2:
+                out = self.e * self.a3 + s
+            else:
+                out = self.e * self.a4 + s
+                self.e = out
+        self.s = s
+        self.j = (j + 1) % 4
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"e": _dump(self.e), "s": _dump(self.s), "j": self.j}
+
+    def restore(self, fields: Mapping[str, Any]) -> None:
+        self.e, self.s, self.j = _load(fields["e"]), _load(fields["s"]), int(fields["j"]) % 4
+
+
 class EMAState(IndicatorState):
-    """EMA with k = 2/(period+1), seeded with the SMA of the first `period` values."""
+    """EMA with k = 2/(period+1), seeded with the SMA of the first `period` values, then the
+    batch kernel's `Smoothing` with a = 1 - k, b = k."""
 
     kind = "ema"
-    __slots__ = ("k", "period", "seed", "seen", "value")
+    __slots__ = ("period", "seed", "seen", "smoothing", "value")
 
     def __init__(self, spec: Indicator, period: int) -> None:
         super().__init__(spec)
         self.period = period
-        self.k = 2.0 / (period + 1)
+        k = 2.0 / (period + 1)
+        self.smoothing = Smoothing(1.0 - k, k)
         self.seen = 0
         self.seed = 0.0
         self.value = NAN
@@ -234,21 +298,28 @@ class EMAState(IndicatorState):
 
     def push(self, x: float) -> float:
         if self.seen >= self.period:
-            self.value = ((x - self.value) * self.k) + self.value
+            self.value = self.smoothing.push(x)
             return self.value
         self.seen += 1
         self.seed += x
         if self.seen == self.period:
             self.value = self.seed / self.period
+            self.smoothing.start(self.value)
         return self.value
 
     def _fields(self) -> dict[str, Any]:
-        return {"seen": self.seen, "seed": _dump(self.seed), "value": _dump(self.value)}
+        return {
+            "seen": self.seen,
+            "seed": _dump(self.seed),
+            "value": _dump(self.value),
+            "smoothing": self.smoothing.to_dict(),
+        }
 
     def _restore(self, fields: Mapping[str, Any]) -> None:
         self.seen = int(fields["seen"])
         self.seed = _load(fields["seed"])
         self.value = _load(fields["value"])
+        self.smoothing.restore(fields["smoothing"])
 
 
 class RSIState(IndicatorState):
@@ -426,15 +497,17 @@ class BBandsState(IndicatorState):
 
 
 class ATRState(IndicatorState):
-    """Wilder's ATR: the mean true range of bars 1..period, then smoothed (the first bar has
-    no previous close and no true range, as in TA-Lib)."""
+    """Wilder's ATR: the mean true range of bars 1..period, then the batch kernel's
+    `Smoothing` with a = (period - 1) / period, b = 1 / period (the first bar has no
+    previous close and no true range, as in TA-Lib)."""
 
     kind = "atr"
-    __slots__ = ("period", "prev_close", "seen", "value")
+    __slots__ = ("period", "prev_close", "seen", "smoothing", "value")
 
     def __init__(self, spec: Indicator, period: int) -> None:
         super().__init__(spec)
         self.period = period
+        self.smoothing = Smoothing((period - 1) / period, 1.0 / period)
         self.prev_close = NAN
         self.seen = 0  # true ranges seen
         self.value = 0.0
@@ -450,24 +523,30 @@ class ATRState(IndicatorState):
         tr = h - lo
         tr = max(tr, abs(prev - h))
         tr = max(tr, abs(lo - prev))
-        p = self.period
-        if self.seen >= p:
-            self.value = (self.value * (p - 1) + tr) / p
+        if self.seen >= self.period:
+            self.value = self.smoothing.push(tr)
             return self.value
         self.seen += 1
         self.value += tr
-        if self.seen < p:
+        if self.seen < self.period:
             return NAN
-        self.value /= p
+        self.value /= self.period
+        self.smoothing.start(self.value)
         return self.value
 
     def _fields(self) -> dict[str, Any]:
-        return {"prev_close": _dump(self.prev_close), "seen": self.seen, "value": _dump(self.value)}
+        return {
+            "prev_close": _dump(self.prev_close),
+            "seen": self.seen,
+            "value": _dump(self.value),
+            "smoothing": self.smoothing.to_dict(),
+        }
 
     def _restore(self, fields: Mapping[str, Any]) -> None:
         self.prev_close = _load(fields["prev_close"])
         self.seen = int(fields["seen"])
         self.value = _load(fields["value"])
+        self.smoothing.restore(fields["smoothing"])
 
 
 # ---- rolling percentiles ---------------------------------------------------------------------
