@@ -58,6 +58,7 @@ import pandas as pd
 import redis
 
 from tradeos_lab.contracts import (
+    Audit,
     Fill,
     Intent,
     Message,
@@ -66,6 +67,7 @@ from tradeos_lab.contracts import (
     Payload,
     PositionUpdate,
     RawSignal,
+    RiskEvent,
     decode,
     derive,
 )
@@ -343,6 +345,8 @@ class ChainResult:
     latencies_ms: list[float] = field(default_factory=list)
     trips: dict[str, float] = field(default_factory=dict)
     commands_per_bar: float = 0.0
+    #: Why bars got no fill: reason -> (count, one example).
+    unfilled: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def pct(self, q: float) -> float:
         if not self.latencies_ms:
@@ -436,6 +440,7 @@ def run_chain(
         result.latencies_ms = [
             (arrivals.at[c] - t) * 1000 for c, t in sent.items() if c in arrivals.at
         ]
+        result.unfilled = why_unfilled(bus, [*ids, *sent], arrivals)
     finally:
         if verbose:
             print(bus.inspect.streams()[["stream", "length", "dead_letters"]].to_string())
@@ -453,6 +458,54 @@ def run_chain(
             if stage.process.is_alive():
                 stage.process.kill()
     return result
+
+
+def why_unfilled(
+    bus: Bus, ids: Sequence[str], arrivals: Arrivals
+) -> dict[str, tuple[int, str]]:
+    """Why each bar of `ids` without a fill got none, read back from the streams by correlation
+    id: the rule Feasibility refused it under, the reason it skipped it, an order rejected, or
+    how far down the chain it got. Reason -> (bars, one example)."""
+    with arrivals.cond:
+        missing = set(ids) - arrivals.at.keys()
+    if not missing:
+        return {}
+    reached: dict[str, Stream] = {}
+    found: dict[str, tuple[str, str]] = {}
+    for stream in (
+        Stream.SIGNALS_RAW,
+        Stream.SIGNALS_MODIFIED,
+        Stream.INTENTS,
+        Stream.ORDERS,
+        Stream.RISK_EVENTS,
+        Stream.AUDIT,
+    ):
+        for _id, fields in bus.redis.xrange(bus.stream_key(stream), "-", "+"):
+            message = bus.decode(stream, fields)
+            corr = message.correlation_id
+            if corr not in missing:
+                continue
+            p = message.payload
+            if isinstance(p, RiskEvent):
+                rule = p.detail.split(":", 1)[0]
+                found.setdefault(corr, (f"refused: {rule}", p.detail))
+            elif isinstance(p, Audit) and p.action in ("intent.skipped", "signal.filtered"):
+                found.setdefault(corr, (f"{p.action}: {p.reason[:40]}", p.reason))
+            elif isinstance(p, Order) and p.status.value == "rejected":
+                found.setdefault(corr, ("order rejected", p.reason or ""))
+            elif not isinstance(p, Audit | RiskEvent):
+                reached[corr] = stream
+    reasons: dict[str, tuple[int, str]] = {}
+    for corr in missing:
+        if corr in found:
+            reason, example = found[corr]
+        elif corr in reached:
+            reason, example = f"last seen on {reached[corr].value}", corr
+        else:
+            reason, example = "no signal (the strategy's first bar, or not handled)", corr
+        count, first = reasons.get(reason, (0, example))
+        reasons[reason] = (count + 1, first)
+    return reasons
 
 
 def main() -> int:
@@ -563,6 +616,8 @@ def report(results: list[ChainResult], args: argparse.Namespace) -> None:
         )
         for name, trips in r.trips.items():
             print(f"        {name:<16} {trips:.2f} Redis round trips per bar")
+        for reason, (count, example) in sorted(r.unfilled.items(), key=lambda kv: -kv[1][0]):
+            print(f"        not filled: {count} bars, {reason} (e.g. {example[:160]})")
     by_name = {r.name: r for r in results}
     if "null" in by_name and "real" in by_name:
         null, real = by_name["null"], by_name["real"]

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
@@ -152,6 +153,24 @@ class PaperBroker:
             config=PaperConfig.from_records(records),
             clock=clock,
         )
+
+    @contextmanager
+    def same_bars(self) -> Iterator[None]:
+        """Inside the block each symbol's latest bar is read once: a batch of orders placed
+        together fills against the bar the first of them found, without a read per order."""
+        read = self.latest_bar
+        held: dict[str, Bar | None] = {}
+
+        def latest(symbol: str) -> Bar | None:
+            if symbol not in held:
+                held[symbol] = read(symbol)
+            return held[symbol]
+
+        self.latest_bar = latest
+        try:
+            yield
+        finally:
+            self.latest_bar = read
 
     # ---- orders -----------------------------------------------------------------------------
 

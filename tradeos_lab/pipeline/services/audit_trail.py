@@ -37,3 +37,8 @@ class AuditTrail(Service):
         else:
             raise ContractError(f"the audit trail keeps audit and risk events, not {message!r}")
         return ()
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """The batch kept in one records transaction."""
+        with self.ctx.lab.records.batch():
+            return [self.handle(message) for message in messages]

@@ -50,6 +50,7 @@ from tradeos_lab.errors import ContractError, TransientError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service
 from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
+from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message, Payload
@@ -127,12 +128,41 @@ class Execution(Service):
                 return self._place(message)
             return self._work_open_orders(message)
 
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """A batch of intents: the intents kept in one transaction committed before any order
+        goes out (a crash after it places nothing twice: the client order ids are derived from
+        the intents), the kill switches read once, then every order placed and its orders,
+        fills, trades and ledger entries written in a second transaction, the broker's circuit
+        breaker told once. Bars (and a mixed batch) go one at a time."""
+        if not all(isinstance(m, IntentMessage) for m in messages):
+            return [self.handle(m) for m in messages]
+        intents = [m for m in messages if isinstance(m, IntentMessage)]
+        records = self.records
+        with self._one_at_a_time:
+            with records.batch():
+                for message in intents:
+                    records.record_intent(message)
+            switches = self.ctx.lab.kill_switches.read_switches(
+                (m.payload.strategy, m.payload.symbol) for m in intents
+            )
+            with records.batch(), self.broker.same_bars():
+                out: list[Sequence[Message]] = [
+                    self._place(m, switches=switches, batched=True) for m in intents
+                ]
+            self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY).record_success()
+        return out
+
     # ---- an intent: one order ---------------------------------------------------------------
 
-    def _place(self, message: IntentMessage) -> list[Message]:
+    def _place(
+        self, message: IntentMessage, *, switches: SwitchesRead | None = None, batched: bool = False
+    ) -> list[Message]:
+        """Place the intent's order once. `batched`: the intent is already kept and the broker's
+        breaker is told once for the batch by the caller."""
         intent = message.payload
         cid = client_order_id_for(message.message_id)
-        self.records.record_intent(message)
+        if not batched:
+            self.records.record_intent(message)
         request = OrderRequest(
             client_order_id=cid,
             symbol=intent.symbol,
@@ -150,7 +180,12 @@ class Execution(Service):
         if known is None or known.status == OrderStatus.NEW.value:
             # Not yet placed: the kill switch is asked again right before the broker is.
             decision = self.ctx.lab.kill_switches.check_order(
-                intent.strategy, intent.symbol, intent.side, intent.quantity, book=self.records
+                intent.strategy,
+                intent.symbol,
+                intent.side,
+                intent.quantity,
+                book=self.records,
+                switches=switches,
             )
             if not decision.allowed:
                 known = self._refuse(message, request, f"kill switch: {decision.reason}")
@@ -161,7 +196,7 @@ class Execution(Service):
         ):
             report = OrderReport(broker_order(known))  # refused here, never sent to the broker
         else:
-            report = self._submit(request)
+            report = self._submit(request, tell_breaker=not batched)
         if report.order.is_open:
             self._quiet_since.pop(intent.symbol, None)  # the next bar must work it
         chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
@@ -195,9 +230,10 @@ class Execution(Service):
         )
         return self.records.order(cid)
 
-    def _submit(self, request: OrderRequest) -> OrderReport:
+    def _submit(self, request: OrderRequest, *, tell_breaker: bool = True) -> OrderReport:
         """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker
-        that cannot answer counts a failure (and the intent is retried), an answer a success."""
+        that cannot answer counts a failure (and the intent is retried), an answer a success
+        (`tell_breaker=False`: the caller tells it once for a batch)."""
         breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
         try:
             report = self.broker.submit(request)
@@ -205,7 +241,8 @@ class Execution(Service):
             with contextlib.suppress(TransientError):  # the flags tier down too: still retry
                 breaker.record_failure()
             raise
-        breaker.record_success()
+        if tell_breaker:
+            breaker.record_success()
         return report
 
     # ---- a bar: open orders work on it ------------------------------------------------------

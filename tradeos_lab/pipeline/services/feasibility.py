@@ -23,6 +23,7 @@ a refused order, a `risk_events` message and an `audit` entry naming the rule an
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -43,7 +44,13 @@ from tradeos_lab.contracts import (
     TimeInForce,
     derive,
 )
-from tradeos_lab.errors import ContractError, TradeosError, ValidationError
+from tradeos_lab.contracts.ids import derived_message_id
+from tradeos_lab.errors import (
+    ContractError,
+    DependencyUnavailable,
+    TradeosError,
+    ValidationError,
+)
 from tradeos_lab.indicators.sessions import sessions
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
@@ -51,7 +58,8 @@ from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure
 from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource, kept
 from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records.models import LedgerEntry, Order
-from tradeos_lab.tiers.flags import Decision, reduces_exposure
+from tradeos_lab.tiers.flags import BreakerState, Decision, reduces_exposure
+from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -71,6 +79,8 @@ DAY_START_EQUITY_KEY: Final = "risk.day_start_equity"
 #: The paper broker's starting cash in the records, and the paper broker's default for it.
 STARTING_CASH_KEY: Final = "broker.paper.starting_cash"
 DEFAULT_STARTING_CASH: Final = 100_000.0
+#: How long an intent cleared here counts as working while no order for it is recorded.
+UNPLACED_MAX_AGE_S: Final = 60.0
 #: Below this notional an order is noise, not a decision.
 MIN_ORDER_NOTIONAL: Final = 1.0
 
@@ -96,9 +106,88 @@ class Feasibility(Service):
         self.profiles = ProfileSource(ctx.lab.records)
         self._limits = Held(self._read_limits)
         self._day_start: tuple[str, float] | None = None
+        #: Intents this process cleared whose order the records do not hold yet: intent id ->
+        #: (strategy, symbol, signed quantity, monotonic time cleared). They count as working,
+        #: so a signal handled before Execution placed the previous intent does not order the
+        #: same exposure twice; one never placed (dead-lettered) stops counting after
+        #: `UNPLACED_MAX_AGE_S`.
+        self._unplaced: dict[str, tuple[str, str, float, float]] = {}
+        #: Facts read once for the batch in hand (`handle_batch`), else None (read per message).
+        self._batch: _BatchFacts | None = None
 
     def handle(self, message: Message) -> Sequence[Message]:
-        return kept(self.ctx.lab.records, message, self._decide(message), stage=self.name)
+        outputs = kept(self.ctx.lab.records, message, self._decide(message), stage=self.name)
+        self._note_unplaced(message, outputs)
+        return outputs
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """Every message of the batch decided in order on facts read once for the batch (the
+        records' book in one transaction; kill switches in one flags round trip and the broker's
+        breaker in another; prices, account and positions from the cache), each decision's
+        intent counted as working for the next, and what they emit kept in one transaction."""
+        signals: list[ModifiedSignal] = []
+        for message in messages:
+            if not isinstance(message.payload, ModifiedSignal):
+                raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
+            signals.append(message.payload)
+        records = self.ctx.lab.records
+        unplaced = dict(self._unplaced)
+        try:
+            self._batch = self._read_batch(signals)
+            decided: list[list[Message]] = []
+            for message in messages:
+                decided.append(self._decide(message))
+                self._note_unplaced(message, decided[-1])
+            with records.batch():
+                return [
+                    kept(records, message, outputs, stage=self.name)
+                    for message, outputs in zip(messages, decided, strict=True)
+                ]
+        except BaseException:
+            self._unplaced = unplaced  # none of the batch's intents went out
+            raise
+        finally:
+            self._batch = None
+
+    def _note_unplaced(self, parent: Message, outputs: Sequence[Message]) -> None:
+        """Count the intent among `outputs` (under the id the runner gives it) as working."""
+        now = time.monotonic()
+        for index, output in enumerate(outputs):
+            if isinstance(output.payload, Intent):
+                intent = output.payload
+                signed = intent.quantity if intent.side is Side.BUY else -intent.quantity
+                intent_id = derived_message_id(parent.message_id, stage=self.name, index=index)
+                self._unplaced[intent_id] = (intent.strategy, intent.symbol, signed, now)
+
+    def _read_batch(self, signals: Sequence[ModifiedSignal]) -> _BatchFacts:
+        """The facts every decision of a batch reads, each store asked once."""
+        lab = self.ctx.lab
+        pairs = list(dict.fromkeys((s.strategy, s.symbol) for s in signals))
+        symbols = list(dict.fromkeys(s.symbol for s in signals))
+        books = self._books(pairs)
+        switches = lab.kill_switches.read_switches(pairs)
+        try:
+            breaker: BreakerState | None = (
+                lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
+            )
+        except (redis.RedisError, TradeosError):
+            breaker = None  # each order is refused under the breaker's rule (fail closed)
+        cache = lab.cache
+        prices = {s: p.price for s, p in cache.get_prices(symbols).items()}
+        account = cache.get_account()
+        positions = cache.get_positions()
+        marks = cache.get_prices(positions) if positions else {}
+        return _BatchFacts(
+            books=books,
+            switches=switches,
+            breaker=breaker,
+            prices=prices,
+            equity=None if account is None else account.portfolio_value,
+            exposure={
+                s: abs(p.quantity) * (marks[s].price if s in marks else p.avg_price)
+                for s, p in positions.items()
+            },
+        )
 
     def _decide(self, message: Message) -> list[Message]:
         """Intent and audit, or risk event and audit, or an audit of a skip, or nothing."""
@@ -146,7 +235,12 @@ class Feasibility(Service):
         the order under the rule that needed it (fail closed)."""
         lab = self.ctx.lab
         kill = lab.kill_switches.check_order(
-            p.signal.strategy, p.signal.symbol, p.side, p.quantity, book=lab.records
+            p.signal.strategy,
+            p.signal.symbol,
+            p.side,
+            p.quantity,
+            book=lab.records,
+            switches=None if self._batch is None else self._batch.switches,
         )
         if not kill.allowed:
             return "kill_switch", f"kill switch: {kill.reason}"
@@ -165,29 +259,55 @@ class Feasibility(Service):
 
     def _book(self, signal: ModifiedSignal) -> tuple[float, float, float]:
         """The strategy's filled position in the symbol, the signed unfilled quantity of its
-        orders still working there, and the account's position in the symbol (the ledger, as
-        `net_quantity` sums it), in one transaction: this runs for every signal."""
-        strategy, symbol = signal.strategy, signal.symbol
+        orders still working there (and of its intents not yet placed), and the account's
+        position in the symbol (the ledger, as `net_quantity` sums it)."""
+        pair = (signal.strategy, signal.symbol)
+        book = self._batch.books[pair] if self._batch is not None else self._books([pair])[pair]
+        unplaced = sum(q for st, sy, q, _ in self._unplaced.values() if (st, sy) == pair)
+        return book.held, book.working + unplaced, book.account
+
+    def _books(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], _Book]:
+        """`_Book` of each (strategy, symbol), in one transaction; forgets the unplaced intents
+        whose order the records now hold (counted in the working orders or the ledger)."""
+        from tradeos_lab.pipeline.services.execution import client_order_id_for
+
         net = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
-        held_stmt = select(net).where(
-            LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
-        )
-        account_stmt = select(net).where(LedgerEntry.symbol == symbol)
-        working_stmt = select(Order.side, Order.quantity, Order.filled_quantity).where(
-            Order.strategy == strategy, Order.symbol == symbol, Order.status.in_(_WORKING)
-        )
+        out: dict[tuple[str, str], _Book] = {}
+        stale = time.monotonic() - UNPLACED_MAX_AGE_S
+        self._unplaced = {i: u for i, u in self._unplaced.items() if u[3] >= stale}
         with self.ctx.lab.records.session() as session:
-            held = float(session.scalar(held_stmt) or 0.0)
-            working = sum(
-                (quantity - filled) * (1 if side == Side.BUY.value else -1)
-                for side, quantity, filled in session.execute(working_stmt)
-            )
-            account = float(session.scalar(account_stmt) or 0.0)
-        return held, working, account
+            if self._unplaced:
+                cids = {client_order_id_for(i): i for i in self._unplaced}
+                placed = session.scalars(
+                    select(Order.client_order_id).where(Order.client_order_id.in_(cids))
+                )
+                for cid in placed:
+                    self._unplaced.pop(cids[cid], None)
+            for strategy, symbol in pairs:
+                held = session.scalar(
+                    select(net).where(
+                        LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
+                    )
+                )
+                working = sum(
+                    (quantity - filled) * (1 if side == Side.BUY.value else -1)
+                    for side, quantity, filled in session.execute(
+                        select(Order.side, Order.quantity, Order.filled_quantity).where(
+                            Order.strategy == strategy,
+                            Order.symbol == symbol,
+                            Order.status.in_(_WORKING),
+                        )
+                    )
+                )
+                account = session.scalar(select(net).where(LedgerEntry.symbol == symbol))
+                out[strategy, symbol] = _Book(float(held or 0.0), working, float(account or 0.0))
+        return out
 
     def _price(self, signal: ModifiedSignal) -> float | None:
         """The latest price in the cache, else the close of the latest cached bar."""
         cache = self.ctx.lab.cache
+        if self._batch is not None and signal.symbol in self._batch.prices:
+            return self._batch.prices[signal.symbol]
         latest = cache.get_price(signal.symbol)
         if latest is not None:
             return latest.price
@@ -196,6 +316,8 @@ class Feasibility(Service):
 
     def _equity(self) -> float:
         """The paper account's portfolio value; its starting cash before it has one."""
+        if self._batch is not None:
+            return self._batch.equity or self.limits().starting_cash
         account = self.ctx.lab.cache.get_account()
         if account is not None:
             return account.portfolio_value
@@ -221,10 +343,15 @@ class Feasibility(Service):
         profile = self.profiles.get()
         limits = self.limits()
         now = self.ctx.clock()
-        try:
-            breaker = lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
-        except (redis.RedisError, TradeosError) as e:
-            raise _FlagsDown("circuit_breaker", e) from e
+        if self._batch is not None:
+            if self._batch.breaker is None:
+                raise _FlagsDown("circuit_breaker", DependencyUnavailable("breaker unread"))
+            breaker = self._batch.breaker
+        else:
+            try:
+                breaker = lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
+            except (redis.RedisError, TradeosError) as e:
+                raise _FlagsDown("circuit_breaker", e) from e
         return OrderCheck(
             strategy=signal.strategy,
             symbol=signal.symbol,
@@ -243,7 +370,11 @@ class Feasibility(Service):
             other_exposure=self._other_exposure(signal.symbol),
             max_leverage=profile.max_leverage,
             max_order_notional=limits.max_order_notional,
-            last_exit_at=self._last_exit_at(p, now - limits.exit_cooldown_s),
+            last_exit_at=(
+                self._last_exit_at(p, now - limits.exit_cooldown_s)
+                if limits.exit_cooldown_s > 0
+                else None
+            ),
             exit_cooldown_s=limits.exit_cooldown_s,
             market_open=market_open(signal.symbol, now),
         )
@@ -282,6 +413,8 @@ class Feasibility(Service):
 
     def _other_exposure(self, symbol: str) -> float:
         """Gross market value of the account's positions in every other symbol (cache copy)."""
+        if self._batch is not None:
+            return sum(v for s, v in self._batch.exposure.items() if s != symbol)
         cache = self.ctx.lab.cache
         positions = {s: p for s, p in cache.get_positions().items() if s != symbol}
         prices = cache.get_prices(positions) if positions else {}
@@ -388,6 +521,31 @@ class RiskLimits:
     exit_cooldown_s: float
     broker_rate_limit: int
     starting_cash: float
+
+
+@dataclass(frozen=True)
+class _Book:
+    """A strategy's filled position in a symbol, its working orders' signed unfilled quantity,
+    and the account's position in the symbol."""
+
+    held: float
+    working: float
+    account: float
+
+
+@dataclass(frozen=True)
+class _BatchFacts:
+    """What `Feasibility.handle_batch` reads once for all the batch's decisions."""
+
+    books: dict[tuple[str, str], _Book]
+    switches: SwitchesRead
+    #: None: the flags tier did not answer (every order is refused, fail closed).
+    breaker: BreakerState | None
+    prices: dict[str, float]
+    #: The cache's portfolio value (None before the account has one).
+    equity: float | None
+    #: Gross market value per symbol of the account's positions (cache copy).
+    exposure: dict[str, float]
 
 
 @dataclass(frozen=True)

@@ -250,6 +250,11 @@ class SignalModifier(Service):
         out = derive(message, modified, producer=self.name, produced_at=self.ctx.now())
         return kept(self.ctx.lab.records, message, [out], stage=self.name)
 
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """The batch's modified signals kept in one records transaction."""
+        with self.ctx.lab.records.batch():
+            return [self.handle(message) for message in messages]
+
     def _ensemble(
         self, raw: RawSignal, weights: dict[str, float], modifiers: list[Modifier]
     ) -> float:

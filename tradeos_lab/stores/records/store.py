@@ -13,6 +13,7 @@ import json
 import math
 import re
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -217,6 +218,7 @@ class RecordsStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._batches = threading.local()  # the open `batch()` session of each thread
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = False) -> RecordsStore:
@@ -292,7 +294,13 @@ class RecordsStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in one transaction, committed when the block ends without an error."""
+        """A session in one transaction, committed when the block ends without an error (or,
+        inside `batch()`, the batch's own session, committed with the batch)."""
+        joined: Session | None = getattr(self._batches, "session", None)
+        if joined is not None:
+            with self._translate():
+                yield joined
+            return
         with self._translate(), self._sessions.begin() as session:
             yield session
 
@@ -1004,6 +1012,25 @@ class RecordsStore:
                     .values(values)
                     .on_conflict_do_update(index_elements=keys, set_=changed)
                 )
+
+    # ---- batches: many calls, one transaction --------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every call of this store made on this thread inside the block joins ONE transaction,
+        committed when the block ends and rolled back as a whole on an error: a pipeline service
+        pays one commit per batch of messages instead of one per call. Every write stays
+        idempotent by its key, so a batch re-done after a failure adds nothing twice. A batch
+        opened inside another joins it."""
+        if getattr(self._batches, "session", None) is not None:
+            yield
+            return
+        with self._translate(), self._sessions.begin() as session:
+            self._batches.session = session
+            try:
+                yield
+            finally:
+                self._batches.session = None
 
 
 # ---- validation helpers -------------------------------------------------------------------
