@@ -15,7 +15,10 @@ and runs, one after the other, two chains of consumer processes over it:
   Signal Engine to Positions), each in its own process under the `ServiceRunner`, on a lab whose
   bus, cache and flags are the same scratch server and whose records are a SQLite file (or the
   PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
-  zig-zag bars, no cooldown after an exit), so every bar after the first can become a fill. The
+  zig-zag bars, no cooldown after an exit, a paper broker without fees or slippage so the
+  round trips lose nothing and the daily loss limit never stops it), so every bar after the
+  first becomes a fill; the report says why any bar got none (the rule that refused it, or
+  how far down the chain it got). The
   driver stands in for ingestion: it caches the series' latest bars and price before it starts.
 
 For each chain it measures, with the benchmark driver publishing the bars to `market_data` and a
@@ -460,9 +463,7 @@ def run_chain(
     return result
 
 
-def why_unfilled(
-    bus: Bus, ids: Sequence[str], arrivals: Arrivals
-) -> dict[str, tuple[int, str]]:
+def why_unfilled(bus: Bus, ids: Sequence[str], arrivals: Arrivals) -> dict[str, tuple[int, str]]:
     """Why each bar of `ids` without a fill got none, read back from the streams by correlation
     id: the rule Feasibility refused it under, the reason it skipped it, an order rejected, or
     how far down the chain it got. Reason -> (bars, one example)."""
@@ -572,6 +573,11 @@ def chain(
         with tl.connect(settings, start=False) as lab:
             operator.arm(lab, actor="user:bench", reason="pipeline benchmark")
             allow_trading_every_bar(lab)
+            # no costs: the zig-zag's round trips then neither lose nor make money, so the daily
+            # loss limit never stops a chain that trades on every bar
+            why = {"changed_by": "user:bench", "reason": "pipeline benchmark: costless fills"}
+            lab.records.set_config("broker.paper.fee_bps", 0.0, **why)
+            lab.records.set_config("broker.paper.slippage_bps", 0.0, **why)
             # what ingestion caches before it publishes (the driver stands in for it): the
             # series' latest bars and price, for sizing and the paper broker
             total = args.backlog + int(args.rate * args.seconds)

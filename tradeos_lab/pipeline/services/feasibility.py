@@ -107,11 +107,11 @@ class Feasibility(Service):
         self._limits = Held(self._read_limits)
         self._day_start: tuple[str, float] | None = None
         #: Intents this process cleared whose order the records do not hold yet: intent id ->
-        #: (strategy, symbol, signed quantity, monotonic time cleared). They count as working,
-        #: so a signal handled before Execution placed the previous intent does not order the
-        #: same exposure twice; one never placed (dead-lettered) stops counting after
-        #: `UNPLACED_MAX_AGE_S`.
-        self._unplaced: dict[str, tuple[str, str, float, float]] = {}
+        #: (strategy, symbol, signed quantity, monotonic time cleared, bar time of its signal).
+        #: They count as working for the signals of later bars, so a signal handled before
+        #: Execution placed the previous intent does not order the same exposure twice; one
+        #: never placed (dead-lettered) stops counting after `UNPLACED_MAX_AGE_S`.
+        self._unplaced: dict[str, tuple[str, str, float, float, datetime]] = {}
         #: Facts read once for the batch in hand (`handle_batch`), else None (read per message).
         self._batch: _BatchFacts | None = None
 
@@ -157,7 +157,9 @@ class Feasibility(Service):
                 intent = output.payload
                 signed = intent.quantity if intent.side is Side.BUY else -intent.quantity
                 intent_id = derived_message_id(parent.message_id, stage=self.name, index=index)
-                self._unplaced[intent_id] = (intent.strategy, intent.symbol, signed, now)
+                ts = parent.payload.ts if isinstance(parent.payload, ModifiedSignal) else None
+                if ts is not None:
+                    self._unplaced[intent_id] = (intent.strategy, intent.symbol, signed, now, ts)
 
     def _read_batch(self, signals: Sequence[ModifiedSignal]) -> _BatchFacts:
         """The facts every decision of a batch reads, each store asked once."""
@@ -217,6 +219,7 @@ class Feasibility(Service):
             reduces=reduces_exposure(held, side, quantity)
             and reduces_exposure(account, side, quantity),
             held=held,
+            on_the_way=working,
         )
         failed = self._check(proposal, equity, account)
         if failed is not None and failed[0] == "kill_switch":
@@ -263,7 +266,11 @@ class Feasibility(Service):
         position in the symbol (the ledger, as `net_quantity` sums it)."""
         pair = (signal.strategy, signal.symbol)
         book = self._batch.books[pair] if self._batch is not None else self._books([pair])[pair]
-        unplaced = sum(q for st, sy, q, _ in self._unplaced.values() if (st, sy) == pair)
+        # Only intents of earlier bars: a signal handled again (after a crash or a failed
+        # batch) decides as it did the first time, its own intent and later ones not counted.
+        unplaced = sum(
+            q for st, sy, q, _, ts in self._unplaced.values() if (st, sy) == pair and ts < signal.ts
+        )
         return book.held, book.working + unplaced, book.account
 
     def _books(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], _Book]:
@@ -365,7 +372,8 @@ class Feasibility(Service):
             equity=equity,
             day_start_equity=self._day_start_equity(equity, now),
             max_daily_loss_pct=profile.max_daily_loss_pct,
-            position=account,
+            # the account's position once the strategy's orders already on their way are done
+            position=account + p.on_the_way,
             max_position_pct=profile.max_position_pct,
             other_exposure=self._other_exposure(signal.symbol),
             max_leverage=profile.max_leverage,
@@ -561,6 +569,8 @@ class _Proposal:
     reduces: bool
     #: The strategy's filled position in the symbol before the order (the ledger).
     held: float
+    #: The signed unfilled quantity of the strategy's working orders and unplaced intents there.
+    on_the_way: float = 0.0
     #: Said in the audit entry when the order is not the one the signal asked for.
     note: str = ""
 
