@@ -4,10 +4,9 @@ same messages and records nothing twice."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
+from end_to_end_support import wait_for
 from runner_toys import REJECT_VOLUME, BatchRelay, bar
 from test_execution import _bar, _intent
 
@@ -20,14 +19,6 @@ from tradeos_lab.pipeline import ServiceContext, ServiceRunner
 from tradeos_lab.pipeline.services.execution import Execution, client_order_id_for
 from tradeos_lab.pipeline.services.positions import Positions, position_of
 from tradeos_lab.settings import Settings
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def _ctx(lab: Lab, settings: Settings, instance: str) -> ServiceContext:
@@ -50,7 +41,10 @@ def test_a_bad_message_in_the_middle_of_a_batch_is_dead_lettered_alone(
         runner = ServiceRunner(BatchRelay, _ctx(lab, settings, "batch-relay-1"))
         running = runner.run_in_thread()
         try:
-            _wait(lambda: runner.counts.dead_lettered == 1 and runner.counts.handled == 2)
+            wait_for(
+                lambda: runner.counts.dead_lettered == 1 and runner.counts.handled == 2,
+                what="the bad bar dead-lettered and the two others handled",
+            )
         finally:
             running.stop()
         assert int(lab.bus.redis.get(f"{settings.namespace}:toy:batches") or 0) >= 1

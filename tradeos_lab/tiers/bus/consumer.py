@@ -345,6 +345,20 @@ class Consumer:
         except ContractError as e:
             return DeadLetter(entry, "invalid", f"{type(e).__name__}: {e}")
 
+    def _sort(self, entry: Entry, batch: _Batch, result: PollResult) -> Delivery | None:
+        """The delivery to hand over, or None for an entry the batch settles itself (trimmed
+        while pending: acked as gone; undecodable or over its deliveries: dead-lettered)."""
+        triaged = self._triage(entry, result)
+        if triaged is None:
+            batch.gone.append(entry.entry_id)
+            return None
+        if isinstance(triaged, DeadLetter):
+            batch.dead.append(triaged)
+            return None
+        return Delivery(
+            self.stream, self.group, self.name, text(entry.entry_id), triaged, entry.deliveries
+        )
+
     def _settle(self, batch: _Batch) -> None:
         """Publish the outputs, move dead letters and XACK, in one MULTI."""
         acks, outputs, dead, gone = batch.acks, batch.outputs, batch.dead, batch.gone
@@ -396,20 +410,8 @@ class Consumer:
         try:
             todo: list[tuple[Entry, Delivery]] = []
             for entry in entries:
-                triaged = self._triage(entry, result)
-                if triaged is None:
-                    batch.gone.append(entry.entry_id)
-                elif isinstance(triaged, DeadLetter):
-                    batch.dead.append(triaged)
-                else:
-                    delivery = Delivery(
-                        self.stream,
-                        self.group,
-                        self.name,
-                        text(entry.entry_id),
-                        triaged,
-                        entry.deliveries,
-                    )
+                delivery = self._sort(entry, batch, result)
+                if delivery is not None:
                     todo.append((entry, delivery))
             if batch_handler is not None and len(todo) > 1:
                 todo = self._handle_batch(batch_handler, todo, batch, result, stop)
@@ -674,20 +676,8 @@ class Consumer:
             result = PollResult()
             try:
                 for entry in entries:
-                    triaged = self._triage(entry, result)
-                    if triaged is None:
-                        batch.gone.append(entry.entry_id)
-                    elif isinstance(triaged, DeadLetter):
-                        batch.dead.append(triaged)
-                    else:
-                        delivery = Delivery(
-                            self.stream,
-                            self.group,
-                            self.name,
-                            text(entry.entry_id),
-                            triaged,
-                            entry.deliveries,
-                        )
+                    delivery = self._sort(entry, batch, result)
+                    if delivery is not None:
                         yield delivery
                         batch.markers.extend(delivery.effect_markers)
                         batch.acks.append(entry.entry_id)
