@@ -131,9 +131,10 @@ class Execution(Service):
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """A batch of intents: the intents kept in one transaction committed before any order
         goes out (a crash after it places nothing twice: the client order ids are derived from
-        the intents), the kill switches read once, then every order placed and its orders,
-        fills, trades and ledger entries written in a second transaction, the broker's circuit
-        breaker told once. Bars (and a mixed batch) go one at a time."""
+        the intents), the kill switches read once, then the orders placed together at the broker
+        (`PaperBroker.submit_many`) and their orders, fills, trades and ledger entries written in
+        a second transaction, the broker's circuit breaker told once. Bars (and a mixed batch)
+        go one at a time."""
         if not all(isinstance(m, IntentMessage) for m in messages):
             return [self.handle(m) for m in messages]
         intents = [m for m in messages if isinstance(m, IntentMessage)]
@@ -145,24 +146,30 @@ class Execution(Service):
             switches = self.ctx.lab.kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
             )
-            with records.batch(), self.broker.same_bars():
+            with records.batch():
+                prepared = [self._prepare(m, switches) for m in intents]
+                sent = iter(self._submit_many([r for r, known in prepared if known is None]))
                 out: list[Sequence[Message]] = [
-                    self._place(m, switches=switches, batched=True) for m in intents
+                    self._answer(m, known or next(sent))
+                    for m, (_, known) in zip(intents, prepared, strict=True)
                 ]
-            self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY).record_success()
         return out
 
     # ---- an intent: one order ---------------------------------------------------------------
 
-    def _place(
-        self, message: IntentMessage, *, switches: SwitchesRead | None = None, batched: bool = False
-    ) -> list[Message]:
-        """Place the intent's order once. `batched`: the intent is already kept and the broker's
-        breaker is told once for the batch by the caller."""
+    def _place(self, message: IntentMessage) -> list[Message]:
+        """Keep the intent, then place its order once."""
+        self.records.record_intent(message)
+        request, known = self._prepare(message)
+        return self._answer(message, known or self._submit(request))
+
+    def _prepare(
+        self, message: IntentMessage, switches: SwitchesRead | None = None
+    ) -> tuple[OrderRequest, OrderReport | None]:
+        """The intent's order request, and its answer when it goes to no broker: refused here
+        (kill switch, now or before). `switches`: the kill switches read for the batch."""
         intent = message.payload
         cid = client_order_id_for(message.message_id)
-        if not batched:
-            self.records.record_intent(message)
         request = OrderRequest(
             client_order_id=cid,
             symbol=intent.symbol,
@@ -194,9 +201,12 @@ class Execution(Service):
             and known.status == OrderStatus.REJECTED.value
             and (known.broker_order_id is None)
         ):
-            report = OrderReport(broker_order(known))  # refused here, never sent to the broker
-        else:
-            report = self._submit(request, tell_breaker=not batched)
+            return request, OrderReport(broker_order(known))  # refused here, never sent
+        return request, None
+
+    def _answer(self, message: IntentMessage, report: OrderReport) -> list[Message]:
+        """The messages answering an intent once the broker (or the kill switch) has."""
+        intent = message.payload
         if report.order.is_open:
             self._quiet_since.pop(intent.symbol, None)  # the next bar must work it
         chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
@@ -230,20 +240,25 @@ class Execution(Service):
         )
         return self.records.order(cid)
 
-    def _submit(self, request: OrderRequest, *, tell_breaker: bool = True) -> OrderReport:
+    def _submit(self, request: OrderRequest) -> OrderReport:
+        """Submit through the broker's circuit breaker (see `_submit_many`)."""
+        return self._submit_many([request])[0]
+
+    def _submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderReport]:
         """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker
-        that cannot answer counts a failure (and the intent is retried), an answer a success
-        (`tell_breaker=False`: the caller tells it once for a batch)."""
+        that cannot answer counts a failure (and the intents are retried), an answer a success
+        (once for all of them)."""
+        if not requests:
+            return []
         breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
         try:
-            report = self.broker.submit(request)
+            reports = self.broker.submit_many(requests)
         except TransientError:
             with contextlib.suppress(TransientError):  # the flags tier down too: still retry
                 breaker.record_failure()
             raise
-        if tell_breaker:
-            breaker.record_success()
-        return report
+        breaker.record_success()
+        return reports
 
     # ---- a bar: open orders work on it ------------------------------------------------------
 

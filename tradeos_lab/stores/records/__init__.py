@@ -23,6 +23,7 @@ from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, adva
 from tradeos_lab.stores.records.store import (
     Attribution,
     FillTotals,
+    PlacedOrder,
     RecordsStore,
     create_records_engine,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "OrderEvent",
     "OrderState",
     "OrderUpdate",
+    "PlacedOrder",
     "PolicyProfile",
     "PositionSnapshot",
     "RecordsStore",

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -300,6 +300,10 @@ class RecordsStore:
         if joined is not None:
             with self._translate():
                 yield joined
+                # As a call of its own would leave them: written, and its objects detached (a
+                # batch's session would otherwise hold them all, and every autoflush look at them)
+                joined.flush()
+                joined.expunge_all()
             return
         with self._translate(), self._sessions.begin() as session:
             yield session
@@ -362,28 +366,23 @@ class RecordsStore:
 
         Later broker updates go through `apply_order_update`, which keeps the order's life cycle.
         """
-        when = _utc(at)
-        values = {
-            "client_order_id": client_order_id_of(client_order_id),
-            "broker_order_id": _ident(broker_order_id, "broker_order_id", optional=True),
-            "intent_id": _ident(intent_id, "intent_id", optional=True),
-            "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
-            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
-            "broker": None if broker is None else _word(broker, "broker"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "order_type": _word(order_type, "order_type"),
-            "quantity": _positive(quantity, "quantity"),
-            "limit_price": _positive_or_none(limit_price, "limit_price"),
-            "stop_price": _positive_or_none(stop_price, "stop_price"),
-            "time_in_force": _choice(
-                time_in_force, tuple(t.value for t in TimeInForce), "time_in_force"
-            ),
-            "status": _choice(status, _NEW_ORDER_STATUSES, "status of a new order"),
-            "filled_quantity": 0.0,
-            "created_at": when,
-            "updated_at": when,
-        }
+        values = _order_row(
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            order_type=order_type,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            time_in_force=time_in_force,
+            strategy=strategy,
+            broker=broker,
+            status=status,
+            intent_id=intent_id,
+            correlation_id=correlation_id,
+            broker_order_id=broker_order_id,
+            at=at,
+        )
         with self.session() as session:
             return self._insert_ignore(session, Order, values)
 
@@ -424,20 +423,15 @@ class RecordsStore:
         so concurrent updates are folded one at a time. True when the order changed; a late,
         older or regressing update is recorded but changes nothing.
         """
-        try:
-            update = OrderUpdate(
-                status=OrderStatus(status),
-                broker_at=_utc(broker_at),
-                filled_quantity=_finite_or_none(filled_quantity, "filled_quantity"),
-                avg_price=_positive_or_none(avg_price, "avg_price"),
-                broker_order_id=_ident(broker_order_id, "broker_order_id", optional=True),
-                reason=_text_or_none(reason, "reason"),
-                sequence=_sequence(sequence),
-            )
-        except ValueError as e:
-            if isinstance(e, ValidationError):
-                raise
-            raise ValidationError(f"unknown order status {status!r}") from None
+        update = _order_update(
+            status=status,
+            broker_at=broker_at,
+            filled_quantity=filled_quantity,
+            avg_price=avg_price,
+            broker_order_id=broker_order_id,
+            reason=reason,
+            sequence=sequence,
+        )
         event = _ident(event_id, "event_id", limit=128)
         cid = client_order_id_of(client_order_id)
         with self.session() as session:
@@ -502,17 +496,17 @@ class RecordsStore:
     ) -> bool:
         """Record a broker execution once per `execution_id` and apply it to the position ledger
         of its order's strategy, in one transaction; False for a repeat report."""
-        values = {
-            "execution_id": _ident(execution_id, "execution_id"),
-            "client_order_id": client_order_id_of(client_order_id),
-            "broker": _word(broker, "broker"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "price": _positive(price, "price"),
-            "fee": _finite(fee, "fee"),
-            "filled_at": _utc(filled_at),
-        }
+        values = _fill_row(
+            execution_id=execution_id,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            price=price,
+            filled_at=filled_at,
+            fee=fee,
+            broker=broker,
+        )
         with self.session() as session:
             # The unique index on execution_id does this on plain tables; a hypertable can only
             # be unique on (execution_id, filled_at), so check the id itself as well.
@@ -535,23 +529,7 @@ class RecordsStore:
             strategy = None if order is None else order.strategy
             if not self._insert_ignore(session, Fill, values):
                 return False
-            signed = values["quantity"] if values["side"] == "buy" else -values["quantity"]
-            self._insert_ignore(
-                session,
-                LedgerEntry,
-                {
-                    "execution_id": values["execution_id"],
-                    "client_order_id": values["client_order_id"],
-                    "strategy": strategy,
-                    "symbol": values["symbol"],
-                    "side": values["side"],
-                    "quantity": values["quantity"],
-                    "signed_quantity": signed,
-                    "price": values["price"],
-                    "fee": values["fee"],
-                    "executed_at": values["filled_at"],
-                },
-            )
+            self._insert_ignore(session, LedgerEntry, _ledger_row(values, strategy))
             return True
 
     def fills(self, client_order_id: str) -> list[Fill]:
@@ -1031,6 +1009,232 @@ class RecordsStore:
                 yield
             finally:
                 self._batches.session = None
+
+    def known_orders(self, client_order_ids: Iterable[str]) -> set[str]:
+        """Which of these client order ids the records hold, in one query."""
+        cids = [client_order_id_of(c) for c in client_order_ids]
+        if not cids:
+            return set()
+        with self.session() as session:
+            stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
+            return set(session.scalars(stmt))
+
+    def record_placed(self, placed: Sequence[PlacedOrder]) -> list[Order]:
+        """New orders with the broker updates and the fills that placed them, written with one
+        statement per table for all of them: the rows `record_order`, then `apply_order_update`
+        and `record_fill` in the given order, would write one call at a time (the same checks,
+        the same `order_state.advance` rule). Returns the orders as they end up. Only for orders
+        the records do not hold yet: a client order id already recorded raises
+        `ValidationError` (its updates go one by one through `apply_order_update`)."""
+        orders: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        fills: list[dict[str, Any]] = []
+        ledger: list[dict[str, Any]] = []
+        received = _utc(None)
+        for p in placed:
+            row = _order_row(**p.order)
+            cid = row["client_order_id"]
+            state = OrderState(quantity=row["quantity"], status=OrderStatus(row["status"]))
+            for given in p.updates:
+                fields = dict(given)
+                event_id = _ident(fields.pop("event_id"), "event_id", limit=128)
+                update = _order_update(**fields)
+                after = advance(state, update)
+                events.append(
+                    {
+                        "event_id": event_id,
+                        "client_order_id": cid,
+                        "status": update.status.value,
+                        "filled_quantity": update.filled_quantity,
+                        "avg_price": update.avg_price,
+                        "broker_order_id": update.broker_order_id,
+                        "reason": update.reason,
+                        "broker_at": update.broker_at,
+                        "broker_sequence": update.sequence,
+                        "received_at": received,
+                        "applied": after is not state,
+                    }
+                )
+                if after is not state:
+                    row["updated_at"] = received
+                state = after
+            row.update(
+                status=state.status.value,
+                filled_quantity=state.filled_quantity,
+                avg_price=state.avg_price,
+                broker_order_id=state.broker_order_id,
+                reason=state.reason,
+                broker_updated_at=state.broker_at,
+                broker_sequence=state.broker_sequence,
+            )
+            orders.append(row)
+            for given in p.fills:
+                fill = _fill_row(**given)
+                if (fill["client_order_id"], fill["symbol"], fill["side"]) != (
+                    cid,
+                    row["symbol"],
+                    row["side"],
+                ):
+                    raise ValidationError(
+                        f"fill {fill['execution_id']} is a {fill['side']} of {fill['symbol']} "
+                        f"for {fill['client_order_id']}, placed with order {cid}, a "
+                        f"{row['side']} of {row['symbol']}"
+                    )
+                fills.append(fill)
+                ledger.append(_ledger_row(fill, row["strategy"]))
+        if not orders:
+            return []
+        cids = [row["client_order_id"] for row in orders]
+        with self.session() as session:
+            known = list(
+                session.scalars(
+                    select(Order.client_order_id).where(Order.client_order_id.in_(cids))
+                )
+            )
+            if known or len(set(cids)) < len(cids):
+                raise ValidationError(
+                    f"orders {sorted(set(known)) or cids} are already recorded (or given twice): "
+                    "record_placed only writes new orders"
+                )
+            for model, rows in ((Order, orders), (OrderEvent, events), (Fill, fills)):
+                if rows:
+                    session.execute(cast(Table, model.__table__).insert(), rows)
+            if ledger:
+                self._insert_ledger(session, ledger)
+        return [Order(**row) for row in orders]
+
+    def _insert_ledger(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        table = cast(Table, LedgerEntry.__table__)
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    """A new order and what placed it, for `RecordsStore.record_placed`: the keyword arguments
+    of `record_order`, of each `apply_order_update` (`event_id` included, the client order id
+    left out) and of each `record_fill`, in the order they happened."""
+
+    order: Mapping[str, Any]
+    updates: Sequence[Mapping[str, Any]] = ()
+    fills: Sequence[Mapping[str, Any]] = ()
+
+
+# ---- rows: what the one-at-a-time and the batch writes insert ---------------------------------
+
+
+def _order_row(
+    *,
+    client_order_id: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    order_type: str = "market",
+    limit_price: float | None = None,
+    stop_price: float | None = None,
+    time_in_force: str = "day",
+    strategy: str | None = None,
+    broker: str | None = None,
+    status: str = "new",
+    intent_id: str | None = None,
+    correlation_id: str | None = None,
+    broker_order_id: str | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """A new order's row, every value checked (see `RecordsStore.record_order`)."""
+    when = _utc(at)
+    values = {
+        "client_order_id": client_order_id_of(client_order_id),
+        "broker_order_id": _ident(broker_order_id, "broker_order_id", optional=True),
+        "intent_id": _ident(intent_id, "intent_id", optional=True),
+        "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
+        "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+        "broker": None if broker is None else _word(broker, "broker"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "order_type": _word(order_type, "order_type"),
+        "quantity": _positive(quantity, "quantity"),
+        "limit_price": _positive_or_none(limit_price, "limit_price"),
+        "stop_price": _positive_or_none(stop_price, "stop_price"),
+        "time_in_force": _choice(
+            time_in_force, tuple(t.value for t in TimeInForce), "time_in_force"
+        ),
+        "status": _choice(status, _NEW_ORDER_STATUSES, "status of a new order"),
+        "filled_quantity": 0.0,
+        "created_at": when,
+        "updated_at": when,
+    }
+    return values
+
+
+def _order_update(
+    *,
+    status: str,
+    broker_at: datetime,
+    filled_quantity: float | None = None,
+    avg_price: float | None = None,
+    broker_order_id: str | None = None,
+    reason: str | None = None,
+    sequence: int | None = None,
+) -> OrderUpdate:
+    """A broker update, every value checked (see `RecordsStore.apply_order_update`)."""
+    try:
+        return OrderUpdate(
+            status=OrderStatus(status),
+            broker_at=_utc(broker_at),
+            filled_quantity=_finite_or_none(filled_quantity, "filled_quantity"),
+            avg_price=_positive_or_none(avg_price, "avg_price"),
+            broker_order_id=_ident(broker_order_id, "broker_order_id", optional=True),
+            reason=_text_or_none(reason, "reason"),
+            sequence=_sequence(sequence),
+        )
+    except ValueError as e:
+        if isinstance(e, ValidationError):
+            raise
+        raise ValidationError(f"unknown order status {status!r}") from None
+
+
+def _fill_row(
+    *,
+    execution_id: str,
+    client_order_id: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    price: float,
+    filled_at: datetime,
+    fee: float = 0.0,
+    broker: str = "paper",
+) -> dict[str, Any]:
+    """A fill's row, every value checked (see `RecordsStore.record_fill`)."""
+    return {
+        "execution_id": _ident(execution_id, "execution_id"),
+        "client_order_id": client_order_id_of(client_order_id),
+        "broker": _word(broker, "broker"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "price": _positive(price, "price"),
+        "fee": _finite(fee, "fee"),
+        "filled_at": _utc(filled_at),
+    }
+
+
+def _ledger_row(fill: Mapping[str, Any], strategy: str | None) -> dict[str, Any]:
+    """The position-ledger entry of a fill's row, for its order's strategy."""
+    signed = fill["quantity"] if fill["side"] == "buy" else -fill["quantity"]
+    return {
+        "execution_id": fill["execution_id"],
+        "client_order_id": fill["client_order_id"],
+        "strategy": strategy,
+        "symbol": fill["symbol"],
+        "side": fill["side"],
+        "quantity": fill["quantity"],
+        "signed_quantity": signed,
+        "price": fill["price"],
+        "fee": fill["fee"],
+        "executed_at": fill["filled_at"],
+    }
 
 
 # ---- validation helpers -------------------------------------------------------------------
