@@ -22,9 +22,9 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tradeos_lab.brokers import (
     BrokerFill,
@@ -55,7 +55,7 @@ from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message, Payload
     from tradeos_lab.stores.records import Order as OrderRecord
-    from tradeos_lab.stores.records import RecordsStore
+    from tradeos_lab.stores.records import RecordsStore, SignalRecord
 
 OPEN_ORDERS_RECHECK_S = 1.0
 """How long a symbol without open orders is taken to stay so (for orders placed by another
@@ -69,6 +69,14 @@ within the broker's 48)."""
 def client_order_id_for(intent_id: str) -> str:
     """The client order id of the order placed for intent `intent_id`: the same every time."""
     return f"{CLIENT_ORDER_ID_PREFIX}{intent_id}"
+
+
+@dataclass
+class _Batch:
+    """What `Execution.handle_batch` reads once and writes once for the batch in hand."""
+
+    trades: list[dict[str, Any]]
+    signals: dict[str, SignalRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,9 @@ class Execution(Service):
         Stream.RISK_EVENTS,
         Stream.AUDIT,
     )
+
+    #: The batch in hand (`handle_batch`), else None.
+    _batch: _Batch | None = None
 
     @property
     def records(self) -> RecordsStore:
@@ -140,19 +151,26 @@ class Execution(Service):
         intents = [m for m in messages if isinstance(m, IntentMessage)]
         records = self.records
         with self._one_at_a_time:
-            with records.batch():
-                for message in intents:
-                    records.record_intent(message)
+            records.keep_messages(intents)
             switches = self.ctx.lab.kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
             )
-            with records.batch():
-                prepared = [self._prepare(m, switches) for m in intents]
-                sent = iter(self._submit_many([r for r, known in prepared if known is None]))
-                out: list[Sequence[Message]] = [
-                    self._answer(m, known or next(sent))
-                    for m, (_, known) in zip(intents, prepared, strict=True)
-                ]
+            self._batch = _Batch(trades=[])
+            try:
+                with records.batch():
+                    known = records.known_orders(client_order_id_for(m.message_id) for m in intents)
+                    self._batch.signals = records.signals_of(
+                        m.payload.signal_id for m in intents if m.payload.signal_id is not None
+                    )
+                    prepared = [self._prepare(m, switches, known=known) for m in intents]
+                    sent = iter(self._submit_many([r for r, done in prepared if done is None]))
+                    out: list[Sequence[Message]] = [
+                        self._answer(m, done or next(sent))
+                        for m, (_, done) in zip(intents, prepared, strict=True)
+                    ]
+                    records.record_trades(self._batch.trades)
+            finally:
+                self._batch = None
         return out
 
     # ---- an intent: one order ---------------------------------------------------------------
@@ -164,10 +182,15 @@ class Execution(Service):
         return self._answer(message, known or self._submit(request))
 
     def _prepare(
-        self, message: IntentMessage, switches: SwitchesRead | None = None
+        self,
+        message: IntentMessage,
+        switches: SwitchesRead | None = None,
+        *,
+        known: set[str] | None = None,
     ) -> tuple[OrderRequest, OrderReport | None]:
         """The intent's order request, and its answer when it goes to no broker: refused here
-        (kill switch, now or before). `switches`: the kill switches read for the batch."""
+        (kill switch, now or before). `switches`: the kill switches read for the batch;
+        `known`: the batch's client order ids the records hold (else each is looked up)."""
         intent = message.payload
         cid = client_order_id_for(message.message_id)
         request = OrderRequest(
@@ -183,8 +206,10 @@ class Execution(Service):
             intent_id=message.message_id,
             correlation_id=message.correlation_id,
         )
-        known = self.records.find_order(cid)
-        if known is None or known.status == OrderStatus.NEW.value:
+        known_order = (
+            None if known is not None and cid not in known else self.records.find_order(cid)
+        )
+        if known_order is None or known_order.status == OrderStatus.NEW.value:
             # Not yet placed: the kill switch is asked again right before the broker is.
             decision = self.ctx.lab.kill_switches.check_order(
                 intent.strategy,
@@ -195,13 +220,13 @@ class Execution(Service):
                 switches=switches,
             )
             if not decision.allowed:
-                known = self._refuse(message, request, f"kill switch: {decision.reason}")
+                known_order = self._refuse(message, request, f"kill switch: {decision.reason}")
         if (
-            known is not None
-            and known.status == OrderStatus.REJECTED.value
-            and (known.broker_order_id is None)
+            known_order is not None
+            and known_order.status == OrderStatus.REJECTED.value
+            and (known_order.broker_order_id is None)
         ):
-            return request, OrderReport(broker_order(known))  # refused here, never sent
+            return request, OrderReport(broker_order(known_order))  # refused here, never sent
         return request, None
 
     def _answer(self, message: IntentMessage, report: OrderReport) -> list[Message]:
@@ -295,21 +320,25 @@ class Execution(Service):
         """
         order = report.order
         for fill in report.fills:
-            self.records.record_trade(
-                execution_id=fill.execution_id,
-                client_order_id=fill.client_order_id,
-                correlation_id=chain.correlation_id,
-                symbol=fill.symbol,
-                side=fill.side.value,
-                quantity=fill.quantity,
-                price=fill.price,
-                executed_at=fill.ts,
-                market_data_message_id=chain.market_data_message_id,
-                raw_signal_id=chain.raw_signal_id,
-                modified_signal_id=chain.modified_signal_id,
-                intent_id=chain.intent_id,
-                strategy=order.strategy,
-            )
+            trade: dict[str, Any] = {
+                "execution_id": fill.execution_id,
+                "client_order_id": fill.client_order_id,
+                "correlation_id": chain.correlation_id,
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "quantity": fill.quantity,
+                "price": fill.price,
+                "executed_at": fill.ts,
+                "market_data_message_id": chain.market_data_message_id,
+                "raw_signal_id": chain.raw_signal_id,
+                "modified_signal_id": chain.modified_signal_id,
+                "intent_id": chain.intent_id,
+                "strategy": order.strategy,
+            }
+            if self._batch is not None:
+                self._batch.trades.append(trade)  # written for the whole batch at its end
+            else:
+                self.records.record_trades([trade])
         out = [self._in_chain(parent, chain, _order_payload(order, chain))]
         out.extend(self._in_chain(parent, chain, _fill_payload(f)) for f in report.fills)
         if submitted or not order.is_open:
@@ -352,7 +381,12 @@ class Execution(Service):
         """The attribution chain behind an intent. A signal's chain starts at its bar, whose
         message id is the chain's correlation id; the raw signal is named by the modified
         signal the records kept. A manual intent (no signal) has neither."""
-        modified = None if signal_id is None else self.records.signal(signal_id)
+        if signal_id is None:
+            modified = None
+        elif self._batch is not None and signal_id in self._batch.signals:
+            modified = self._batch.signals[signal_id]
+        else:
+            modified = self.records.signal(signal_id)
         raw_id = None if modified is None else modified.payload.get("raw_signal_id")
         return Chain(
             correlation_id=correlation_id,

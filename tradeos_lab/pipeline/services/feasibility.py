@@ -55,7 +55,13 @@ from tradeos_lab.indicators.sessions import sessions
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
-from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource, kept
+from tradeos_lab.pipeline.services.signal_modifier import (
+    ActiveProfile,
+    Held,
+    ProfileSource,
+    kept,
+    kept_many,
+)
 from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records.models import LedgerEntry, Order
 from tradeos_lab.tiers.flags import BreakerState, Decision, reduces_exposure
@@ -138,11 +144,7 @@ class Feasibility(Service):
             for message in messages:
                 decided.append(self._decide(message))
                 self._note_unplaced(message, decided[-1])
-            with records.batch():
-                return [
-                    kept(records, message, outputs, stage=self.name)
-                    for message, outputs in zip(messages, decided, strict=True)
-                ]
+            return list(kept_many(records, messages, decided, stage=self.name))
         except BaseException:
             self._unplaced = unplaced  # none of the batch's intents went out
             raise

@@ -49,7 +49,7 @@ from tradeos_lab.indicators.specs import ATRRegime
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.stores.records.models import PolicyProfile
-from tradeos_lab.stores.records.store import RecordsStore
+from tradeos_lab.stores.records.store import KeptMessage, RecordsStore
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -123,20 +123,32 @@ def kept(
     the decisions outlive the bus's trimming. Beside an intent its audit entry stays on the bus
     only: the intent row, with the checks it passed, is the record of that decision (and one
     commit fewer on the path every order takes)."""
-    with_intent = any(isinstance(m, IntentMessage) for m in outputs)
-    stamped: list[Message] = []
-    for index, output in enumerate(outputs):
-        message_id = derived_message_id(parent.message_id, stage=stage, index=index)
-        message = output.model_copy(update={"message_id": message_id})
-        if isinstance(message, ModifiedSignalMessage):
-            records.record_signal(message)
-        elif isinstance(message, IntentMessage):
-            records.record_intent(message)
-        elif isinstance(message, RiskEventMessage):
-            records.record_risk_event(message)
-        elif isinstance(message, AuditMessage) and not with_intent:
-            records.record_audit(message)
-        stamped.append(message)
+    return kept_many(records, [parent], [outputs], stage=stage)[0]
+
+
+def kept_many(
+    records: RecordsStore,
+    parents: Sequence[Message],
+    outputs: Sequence[Sequence[Message]],
+    *,
+    stage: str,
+) -> list[list[Message]]:
+    """`kept` for a batch: every parent's outputs stamped, all kept with one write per table."""
+    stamped: list[list[Message]] = []
+    keep: list[KeptMessage] = []
+    for parent, messages in zip(parents, outputs, strict=True):
+        with_intent = any(isinstance(m, IntentMessage) for m in messages)
+        mine: list[Message] = []
+        for index, output in enumerate(messages):
+            message_id = derived_message_id(parent.message_id, stage=stage, index=index)
+            message = output.model_copy(update={"message_id": message_id})
+            if isinstance(message, ModifiedSignalMessage | IntentMessage | RiskEventMessage) or (
+                isinstance(message, AuditMessage) and not with_intent
+            ):
+                keep.append(message)
+            mine.append(message)
+        stamped.append(mine)
+    records.keep_messages(keep)
     return stamped
 
 
@@ -211,6 +223,10 @@ class SignalModifier(Service):
         self.weights = Held(ctx.lab.cache.get_signal_weights)
 
     def handle(self, message: Message) -> Sequence[Message]:
+        return kept(self.ctx.lab.records, message, self._modify(message), stage=self.name)
+
+    def _modify(self, message: Message) -> list[Message]:
+        """The modified signal (or the audit entry of a dropped one), not yet kept."""
         raw = message.payload
         if not isinstance(raw, RawSignal):
             raise ContractError(f"signal_modifier reads raw signals, not {message.SCHEMA}")
@@ -226,7 +242,7 @@ class SignalModifier(Service):
                     new_value=None,
                 )
             ]
-            return kept(self.ctx.lab.records, message, filtered, stage=self.name)
+            return filtered
         modifiers: list[Modifier] = []
         strength = raw.strength
         regime: str | None = None
@@ -247,13 +263,12 @@ class SignalModifier(Service):
             modifiers=modifiers,
             regime=regime,
         )
-        out = derive(message, modified, producer=self.name, produced_at=self.ctx.now())
-        return kept(self.ctx.lab.records, message, [out], stage=self.name)
+        return [derive(message, modified, producer=self.name, produced_at=self.ctx.now())]
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
-        """The batch's modified signals kept in one records transaction."""
-        with self.ctx.lab.records.batch():
-            return [self.handle(message) for message in messages]
+        """The batch's modified signals kept with one records write."""
+        outputs = [self._modify(message) for message in messages]
+        return list(kept_many(self.ctx.lab.records, messages, outputs, stage=self.name))
 
     def _ensemble(
         self, raw: RawSignal, weights: dict[str, float], modifiers: list[Modifier]

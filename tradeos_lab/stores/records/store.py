@@ -109,6 +109,10 @@ _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN.removeprefix("^").removesuffix("$"))
 _KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
+#: The pipeline messages the records keep (`RecordsStore.keep_messages`).
+KeptMessage = (
+    RawSignalMessage | ModifiedSignalMessage | IntentMessage | RiskEventMessage | AuditMessage
+)
 
 
 @dataclass(frozen=True)
@@ -596,23 +600,21 @@ class RecordsStore:
         strategy: str | None = None,
     ) -> bool:
         """Record a filled order with its attribution chain, once per `execution_id`."""
-        values = {
-            "execution_id": _ident(execution_id, "execution_id"),
-            "client_order_id": client_order_id_of(client_order_id),
-            "correlation_id": _ident(correlation_id, "correlation_id"),
-            "market_data_message_id": _ident(
-                market_data_message_id, "market_data_message_id", optional=True
-            ),
-            "raw_signal_id": _ident(raw_signal_id, "raw_signal_id", optional=True),
-            "modified_signal_id": _ident(modified_signal_id, "modified_signal_id", optional=True),
-            "intent_id": _ident(intent_id, "intent_id", optional=True),
-            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "price": _positive(price, "price"),
-            "executed_at": _utc(executed_at),
-        }
+        values = _trade_row(
+            execution_id=execution_id,
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            price=price,
+            executed_at=executed_at,
+            market_data_message_id=market_data_message_id,
+            raw_signal_id=raw_signal_id,
+            modified_signal_id=modified_signal_id,
+            intent_id=intent_id,
+            strategy=strategy,
+        )
         with self.session() as session:
             return self._insert_ignore(session, Trade, values)
 
@@ -740,47 +742,19 @@ class RecordsStore:
 
     def record_signal(self, message: RawSignalMessage | ModifiedSignalMessage) -> bool:
         """Keep a raw or modified signal; False when this message id is already kept."""
-        p = message.payload
-        stage = "raw" if isinstance(message, RawSignalMessage) else "modified"
-        return self._keep(
-            SignalRecord,
-            message,
-            stage=stage,
-            strategy=p.strategy,
-            symbol=p.symbol,
-            direction=p.direction.value,
-            ts=p.ts,
-        )
+        return self._keep(message)
 
     def record_intent(self, message: IntentMessage) -> bool:
         """Keep an intent; False when this message id is already kept."""
-        p = message.payload
-        return self._keep(
-            IntentRecord,
-            message,
-            strategy=p.strategy,
-            symbol=p.symbol,
-            side=p.side.value,
-            quantity=p.quantity,
-            signal_id=p.signal_id,
-        )
+        return self._keep(message)
 
     def record_risk_event(self, message: RiskEventMessage) -> bool:
         """Keep a risk event; False when this message id is already kept."""
-        p = message.payload
-        return self._keep(
-            RiskEventRecord,
-            message,
-            kind=p.kind.value,
-            severity=p.severity.value,
-            scope=p.scope,
-            ts=p.ts,
-        )
+        return self._keep(message)
 
     def record_audit(self, message: AuditMessage) -> bool:
         """Keep an audit entry; False when this message id is already kept."""
-        p = message.payload
-        return self._keep(AuditRecord, message, actor=p.actor, action=p.action, target=p.target)
+        return self._keep(message)
 
     def signal(self, message_id: str) -> SignalRecord | None:
         """The kept signal (raw or modified) with this message id, or None."""
@@ -803,17 +777,8 @@ class RecordsStore:
         """Kept audit entries, oldest first; all of one chain with `correlation_id`."""
         return self._kept(AuditRecord, correlation_id)
 
-    def _keep(self, model: type[Base], message: Any, **columns: Any) -> bool:
-        values = {
-            "message_id": message.message_id,
-            "version": message.version,
-            "correlation_id": message.correlation_id,
-            "causation_id": message.causation_id,
-            "producer": message.producer,
-            "produced_at": message.produced_at,
-            "payload": message.payload.model_dump(mode="json"),
-            **columns,
-        }
+    def _keep(self, message: KeptMessage) -> bool:
+        model, values = _kept_row(message)
         with self.session() as session:
             return self._insert_ignore(session, model, values)
 
@@ -1010,6 +975,43 @@ class RecordsStore:
             finally:
                 self._batches.session = None
 
+    def keep_messages(self, messages: Iterable[KeptMessage]) -> None:
+        """Keep signals, intents, risk events and audit entries (as `record_signal` and the
+        others do, each once per message id) with one statement per table for all of them."""
+        by_model: dict[type[Base], list[dict[str, Any]]] = {}
+        for message in messages:
+            model, values = _kept_row(message)
+            by_model.setdefault(model, []).append(values)
+        with self.session() as session:
+            for model, rows in by_model.items():
+                self._insert_ignore_many(session, model, rows)
+
+    def record_trades(self, trades: Iterable[Mapping[str, Any]]) -> None:
+        """`record_trade` for each of `trades` (its keyword arguments), once per execution id,
+        with one statement for all of them."""
+        rows = [_trade_row(**t) for t in trades]
+        with self.session() as session:
+            self._insert_ignore_many(session, Trade, rows)
+
+    def signals_of(self, message_ids: Iterable[str]) -> dict[str, SignalRecord]:
+        """The kept signals (raw or modified) with these message ids, in one query."""
+        ids = list({_ident(m, "message_id") for m in message_ids})
+        if not ids:
+            return {}
+        with self.session() as session:
+            stmt = select(SignalRecord).where(SignalRecord.message_id.in_(ids))
+            return {s.message_id: s for s in session.scalars(stmt)}
+
+    def _insert_ignore_many(
+        self, session: Session, model: type[Base], rows: list[dict[str, Any]]
+    ) -> None:
+        """`_insert_ignore` of many rows in one statement (executemany)."""
+        if not rows:
+            return
+        table = cast(Table, model.__table__)
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(table).on_conflict_do_nothing(), rows)
+
     def known_orders(self, client_order_ids: Iterable[str]) -> set[str]:
         """Which of these client order ids the records hold, in one query."""
         cids = [client_order_id_of(c) for c in client_order_ids]
@@ -1099,14 +1101,8 @@ class RecordsStore:
             for model, rows in ((Order, orders), (OrderEvent, events), (Fill, fills)):
                 if rows:
                     session.execute(cast(Table, model.__table__).insert(), rows)
-            if ledger:
-                self._insert_ledger(session, ledger)
+            self._insert_ignore_many(session, LedgerEntry, ledger)
         return [Order(**row) for row in orders]
-
-    def _insert_ledger(self, session: Session, rows: list[dict[str, Any]]) -> None:
-        table = cast(Table, LedgerEntry.__table__)
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        session.execute(insert(table).on_conflict_do_nothing(), rows)
 
 
 @dataclass(frozen=True)
@@ -1217,6 +1213,102 @@ def _fill_row(
         "price": _positive(price, "price"),
         "fee": _finite(fee, "fee"),
         "filled_at": _utc(filled_at),
+    }
+
+
+def _trade_row(
+    *,
+    execution_id: str,
+    client_order_id: str,
+    correlation_id: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    price: float,
+    executed_at: datetime,
+    market_data_message_id: str | None = None,
+    raw_signal_id: str | None = None,
+    modified_signal_id: str | None = None,
+    intent_id: str | None = None,
+    strategy: str | None = None,
+) -> dict[str, Any]:
+    """A trade's row with its attribution chain, every value checked (`record_trade`)."""
+    return {
+        "execution_id": _ident(execution_id, "execution_id"),
+        "client_order_id": client_order_id_of(client_order_id),
+        "correlation_id": _ident(correlation_id, "correlation_id"),
+        "market_data_message_id": _ident(
+            market_data_message_id, "market_data_message_id", optional=True
+        ),
+        "raw_signal_id": _ident(raw_signal_id, "raw_signal_id", optional=True),
+        "modified_signal_id": _ident(modified_signal_id, "modified_signal_id", optional=True),
+        "intent_id": _ident(intent_id, "intent_id", optional=True),
+        "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "price": _positive(price, "price"),
+        "executed_at": _utc(executed_at),
+    }
+
+
+def _kept_row(message: KeptMessage) -> tuple[type[Base], dict[str, Any]]:
+    """The table a pipeline message is kept in and its row."""
+    p = message.payload
+    columns: dict[str, Any]
+    if isinstance(message, RawSignalMessage | ModifiedSignalMessage):
+        stage = "raw" if isinstance(message, RawSignalMessage) else "modified"
+        model: type[Base] = SignalRecord
+        columns = {
+            "stage": stage,
+            "strategy": message.payload.strategy,
+            "symbol": message.payload.symbol,
+            "direction": message.payload.direction.value,
+            "ts": message.payload.ts,
+        }
+    elif isinstance(message, IntentMessage):
+        model, columns = (
+            IntentRecord,
+            {
+                "strategy": message.payload.strategy,
+                "symbol": message.payload.symbol,
+                "side": message.payload.side.value,
+                "quantity": message.payload.quantity,
+                "signal_id": message.payload.signal_id,
+            },
+        )
+    elif isinstance(message, RiskEventMessage):
+        model, columns = (
+            RiskEventRecord,
+            {
+                "kind": message.payload.kind.value,
+                "severity": message.payload.severity.value,
+                "scope": message.payload.scope,
+                "ts": message.payload.ts,
+            },
+        )
+    elif isinstance(message, AuditMessage):
+        model, columns = (
+            AuditRecord,
+            {
+                "actor": message.payload.actor,
+                "action": message.payload.action,
+                "target": message.payload.target,
+            },
+        )
+    else:
+        raise ValidationError(
+            f"the records keep signals, intents, risk events and audit, not {message!r:.80}"
+        )
+    return model, {
+        "message_id": message.message_id,
+        "version": message.version,
+        "correlation_id": message.correlation_id,
+        "causation_id": message.causation_id,
+        "producer": message.producer,
+        "produced_at": message.produced_at,
+        "payload": p.model_dump(mode="json"),
+        **columns,
     }
 
 
