@@ -120,6 +120,8 @@ class Feasibility(Service):
         self._unplaced: dict[str, tuple[str, str, float, float, datetime]] = {}
         #: Facts read once for the batch in hand (`handle_batch`), else None (read per message).
         self._batch: _BatchFacts | None = None
+        #: Whether the rate limit is taken after the batch's decisions, for all of them.
+        self._defer_rate = False
 
     def handle(self, message: Message) -> Sequence[Message]:
         outputs = kept(self.ctx.lab.records, message, self._decide(message), stage=self.name)
@@ -140,16 +142,45 @@ class Feasibility(Service):
         unplaced = dict(self._unplaced)
         try:
             self._batch = self._read_batch(signals)
-            decided: list[list[Message]] = []
-            for message in messages:
-                decided.append(self._decide(message))
-                self._note_unplaced(message, decided[-1])
+            # The broker's rate limit is taken for all the batch's intents at once; when the
+            # budget cannot cover them all, the batch is decided again taking it order by order.
+            self._defer_rate = True
+            decided = self._decide_each(messages)
+            cleared = sum(isinstance(m.payload, Intent) for out in decided for m in out)
+            if cleared and not self._take_rate(cleared):
+                self._unplaced = dict(unplaced)
+                self._defer_rate = False
+                decided = self._decide_each(messages)
             return list(kept_many(records, messages, decided, stage=self.name))
         except BaseException:
             self._unplaced = unplaced  # none of the batch's intents went out
             raise
         finally:
             self._batch = None
+            self._defer_rate = False
+
+    def _decide_each(self, messages: Sequence[Message]) -> list[list[Message]]:
+        """Each message decided in order, each intent counted as working for the next."""
+        decided: list[list[Message]] = []
+        for message in messages:
+            decided.append(self._decide(message))
+            self._note_unplaced(message, decided[-1])
+        return decided
+
+    def _take_rate(self, cost: int) -> bool:
+        """Take `cost` slots of the broker's rate limit at once; False when they do not fit
+        (or the flags tier does not answer: the orders then take theirs one by one, failing
+        closed under the rule)."""
+        limit = self.limits().broker_rate_limit
+        if cost > limit:
+            return False
+        try:
+            limiter = self.ctx.lab.flags.rate_limiter(
+                BROKER_DEPENDENCY, limit=limit, window_seconds=60
+            )
+            return limiter.acquire(cost).allowed
+        except (redis.RedisError, TradeosError):
+            return False
 
     def _note_unplaced(self, parent: Message, outputs: Sequence[Message]) -> None:
         """Count the intent among `outputs` (under the id the runner gives it) as working."""
@@ -390,7 +421,10 @@ class Feasibility(Service):
         )
 
     def _with_rate(self, check: OrderCheck) -> OrderCheck:
-        """Take one slot of the broker's rate limit (the only check with an effect: last)."""
+        """Take one slot of the broker's rate limit (the only check with an effect: last); in a
+        batch, the slots are taken for all its intents at once afterwards (`handle_batch`)."""
+        if self._defer_rate:
+            return check
         limit = self.limits().broker_rate_limit
         try:
             limiter = self.ctx.lab.flags.rate_limiter(

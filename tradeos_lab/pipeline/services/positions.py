@@ -1,14 +1,16 @@
 """Positions: fills in, the book out (the `positions` stream, the cache, the records' snapshots).
 
 What it consumes: `fills.raw`. What it decides: each fill is applied once to the records' position
-ledger (keyed by the broker's execution id, so a redelivered fill changes nothing); the position
-of its symbol is the ledger's sum, its average price and realised P&L (net of fees) follow from
-the ledger in order (average cost), marked at the cache's latest price.
+ledger (keyed by the broker's execution id, so a redelivered fill changes nothing); the book is
+the ledger's, by average cost (`Holding`: position, average price, realised P&L net of fees),
+loaded from the records once and then moved by each fill once, marked at the cache's latest
+price.
 
 What it emits: a `positions` message for the fill's symbol. Around that: the cache's position,
 balance and portfolio value (`cache.set_account`, from the broker's account in the records) and
-a snapshot of the whole book in the records on every fill and on a schedule (`timers`), whose
-positions are published too (mark to market).
+a snapshot of the whole book in the records with every batch of fills (as of its last fill, in
+the transaction that records them) and on a schedule (`timers`), whose positions are published
+too (mark to market).
 """
 
 from __future__ import annotations
@@ -130,8 +132,9 @@ class Positions(Service):
         return self.handle_batch([message])[0]
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
-        """The batch's fills recorded, applied to the book and snapshotted in one records
-        transaction; the cache's positions and account written once for the batch."""
+        """The batch's fills recorded in the ledger and applied to the book, and the book
+        snapshotted as of the batch's last fill, in one records transaction; the cache's
+        positions and account written once for the batch."""
         fills: list[Fill | FillV1] = []
         for message in messages:
             if not isinstance(message, FillMessage | FillV1Message):
@@ -146,15 +149,9 @@ class Positions(Service):
             applied = set(self._applied)
             try:
                 with self.records.batch():
+                    self._record(fills)
                     for message, fill in zip(messages, fills, strict=True):
-                        position = self._apply(fill, prices)
-                        book = [
-                            position
-                            if s == fill.symbol
-                            else h.position(s, prices[s].price if s in prices else None, fill.ts)
-                            for s, h in sorted(holdings.items())
-                        ]
-                        self.records.snapshot_positions(book, account=self.broker.name, at=fill.ts)
+                        position = self._move(fill, prices)
                         out.append(
                             [
                                 derive(
@@ -165,6 +162,12 @@ class Positions(Service):
                                 )
                             ]
                         )
+                    at = max(f.ts for f in fills)
+                    book = [
+                        h.position(s, prices[s].price if s in prices else None, at)
+                        for s, h in sorted(holdings.items())
+                    ]
+                    self.records.snapshot_positions(book, account=self.broker.name, at=at)
             except BaseException:
                 # nothing of the batch was kept: the book stands as before it
                 self._holdings, self._applied = before, applied
@@ -172,28 +175,33 @@ class Positions(Service):
             self._cache(holdings, symbols)
         return out
 
-    def _apply(self, fill: Fill | FillV1, prices: dict[str, Price]) -> PositionUpdate:
-        """Record one fill in the ledger (once) and move its symbol's holding (once)."""
-        try:
-            order = self.records.order(fill.client_order_id)
-        except ValidationError:
-            raise ValidationError(
-                f"fill {fill.execution_id} is of order {fill.client_order_id}, which the records "
-                "do not hold (Execution records an order before its fills)"
-            ) from None
-        self.records.record_fill(
-            execution_id=fill.execution_id,
-            client_order_id=fill.client_order_id,
-            symbol=fill.symbol,
-            side=fill.side.value,
-            quantity=fill.quantity,
-            price=fill.price,
-            fee=fill.fee,
-            filled_at=fill.ts,
-            broker=order.broker or self.broker.name,
+    def _record(self, fills: Sequence[Fill | FillV1]) -> None:
+        """The fills in the records' ledger, each once (Execution's broker may have them)."""
+        orders = self.records.orders_of(f.client_order_id for f in fills)
+        for fill in fills:
+            if fill.client_order_id not in orders:
+                raise ValidationError(
+                    f"fill {fill.execution_id} is of order {fill.client_order_id}, which the "
+                    "records do not hold (Execution records an order before its fills)"
+                )
+        self.records.record_fills(
+            {
+                "execution_id": fill.execution_id,
+                "client_order_id": fill.client_order_id,
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "quantity": fill.quantity,
+                "price": fill.price,
+                "fee": fill.fee,
+                "filled_at": fill.ts,
+                "broker": orders[fill.client_order_id].broker or self.broker.name,
+            }
+            for fill in fills
         )
-        holdings = self._loaded()
-        holding = holdings.setdefault(fill.symbol, Holding())
+
+    def _move(self, fill: Fill | FillV1, prices: dict[str, Price]) -> PositionUpdate:
+        """Move the fill's symbol's holding by the fill (once, by its execution id)."""
+        holding = self._loaded().setdefault(fill.symbol, Holding())
         if fill.execution_id not in self._applied:
             signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
             holding.apply(signed, fill.price, fill.fee)

@@ -1012,6 +1012,47 @@ class RecordsStore:
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         session.execute(insert(table).on_conflict_do_nothing(), rows)
 
+    def orders_of(self, client_order_ids: Iterable[str]) -> dict[str, Order]:
+        """The recorded orders among these client order ids, in one query."""
+        cids = list({client_order_id_of(c) for c in client_order_ids})
+        if not cids:
+            return {}
+        with self.session() as session:
+            stmt = select(Order).where(Order.client_order_id.in_(cids))
+            return {o.client_order_id: o for o in session.scalars(stmt)}
+
+    def record_fills(self, fills: Iterable[Mapping[str, Any]]) -> list[str]:
+        """`record_fill` for each of `fills` (its keyword arguments) with a few statements for
+        all of them; the execution ids it added (a fill already recorded is skipped)."""
+        rows = {r["execution_id"]: r for r in (_fill_row(**f) for f in fills)}
+        if not rows:
+            return []
+        with self.session() as session:
+            seen = select(Fill.execution_id).where(Fill.execution_id.in_(list(rows)))
+            for execution_id in session.scalars(seen):
+                rows.pop(execution_id, None)
+            cids = list({r["client_order_id"] for r in rows.values()})
+            orders = {
+                cid: (strategy, symbol, side)
+                for cid, strategy, symbol, side in session.execute(
+                    select(Order.client_order_id, Order.strategy, Order.symbol, Order.side).where(
+                        Order.client_order_id.in_(cids)
+                    )
+                )
+            }
+            ledger: list[dict[str, Any]] = []
+            for r in rows.values():
+                strategy, symbol, side = orders.get(r["client_order_id"], (None, None, None))
+                if symbol is not None and (symbol, side) != (r["symbol"], r["side"]):
+                    raise ValidationError(
+                        f"fill {r['execution_id']} is a {r['side']} of {r['symbol']}, its order "
+                        f"{r['client_order_id']} a {side} of {symbol}"
+                    )
+                ledger.append(_ledger_row(r, strategy))
+            self._insert_ignore_many(session, Fill, list(rows.values()))
+            self._insert_ignore_many(session, LedgerEntry, ledger)
+        return list(rows)
+
     def known_orders(self, client_order_ids: Iterable[str]) -> set[str]:
         """Which of these client order ids the records hold, in one query."""
         cids = [client_order_id_of(c) for c in client_order_ids]
