@@ -31,7 +31,8 @@ reader thread timing their arrival on `fills.raw` (matched by correlation id):
   publish -> fill;
 - Redis round trips per bar per service: every process counts the writes its Redis connections
   make (one write per round trip: a pipeline or MULTI/EXEC is one), divided by the bars offered;
-  beside it the server's own count of commands per bar (INFO commandstats deltas).
+  beside it the server's own count of commands per bar (INFO commandstats deltas), and the CPU
+  time each process spent per bar of the throughput run (where a chain's time goes).
 
 Prints the ratios the targets are set on: real throughput >= 50% of the null chain's; real latency
 p50 <= 2 ms and p99 <= 10 ms at 1,000 bars/s, printed beside the null chain's. Loopback only; about
@@ -58,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import redis
 
 from tradeos_lab.contracts import (
@@ -114,6 +116,12 @@ def start_server(workdir: Path) -> RedisServerProcess:
     server = RedisServerProcess(spec, binary=shutil.which("redis-server") or redis_server_binary())
     server.start()
     return server
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def commands_done(client: redis.Redis) -> int:
@@ -348,6 +356,8 @@ class ChainResult:
     latencies_ms: list[float] = field(default_factory=list)
     trips: dict[str, float] = field(default_factory=dict)
     commands_per_bar: float = 0.0
+    #: CPU milliseconds each stage process spent per bar of the throughput run.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
     #: Why bars got no fill: reason -> (count, one example).
     unfilled: dict[str, tuple[int, str]] = field(default_factory=dict)
 
@@ -413,12 +423,17 @@ def run_chain(
         time.sleep(0.5)
         # throughput: a backlog published flat out, until its last bar's fill
         bars = [zigzag_bar(i, start=SERIES_START) for i in range(backlog)]
+        cpu_before = {s.name: cpu_seconds(s.process.pid) for s in stages}
         t0 = time.perf_counter()
         bus.publish_many(Stream.MARKET_DATA, bars)
         ids = [b.correlation_id for b in bars]
         arrivals.wait_for(ids)
         done = [arrivals.at[i] for i in ids if i in arrivals.at]
         result.filled = len(done)
+        result.cpu_ms = {
+            s.name: (cpu_seconds(s.process.pid) - cpu_before[s.name]) * 1000 / backlog
+            for s in stages
+        }
         if done:
             result.throughput = len(done) / (max(done) - t0)
         time.sleep(0.5)
@@ -492,8 +507,8 @@ def why_unfilled(bus: Bus, ids: Sequence[str], arrivals: Arrivals) -> dict[str, 
                 found.setdefault(corr, (f"refused: {rule}", p.detail))
             elif isinstance(p, Audit) and p.action in ("intent.skipped", "signal.filtered"):
                 found.setdefault(corr, (f"{p.action}: {p.reason[:40]}", p.reason))
-            elif isinstance(p, Order) and p.status.value == "rejected":
-                found.setdefault(corr, ("order rejected", p.reason or ""))
+            elif isinstance(p, Order) and not p.filled_quantity:
+                found.setdefault(corr, (f"order {p.status.value} unfilled", p.reason or ""))
             elif not isinstance(p, Audit | RiskEvent):
                 reached[corr] = stream
     reasons: dict[str, tuple[int, str]] = {}
@@ -621,7 +636,10 @@ def report(results: list[ChainResult], args: argparse.Namespace) -> None:
             f"server commands {r.commands_per_bar:.1f}/bar"
         )
         for name, trips in r.trips.items():
-            print(f"        {name:<16} {trips:.2f} Redis round trips per bar")
+            print(
+                f"        {name:<16} {trips:.2f} Redis round trips per bar; "
+                f"{r.cpu_ms.get(name, float('nan')):.2f} ms CPU per bar (throughput run)"
+            )
         for reason, (count, example) in sorted(r.unfilled.items(), key=lambda kv: -kv[1][0]):
             print(f"        not filled: {count} bars, {reason} (e.g. {example[:160]})")
     by_name = {r.name: r for r in results}

@@ -164,14 +164,15 @@ class Execution(Service):
                     )
                     prepared = [self._prepare(m, switches, known=known) for m in intents]
                     sent = iter(self._submit_many([r for r, done in prepared if done is None]))
-                    out: list[Sequence[Message]] = [
-                        self._answer(m, done or next(sent))
+                    answered = [
+                        self._recorded(m, done or next(sent))
                         for m, (_, done) in zip(intents, prepared, strict=True)
                     ]
                     records.record_trades(self._batch.trades)
             finally:
                 self._batch = None
-        return out
+        # the messages are built once the records are committed (the write lock released)
+        return [self._answer(m, report, chain) for m, report, chain in answered]
 
     # ---- an intent: one order ---------------------------------------------------------------
 
@@ -179,7 +180,7 @@ class Execution(Service):
         """Keep the intent, then place its order once."""
         self.records.record_intent(message)
         request, known = self._prepare(message)
-        return self._answer(message, known or self._submit(request))
+        return self._answer(*self._recorded(message, known or self._submit(request)))
 
     def _prepare(
         self,
@@ -229,13 +230,21 @@ class Execution(Service):
             return request, OrderReport(broker_order(known_order))  # refused here, never sent
         return request, None
 
-    def _answer(self, message: IntentMessage, report: OrderReport) -> list[Message]:
-        """The messages answering an intent once the broker (or the kill switch) has."""
+    def _recorded(
+        self, message: IntentMessage, report: OrderReport
+    ) -> tuple[IntentMessage, OrderReport, Chain]:
+        """The intent's trades recorded with their chain, once the broker (or the kill switch)
+        answered."""
         intent = message.payload
         if report.order.is_open:
             self._quiet_since.pop(intent.symbol, None)  # the next bar must work it
         chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
-        return self._report(message, report, chain, submitted=True)
+        self._record_trades(report, chain)
+        return message, report, chain
+
+    def _answer(self, message: IntentMessage, report: OrderReport, chain: Chain) -> list[Message]:
+        """The messages answering an intent."""
+        return self._messages(message, report, chain, submitted=True)
 
     def _refuse(self, message: IntentMessage, request: OrderRequest, reason: str) -> OrderRecord:
         """Record the intent's order as rejected here, before any broker saw it."""
@@ -305,19 +314,15 @@ class Execution(Service):
         for report in reports:
             order = self.records.order(report.order.client_order_id)
             chain = self._chain_of(order)
-            out.extend(self._report(message, report, chain, submitted=False))
+            self._record_trades(report, chain)
+            out.extend(self._messages(message, report, chain, submitted=False))
         return out
 
     # ---- records first, then the messages ---------------------------------------------------
 
-    def _report(
-        self, parent: Message, report: OrderReport, chain: Chain, *, submitted: bool
-    ) -> list[Message]:
-        """Trades recorded with their chain, then the order, its fills, audit and risk events.
-
-        Messages answering a bar still belong to their intent's chain: correlation id of the
-        intent and causation the intent itself.
-        """
+    def _record_trades(self, report: OrderReport, chain: Chain) -> None:
+        """The report's fills recorded as trades with their attribution chain (in a batch: at
+        its end, all at once)."""
         order = report.order
         for fill in report.fills:
             trade: dict[str, Any] = {
@@ -339,6 +344,16 @@ class Execution(Service):
                 self._batch.trades.append(trade)  # written for the whole batch at its end
             else:
                 self.records.record_trades([trade])
+
+    def _messages(
+        self, parent: Message, report: OrderReport, chain: Chain, *, submitted: bool
+    ) -> list[Message]:
+        """The order, its fills, audit and risk events (its trades recorded first).
+
+        Messages answering a bar still belong to their intent's chain: correlation id of the
+        intent and causation the intent itself.
+        """
+        order = report.order
         out = [self._in_chain(parent, chain, _order_payload(order, chain))]
         out.extend(self._in_chain(parent, chain, _fill_payload(f)) for f in report.fills)
         if submitted or not order.is_open:

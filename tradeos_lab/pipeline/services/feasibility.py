@@ -315,7 +315,7 @@ class Feasibility(Service):
         out: dict[tuple[str, str], _Book] = {}
         stale = time.monotonic() - UNPLACED_MAX_AGE_S
         self._unplaced = {i: u for i, u in self._unplaced.items() if u[3] >= stale}
-        with self.ctx.lab.records.session() as session:
+        with self.ctx.lab.records.reading() as session:
             if self._unplaced:
                 cids = {client_order_id_for(i): i for i in self._unplaced}
                 placed = session.scalars(
@@ -481,7 +481,7 @@ class Feasibility(Service):
             .order_by(LedgerEntry.executed_at.desc(), LedgerEntry.execution_id.desc())
         )
         after = p.held
-        with self.ctx.lab.records.session() as session:
+        with self.ctx.lab.records.reading() as session:
             for entry in session.scalars(stmt):
                 before = after - entry.signed_quantity
                 if before and math.isclose(after, 0.0, abs_tol=1e-9 * max(1.0, abs(before))):

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -221,6 +221,8 @@ class SignalModifier(Service):
         self.profiles = ProfileSource(ctx.lab.records)
         self.heroes = Held(ctx.lab.cache.get_hero_signals)
         self.weights = Held(ctx.lab.cache.get_signal_weights)
+        #: The ensemble's inputs as `handle_batch` noted them, by raw signal message id.
+        self._seen: dict[str, dict[str, tuple[float, float]]] = {}
 
     def handle(self, message: Message) -> Sequence[Message]:
         return kept(self.ctx.lab.records, message, self._modify(message), stage=self.name)
@@ -247,7 +249,7 @@ class SignalModifier(Service):
         strength = raw.strength
         regime: str | None = None
         if raw.direction is not Direction.FLAT:
-            strength = self._ensemble(raw, self.weights.get(), modifiers)
+            strength = self._ensemble(message, raw, self.weights.get(), modifiers)
             regime, strength = self._regime(raw, strength, modifiers)
             strength = self._policy(strength, modifiers)
         modified = ModifiedSignal(
@@ -266,18 +268,43 @@ class SignalModifier(Service):
         return [derive(message, modified, producer=self.name, produced_at=self.ctx.now())]
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
-        """The batch's modified signals kept with one records write."""
-        outputs = [self._modify(message) for message in messages]
+        """The batch's ensemble inputs noted in the cache in one round trip, its modified
+        signals kept with one records write."""
+        heroes = self.heroes.get()
+        noted = [
+            m
+            for m in messages
+            if isinstance(m.payload, RawSignal)
+            and m.payload.direction is not Direction.FLAT
+            and not (heroes and m.payload.strategy not in heroes)
+        ]
+        notes = [
+            (r.symbol, r.timeframe, r.strategy, r.ts.timestamp(), r.strength)
+            for r in (cast(RawSignal, m.payload) for m in noted)
+        ]
+        self._seen = dict(
+            zip((m.message_id for m in noted), self.ctx.lab.cache.note_signals(notes), strict=True)
+        )
+        try:
+            outputs = [self._modify(message) for message in messages]
+        finally:
+            self._seen = {}
         return list(kept_many(self.ctx.lab.records, messages, outputs, stage=self.name))
 
     def _ensemble(
-        self, raw: RawSignal, weights: dict[str, float], modifiers: list[Modifier]
+        self,
+        message: Message,
+        raw: RawSignal,
+        weights: dict[str, float],
+        modifiers: list[Modifier],
     ) -> float:
         """Weighted mean of the strategies' latest signals on this bar (this one included)."""
         ts = raw.ts.timestamp()
-        seen = self.ctx.lab.cache.note_signal(
-            raw.symbol, raw.timeframe, raw.strategy, ts=ts, strength=raw.strength
-        )
+        seen = self._seen.get(message.message_id)
+        if seen is None:
+            seen = self.ctx.lab.cache.note_signal(
+                raw.symbol, raw.timeframe, raw.strategy, ts=ts, strength=raw.strength
+            )
         peers = {s: v for s, (t, v) in seen.items() if t == ts}
 
         def weight(strategy: str) -> float:

@@ -103,6 +103,8 @@ SQLITE_FILE = "records.db"
 # Any constant works; it only has to be the same for every process migrating one database.
 MIGRATION_LOCK = 0x7472_6F73
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+# The execution option marking a read-only session (`RecordsStore.reading`).
+_READ_ONLY = "tradeos_records_read_only"
 
 # Printable ASCII without spaces: stream message ids, UUIDs, broker ids.
 _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
@@ -210,7 +212,11 @@ def check_foreign_keys(conn: Connection) -> None:
 
 def _sqlite_on_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front, so read-then-write methods (set_config) wait on
-    # busy_timeout instead of failing when two processes write at once.
+    # busy_timeout instead of failing when two processes write at once; a read-only session
+    # (`RecordsStore.reading`) takes no lock: under WAL it reads a snapshot beside the writer.
+    if connection.get_execution_options().get(_READ_ONLY):
+        connection.exec_driver_sql("BEGIN DEFERRED")
+        return
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -223,6 +229,9 @@ class RecordsStore:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._batches = threading.local()  # the open `batch()` session of each thread
+        self._reads = sessionmaker(
+            engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = False) -> RecordsStore:
@@ -974,6 +983,18 @@ class RecordsStore:
                 yield
             finally:
                 self._batches.session = None
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only, one consistent snapshot that takes no write lock (SQLite:
+        BEGIN DEFERRED under WAL), so a service's reads do not queue behind the other processes'
+        writes; inside `batch()`, the batch's own session."""
+        if getattr(self._batches, "session", None) is not None:
+            with self.session() as joined:
+                yield joined
+            return
+        with self._translate(), self._reads.begin() as session:
+            yield session
 
     def keep_messages(self, messages: Iterable[KeptMessage]) -> None:
         """Keep signals, intents, risk events and audit entries (as `record_signal` and the
