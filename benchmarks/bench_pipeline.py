@@ -577,6 +577,9 @@ def chain(
         records_url=records,
         lake_url=f"chdb://{workdir / f'lake-{kind}'}",
         stream_maxlen=1_000_000,
+        # ingestion would write each bar to the cache as it comes; the driver writes them once,
+        # so they must outlive the run (the paper broker fills against the latest cached bar)
+        bar_ttl_1m_seconds=3600,
         pipeline_symbols=(_SYMBOL,),
         pipeline_strategies=(STRATEGY_REF,),
     )
