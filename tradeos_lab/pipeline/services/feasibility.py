@@ -112,12 +112,12 @@ class Feasibility(Service):
         self.profiles = ProfileSource(ctx.lab.records)
         self._limits = Held(self._read_limits)
         self._day_start: tuple[str, float] | None = None
-        #: Intents this process cleared whose order the records do not hold yet: intent id ->
-        #: (strategy, symbol, signed quantity, monotonic time cleared, bar time of its signal).
+        #: Intents this process cleared whose order the records do not hold yet: (strategy,
+        #: symbol) -> intent id -> (signed quantity, monotonic time cleared, its signal's bar).
         #: They count as working for the signals of later bars, so a signal handled before
         #: Execution placed the previous intent does not order the same exposure twice; one
         #: never placed (dead-lettered) stops counting after `UNPLACED_MAX_AGE_S`.
-        self._unplaced: dict[str, tuple[str, str, float, float, datetime]] = {}
+        self._unplaced: dict[tuple[str, str], dict[str, tuple[float, float, datetime]]] = {}
         #: Facts read once for the batch in hand (`handle_batch`), else None (read per message).
         self._batch: _BatchFacts | None = None
         #: Whether the rate limit is taken after the batch's decisions, for all of them.
@@ -139,7 +139,7 @@ class Feasibility(Service):
                 raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
             signals.append(message.payload)
         records = self.ctx.lab.records
-        unplaced = dict(self._unplaced)
+        unplaced = _copy(self._unplaced)
         try:
             self._batch = self._read_batch(signals)
             # The broker's rate limit is taken for all the batch's intents at once; when the
@@ -148,7 +148,7 @@ class Feasibility(Service):
             decided = self._decide_each(messages)
             cleared = sum(isinstance(m.payload, Intent) for out in decided for m in out)
             if cleared and not self._take_rate(cleared):
-                self._unplaced = dict(unplaced)
+                self._unplaced = _copy(unplaced)
                 self._defer_rate = False
                 decided = self._decide_each(messages)
             return list(kept_many(records, messages, decided, stage=self.name))
@@ -192,7 +192,8 @@ class Feasibility(Service):
                 intent_id = derived_message_id(parent.message_id, stage=self.name, index=index)
                 ts = parent.payload.ts if isinstance(parent.payload, ModifiedSignal) else None
                 if ts is not None:
-                    self._unplaced[intent_id] = (intent.strategy, intent.symbol, signed, now, ts)
+                    pair = (intent.strategy, intent.symbol)
+                    self._unplaced.setdefault(pair, {})[intent_id] = (signed, now, ts)
 
     def _read_batch(self, signals: Sequence[ModifiedSignal]) -> _BatchFacts:
         """The facts every decision of a batch reads, each store asked once."""
@@ -301,9 +302,7 @@ class Feasibility(Service):
         book = self._batch.books[pair] if self._batch is not None else self._books([pair])[pair]
         # Only intents of earlier bars: a signal handled again (after a crash or a failed
         # batch) decides as it did the first time, its own intent and later ones not counted.
-        unplaced = sum(
-            q for st, sy, q, _, ts in self._unplaced.values() if (st, sy) == pair and ts < signal.ts
-        )
+        unplaced = sum(q for q, _, ts in self._unplaced.get(pair, {}).values() if ts < signal.ts)
         return book.held, book.working + unplaced, book.account
 
     def _books(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], _Book]:
@@ -314,15 +313,24 @@ class Feasibility(Service):
         net = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
         out: dict[tuple[str, str], _Book] = {}
         stale = time.monotonic() - UNPLACED_MAX_AGE_S
-        self._unplaced = {i: u for i, u in self._unplaced.items() if u[3] >= stale}
+        self._unplaced = {
+            pair: fresh
+            for pair, entries in self._unplaced.items()
+            if (fresh := {i: u for i, u in entries.items() if u[1] >= stale})
+        }
         with self.ctx.lab.records.reading() as session:
             if self._unplaced:
-                cids = {client_order_id_for(i): i for i in self._unplaced}
+                cids = {
+                    client_order_id_for(i): (pair, i)
+                    for pair, entries in self._unplaced.items()
+                    for i in entries
+                }
                 placed = session.scalars(
                     select(Order.client_order_id).where(Order.client_order_id.in_(cids))
                 )
                 for cid in placed:
-                    self._unplaced.pop(cids[cid], None)
+                    pair, intent_id = cids[cid]
+                    self._unplaced[pair].pop(intent_id, None)
             for strategy, symbol in pairs:
                 held = session.scalar(
                     select(net).where(
@@ -625,6 +633,12 @@ def _closing_part(p: _Proposal, held: float, account: float) -> _Proposal | None
         reduces=True,
         note=f"; a flip of {p.quantity:g} cut to closing {closing:g} under a REDUCING kill switch",
     )
+
+
+def _copy(
+    unplaced: dict[tuple[str, str], dict[str, tuple[float, float, datetime]]],
+) -> dict[tuple[str, str], dict[str, tuple[float, float, datetime]]]:
+    return {pair: dict(entries) for pair, entries in unplaced.items()}
 
 
 class _FlagsDown(Exception):
