@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -117,7 +117,7 @@ class Feasibility(Service):
         #: They count as working for the signals of later bars, so a signal handled before
         #: Execution placed the previous intent does not order the same exposure twice; one
         #: never placed (dead-lettered) stops counting after `UNPLACED_MAX_AGE_S`.
-        self._unplaced: dict[tuple[str, str], dict[str, tuple[float, float, datetime]]] = {}
+        self._unplaced: dict[tuple[str, str], _OnTheWay] = {}
         #: Facts read once for the batch in hand (`handle_batch`), else None (read per message).
         self._batch: _BatchFacts | None = None
         #: Whether the rate limit is taken after the batch's decisions, for all of them.
@@ -193,7 +193,7 @@ class Feasibility(Service):
                 ts = parent.payload.ts if isinstance(parent.payload, ModifiedSignal) else None
                 if ts is not None:
                     pair = (intent.strategy, intent.symbol)
-                    self._unplaced.setdefault(pair, {})[intent_id] = (signed, now, ts)
+                    self._unplaced.setdefault(pair, _OnTheWay()).add(intent_id, signed, now, ts)
 
     def _read_batch(self, signals: Sequence[ModifiedSignal]) -> _BatchFacts:
         """The facts every decision of a batch reads, each store asked once."""
@@ -302,7 +302,8 @@ class Feasibility(Service):
         book = self._batch.books[pair] if self._batch is not None else self._books([pair])[pair]
         # Only intents of earlier bars: a signal handled again (after a crash or a failed
         # batch) decides as it did the first time, its own intent and later ones not counted.
-        unplaced = sum(q for q, _, ts in self._unplaced.get(pair, {}).values() if ts < signal.ts)
+        on_the_way = self._unplaced.get(pair)
+        unplaced = 0.0 if on_the_way is None else on_the_way.before(signal.ts)
         return book.held, book.working + unplaced, book.account
 
     def _books(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], _Book]:
@@ -313,24 +314,22 @@ class Feasibility(Service):
         net = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
         out: dict[tuple[str, str], _Book] = {}
         stale = time.monotonic() - UNPLACED_MAX_AGE_S
-        self._unplaced = {
-            pair: fresh
-            for pair, entries in self._unplaced.items()
-            if (fresh := {i: u for i, u in entries.items() if u[1] >= stale})
-        }
+        for pair in list(self._unplaced):
+            if not self._unplaced[pair].forget_older(stale):
+                del self._unplaced[pair]
         with self.ctx.lab.records.reading() as session:
             if self._unplaced:
                 cids = {
                     client_order_id_for(i): (pair, i)
                     for pair, entries in self._unplaced.items()
-                    for i in entries
+                    for i in entries.entries
                 }
                 placed = session.scalars(
                     select(Order.client_order_id).where(Order.client_order_id.in_(cids))
                 )
                 for cid in placed:
                     pair, intent_id = cids[cid]
-                    self._unplaced[pair].pop(intent_id, None)
+                    self._unplaced[pair].discard(intent_id)
             for strategy, symbol in pairs:
                 held = session.scalar(
                     select(net).where(
@@ -635,10 +634,52 @@ def _closing_part(p: _Proposal, held: float, account: float) -> _Proposal | None
     )
 
 
-def _copy(
-    unplaced: dict[tuple[str, str], dict[str, tuple[float, float, datetime]]],
-) -> dict[tuple[str, str], dict[str, tuple[float, float, datetime]]]:
-    return {pair: dict(entries) for pair, entries in unplaced.items()}
+@dataclass
+class _OnTheWay:
+    """One strategy's intents in one symbol not yet placed: intent id -> (signed quantity,
+    monotonic time cleared, its signal's bar), in the order of their bars as they usually come,
+    with their sum, so a batch's decisions each read it without summing them all again."""
+
+    entries: dict[str, tuple[float, float, datetime]] = field(default_factory=dict)
+    total: float = 0.0
+    #: Whether the entries are in the order of their bars (else `before` sums them all).
+    ordered: bool = True
+
+    def add(self, intent_id: str, signed: float, at: float, ts: datetime) -> None:
+        self.discard(intent_id)
+        if self.entries and ts < next(reversed(self.entries.values()))[2]:
+            self.ordered = False
+        self.entries[intent_id] = (signed, at, ts)
+        self.total += signed
+
+    def discard(self, intent_id: str) -> None:
+        gone = self.entries.pop(intent_id, None)
+        if gone is not None:
+            self.total = self.total - gone[0] if self.entries else 0.0
+
+    def forget_older(self, stale: float) -> bool:
+        """Forget the intents cleared before `stale` (monotonic); whether any is left."""
+        for intent_id in [i for i, e in self.entries.items() if e[1] < stale]:
+            self.discard(intent_id)
+        return bool(self.entries)
+
+    def before(self, ts: datetime) -> float:
+        """The signed quantity of the intents of bars before `ts`."""
+        if not self.ordered:
+            return sum(q for q, _, t in self.entries.values() if t < ts)
+        later = 0.0
+        for q, _, t in reversed(self.entries.values()):
+            if t < ts:
+                break
+            later += q
+        return self.total - later
+
+    def copy(self) -> _OnTheWay:
+        return _OnTheWay(dict(self.entries), self.total, self.ordered)
+
+
+def _copy(unplaced: dict[tuple[str, str], _OnTheWay]) -> dict[tuple[str, str], _OnTheWay]:
+    return {pair: entries.copy() for pair, entries in unplaced.items()}
 
 
 class _FlagsDown(Exception):
