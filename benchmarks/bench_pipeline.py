@@ -12,7 +12,8 @@ and runs, one after the other, two chains of consumer processes over it:
   ack; its output is a constant payload derived from the input, so ids and correlation carry over
   as in a real stage), under the same `ServiceRunner` as the real services;
 - the real chain: the pipeline's services (`tradeos_lab.pipeline.registry.SERVICES`, from the
-  Signal Engine to Positions), each in its own process under the `ServiceRunner`, on a lab whose
+  Signal Engine to Positions, and the audit trail that keeps what they decide), each in its own
+  process under the `ServiceRunner` (which hands each service a whole batch), on a lab whose
   bus, cache and flags are the same scratch server and whose records are a SQLite file (or the
   PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
   zig-zag bars, no cooldown after an exit, a paper broker without fees or slippage so the
