@@ -142,13 +142,14 @@ class Feasibility(Service):
         unplaced = _copy(self._unplaced)
         try:
             self._batch = self._read_batch(signals)
+            read = _copy(self._unplaced)  # as the batch's book found them (placed ones gone)
             # The broker's rate limit is taken for all the batch's intents at once; when the
             # budget cannot cover them all, the batch is decided again taking it order by order.
             self._defer_rate = True
             decided = self._decide_each(messages)
             cleared = sum(isinstance(m.payload, Intent) for out in decided for m in out)
             if cleared and not self._take_rate(cleared):
-                self._unplaced = _copy(unplaced)
+                self._unplaced = read
                 self._defer_rate = False
                 decided = self._decide_each(messages)
             return list(kept_many(records, messages, decided, stage=self.name))
@@ -693,8 +694,14 @@ class _FlagsDown(Exception):
 _WANT: Final = {Direction.LONG: 1, Direction.SHORT: -1, Direction.FLAT: 0}
 
 
+#: A position this small is float dust (a round trip sized at two equities an ulp apart), flat.
+_DUST: Final = 1e-9
+
+
 def _side_of(position: float) -> int:
-    """+1 long, -1 short, 0 flat."""
+    """+1 long, -1 short, 0 flat (dust included)."""
+    if abs(position) <= _DUST:
+        return 0
     return (position > 0) - (position < 0)
 
 
