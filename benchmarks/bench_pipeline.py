@@ -12,10 +12,14 @@ and runs, one after the other, two chains of consumer processes over it:
   ack; its output is a constant payload derived from the input, so ids and correlation carry over
   as in a real stage), under the same `ServiceRunner` as the real services;
 - the real chain: the pipeline's services (`tradeos_lab.pipeline.registry.SERVICES`, from the
-  Signal Engine to Positions), each in its own process under the `ServiceRunner`, on a lab whose
+  Signal Engine to Positions, and the audit trail that keeps what they decide), each in its own
+  process under the `ServiceRunner` (which hands each service a whole batch), on a lab whose
   bus, cache and flags are the same scratch server and whose records are a SQLite file (or the
   PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
-  zig-zag bars, no cooldown after an exit), so every bar after the first can become a fill. The
+  zig-zag bars, no cooldown after an exit, a paper broker without fees or slippage so the
+  round trips lose nothing and the daily loss limit never stops it), so every bar after the
+  first becomes a fill; the report says why any bar got none (the rule that refused it, or
+  how far down the chain it got). The
   driver stands in for ingestion: it caches the series' latest bars and price before it starts.
 
 For each chain it measures, with the benchmark driver publishing the bars to `market_data` and a
@@ -28,7 +32,8 @@ reader thread timing their arrival on `fills.raw` (matched by correlation id):
   publish -> fill;
 - Redis round trips per bar per service: every process counts the writes its Redis connections
   make (one write per round trip: a pipeline or MULTI/EXEC is one), divided by the bars offered;
-  beside it the server's own count of commands per bar (INFO commandstats deltas).
+  beside it the server's own count of commands per bar (INFO commandstats deltas), and the CPU
+  time each process spent per bar of the throughput run (where a chain's time goes).
 
 Prints the ratios the targets are set on: real throughput >= 50% of the null chain's; real latency
 p50 <= 2 ms and p99 <= 10 ms at 1,000 bars/s, printed beside the null chain's. Loopback only; about
@@ -55,9 +60,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import redis
 
 from tradeos_lab.contracts import (
+    Audit,
     Fill,
     Intent,
     Message,
@@ -66,6 +73,7 @@ from tradeos_lab.contracts import (
     Payload,
     PositionUpdate,
     RawSignal,
+    RiskEvent,
     decode,
     derive,
 )
@@ -109,6 +117,12 @@ def start_server(workdir: Path) -> RedisServerProcess:
     server = RedisServerProcess(spec, binary=shutil.which("redis-server") or redis_server_binary())
     server.start()
     return server
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def commands_done(client: redis.Redis) -> int:
@@ -343,6 +357,10 @@ class ChainResult:
     latencies_ms: list[float] = field(default_factory=list)
     trips: dict[str, float] = field(default_factory=dict)
     commands_per_bar: float = 0.0
+    #: CPU milliseconds each stage process spent per bar of the throughput run.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    #: Why bars got no fill: reason -> (count, one example).
+    unfilled: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def pct(self, q: float) -> float:
         if not self.latencies_ms:
@@ -406,12 +424,17 @@ def run_chain(
         time.sleep(0.5)
         # throughput: a backlog published flat out, until its last bar's fill
         bars = [zigzag_bar(i, start=SERIES_START) for i in range(backlog)]
+        cpu_before = {s.name: cpu_seconds(s.process.pid) for s in stages}
         t0 = time.perf_counter()
         bus.publish_many(Stream.MARKET_DATA, bars)
         ids = [b.correlation_id for b in bars]
         arrivals.wait_for(ids)
         done = [arrivals.at[i] for i in ids if i in arrivals.at]
         result.filled = len(done)
+        result.cpu_ms = {
+            s.name: (cpu_seconds(s.process.pid) - cpu_before[s.name]) * 1000 / backlog
+            for s in stages
+        }
         if done:
             result.throughput = len(done) / (max(done) - t0)
         time.sleep(0.5)
@@ -436,6 +459,7 @@ def run_chain(
         result.latencies_ms = [
             (arrivals.at[c] - t) * 1000 for c, t in sent.items() if c in arrivals.at
         ]
+        result.unfilled = why_unfilled(bus, [*ids, *sent], arrivals)
     finally:
         if verbose:
             print(bus.inspect.streams()[["stream", "length", "dead_letters"]].to_string())
@@ -453,6 +477,52 @@ def run_chain(
             if stage.process.is_alive():
                 stage.process.kill()
     return result
+
+
+def why_unfilled(bus: Bus, ids: Sequence[str], arrivals: Arrivals) -> dict[str, tuple[int, str]]:
+    """Why each bar of `ids` without a fill got none, read back from the streams by correlation
+    id: the rule Feasibility refused it under, the reason it skipped it, an order rejected, or
+    how far down the chain it got. Reason -> (bars, one example)."""
+    with arrivals.cond:
+        missing = set(ids) - arrivals.at.keys()
+    if not missing:
+        return {}
+    reached: dict[str, Stream] = {}
+    found: dict[str, tuple[str, str]] = {}
+    for stream in (
+        Stream.SIGNALS_RAW,
+        Stream.SIGNALS_MODIFIED,
+        Stream.INTENTS,
+        Stream.ORDERS,
+        Stream.RISK_EVENTS,
+        Stream.AUDIT,
+    ):
+        for _id, fields in bus.redis.xrange(bus.stream_key(stream), "-", "+"):
+            message = bus.decode(stream, fields)
+            corr = message.correlation_id
+            if corr not in missing:
+                continue
+            p = message.payload
+            if isinstance(p, RiskEvent):
+                rule = p.detail.split(":", 1)[0]
+                found.setdefault(corr, (f"refused: {rule}", p.detail))
+            elif isinstance(p, Audit) and p.action in ("intent.skipped", "signal.filtered"):
+                found.setdefault(corr, (f"{p.action}: {p.reason[:40]}", p.reason))
+            elif isinstance(p, Order) and not p.filled_quantity:
+                found.setdefault(corr, (f"order {p.status.value} unfilled", p.reason or ""))
+            elif not isinstance(p, Audit | RiskEvent):
+                reached[corr] = stream
+    reasons: dict[str, tuple[int, str]] = {}
+    for corr in missing:
+        if corr in found:
+            reason, example = found[corr]
+        elif corr in reached:
+            reason, example = f"last seen on {reached[corr].value}", corr
+        else:
+            reason, example = "no signal (the strategy's first bar, or not handled)", corr
+        count, first = reasons.get(reason, (0, example))
+        reasons[reason] = (count + 1, first)
+    return reasons
 
 
 def main() -> int:
@@ -508,6 +578,9 @@ def chain(
         records_url=records,
         lake_url=f"chdb://{workdir / f'lake-{kind}'}",
         stream_maxlen=1_000_000,
+        # ingestion would write each bar to the cache as it comes; the driver writes them once,
+        # so they must outlive the run (the paper broker fills against the latest cached bar)
+        bar_ttl_1m_seconds=3600,
         pipeline_symbols=(_SYMBOL,),
         pipeline_strategies=(STRATEGY_REF,),
     )
@@ -519,6 +592,11 @@ def chain(
         with tl.connect(settings, start=False) as lab:
             operator.arm(lab, actor="user:bench", reason="pipeline benchmark")
             allow_trading_every_bar(lab)
+            # no costs: the zig-zag's round trips then neither lose nor make money, so the daily
+            # loss limit never stops a chain that trades on every bar
+            why = {"changed_by": "user:bench", "reason": "pipeline benchmark: costless fills"}
+            lab.records.set_config("broker.paper.fee_bps", 0.0, **why)
+            lab.records.set_config("broker.paper.slippage_bps", 0.0, **why)
             # what ingestion caches before it publishes (the driver stands in for it): the
             # series' latest bars and price, for sizing and the paper broker
             total = args.backlog + int(args.rate * args.seconds)
@@ -562,7 +640,12 @@ def report(results: list[ChainResult], args: argparse.Namespace) -> None:
             f"server commands {r.commands_per_bar:.1f}/bar"
         )
         for name, trips in r.trips.items():
-            print(f"        {name:<16} {trips:.2f} Redis round trips per bar")
+            print(
+                f"        {name:<16} {trips:.2f} Redis round trips per bar; "
+                f"{r.cpu_ms.get(name, float('nan')):.2f} ms CPU per bar (throughput run)"
+            )
+        for reason, (count, example) in sorted(r.unfilled.items(), key=lambda kv: -kv[1][0]):
+            print(f"        not filled: {count} bars, {reason} (e.g. {example[:160]})")
     by_name = {r.name: r for r in results}
     if "null" in by_name and "real" in by_name:
         null, real = by_name["null"], by_name["real"]

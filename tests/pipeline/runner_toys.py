@@ -82,3 +82,13 @@ class Ticker(Service):
 
     def tick(self) -> Sequence[Message]:
         return [self.ctx.audit(None, action="clock.tick", target="global", reason="a tick")]
+
+
+class BatchRelay(Relay):
+    """`Relay` with a batch path of its own; counts the batches in `toy:batches`."""
+
+    name = "batch_relay"
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        self.redis.incr(f"{self.key}:batches")
+        return [self.handle(message) for message in messages]

@@ -63,3 +63,41 @@ def test_reducing_orders_pass_the_exposure_rules_even_past_the_limits() -> None:
     over = _check(side=Side.SELL, quantity=1.0, position=200.0, reduces=True)
     assert position_limit(over) is None and gross_exposure(over) is None
     assert position_limit(replace(over, reduces=False)) is not None
+
+
+def test_a_position_left_as_float_dust_by_a_round_trip_reads_flat() -> None:
+    from datetime import UTC, datetime
+
+    from tradeos_lab.contracts import ModifiedSignal
+    from tradeos_lab.pipeline.services.feasibility import _order
+    from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile
+
+    profile = ActiveProfile(
+        name="Balanced",
+        version="v1",
+        max_position_pct=10.0,
+        max_daily_loss_pct=2.0,
+        max_leverage=2.0,
+        risk_per_trade_pct=0.5,
+        max_open_positions=10,
+        min_signal_confidence=0.6,
+        reference_risk_per_trade_pct=0.5,
+    )
+    long = ModifiedSignal(
+        raw_signal_id="01900000-0000-7000-8000-000000000000",
+        strategy="flip",
+        symbol="BTC-USD",
+        timeframe="1m",
+        ts=datetime(2024, 1, 2, tzinfo=UTC),
+        direction="long",
+        raw_strength=1.0,
+        adjusted_strength=1.0,
+        confidence=0.8,
+        modifiers=[],
+    )
+    # opened at one equity, closed at another an ulp apart: 1.4e-14 is left, not a long position
+    dust = TARGET * (1 + 2**-52) - TARGET
+    assert 0 < dust < 1e-12
+    side, quantity = _order(long, dust, PRICE, 100_000.0, profile)  # type: ignore[misc]
+    assert side is Side.BUY
+    assert abs(quantity - TARGET) < 1e-9

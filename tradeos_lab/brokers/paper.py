@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
@@ -39,7 +40,7 @@ from tradeos_lab.brokers.base import (
 )
 from tradeos_lab.contracts import Bar, Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from tradeos_lab.errors import ValidationError
-from tradeos_lab.stores.records import Fill, Order, RecordsStore
+from tradeos_lab.stores.records import Fill, Order, PlacedOrder, RecordsStore
 from tradeos_lab.symbols import Timeframe
 from tradeos_lab.tiers.cache import Cache
 
@@ -153,6 +154,24 @@ class PaperBroker:
             clock=clock,
         )
 
+    @contextmanager
+    def same_bars(self) -> Iterator[None]:
+        """Inside the block each symbol's latest bar is read once: a batch of orders placed
+        together fills against the bar the first of them found, without a read per order."""
+        read = self.latest_bar
+        held: dict[str, Bar | None] = {}
+
+        def latest(symbol: str) -> Bar | None:
+            if symbol not in held:
+                held[symbol] = read(symbol)
+            return held[symbol]
+
+        self.latest_bar = latest
+        try:
+            yield
+        finally:
+            self.latest_bar = read
+
     # ---- orders -----------------------------------------------------------------------------
 
     def submit(self, request: OrderRequest) -> OrderReport:
@@ -210,6 +229,113 @@ class PaperBroker:
         if order.time_in_force in (TimeInForce.IOC.value, TimeInForce.FOK.value):
             order = self._finish(order, OrderStatus.CANCELED, "unfilled rest of an immediate order")
         return OrderReport(broker_order(order), tuple(fills))
+
+    def submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderReport]:
+        """`submit` for each request, in one records transaction. Orders the records do not hold
+        yet that go to the market at once on their symbol's latest bar (market and limit orders,
+        `latency_bars` 0, not ioc/fok) are placed together: their orders, events, fills and
+        ledger entries are written with one statement per table; any other request (a repeat, a
+        delayed or immediate order, a symbol without a bar) goes through `submit`."""
+        with self.records.batch(), self.same_bars():
+            cids = [r.client_order_id for r in requests]
+            known = self.records.known_orders(cids)
+            plans: dict[int, PlacedOrder] = {}
+            taken: set[str] = set(known)
+            for index, request in enumerate(requests):
+                if request.client_order_id in taken:
+                    continue  # recorded already, or placed earlier in this batch: a repeat
+                plan = self._plan(request)
+                if plan is not None:
+                    plans[index] = plan
+                    taken.add(request.client_order_id)
+            placed = self.records.record_placed(list(plans.values()))
+            made = dict(zip(plans, placed, strict=True))
+            reports: list[OrderReport] = []
+            for index, request in enumerate(requests):
+                if index not in made:
+                    reports.append(self.submit(request))
+                    continue
+                order = made[index]
+                fills = tuple(self._fill(order, Fill(**f)) for f in plans[index].fills)
+                reports.append(OrderReport(broker_order(order), fills))
+        return reports
+
+    def _plan(self, request: OrderRequest) -> PlacedOrder | None:
+        """How a new order placed now goes, as `submit` would write it; None when it is not one
+        `submit_many` places in bulk (see there)."""
+        tif = TimeInForce(request.time_in_force)
+        if (
+            _unsupported(request) is not None
+            or self.config.latency_bars
+            or tif
+            in (
+                TimeInForce.IOC,
+                TimeInForce.FOK,
+            )
+        ):
+            return None
+        bar = self.latest_bar(request.symbol)
+        if bar is None:
+            return None
+        cid = request.client_order_id
+        now = self._now()
+        values: dict[str, Any] = {
+            "client_order_id": cid,
+            "symbol": request.symbol,
+            "side": Side(request.side).value,
+            "quantity": request.quantity,
+            "order_type": OrderType(request.order_type).value,
+            "limit_price": request.limit_price,
+            "stop_price": request.stop_price,
+            "time_in_force": tif.value,
+            "strategy": request.strategy,
+            "broker": self.name,
+            "intent_id": request.intent_id,
+            "correlation_id": request.correlation_id,
+            "at": now,
+        }
+        order = Order(**{k: v for k, v in values.items() if k != "at"}, filled_quantity=0.0)
+        broker_id = _broker_order_id(cid)
+        epoch = _epoch(bar.ts)
+        updates: list[dict[str, Any]] = [
+            {
+                "event_id": f"{cid}:{_ACCEPTED}:{epoch}",
+                "status": OrderStatus.ACCEPTED.value,
+                "broker_at": now,
+                "broker_order_id": broker_id,
+                "sequence": 0,
+            }
+        ]
+        fills: list[dict[str, Any]] = []
+        quantity, price = self._match(order, bar, 0.0)
+        if quantity > 0:
+            execution_id = f"{cid}:{epoch}"
+            fills.append(
+                {
+                    "execution_id": execution_id,
+                    "client_order_id": cid,
+                    "symbol": order.symbol,
+                    "side": order.side,
+                    "quantity": quantity,
+                    "price": price,
+                    "fee": quantity * price * self.config.fee_bps / 10_000,
+                    "filled_at": now,
+                    "broker": self.name,
+                }
+            )
+            done = quantity >= order.quantity * (1 - 1e-9)
+            updates.append(
+                {
+                    "event_id": execution_id,
+                    "status": (OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED).value,
+                    "broker_at": now,
+                    "filled_quantity": order.quantity if done else quantity,
+                    "avg_price": price,
+                    "broker_order_id": broker_id,
+                    "sequence": 1,
+                }
+            )
+        return PlacedOrder(values, updates, fills)
 
     def advance(self, bar: Bar) -> list[OrderReport]:
         """Work every open order of `bar.symbol` on this new bar: expire, then fill what it can."""

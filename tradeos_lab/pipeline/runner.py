@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any
 import redis
 from prometheus_client import Counter, Gauge, Histogram
 
-from tradeos_lab.errors import TransientError, ValidationError
+from tradeos_lab.errors import ContractError, TransientError, ValidationError
 from tradeos_lab.observability.health import HealthServer
 from tradeos_lab.observability.logs import correlation
 from tradeos_lab.pipeline.registry import service_class
 from tradeos_lab.pipeline.service import Service, ServiceContext, Timer
 from tradeos_lab.symbols import canonical_name
-from tradeos_lab.tiers.bus.consumer import Consumer, Delivery, PollResult
+from tradeos_lab.tiers.bus.consumer import BatchHandler, Consumer, Delivery, PollResult
 from tradeos_lab.tiers.bus.wire import text
 
 if TYPE_CHECKING:
@@ -216,6 +216,41 @@ class ServiceRunner:
         self._m_handled.inc()
         return outputs
 
+    @property
+    def batch_handler(self) -> BatchHandler | None:
+        """`handle_batch` when the service handles batches its own way, else None (one at a
+        time: the default `handle_batch` would only call `handle` per message)."""
+        if type(self.service).handle_batch is Service.handle_batch:
+            return None
+        return self.handle_batch
+
+    def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Sequence[Message]]:
+        """The service's outputs for a batch of deliveries, one list per delivery, in order."""
+        started = time.perf_counter()
+        try:
+            outputs = self.service.handle_batch([d.message for d in deliveries])
+        except TransientError:
+            raise  # retried in place by the consumer, which logs it
+        except Exception as e:
+            log.info(
+                "%s could not handle a batch of %d: %s: %s; one at a time instead",
+                self.service.name,
+                len(deliveries),
+                type(e).__name__,
+                str(e)[:300],
+            )
+            raise
+        if len(outputs) != len(deliveries):
+            raise ContractError(
+                f"{self.service.name}.handle_batch returned {len(outputs)} output lists "
+                f"for {len(deliveries)} messages"
+            )
+        elapsed = (time.perf_counter() - started) / len(deliveries)
+        for _ in deliveries:
+            self._m_seconds.observe(elapsed)
+        self._m_handled.inc(len(deliveries))
+        return outputs
+
     def _record(self, result: PollResult) -> None:
         with self._counts_lock:
             self.counts.add(result)
@@ -226,7 +261,7 @@ class ServiceRunner:
         for consumer in self.consumers:
             if max_messages is not None and total.fetched >= max_messages:
                 break
-            result = consumer.poll(self.handle, block_ms=block_ms)
+            result = consumer.poll(self.handle, block_ms=block_ms, batch_handler=self.batch_handler)
             self._record(result)
             total.add(result)
         return total
@@ -432,7 +467,11 @@ class ServiceRunner:
         """One input's loop: poll until `stop`, settling each batch before looking at `stop`."""
         try:
             while not stop.is_set():
-                self._record(consumer.run(self.handle, stop=stop, max_messages=1))
+                self._record(
+                    consumer.run(
+                        self.handle, stop=stop, max_messages=1, batch_handler=self.batch_handler
+                    )
+                )
         except BaseException as e:
             self._failure = e
             log.exception("%s consumer of %s died", self.service.name, consumer.stream.value)

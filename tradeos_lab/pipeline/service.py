@@ -1,10 +1,11 @@
 """A pipeline service: the pure logic of one stage, run by `ServiceRunner`.
 
 A service declares the streams it reads and the streams it may write, and turns one input message
-into its outputs (`handle`). The runner owns everything around it: consumer groups, batches,
-blocking reads, retries, dead letters, heartbeats, health and shutdown. Outputs and the ack of
-their input commit together in one MULTI/EXEC, with ids derived from the input's id, so a stage
-that only transforms messages has an exactly-once effect on the bus.
+into its outputs (`handle`), or a batch of them at once (`handle_batch`). The runner owns
+everything around it: consumer groups, batches, blocking reads, retries, dead letters,
+heartbeats, health and shutdown. Outputs and the ack of their input commit together in one
+MULTI/EXEC, with ids derived from the input's id, so a stage that only transforms messages has an
+exactly-once effect on the bus.
 """
 
 from __future__ import annotations
@@ -149,6 +150,18 @@ class Service:
         up to `max_deliveries` times, then dead-lettered with the reason.
         """
         raise NotImplementedError(f"service {self.name!r} consumes nothing")
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """Outputs for each of `messages` (a batch read from one input), in order.
+
+        By default `handle` per message. A service with store effects overrides it to pay for a
+        batch what `handle` pays per message: one records transaction, one Redis pipeline. The
+        same contract as `handle` holds per message (derived outputs, effects idempotent by key),
+        and the whole batch may be handed over again after a failure: the runner then falls back
+        to `handle` per message, so a bad message fails alone. Raise `TransientError` when a store
+        is down: the batch is retried in place.
+        """
+        return [self.handle(message) for message in messages]
 
     def timers(self) -> Sequence[Timer]:
         """Scheduled work; none by default."""

@@ -27,7 +27,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -408,17 +408,30 @@ class Cache:
         """Keep `signal`'s latest strength on bar `ts` (epoch s) of `symbol` and return every
         signal's latest (ts, strength) there, in one round trip: the ensemble's inputs, shared
         by every process. They expire with the cached bars."""
-        tf = Timeframe.parse(timeframe)
-        key = self.keys.tracker(f"latest:{validate_symbol(symbol)}:{tf.value}")
-        value = json.dumps([_number("ts", ts), _number("strength", strength)])
+        return self.note_signals([(symbol, timeframe, signal, ts, strength)])[0]
+
+    @_redis_errors_translated
+    def note_signals(
+        self, notes: Sequence[tuple[str, Timeframe | str, str, float, float]]
+    ) -> list[dict[str, tuple[float, float]]]:
+        """`note_signal` for each (symbol, timeframe, signal, ts, strength) in order, all in one
+        round trip: each answer holds the notes before it and its own, as one by one."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, _name("signal", signal), value)
-        pipe.expire(key, self.bar_ttl(tf))
-        pipe.hgetall(key)
-        raw = _text_dict(pipe.execute()[-1])
-        return {
-            s: (float(v[0]), float(v[1])) for s, v in ((s, json.loads(v)) for s, v in raw.items())
-        }
+        for symbol, timeframe, signal, ts, strength in notes:
+            tf = Timeframe.parse(timeframe)
+            key = self.keys.tracker(f"latest:{validate_symbol(symbol)}:{tf.value}")
+            value = json.dumps([_number("ts", ts), _number("strength", strength)])
+            pipe.hset(key, _name("signal", signal), value)
+            pipe.expire(key, self.bar_ttl(tf))
+            pipe.hgetall(key)
+        replies = pipe.execute() if notes else []
+        return [
+            {
+                s: (float(v[0]), float(v[1]))
+                for s, v in ((s, json.loads(v)) for s, v in _text_dict(raw).items())
+            }
+            for raw in replies[2::3]
+        ]
 
     @_redis_errors_translated
     def set_policy_profile(

@@ -29,11 +29,14 @@ class AuditTrail(Service):
     outputs: ClassVar[tuple[Stream, ...]] = ()
 
     def handle(self, message: Message) -> Sequence[Message]:
-        records = self.ctx.lab.records
-        if isinstance(message, AuditMessage):
-            records.record_audit(message)
-        elif isinstance(message, RiskEventMessage):
-            records.record_risk_event(message)
-        else:
-            raise ContractError(f"the audit trail keeps audit and risk events, not {message!r}")
-        return ()
+        return self.handle_batch([message])[0]
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """The batch kept with one records write per table."""
+        kept: list[AuditMessage | RiskEventMessage] = []
+        for message in messages:
+            if not isinstance(message, AuditMessage | RiskEventMessage):
+                raise ContractError(f"the audit trail keeps audit and risk events, not {message!r}")
+            kept.append(message)
+        self.ctx.lab.records.keep_messages(kept)
+        return [() for _ in messages]

@@ -22,9 +22,9 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tradeos_lab.brokers import (
     BrokerFill,
@@ -50,11 +50,12 @@ from tradeos_lab.errors import ContractError, TransientError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service
 from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
+from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message, Payload
     from tradeos_lab.stores.records import Order as OrderRecord
-    from tradeos_lab.stores.records import RecordsStore
+    from tradeos_lab.stores.records import RecordsStore, SignalRecord
 
 OPEN_ORDERS_RECHECK_S = 1.0
 """How long a symbol without open orders is taken to stay so (for orders placed by another
@@ -68,6 +69,14 @@ within the broker's 48)."""
 def client_order_id_for(intent_id: str) -> str:
     """The client order id of the order placed for intent `intent_id`: the same every time."""
     return f"{CLIENT_ORDER_ID_PREFIX}{intent_id}"
+
+
+@dataclass
+class _Batch:
+    """What `Execution.handle_batch` reads once and writes once for the batch in hand."""
+
+    trades: list[dict[str, Any]]
+    signals: dict[str, SignalRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,9 @@ class Execution(Service):
         Stream.RISK_EVENTS,
         Stream.AUDIT,
     )
+
+    #: The batch in hand (`handle_batch`), else None.
+    _batch: _Batch | None = None
 
     @property
     def records(self) -> RecordsStore:
@@ -127,12 +139,61 @@ class Execution(Service):
                 return self._place(message)
             return self._work_open_orders(message)
 
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """A batch of intents: the intents kept in one transaction committed before any order
+        goes out (a crash after it places nothing twice: the client order ids are derived from
+        the intents), the kill switches read once, then the orders placed together at the broker
+        (`PaperBroker.submit_many`) and their orders, fills, trades and ledger entries written in
+        a second transaction, the broker's circuit breaker told once. Bars (and a mixed batch)
+        go one at a time."""
+        if not all(isinstance(m, IntentMessage) for m in messages):
+            return [self.handle(m) for m in messages]
+        intents = [m for m in messages if isinstance(m, IntentMessage)]
+        records = self.records
+        with self._one_at_a_time:
+            records.keep_messages(intents)
+            switches = self.ctx.lab.kill_switches.read_switches(
+                (m.payload.strategy, m.payload.symbol) for m in intents
+            )
+            self._batch = _Batch(trades=[])
+            try:
+                with records.batch():
+                    known = records.known_orders(client_order_id_for(m.message_id) for m in intents)
+                    self._batch.signals = records.signals_of(
+                        m.payload.signal_id for m in intents if m.payload.signal_id is not None
+                    )
+                    prepared = [self._prepare(m, switches, known=known) for m in intents]
+                    sent = iter(self._submit_many([r for r, done in prepared if done is None]))
+                    answered = [
+                        self._recorded(m, done or next(sent))
+                        for m, (_, done) in zip(intents, prepared, strict=True)
+                    ]
+                    records.record_trades(self._batch.trades)
+            finally:
+                self._batch = None
+        # the messages are built once the records are committed (the write lock released)
+        return [self._answer(m, report, chain) for m, report, chain in answered]
+
     # ---- an intent: one order ---------------------------------------------------------------
 
     def _place(self, message: IntentMessage) -> list[Message]:
+        """Keep the intent, then place its order once."""
+        self.records.record_intent(message)
+        request, known = self._prepare(message)
+        return self._answer(*self._recorded(message, known or self._submit(request)))
+
+    def _prepare(
+        self,
+        message: IntentMessage,
+        switches: SwitchesRead | None = None,
+        *,
+        known: set[str] | None = None,
+    ) -> tuple[OrderRequest, OrderReport | None]:
+        """The intent's order request, and its answer when it goes to no broker: refused here
+        (kill switch, now or before). `switches`: the kill switches read for the batch;
+        `known`: the batch's client order ids the records hold (else each is looked up)."""
         intent = message.payload
         cid = client_order_id_for(message.message_id)
-        self.records.record_intent(message)
         request = OrderRequest(
             client_order_id=cid,
             symbol=intent.symbol,
@@ -146,26 +207,44 @@ class Execution(Service):
             intent_id=message.message_id,
             correlation_id=message.correlation_id,
         )
-        known = self.records.find_order(cid)
-        if known is None or known.status == OrderStatus.NEW.value:
+        known_order = (
+            None if known is not None and cid not in known else self.records.find_order(cid)
+        )
+        if known_order is None or known_order.status == OrderStatus.NEW.value:
             # Not yet placed: the kill switch is asked again right before the broker is.
             decision = self.ctx.lab.kill_switches.check_order(
-                intent.strategy, intent.symbol, intent.side, intent.quantity, book=self.records
+                intent.strategy,
+                intent.symbol,
+                intent.side,
+                intent.quantity,
+                book=self.records,
+                switches=switches,
             )
             if not decision.allowed:
-                known = self._refuse(message, request, f"kill switch: {decision.reason}")
+                known_order = self._refuse(message, request, f"kill switch: {decision.reason}")
         if (
-            known is not None
-            and known.status == OrderStatus.REJECTED.value
-            and (known.broker_order_id is None)
+            known_order is not None
+            and known_order.status == OrderStatus.REJECTED.value
+            and (known_order.broker_order_id is None)
         ):
-            report = OrderReport(broker_order(known))  # refused here, never sent to the broker
-        else:
-            report = self._submit(request)
+            return request, OrderReport(broker_order(known_order))  # refused here, never sent
+        return request, None
+
+    def _recorded(
+        self, message: IntentMessage, report: OrderReport
+    ) -> tuple[IntentMessage, OrderReport, Chain]:
+        """The intent's trades recorded with their chain, once the broker (or the kill switch)
+        answered."""
+        intent = message.payload
         if report.order.is_open:
             self._quiet_since.pop(intent.symbol, None)  # the next bar must work it
         chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
-        return self._report(message, report, chain, submitted=True)
+        self._record_trades(report, chain)
+        return message, report, chain
+
+    def _answer(self, message: IntentMessage, report: OrderReport, chain: Chain) -> list[Message]:
+        """The messages answering an intent."""
+        return self._messages(message, report, chain, submitted=True)
 
     def _refuse(self, message: IntentMessage, request: OrderRequest, reason: str) -> OrderRecord:
         """Record the intent's order as rejected here, before any broker saw it."""
@@ -196,17 +275,24 @@ class Execution(Service):
         return self.records.order(cid)
 
     def _submit(self, request: OrderRequest) -> OrderReport:
+        """Submit through the broker's circuit breaker (see `_submit_many`)."""
+        return self._submit_many([request])[0]
+
+    def _submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderReport]:
         """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker
-        that cannot answer counts a failure (and the intent is retried), an answer a success."""
+        that cannot answer counts a failure (and the intents are retried), an answer a success
+        (once for all of them)."""
+        if not requests:
+            return []
         breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
         try:
-            report = self.broker.submit(request)
+            reports = self.broker.submit_many(requests)
         except TransientError:
             with contextlib.suppress(TransientError):  # the flags tier down too: still retry
                 breaker.record_failure()
             raise
         breaker.record_success()
-        return report
+        return reports
 
     # ---- a bar: open orders work on it ------------------------------------------------------
 
@@ -228,36 +314,46 @@ class Execution(Service):
         for report in reports:
             order = self.records.order(report.order.client_order_id)
             chain = self._chain_of(order)
-            out.extend(self._report(message, report, chain, submitted=False))
+            self._record_trades(report, chain)
+            out.extend(self._messages(message, report, chain, submitted=False))
         return out
 
     # ---- records first, then the messages ---------------------------------------------------
 
-    def _report(
+    def _record_trades(self, report: OrderReport, chain: Chain) -> None:
+        """The report's fills recorded as trades with their attribution chain (in a batch: at
+        its end, all at once)."""
+        order = report.order
+        for fill in report.fills:
+            trade: dict[str, Any] = {
+                "execution_id": fill.execution_id,
+                "client_order_id": fill.client_order_id,
+                "correlation_id": chain.correlation_id,
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "quantity": fill.quantity,
+                "price": fill.price,
+                "executed_at": fill.ts,
+                "market_data_message_id": chain.market_data_message_id,
+                "raw_signal_id": chain.raw_signal_id,
+                "modified_signal_id": chain.modified_signal_id,
+                "intent_id": chain.intent_id,
+                "strategy": order.strategy,
+            }
+            if self._batch is not None:
+                self._batch.trades.append(trade)  # written for the whole batch at its end
+            else:
+                self.records.record_trades([trade])
+
+    def _messages(
         self, parent: Message, report: OrderReport, chain: Chain, *, submitted: bool
     ) -> list[Message]:
-        """Trades recorded with their chain, then the order, its fills, audit and risk events.
+        """The order, its fills, audit and risk events (its trades recorded first).
 
         Messages answering a bar still belong to their intent's chain: correlation id of the
         intent and causation the intent itself.
         """
         order = report.order
-        for fill in report.fills:
-            self.records.record_trade(
-                execution_id=fill.execution_id,
-                client_order_id=fill.client_order_id,
-                correlation_id=chain.correlation_id,
-                symbol=fill.symbol,
-                side=fill.side.value,
-                quantity=fill.quantity,
-                price=fill.price,
-                executed_at=fill.ts,
-                market_data_message_id=chain.market_data_message_id,
-                raw_signal_id=chain.raw_signal_id,
-                modified_signal_id=chain.modified_signal_id,
-                intent_id=chain.intent_id,
-                strategy=order.strategy,
-            )
         out = [self._in_chain(parent, chain, _order_payload(order, chain))]
         out.extend(self._in_chain(parent, chain, _fill_payload(f)) for f in report.fills)
         if submitted or not order.is_open:
@@ -300,7 +396,12 @@ class Execution(Service):
         """The attribution chain behind an intent. A signal's chain starts at its bar, whose
         message id is the chain's correlation id; the raw signal is named by the modified
         signal the records kept. A manual intent (no signal) has neither."""
-        modified = None if signal_id is None else self.records.signal(signal_id)
+        if signal_id is None:
+            modified = None
+        elif self._batch is not None and signal_id in self._batch.signals:
+            modified = self._batch.signals[signal_id]
+        else:
+            modified = self.records.signal(signal_id)
         raw_id = None if modified is None else modified.payload.get("raw_signal_id")
         return Chain(
             correlation_id=correlation_id,

@@ -23,8 +23,9 @@ a refused order, a `risk_events` message and an `audit` entry naming the rule an
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -43,15 +44,28 @@ from tradeos_lab.contracts import (
     TimeInForce,
     derive,
 )
-from tradeos_lab.errors import ContractError, TradeosError, ValidationError
+from tradeos_lab.contracts.ids import derived_message_id
+from tradeos_lab.errors import (
+    ContractError,
+    DependencyUnavailable,
+    TradeosError,
+    ValidationError,
+)
 from tradeos_lab.indicators.sessions import sessions
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
-from tradeos_lab.pipeline.services.signal_modifier import ActiveProfile, Held, ProfileSource, kept
+from tradeos_lab.pipeline.services.signal_modifier import (
+    ActiveProfile,
+    Held,
+    ProfileSource,
+    kept,
+    kept_many,
+)
 from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records.models import LedgerEntry, Order
-from tradeos_lab.tiers.flags import Decision, reduces_exposure
+from tradeos_lab.tiers.flags import BreakerState, Decision, reduces_exposure
+from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -71,6 +85,8 @@ DAY_START_EQUITY_KEY: Final = "risk.day_start_equity"
 #: The paper broker's starting cash in the records, and the paper broker's default for it.
 STARTING_CASH_KEY: Final = "broker.paper.starting_cash"
 DEFAULT_STARTING_CASH: Final = 100_000.0
+#: How long an intent cleared here counts as working while no order for it is recorded.
+UNPLACED_MAX_AGE_S: Final = 60.0
 #: Below this notional an order is noise, not a decision.
 MIN_ORDER_NOTIONAL: Final = 1.0
 
@@ -96,9 +112,119 @@ class Feasibility(Service):
         self.profiles = ProfileSource(ctx.lab.records)
         self._limits = Held(self._read_limits)
         self._day_start: tuple[str, float] | None = None
+        #: Intents this process cleared whose order the records do not hold yet: (strategy,
+        #: symbol) -> intent id -> (signed quantity, monotonic time cleared, its signal's bar).
+        #: They count as working for the signals of later bars, so a signal handled before
+        #: Execution placed the previous intent does not order the same exposure twice; one
+        #: never placed (dead-lettered) stops counting after `UNPLACED_MAX_AGE_S`.
+        self._unplaced: dict[tuple[str, str], _OnTheWay] = {}
+        #: Facts read once for the batch in hand (`handle_batch`), else None (read per message).
+        self._batch: _BatchFacts | None = None
+        #: Whether the rate limit is taken after the batch's decisions, for all of them.
+        self._defer_rate = False
 
     def handle(self, message: Message) -> Sequence[Message]:
-        return kept(self.ctx.lab.records, message, self._decide(message), stage=self.name)
+        outputs = kept(self.ctx.lab.records, message, self._decide(message), stage=self.name)
+        self._note_unplaced(message, outputs)
+        return outputs
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """Every message of the batch decided in order on facts read once for the batch (the
+        records' book in one transaction; kill switches in one flags round trip and the broker's
+        breaker in another; prices, account and positions from the cache), each decision's
+        intent counted as working for the next, and what they emit kept in one transaction."""
+        signals: list[ModifiedSignal] = []
+        for message in messages:
+            if not isinstance(message.payload, ModifiedSignal):
+                raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
+            signals.append(message.payload)
+        records = self.ctx.lab.records
+        unplaced = _copy(self._unplaced)
+        try:
+            self._batch = self._read_batch(signals)
+            read = _copy(self._unplaced)  # as the batch's book found them (placed ones gone)
+            # The broker's rate limit is taken for all the batch's intents at once; when the
+            # budget cannot cover them all, the batch is decided again taking it order by order.
+            self._defer_rate = True
+            decided = self._decide_each(messages)
+            cleared = sum(isinstance(m.payload, Intent) for out in decided for m in out)
+            if cleared and not self._take_rate(cleared):
+                self._unplaced = read
+                self._defer_rate = False
+                decided = self._decide_each(messages)
+            return list(kept_many(records, messages, decided, stage=self.name))
+        except BaseException:
+            self._unplaced = unplaced  # none of the batch's intents went out
+            raise
+        finally:
+            self._batch = None
+            self._defer_rate = False
+
+    def _decide_each(self, messages: Sequence[Message]) -> list[list[Message]]:
+        """Each message decided in order, each intent counted as working for the next."""
+        decided: list[list[Message]] = []
+        for message in messages:
+            decided.append(self._decide(message))
+            self._note_unplaced(message, decided[-1])
+        return decided
+
+    def _take_rate(self, cost: int) -> bool:
+        """Take `cost` slots of the broker's rate limit at once; False when they do not fit
+        (or the flags tier does not answer: the orders then take theirs one by one, failing
+        closed under the rule)."""
+        limit = self.limits().broker_rate_limit
+        if cost > limit:
+            return False
+        try:
+            limiter = self.ctx.lab.flags.rate_limiter(
+                BROKER_DEPENDENCY, limit=limit, window_seconds=60
+            )
+            return limiter.acquire(cost).allowed
+        except (redis.RedisError, TradeosError):
+            return False
+
+    def _note_unplaced(self, parent: Message, outputs: Sequence[Message]) -> None:
+        """Count the intent among `outputs` (under the id the runner gives it) as working."""
+        now = time.monotonic()
+        for index, output in enumerate(outputs):
+            if isinstance(output.payload, Intent):
+                intent = output.payload
+                signed = intent.quantity if intent.side is Side.BUY else -intent.quantity
+                intent_id = derived_message_id(parent.message_id, stage=self.name, index=index)
+                ts = parent.payload.ts if isinstance(parent.payload, ModifiedSignal) else None
+                if ts is not None:
+                    pair = (intent.strategy, intent.symbol)
+                    self._unplaced.setdefault(pair, _OnTheWay()).add(intent_id, signed, now, ts)
+
+    def _read_batch(self, signals: Sequence[ModifiedSignal]) -> _BatchFacts:
+        """The facts every decision of a batch reads, each store asked once."""
+        lab = self.ctx.lab
+        pairs = list(dict.fromkeys((s.strategy, s.symbol) for s in signals))
+        symbols = list(dict.fromkeys(s.symbol for s in signals))
+        books = self._books(pairs)
+        switches = lab.kill_switches.read_switches(pairs)
+        try:
+            breaker: BreakerState | None = (
+                lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
+            )
+        except (redis.RedisError, TradeosError):
+            breaker = None  # each order is refused under the breaker's rule (fail closed)
+        cache = lab.cache
+        prices = {s: p.price for s, p in cache.get_prices(symbols).items()}
+        account = cache.get_account()
+        positions = cache.get_positions()
+        marks = cache.get_prices(positions) if positions else {}
+        return _BatchFacts(
+            books=books,
+            switches=switches,
+            breaker=breaker,
+            prices=prices,
+            equity=None if account is None else account.portfolio_value,
+            exposure={
+                s: abs(p.quantity) * (marks[s].price if s in marks else p.avg_price)
+                for s, p in positions.items()
+            },
+        )
 
     def _decide(self, message: Message) -> list[Message]:
         """Intent and audit, or risk event and audit, or an audit of a skip, or nothing."""
@@ -128,6 +254,7 @@ class Feasibility(Service):
             reduces=reduces_exposure(held, side, quantity)
             and reduces_exposure(account, side, quantity),
             held=held,
+            on_the_way=working,
         )
         failed = self._check(proposal, equity, account)
         if failed is not None and failed[0] == "kill_switch":
@@ -146,7 +273,12 @@ class Feasibility(Service):
         the order under the rule that needed it (fail closed)."""
         lab = self.ctx.lab
         kill = lab.kill_switches.check_order(
-            p.signal.strategy, p.signal.symbol, p.side, p.quantity, book=lab.records
+            p.signal.strategy,
+            p.signal.symbol,
+            p.side,
+            p.quantity,
+            book=lab.records,
+            switches=None if self._batch is None else self._batch.switches,
         )
         if not kill.allowed:
             return "kill_switch", f"kill switch: {kill.reason}"
@@ -165,29 +297,65 @@ class Feasibility(Service):
 
     def _book(self, signal: ModifiedSignal) -> tuple[float, float, float]:
         """The strategy's filled position in the symbol, the signed unfilled quantity of its
-        orders still working there, and the account's position in the symbol (the ledger, as
-        `net_quantity` sums it), in one transaction: this runs for every signal."""
-        strategy, symbol = signal.strategy, signal.symbol
+        orders still working there (and of its intents not yet placed), and the account's
+        position in the symbol (the ledger, as `net_quantity` sums it)."""
+        pair = (signal.strategy, signal.symbol)
+        book = self._batch.books[pair] if self._batch is not None else self._books([pair])[pair]
+        # Only intents of earlier bars: a signal handled again (after a crash or a failed
+        # batch) decides as it did the first time, its own intent and later ones not counted.
+        on_the_way = self._unplaced.get(pair)
+        unplaced = 0.0 if on_the_way is None else on_the_way.before(signal.ts)
+        return book.held, book.working + unplaced, book.account
+
+    def _books(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], _Book]:
+        """`_Book` of each (strategy, symbol), in one transaction; forgets the unplaced intents
+        whose order the records now hold (counted in the working orders or the ledger)."""
+        from tradeos_lab.pipeline.services.execution import client_order_id_for
+
         net = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
-        held_stmt = select(net).where(
-            LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
-        )
-        account_stmt = select(net).where(LedgerEntry.symbol == symbol)
-        working_stmt = select(Order.side, Order.quantity, Order.filled_quantity).where(
-            Order.strategy == strategy, Order.symbol == symbol, Order.status.in_(_WORKING)
-        )
-        with self.ctx.lab.records.session() as session:
-            held = float(session.scalar(held_stmt) or 0.0)
-            working = sum(
-                (quantity - filled) * (1 if side == Side.BUY.value else -1)
-                for side, quantity, filled in session.execute(working_stmt)
-            )
-            account = float(session.scalar(account_stmt) or 0.0)
-        return held, working, account
+        out: dict[tuple[str, str], _Book] = {}
+        stale = time.monotonic() - UNPLACED_MAX_AGE_S
+        for pair in list(self._unplaced):
+            if not self._unplaced[pair].forget_older(stale):
+                del self._unplaced[pair]
+        with self.ctx.lab.records.reading() as session:
+            if self._unplaced:
+                cids = {
+                    client_order_id_for(i): (pair, i)
+                    for pair, entries in self._unplaced.items()
+                    for i in entries.entries
+                }
+                placed = session.scalars(
+                    select(Order.client_order_id).where(Order.client_order_id.in_(cids))
+                )
+                for cid in placed:
+                    pair, intent_id = cids[cid]
+                    self._unplaced[pair].discard(intent_id)
+            for strategy, symbol in pairs:
+                held = session.scalar(
+                    select(net).where(
+                        LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
+                    )
+                )
+                working = sum(
+                    (quantity - filled) * (1 if side == Side.BUY.value else -1)
+                    for side, quantity, filled in session.execute(
+                        select(Order.side, Order.quantity, Order.filled_quantity).where(
+                            Order.strategy == strategy,
+                            Order.symbol == symbol,
+                            Order.status.in_(_WORKING),
+                        )
+                    )
+                )
+                account = session.scalar(select(net).where(LedgerEntry.symbol == symbol))
+                out[strategy, symbol] = _Book(float(held or 0.0), working, float(account or 0.0))
+        return out
 
     def _price(self, signal: ModifiedSignal) -> float | None:
         """The latest price in the cache, else the close of the latest cached bar."""
         cache = self.ctx.lab.cache
+        if self._batch is not None and signal.symbol in self._batch.prices:
+            return self._batch.prices[signal.symbol]
         latest = cache.get_price(signal.symbol)
         if latest is not None:
             return latest.price
@@ -196,6 +364,8 @@ class Feasibility(Service):
 
     def _equity(self) -> float:
         """The paper account's portfolio value; its starting cash before it has one."""
+        if self._batch is not None:
+            return self._batch.equity or self.limits().starting_cash
         account = self.ctx.lab.cache.get_account()
         if account is not None:
             return account.portfolio_value
@@ -221,10 +391,15 @@ class Feasibility(Service):
         profile = self.profiles.get()
         limits = self.limits()
         now = self.ctx.clock()
-        try:
-            breaker = lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
-        except (redis.RedisError, TradeosError) as e:
-            raise _FlagsDown("circuit_breaker", e) from e
+        if self._batch is not None:
+            if self._batch.breaker is None:
+                raise _FlagsDown("circuit_breaker", DependencyUnavailable("breaker unread"))
+            breaker = self._batch.breaker
+        else:
+            try:
+                breaker = lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
+            except (redis.RedisError, TradeosError) as e:
+                raise _FlagsDown("circuit_breaker", e) from e
         return OrderCheck(
             strategy=signal.strategy,
             symbol=signal.symbol,
@@ -238,18 +413,26 @@ class Feasibility(Service):
             equity=equity,
             day_start_equity=self._day_start_equity(equity, now),
             max_daily_loss_pct=profile.max_daily_loss_pct,
-            position=account,
+            # the account's position once the strategy's orders already on their way are done
+            position=account + p.on_the_way,
             max_position_pct=profile.max_position_pct,
             other_exposure=self._other_exposure(signal.symbol),
             max_leverage=profile.max_leverage,
             max_order_notional=limits.max_order_notional,
-            last_exit_at=self._last_exit_at(p, now - limits.exit_cooldown_s),
+            last_exit_at=(
+                self._last_exit_at(p, now - limits.exit_cooldown_s)
+                if limits.exit_cooldown_s > 0
+                else None
+            ),
             exit_cooldown_s=limits.exit_cooldown_s,
             market_open=market_open(signal.symbol, now),
         )
 
     def _with_rate(self, check: OrderCheck) -> OrderCheck:
-        """Take one slot of the broker's rate limit (the only check with an effect: last)."""
+        """Take one slot of the broker's rate limit (the only check with an effect: last); in a
+        batch, the slots are taken for all its intents at once afterwards (`handle_batch`)."""
+        if self._defer_rate:
+            return check
         limit = self.limits().broker_rate_limit
         try:
             limiter = self.ctx.lab.flags.rate_limiter(
@@ -282,6 +465,8 @@ class Feasibility(Service):
 
     def _other_exposure(self, symbol: str) -> float:
         """Gross market value of the account's positions in every other symbol (cache copy)."""
+        if self._batch is not None:
+            return sum(v for s, v in self._batch.exposure.items() if s != symbol)
         cache = self.ctx.lab.cache
         positions = {s: p for s, p in cache.get_positions().items() if s != symbol}
         prices = cache.get_prices(positions) if positions else {}
@@ -304,7 +489,7 @@ class Feasibility(Service):
             .order_by(LedgerEntry.executed_at.desc(), LedgerEntry.execution_id.desc())
         )
         after = p.held
-        with self.ctx.lab.records.session() as session:
+        with self.ctx.lab.records.reading() as session:
             for entry in session.scalars(stmt):
                 before = after - entry.signed_quantity
                 if before and math.isclose(after, 0.0, abs_tol=1e-9 * max(1.0, abs(before))):
@@ -391,6 +576,31 @@ class RiskLimits:
 
 
 @dataclass(frozen=True)
+class _Book:
+    """A strategy's filled position in a symbol, its working orders' signed unfilled quantity,
+    and the account's position in the symbol."""
+
+    held: float
+    working: float
+    account: float
+
+
+@dataclass(frozen=True)
+class _BatchFacts:
+    """What `Feasibility.handle_batch` reads once for all the batch's decisions."""
+
+    books: dict[tuple[str, str], _Book]
+    switches: SwitchesRead
+    #: None: the flags tier did not answer (every order is refused, fail closed).
+    breaker: BreakerState | None
+    prices: dict[str, float]
+    #: The cache's portfolio value (None before the account has one).
+    equity: float | None
+    #: Gross market value per symbol of the account's positions (cache copy).
+    exposure: dict[str, float]
+
+
+@dataclass(frozen=True)
 class _Proposal:
     """A sized order on its way through the rules, with the signal it answers."""
 
@@ -403,6 +613,8 @@ class _Proposal:
     reduces: bool
     #: The strategy's filled position in the symbol before the order (the ledger).
     held: float
+    #: The signed unfilled quantity of the strategy's working orders and unplaced intents there.
+    on_the_way: float = 0.0
     #: Said in the audit entry when the order is not the one the signal asked for.
     note: str = ""
 
@@ -423,6 +635,54 @@ def _closing_part(p: _Proposal, held: float, account: float) -> _Proposal | None
     )
 
 
+@dataclass
+class _OnTheWay:
+    """One strategy's intents in one symbol not yet placed: intent id -> (signed quantity,
+    monotonic time cleared, its signal's bar), in the order of their bars as they usually come,
+    with their sum, so a batch's decisions each read it without summing them all again."""
+
+    entries: dict[str, tuple[float, float, datetime]] = field(default_factory=dict)
+    total: float = 0.0
+    #: Whether the entries are in the order of their bars (else `before` sums them all).
+    ordered: bool = True
+
+    def add(self, intent_id: str, signed: float, at: float, ts: datetime) -> None:
+        self.discard(intent_id)
+        if self.entries and ts < next(reversed(self.entries.values()))[2]:
+            self.ordered = False
+        self.entries[intent_id] = (signed, at, ts)
+        self.total += signed
+
+    def discard(self, intent_id: str) -> None:
+        gone = self.entries.pop(intent_id, None)
+        if gone is not None:
+            self.total = self.total - gone[0] if self.entries else 0.0
+
+    def forget_older(self, stale: float) -> bool:
+        """Forget the intents cleared before `stale` (monotonic); whether any is left."""
+        for intent_id in [i for i, e in self.entries.items() if e[1] < stale]:
+            self.discard(intent_id)
+        return bool(self.entries)
+
+    def before(self, ts: datetime) -> float:
+        """The signed quantity of the intents of bars before `ts`."""
+        if not self.ordered:
+            return sum(q for q, _, t in self.entries.values() if t < ts)
+        later = 0.0
+        for q, _, t in reversed(self.entries.values()):
+            if t < ts:
+                break
+            later += q
+        return self.total - later
+
+    def copy(self) -> _OnTheWay:
+        return _OnTheWay(dict(self.entries), self.total, self.ordered)
+
+
+def _copy(unplaced: dict[tuple[str, str], _OnTheWay]) -> dict[tuple[str, str], _OnTheWay]:
+    return {pair: entries.copy() for pair, entries in unplaced.items()}
+
+
 class _FlagsDown(Exception):
     """A flags-tier read failed while checking `rule`: the order is refused (fail closed)."""
 
@@ -434,8 +694,14 @@ class _FlagsDown(Exception):
 _WANT: Final = {Direction.LONG: 1, Direction.SHORT: -1, Direction.FLAT: 0}
 
 
+#: A position this small is float dust (a round trip sized at two equities an ulp apart), flat.
+_DUST: Final = 1e-9
+
+
 def _side_of(position: float) -> int:
-    """+1 long, -1 short, 0 flat."""
+    """+1 long, -1 short, 0 flat (dust included)."""
+    if abs(position) <= _DUST:
+        return 0
     return (position > 0) - (position < 0)
 
 

@@ -1,14 +1,16 @@
 """Positions: fills in, the book out (the `positions` stream, the cache, the records' snapshots).
 
 What it consumes: `fills.raw`. What it decides: each fill is applied once to the records' position
-ledger (keyed by the broker's execution id, so a redelivered fill changes nothing); the position
-of its symbol is the ledger's sum, its average price and realised P&L (net of fees) follow from
-the ledger in order (average cost), marked at the cache's latest price.
+ledger (keyed by the broker's execution id, so a redelivered fill changes nothing); the book is
+the ledger's, by average cost (`Holding`: position, average price, realised P&L net of fees),
+loaded from the records once and then moved by each fill once, marked at the cache's latest
+price.
 
 What it emits: a `positions` message for the fill's symbol. Around that: the cache's position,
 balance and portfolio value (`cache.set_account`, from the broker's account in the records) and
-a snapshot of the whole book in the records on every fill and on a schedule (`timers`), whose
-positions are published too (mark to market).
+a snapshot of the whole book in the records with every batch of fills (as of its last fill, in
+the transaction that records them) and on a schedule (`timers`), whose positions are published
+too (mark to market).
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from tradeos_lab.brokers import PaperBroker
 from tradeos_lab.contracts import (
+    Fill,
     FillMessage,
+    FillV1,
     FillV1Message,
     PositionUpdate,
+    Side,
     derive,
     new_message,
 )
@@ -35,45 +41,63 @@ from tradeos_lab.pipeline.service import Service, Timer
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
     from tradeos_lab.stores.records import LedgerEntry, RecordsStore
+    from tradeos_lab.tiers.cache import Price
 
 SNAPSHOT_EVERY_S = 60.0
 """How often the whole book is snapshotted and marked to market without a fill."""
 _FLAT = 1e-12
 
 
+@dataclass
+class Holding:
+    """A symbol's position by average cost, moved one execution at a time: adding to a position
+    moves the average price, reducing it realises P&L against that price; fees are taken from
+    realised P&L."""
+
+    quantity: float = 0.0
+    avg: float = 0.0
+    realized: float = 0.0
+
+    def apply(self, signed: float, price: float, fee: float) -> None:
+        quantity, avg = self.quantity, self.avg
+        self.realized -= fee
+        if abs(quantity) <= _FLAT or math.copysign(1, quantity) == math.copysign(1, signed):
+            self.avg = (avg * abs(quantity) + price * abs(signed)) / (abs(quantity) + abs(signed))
+            self.quantity = quantity + signed
+            return
+        closed = min(abs(signed), abs(quantity))
+        self.realized += closed * (price - avg) * math.copysign(1, quantity)
+        self.quantity = quantity + signed
+        if abs(self.quantity) <= _FLAT:
+            self.quantity, self.avg = 0.0, 0.0
+        elif abs(signed) > closed:  # went through flat: the rest opens at this price
+            self.avg = price
+
+    def position(self, symbol: str, mark: float | None, at: datetime) -> PositionUpdate:
+        """The holding as a `positions` message payload, marked at `mark` (else at cost)."""
+        quantity, avg = self.quantity, self.avg
+        marked = mark if mark is not None else (avg or None)
+        value = quantity * marked if marked is not None else 0.0
+        return PositionUpdate(
+            symbol=symbol,
+            quantity=quantity,
+            avg_price=avg,
+            mark_price=marked,
+            market_value=value,
+            unrealized_pnl=(marked - avg) * quantity if marked is not None and quantity else 0.0,
+            realized_pnl=self.realized,
+            ts=at,
+        )
+
+
 def position_of(
     symbol: str, entries: Iterable[LedgerEntry], mark: float | None, at: datetime
 ) -> PositionUpdate:
-    """A symbol's position from its ledger entries in execution order, by average cost: adding
-    to a position moves the average price, reducing it realises P&L against that price; fees
-    are taken from realised P&L."""
-    quantity = avg = realized = 0.0
+    """A symbol's position from its ledger entries in execution order (see `Holding`)."""
+    holding = Holding()
     for e in entries:
-        signed, price = e.signed_quantity, e.price
-        realized -= e.fee
-        if abs(quantity) <= _FLAT or math.copysign(1, quantity) == math.copysign(1, signed):
-            avg = (avg * abs(quantity) + price * abs(signed)) / (abs(quantity) + abs(signed))
-            quantity += signed
-            continue
-        closed = min(abs(signed), abs(quantity))
-        realized += closed * (price - avg) * math.copysign(1, quantity)
-        quantity += signed
-        if abs(quantity) <= _FLAT:
-            quantity, avg = 0.0, 0.0
-        elif abs(signed) > closed:  # went through flat: the rest opens at this price
-            avg = price
-    marked = mark if mark is not None else (avg or None)
-    value = quantity * marked if marked is not None else 0.0
-    return PositionUpdate(
-        symbol=symbol,
-        quantity=quantity,
-        avg_price=avg,
-        mark_price=marked,
-        market_value=value,
-        unrealized_pnl=(marked - avg) * quantity if marked is not None and quantity else 0.0,
-        realized_pnl=realized,
-        ts=at,
-    )
+        holding.apply(e.signed_quantity, e.price, e.fee)
+    return holding.position(symbol, mark, at)
 
 
 class Positions(Service):
@@ -99,87 +123,140 @@ class Positions(Service):
     def _one_at_a_time(self) -> threading.Lock:
         return threading.Lock()
 
-    #: The book as last computed (a copy of the records' ledger, rebuilt on first use and by
-    #: every scheduled snapshot).
-    _last_book: dict[str, PositionUpdate] | None = None
+    #: Each symbol's holding, loaded from the records' ledger on first use (and again by every
+    #: scheduled snapshot), then moved by each fill once, by its execution id.
+    _holdings: dict[str, Holding] | None = None
+    _applied: set[str]
 
     def handle(self, message: Message) -> Sequence[Message]:
-        if not isinstance(message, FillMessage | FillV1Message):
-            raise ContractError(f"positions takes fills, not {message.schema_name}")
-        fill = message.payload
-        try:
-            order = self.records.order(fill.client_order_id)
-        except ValidationError:
-            raise ValidationError(
-                f"fill {fill.execution_id} is of order {fill.client_order_id}, which the records "
-                "do not hold (Execution records an order before its fills)"
-            ) from None
-        self.records.record_fill(
-            execution_id=fill.execution_id,
-            client_order_id=fill.client_order_id,
-            symbol=fill.symbol,
-            side=fill.side.value,
-            quantity=fill.quantity,
-            price=fill.price,
-            fee=fill.fee,
-            filled_at=fill.ts,
-            broker=order.broker or self.broker.name,
-        )
+        return self.handle_batch([message])[0]
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """The batch's fills recorded in the ledger and applied to the book, and the book
+        snapshotted as of the batch's last fill, in one records transaction; the cache's
+        positions and account written once for the batch."""
+        fills: list[Fill | FillV1] = []
+        for message in messages:
+            if not isinstance(message, FillMessage | FillV1Message):
+                raise ContractError(f"positions takes fills, not {message.schema_name}")
+            fills.append(message.payload)
+        symbols = sorted({f.symbol for f in fills})
+        prices = self.ctx.lab.cache.get_prices(symbols)
+        out: list[Sequence[Message]] = []
         with self._one_at_a_time:  # the snapshot timer fires on another thread
-            if self._last_book is None:
-                self._last_book = self._book(fill.ts)
-            # Only this fill's symbol moved: read its ledger; the others stand as last computed
-            # (the scheduled snapshot recomputes the whole book).
-            entries = self.records.ledger(symbol=fill.symbol)
-            price = self.ctx.lab.cache.get_price(fill.symbol)
-            position = position_of(
-                fill.symbol, entries, price.price if price is not None else fill.price, fill.ts
+            holdings = self._loaded()
+            before = {s: replace(h) for s, h in holdings.items()}
+            applied = set(self._applied)
+            try:
+                with self.records.batch():
+                    self._record(fills)
+                    for message, fill in zip(messages, fills, strict=True):
+                        position = self._move(fill, prices)
+                        out.append(
+                            [
+                                derive(
+                                    message,
+                                    position,
+                                    producer=self.name,
+                                    produced_at=self.ctx.now(),
+                                )
+                            ]
+                        )
+                    at = max(f.ts for f in fills)
+                    book = [
+                        h.position(s, prices[s].price if s in prices else None, at)
+                        for s, h in sorted(holdings.items())
+                    ]
+                    self.records.snapshot_positions(book, account=self.broker.name, at=at)
+            except BaseException:
+                # nothing of the batch was kept: the book stands as before it
+                self._holdings, self._applied = before, applied
+                raise
+            self._cache(holdings, symbols)
+        return out
+
+    def _record(self, fills: Sequence[Fill | FillV1]) -> None:
+        """The fills in the records' ledger, each once (Execution's broker may have them)."""
+        orders = self.records.orders_of(f.client_order_id for f in fills)
+        for fill in fills:
+            if fill.client_order_id not in orders:
+                raise ValidationError(
+                    f"fill {fill.execution_id} is of order {fill.client_order_id}, which the "
+                    "records do not hold (Execution records an order before its fills)"
+                )
+        self.records.record_fills(
+            {
+                "execution_id": fill.execution_id,
+                "client_order_id": fill.client_order_id,
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "quantity": fill.quantity,
+                "price": fill.price,
+                "fee": fill.fee,
+                "filled_at": fill.ts,
+                "broker": orders[fill.client_order_id].broker or self.broker.name,
+            }
+            for fill in fills
+        )
+
+    def _move(self, fill: Fill | FillV1, prices: dict[str, Price]) -> PositionUpdate:
+        """Move the fill's symbol's holding by the fill (once, by its execution id)."""
+        holding = self._loaded().setdefault(fill.symbol, Holding())
+        if fill.execution_id not in self._applied:
+            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+            holding.apply(signed, fill.price, fill.fee)
+            self._applied.add(fill.execution_id)
+        mark = prices[fill.symbol].price if fill.symbol in prices else fill.price
+        return holding.position(fill.symbol, mark, fill.ts)
+
+    def _loaded(self) -> dict[str, Holding]:
+        if self._holdings is None:
+            self._load()
+        assert self._holdings is not None
+        return self._holdings
+
+    def _load(self) -> None:
+        """The book from the records' whole ledger, in execution order."""
+        holdings: dict[str, Holding] = {}
+        applied: set[str] = set()
+        for entry in self.records.ledger():
+            holdings.setdefault(entry.symbol, Holding()).apply(
+                entry.signed_quantity, entry.price, entry.fee
             )
-            book = {**self._last_book, fill.symbol: position}
-            self._last_book = book
-            self.records.snapshot_positions(book.values(), account=self.broker.name, at=fill.ts)
-            self._cache(book, [fill.symbol])
-        return [derive(message, position, producer=self.name, produced_at=self.ctx.now())]
+            applied.add(entry.execution_id)
+        self._holdings, self._applied = holdings, applied
 
     def timers(self) -> Sequence[Timer]:
         return (Timer("snapshot", SNAPSHOT_EVERY_S, self.snapshot),)
 
     def snapshot(self) -> list[Message]:
-        """Snapshot the whole book now, refresh the cache, and publish the open positions."""
+        """Reload the book from the records (fills other processes applied included), snapshot it
+        now, refresh the cache, and publish the open positions."""
         with self._one_at_a_time:
-            book = self._book(self.ctx.now())
-            self._last_book = book
-            if not book:
+            self._load()
+            holdings = self._loaded()
+            if not holdings:
                 return []
-            self.records.snapshot_positions(
-                book.values(), account=self.broker.name, at=self.ctx.now()
-            )
-            self._cache(book, list(book))
+            at = self.ctx.now()
+            prices = self.ctx.lab.cache.get_prices(holdings)
+            book = [
+                h.position(s, prices[s].price if s in prices else None, at)
+                for s, h in sorted(holdings.items())
+            ]
+            self.records.snapshot_positions(book, account=self.broker.name, at=at)
+            self._cache(holdings, list(holdings))
         return [
             new_message(p, producer=self.name, produced_at=self.ctx.now())
-            for p in book.values()
+            for p in book
             if p.quantity
         ]
 
-    def _book(self, at: datetime) -> dict[str, PositionUpdate]:
-        """Every symbol the ledger holds, as a position marked at the cache's latest price."""
-        by_symbol: dict[str, list[LedgerEntry]] = {}
-        for entry in self.records.ledger():
-            by_symbol.setdefault(entry.symbol, []).append(entry)
-        prices = self.ctx.lab.cache.get_prices(by_symbol) if by_symbol else {}
-        return {
-            symbol: position_of(
-                symbol, entries, prices[symbol].price if symbol in prices else None, at
-            )
-            for symbol, entries in sorted(by_symbol.items())
-        }
-
-    def _cache(self, book: dict[str, PositionUpdate], symbols: list[str]) -> None:
+    def _cache(self, holdings: dict[str, Holding], symbols: list[str]) -> None:
         cache = self.ctx.lab.cache
         for symbol in symbols:
-            p = book[symbol]
-            if p.quantity:
-                cache.set_position(symbol, quantity=p.quantity, avg_price=p.avg_price)
+            h = holdings[symbol]
+            if h.quantity:
+                cache.set_position(symbol, quantity=h.quantity, avg_price=h.avg)
             else:
                 cache.remove_position(symbol)
         account = self.broker.account()

@@ -134,8 +134,8 @@ def order_notional(c: OrderCheck) -> str | None:
 
 def exit_cooldown(c: OrderCheck) -> str | None:
     """After a strategy goes flat in a symbol, it waits before opening again (no churn)."""
-    if c.reduces or c.last_exit_at is None:
-        return None
+    if c.reduces or c.last_exit_at is None or c.exit_cooldown_s <= 0:
+        return None  # no cooldown: an exit recorded since `now` was read holds nothing back
     waited = c.now - c.last_exit_at
     if waited < c.exit_cooldown_s:
         return (

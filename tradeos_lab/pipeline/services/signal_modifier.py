@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -49,7 +49,7 @@ from tradeos_lab.indicators.specs import ATRRegime
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.stores.records.models import PolicyProfile
-from tradeos_lab.stores.records.store import RecordsStore
+from tradeos_lab.stores.records.store import KeptMessage, RecordsStore
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -123,20 +123,32 @@ def kept(
     the decisions outlive the bus's trimming. Beside an intent its audit entry stays on the bus
     only: the intent row, with the checks it passed, is the record of that decision (and one
     commit fewer on the path every order takes)."""
-    with_intent = any(isinstance(m, IntentMessage) for m in outputs)
-    stamped: list[Message] = []
-    for index, output in enumerate(outputs):
-        message_id = derived_message_id(parent.message_id, stage=stage, index=index)
-        message = output.model_copy(update={"message_id": message_id})
-        if isinstance(message, ModifiedSignalMessage):
-            records.record_signal(message)
-        elif isinstance(message, IntentMessage):
-            records.record_intent(message)
-        elif isinstance(message, RiskEventMessage):
-            records.record_risk_event(message)
-        elif isinstance(message, AuditMessage) and not with_intent:
-            records.record_audit(message)
-        stamped.append(message)
+    return kept_many(records, [parent], [outputs], stage=stage)[0]
+
+
+def kept_many(
+    records: RecordsStore,
+    parents: Sequence[Message],
+    outputs: Sequence[Sequence[Message]],
+    *,
+    stage: str,
+) -> list[list[Message]]:
+    """`kept` for a batch: every parent's outputs stamped, all kept with one write per table."""
+    stamped: list[list[Message]] = []
+    keep: list[KeptMessage] = []
+    for parent, messages in zip(parents, outputs, strict=True):
+        with_intent = any(isinstance(m, IntentMessage) for m in messages)
+        mine: list[Message] = []
+        for index, output in enumerate(messages):
+            message_id = derived_message_id(parent.message_id, stage=stage, index=index)
+            message = output.model_copy(update={"message_id": message_id})
+            if isinstance(message, ModifiedSignalMessage | IntentMessage | RiskEventMessage) or (
+                isinstance(message, AuditMessage) and not with_intent
+            ):
+                keep.append(message)
+            mine.append(message)
+        stamped.append(mine)
+    records.keep_messages(keep)
     return stamped
 
 
@@ -209,8 +221,14 @@ class SignalModifier(Service):
         self.profiles = ProfileSource(ctx.lab.records)
         self.heroes = Held(ctx.lab.cache.get_hero_signals)
         self.weights = Held(ctx.lab.cache.get_signal_weights)
+        #: The ensemble's inputs as `handle_batch` noted them, by raw signal message id.
+        self._seen: dict[str, dict[str, tuple[float, float]]] = {}
 
     def handle(self, message: Message) -> Sequence[Message]:
+        return kept(self.ctx.lab.records, message, self._modify(message), stage=self.name)
+
+    def _modify(self, message: Message) -> list[Message]:
+        """The modified signal (or the audit entry of a dropped one), not yet kept."""
         raw = message.payload
         if not isinstance(raw, RawSignal):
             raise ContractError(f"signal_modifier reads raw signals, not {message.SCHEMA}")
@@ -226,12 +244,12 @@ class SignalModifier(Service):
                     new_value=None,
                 )
             ]
-            return kept(self.ctx.lab.records, message, filtered, stage=self.name)
+            return filtered
         modifiers: list[Modifier] = []
         strength = raw.strength
         regime: str | None = None
         if raw.direction is not Direction.FLAT:
-            strength = self._ensemble(raw, self.weights.get(), modifiers)
+            strength = self._ensemble(message, raw, self.weights.get(), modifiers)
             regime, strength = self._regime(raw, strength, modifiers)
             strength = self._policy(strength, modifiers)
         modified = ModifiedSignal(
@@ -247,17 +265,46 @@ class SignalModifier(Service):
             modifiers=modifiers,
             regime=regime,
         )
-        out = derive(message, modified, producer=self.name, produced_at=self.ctx.now())
-        return kept(self.ctx.lab.records, message, [out], stage=self.name)
+        return [derive(message, modified, producer=self.name, produced_at=self.ctx.now())]
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """The batch's ensemble inputs noted in the cache in one round trip, its modified
+        signals kept with one records write."""
+        heroes = self.heroes.get()
+        noted = [
+            m
+            for m in messages
+            if isinstance(m.payload, RawSignal)
+            and m.payload.direction is not Direction.FLAT
+            and not (heroes and m.payload.strategy not in heroes)
+        ]
+        notes = [
+            (r.symbol, r.timeframe, r.strategy, r.ts.timestamp(), r.strength)
+            for r in (cast(RawSignal, m.payload) for m in noted)
+        ]
+        self._seen = dict(
+            zip((m.message_id for m in noted), self.ctx.lab.cache.note_signals(notes), strict=True)
+        )
+        try:
+            outputs = [self._modify(message) for message in messages]
+        finally:
+            self._seen = {}
+        return list(kept_many(self.ctx.lab.records, messages, outputs, stage=self.name))
 
     def _ensemble(
-        self, raw: RawSignal, weights: dict[str, float], modifiers: list[Modifier]
+        self,
+        message: Message,
+        raw: RawSignal,
+        weights: dict[str, float],
+        modifiers: list[Modifier],
     ) -> float:
         """Weighted mean of the strategies' latest signals on this bar (this one included)."""
         ts = raw.ts.timestamp()
-        seen = self.ctx.lab.cache.note_signal(
-            raw.symbol, raw.timeframe, raw.strategy, ts=ts, strength=raw.strength
-        )
+        seen = self._seen.get(message.message_id)
+        if seen is None:
+            seen = self.ctx.lab.cache.note_signal(
+                raw.symbol, raw.timeframe, raw.strategy, ts=ts, strength=raw.strength
+            )
         peers = {s: v for s, (t, v) in seen.items() if t == ts}
 
         def weight(strategy: str) -> float:

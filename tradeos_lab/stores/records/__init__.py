@@ -26,6 +26,7 @@ from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, adva
 from tradeos_lab.stores.records.store import (
     Attribution,
     FillTotals,
+    PlacedOrder,
     RecordsStore,
     create_records_engine,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "OrderEvent",
     "OrderState",
     "OrderUpdate",
+    "PlacedOrder",
     "PolicyProfile",
     "PositionSnapshot",
     "RecordsStore",

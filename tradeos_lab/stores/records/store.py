@@ -13,8 +13,9 @@ import json
 import math
 import re
 import sqlite3
+import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,12 +108,18 @@ SQLITE_FILE = "records.db"
 # Any constant works; it only has to be the same for every process migrating one database.
 MIGRATION_LOCK = 0x7472_6F73
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+# The execution option marking a read-only session (`RecordsStore.reading`).
+_READ_ONLY = "tradeos_records_read_only"
 
 # Printable ASCII without spaces: stream message ids, UUIDs, broker ids.
 _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN.removeprefix("^").removesuffix("$"))
 _KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
+#: The pipeline messages the records keep (`RecordsStore.keep_messages`).
+KeptMessage = (
+    RawSignalMessage | ModifiedSignalMessage | IntentMessage | RiskEventMessage | AuditMessage
+)
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,11 @@ def check_foreign_keys(conn: Connection) -> None:
 
 def _sqlite_on_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front, so read-then-write methods (set_config) wait on
-    # busy_timeout instead of failing when two processes write at once.
+    # busy_timeout instead of failing when two processes write at once; a read-only session
+    # (`RecordsStore.reading`) takes no lock: under WAL it reads a snapshot beside the writer.
+    if connection.get_execution_options().get(_READ_ONLY):
+        connection.exec_driver_sql("BEGIN DEFERRED")
+        return
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -222,6 +233,10 @@ class RecordsStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._batches = threading.local()  # the open `batch()` session of each thread
+        self._reads = sessionmaker(
+            engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = False) -> RecordsStore:
@@ -297,7 +312,17 @@ class RecordsStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in one transaction, committed when the block ends without an error."""
+        """A session in one transaction, committed when the block ends without an error (or,
+        inside `batch()`, the batch's own session, committed with the batch)."""
+        joined: Session | None = getattr(self._batches, "session", None)
+        if joined is not None:
+            with self._translate():
+                yield joined
+                # As a call of its own would leave them: written, and its objects detached (a
+                # batch's session would otherwise hold them all, and every autoflush look at them)
+                joined.flush()
+                joined.expunge_all()
+            return
         with self._translate(), self._sessions.begin() as session:
             yield session
 
@@ -361,29 +386,24 @@ class RecordsStore:
         Later broker updates go through `apply_order_update`, which keeps the order's life cycle.
         `external`: found at the broker by reconciliation, not placed by Execution.
         """
-        when = _utc(at)
-        values = {
-            "client_order_id": client_order_id_of(client_order_id),
-            "broker_order_id": _ident(broker_order_id, "broker_order_id", optional=True),
-            "intent_id": _ident(intent_id, "intent_id", optional=True),
-            "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
-            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
-            "broker": None if broker is None else _word(broker, "broker"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "order_type": _word(order_type, "order_type"),
-            "quantity": _positive(quantity, "quantity"),
-            "limit_price": _positive_or_none(limit_price, "limit_price"),
-            "stop_price": _positive_or_none(stop_price, "stop_price"),
-            "time_in_force": _choice(
-                time_in_force, tuple(t.value for t in TimeInForce), "time_in_force"
-            ),
-            "status": _choice(status, _NEW_ORDER_STATUSES, "status of a new order"),
-            "filled_quantity": 0.0,
-            "created_at": when,
-            "updated_at": when,
-            "external": bool(external),
-        }
+        values = _order_row(
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            order_type=order_type,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            time_in_force=time_in_force,
+            strategy=strategy,
+            broker=broker,
+            status=status,
+            intent_id=intent_id,
+            correlation_id=correlation_id,
+            broker_order_id=broker_order_id,
+            at=at,
+            external=external,
+        )
         with self.session() as session:
             return self._insert_ignore(session, Order, values)
 
@@ -424,20 +444,15 @@ class RecordsStore:
         so concurrent updates are folded one at a time. True when the order changed; a late,
         older or regressing update is recorded but changes nothing.
         """
-        try:
-            update = OrderUpdate(
-                status=OrderStatus(status),
-                broker_at=_utc(broker_at),
-                filled_quantity=_finite_or_none(filled_quantity, "filled_quantity"),
-                avg_price=_positive_or_none(avg_price, "avg_price"),
-                broker_order_id=_ident(broker_order_id, "broker_order_id", optional=True),
-                reason=_text_or_none(reason, "reason"),
-                sequence=_sequence(sequence),
-            )
-        except ValueError as e:
-            if isinstance(e, ValidationError):
-                raise
-            raise ValidationError(f"unknown order status {status!r}") from None
+        update = _order_update(
+            status=status,
+            broker_at=broker_at,
+            filled_quantity=filled_quantity,
+            avg_price=avg_price,
+            broker_order_id=broker_order_id,
+            reason=reason,
+            sequence=sequence,
+        )
         event = _ident(event_id, "event_id", limit=128)
         cid = client_order_id_of(client_order_id)
         with self.session() as session:
@@ -504,18 +519,18 @@ class RecordsStore:
         """Record a broker execution once per `execution_id` and apply it to the position ledger
         of its order's strategy, in one transaction; False for a repeat report. `external`:
         imported from the broker's report by reconciliation."""
-        values = {
-            "execution_id": _ident(execution_id, "execution_id"),
-            "client_order_id": client_order_id_of(client_order_id),
-            "broker": _word(broker, "broker"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "price": _positive(price, "price"),
-            "fee": _finite(fee, "fee"),
-            "filled_at": _utc(filled_at),
-            "external": bool(external),
-        }
+        values = _fill_row(
+            execution_id=execution_id,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            price=price,
+            filled_at=filled_at,
+            fee=fee,
+            broker=broker,
+            external=external,
+        )
         with self.session() as session:
             # The unique index on execution_id does this on plain tables; a hypertable can only
             # be unique on (execution_id, filled_at), so check the id itself as well.
@@ -538,23 +553,7 @@ class RecordsStore:
             strategy = None if order is None else order.strategy
             if not self._insert_ignore(session, Fill, values):
                 return False
-            signed = values["quantity"] if values["side"] == "buy" else -values["quantity"]
-            self._insert_ignore(
-                session,
-                LedgerEntry,
-                {
-                    "execution_id": values["execution_id"],
-                    "client_order_id": values["client_order_id"],
-                    "strategy": strategy,
-                    "symbol": values["symbol"],
-                    "side": values["side"],
-                    "quantity": values["quantity"],
-                    "signed_quantity": signed,
-                    "price": values["price"],
-                    "fee": values["fee"],
-                    "executed_at": values["filled_at"],
-                },
-            )
+            self._insert_ignore(session, LedgerEntry, _ledger_row(values, strategy))
             return True
 
     def fills(self, client_order_id: str) -> list[Fill]:
@@ -621,23 +620,21 @@ class RecordsStore:
         strategy: str | None = None,
     ) -> bool:
         """Record a filled order with its attribution chain, once per `execution_id`."""
-        values = {
-            "execution_id": _ident(execution_id, "execution_id"),
-            "client_order_id": client_order_id_of(client_order_id),
-            "correlation_id": _ident(correlation_id, "correlation_id"),
-            "market_data_message_id": _ident(
-                market_data_message_id, "market_data_message_id", optional=True
-            ),
-            "raw_signal_id": _ident(raw_signal_id, "raw_signal_id", optional=True),
-            "modified_signal_id": _ident(modified_signal_id, "modified_signal_id", optional=True),
-            "intent_id": _ident(intent_id, "intent_id", optional=True),
-            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "price": _positive(price, "price"),
-            "executed_at": _utc(executed_at),
-        }
+        values = _trade_row(
+            execution_id=execution_id,
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            price=price,
+            executed_at=executed_at,
+            market_data_message_id=market_data_message_id,
+            raw_signal_id=raw_signal_id,
+            modified_signal_id=modified_signal_id,
+            intent_id=intent_id,
+            strategy=strategy,
+        )
         with self.session() as session:
             return self._insert_ignore(session, Trade, values)
 
@@ -805,47 +802,19 @@ class RecordsStore:
 
     def record_signal(self, message: RawSignalMessage | ModifiedSignalMessage) -> bool:
         """Keep a raw or modified signal; False when this message id is already kept."""
-        p = message.payload
-        stage = "raw" if isinstance(message, RawSignalMessage) else "modified"
-        return self._keep(
-            SignalRecord,
-            message,
-            stage=stage,
-            strategy=p.strategy,
-            symbol=p.symbol,
-            direction=p.direction.value,
-            ts=p.ts,
-        )
+        return self._keep(message)
 
     def record_intent(self, message: IntentMessage) -> bool:
         """Keep an intent; False when this message id is already kept."""
-        p = message.payload
-        return self._keep(
-            IntentRecord,
-            message,
-            strategy=p.strategy,
-            symbol=p.symbol,
-            side=p.side.value,
-            quantity=p.quantity,
-            signal_id=p.signal_id,
-        )
+        return self._keep(message)
 
     def record_risk_event(self, message: RiskEventMessage) -> bool:
         """Keep a risk event; False when this message id is already kept."""
-        p = message.payload
-        return self._keep(
-            RiskEventRecord,
-            message,
-            kind=p.kind.value,
-            severity=p.severity.value,
-            scope=p.scope,
-            ts=p.ts,
-        )
+        return self._keep(message)
 
     def record_audit(self, message: AuditMessage) -> bool:
         """Keep an audit entry; False when this message id is already kept."""
-        p = message.payload
-        return self._keep(AuditRecord, message, actor=p.actor, action=p.action, target=p.target)
+        return self._keep(message)
 
     def signal(self, message_id: str) -> SignalRecord | None:
         """The kept signal (raw or modified) with this message id, or None."""
@@ -868,17 +837,8 @@ class RecordsStore:
         """Kept audit entries, oldest first; all of one chain with `correlation_id`."""
         return self._kept(AuditRecord, correlation_id)
 
-    def _keep(self, model: type[Base], message: Any, **columns: Any) -> bool:
-        values = {
-            "message_id": message.message_id,
-            "version": message.version,
-            "correlation_id": message.correlation_id,
-            "causation_id": message.causation_id,
-            "producer": message.producer,
-            "produced_at": message.produced_at,
-            "payload": message.payload.model_dump(mode="json"),
-            **columns,
-        }
+    def _keep(self, message: KeptMessage) -> bool:
+        model, values = _kept_row(message)
         with self.session() as session:
             return self._insert_ignore(session, model, values)
 
@@ -1367,6 +1327,435 @@ class RecordsStore:
             ),
             rows,
         )
+
+    # ---- batches: many calls, one transaction --------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every call of this store made on this thread inside the block joins ONE transaction,
+        committed when the block ends and rolled back as a whole on an error: a pipeline service
+        pays one commit per batch of messages instead of one per call. Every write stays
+        idempotent by its key, so a batch re-done after a failure adds nothing twice. A batch
+        opened inside another joins it."""
+        if getattr(self._batches, "session", None) is not None:
+            yield
+            return
+        with self._translate(), self._sessions.begin() as session:
+            self._batches.session = session
+            try:
+                yield
+            finally:
+                self._batches.session = None
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only, one consistent snapshot that takes no write lock (SQLite:
+        BEGIN DEFERRED under WAL), so a service's reads do not queue behind the other processes'
+        writes; inside `batch()`, the batch's own session."""
+        if getattr(self._batches, "session", None) is not None:
+            with self.session() as joined:
+                yield joined
+            return
+        with self._translate(), self._reads.begin() as session:
+            yield session
+
+    def keep_messages(self, messages: Iterable[KeptMessage]) -> None:
+        """Keep signals, intents, risk events and audit entries (as `record_signal` and the
+        others do, each once per message id) with one statement per table for all of them."""
+        by_model: dict[type[Base], list[dict[str, Any]]] = {}
+        for message in messages:
+            model, values = _kept_row(message)
+            by_model.setdefault(model, []).append(values)
+        with self.session() as session:
+            for model, rows in by_model.items():
+                self._insert_ignore_many(session, model, rows)
+
+    def record_trades(self, trades: Iterable[Mapping[str, Any]]) -> None:
+        """`record_trade` for each of `trades` (its keyword arguments), once per execution id,
+        with one statement for all of them."""
+        rows = [_trade_row(**t) for t in trades]
+        with self.session() as session:
+            self._insert_ignore_many(session, Trade, rows)
+
+    def signals_of(self, message_ids: Iterable[str]) -> dict[str, SignalRecord]:
+        """The kept signals (raw or modified) with these message ids, in one query."""
+        ids = list({_ident(m, "message_id") for m in message_ids})
+        if not ids:
+            return {}
+        with self.session() as session:
+            stmt = select(SignalRecord).where(SignalRecord.message_id.in_(ids))
+            return {s.message_id: s for s in session.scalars(stmt)}
+
+    def _insert_ignore_many(
+        self, session: Session, model: type[Base], rows: list[dict[str, Any]]
+    ) -> None:
+        """`_insert_ignore` of many rows in one statement (executemany)."""
+        if not rows:
+            return
+        table = cast(Table, model.__table__)
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(table).on_conflict_do_nothing(), rows)
+
+    def orders_of(self, client_order_ids: Iterable[str]) -> dict[str, Order]:
+        """The recorded orders among these client order ids, in one query."""
+        cids = list({client_order_id_of(c) for c in client_order_ids})
+        if not cids:
+            return {}
+        with self.session() as session:
+            stmt = select(Order).where(Order.client_order_id.in_(cids))
+            return {o.client_order_id: o for o in session.scalars(stmt)}
+
+    def record_fills(self, fills: Iterable[Mapping[str, Any]]) -> list[str]:
+        """`record_fill` for each of `fills` (its keyword arguments) with a few statements for
+        all of them; the execution ids it added (a fill already recorded is skipped)."""
+        rows = {r["execution_id"]: r for r in (_fill_row(**f) for f in fills)}
+        if not rows:
+            return []
+        with self.session() as session:
+            seen = select(Fill.execution_id).where(Fill.execution_id.in_(list(rows)))
+            for execution_id in session.scalars(seen):
+                rows.pop(execution_id, None)
+            cids = list({r["client_order_id"] for r in rows.values()})
+            orders = {
+                cid: (strategy, symbol, side)
+                for cid, strategy, symbol, side in session.execute(
+                    select(Order.client_order_id, Order.strategy, Order.symbol, Order.side).where(
+                        Order.client_order_id.in_(cids)
+                    )
+                )
+            }
+            ledger: list[dict[str, Any]] = []
+            for r in rows.values():
+                strategy, symbol, side = orders.get(r["client_order_id"], (None, None, None))
+                if symbol is not None and (symbol, side) != (r["symbol"], r["side"]):
+                    raise ValidationError(
+                        f"fill {r['execution_id']} is a {r['side']} of {r['symbol']}, its order "
+                        f"{r['client_order_id']} a {side} of {symbol}"
+                    )
+                ledger.append(_ledger_row(r, strategy))
+            self._insert_ignore_many(session, Fill, list(rows.values()))
+            self._insert_ignore_many(session, LedgerEntry, ledger)
+        return list(rows)
+
+    def known_orders(self, client_order_ids: Iterable[str]) -> set[str]:
+        """Which of these client order ids the records hold, in one query."""
+        cids = [client_order_id_of(c) for c in client_order_ids]
+        if not cids:
+            return set()
+        with self.session() as session:
+            stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
+            return set(session.scalars(stmt))
+
+    def record_placed(self, placed: Sequence[PlacedOrder]) -> list[Order]:
+        """New orders with the broker updates and the fills that placed them, written with one
+        statement per table for all of them: the rows `record_order`, then `apply_order_update`
+        and `record_fill` in the given order, would write one call at a time (the same checks,
+        the same `order_state.advance` rule). Returns the orders as they end up. Only for orders
+        the records do not hold yet: a client order id already recorded raises
+        `ValidationError` (its updates go one by one through `apply_order_update`)."""
+        orders: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        fills: list[dict[str, Any]] = []
+        ledger: list[dict[str, Any]] = []
+        received = _utc(None)
+        for p in placed:
+            row = _order_row(**p.order)
+            cid = row["client_order_id"]
+            state = OrderState(quantity=row["quantity"], status=OrderStatus(row["status"]))
+            for given in p.updates:
+                fields = dict(given)
+                event_id = _ident(fields.pop("event_id"), "event_id", limit=128)
+                update = _order_update(**fields)
+                after = advance(state, update)
+                events.append(
+                    {
+                        "event_id": event_id,
+                        "client_order_id": cid,
+                        "status": update.status.value,
+                        "filled_quantity": update.filled_quantity,
+                        "avg_price": update.avg_price,
+                        "broker_order_id": update.broker_order_id,
+                        "reason": update.reason,
+                        "broker_at": update.broker_at,
+                        "broker_sequence": update.sequence,
+                        "received_at": received,
+                        "applied": after is not state,
+                    }
+                )
+                if after is not state:
+                    row["updated_at"] = received
+                state = after
+            row.update(
+                status=state.status.value,
+                filled_quantity=state.filled_quantity,
+                avg_price=state.avg_price,
+                broker_order_id=state.broker_order_id,
+                reason=state.reason,
+                broker_updated_at=state.broker_at,
+                broker_sequence=state.broker_sequence,
+            )
+            orders.append(row)
+            for given in p.fills:
+                fill = _fill_row(**given)
+                if (fill["client_order_id"], fill["symbol"], fill["side"]) != (
+                    cid,
+                    row["symbol"],
+                    row["side"],
+                ):
+                    raise ValidationError(
+                        f"fill {fill['execution_id']} is a {fill['side']} of {fill['symbol']} "
+                        f"for {fill['client_order_id']}, placed with order {cid}, a "
+                        f"{row['side']} of {row['symbol']}"
+                    )
+                fills.append(fill)
+                ledger.append(_ledger_row(fill, row["strategy"]))
+        if not orders:
+            return []
+        cids = [row["client_order_id"] for row in orders]
+        with self.session() as session:
+            known = list(
+                session.scalars(
+                    select(Order.client_order_id).where(Order.client_order_id.in_(cids))
+                )
+            )
+            if known or len(set(cids)) < len(cids):
+                raise ValidationError(
+                    f"orders {sorted(set(known)) or cids} are already recorded (or given twice): "
+                    "record_placed only writes new orders"
+                )
+            for model, rows in ((Order, orders), (OrderEvent, events), (Fill, fills)):
+                if rows:
+                    session.execute(cast(Table, model.__table__).insert(), rows)
+            self._insert_ignore_many(session, LedgerEntry, ledger)
+        return [Order(**row) for row in orders]
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    """A new order and what placed it, for `RecordsStore.record_placed`: the keyword arguments
+    of `record_order`, of each `apply_order_update` (`event_id` included, the client order id
+    left out) and of each `record_fill`, in the order they happened."""
+
+    order: Mapping[str, Any]
+    updates: Sequence[Mapping[str, Any]] = ()
+    fills: Sequence[Mapping[str, Any]] = ()
+
+
+# ---- rows: what the one-at-a-time and the batch writes insert ---------------------------------
+
+
+def _order_row(
+    *,
+    client_order_id: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    order_type: str = "market",
+    limit_price: float | None = None,
+    stop_price: float | None = None,
+    time_in_force: str = "day",
+    strategy: str | None = None,
+    broker: str | None = None,
+    status: str = "new",
+    intent_id: str | None = None,
+    correlation_id: str | None = None,
+    broker_order_id: str | None = None,
+    at: datetime | None = None,
+    external: bool = False,
+) -> dict[str, Any]:
+    """A new order's row, every value checked (see `RecordsStore.record_order`)."""
+    when = _utc(at)
+    values = {
+        "client_order_id": client_order_id_of(client_order_id),
+        "broker_order_id": _ident(broker_order_id, "broker_order_id", optional=True),
+        "intent_id": _ident(intent_id, "intent_id", optional=True),
+        "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
+        "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+        "broker": None if broker is None else _word(broker, "broker"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "order_type": _word(order_type, "order_type"),
+        "quantity": _positive(quantity, "quantity"),
+        "limit_price": _positive_or_none(limit_price, "limit_price"),
+        "stop_price": _positive_or_none(stop_price, "stop_price"),
+        "time_in_force": _choice(
+            time_in_force, tuple(t.value for t in TimeInForce), "time_in_force"
+        ),
+        "status": _choice(status, _NEW_ORDER_STATUSES, "status of a new order"),
+        "filled_quantity": 0.0,
+        "created_at": when,
+        "updated_at": when,
+        "external": bool(external),
+    }
+    return values
+
+
+def _order_update(
+    *,
+    status: str,
+    broker_at: datetime,
+    filled_quantity: float | None = None,
+    avg_price: float | None = None,
+    broker_order_id: str | None = None,
+    reason: str | None = None,
+    sequence: int | None = None,
+) -> OrderUpdate:
+    """A broker update, every value checked (see `RecordsStore.apply_order_update`)."""
+    try:
+        return OrderUpdate(
+            status=OrderStatus(status),
+            broker_at=_utc(broker_at),
+            filled_quantity=_finite_or_none(filled_quantity, "filled_quantity"),
+            avg_price=_positive_or_none(avg_price, "avg_price"),
+            broker_order_id=_ident(broker_order_id, "broker_order_id", optional=True),
+            reason=_text_or_none(reason, "reason"),
+            sequence=_sequence(sequence),
+        )
+    except ValueError as e:
+        if isinstance(e, ValidationError):
+            raise
+        raise ValidationError(f"unknown order status {status!r}") from None
+
+
+def _fill_row(
+    *,
+    execution_id: str,
+    client_order_id: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    price: float,
+    filled_at: datetime,
+    fee: float = 0.0,
+    broker: str = "paper",
+    external: bool = False,
+) -> dict[str, Any]:
+    """A fill's row, every value checked (see `RecordsStore.record_fill`)."""
+    return {
+        "execution_id": _ident(execution_id, "execution_id"),
+        "client_order_id": client_order_id_of(client_order_id),
+        "broker": _word(broker, "broker"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "price": _positive(price, "price"),
+        "fee": _finite(fee, "fee"),
+        "filled_at": _utc(filled_at),
+        "external": bool(external),
+    }
+
+
+def _trade_row(
+    *,
+    execution_id: str,
+    client_order_id: str,
+    correlation_id: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    price: float,
+    executed_at: datetime,
+    market_data_message_id: str | None = None,
+    raw_signal_id: str | None = None,
+    modified_signal_id: str | None = None,
+    intent_id: str | None = None,
+    strategy: str | None = None,
+) -> dict[str, Any]:
+    """A trade's row with its attribution chain, every value checked (`record_trade`)."""
+    return {
+        "execution_id": _ident(execution_id, "execution_id"),
+        "client_order_id": client_order_id_of(client_order_id),
+        "correlation_id": _ident(correlation_id, "correlation_id"),
+        "market_data_message_id": _ident(
+            market_data_message_id, "market_data_message_id", optional=True
+        ),
+        "raw_signal_id": _ident(raw_signal_id, "raw_signal_id", optional=True),
+        "modified_signal_id": _ident(modified_signal_id, "modified_signal_id", optional=True),
+        "intent_id": _ident(intent_id, "intent_id", optional=True),
+        "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "price": _positive(price, "price"),
+        "executed_at": _utc(executed_at),
+    }
+
+
+def _kept_row(message: KeptMessage) -> tuple[type[Base], dict[str, Any]]:
+    """The table a pipeline message is kept in and its row."""
+    p = message.payload
+    columns: dict[str, Any]
+    if isinstance(message, RawSignalMessage | ModifiedSignalMessage):
+        stage = "raw" if isinstance(message, RawSignalMessage) else "modified"
+        model: type[Base] = SignalRecord
+        columns = {
+            "stage": stage,
+            "strategy": message.payload.strategy,
+            "symbol": message.payload.symbol,
+            "direction": message.payload.direction.value,
+            "ts": message.payload.ts,
+        }
+    elif isinstance(message, IntentMessage):
+        model, columns = (
+            IntentRecord,
+            {
+                "strategy": message.payload.strategy,
+                "symbol": message.payload.symbol,
+                "side": message.payload.side.value,
+                "quantity": message.payload.quantity,
+                "signal_id": message.payload.signal_id,
+            },
+        )
+    elif isinstance(message, RiskEventMessage):
+        model, columns = (
+            RiskEventRecord,
+            {
+                "kind": message.payload.kind.value,
+                "severity": message.payload.severity.value,
+                "scope": message.payload.scope,
+                "ts": message.payload.ts,
+            },
+        )
+    elif isinstance(message, AuditMessage):
+        model, columns = (
+            AuditRecord,
+            {
+                "actor": message.payload.actor,
+                "action": message.payload.action,
+                "target": message.payload.target,
+            },
+        )
+    else:
+        raise ValidationError(
+            f"the records keep signals, intents, risk events and audit, not {message!r:.80}"
+        )
+    return model, {
+        "message_id": message.message_id,
+        "version": message.version,
+        "correlation_id": message.correlation_id,
+        "causation_id": message.causation_id,
+        "producer": message.producer,
+        "produced_at": message.produced_at,
+        "payload": p.model_dump(mode="json"),
+        **columns,
+    }
+
+
+def _ledger_row(fill: Mapping[str, Any], strategy: str | None) -> dict[str, Any]:
+    """The position-ledger entry of a fill's row, for its order's strategy."""
+    signed = fill["quantity"] if fill["side"] == "buy" else -fill["quantity"]
+    return {
+        "execution_id": fill["execution_id"],
+        "client_order_id": fill["client_order_id"],
+        "strategy": strategy,
+        "symbol": fill["symbol"],
+        "side": fill["side"],
+        "quantity": fill["quantity"],
+        "signed_quantity": signed,
+        "price": fill["price"],
+        "fee": fill["fee"],
+        "executed_at": fill["filled_at"],
+    }
 
 
 # ---- validation helpers -------------------------------------------------------------------

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 
@@ -88,6 +88,9 @@ class PollResult:
 #: A handler returns the messages its input caused (a message, several, or None for none); each
 #: is published to its own contract's stream in the MULTI that acks the input.
 Handler = Callable[[Delivery], object]
+#: A batch handler returns, for each delivery in order, what `Handler` would have returned.
+BatchHandler = Callable[[Sequence[Delivery]], Sequence[object]]
+_T = TypeVar("_T")
 
 #: Failures that say nothing about the message: retried in place, never counted as a delivery.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -342,6 +345,20 @@ class Consumer:
         except ContractError as e:
             return DeadLetter(entry, "invalid", f"{type(e).__name__}: {e}")
 
+    def _sort(self, entry: Entry, batch: _Batch, result: PollResult) -> Delivery | None:
+        """The delivery to hand over, or None for an entry the batch settles itself (trimmed
+        while pending: acked as gone; undecodable or over its deliveries: dead-lettered)."""
+        triaged = self._triage(entry, result)
+        if triaged is None:
+            batch.gone.append(entry.entry_id)
+            return None
+        if isinstance(triaged, DeadLetter):
+            batch.dead.append(triaged)
+            return None
+        return Delivery(
+            self.stream, self.group, self.name, text(entry.entry_id), triaged, entry.deliveries
+        )
+
     def _settle(self, batch: _Batch) -> None:
         """Publish the outputs, move dead letters and XACK, in one MULTI."""
         acks, outputs, dead, gone = batch.acks, batch.outputs, batch.dead, batch.gone
@@ -372,13 +389,16 @@ class Consumer:
         *,
         block_ms: int | None = None,
         stop: threading.Event | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> PollResult:
         """Fetch one batch, hand each message to `handler`, commit outputs and acks together.
 
-        A handler exception leaves the entry pending: it is redelivered after `claim_idle_ms`, and
-        dead-lettered once it has failed `max_deliveries` deliveries. A transient error is retried
-        in place (see `_handle`); `stop` interrupts that wait, leaving the rest of the batch
-        pending. A bus Redis error propagates, so `run` can back off.
+        With `batch_handler`, a batch of several messages is handed over whole first (one call,
+        so the handler can do one store transaction for all of them); should it fail, each message
+        goes to `handler` alone. A handler exception leaves the entry pending: it is redelivered
+        after `claim_idle_ms`, and dead-lettered once it has failed `max_deliveries` deliveries. A
+        transient error is retried in place (see `_handle`); `stop` interrupts that wait, leaving
+        the rest of the batch pending. A bus Redis error propagates, so `run` can back off.
         """
         result = PollResult()
         entries = self._fetch(self.block_ms if block_ms is None else block_ms)
@@ -388,53 +408,101 @@ class Consumer:
         self._m_consumed.inc(len(entries))
         batch = _Batch([e.entry_id for e in entries])
         try:
+            todo: list[tuple[Entry, Delivery]] = []
             for entry in entries:
-                triaged = self._triage(entry, result)
-                if triaged is None:
-                    batch.gone.append(entry.entry_id)
-                    continue
-                if isinstance(triaged, DeadLetter):
-                    batch.dead.append(triaged)
-                    continue
-                delivery = Delivery(
-                    self.stream,
-                    self.group,
-                    self.name,
-                    text(entry.entry_id),
-                    triaged,
-                    entry.deliveries,
-                )
-                try:
-                    outputs = self._handle(handler, delivery, batch, stop)
-                except _Stopped:
-                    break
-                except _GaveUp as e:
-                    result.failed += 1
-                    batch.dead.append(DeadLetter(entry, "dependency_unavailable", str(e)))
-                    continue
-                except Exception as e:
-                    result.failed += 1
-                    error = f"{type(e).__name__}: {e}"
-                    if entry.deliveries >= self.max_deliveries:
-                        batch.dead.append(DeadLetter(entry, "handler_failed", error))
-                    else:
-                        log.warning(
-                            "handler failed on %s entry %s (delivery %d of %d): %s",
-                            self.stream.value,
-                            delivery.entry_id,
-                            entry.deliveries,
-                            self.max_deliveries,
-                            error[:200],
-                        )
-                    continue
-                batch.outputs.extend(outputs)
-                batch.markers.extend(delivery.effect_markers)
-                batch.acks.append(entry.entry_id)
+                delivery = self._sort(entry, batch, result)
+                if delivery is not None:
+                    todo.append((entry, delivery))
+            if batch_handler is not None and len(todo) > 1:
+                todo = self._handle_batch(batch_handler, todo, batch, result, stop)
+            self._handle_each(handler, todo, batch, result, stop)
         finally:
             self._settle(batch)
         result.handled = len(batch.acks)
         result.dead_lettered = len(batch.dead)
         return result
+
+    def _handle_batch(
+        self,
+        batch_handler: BatchHandler,
+        todo: list[tuple[Entry, Delivery]],
+        batch: _Batch,
+        result: PollResult,
+        stop: threading.Event | None,
+    ) -> list[tuple[Entry, Delivery]]:
+        """Hand the whole batch over at once; what is left to handle one at a time.
+
+        A transient error is retried in place for the batch as a whole; a batch that fails
+        otherwise (one bad message in it) is handed over again one message at a time, so only the
+        bad one fails, and the handler's effects, idempotent by key, are not doubled.
+        """
+        deliveries = [d for _, d in todo]
+        try:
+            returned = self._retried(lambda: batch_handler(deliveries), batch, stop)
+            if not isinstance(returned, Sequence) or len(returned) != len(deliveries):
+                raise ContractError(
+                    f"a batch handler returns one output list per message ({len(deliveries)})"
+                )
+            encoded = [self._outputs(d, out) for d, out in zip(deliveries, returned, strict=True)]
+        except _Stopped:
+            return []  # all left pending
+        except _GaveUp as e:
+            result.failed += len(todo)
+            batch.dead.extend(
+                DeadLetter(entry, "dependency_unavailable", str(e)) for entry, _ in todo
+            )
+            return []
+        except Exception as e:
+            log.info(
+                "batch of %d %s entries failed (%s: %s); handling them one at a time",
+                len(todo),
+                self.stream.value,
+                type(e).__name__,
+                str(e)[:200],
+            )
+            return todo
+        for (entry, delivery), outputs in zip(todo, encoded, strict=True):
+            batch.outputs.extend(outputs)
+            batch.markers.extend(delivery.effect_markers)
+            batch.acks.append(entry.entry_id)
+        return []
+
+    def _handle_each(
+        self,
+        handler: Handler,
+        todo: list[tuple[Entry, Delivery]],
+        batch: _Batch,
+        result: PollResult,
+        stop: threading.Event | None,
+    ) -> None:
+        """Hand the deliveries over one at a time; a failure concerns its own message only."""
+        for entry, delivery in todo:
+            try:
+                outputs = self._handle(handler, delivery, batch, stop)
+            except _Stopped:
+                break
+            except _GaveUp as e:
+                result.failed += 1
+                batch.dead.append(DeadLetter(entry, "dependency_unavailable", str(e)))
+                continue
+            except Exception as e:
+                result.failed += 1
+                error = f"{type(e).__name__}: {e}"
+                if entry.deliveries >= self.max_deliveries:
+                    batch.dead.append(DeadLetter(entry, "handler_failed", error))
+                else:
+                    log.warning(
+                        "handler failed on %s entry %s (delivery %d of %d): %s",
+                        self.stream.value,
+                        delivery.entry_id,
+                        entry.deliveries,
+                        self.max_deliveries,
+                        error[:200],
+                    )
+                continue
+            batch.outputs.extend(outputs)
+            batch.markers.extend(delivery.effect_markers)
+            batch.acks.append(entry.entry_id)
 
     def _handle(
         self,
@@ -450,11 +518,15 @@ class Consumer:
         entries are kept claimed meanwhile (XCLAIM JUSTID, which counts no delivery), so no
         other consumer reclaims them. After `transient_retry_s` of failures: `_GaveUp`.
         """
+        return self._retried(lambda: self._outputs(delivery, handler(delivery)), batch, stop)
+
+    def _retried(self, call: Callable[[], _T], batch: _Batch, stop: threading.Event | None) -> _T:
+        """`call()`, retried with backoff while it raises a transient error (see `_handle`)."""
         first_failure: float | None = None
         attempts = 0
         while True:
             try:
-                return self._outputs(delivery, handler(delivery))
+                return call()
             except TRANSIENT_ERRORS as e:
                 now = time.monotonic()
                 first_failure = now if first_failure is None else first_failure
@@ -469,9 +541,9 @@ class Consumer:
                     ) from e
                 delay = min(_BACKOFF.backoff(attempts - 1), self.transient_retry_s - waited)
                 log.warning(
-                    "handler of %s entry %s: dependency unavailable (%s); retry %d in %.2fs",
+                    "handler of %s (%d entries): dependency unavailable (%s); retry %d in %.2fs",
                     self.stream.value,
-                    delivery.entry_id,
+                    len(batch.entry_ids),
                     error[:200],
                     attempts,
                     delay,
@@ -536,6 +608,7 @@ class Consumer:
         stop: threading.Event | None = None,
         max_messages: int | None = None,
         idle_timeout_s: float | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> PollResult:
         """Poll until `stop` is set, `max_messages` were settled or nothing came for a while.
 
@@ -553,7 +626,7 @@ class Consumer:
                 block = self.block_ms
                 if idle_timeout_s is not None:
                     block = min(block, max(1, int(idle_timeout_s * 1000)))
-                result = self.poll(handler, block_ms=block, stop=stop)
+                result = self.poll(handler, block_ms=block, stop=stop, batch_handler=batch_handler)
             except (TransientError, StoreError, redis.RedisError) as e:
                 # Redis away (or refusing, e.g. OOM): back off and resume; never a crash loop
                 failures += 1
@@ -603,20 +676,8 @@ class Consumer:
             result = PollResult()
             try:
                 for entry in entries:
-                    triaged = self._triage(entry, result)
-                    if triaged is None:
-                        batch.gone.append(entry.entry_id)
-                    elif isinstance(triaged, DeadLetter):
-                        batch.dead.append(triaged)
-                    else:
-                        delivery = Delivery(
-                            self.stream,
-                            self.group,
-                            self.name,
-                            text(entry.entry_id),
-                            triaged,
-                            entry.deliveries,
-                        )
+                    delivery = self._sort(entry, batch, result)
+                    if delivery is not None:
                         yield delivery
                         batch.markers.extend(delivery.effect_markers)
                         batch.acks.append(entry.entry_id)

@@ -67,6 +67,10 @@ _ARMED: Final = "armed"
 EXPIRY_ACTOR: Final = "system:expiry"
 
 
+#: What `read_switches` found per (strategy, symbol): the live switches, or a HALTED decision.
+SwitchesRead = dict[tuple[str, str], "tuple[KillSwitch, ...] | Decision"]
+
+
 class PositionBook(Protocol):
     """Where a check reads the signed net position (the records' per-strategy position ledger;
     `strategy=None` is the net across strategies). Never a cache: an evicted key would read as
@@ -379,9 +383,13 @@ class KillSwitches:
         quantity: float,
         *,
         book: PositionBook | None,
+        switches: SwitchesRead | None = None,
     ) -> Decision:
         """May a new order of `strategy` to `side` `quantity` of `symbol` go? Any doubt answers
         HALTED.
+
+        `switches`: the switches as `read_switches` found them for a batch that covers this
+        order's strategy and symbol (one round trip for the batch); read now when not given.
 
         Under a REDUCING switch, whether the order reduces exposure is computed from `book` (the
         records' position ledger), never taken on the caller's word; without a book (None) no
@@ -392,7 +400,22 @@ class KillSwitches:
         symbol = canonical_symbol(symbol)
         side_ = _enum(Side, side, "side")
         quantity = _quantity(quantity)
-        active = self._applicable(strategy, symbol)
+        if switches is not None and (strategy, symbol) in switches:
+            active = switches[strategy, symbol]
+        else:
+            active = self._applicable(strategy, symbol)
+        return self._decide_order(active, strategy, symbol, side_, quantity, book=book)
+
+    def _decide_order(
+        self,
+        active: tuple[KillSwitch, ...] | Decision,
+        strategy: str,
+        symbol: str,
+        side: Side,
+        quantity: float,
+        *,
+        book: PositionBook | None,
+    ) -> Decision:
         if isinstance(active, Decision):
             return active
         if not active or any(s.mode is KillMode.HALTED for s in active):
@@ -404,7 +427,7 @@ class KillSwitches:
             # shrink: unwinding one strategy into another's opposite position still adds to the
             # account's exposure, and a flat strategy trading against the account opens a position.
             reduces = all(
-                reduces_exposure(book.net_quantity(owner, symbol), side_, quantity)
+                reduces_exposure(book.net_quantity(owner, symbol), side, quantity)
                 for owner in (strategy, None)
             )
         except Exception as e:  # the ledger did not answer: the order cannot be shown to reduce
@@ -414,25 +437,58 @@ class KillSwitches:
     def _applicable(self, strategy: str, symbol: str) -> tuple[KillSwitch, ...] | Decision:
         """The live switches covering an order of `strategy` in `symbol` (global, strategy and
         symbol scope, either source), or a HALTED decision when they cannot be known."""
-        fields = [
-            f"{scope}:{target}:{source.value}"
-            for scope, target in (("global", "*"), ("strategy", strategy), ("symbol", symbol))
-            for source in KillSource
-        ]
+        return self.read_switches([(strategy, symbol)])[strategy, symbol]
+
+    def read_switches(self, pairs: Iterable[tuple[str, str]]) -> SwitchesRead:
+        """The live switches over each (strategy, symbol) of a batch, all read in one HMGET, for
+        `check_order(switches=...)`; a pair whose switches cannot be known maps to HALTED."""
+        pairs = list(
+            dict.fromkeys(
+                (canonical_name(st, "strategy"), canonical_symbol(sy)) for st, sy in pairs
+            )
+        )
+        scopes = [("global", "*")]
+        for strategy, symbol in pairs:
+            scopes.extend((("strategy", strategy), ("symbol", symbol)))
+        fields = list(
+            dict.fromkeys(
+                f"{scope}:{target}:{source.value}"
+                for scope, target in scopes
+                for source in KillSource
+            )
+        )
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.hmget(self.keys.kill_switches(), [_ARMED, *fields])
             pipe.time()
             values, clock = pipe.execute()
         except redis.RedisError as e:
-            return _halted(f"flags tier unreachable ({type(e).__name__}): failing closed")
+            down = _halted(f"flags tier unreachable ({type(e).__name__}): failing closed")
+            return dict.fromkeys(pairs, down)
         try:
             if values[0] is None:
-                return _halted(_NOT_ARMED)
-            active, problem = _active(zip(fields, values[1:], strict=True), seconds(clock))
+                return dict.fromkeys(pairs, _halted(_NOT_ARMED))
+            raw = dict(zip(fields, values[1:], strict=True))
+            now = seconds(clock)
         except Exception as e:  # a decision we cannot compute must not let an order through
-            return _halted(f"kill-switch check failed ({type(e).__name__}): failing closed")
-        return _halted(problem, active) if problem else active
+            failed = _halted(f"kill-switch check failed ({type(e).__name__}): failing closed")
+            return dict.fromkeys(pairs, failed)
+        out: dict[tuple[str, str], tuple[KillSwitch, ...] | Decision] = {}
+        for strategy, symbol in pairs:
+            mine = [
+                f"{scope}:{target}:{source.value}"
+                for scope, target in (("global", "*"), ("strategy", strategy), ("symbol", symbol))
+                for source in KillSource
+            ]
+            try:
+                active, problem = _active(((f, raw[f]) for f in mine), now)
+            except Exception as e:  # a decision we cannot compute must not let an order through
+                out[strategy, symbol] = _halted(
+                    f"kill-switch check failed ({type(e).__name__}): failing closed"
+                )
+                continue
+            out[strategy, symbol] = _halted(problem, active) if problem else active
+        return out
 
     def check_cancel(self, strategy: str, symbol: str) -> Decision:
         """Cancels are always allowed, whatever the switches or the tier's health."""
