@@ -150,6 +150,7 @@ class TradePrint(Payload):
 
 # ---- news ------------------------------------------------------------------------------------
 
+
 class NewsArticle(Payload):
     """One article or post as a news source published it (the `news.raw` stream); `article_id`
     is the SHA-256 of its normalised title and body, the key of every effect downstream."""
