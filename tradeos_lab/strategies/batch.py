@@ -41,11 +41,14 @@ def symbol_signals(strategy: Strategy[Any], bars: pd.DataFrame) -> pd.DataFrame:
             f"signals() takes one symbol's bars, got {bars['symbol'].nunique()} symbols; "
             "use batch() for many"
         )
-    missing = [c for c in ("ts", *BAR_FIELDS) if c not in bars.columns]
+    missing = [c for c in ("ts", *BAR_FIELDS, *strategy.extra_inputs) if c not in bars.columns]
     if missing:
         raise ValidationError(f"bars are missing columns {missing}")
     indicators = strategy.indicator_set.batch(bars)
-    values = ValueColumns((c, bars[c].to_numpy(dtype=np.float64, copy=False)) for c in BAR_FIELDS)
+    values = ValueColumns(
+        (c, bars[c].to_numpy(dtype=np.float64, copy=False))
+        for c in (*BAR_FIELDS, *strategy.extra_inputs)
+    )
     for column in strategy.indicator_set.outputs:
         values[column] = indicators[column].to_numpy(dtype=np.float64, copy=False)
     strength, confidence = strategy.decide(values, len(bars))
