@@ -21,6 +21,8 @@ class Stream(StrEnum):
     """The pipeline streams, in pipeline order (market data in, audit last)."""
 
     MARKET_DATA = "market_data"
+    NEWS_RAW = "news.raw"
+    NEWS_SCORED = "news.scored"
     SIGNALS_RAW = "signals.raw"
     SIGNALS_MODIFIED = "signals.modified"
     INTENTS = "intents"
@@ -109,6 +111,11 @@ class Keys:
             validate_symbol(symbol),
             Timeframe.parse(timeframe).value,
         )
+
+    def news_sentiment(self, symbol: str) -> str:
+        """Hash of one ticker's recent scored news (article id -> time and score), from which
+        its decayed sentiment is computed; written by the sentiment scorer."""
+        return self._k("news", "sentiment", validate_symbol(symbol))
 
     def watchlist(self) -> str:
         return self._k("watchlist")

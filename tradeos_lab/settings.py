@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 import warnings
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ REPLAY_FEED_PREFIX = "replay:"
 # holds one service class per name in this order.
 PIPELINE_SERVICES = (
     "ingestion",
+    "news_fetcher",
+    "sentiment_scorer",
     "signal_engine",
     "signal_modifier",
     "feasibility",
@@ -52,6 +55,10 @@ PIPELINE_SERVICES = (
     "tca",
     "audit_trail",
 )
+# The news services poll the internet: they join the default services only when a news source
+# (a feed or a subreddit) is configured.
+NEWS_SERVICES = ("news_fetcher", "sentiment_scorer")
+_SUBREDDIT = re.compile(r"[A-Za-z0-9_]{2,21}")
 # A list setting from the environment or the CLI may be one comma-separated string
 # (TRADEOS_PIPELINE_SYMBOLS=BTC-USD,ETH-USD) rather than JSON.
 NameList = Annotated[tuple[str, ...], NoDecode]
@@ -203,7 +210,90 @@ class Settings(BaseSettings):
     )
     # Wall seconds between bars of the synthetic and replay feeds, so a demo trades in seconds.
     pipeline_bar_interval_s: float = Field(default=0.25, gt=0, le=3600)
-    pipeline_services: NameList = PIPELINE_SERVICES
+    pipeline_services: NameList = Field(
+        default=tuple(n for n in PIPELINE_SERVICES if n not in NEWS_SERVICES),
+        description="default: every service, the news services only when a source is set",
+    )
+
+    # News and sentiment (services news_fetcher and sentiment_scorer). RSS/Atom feed URLs and
+    # subreddits are polled on their own schedules; every request has a timeout and a size cap,
+    # so a slow or huge feed cannot hold the fetcher.
+    news_feeds: NameList = ()
+    news_subreddits: NameList = ()
+    news_feed_poll_s: float = Field(default=300.0, ge=1, le=86_400)
+    news_reddit_poll_s: float = Field(default=120.0, ge=1, le=86_400)
+    news_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    news_max_feed_bytes: int = Field(default=5_000_000, ge=1024, le=100_000_000)
+    news_reddit_limit: int = Field(default=50, ge=1, le=100, description="posts per poll")
+    # How long an article's content hash is remembered in the flags tier (its dedup key's TTL).
+    news_dedup_ttl_s: int = Field(default=7 * 86_400, ge=60)
+    # Tickers spotted in plain words besides cashtags; the pipeline's symbols always are.
+    news_symbols: NameList = ()
+    news_scorer: str = Field(default="vader", description="vader | finbert:PATH (local weights)")
+    # How long a ticker's scored news stays in the cache for its decayed sentiment.
+    news_sentiment_retention_s: int = Field(default=3 * 86_400, ge=60)
+    reddit_client_id: SecretStr | None = None
+    reddit_client_secret: SecretStr | None = None
+    reddit_user_agent: str = Field(
+        default="python:tradeos-lab:0.1 (news fetcher, read-only)", min_length=1, max_length=256
+    )
+    reddit_url: str = "https://www.reddit.com"
+    reddit_oauth_url: str = "https://oauth.reddit.com"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _news_services_by_default(cls, data: Any) -> Any:
+        """With a news source configured and no explicit `pipeline_services`, the default
+        services include the news fetcher and the sentiment scorer."""
+        if not isinstance(data, dict):
+            return data
+        given = {str(k).lower(): v for k, v in data.items()}
+        if "pipeline_services" in given:
+            return data
+        if any(given.get(k) for k in ("news_feeds", "news_subreddits")):
+            return {**data, "pipeline_services": PIPELINE_SERVICES}
+        return data
+
+    @field_validator("news_feeds")
+    @classmethod
+    def _news_feeds(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"news feed {url!r} is not an http(s) URL")
+        return tuple(dict.fromkeys(urls))
+
+    @field_validator("news_subreddits")
+    @classmethod
+    def _news_subreddits(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        chosen = [n.removeprefix("r/") for n in names]
+        for name in chosen:
+            if not _SUBREDDIT.fullmatch(name):
+                raise ValueError(f"{name!r} is not a subreddit name (2-21 of A-Z, 0-9, _)")
+        return tuple(dict.fromkeys(n.lower() for n in chosen))
+
+    @field_validator("news_symbols")
+    @classmethod
+    def _news_symbols(cls, symbols: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(canonical_symbol(s) for s in symbols))
+
+    @field_validator("news_scorer")
+    @classmethod
+    def _news_scorer(cls, scorer: str) -> str:
+        name, _, path = scorer.partition(":")
+        if name.lower() == "vader" and not path:
+            return "vader"
+        if name.lower() == "finbert" and path:
+            return f"finbert:{path}"
+        raise ValueError(f"unknown news scorer {scorer!r}; choose vader or finbert:PATH")
+
+    @field_validator("reddit_url", "reddit_oauth_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url.rstrip("/")
 
     # Research sweeps: an existing Dask cluster's scheduler (tcp://host:8786) runs them when set;
     # otherwise `research_workers` > 1 starts a LocalCluster of that many worker processes.
@@ -222,7 +312,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown feed {feed!r}; choose one of {choices}")
         return feed.lower()
 
-    @field_validator("pipeline_symbols", "pipeline_strategies", "pipeline_services", mode="before")
+    @field_validator(
+        "pipeline_symbols",
+        "pipeline_strategies",
+        "pipeline_services",
+        "news_feeds",
+        "news_subreddits",
+        "news_symbols",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -281,9 +379,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _register_and_warn(self) -> Settings:
-        for key in (self.alpaca_api_key, self.alpaca_secret_key, self.apps_token):
+        secrets = (
+            self.alpaca_api_key,
+            self.alpaca_secret_key,
+            self.apps_token,
+            self.reddit_client_id,
+            self.reddit_client_secret,
+        )
+        for key in secrets:
             if key is not None:
                 register_secret(key.get_secret_value())
+        if self.news_subreddits and not (self.reddit_client_id and self.reddit_client_secret):
+            raise ValueError(
+                "news_subreddits needs reddit_client_id and reddit_client_secret (a Reddit "
+                "script app's credentials; reading is read-only)"
+            )
         servers = [_redis_server(u) for u in (self.bus_url, self.cache_url, self.flags_url) if u]
         if len(servers) != len(set(servers)):
             warnings.warn(

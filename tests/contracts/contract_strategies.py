@@ -31,6 +31,8 @@ from tradeos_lab.contracts import (
     ModifiedSignal,
     ModifiedSignalMessage,
     Modifier,
+    NewsArticle,
+    NewsArticleMessage,
     Order,
     OrderMessage,
     OrderStatus,
@@ -46,6 +48,8 @@ from tradeos_lab.contracts import (
     RiskEvent,
     RiskEventMessage,
     RiskKind,
+    ScoredNews,
+    ScoredNewsMessage,
     Severity,
     Side,
     TimeInForce,
@@ -340,10 +344,37 @@ audits = st.builds(
     reason=texts(4000),
 )
 
+content_hashes = st.text("0123456789abcdef", min_size=64, max_size=64)
+
+news_articles = st.builds(
+    NewsArticle,
+    article_id=content_hashes,
+    source=names,
+    external_id=st.none() | texts(256),
+    url=st.none() | texts(4000),
+    title=texts(256),
+    body=st.just("") | texts(20_000),
+    published_at=st.none() | times(),
+    fetched_at=times(),
+)
+
+scored_news = st.builds(
+    ScoredNews,
+    article_id=content_hashes,
+    symbol=symbols,
+    ts=times(),
+    score=strengths,
+    scorer=names,
+    source=names,
+    title=texts(256),
+)
+
 PAYLOAD_STRATEGIES: dict[type[Envelope[Any]], st.SearchStrategy[Any]] = {
     BarMessage: bars(),
     QuoteMessage: quotes(),
     TradeMessage: trades,
+    NewsArticleMessage: news_articles,
+    ScoredNewsMessage: scored_news,
     RawSignalMessage: raw_signals(),
     ModifiedSignalMessage: modified_signals(),
     IntentMessage: intents(),

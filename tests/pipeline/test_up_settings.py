@@ -5,15 +5,26 @@ from __future__ import annotations
 import pytest
 
 from tradeos_lab.errors import ConfigError
-from tradeos_lab.settings import PIPELINE_SERVICES, load_settings
+from tradeos_lab.settings import NEWS_SERVICES, PIPELINE_SERVICES, load_settings
 
 
-def test_pipeline_defaults_run_every_service_on_the_synthetic_feed() -> None:
+def test_pipeline_defaults_run_every_service_but_the_news_on_the_synthetic_feed() -> None:
     s = load_settings()
     assert s.pipeline_feed == "synthetic"
     assert s.pipeline_symbols == ("BTC-USD", "ETH-USD")
     assert s.pipeline_strategies == ("sma_cross",)
-    assert s.pipeline_services == PIPELINE_SERVICES
+    assert s.pipeline_services == tuple(n for n in PIPELINE_SERVICES if n not in NEWS_SERVICES)
+
+
+def test_a_configured_news_source_adds_the_news_services_to_the_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(news_feeds=["https://news.example/rss"]).pipeline_services == (
+        PIPELINE_SERVICES
+    )
+    monkeypatch.setenv("TRADEOS_NEWS_FEEDS", "https://news.example/rss")
+    assert load_settings().pipeline_services == PIPELINE_SERVICES
+    assert load_settings(pipeline_services="ingestion").pipeline_services == ("ingestion",)
 
 
 def test_symbols_take_their_canonical_spelling_from_a_comma_list_in_the_environment(
@@ -50,6 +61,10 @@ def test_chosen_services_run_in_pipeline_order() -> None:
         ({"pipeline_strategies": ["sma cross"]}, "bad strategy name"),
         ({"pipeline_services": ["broker"]}, "unknown service 'broker'"),
         ({"pipeline_timeframe": "2m"}, "pipeline_timeframe"),
+        ({"news_feeds": ["ftp://news.example/rss"]}, "is not an http"),
+        ({"news_subreddits": ["stocks"]}, "needs reddit_client_id"),
+        ({"news_subreddits": ["no spaces"]}, "is not a subreddit"),
+        ({"news_scorer": "finbert"}, "unknown news scorer"),
     ],
 )
 def test_bad_pipeline_setting_is_one_config_error_naming_it(

@@ -45,6 +45,8 @@ RECORD_TABLES = {
     "fill_costs",
     "order_costs",
     "signal_horizons",
+    "news_articles",
+    "news_scores",
 }
 ALEMBIC_INI = Path(__file__).parents[2] / "tradeos_lab/stores/records/alembic.ini"
 

@@ -26,6 +26,7 @@ from tradeos_lab.contracts.payloads import (
     FillV1,
     Intent,
     ModifiedSignal,
+    NewsArticle,
     Order,
     OrderV1,
     Payload,
@@ -33,6 +34,7 @@ from tradeos_lab.contracts.payloads import (
     Quote,
     RawSignal,
     RiskEvent,
+    ScoredNews,
     TradePrint,
 )
 from tradeos_lab.contracts.types import (
@@ -150,6 +152,24 @@ class TradeMessage(Envelope[TradePrint]):
     PAYLOAD = TradePrint
 
 
+class NewsArticleMessage(Envelope[NewsArticle]):
+    """A news article or post from the news fetcher."""
+
+    SCHEMA = NewsArticle.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.NEWS_RAW
+    PAYLOAD = NewsArticle
+
+
+class ScoredNewsMessage(Envelope[ScoredNews]):
+    """One article's sentiment for one ticker, from the sentiment scorer."""
+
+    SCHEMA = ScoredNews.SCHEMA
+    VERSION = "1.0.0"
+    STREAM = Stream.NEWS_SCORED
+    PAYLOAD = ScoredNews
+
+
 class RawSignalMessage(Envelope[RawSignal]):
     """A strategy's signal from the Signal Engine."""
 
@@ -249,6 +269,8 @@ MESSAGE_TYPES: tuple[type[Envelope[Any]], ...] = (
     BarMessage,
     QuoteMessage,
     TradeMessage,
+    NewsArticleMessage,
+    ScoredNewsMessage,
     RawSignalMessage,
     ModifiedSignalMessage,
     IntentMessage,

@@ -23,7 +23,9 @@ from tradeos_lab.contracts.enums import (
     TimeInForce,
 )
 from tradeos_lab.contracts.types import (
+    ArticleText,
     ClientOrderId,
+    ContentHash,
     Count,
     Currency,
     ExternalId,
@@ -144,6 +146,46 @@ class TradePrint(Payload):
     )
     trade_id: ExternalId | None = None
     source: Name
+
+
+# ---- news ------------------------------------------------------------------------------------
+
+
+class NewsArticle(Payload):
+    """One article or post as a news source published it (the `news.raw` stream); `article_id`
+    is the SHA-256 of its normalised title and body, the key of every effect downstream."""
+
+    SCHEMA: ClassVar[str] = "news.article"
+
+    article_id: ContentHash = Field(description="SHA-256 (hex) of the normalised title and body.")
+    source: Name = Field(description="Where it came from: rss:HOST, reddit:SUBREDDIT, ...")
+    external_id: ShortText | None = Field(
+        default=None, description="The source's own id: an RSS guid, an Atom id, a Reddit fullname."
+    )
+    url: LongText | None = None
+    title: ShortText
+    body: ArticleText = Field(description="Plain text, HTML removed, cut to the contract's limit.")
+    published_at: UtcDatetime | None = Field(
+        default=None, description="When the source says it was published; null when it does not."
+    )
+    fetched_at: UtcDatetime
+
+
+class ScoredNews(Payload):
+    """One article's sentiment for one ticker it names (the `news.scored` stream): an article
+    naming three tickers gives three messages."""
+
+    SCHEMA: ClassVar[str] = "news.scored"
+
+    article_id: ContentHash
+    symbol: Symbol
+    ts: UtcDatetime = Field(
+        description="The article's time: published_at, else when it was fetched."
+    )
+    score: Strength = Field(description="Sentiment in [-1, 1]: negative bearish, positive bullish.")
+    scorer: Name = Field(description="The model that scored it: vader, finbert, ...")
+    source: Name
+    title: ShortText
 
 
 # ---- signals ----------------------------------------------------------------------------------

@@ -77,6 +77,9 @@ Name: TypeAlias = Annotated[
 """A machine name: a service, strategy, feature, check, modifier, regime or action; spelled
 canonically (lower-case) like everywhere else, so `Momo` in a signal is the strategy `momo`."""
 
+ContentHash: TypeAlias = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A SHA-256 digest in lower-case hex: the identity of a piece of content (a news article)."""
+
 Ref: TypeAlias = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9*][A-Za-z0-9_.:@/*=-]{0,127}$")
 ]
@@ -106,6 +109,18 @@ LongText: TypeAlias = Annotated[
     str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_clean_text)
 ]
 """Human text up to 4000 characters with no control characters (tab and newline allowed)."""
+
+ARTICLE_TEXT_MAX_LENGTH = 20_000
+"""The longest article body a news message carries: enough for the text a sentiment model reads,
+far below the bus's message limit; fetchers cut longer bodies."""
+
+ArticleText: TypeAlias = Annotated[
+    str,
+    StringConstraints(max_length=ARTICLE_TEXT_MAX_LENGTH),
+    AfterValidator(_clean_text),
+]
+"""An article's body as plain text, up to `ARTICLE_TEXT_MAX_LENGTH` characters, no control
+characters (tab and newline allowed); may be empty (a headline-only post)."""
 
 # ---- numbers ----------------------------------------------------------------------------------
 

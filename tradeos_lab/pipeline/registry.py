@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 #: Service name -> the module that defines it, in pipeline order (market data in, positions out).
 SERVICE_MODULES: dict[str, str] = {
     "ingestion": "tradeos_lab.pipeline.services.ingestion",
+    "news_fetcher": "tradeos_lab.pipeline.services.news_fetcher",
+    "sentiment_scorer": "tradeos_lab.pipeline.services.sentiment_scorer",
     "signal_engine": "tradeos_lab.pipeline.services.signal_engine",
     "signal_modifier": "tradeos_lab.pipeline.services.signal_modifier",
     "feasibility": "tradeos_lab.pipeline.services.feasibility",

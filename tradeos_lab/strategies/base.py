@@ -85,6 +85,10 @@ class Strategy(Generic[P]):
     name: ClassVar[str] = ""
     params_type: ClassVar[type[StrategyParams]] = StrategyParams
     lookback: ClassVar[int] = 1
+    #: Per-bar values the rule reads beside the bars and indicators (news sentiment): the batch
+    #: form takes them as columns of the bar frame, the live form from the bar mapping it is
+    #: given (NaN when absent, so the rule gives no signal).
+    extra_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: P | Mapping[str, Any] | None = None, /, **overrides: Any) -> None:
         if isinstance(params, StrategyParams):
@@ -119,8 +123,8 @@ class Strategy(Generic[P]):
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Every value name the rule may read: bar fields, then indicator outputs."""
-        return (*BAR_FIELDS, *self.indicator_set.outputs)
+        """Every value name the rule may read: bar fields, extra inputs, indicator outputs."""
+        return (*BAR_FIELDS, *self.extra_inputs, *self.indicator_set.outputs)
 
     @property
     def feature_names(self) -> tuple[str, ...]:

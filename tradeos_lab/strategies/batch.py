@@ -43,7 +43,7 @@ def symbol_signals(strategy: Strategy[Any], bars: pd.DataFrame) -> pd.DataFrame:
             f"signals() takes one symbol's bars, got {bars['symbol'].nunique()} symbols; "
             "use batch() for many"
         )
-    missing = [c for c in ("ts", *BAR_FIELDS) if c not in bars.columns]
+    missing = [c for c in ("ts", *BAR_FIELDS, *strategy.extra_inputs) if c not in bars.columns]
     if missing:
         raise ValidationError(f"bars are missing columns {missing}")
     values, arrays = rule_arrays(strategy, BarValues(bars))
@@ -68,6 +68,14 @@ class BarValues:
         self._checked: dict[tuple[str, ...], BarArrays] = {}
         self._outputs: dict[Indicator, tuple[np.ndarray, ...]] = {}
 
+    def column(self, name: str) -> np.ndarray:
+        """A column beside the bars that a strategy reads as an extra input (news sentiment)."""
+        if name not in self.fields:
+            if name not in self.bars.columns:
+                raise ValidationError(f"bars are missing the column {name!r} the strategy reads")
+            self.fields[name] = self.bars[name].to_numpy(dtype=np.float64, copy=False)
+        return self.fields[name]
+
     def indicator(self, spec: Indicator) -> tuple[np.ndarray, ...]:
         """The outputs of `spec` over these bars (computed on first request)."""
         if spec not in self._outputs:
@@ -83,7 +91,9 @@ def rule_arrays(
 ) -> tuple[ValueColumns, dict[str, np.ndarray]]:
     """The values the rule read and `SIGNAL_COLUMNS` per bar: the one evaluation of a rule
     over whole arrays, shared by `symbol_signals` and the research sweeps."""
-    values = ValueColumns(bars.fields)
+    values = ValueColumns((c, bars.fields[c]) for c in BAR_FIELDS)
+    for name in strategy.extra_inputs:
+        values[name] = bars.column(name)
     for spec in strategy.indicator_set.specs:
         outputs = bars.indicator(spec)
         for name, column in zip(spec.outputs, outputs, strict=True):

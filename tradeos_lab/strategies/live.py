@@ -43,6 +43,8 @@ class LiveStrategy:
         self.timeframe = Timeframe.parse(timeframe)
         self._outputs = strategy.indicator_set.outputs
         self._columns = strategy.columns
+        self._inputs = (*BAR_FIELDS, *strategy.extra_inputs)
+        self._given = len(self._inputs)
         self._state: IndicatorSetState = strategy.indicator_set.state()
         self._window = np.full((strategy.lookback, len(self._columns)), np.nan)
         self._values = ValueColumns((c, self._window[:, i]) for i, c in enumerate(self._columns))
@@ -72,8 +74,8 @@ class LiveStrategy:
         self._last_ts = ts
         window = self._window
         window[:-1] = window[1:]
-        window[-1, : len(BAR_FIELDS)] = [fields[f] for f in BAR_FIELDS]
-        window[-1, len(BAR_FIELDS) :] = [latest[o] for o in self._outputs]
+        window[-1, : self._given] = [fields[f] for f in self._inputs]
+        window[-1, self._given :] = [latest[o] for o in self._outputs]
         strength, confidence = self.strategy.decide(self._values, len(window), checked=_LAST)
         s = float(strength[-1])
         if math.isnan(s):
@@ -100,9 +102,13 @@ class LiveStrategy:
                 )
             fields: dict[str, Any] = {f: getattr(bar, f) for f in BAR_FIELDS}
             fields["ts"] = utc_timestamp(bar.ts, "ts")
+            fields.update(dict.fromkeys(self.strategy.extra_inputs, math.nan))
             return fields
         given = {k: bar[k] for k in BAR_COLUMNS[2:] if k in bar}
-        return validate_bar(self.symbol, self.timeframe, given)
+        fields = validate_bar(self.symbol, self.timeframe, given)
+        for name in self.strategy.extra_inputs:
+            fields[name] = _extra_value(name, bar.get(name))
+        return fields
 
     # ---- resume after a restart ---------------------------------------------------------------
 
@@ -158,3 +164,12 @@ class LiveStrategy:
 
     def __repr__(self) -> str:
         return f"LiveStrategy({self.strategy!r}, {self.symbol!r}, {self.timeframe.value!r})"
+
+
+def _extra_value(name: str, value: Any) -> float:
+    """An extra input of a live bar as a float: NaN when absent, an error when not a number."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise ValidationError(f"live input {name!r} must be a number, got {value!r}")
+    return float(value)

@@ -496,3 +496,50 @@ class AuditRecord(_Published, Base):
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(128))
+
+
+# ---- news and sentiment ------------------------------------------------------------------------
+
+SCORE_RANGE = "score >= -1 AND score <= 1"
+
+
+class NewsArticleRecord(Base):
+    """An article the sentiment scorer took from `news.raw`, once per content hash: the same
+    story fetched again (or from another source) is not recorded, nor scored, a second time."""
+
+    __tablename__ = "news_articles"
+    __table_args__ = (
+        CheckConstraint(SCORE_RANGE, name="score"),
+        Index("ix_news_articles_fetched_at", "fetched_at"),
+    )
+
+    article_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(MESSAGE_ID_LENGTH))
+    source: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    url: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(String(256))
+    body: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[datetime | None]
+    fetched_at: Mapped[datetime]
+    scorer: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float]
+    recorded_at: Mapped[datetime]
+
+
+class NewsScoreRecord(Base):
+    """One article's sentiment for one ticker it names, at the article's time."""
+
+    __tablename__ = "news_scores"
+    __table_args__ = (
+        CheckConstraint(SCORE_RANGE, name="score"),
+        Index("ix_news_scores_symbol_ts", "symbol", "ts"),
+    )
+
+    article_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("news_articles.article_id"), primary_key=True
+    )
+    symbol: Mapped[str] = mapped_column(String(20), primary_key=True)
+    ts: Mapped[datetime]
+    score: Mapped[float]
+    scorer: Mapped[str] = mapped_column(String(64))

@@ -28,7 +28,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from psycopg import errors as pg_errors
-from sqlalchemy import Executable, Table, case, create_engine, event, func, select, update
+from sqlalchemy import (
+    Executable,
+    Table,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -48,6 +58,7 @@ from tradeos_lab.contracts.messages import (
     AuditMessage,
     IntentMessage,
     ModifiedSignalMessage,
+    NewsArticleMessage,
     RawSignalMessage,
     RiskEventMessage,
 )
@@ -76,6 +87,8 @@ from tradeos_lab.stores.records.models import (
     FillCost,
     IntentRecord,
     LedgerEntry,
+    NewsArticleRecord,
+    NewsScoreRecord,
     Order,
     OrderCost,
     OrderEvent,
@@ -1529,6 +1542,79 @@ class RecordsStore:
             self._insert_ignore_many(session, LedgerEntry, ledger)
         return [Order(**row) for row in orders]
 
+    # ---- news and sentiment (the sentiment scorer) ----------------------------------------
+
+    def record_news(
+        self,
+        message: NewsArticleMessage,
+        *,
+        scorer: str,
+        score: float,
+        tickers: Mapping[str, float],
+    ) -> bool:
+        """Keep an article (from its `news.raw` message) with its overall score and its score
+        per ticker, in one transaction. False, and nothing written, when its article id is
+        already recorded: an article is scored once."""
+        article = message.payload
+        scorer = canonical_name(scorer, "scorer")
+        ts = article.published_at or article.fetched_at
+        values = {
+            "article_id": article.article_id,
+            "message_id": message.message_id,
+            "source": article.source,
+            "external_id": article.external_id,
+            "url": article.url,
+            "title": article.title,
+            "body": article.body,
+            "published_at": article.published_at,
+            "fetched_at": article.fetched_at,
+            "scorer": scorer,
+            "score": _score(score),
+            "recorded_at": _utc(None),
+        }
+        rows = [
+            {
+                "article_id": article.article_id,
+                "symbol": validate_symbol(symbol),
+                "ts": ts,
+                "score": _score(value),
+                "scorer": scorer,
+            }
+            for symbol, value in tickers.items()
+        ]
+        with self.session() as session:
+            if not self._insert_ignore(session, NewsArticleRecord, values):
+                return False
+            if rows:
+                session.execute(insert(NewsScoreRecord), rows)
+        return True
+
+    def news_article(self, article_id: str) -> NewsArticleRecord | None:
+        """The recorded article with this id (content hash), or None."""
+        with self.session() as session:
+            return session.get(NewsArticleRecord, article_id)
+
+    def news_scores(
+        self,
+        *,
+        symbols: Iterable[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[NewsScoreRecord]:
+        """Scores per ticker in time order, for `symbols` (all when None) with start <= ts <
+        end: what a backtest on recorded news reads."""
+        stmt = select(NewsScoreRecord).order_by(
+            NewsScoreRecord.ts, NewsScoreRecord.symbol, NewsScoreRecord.article_id
+        )
+        if symbols is not None:
+            stmt = stmt.where(NewsScoreRecord.symbol.in_([validate_symbol(s) for s in symbols]))
+        if start is not None:
+            stmt = stmt.where(NewsScoreRecord.ts >= _utc(start))
+        if end is not None:
+            stmt = stmt.where(NewsScoreRecord.ts < _utc(end))
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
 
 @dataclass(frozen=True)
 class PlacedOrder:
@@ -1756,6 +1842,12 @@ def _ledger_row(fill: Mapping[str, Any], strategy: str | None) -> dict[str, Any]
         "fee": fill["fee"],
         "executed_at": fill["filled_at"],
     }
+
+
+def _score(value: float) -> float:
+    if not (isinstance(value, int | float) and math.isfinite(value) and -1 <= value <= 1):
+        raise ValidationError(f"a sentiment score is a number in [-1, 1], got {value!r}")
+    return float(value)
 
 
 # ---- validation helpers -------------------------------------------------------------------
