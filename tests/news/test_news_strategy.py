@@ -135,3 +135,30 @@ def test_without_a_sentiment_input_the_strategy_gives_no_signal() -> None:
 def test_parameters_are_checked() -> None:
     with pytest.raises(ValidationError, match="exit"):
         NewsSentiment(entry=0.1, exit=0.2)
+
+
+def test_the_signal_engine_gives_the_news_strategy_its_cached_sentiment(news_lab: Lab) -> None:
+    """In the pipeline, the same signals as the backtest on recorded news, bar for bar."""
+    from tradeos_lab.pipeline import ServiceContext
+    from tradeos_lab.pipeline.deploy import deployed_engine
+
+    _record_news(news_lab)
+    strategy = NewsSentiment(half_life_minutes=240)
+    bars = _bars()
+    batch = strategy.signals(
+        strategy.with_sentiment(bars, recorded_scores(news_lab.records), timeframe="1h")
+    )
+    cache = SentimentCache(news_lab.cache.redis, keys=news_lab.keys, retention_s=30 * 86_400)
+    for row in recorded_scores(news_lab.records).itertuples():
+        cache.add(row.symbol, row.article_id, row.ts, row.score)
+    engine = deployed_engine(strategy)(
+        ServiceContext(news_lab, news_lab.settings, instance="news-test")
+    )
+    strengths = []
+    for row in bars.to_dict("records"):
+        fields = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume")
+        bar = new_message(Bar(source="test", **{k: row[k] for k in fields}), producer="ingestion")
+        signals = [m.payload for m in engine.handle(bar) if m.payload.SCHEMA == "signal.raw"]
+        strengths.append(signals[0].strength if signals else np.nan)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(strengths, batch["strength"].to_numpy(), rtol=1e-12, atol=1e-12)
+    assert np.nanmax(np.abs(strengths)) > 0, "no signal: the test proves nothing"

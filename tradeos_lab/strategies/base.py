@@ -32,7 +32,9 @@ from tradeos_lab.errors import ValidationError
 from tradeos_lab.indicators import IndicatorSet
 
 if TYPE_CHECKING:
+    from tradeos_lab.contracts import Bar
     from tradeos_lab.indicators import Indicator
+    from tradeos_lab.lab import Lab
     from tradeos_lab.strategies.batch import SignalFrames
     from tradeos_lab.strategies.live import LiveStrategy
     from tradeos_lab.symbols import Timeframe
@@ -164,6 +166,12 @@ class Strategy(Generic[P]):
         from tradeos_lab.strategies.batch import batch_signals
 
         return batch_signals(self, bars)
+
+    def live_inputs(self, bar: Bar, lab: Lab) -> Bar | Mapping[str, Any]:
+        """What the live form takes for `bar` in the pipeline: the bar itself, or, for a strategy
+        with `extra_inputs`, the bar's fields with those inputs read from the lab's stores as
+        its batch form computes them (the Signal Engine calls this for every bar)."""
+        return bar
 
     def live(self, symbol: str, timeframe: Timeframe | str) -> LiveStrategy:
         """The incremental form for one symbol and timeframe: one bar in, a signal or None out."""

@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import redis
@@ -54,7 +54,7 @@ _SeriesKey = tuple[str, str, Timeframe]
 Outcome = RawSignal | str | None
 
 
-def _decide(live: LiveStrategy, bar: Bar, message: Message) -> Outcome:
+def _decide(live: LiveStrategy, bar: Bar | Mapping[str, Any], message: Message) -> Outcome:
     """The strategy's answer to the bar; a rule that fails (a strength outside [-1, 1], ...) is
     that strategy's error, reported on `audit`, and never stops the other strategies."""
     try:
@@ -105,7 +105,7 @@ class SignalEngine(Service):
             if last is not None and bar.ts == last:
                 outcome = self._last_outcome.get(key)  # handled before: the same answer
             else:
-                outcome = _decide(live, bar, message)
+                outcome = _decide(live, strategy.live_inputs(bar, self.ctx.lab), message)
                 self._last_outcome[key] = outcome
                 self._unsaved.add(key)
             if isinstance(outcome, RawSignal):

@@ -18,6 +18,7 @@ from tradeos_lab.symbols import Timeframe
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Bar
+    from tradeos_lab.lab import Lab
     from tradeos_lab.news.sentiment import SentimentCache
 
 #: The extra input the rule reads: the ticker's decayed news sentiment at the bar's close.
@@ -53,7 +54,7 @@ class NewsSentiment(Strategy[NewsSentimentParams]):
 
     Strength is the sentiment's size, confidence 1; features: close, sentiment and the SMA.
     The batch form reads a `sentiment` column aligned with the bars (`with_sentiment`); live,
-    each bar is given the sentiment the sentiment scorer keeps in the cache (`live_bar`).
+    each bar is given the sentiment the sentiment scorer keeps in the cache (`live_inputs`).
     """
 
     name = "news_sentiment"
@@ -99,6 +100,15 @@ class NewsSentiment(Strategy[NewsSentimentParams]):
 
         aligned = sentiment_at_bars(bars, scores, half_life_s=self.half_life_s, timeframe=timeframe)
         return bars.assign(**{SENTIMENT: aligned})
+
+    def live_inputs(self, bar: Bar, lab: Lab) -> dict[str, Any]:
+        """The bar with the sentiment the sentiment scorer keeps in the lab's cache."""
+        from tradeos_lab.news.sentiment import SentimentCache
+
+        cache = SentimentCache(
+            lab.cache.redis, keys=lab.keys, retention_s=lab.settings.news_sentiment_retention_s
+        )
+        return self.live_bar(bar, cache)
 
     def live_bar(self, bar: Bar, sentiment: SentimentCache) -> dict[str, Any]:
         """A live bar with its `sentiment` read from the cache as the batch form computes it:
