@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     # token: this one, or (None) a new one generated and printed once per run.
     apps_token: SecretStr | None = Field(default=None, min_length=16, max_length=256)
     apps_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    # JupyterLab on the stack (`tradeos-lab lab`), loopback only, its own token the same way
+    # (apart from the apps': a lab runs any code, an app only its own notebook).
+    lab_token: SecretStr | None = Field(default=None, min_length=16, max_length=256)
+    lab_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
 
     # Paper-trading pipeline: what `tradeos-lab up` runs. Strategy names are checked for their
     # spelling here and resolved (imported) when a service starts, so loading the settings never
@@ -281,7 +285,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _register_and_warn(self) -> Settings:
-        for key in (self.alpaca_api_key, self.alpaca_secret_key, self.apps_token):
+        tokens = (self.alpaca_api_key, self.alpaca_secret_key, self.apps_token, self.lab_token)
+        for key in tokens:
             if key is not None:
                 register_secret(key.get_secret_value())
         servers = [_redis_server(u) for u in (self.bus_url, self.cache_url, self.flags_url) if u]
