@@ -170,6 +170,15 @@ def test_an_unreachable_flags_tier_reads_halted_and_offers_no_action(
         app.operator.value, app.reason.value = "dave", "try anyway"
         assert app.engage() is None
         assert "unreachable" in app.message.value
+
+        # Cancelling orders needs no flags tier (the paper broker lives in the records).
+        lab = app.link.lab()
+        _resting_paper_order(lab, "tl-rest-0")
+        app.cancel_reason.value = "flags are down, flatten"
+        app.ask_to_cancel_all()
+        (paper,) = app.confirm_cancel_all() or []
+        assert paper.client_order_ids == ("tl-rest-0",) and paper.error is None
+        assert lab.records.open_orders() == []
     finally:
         app.close()
 
