@@ -33,6 +33,18 @@ def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def read_banner(proc: subprocess.Popen[str], what: str) -> str:
+    """What a foreground command prints up to its "press Ctrl-C" line (it is up by then)."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "press Ctrl-C" in line:
+            return "".join(lines)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    raise AssertionError(f"{what} never came up: {''.join(lines)} {stderr}")
+
+
 class UpProcess:
     """`tradeos-lab up ARGS` in the background, returned once it says it is up."""
 
@@ -45,16 +57,7 @@ class UpProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert self.proc.stdout is not None
-        lines = []
-        for line in self.proc.stdout:
-            lines.append(line)
-            if "press Ctrl-C" in line:
-                break
-        else:
-            stderr = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"up never came up: {''.join(lines)} {stderr}")
-        self.banner = "".join(lines)
+        self.banner = read_banner(self.proc, "up")
         info = read_runtime(data_dir)
         assert info is not None, "up wrote no runtime file"
         #: The stack as `up` started it (its servers' pids, health URL).

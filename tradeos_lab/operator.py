@@ -11,9 +11,9 @@ kill-switch audit record into an `Audit` message.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tradeos_lab.contracts import Audit, AuditMessage, new_message
 from tradeos_lab.errors import ProviderError, TransientError, ValidationError
@@ -23,9 +23,12 @@ from tradeos_lab.tiers.flags import AuditSink, KillMode, KillScope, KillSource, 
 if TYPE_CHECKING:
     from tradeos_lab.brokers import Broker
     from tradeos_lab.lab import Lab
+    from tradeos_lab.settings import Settings
     from tradeos_lab.tiers.bus import Bus
 
 PRODUCER = "operator"
+#: The brokers a stack trades at, by name.
+BROKERS: Final = ("paper", "alpaca")
 
 
 def audit_sink(bus: Bus, *, producer: str) -> AuditSink:
@@ -138,3 +141,34 @@ def cancel_all(lab: Lab, brokers: Iterable[Broker], *, actor: str, reason: str) 
                 lab.records.record_audit(message)
         done.append(outcome)
     return done
+
+
+def broker_configured(settings: Settings, name: str) -> bool:
+    """Whether the stack can reach broker `name` at all (Alpaca needs its API keys)."""
+    return name != "alpaca" or settings.alpaca_api_key is not None
+
+
+@contextlib.contextmanager
+def stack_brokers(lab: Lab, names: Iterable[str]) -> Iterator[list[Broker]]:
+    """The named brokers of the stack, closed on exit: the paper account in its records, Alpaca
+    paper from the settings (told the fills the records hold, so none is derived twice).
+    Alpaca without its keys raises `ConfigError` (check `broker_configured` first)."""
+    from tradeos_lab.brokers import AlpacaBroker, PaperBroker
+
+    settings = lab.settings
+    with contextlib.ExitStack() as stack:
+        brokers: list[Broker] = []
+        for name in names:
+            if name == "paper":
+                brokers.append(
+                    PaperBroker.of_stack(lab.records, lab.cache, settings.pipeline_timeframe)
+                )
+            elif name == "alpaca":
+                alpaca = AlpacaBroker.from_settings(
+                    settings, lab.flags, filled_so_far=lab.records.filled_so_far
+                )
+                stack.enter_context(alpaca)
+                brokers.append(alpaca)
+            else:
+                raise ValidationError(f"no broker {name!r}: one of {', '.join(BROKERS)}")
+        yield brokers

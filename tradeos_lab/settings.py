@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     # token: this one, or (None) a new one generated and printed once per run.
     apps_token: SecretStr | None = Field(default=None, min_length=16, max_length=256)
     apps_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    # JupyterLab on the stack (`tradeos-lab lab`), loopback only, its own token the same way
+    # (apart from the apps': a lab runs any code, an app only its own notebook).
+    lab_token: SecretStr | None = Field(default=None, min_length=16, max_length=256)
+    lab_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
 
     # Paper-trading pipeline: what `tradeos-lab up` runs. Strategy names are checked for their
     # spelling here and resolved (imported) when a service starts, so loading the settings never
@@ -383,6 +387,7 @@ class Settings(BaseSettings):
             self.alpaca_api_key,
             self.alpaca_secret_key,
             self.apps_token,
+            self.lab_token,
             self.reddit_client_id,
             self.reddit_client_secret,
         )

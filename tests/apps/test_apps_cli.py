@@ -1,4 +1,4 @@
-"""`tradeos-lab apps` and `up --no-apps` from the command line."""
+"""`tradeos-lab apps`, `tradeos-lab lab` and `up --no-apps` from the command line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pytest
 from up_process import TRADEOS_LAB, UpProcess
 
 
@@ -16,9 +17,12 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def test_apps_without_a_running_stack_is_one_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["apps"], ["lab", "--allow-root"]])
+def test_apps_or_lab_without_a_running_stack_is_one_clear_error(
+    tmp_path: Path, command: list[str]
+) -> None:
     out = subprocess.run(
-        [TRADEOS_LAB, "apps"],
+        [TRADEOS_LAB, *command],
         env=_env(tmp_path / "lab"),
         capture_output=True,
         text=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from apps_support import fill_message
 
 from tradeos_lab import operator
 from tradeos_lab.apps.monitor import Monitor
+from tradeos_lab.contracts import PositionUpdate
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.settings import Settings, SharedRedisServerWarning
@@ -83,6 +85,41 @@ def test_panels_show_the_cache_the_flags_tier_and_the_bus(apps_lab: Lab, monitor
     streams = monitor.streams.value
     assert "fills.raw" in streams and "positions" in streams
     assert "<td>1</td>" in streams  # the group's lag: the fill nobody has read
+
+
+def test_the_equity_curve_starts_from_the_records_snapshots_then_goes_on_live(
+    apps_lab: Lab, monitor: Monitor
+) -> None:
+    """The history is the starting cash plus the book's P&L at each snapshot; the cache's equity
+    follows it, so the curve does not begin when the page opened."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    for minutes, mark in ((0, 100.0), (30, 110.0)):
+        apps_lab.records.snapshot_positions(
+            [
+                PositionUpdate(
+                    symbol="BTC-USD",
+                    quantity=2.0,
+                    avg_price=100.0,
+                    mark_price=mark,
+                    market_value=2.0 * mark,
+                    unrealized_pnl=2.0 * (mark - 100.0),
+                    realized_pnl=-1.0,  # the fee
+                    ts=start,
+                )
+            ],
+            at=start + timedelta(minutes=minutes),
+        )
+    apps_lab.cache.set_account(balance=99_799.0, portfolio_value=100_023.0)
+    monitor.refresh()
+    curve = monitor.chart.data[-1]
+    assert list(curve.y) == [
+        pytest.approx(100_000.0 - 1.0),
+        pytest.approx(100_000.0 + 20.0 - 1.0),
+        pytest.approx(100_023.0),
+    ]
+    assert curve.x[0] == start.strftime("%Y-%m-%d %H:%M:%S")
+    monitor.refresh()
+    assert len(monitor.chart.data[-1].y) == 4, "the history is read once"
 
 
 @pytest.fixture

@@ -308,6 +308,22 @@ def test_position_snapshots_keep_history_and_latest_wins(store: RecordsStore) ->
     assert store.latest_positions("other") == []
 
 
+def test_pnl_history_sums_the_whole_book_per_snapshot_oldest_first(store: RecordsStore) -> None:
+    closed = _position("MSFT", 0, 0.0).model_copy(update={"realized_pnl": -12.5})
+    store.snapshot_positions([_position("AAPL", 10, 187.0, 188.0), closed], at=T0)
+    later = [_position("AAPL", 10, 187.0, 186.0), closed]
+    store.snapshot_positions(later, at=T0 + timedelta(minutes=1))
+    store.snapshot_positions([_position("AAPL", 1, 1.0, 2.0)], at=T0, account="other")
+    assert store.pnl_history() == [
+        (T0, pytest.approx(10.0 - 12.5)),
+        (T0 + timedelta(minutes=1), pytest.approx(-10.0 - 12.5)),
+    ]
+    assert store.pnl_history(limit=1) == [(T0 + timedelta(minutes=1), pytest.approx(-22.5))]
+    assert store.pnl_history("nobody") == []
+    with pytest.raises(ValidationError, match="limit"):
+        store.pnl_history(limit=0)
+
+
 def test_signal_outcome_revised_not_duplicated(store: RecordsStore) -> None:
     common = {"signal_id": "sig-1", "signal_at": T0, "symbol": "BTC-USD"}
     store.record_signal_outcome(**common, outcome="unfilled")  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 `monitor.Monitor` shows the pipeline live; `kill_switch.KillSwitchPanel` holds the kill switches
 through the operator path. Both attach to a running stack (never start one), refresh in place
 from a polling thread of their kernel, say when a tier is down and recover by themselves.
-`server` serves `apps/` with Voila on loopback behind a token.
+`server` serves `apps/` with Voila on loopback behind a token; `jupyterlab` serves `notebooks/`
+with JupyterLab the same way, for `tradeos-lab lab`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,12 @@ Clearing takes a confirmation step that says what is about to resume. Every acti
 who, when and why; the automatic switches (the agent's, a reconciliation's) and the broker's circuit
 breaker are shown beside them.
 When the flags tier cannot be read the panel says so, shows the pipeline as halted (fail-closed,
-as every order check reads it) and disables every action, since none of them could work.
+as every order check reads it) and disables every switch action, since none of them could work.
+
+Cancelling every open order (`operator.cancel_all`, audited per broker) also takes a reason and a
+confirmation, and stays offered whatever the switches or the flags tier say: a cancel only ever
+reduces risk, and the paper broker needs neither. Each broker's outcome is shown, a broker that
+could not be reached or is not configured included.
 """
 
 from __future__ import annotations
@@ -94,12 +99,32 @@ class KillSwitchPanel:
         )
         self.confirm_box.layout.display = "none"
         self.message = widgets.HTML()
+        self.cancel_reason = widgets.Textarea(description="Reason", placeholder="why (required)")
+        self.cancel_all_button = widgets.Button(
+            description="Cancel all orders...", button_style="danger", icon="ban"
+        )
+        self.cancel_confirm_text = widgets.HTML()
+        self.cancel_confirm_button = widgets.Button(
+            description="Confirm cancel all", button_style="danger"
+        )
+        self.cancel_back_button = widgets.Button(description="Back")
+        self.cancel_confirm_box = widgets.VBox(
+            [
+                self.cancel_confirm_text,
+                widgets.HBox([self.cancel_confirm_button, self.cancel_back_button]),
+            ]
+        )
+        self.cancel_confirm_box.layout.display = "none"
+        self.canceled = widgets.HTML()
 
         self.scope.observe(self._on_scope, names="value")
         self.engage_button.on_click(lambda _b: self.engage())
         self.clear_button.on_click(lambda _b: self.ask_to_clear())
         self.confirm_button.on_click(lambda _b: self.confirm_clear())
         self.cancel_button.on_click(lambda _b: self.cancel_clear())
+        self.cancel_all_button.on_click(lambda _b: self.ask_to_cancel_all())
+        self.cancel_confirm_button.on_click(lambda _b: self.confirm_cancel_all())
+        self.cancel_back_button.on_click(lambda _b: self.back_from_cancel_all())
         for w, name in (
             (self.engage_button, "tl-engage"),
             (self.clear_button, "tl-clear"),
@@ -110,6 +135,11 @@ class KillSwitchPanel:
             (self.clear_reason, "tl-clear-reason"),
             (self.status, "tl-kill-status"),
             (self.message, "tl-message"),
+            (self.cancel_reason, "tl-cancel-reason"),
+            (self.cancel_all_button, "tl-cancel-all"),
+            (self.cancel_confirm_button, "tl-confirm-cancel-all"),
+            (self.cancel_back_button, "tl-back-cancel-all"),
+            (self.canceled, "tl-canceled"),
         ):
             w.add_class(name)
 
@@ -137,6 +167,11 @@ class KillSwitchPanel:
                 self.clear_button,
                 self.confirm_box,
                 self.message,
+                widgets.HTML(title("Cancel all open orders (at every broker)")),
+                self.cancel_reason,
+                self.cancel_all_button,
+                self.cancel_confirm_box,
+                self.canceled,
                 widgets.HTML(title("Automatic switches (the agent, reconciliations)")),
                 self.automatic,
                 widgets.HTML(title("Circuit breakers")),
@@ -243,6 +278,76 @@ class KillSwitchPanel:
     def cancel_clear(self) -> None:
         self.selected = None
         self.confirm_box.layout.display = "none"
+
+    def ask_to_cancel_all(self) -> None:
+        """Show the confirmation step: the brokers about to be asked and the open orders the
+        records hold; nothing is canceled yet."""
+        try:
+            operator_actor(self.operator.value)
+            _required(self.cancel_reason.value)
+        except ValidationError as e:
+            self._say(str(e), "warn")
+            return
+        asked = self.link.read("the stack", lambda lab: configured_brokers(lab.settings))
+        if asked.value is None:
+            self._say(f"nothing can be canceled now: {asked.error}", "down")
+            return
+        skipped = [b for b in operator.BROKERS if b not in asked.value]
+        opened = self.link.read("the records", lambda lab: len(lab.records.open_orders()))
+        held = (
+            f"The records hold {opened.value} open order(s)"
+            if opened.value is not None
+            else f"The records cannot be read now ({opened.error})"
+        )
+        self.cancel_confirm_text.value = views.banner(
+            f"Cancel every open order at {', '.join(asked.value)}"
+            + (f" ({', '.join(skipped)} not configured: skipped)" if skipped else "")
+            + f", whatever the kill switches say? {held}; each broker is asked for all of its own.",
+            "warn",
+        )
+        self.cancel_confirm_box.layout.display = "flex"
+
+    def confirm_cancel_all(self) -> list[operator.Canceled] | None:
+        """Cancel every open order at each configured broker (audited per broker) and show each
+        broker's outcome; None (said why) when nothing could be asked."""
+        if self.cancel_confirm_box.layout.display == "none":
+            self._say("nothing to confirm: press Cancel all orders first", "warn")
+            return None
+        try:
+            actor = operator_actor(self.operator.value)
+            reason = _required(self.cancel_reason.value)
+            lab = self.link.lab()
+            names = configured_brokers(lab.settings)
+            with operator.stack_brokers(lab, names) as brokers:
+                outcomes = operator.cancel_all(lab, brokers, actor=actor, reason=reason)
+        except ValidationError as e:
+            self._say(str(e), "warn")
+            return None
+        except TradeosError as e:
+            self.link.reset()
+            self._say(f"not done: {e}", "down")
+            return None
+        skipped = [b for b in operator.BROKERS if b not in names]
+        self.canceled.value = views.table(
+            [canceled_row(o) for o in outcomes]
+            + [{"broker": b, "outcome": "SKIPPED: not configured (no API keys)"} for b in skipped],
+            ["broker", "outcome", "orders"],
+            empty="no broker to ask",
+            css_class="tl-canceled-table",
+        )
+        failed = [o.broker for o in outcomes if o.error is not None]
+        total = sum(len(o.client_order_ids) for o in outcomes)
+        self._say(
+            f"canceled {total} order(s) as {actor} (audited per broker)"
+            + (f"; NOT reached: {', '.join(failed)}" if failed else ""),
+            "down" if failed else "ok",
+        )
+        self.cancel_reason.value = ""
+        self.back_from_cancel_all()
+        return outcomes
+
+    def back_from_cancel_all(self) -> None:
+        self.cancel_confirm_box.layout.display = "none"
 
     def _act(self, action: Any) -> dict[str, Any] | None:
         if not self._reachable():
@@ -353,6 +458,22 @@ def switch_row(s: KillSwitch, now: float) -> dict[str, object]:
         "expires in": "never (clear it)"
         if s.expires_at is None
         else views.duration(s.expires_at - now),
+    }
+
+
+def configured_brokers(settings: Settings) -> list[str]:
+    """The brokers a cancel-all asks: those the stack can reach (Alpaca only with its keys)."""
+    return [b for b in operator.BROKERS if operator.broker_configured(settings, b)]
+
+
+def canceled_row(outcome: operator.Canceled) -> dict[str, object]:
+    """One broker's cancel-all outcome; a broker that could not be reached says so and why."""
+    if outcome.error is not None:
+        return {"broker": outcome.broker, "outcome": f"NOT REACHED: {outcome.error}"}
+    return {
+        "broker": outcome.broker,
+        "outcome": f"{len(outcome.client_order_ids)} canceled",
+        "orders": ", ".join(outcome.client_order_ids) or None,
     }
 
 

@@ -9,6 +9,10 @@ What it reads, and how often:
 - every `slow_every_s`: lag, pending and dead letters per stream and group, and the health of
   every tier and service with its restarts (`tradeos_lab.status`).
 
+The equity curve starts with the account's history in the records (the starting cash plus the
+book's P&L at each position snapshot the Positions stage keeps: at every fill and every minute),
+read once, as soon as the records answer; the cache's equity is appended from then on.
+
 Each panel shows its own reason when its tier is down and the app goes on; the lab is attached
 again on the next refresh, so the panel recovers by itself when the tier returns.
 """
@@ -190,6 +194,14 @@ def read_starting_cash(lab: Lab) -> float:
     )
 
     return float(lab.records.get_config(STARTING_CASH_KEY, DEFAULT_STARTING_CASH))
+
+
+def read_equity_history(lab: Lab, starting_cash: float) -> list[tuple[float, float]]:
+    """The paper account's equity (epoch seconds, value) at its latest position snapshots."""
+    return [
+        (at.timestamp(), starting_cash + pnl)
+        for at, pnl in lab.records.pnl_history("paper", limit=EQUITY_POINTS)
+    ]
 
 
 def read_limits(lab: Lab, broker_rate_limit: int) -> Limits:
@@ -380,6 +392,7 @@ class Monitor:
         self.equity: deque[tuple[float, float]] = deque(maxlen=EQUITY_POINTS)
         self._due_fast = self._due_slow = 0.0
         self._starting_cash: float | None = None
+        self._history_read = False
         self._broker_rate_limit: int | None = None
         self._drawn_bars: dict[str, object] = {}
 
@@ -492,6 +505,8 @@ class Monitor:
         cash = self.link.read("the records", read_starting_cash)
         if cash.value is not None:
             self._starting_cash = cash.value
+            if not self._history_read:
+                self._read_equity_history(cash.value)
         limit = self.link.read("the records", read_broker_rate_limit)
         if limit.value is not None:
             self._broker_rate_limit = limit.value
@@ -503,6 +518,17 @@ class Monitor:
             else Reading(error=data.feeds.error)
         )
         self._draw_health()
+
+    def _read_equity_history(self, starting_cash: float) -> None:
+        """Put the records' equity history before the points drawn since the page opened."""
+        history = self.link.read("the records", lambda lab: read_equity_history(lab, starting_cash))
+        if history.value is None:
+            return  # tried again at the next slow refresh
+        self._history_read = True
+        live = list(self.equity)
+        since = live[0][0] if live else float("inf")
+        self.equity.clear()
+        self.equity.extend([p for p in history.value if p[0] < since] + live)
 
     # ---- drawing ---------------------------------------------------------------------------
 
@@ -694,7 +720,8 @@ def _charts(symbols: tuple[str, ...]) -> go.FigureWidget:
     """Recent bars of each symbol, one row each, and the equity curve in the last row."""
     from plotly.subplots import make_subplots
 
-    titles = [f"{s}: waiting for bars" for s in symbols] + ["Equity (since this page opened)"]
+    equity = "Equity (the records' snapshots, then live)"
+    titles = [*(f"{s}: waiting for bars" for s in symbols), equity]
     figure = make_subplots(rows=len(symbols) + 1, cols=1, subplot_titles=titles)
     for row, symbol in enumerate(symbols, start=1):
         empty = go.Candlestick(x=[], open=[], high=[], low=[], close=[], name=symbol)

@@ -19,9 +19,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
+
+from pydantic import SecretStr
 
 from tradeos_lab.errors import StackError
 from tradeos_lab.settings import ENV_PREFIX, Settings
@@ -32,6 +35,8 @@ HOST: Final = "127.0.0.1"
 #: How the token reaches the server process (Jupyter's own variable; removed before any kernel
 #: starts, so no app kernel sees it).
 TOKEN_ENV: Final = "JUPYTER_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+#: The settings holding a server's token, kept from every kernel's environment.
+TOKEN_SETTINGS: Final = ("apps_token", "lab_token")
 START_TIMEOUT_S: Final = 60.0
 #: An idle kernel (its page gone, its polling stopped) is shut down after this long.
 CULL_IDLE_S: Final = 300
@@ -43,26 +48,19 @@ def apps_dir() -> Path:
 
 
 @dataclass
-class ServedApps:
-    """A running Voila server process and how to reach each app."""
+class ServerProcess:
+    """A Jupyter server child process on loopback and the token every request needs."""
 
     process: subprocess.Popen[bytes]
     port: int
     token: str
 
-    def url(self, app: str, *, token: bool = True) -> str:
-        query = f"?token={self.token}" if token else ""
-        return f"http://{HOST}:{self.port}/voila/render/{app}.ipynb{query}"
-
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def urls(self) -> dict[str, str]:
-        return {app: self.url(app) for app in APPS}
-
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM: Voila shuts its kernels down, then exits."""
+        """SIGTERM: the server shuts its kernels down, then exits."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -70,6 +68,18 @@ class ServedApps:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+
+
+@dataclass
+class ServedApps(ServerProcess):
+    """The Voila server and how to reach each app."""
+
+    def url(self, app: str, *, token: bool = True) -> str:
+        query = f"?token={self.token}" if token else ""
+        return f"http://{HOST}:{self.port}/voila/render/{app}.ipynb{query}"
+
+    def urls(self) -> dict[str, str]:
+        return {app: self.url(app) for app in APPS}
 
 
 def serve_apps(
@@ -80,32 +90,49 @@ def serve_apps(
 ) -> ServedApps:
     """Start Voila on `directory` (default `apps/`) for the stack of `settings`; returns once it
     accepts connections. Its output goes to `log` (default: discarded)."""
-    root = (directory or apps_dir()).resolve()
-    if not root.is_dir():
-        raise StackError(f"no apps directory at {root}")
-    token = (
-        settings.apps_token.get_secret_value()
-        if settings.apps_token is not None
-        else secrets.token_urlsafe(24)
+    process, port, token = start_server(
+        "tradeos_lab.apps.server",
+        directory or apps_dir(),
+        settings=settings,
+        token=settings.apps_token,
+        port=settings.apps_port,
+        log=log,
+        what="the apps server",
     )
-    port = settings.apps_port or _free_port()
-    # The kernels load exactly these settings (not the token: no app needs it).
+    return ServedApps(process, port, token)
+
+
+def start_server(
+    module: str,
+    directory: Path,
+    *,
+    settings: Settings,
+    token: SecretStr | None,
+    port: int,
+    log: IO[bytes] | None,
+    what: str,
+    options: Sequence[str] = (),
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """Run `python -m MODULE DIR --port N --parent-pid P [OPTIONS]` (a server that dies with this
+    process) whose kernels load exactly `settings` from the environment, as supervised services
+    do, and which reads its token (`token`, else a new one) from `TOKEN_ENV`; returns once it
+    accepts connections, with the port and the token."""
+    root = directory.resolve()
+    if not root.is_dir():
+        raise StackError(f"no directory at {root} for {what}")
+    secret = token.get_secret_value() if token is not None else secrets.token_urlsafe(24)
+    port = port or _free_port()
     from tradeos_lab.pipeline.supervisor import settings_environment
 
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
     env.update(settings_environment(settings))
-    env.pop(f"{ENV_PREFIX}APPS_TOKEN", None)
-    env[TOKEN_ENV] = token
+    for name in TOKEN_SETTINGS:  # no kernel needs a server's token
+        env.pop(f"{ENV_PREFIX}{name.upper()}", None)
+    env[TOKEN_ENV] = secret
     process = subprocess.Popen(  # noqa: S603 - our interpreter and module, no shell
         [
-            sys.executable,
-            "-m",
-            "tradeos_lab.apps.server",
-            str(root),
-            "--port",
-            str(port),
-            "--parent-pid",
-            str(os.getpid()),
+            *(sys.executable, "-m", module, str(root), "--port", str(port)),
+            *("--parent-pid", str(os.getpid()), *options),
         ],
         env=env,
         cwd=root,
@@ -113,19 +140,46 @@ def serve_apps(
         stdout=log if log is not None else subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    served = ServedApps(process, port, token)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not _accepts(port):
         if process.poll() is not None:
             raise StackError(
-                f"the apps server exited with code {process.returncode} before serving "
-                f"(port {port} taken?)"
+                f"{what} exited with code {process.returncode} before serving (port {port} taken?)"
             )
         if time.monotonic() > deadline:
-            served.stop()
-            raise StackError(f"the apps server did not listen on port {port} within 60 s")
+            ServerProcess(process, port, secret).stop()
+            raise StackError(f"{what} did not listen on port {port} within 60 s")
         time.sleep(0.1)
-    return served
+    return process, port, secret
+
+
+@dataclass(frozen=True)
+class ServerArguments:
+    directory: str
+    port: int
+    token: str
+    #: The `options` of `start_server`, for the server itself.
+    options: list[str]
+
+
+def server_arguments(prog: str, argv: list[str] | None) -> ServerArguments:
+    """What a server process started by `start_server` reads: its directory and port, and its
+    token (taken out of the environment); it dies with the process that started it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("directory")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, help="Exit when this process dies.")
+    args, options = parser.parse_known_args(argv)
+    if args.parent_pid is not None:
+        from tradeos_lab.pipeline.supervisor import die_with_supervisor
+
+        die_with_supervisor(args.parent_pid)  # a killed parent leaves no server behind
+    token = os.environ.pop(TOKEN_ENV, "")
+    if len(token) < 16:
+        sys.exit(f"{TOKEN_ENV} must hold the token (at least 16 characters)")
+    return ServerArguments(str(args.directory), int(args.port), token, options)
 
 
 def _free_port() -> int:
@@ -158,25 +212,14 @@ def _voila_argv(directory: str, port: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """The server process: Voila on loopback with the token from `TOKEN_ENV`, without its tree."""
-    import argparse
-
     from voila.app import Voila
     from voila.tornado.contentshandler import VoilaContentsHandler
     from voila.tornado.handler import TornadoVoilaHandler
     from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
-    parser = argparse.ArgumentParser(prog="python -m tradeos_lab.apps.server")
-    parser.add_argument("directory")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, help="Exit when this process dies.")
-    args = parser.parse_args(argv)
-    if args.parent_pid is not None:
-        from tradeos_lab.pipeline.supervisor import die_with_supervisor
-
-        die_with_supervisor(args.parent_pid)  # a killed `up` leaves no apps server behind
-    token = os.environ.pop(TOKEN_ENV, "")
-    if len(token) < 16:
-        sys.exit(f"{TOKEN_ENV} must hold the token (at least 16 characters)")
+    args = server_arguments("python -m tradeos_lab.apps.server", argv)
+    if args.options:
+        sys.exit(f"unknown options: {' '.join(args.options)}")
 
     class AppPage(TornadoVoilaHandler):  # type: ignore[misc]  # voila ships no type information
         """An app's page, which also sets the `_xsrf` cookie: the page sends it back when it
@@ -198,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
                 if h[1] not in hidden
             ]
 
-    AppsServer.launch_instance(argv=_voila_argv(args.directory, args.port), token=token)
+    AppsServer.launch_instance(argv=_voila_argv(args.directory, args.port), token=args.token)
 
 
 if __name__ == "__main__":

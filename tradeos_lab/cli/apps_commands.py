@@ -1,8 +1,11 @@
-"""`apps`: serve the Voila apps (`apps/`) on loopback against the running stack."""
+"""`apps`: serve the Voila apps (`apps/`) on loopback against the running stack; `lab`:
+JupyterLab on `notebooks/` attached to it the same way."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -13,7 +16,7 @@ from tradeos_lab.errors import StackNotRunning, TradeosError
 from tradeos_lab.settings import Settings
 
 if TYPE_CHECKING:
-    from tradeos_lab.apps.server import ServedApps
+    from tradeos_lab.apps.server import ServedApps, ServerProcess
 
 
 def apps_banner(urls: dict[str, str]) -> list[str]:
@@ -76,14 +79,58 @@ def apps(ctx: CliContext) -> None:
         for line in apps_banner(served.urls()):
             click.echo(line)
         click.echo("press Ctrl-C to stop", nl=True)
-        while not stop.wait(0.5):
-            if served.process.poll() is not None:
-                raise click.ClickException(
-                    f"the apps server exited with code {served.process.returncode}"
-                )
+        serve_until_stopped(served, stop, "the apps server")
     finally:
         served.stop()
     click.echo("stopped")
 
 
-COMMANDS = [apps]
+def serve_until_stopped(served: ServerProcess, stop: threading.Event, what: str) -> None:
+    """Wait for Ctrl-C or SIGTERM; a server that exits meanwhile is an error."""
+    while not stop.wait(0.5):
+        if served.process.poll() is not None:
+            raise click.ClickException(f"{what} exited with code {served.process.returncode}")
+
+
+@click.command()
+@click.option(
+    "--browser/--no-browser",
+    default=False,
+    show_default=True,
+    help="Open the lab's page in this machine's browser.",
+)
+@click.option(
+    "--allow-root",
+    is_flag=True,
+    help="Run as root (JupyterLab refuses otherwise), e.g. in a container.",
+)
+@pass_cli
+def lab(ctx: CliContext, browser: bool, allow_root: bool) -> None:
+    """Serve JupyterLab on `notebooks/` (loopback, token required) whose kernels attach to the
+    running stack, until Ctrl-C or SIGTERM (which shuts its kernels down)."""
+    from tradeos_lab.apps.jupyterlab import serve_lab
+    from tradeos_lab.pipeline.supervisor import log_path
+
+    if os.geteuid() == 0 and not allow_root:
+        raise click.ClickException(
+            "JupyterLab refuses to run as root: run it as a user, or pass --allow-root"
+        )
+    settings = ctx.settings
+    check_stack_running(settings)
+    stop = stop_on_signals()
+    path = log_path(settings, "lab")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as log:
+        served = serve_lab(settings, browser=browser, allow_root=allow_root, log=log)
+    try:
+        click.echo("  lab        (the token in this URL is required; it is printed only here)")
+        click.echo(f"    {served.url}")
+        click.echo(f"  log        {path}")
+        click.echo("press Ctrl-C to stop", nl=True)
+        serve_until_stopped(served, stop, "JupyterLab")
+    finally:
+        served.stop()
+    click.echo("stopped")
+
+
+COMMANDS = [apps, lab]

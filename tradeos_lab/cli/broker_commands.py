@@ -6,19 +6,18 @@ from __future__ import annotations
 import getpass
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import click
 
 from tradeos_lab.cli.app import CliContext, pass_cli
+from tradeos_lab.operator import BROKERS
 
 if TYPE_CHECKING:
-    from tradeos_lab.brokers import Broker
     from tradeos_lab.brokers.reconcile import Reconciliation
     from tradeos_lab.lab import Lab
 
-BROKERS = ("paper", "alpaca")
 PIPE_WIDTH = 200
 EXIT_MISMATCHED = 1
 EXIT_UNKNOWN = 3
@@ -35,35 +34,6 @@ def _lab(ctx: CliContext) -> Iterator[Lab]:
         yield lab
     finally:
         lab.close()
-
-
-@contextmanager
-def _brokers(
-    lab: Lab, names: tuple[str, ...], *, configured_only: bool = False
-) -> Iterator[list[Broker]]:
-    """The named brokers of the stack: the paper account in its records, Alpaca paper from the
-    settings (told the fills the records hold, so none is derived twice). `configured_only`
-    leaves Alpaca out when its keys are not set, instead of raising `ConfigError`."""
-    from tradeos_lab.brokers import AlpacaBroker, PaperBroker
-
-    settings = lab.settings
-    with ExitStack() as stack:
-        brokers: list[Broker] = []
-        for name in names:
-            if name == "alpaca" and configured_only and settings.alpaca_api_key is None:
-                click.echo("alpaca: no API keys configured, skipped", err=True)
-                continue
-            if name == "paper":
-                brokers.append(
-                    PaperBroker.of_stack(lab.records, lab.cache, lab.settings.pipeline_timeframe)
-                )
-            else:
-                alpaca = AlpacaBroker.from_settings(
-                    lab.settings, lab.flags, filled_so_far=lab.records.filled_so_far
-                )
-                stack.enter_context(alpaca)
-                brokers.append(alpaca)
-        yield brokers
 
 
 def _text(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -106,10 +76,10 @@ def reconcile(ctx: CliContext, broker: str, apply: bool, lookback_hours: float, 
     from tradeos_lab.brokers.reconcile import PRODUCER, reconcile
     from tradeos_lab.contracts import AuditMessage
     from tradeos_lab.keys import Stream
-    from tradeos_lab.operator import audit_sink
+    from tradeos_lab.operator import audit_sink, stack_brokers
     from tradeos_lab.tiers.flags import KillSource, KillSwitches
 
-    with _lab(ctx) as lab, _brokers(lab, (broker,)) as (venue,):
+    with _lab(ctx) as lab, stack_brokers(lab, (broker,)) as (venue,):
         switches = KillSwitches(
             lab.flags.redis,
             keys=lab.keys,
@@ -178,9 +148,13 @@ def cancel_all(ctx: CliContext, reason: str, broker: str, actor: str) -> None:
     say. Exits 1 when a broker could not be reached."""
     from tradeos_lab import operator
 
-    every = broker == "all"
-    names = BROKERS if every else (broker,)
-    with _lab(ctx) as lab, _brokers(lab, names, configured_only=every) as brokers:
+    names: tuple[str, ...] = BROKERS
+    if broker != "all":
+        names = (broker,)
+    elif not operator.broker_configured(ctx.settings, "alpaca"):
+        click.echo("alpaca: no API keys configured, skipped", err=True)
+        names = tuple(n for n in BROKERS if n != "alpaca")
+    with _lab(ctx) as lab, operator.stack_brokers(lab, names) as brokers:
         outcomes = operator.cancel_all(lab, brokers, actor=actor, reason=reason)
     for outcome in outcomes:
         if outcome.error is not None:

@@ -784,6 +784,29 @@ class RecordsStore:
             )
             return list(session.scalars(stmt))
 
+    def pnl_history(
+        self, account: str = "paper", *, limit: int = 1_000
+    ) -> list[tuple[datetime, float]]:
+        """The book's P&L at each of the `limit` latest snapshot instants of `account`, oldest
+        first: realised (net of fees) plus unrealised over every symbol, since each snapshot
+        holds the whole book. With the starting cash it is the account's equity history."""
+        if limit < 1:
+            raise ValidationError(f"limit must be at least 1, got {limit}")
+        pnl = func.sum(
+            func.coalesce(PositionSnapshot.realized_pnl, 0.0)
+            + func.coalesce(PositionSnapshot.unrealized_pnl, 0.0)
+        )
+        stmt = (
+            select(PositionSnapshot.snapshot_at, pnl)
+            .where(PositionSnapshot.account == _word(account, "account"))
+            .group_by(PositionSnapshot.snapshot_at)
+            .order_by(PositionSnapshot.snapshot_at.desc())
+            .limit(limit)
+        )
+        with self.session() as session:
+            rows = session.execute(stmt).all()
+        return [(at, float(total or 0.0)) for at, total in reversed(rows)]
+
     # ---- position ledger ------------------------------------------------------------------
 
     def net_quantity(self, strategy: str | None, symbol: str) -> float:
