@@ -8,18 +8,19 @@ Starts one scratch redis-server on loopback (the bus role's settings: noeviction
 and runs, one after the other, two chains of consumer processes over it:
 
 - the null chain: one process per pipeline hop (market_data -> signals.raw -> signals.modified ->
-  intents -> orders + fills.raw -> positions), each a service that only forwards (read -> XADD ->
-  ack; its output is a constant payload derived from the input, so ids and correlation carry over
-  as in a real stage), under the same `ServiceRunner` as the real services;
-- the real chain: the pipeline's services (`tradeos_lab.pipeline.registry.SERVICES`, from the
-  Signal Engine to Positions, and the audit trail that keeps what they decide), each in its own
-  process under the `ServiceRunner` (which hands each service a whole batch), on a lab whose
-  bus, cache and flags are the same scratch server and whose records are a SQLite file (or the
-  PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
-  zig-zag bars, no cooldown after an exit, a paper broker without fees or slippage so the
-  round trips lose nothing and the daily loss limit never stops it), so every bar after the
-  first becomes a fill; the report says why any bar got none (the rule that refused it, or
-  how far down the chain it got). The
+  intents -> orders + fills.raw -> positions, and beside them fills.raw -> audit -> acked), each
+  a service that only forwards (read -> XADD -> ack; its output is a constant payload derived
+  from the input, so ids and correlation carry over as in a real stage), under the same
+  `ServiceRunner` as the real services;
+- the real chain: the services `up` runs by default less ingestion (the Signal Engine to
+  Positions, the TCA Monitor and the audit trail: as many processes as the null chain), each in
+  its own process under the `ServiceRunner` (which hands each service a whole batch), on a lab
+  whose bus, cache and flags are the same scratch server and whose records are a SQLite file (or
+  the PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
+  zig-zag bars, no cooldown after an exit, a paper broker without fees or slippage so the round
+  trips lose nothing and the daily loss limit never stops it), so every bar after the first
+  becomes a fill; the report says why any bar got none (the rule that refused it, or how far down
+  the chain it got). The
   driver stands in for ingestion: it caches the series' latest bars and price before it starts.
 
 For each chain it measures, with the benchmark driver publishing the bars to `market_data` and a
@@ -226,13 +227,18 @@ def _null_payloads() -> dict[Stream, Payload]:
     }
 
 
-#: The pipeline's hops from market data on: (service, input, outputs).
+#: The pipeline's hops from market data on: (service, input, outputs), one per process of the
+#: real chain, so both chains run as many consumer processes: the five on the way from a bar to
+#: its fill, then the two beside it (TCA reads the fills and writes audit entries; the audit
+#: trail reads the audit stream).
 NULL_HOPS: tuple[tuple[str, Stream, tuple[Stream, ...]], ...] = (
     ("signal_engine", Stream.MARKET_DATA, (Stream.SIGNALS_RAW,)),
     ("signal_modifier", Stream.SIGNALS_RAW, (Stream.SIGNALS_MODIFIED,)),
     ("feasibility", Stream.SIGNALS_MODIFIED, (Stream.INTENTS,)),
     ("execution", Stream.INTENTS, (Stream.ORDERS, Stream.FILLS_RAW)),
     ("positions", Stream.FILLS_RAW, (Stream.POSITIONS,)),
+    ("tca", Stream.FILLS_RAW, (Stream.AUDIT,)),
+    ("audit_trail", Stream.AUDIT, ()),
 )
 
 
@@ -284,16 +290,19 @@ def run_stage(
 
 
 def real_chain_services() -> list[str]:
-    """The pipeline's services downstream of ingestion, in pipeline order.
+    """The services `up` runs by default (no news source set) less ingestion, in pipeline
+    order; the null chain has a hop for each.
 
     Raises `ImportError` while a service or the runner is not there yet.
     """
     import tradeos_lab.pipeline.runner  # noqa: F401  # the runner must exist too
-    from tradeos_lab.pipeline.registry import PIPELINE_ORDER, service_class
+    from tradeos_lab.pipeline.registry import service_class
 
-    names = [name for name in PIPELINE_ORDER if name != "ingestion"]
+    names = [n for n in Settings.model_fields["pipeline_services"].default if n != "ingestion"]
     for name in names:
         service_class(name)
+    if sorted(names) != sorted(h[0] for h in NULL_HOPS):
+        raise SystemExit(f"the null chain's hops {NULL_HOPS} do not mirror the services {names}")
     return names
 
 
