@@ -103,7 +103,7 @@ class CircuitOpen(DependencyUnavailable):
 
     action = "Calls resume by themselves after the cooldown; check the named dependency's health."
 
-    def __init__(self, message: str, dependency: str) -> None:
+    def __init__(self, message: str, dependency: str | None = None) -> None:
         super().__init__(message)
         self.dependency = dependency
 

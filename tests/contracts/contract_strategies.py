@@ -59,7 +59,7 @@ from tradeos_lab.contracts import (
 )
 from tradeos_lab.contracts.messages import MESSAGE_TYPES
 from tradeos_lab.contracts.types import CLIENT_ORDER_ID_MAX_LENGTH
-from tradeos_lab.symbols import Timeframe
+from tradeos_lab.symbols import Timeframe, canonical_name
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2199, 12, 31, tzinfo=UTC)
@@ -225,7 +225,8 @@ def intents(draw: st.DrawFn) -> Intent:
         time_in_force=draw(st.sampled_from(list(TimeInForce))),
         strategy=draw(names),
         reduce_only=draw(st.booleans()),
-        checks_passed=draw(st.lists(names, max_size=32, unique=True)),
+        # unique as the contract spells them (names are case-insensitive)
+        checks_passed=draw(st.lists(names, max_size=32, unique_by=canonical_name)),
         signal_id=draw(st.none() | message_ids),
     )
 
