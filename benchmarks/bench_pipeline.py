@@ -224,6 +224,14 @@ def _null_payloads() -> dict[Stream, Payload]:
             realized_pnl=0.0,
             **common,
         ),
+        Stream.AUDIT: Audit(
+            actor="service:bench",
+            action="bench.forwarded",
+            target=f"symbol:{_SYMBOL}",
+            old_value=None,
+            new_value=None,
+            reason="null hop",
+        ),
     }
 
 

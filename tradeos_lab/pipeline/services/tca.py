@@ -76,6 +76,8 @@ class TcaMonitor(Service):
     name: ClassVar[str] = "tca"
     inputs: ClassVar[tuple[Stream, ...]] = (Stream.FILLS_RAW,)
     outputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
+    #: The cached bars read for the batch in hand, by series (None outside a batch).
+    _batch_bars: dict[tuple[str, Timeframe], pd.DataFrame] | None = None
 
     @property
     def records(self) -> RecordsStore:
@@ -90,9 +92,10 @@ class TcaMonitor(Service):
         )
 
     @cached_property
-    def _one_at_a_time(self) -> threading.Lock:
-        # The completion timer runs on its own thread beside the fills.
-        return threading.Lock()
+    def _one_at_a_time(self) -> threading.RLock:
+        # The completion timer runs on its own thread beside the fills. Taken before any records
+        # transaction (a batch holds one), so the two threads never wait on each other's.
+        return threading.RLock()
 
     @cached_property
     def _unscored(self) -> set[str]:
@@ -100,6 +103,24 @@ class TcaMonitor(Service):
         return set()
 
     # ---- a fill -----------------------------------------------------------------------------
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """The batch's fills measured in one records transaction, each series' cached bars read
+        once for the batch (every fill's arrival bar was cached before the fill was made)."""
+        self._batch_bars = {}
+        try:
+            with self._one_at_a_time, self.records.batch():
+                return [self.handle(message) for message in messages]
+        finally:
+            self._batch_bars = None
+
+    def _cached_bars(self, symbol: str, tf: Timeframe) -> pd.DataFrame:
+        memo = self._batch_bars
+        if memo is None:
+            return self.ctx.lab.cache.get_bars(symbol, tf)
+        if (symbol, tf) not in memo:
+            memo[symbol, tf] = self.ctx.lab.cache.get_bars(symbol, tf)
+        return memo[symbol, tf]
 
     def handle(self, message: Message) -> Sequence[Message]:
         if not isinstance(message, FillMessage | FillV1Message):
@@ -169,7 +190,7 @@ class TcaMonitor(Service):
         """Up to `count` bars of `symbol` after `after`, oldest first: from the cache (`cached`
         when already read) when it still holds the bar right after `after`, else the lake."""
         if cached is None:
-            cached = self.ctx.lab.cache.get_bars(symbol, tf)
+            cached = self._cached_bars(symbol, tf)
         first_wanted = after + timedelta(seconds=tf.seconds)
         if not cached.empty and cached["ts"].iloc[0] <= first_wanted:
             return cached[cached["ts"] > after].head(count).reset_index(drop=True)
