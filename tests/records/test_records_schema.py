@@ -45,6 +45,9 @@ RECORD_TABLES = {
     "fill_costs",
     "order_costs",
     "signal_horizons",
+    "policy_profile_versions",
+    "weight_adjustments",
+    "config_proposals",
 }
 ALEMBIC_INI = Path(__file__).parents[2] / "tradeos_lab/stores/records/alembic.ini"
 

@@ -6,6 +6,7 @@ from tradeos_lab.stores.records.models import (
     BacktestRun,
     Base,
     ConfigChange,
+    ConfigProposal,
     Fill,
     FillCost,
     IntentRecord,
@@ -14,6 +15,7 @@ from tradeos_lab.stores.records.models import (
     OrderCost,
     OrderEvent,
     PolicyProfile,
+    PolicyProfileVersion,
     PositionSnapshot,
     RiskEventRecord,
     SignalHorizon,
@@ -21,6 +23,7 @@ from tradeos_lab.stores.records.models import (
     SignalRecord,
     SystemConfig,
     Trade,
+    WeightAdjustment,
 )
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.store import (
@@ -41,6 +44,7 @@ __all__ = [
     "BacktestRun",
     "Base",
     "ConfigChange",
+    "ConfigProposal",
     "Fill",
     "FillCost",
     "FillTotals",
@@ -52,6 +56,7 @@ __all__ = [
     "OrderState",
     "OrderUpdate",
     "PolicyProfile",
+    "PolicyProfileVersion",
     "PositionSnapshot",
     "RecordsStore",
     "RiskEventRecord",
@@ -60,6 +65,7 @@ __all__ = [
     "SignalRecord",
     "SystemConfig",
     "Trade",
+    "WeightAdjustment",
     "advance",
     "create_records_engine",
     "enable_timescaledb",
