@@ -51,6 +51,7 @@ PIPELINE_SERVICES = (
     "positions",
     "tca",
     "audit_trail",
+    "agent",
 )
 # A list setting from the environment or the CLI may be one comma-separated string
 # (TRADEOS_PIPELINE_SYMBOLS=BTC-USD,ETH-USD) rather than JSON.

@@ -1372,7 +1372,6 @@ class RecordsStore:
             rows,
         )
 
-
     # ---- the agent and the learning loop ---------------------------------------------------
 
     def config_version(self) -> int:
@@ -1506,8 +1505,10 @@ class RecordsStore:
         live = self.profile(name)
         fields = {c: getattr(live, c) for c in limits}
         for column, value in values.items():
-            if column == "agent_rules" or column == "description":
-                fields[column] = _json(value, column) if column == "agent_rules" else str(value)
+            if column == "agent_rules":
+                fields[column] = _json(value, column)
+            elif column == "description":
+                fields[column] = str(value)
             elif column == "max_open_positions":
                 fields[column] = int(_positive(value, column))
             else:
@@ -1543,9 +1544,9 @@ class RecordsStore:
             live = session.get(PolicyProfile, name, with_for_update=True)
             if live is None:
                 raise ValidationError(f"no policy profile named {name!r}")
-            for column in cast(Table, PolicyProfile.__table__).columns.keys():
-                if column not in ("name", "updated_at"):
-                    setattr(live, column, getattr(found, column))
+            for column in cast(Table, PolicyProfile.__table__).columns:
+                if column.name not in ("name", "updated_at"):
+                    setattr(live, column.name, getattr(found, column.name))
             live.updated_at = when
             found.effective_from = when
         _ident(activated_by, "activated_by")
@@ -1584,6 +1585,7 @@ class RecordsStore:
         )
         with self.session() as session:
             return list(session.scalars(stmt))
+
 
 # ---- validation helpers -------------------------------------------------------------------
 
