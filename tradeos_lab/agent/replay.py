@@ -238,16 +238,11 @@ def intents_to_replay(records: RecordsStore, start: datetime, end: datetime) -> 
 
     kept = records.intents_between(start, end)
     ids = [k.message_id for k in kept]
-    with records.session() as session:
-        prices = (
-            dict(
-                session.execute(
-                    select(Order.intent_id, Order.avg_price).where(Order.intent_id.in_(ids))
-                ).tuples()
-            )
-            if ids
-            else {}
-        )
+    prices: dict[str | None, float | None] = {}
+    if ids:
+        stmt = select(Order.intent_id, Order.avg_price).where(Order.intent_id.in_(ids))
+        with records.session() as session:
+            prices = {intent_id: price for intent_id, price in session.execute(stmt)}
     profiles = {p.name: Limits.of(p) for p in records.profiles()}
     out = []
     for k in kept:
