@@ -21,7 +21,6 @@ from tradeos_lab.agent.replay import (
 from tradeos_lab.contracts import Intent, new_message
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.lab import Lab
-from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services.signal_modifier import ProfileSource
 
 DAY = datetime(2026, 12, 1, tzinfo=UTC)

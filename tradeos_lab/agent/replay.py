@@ -242,7 +242,8 @@ def intents_to_replay(records: RecordsStore, start: datetime, end: datetime) -> 
     if ids:
         stmt = select(Order.intent_id, Order.avg_price).where(Order.intent_id.in_(ids))
         with records.session() as session:
-            prices = {intent_id: price for intent_id, price in session.execute(stmt)}
+            # A Result has keys(), so dict() would read it as a mapping: pair the rows here.
+            prices = {row[0]: row[1] for row in session.execute(stmt)}
     profiles = {p.name: Limits.of(p) for p in records.profiles()}
     out = []
     for k in kept:
