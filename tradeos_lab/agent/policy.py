@@ -59,11 +59,15 @@ def propose(
 
 def learn(lab: Lab, *, now: datetime, rules: AgentRules | None = None) -> Adjustment:
     """One learning-loop step: evidence from the records, the bandit's guarded adjustment, kept
-    in the records and, when it moved anything, written to the cache the modifier reads."""
+    in the records (whenever there was evidence, moved or held) and, when it moved anything,
+    written to the cache the modifier reads."""
     learning = (rules or active_rules(lab.records).rules).learning
     trades = recent_trades(lab.records, days=learning.lookback_days, now=now)
     before = lab.cache.get_signal_weights()
-    step = adjust(before, evidence_from(trades), learning)
+    evidence = evidence_from(trades)
+    step = adjust(before, evidence, learning)
+    if not evidence:
+        return step  # nothing traded: nothing to learn from, nothing to keep
     lab.records.record_weight_adjustment(
         method=METHOD,
         before=step.before,

@@ -4,7 +4,8 @@ What it consumes: `risk_events` (circuit-breaker trips, execution failures, reco
 mismatches) and `audit` (order submissions, to know the error rate's denominator; config change
 announcements), plus timers: every `EVALUATE_EVERY_S` it samples the account's equity and each
 symbol's latest price from the cache and judges every rule; every `LEARN_EVERY_S` it runs one
-learning-loop step; every `REOPTIMIZE_EVERY_S` (weekly) it re-runs the research sweeps.
+learning-loop step; once a week (`REOPTIMIZE_EVERY_S`, claimed on the flags tier so that one
+process runs it) it re-runs the research sweeps.
 
 What it decides: the active policy profile's agent rules (`tradeos_lab.agent.rules`) judged on
 those figures; `AgentHalts` engages or releases the agent's kill switches accordingly (never a
@@ -39,7 +40,11 @@ if TYPE_CHECKING:
 
 EVALUATE_EVERY_S: Final = 5.0
 LEARN_EVERY_S: Final = 3_600.0
-REOPTIMIZE_EVERY_S: Final = 7 * 86_400.0
+#: How often the re-optimisation timer asks whether a week has passed since the last run.
+REOPTIMIZE_CHECK_S: Final = 3_600.0
+#: The re-optimisation runs once a week across every agent process (a claim on the flags tier).
+REOPTIMIZE_EVERY_S: Final = 7 * 86_400
+REOPTIMIZE_CLAIM: Final = "agent.reoptimize"
 #: Events older than this are dropped from the windows whatever a rule's window.
 MAX_WINDOW_S: Final = 7 * 86_400.0
 #: Execution's audit actions that count as an attempted order.
@@ -93,7 +98,7 @@ class Agent(Service):
         return (
             Timer("agent.evaluate", EVALUATE_EVERY_S, self.evaluate),
             Timer("agent.learn", LEARN_EVERY_S, self.learn),
-            Timer("agent.reoptimize", REOPTIMIZE_EVERY_S, self.reoptimize),
+            Timer("agent.reoptimize", REOPTIMIZE_CHECK_S, self.reoptimize),
         )
 
     def _count(self, kind: RiskKind, severity: Severity, at: float) -> None:
@@ -210,10 +215,16 @@ class Agent(Service):
         ]
 
     def reoptimize(self) -> list[Message]:
-        """The weekly re-optimisation: sweeps on recent lake data, proposals as system config."""
+        """The weekly re-optimisation (once a week whoever claims it first): sweeps on recent lake
+        data, proposals as system config, each announced."""
         from tradeos_lab.agent.reoptimize import reoptimize
 
-        messages: list[Message] = []
-        for proposal in reoptimize(self.ctx.lab, now=self.ctx.now()):
-            messages.append(self.ctx.message(None, proposal.announcement))
-        return messages
+        dedup = self.ctx.lab.flags.dedup
+        if not dedup.claim_once(REOPTIMIZE_CLAIM, ttl_seconds=REOPTIMIZE_EVERY_S):
+            return []
+        try:
+            done = reoptimize(self.ctx.lab, now=self.ctx.now())
+        except Exception:
+            dedup.release_claim(REOPTIMIZE_CLAIM)  # failed: the next check tries again
+            raise
+        return [self.ctx.message(None, d.announcement) for d in done]
