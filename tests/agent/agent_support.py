@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
+
+from tradeos_lab.contracts import Intent, Message, new_message
 
 
 class Clock:
@@ -16,3 +19,24 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def intent_message(
+    symbol: str, produced_at: datetime, *, quantity: float = 1.0, side: str = "buy"
+) -> Message:
+    """An intent Feasibility cleared under Balanced, as the records keep it."""
+    return new_message(
+        Intent(
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            order_type="market",
+            time_in_force="gtc",
+            strategy="sma_cross",
+            reduce_only=False,
+            checks_passed=["kill_switch"],
+            policy_profile="Balanced@x",
+        ),
+        producer="feasibility",
+        produced_at=produced_at,
+    )

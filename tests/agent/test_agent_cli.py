@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from agent_support import intent_message
 from click.testing import CliRunner, Result
 
 from tradeos_lab.agent.config import CONFIG_CHANGED
 from tradeos_lab.agent.policy import propose
 from tradeos_lab.cli import cli
-from tradeos_lab.contracts import Intent, new_message
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 
@@ -60,22 +60,6 @@ def test_replay_profile_lists_what_the_candidate_would_have_denied(lab: Lab) -> 
     )
     yesterday = datetime.now(UTC).replace(hour=12, minute=0) - timedelta(days=1)
     for i, symbol in enumerate(["BTC-USD", "ETH-USD"]):
-        records.record_intent(
-            new_message(
-                Intent(
-                    symbol=symbol,
-                    side="buy",
-                    quantity=1.0,
-                    order_type="market",
-                    time_in_force="gtc",
-                    strategy="sma_cross",
-                    reduce_only=False,
-                    checks_passed=["kill_switch"],
-                    policy_profile="Balanced@x",
-                ),
-                producer="feasibility",
-                produced_at=yesterday + timedelta(minutes=i),
-            )
-        )
+        records.record_intent(intent_message(symbol, yesterday + timedelta(minutes=i)))
     out = run(lab, "agent", "replay-profile", "Balanced", str(version.version)).output
     assert "max_open_positions" in out and "denied" in out and "kept" in out

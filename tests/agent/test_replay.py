@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from agent_support import intent_message
 
 from tradeos_lab.agent.replay import (
     Limits,
@@ -18,7 +19,6 @@ from tradeos_lab.agent.replay import (
     profile_replay,
     weight_replay,
 )
-from tradeos_lab.contracts import Intent, new_message
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.services.signal_modifier import ProfileSource
@@ -129,21 +129,7 @@ def test_profile_versions_are_effective_dated_and_a_candidate_replays_recorded_i
     assert candidate.version == 1 and candidate.effective_from is None
     assert records.profile("Balanced").max_position_pct == 10.0  # not live yet
     now = datetime.now(UTC)
-    message = new_message(
-        Intent(
-            symbol="BTC-USD",
-            side="buy",
-            quantity=2.0,
-            order_type="market",
-            time_in_force="gtc",
-            strategy="sma_cross",
-            reduce_only=False,
-            checks_passed=["kill_switch"],
-            policy_profile="Balanced@x",
-        ),
-        producer="feasibility",
-        produced_at=now - timedelta(hours=3),
-    )
+    message = intent_message("BTC-USD", now - timedelta(hours=3), quantity=2.0)
     records.record_intent(message)
     replayed = intents_to_replay(records, now - timedelta(days=1), now)
     assert [(r.intent_id, r.quantity, r.sized_under.max_position_pct) for r in replayed] == [

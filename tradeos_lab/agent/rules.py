@@ -241,41 +241,50 @@ def stale_data(rule: StaleDataRule, symbol: str, unchanged_s: float) -> Verdict:
     )
 
 
+def _global_count(
+    rule: str,
+    count: int,
+    *,
+    what: str,
+    key: str,
+    limit: int,
+    window_s: float,
+    mode: KillMode,
+    expiry_s: float | None,
+) -> Verdict:
+    """A count of events in a window against its limit, over the account's switch."""
+    triggered = count >= limit
+    reason = (
+        f"{count} {what} in {window_s:g} s "
+        f"({'at or above' if triggered else 'below'} the limit of {limit})"
+    )
+    figures = {key: count, "limit": limit, "window_s": window_s}
+    return Verdict(rule, triggered, KillScope.GLOBAL, "*", mode, expiry_s, reason, figures)
+
+
 def circuit_breaker(rule: CircuitBreakerRule, trips: int) -> Verdict:
     """Broker circuit-breaker trips in the window."""
-    triggered = trips >= rule.max_trips
-    reason = (
-        f"{trips} circuit-breaker trip(s) in {rule.window_s:g} s "
-        f"({'at or above' if triggered else 'below'} the limit of {rule.max_trips})"
-    )
-    figures = {"trips": trips, "limit": rule.max_trips, "window_s": rule.window_s}
-    return Verdict(
+    return _global_count(
         "circuit_breaker",
-        triggered,
-        KillScope.GLOBAL,
-        "*",
-        KillMode.HALTED,
-        rule.expiry_s,
-        reason,
-        figures,
+        trips,
+        what="circuit-breaker trip(s)",
+        key="trips",
+        limit=rule.max_trips,
+        window_s=rule.window_s,
+        mode=KillMode.HALTED,
+        expiry_s=rule.expiry_s,
     )
 
 
 def reconciliation(rule: ReconciliationRule, mismatches: int) -> Verdict:
     """Reconciliation mismatches in the window: the account may only reduce."""
-    triggered = mismatches >= rule.max_mismatches
-    reason = (
-        f"{mismatches} reconciliation mismatch(es) in {rule.window_s:g} s "
-        f"({'at or above' if triggered else 'below'} the limit of {rule.max_mismatches})"
-    )
-    figures = {"mismatches": mismatches, "limit": rule.max_mismatches, "window_s": rule.window_s}
-    return Verdict(
+    return _global_count(
         "reconciliation",
-        triggered,
-        KillScope.GLOBAL,
-        "*",
-        KillMode.REDUCING,
-        rule.expiry_s,
-        reason,
-        figures,
+        mismatches,
+        what="reconciliation mismatch(es)",
+        key="mismatches",
+        limit=rule.max_mismatches,
+        window_s=rule.window_s,
+        mode=KillMode.REDUCING,
+        expiry_s=rule.expiry_s,
     )

@@ -266,7 +266,22 @@ class BacktestRun(Base):
     equity_curve: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
-class PolicyProfile(Base):
+class _ProfileLimits:
+    """The limits and rules a policy profile and each of its versions hold."""
+
+    description: Mapped[str] = mapped_column(Text)
+    max_position_pct: Mapped[float]
+    max_daily_loss_pct: Mapped[float]
+    max_leverage: Mapped[float]
+    risk_per_trade_pct: Mapped[float]
+    max_open_positions: Mapped[int]
+    max_drawdown_pct: Mapped[float]
+    min_signal_confidence: Mapped[float]
+    #: The agent's rules and limits under this profile; None: `AgentRules` defaults.
+    agent_rules: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+
+
+class PolicyProfile(_ProfileLimits, Base):
     """A named set of risk limits the Feasibility stage enforces before an intent is formed.
 
     - max_position_pct: largest single position, in % of portfolio value.
@@ -284,17 +299,7 @@ class PolicyProfile(Base):
     __tablename__ = "policy_profiles"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    description: Mapped[str] = mapped_column(Text)
-    max_position_pct: Mapped[float]
-    max_daily_loss_pct: Mapped[float]
-    max_leverage: Mapped[float]
-    risk_per_trade_pct: Mapped[float]
-    max_open_positions: Mapped[int]
-    max_drawdown_pct: Mapped[float]
-    min_signal_confidence: Mapped[float]
     updated_at: Mapped[datetime]
-    #: The agent's rules and limits under this profile; None: `AgentRules` defaults.
-    agent_rules: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
 
 
 class SystemConfig(Base):
@@ -505,7 +510,7 @@ class AuditRecord(_Published, Base):
 CONFIG_PROPOSAL_STATES = ("pending", "applied", "rejected")
 
 
-class PolicyProfileVersion(Base):
+class PolicyProfileVersion(_ProfileLimits, Base):
     """One version of a policy profile. `effective_from` is when it became (or becomes) the
     profile's live values; None marks a candidate not activated yet."""
 
@@ -513,15 +518,6 @@ class PolicyProfileVersion(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    description: Mapped[str] = mapped_column(Text)
-    max_position_pct: Mapped[float]
-    max_daily_loss_pct: Mapped[float]
-    max_leverage: Mapped[float]
-    risk_per_trade_pct: Mapped[float]
-    max_open_positions: Mapped[int]
-    max_drawdown_pct: Mapped[float]
-    min_signal_confidence: Mapped[float]
-    agent_rules: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     effective_from: Mapped[datetime | None]
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
