@@ -15,6 +15,7 @@ from tradeos_lab.contracts import (
     AuditMessage,
     Message,
     RiskEvent,
+    RiskEventMessage,
     RiskKind,
     Severity,
     new_message,
@@ -115,7 +116,9 @@ def test_an_execution_error_rate_above_the_limit_halts(
     lab: Lab, agent: Agent, clock: Clock
 ) -> None:
     out = feed(agent, [order_audit(clock) for _ in range(4)])
-    out += feed(agent, [risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL)] * 2)
+    out += feed(
+        agent, [risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL) for _ in range(2)]
+    )
     assert out == []  # 2 errors of 4 attempts: too few attempts to judge
     out = feed(agent, [order_audit(clock, "order.rejected")])
     assert actions(out) == []  # 2 of 5: 40% < 50%
@@ -234,15 +237,38 @@ def test_the_agent_never_clears_an_agent_source_switch_it_did_not_write(
     assert agent_switches(lab)["global:*"].actor == "user:ops"
 
 
+def test_a_redelivered_event_counts_once(lab: Lab, agent: Agent, clock: Clock) -> None:
+    trip = risk(clock, RiskKind.CIRCUIT_BREAKER)
+    assert feed(agent, [trip, trip, trip]) == []
+    assert agent_switches(lab) == {}
+
+
 def test_a_restarted_agent_counts_the_recorded_trips_and_takes_back_its_switch(
     lab: Lab, agent: Agent, clock: Clock
 ) -> None:
     events = [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(3)]
     for e in events:
         lab.records.record_risk_event(e)  # as the audit trail keeps them
-    out = feed(agent, events[:1])  # the first one the agent sees counts the records' three
+    # The first one the agent sees brings in the records' three; itself is one of them.
+    out = feed(agent, events[:1])
     assert actions(out) == [("agent.engaged", "rule:circuit_breaker")]
     restarted = Agent(ServiceContext(lab=lab, settings=lab.settings, instance="t", clock=clock))
     clock.advance(3601)
     assert actions(restarted.evaluate()) == [("agent.released", "rule:circuit_breaker")]
     assert agent_switches(lab) == {}
+
+
+def test_a_restarted_agent_judges_the_error_rate_on_the_recorded_orders(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    for _ in range(5):
+        audit = order_audit(clock)
+        assert isinstance(audit, AuditMessage)
+        lab.records.record_audit(audit)
+    for _ in range(3):
+        event = risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL)
+        assert isinstance(event, RiskEventMessage)
+        lab.records.record_risk_event(event)
+    out = agent.evaluate()
+    assert actions(out) == [("agent.engaged", "rule:execution_errors")]
+    assert figures(out[0])["attempts"] == 5 and figures(out[0])["errors"] == 3

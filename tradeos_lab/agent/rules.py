@@ -124,19 +124,26 @@ class Verdict:
 
 
 class EventWindow:
-    """Times of events (epoch s) kept for at most `span_s`; counts those inside a window."""
+    """Events (epoch s, message id) kept for at most `span_s`, each counted once however often
+    it is seen (a redelivery, or the records' copy of a message the bus also brings)."""
 
     def __init__(self, span_s: float) -> None:
         self.span_s = span_s
-        self._times: deque[float] = deque()
+        self._events: deque[tuple[float, str]] = deque()
+        self._ids: set[str] = set()
 
-    def add(self, ts: float) -> None:
-        self._times.append(ts)
+    def add(self, ts: float, message_id: str) -> bool:
+        """Note one event; False when it was noted already."""
+        if message_id in self._ids:
+            return False
+        self._ids.add(message_id)
+        self._events.append((ts, message_id))
+        return True
 
     def count(self, now: float, window_s: float) -> int:
-        while self._times and self._times[0] < now - self.span_s:
-            self._times.popleft()
-        return sum(1 for t in self._times if t >= now - window_s)
+        while self._events and self._events[0][0] < now - self.span_s:
+            self._ids.discard(self._events.popleft()[1])
+        return sum(1 for t, _ in self._events if t >= now - window_s)
 
 
 def drawdown(

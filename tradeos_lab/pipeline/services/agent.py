@@ -10,7 +10,8 @@ process runs it) it re-runs the research sweeps.
 What it decides: the active policy profile's agent rules (`tradeos_lab.agent.rules`) judged on
 those figures; `AgentHalts` engages or releases the agent's kill switches accordingly (never a
 switch it did not set; a manual switch outranks it). Event windows are rebuilt from the records'
-risk events when the service starts, so a restart does not forget recent trips.
+risk events and Execution's order entries when the service starts, so a restart does not forget
+recent trips or failures.
 
 What it emits: an `audit` entry per engagement, release, deferral or override, naming the rule
 and the figures that decided it; one per learning step and per config proposal.
@@ -83,11 +84,11 @@ class Agent(Service):
             self._rebuild()
             at = message.produced_at.timestamp()
             if isinstance(message, RiskEventMessage):
-                self._count(message.payload.kind, message.payload.severity, at)
+                self._count(message.payload.kind, message.payload.severity, at, message.message_id)
             elif isinstance(message, AuditMessage):
                 self.config.note(message)
                 if message.producer == "execution" and message.payload.action in ORDER_ATTEMPTS:
-                    self.order_attempts.add(at)
+                    self.order_attempts.add(at, message.message_id)
                 else:
                     return ()
             else:
@@ -101,24 +102,32 @@ class Agent(Service):
             Timer("agent.reoptimize", REOPTIMIZE_CHECK_S, self.reoptimize),
         )
 
-    def _count(self, kind: RiskKind, severity: Severity, at: float) -> None:
+    def _count(self, kind: RiskKind, severity: Severity, at: float, message_id: str) -> None:
         if kind is RiskKind.CIRCUIT_BREAKER:
-            self.breaker_trips.add(at)
+            self.breaker_trips.add(at, message_id)
         elif kind is RiskKind.RECONCILIATION and severity is not Severity.INFO:
-            self.mismatches.add(at)
+            self.mismatches.add(at, message_id)
         elif kind is RiskKind.EXECUTION_FAILURE:
-            self.execution_errors.add(at)
+            self.execution_errors.add(at, message_id)
 
     def _rebuild(self) -> None:
-        """Once: the windows' events from the records' risk events of the last week."""
+        """Once: the windows' events from the records' risk events and Execution's order
+        entries of the last week."""
         if self._rebuilt:
             return
         self._rebuilt = True
+        records = self.ctx.lab.records
         since = self.ctx.now() - timedelta(seconds=MAX_WINDOW_S)
-        for event in self.ctx.lab.records.risk_events_since(since):
+        for event in records.risk_events_since(since):
             self._count(
-                RiskKind(event.kind), Severity(event.severity), event.produced_at.timestamp()
+                RiskKind(event.kind),
+                Severity(event.severity),
+                event.produced_at.timestamp(),
+                event.message_id,
             )
+        for entry in records.audit_since(since, actions=ORDER_ATTEMPTS):
+            if entry.producer == "execution":
+                self.order_attempts.add(entry.produced_at.timestamp(), entry.message_id)
 
     # ---- what it decides ------------------------------------------------------------------
 

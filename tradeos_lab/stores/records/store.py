@@ -1578,11 +1578,25 @@ class RecordsStore:
 
     def risk_events_since(self, since: datetime) -> list[RiskEventRecord]:
         """Kept risk events produced at or after `since`, oldest first (the agent's windows)."""
+        return self._kept_since(RiskEventRecord, since)
+
+    def audit_since(
+        self, since: datetime, *, actions: Iterable[str] | None = None
+    ) -> list[AuditRecord]:
+        """Kept audit entries produced at or after `since` (only `actions` when given), oldest
+        first (the agent's windows)."""
+        where = None if actions is None else AuditRecord.action.in_(list(actions))
+        return self._kept_since(AuditRecord, since, where)
+
+    def _kept_since(self, model: type[_KeptT], since: datetime, where: Any = None) -> list[_KeptT]:
+        table = cast(Table, model.__table__)
         stmt = (
-            select(RiskEventRecord)
-            .where(RiskEventRecord.produced_at >= _utc(since))
-            .order_by(RiskEventRecord.produced_at, RiskEventRecord.message_id)
+            select(model)
+            .where(table.c.produced_at >= _utc(since))
+            .order_by(table.c.produced_at, table.c.message_id)
         )
+        if where is not None:
+            stmt = stmt.where(where)
         with self.session() as session:
             return list(session.scalars(stmt))
 
