@@ -1,11 +1,11 @@
 """Agent: watches risk and halts trading on its own rules; runs the learning loop.
 
 What it consumes: `risk_events` (circuit-breaker trips, execution failures, reconciliation
-mismatches) and `audit` (order submissions, to know the error rate's denominator; config change
-announcements), plus timers: every `EVALUATE_EVERY_S` it samples the account's equity and each
-symbol's latest price from the cache and judges every rule; every `LEARN_EVERY_S` it runs one
-learning-loop step; once a week (`REOPTIMIZE_EVERY_S`, claimed on the flags tier so that one
-process runs it) it re-runs the research sweeps.
+mismatches) and `audit` (Execution's order entries: the error rate's denominator), plus timers:
+every `EVALUATE_EVERY_S` it samples the account's equity and each symbol's latest price from the
+cache and judges every rule; every `LEARN_EVERY_S` it runs one learning-loop step; once a week
+(`REOPTIMIZE_EVERY_S`, claimed on the flags tier so that one process runs it) it re-runs the
+research sweeps.
 
 What it decides: the active policy profile's agent rules (`tradeos_lab.agent.rules`) judged on
 those figures; `AgentHalts` engages or releases the agent's kill switches accordingly (never a
@@ -26,7 +26,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from tradeos_lab.agent import rules as agent_rules
-from tradeos_lab.agent.config import ConfigWatcher
 from tradeos_lab.agent.halts import AgentAction, AgentHalts
 from tradeos_lab.agent.policy import ActiveRules, active_rules, learn
 from tradeos_lab.agent.rules import EventWindow, Verdict
@@ -64,7 +63,6 @@ class Agent(Service):
         lab = ctx.lab
         self.halts = AgentHalts(lab.kill_switches)
         self.rules: Held[ActiveRules] = Held(lambda: active_rules(lab.records))
-        self.config = ConfigWatcher(lab.records)
         self.breaker_trips = EventWindow(MAX_WINDOW_S)
         self.mismatches = EventWindow(MAX_WINDOW_S)
         self.execution_errors = EventWindow(MAX_WINDOW_S)
@@ -86,7 +84,6 @@ class Agent(Service):
             if isinstance(message, RiskEventMessage):
                 self._count(message.payload.kind, message.payload.severity, at, message.message_id)
             elif isinstance(message, AuditMessage):
-                self.config.note(message)
                 if message.producer == "execution" and message.payload.action in ORDER_ATTEMPTS:
                     self.order_attempts.add(at, message.message_id)
                 else:
