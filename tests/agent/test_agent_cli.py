@@ -63,3 +63,36 @@ def test_replay_profile_lists_what_the_candidate_would_have_denied(lab: Lab) -> 
         records.record_intent(intent_message(symbol, yesterday + timedelta(minutes=i)))
     out = run(lab, "agent", "replay-profile", "Balanced", str(version.version)).output
     assert "max_open_positions" in out and "denied" in out and "kept" in out
+
+
+def test_replay_weights_shows_the_recent_trades_under_the_latest_weights(lab: Lab) -> None:
+    records = lab.records
+    at = datetime.now(UTC) - timedelta(hours=2)
+    for i, (strategy, pnl) in enumerate([("sma_cross", 10.0), ("macd_trend", -4.0)]):
+        records.open_signal_horizons(
+            signal_id=f"s-{i}",
+            horizons=[5],
+            strategy=strategy,
+            symbol="BTC-USD",
+            timeframe="1m",
+            signal_at=at,
+            strength=1.0,
+            side="buy",
+            quantity=1.0,
+            avg_price=100.0,
+            fees=0.0,
+            arrival_price=100.0,
+        )
+        records.close_signal_horizon(
+            f"s-{i}", 5, exit_at=at, exit_price=100.0 + pnl, forward_return=pnl / 100, pnl=pnl
+        )
+    records.record_weight_adjustment(
+        method="thompson",
+        before={"sma_cross": 1.0, "macd_trend": 1.0},
+        after={"sma_cross": 1.5, "macd_trend": 0.5},
+        evidence={},
+        applied=True,
+    )
+    out = run(lab, "agent", "replay-weights", "--days", "1").output
+    # 10 x 1.5 - 4 x 0.5 = 13 against 6
+    assert "│ 6.0 " in out and "│ 13.0 " in out

@@ -1,5 +1,6 @@
 """`agent ...`: the agent's proposals and their approval, a learning step, the weekly
-re-optimisation on demand, and a candidate profile replayed over yesterday's intents.
+re-optimisation on demand, the latest weights replayed over recent trades, and a candidate
+profile replayed over yesterday's intents.
 
 Every command attaches to the running stack (`start=False`); applied config changes are
 announced on the `audit` stream, so running services re-read their config.
@@ -176,6 +177,34 @@ def replay_profile(
     frame = profile_replay(intents, Limits.of(found[0]), equity=equity)
     rows = [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
     _print(rows, f"{name} v{version} over {start_day}")
+
+
+@agent.command("replay-weights")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
+@pass_cli
+def replay_weights(ctx: CliContext, days: float) -> None:
+    """What the last DAYS of closed trades would have made under the latest weight adjustment."""
+    from tradeos_lab.agent.replay import daily, recent_trades, weight_replay
+    from tradeos_lab.errors import ValidationError
+
+    with _lab(ctx) as lab:
+        applied = [a for a in lab.records.weight_adjustments() if a.applied]
+        if not applied:
+            raise ValidationError("no weight adjustment has been applied yet")
+        trades = recent_trades(lab.records, days=days, now=datetime.now(UTC))
+    per_day = daily(weight_replay(trades, applied[-1].before, applied[-1].after))
+    rows = [
+        {
+            "day": str(day)[:10],
+            "pnl": round(r.pnl, 2),
+            "counterfactual": round(r.counterfactual_pnl, 2),
+        }
+        for day, r in per_day.iterrows()
+    ]
+    _print(
+        rows,
+        f"the last {days:g} days under the weights of {applied[-1].adjusted_at:%Y-%m-%d %H:%M}",
+    )
 
 
 COMMANDS = [agent]
