@@ -8,12 +8,13 @@ Starts one scratch redis-server on loopback (the bus role's settings: noeviction
 and runs, one after the other, two chains of consumer processes over it:
 
 - the null chain: one process per pipeline hop (market_data -> signals.raw -> signals.modified ->
-  intents -> orders + fills.raw -> positions, and beside them fills.raw -> audit -> acked), each
-  a service that only forwards (read -> XADD -> ack; its output is a constant payload derived
+  intents -> orders + fills.raw -> positions, and beside them fills.raw -> audit -> acked twice),
+  each a service that only forwards (read -> XADD -> ack; its output is a constant payload derived
   from the input, so ids and correlation carry over as in a real stage), under the same
   `ServiceRunner` as the real services;
 - the real chain: the services `up` runs by default less ingestion (the Signal Engine to
-  Positions, the TCA Monitor and the audit trail: as many processes as the null chain), each in
+  Positions, the TCA Monitor, the audit trail and the agent: as many processes as the null
+  chain), each in
   its own process under the `ServiceRunner` (which hands each service a whole batch), on a lab
   whose bus, cache and flags are the same scratch server and whose records are a SQLite file (or
   the PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
@@ -237,8 +238,8 @@ def _null_payloads() -> dict[Stream, Payload]:
 
 #: The pipeline's hops from market data on: (service, input, outputs), one per process of the
 #: real chain, so both chains run as many consumer processes: the five on the way from a bar to
-#: its fill, then the two beside it (TCA reads the fills and writes audit entries; the audit
-#: trail reads the audit stream).
+#: its fill, then the three beside it (TCA reads the fills and writes audit entries; the audit
+#: trail and the agent read the audit stream).
 NULL_HOPS: tuple[tuple[str, Stream, tuple[Stream, ...]], ...] = (
     ("signal_engine", Stream.MARKET_DATA, (Stream.SIGNALS_RAW,)),
     ("signal_modifier", Stream.SIGNALS_RAW, (Stream.SIGNALS_MODIFIED,)),
@@ -247,6 +248,7 @@ NULL_HOPS: tuple[tuple[str, Stream, tuple[Stream, ...]], ...] = (
     ("positions", Stream.FILLS_RAW, (Stream.POSITIONS,)),
     ("tca", Stream.FILLS_RAW, (Stream.AUDIT,)),
     ("audit_trail", Stream.AUDIT, ()),
+    ("agent", Stream.AUDIT, ()),
 )
 
 

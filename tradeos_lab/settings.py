@@ -54,6 +54,7 @@ PIPELINE_SERVICES = (
     "positions",
     "tca",
     "audit_trail",
+    "agent",
 )
 # The news services poll the internet: they join the default services only when a news source
 # (a feed or a subreddit) is configured.

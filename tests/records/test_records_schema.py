@@ -47,6 +47,9 @@ RECORD_TABLES = {
     "signal_horizons",
     "news_articles",
     "news_scores",
+    "policy_profile_versions",
+    "weight_adjustments",
+    "config_proposals",
 }
 ALEMBIC_INI = Path(__file__).parents[2] / "tradeos_lab/stores/records/alembic.ini"
 

@@ -69,6 +69,7 @@ def cli(
 
 def _register_commands() -> None:
     from tradeos_lab.cli import (
+        agent_commands,
         apps_commands,
         broker_commands,
         data_commands,
@@ -85,6 +86,7 @@ def _register_commands() -> None:
         *data_commands.COMMANDS,
         *broker_commands.COMMANDS,
         *research_commands.COMMANDS,
+        *agent_commands.COMMANDS,
     ]:
         cli.add_command(command)
     cli.add_command(records_commands.records)

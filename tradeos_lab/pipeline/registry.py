@@ -28,6 +28,7 @@ SERVICE_MODULES: dict[str, str] = {
     "positions": "tradeos_lab.pipeline.services.positions",
     "tca": "tradeos_lab.pipeline.services.tca",
     "audit_trail": "tradeos_lab.pipeline.services.audit_trail",
+    "agent": "tradeos_lab.pipeline.services.agent",
 }
 
 #: The order `up` starts the services in and `status` lists them.

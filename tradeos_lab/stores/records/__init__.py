@@ -6,6 +6,7 @@ from tradeos_lab.stores.records.models import (
     BacktestRun,
     Base,
     ConfigChange,
+    ConfigProposal,
     Fill,
     FillCost,
     IntentRecord,
@@ -16,6 +17,7 @@ from tradeos_lab.stores.records.models import (
     OrderCost,
     OrderEvent,
     PolicyProfile,
+    PolicyProfileVersion,
     PositionSnapshot,
     RiskEventRecord,
     SignalHorizon,
@@ -23,6 +25,7 @@ from tradeos_lab.stores.records.models import (
     SignalRecord,
     SystemConfig,
     Trade,
+    WeightAdjustment,
 )
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.store import (
@@ -44,6 +47,7 @@ __all__ = [
     "BacktestRun",
     "Base",
     "ConfigChange",
+    "ConfigProposal",
     "Fill",
     "FillCost",
     "FillTotals",
@@ -58,6 +62,7 @@ __all__ = [
     "OrderUpdate",
     "PlacedOrder",
     "PolicyProfile",
+    "PolicyProfileVersion",
     "PositionSnapshot",
     "RecordsStore",
     "RiskEventRecord",
@@ -66,6 +71,7 @@ __all__ = [
     "SignalRecord",
     "SystemConfig",
     "Trade",
+    "WeightAdjustment",
     "advance",
     "create_records_engine",
     "enable_timescaledb",

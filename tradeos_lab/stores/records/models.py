@@ -266,7 +266,22 @@ class BacktestRun(Base):
     equity_curve: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
-class PolicyProfile(Base):
+class _ProfileLimits:
+    """The limits and rules a policy profile and each of its versions hold."""
+
+    description: Mapped[str] = mapped_column(Text)
+    max_position_pct: Mapped[float]
+    max_daily_loss_pct: Mapped[float]
+    max_leverage: Mapped[float]
+    risk_per_trade_pct: Mapped[float]
+    max_open_positions: Mapped[int]
+    max_drawdown_pct: Mapped[float]
+    min_signal_confidence: Mapped[float]
+    #: The agent's rules and limits under this profile; None: `AgentRules` defaults.
+    agent_rules: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+
+
+class PolicyProfile(_ProfileLimits, Base):
     """A named set of risk limits the Feasibility stage enforces before an intent is formed.
 
     - max_position_pct: largest single position, in % of portfolio value.
@@ -284,14 +299,6 @@ class PolicyProfile(Base):
     __tablename__ = "policy_profiles"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    description: Mapped[str] = mapped_column(Text)
-    max_position_pct: Mapped[float]
-    max_daily_loss_pct: Mapped[float]
-    max_leverage: Mapped[float]
-    risk_per_trade_pct: Mapped[float]
-    max_open_positions: Mapped[int]
-    max_drawdown_pct: Mapped[float]
-    min_signal_confidence: Mapped[float]
     updated_at: Mapped[datetime]
 
 
@@ -543,3 +550,57 @@ class NewsScoreRecord(Base):
     ts: Mapped[datetime]
     score: Mapped[float]
     scorer: Mapped[str] = mapped_column(String(64))
+
+
+# ---- the agent and the learning loop ---------------------------------------------------------
+
+CONFIG_PROPOSAL_STATES = ("pending", "applied", "rejected")
+
+
+class PolicyProfileVersion(_ProfileLimits, Base):
+    """One version of a policy profile. `effective_from` is when it became (or becomes) the
+    profile's live values; None marks a candidate not activated yet."""
+
+    __tablename__ = "policy_profile_versions"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    effective_from: Mapped[datetime | None]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class WeightAdjustment(Base):
+    """One update of the Signal Modifier's ensemble weights by the learning loop: the weights
+    before and after, and the evidence (trades, P&L per strategy) it was made on. `applied` is
+    False when a guardrail held the weights where they were."""
+
+    __tablename__ = "weight_adjustments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    adjusted_at: Mapped[datetime] = mapped_column(index=True)
+    method: Mapped[str] = mapped_column(String(32))
+    before: Mapped[dict[str, Any]]
+    after: Mapped[dict[str, Any]]
+    evidence: Mapped[dict[str, Any]]
+    applied: Mapped[bool] = mapped_column(Boolean)
+
+
+class ConfigProposal(Base):
+    """A system config change the agent proposed: pending an operator's approval when the active
+    profile asks for it, then applied (through `RecordsStore.set_config`) or rejected."""
+
+    __tablename__ = "config_proposals"
+    __table_args__ = (CheckConstraint(_in("status", CONFIG_PROPOSAL_STATES), name="status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64))
+    old_value: Mapped[Any | None] = mapped_column(JSONDoc)
+    new_value: Mapped[Any] = mapped_column(JSONDoc)
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    proposed_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None]

@@ -76,6 +76,7 @@ from tradeos_lab.settings import Settings
 from tradeos_lab.stores.records.models import (
     BACKTEST_KINDS,
     BACKTEST_STATES,
+    CONFIG_PROPOSAL_STATES,
     ORDER_SIDES,
     SIGNAL_HORIZON_STATES,
     SIGNAL_OUTCOMES,
@@ -83,6 +84,7 @@ from tradeos_lab.stores.records.models import (
     BacktestRun,
     Base,
     ConfigChange,
+    ConfigProposal,
     Fill,
     FillCost,
     IntentRecord,
@@ -93,6 +95,7 @@ from tradeos_lab.stores.records.models import (
     OrderCost,
     OrderEvent,
     PolicyProfile,
+    PolicyProfileVersion,
     PositionSnapshot,
     RiskEventRecord,
     SignalHorizon,
@@ -100,6 +103,7 @@ from tradeos_lab.stores.records.models import (
     SignalRecord,
     SystemConfig,
     Trade,
+    WeightAdjustment,
 )
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.timescale import timescaledb_installed
@@ -1635,6 +1639,234 @@ class RecordsStore:
             stmt = stmt.where(NewsScoreRecord.ts >= _utc(start))
         if end is not None:
             stmt = stmt.where(NewsScoreRecord.ts < _utc(end))
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    # ---- the agent and the learning loop ---------------------------------------------------
+
+    def config_version(self) -> int:
+        """A number that grows with every system config change (the latest history id; 0 when
+        nothing ever changed): what a watcher compares to know it must re-read."""
+        with self.session() as session:
+            return int(session.scalar(select(func.max(ConfigChange.id))) or 0)
+
+    def config_values(self) -> dict[str, Any]:
+        """Every live-tunable value now, by key."""
+        with self.session() as session:
+            return {c.key: c.value for c in session.scalars(select(SystemConfig))}
+
+    def propose_config(
+        self, key: str, value: Any, *, proposed_by: str, reason: str, approval: bool
+    ) -> ConfigProposal:
+        """Propose a system config change; applied at once unless `approval` is needed, else
+        kept pending until `decide_config`."""
+        key = _config_key(key)
+        value = _json(value, key)
+        if value is None:
+            raise ValidationError(f"config {key} cannot be set to null")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("say why the config should change (reason)")
+        who = _ident(proposed_by, "proposed_by")
+        proposal = ConfigProposal(
+            key=key,
+            old_value=self.get_config(key),
+            new_value=value,
+            proposed_by=who,
+            proposed_at=_utc(None),
+            reason=reason,
+            status="pending",
+        )
+        with self.session() as session:
+            session.add(proposal)
+            session.flush()
+            proposal_id = proposal.id
+        if approval:
+            return self.config_proposal(proposal_id)
+        return self.decide_config(proposal_id, approve=True, decided_by=who, reason=reason)
+
+    def decide_config(
+        self, proposal_id: int, *, approve: bool, decided_by: str, reason: str
+    ) -> ConfigProposal:
+        """Apply (through `set_config`, so the change is in the history) or reject a pending
+        proposal; a proposal decided before raises `ValidationError`."""
+        who = _ident(decided_by, "decided_by")
+        with self.session() as session:
+            found = session.get(ConfigProposal, proposal_id, with_for_update=True)
+            if found is None:
+                raise ValidationError(f"no config proposal {proposal_id}")
+            if found.status != "pending":
+                raise ValidationError(f"config proposal {proposal_id} is already {found.status}")
+            found.status = "applied" if approve else "rejected"
+            found.decided_by, found.decided_at = who, _utc(None)
+            key, value = found.key, found.new_value
+        if approve:
+            self.set_config(key, value, changed_by=who, reason=f"proposal {proposal_id}: {reason}")
+        return self.config_proposal(proposal_id)
+
+    def config_proposal(self, proposal_id: int) -> ConfigProposal:
+        with self.session() as session:
+            found = session.get(ConfigProposal, proposal_id)
+            if found is None:
+                raise ValidationError(f"no config proposal {proposal_id}")
+            return found
+
+    def config_proposals(self, *, status: str | None = None) -> list[ConfigProposal]:
+        """Config proposals, oldest first; only those in `status` when given."""
+        stmt = select(ConfigProposal).order_by(ConfigProposal.id)
+        if status is not None:
+            stmt = stmt.where(
+                ConfigProposal.status == _choice(status, CONFIG_PROPOSAL_STATES, "status")
+            )
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def record_weight_adjustment(
+        self,
+        *,
+        method: str,
+        before: dict[str, float],
+        after: dict[str, float],
+        evidence: dict[str, Any],
+        applied: bool,
+        at: datetime | None = None,
+    ) -> WeightAdjustment:
+        """Keep one learning-loop update of the ensemble weights (or one a guardrail held)."""
+        row = WeightAdjustment(
+            adjusted_at=_utc(at),
+            method=_word(method, "method"),
+            before=_json(before, "before"),
+            after=_json(after, "after"),
+            evidence=_json(evidence, "evidence"),
+            applied=bool(applied),
+        )
+        with self.session() as session:
+            session.add(row)
+        return row
+
+    def weight_adjustments(self, *, latest: int | None = None) -> list[WeightAdjustment]:
+        """Weight adjustments oldest first; with `latest`, only the latest N."""
+        stmt = select(WeightAdjustment).order_by(WeightAdjustment.id.desc())
+        if latest is not None:
+            stmt = stmt.limit(_horizon(latest))
+        with self.session() as session:
+            return list(session.scalars(stmt))[::-1]
+
+    def save_profile_version(
+        self,
+        name: str,
+        values: dict[str, Any],
+        *,
+        created_by: str,
+        reason: str,
+        effective_from: datetime | None = None,
+    ) -> PolicyProfileVersion:
+        """A new version of profile `name` (the next number): the live profile's values with
+        `values` over them. Without `effective_from` it is a candidate (see `activate_profile`)."""
+        known = {c.name for c in cast(Table, PolicyProfileVersion.__table__).columns}
+        limits = known - {"name", "version", "effective_from", "created_by", "created_at", "reason"}
+        unknown = set(values) - limits
+        if unknown:
+            raise ValidationError(
+                f"unknown policy profile field(s) {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(sorted(limits))}"
+            )
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("say why the profile changes (reason)")
+        live = self.profile(name)
+        fields = {c: getattr(live, c) for c in limits}
+        for column, value in values.items():
+            if column == "agent_rules":
+                fields[column] = _json(value, column)
+            elif column == "description":
+                fields[column] = str(value)
+            elif column == "max_open_positions":
+                fields[column] = int(_positive(value, column))
+            else:
+                fields[column] = _positive(value, column)
+        with self.session() as session:
+            latest = session.scalar(
+                select(func.max(PolicyProfileVersion.version)).where(
+                    PolicyProfileVersion.name == live.name
+                )
+            )
+            row = PolicyProfileVersion(
+                name=live.name,
+                version=int(latest or 0) + 1,
+                effective_from=None if effective_from is None else _utc(effective_from),
+                created_by=_ident(created_by, "created_by"),
+                created_at=_utc(None),
+                reason=reason,
+                **fields,
+            )
+            session.add(row)
+        return row
+
+    def activate_profile(
+        self, name: str, version: int, *, activated_by: str, at: datetime | None = None
+    ) -> PolicyProfileVersion:
+        """Make a saved version the live values of its profile from `at` (now by default): the
+        profile's row takes its limits and its `updated_at` (the version the pipeline reports)."""
+        when = _utc(at)
+        with self.session() as session:
+            found = session.get(PolicyProfileVersion, (name, version), with_for_update=True)
+            if found is None:
+                raise ValidationError(f"no version {version} of policy profile {name!r}")
+            live = session.get(PolicyProfile, name, with_for_update=True)
+            if live is None:
+                raise ValidationError(f"no policy profile named {name!r}")
+            for column in cast(Table, PolicyProfile.__table__).columns:
+                if column.name not in ("name", "updated_at"):
+                    setattr(live, column.name, getattr(found, column.name))
+            live.updated_at = when
+            found.effective_from = when
+        _ident(activated_by, "activated_by")
+        return self.profile_versions(name, version=version)[0]
+
+    def profile_versions(
+        self, name: str, *, version: int | None = None
+    ) -> list[PolicyProfileVersion]:
+        """The saved versions of a profile, oldest first (or the one `version`)."""
+        stmt = (
+            select(PolicyProfileVersion)
+            .where(PolicyProfileVersion.name == name)
+            .order_by(PolicyProfileVersion.version)
+        )
+        if version is not None:
+            stmt = stmt.where(PolicyProfileVersion.version == version)
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def intents_between(self, start: datetime, end: datetime) -> list[IntentRecord]:
+        """Kept intents produced in [start, end), oldest first (a profile replay's input)."""
+        stmt = (
+            select(IntentRecord)
+            .where(IntentRecord.produced_at >= _utc(start), IntentRecord.produced_at < _utc(end))
+            .order_by(IntentRecord.produced_at, IntentRecord.message_id)
+        )
+        with self.session() as session:
+            return list(session.scalars(stmt))
+
+    def risk_events_since(self, since: datetime) -> list[RiskEventRecord]:
+        """Kept risk events produced at or after `since`, oldest first (the agent's windows)."""
+        return self._kept_since(RiskEventRecord, since)
+
+    def audit_since(
+        self, since: datetime, *, actions: Iterable[str] | None = None
+    ) -> list[AuditRecord]:
+        """Kept audit entries produced at or after `since` (only `actions` when given), oldest
+        first (the agent's windows)."""
+        where = None if actions is None else AuditRecord.action.in_(list(actions))
+        return self._kept_since(AuditRecord, since, where)
+
+    def _kept_since(self, model: type[_KeptT], since: datetime, where: Any = None) -> list[_KeptT]:
+        table = cast(Table, model.__table__)
+        stmt = (
+            select(model)
+            .where(table.c.produced_at >= _utc(since))
+            .order_by(table.c.produced_at, table.c.message_id)
+        )
+        if where is not None:
+            stmt = stmt.where(where)
         with self.session() as session:
             return list(session.scalars(stmt))
 

@@ -1,0 +1,274 @@
+"""The agent service on real Redis and the records on PostgreSQL and SQLite: each rule engages
+the agent's kill switch with an audit entry naming the rule and its figures, and releases it
+when the condition clears; a manual switch outranks it and is never cleared by it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from agent_support import Clock
+
+from tradeos_lab import operator
+from tradeos_lab.contracts import (
+    Audit,
+    AuditMessage,
+    Message,
+    RiskEvent,
+    RiskEventMessage,
+    RiskKind,
+    Severity,
+    new_message,
+)
+from tradeos_lab.lab import Lab
+from tradeos_lab.pipeline.service import ServiceContext
+from tradeos_lab.pipeline.services.agent import Agent
+from tradeos_lab.tiers.flags import KillMode, KillScope, KillSource, KillSwitch
+
+
+def _at(clock: Clock) -> datetime:
+    return datetime.fromtimestamp(clock.now, UTC)
+
+
+def risk(clock: Clock, kind: RiskKind, severity: Severity = Severity.WARNING) -> Message:
+    payload = RiskEvent(
+        kind=kind, severity=severity, scope="symbol:BTC-USD", detail="test", data={}, ts=_at(clock)
+    )
+    return new_message(payload, producer="feasibility", produced_at=_at(clock))
+
+
+def order_audit(clock: Clock, action: str = "order.submit") -> Message:
+    payload = Audit(
+        actor="service:execution",
+        action=action,
+        target="order:o-1",
+        reason="submitted",
+        old_value=None,
+        new_value=None,
+    )
+    return new_message(payload, producer="execution", produced_at=_at(clock))
+
+
+def agent_switches(lab: Lab) -> dict[str, KillSwitch]:
+    return {
+        f"{s.scope.value}:{s.target}": s
+        for s in lab.kill_switches.state().switches
+        if s.source is KillSource.AGENT
+    }
+
+
+def actions(messages: list[Message] | tuple[Message, ...]) -> list[tuple[str, str]]:
+    out = []
+    for m in messages:
+        assert isinstance(m, AuditMessage)
+        out.append((m.payload.action, m.payload.target))
+    return out
+
+
+def figures(message: Message) -> dict[str, Any]:
+    assert isinstance(message, AuditMessage)
+    value = message.payload.new_value
+    assert isinstance(value, dict)
+    return dict(value["figures"])
+
+
+def feed(agent: Agent, messages: list[Message]) -> list[Message]:
+    out: list[Message] = []
+    for m in messages:
+        out += agent.handle(m)
+    return out
+
+
+def test_repeated_breaker_trips_halt_until_the_window_passes(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    out = feed(agent, [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(2)])
+    assert out == [] and agent_switches(lab) == {}
+    out = feed(agent, [risk(clock, RiskKind.CIRCUIT_BREAKER)])
+    assert actions(out) == [("agent.engaged", "rule:circuit_breaker")]
+    assert figures(out[0]) == {"trips": 3, "limit": 3, "window_s": 3600.0}
+    switch = agent_switches(lab)["global:*"]
+    assert switch.mode is KillMode.HALTED and switch.actor == "agent"
+    assert switch.expires_at is not None and abs(switch.expires_at - switch.since - 3600) < 1e-3
+    decision = lab.kill_switches.check_order("sma_cross", "BTC-USD", "buy", 1, book=lab.records)
+    assert not decision.allowed
+    clock.advance(3601)
+    out = agent.evaluate()
+    assert ("agent.released", "rule:circuit_breaker") in actions(out)
+    released = next(m for m in out if actions([m])[0][0] == "agent.released")
+    assert figures(released)["trips"] == 0
+    assert agent_switches(lab) == {}
+
+
+def test_reconciliation_mismatches_make_the_account_reducing(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    out = feed(agent, [risk(clock, RiskKind.RECONCILIATION) for _ in range(3)])
+    assert actions(out) == [("agent.engaged", "rule:reconciliation")]
+    switch = agent_switches(lab)["global:*"]
+    assert switch.mode is KillMode.REDUCING and switch.expires_at is None
+    clock.advance(3601)
+    assert actions(agent.evaluate()) == [("agent.released", "rule:reconciliation")]
+    assert agent_switches(lab) == {}
+
+
+def test_an_execution_error_rate_above_the_limit_halts(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    out = feed(agent, [order_audit(clock) for _ in range(4)])
+    out += feed(
+        agent, [risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL) for _ in range(2)]
+    )
+    assert out == []  # 2 errors of 4 attempts: too few attempts to judge
+    out = feed(agent, [order_audit(clock, "order.rejected")])
+    assert actions(out) == []  # 2 of 5: 40% < 50%
+    out = feed(agent, [risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL)])
+    assert actions(out) == [("agent.engaged", "rule:execution_errors")]
+    assert figures(out[0])["error_rate"] == 0.6
+    assert agent_switches(lab)["global:*"].mode is KillMode.HALTED
+    clock.advance(901)
+    assert actions(agent.evaluate()) == [("agent.released", "rule:execution_errors")]
+    assert agent_switches(lab) == {}
+
+
+def test_a_drawdown_beyond_the_profile_limit_halts_then_releases_when_recovered(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    lab.cache.set_account(balance=100_000, portfolio_value=100_000)
+    assert agent.evaluate() == []
+    clock.advance(60)
+    lab.cache.set_account(balance=91_000, portfolio_value=91_000)
+    assert agent.evaluate() == []  # 9% < Balanced's 10%
+    clock.advance(60)
+    lab.cache.set_account(balance=88_000, portfolio_value=88_000)
+    out = agent.evaluate()
+    assert actions(out) == [("agent.engaged", "rule:drawdown")]
+    assert figures(out[0]) == {
+        "peak_equity": 100_000,
+        "equity": 88_000,
+        "drawdown_pct": 12.0,
+        "limit_pct": 10.0,
+        "window_s": 86_400.0,
+    }
+    assert agent_switches(lab)["global:*"].reason.startswith("[drawdown]")
+    clock.advance(60)
+    lab.cache.set_account(balance=99_000, portfolio_value=99_000)
+    out = agent.evaluate()
+    assert actions(out) == [("agent.released", "rule:drawdown")]
+    assert figures(out[0])["drawdown_pct"] == 1.0
+    assert agent_switches(lab) == {}
+
+
+def test_a_symbol_whose_price_stops_moving_is_halted_alone(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    lab.cache.set_price("BTC-USD", 50_000, ts=clock.now)
+    lab.cache.set_price("ETH-USD", 3_000, ts=clock.now)
+    assert agent.evaluate() == []
+    clock.advance(400)
+    lab.cache.set_price("ETH-USD", 3_001, ts=clock.now)
+    assert agent.evaluate() == []
+    clock.advance(200)
+    out = agent.evaluate()
+    assert actions(out) == [("agent.engaged", "rule:stale_data")]
+    assert figures(out[0])["symbol"] == "BTC-USD" and figures(out[0])["unchanged_s"] == 600
+    assert set(agent_switches(lab)) == {"symbol:BTC-USD"}
+    assert lab.kill_switches.check_order("s", "ETH-USD", "buy", 1, book=lab.records).allowed
+    lab.cache.set_price("BTC-USD", 50_100, ts=clock.now)
+    assert actions(agent.evaluate()) == [("agent.released", "rule:stale_data")]
+    assert agent_switches(lab) == {}
+
+
+def test_two_rules_share_the_global_switch_until_both_release(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    feed(agent, [risk(clock, RiskKind.RECONCILIATION) for _ in range(3)])
+    clock.advance(1800)
+    out = feed(agent, [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(3)])
+    assert actions(out) == [("agent.engaged", "rule:circuit_breaker")]
+    assert agent_switches(lab)["global:*"].mode is KillMode.HALTED
+    clock.advance(1801)  # the mismatches leave their window; the trips stay
+    assert actions(agent.evaluate()) == [("agent.released", "rule:reconciliation")]
+    switch = agent_switches(lab)["global:*"]
+    assert switch.mode is KillMode.HALTED and switch.reason.startswith("[circuit_breaker]")
+    clock.advance(1800)
+    assert actions(agent.evaluate()) == [("agent.released", "rule:circuit_breaker")]
+    assert agent_switches(lab) == {}
+
+
+def test_a_manual_switch_outranks_the_agent_which_never_clears_it(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    operator.halt(lab, actor="user:ops", reason="maintenance")
+    out = feed(agent, [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(4)])
+    assert actions(out) == [("agent.deferred", "rule:circuit_breaker")]  # once per episode
+    assert agent_switches(lab) == {}
+    clock.advance(3601)
+    assert agent.evaluate() == []
+    manual = [s for s in lab.kill_switches.state().switches if s.source is KillSource.MANUAL]
+    assert [(s.actor, s.reason) for s in manual] == [("user:ops", "maintenance")]
+
+
+def test_an_operator_clearing_the_agent_switch_is_obeyed_until_the_rule_releases(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    feed(agent, [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(3)])
+    assert "global:*" in agent_switches(lab)
+    operator.clear(lab, actor="user:ops", reason="checked the broker", source=KillSource.AGENT)
+    out = feed(agent, [risk(clock, RiskKind.CIRCUIT_BREAKER)])
+    assert actions(out) == [("agent.overridden", "rule:circuit_breaker")]
+    assert agent_switches(lab) == {}
+    assert agent.evaluate() == []  # still triggered, still not engaged again
+    clock.advance(3601)
+    agent.evaluate()  # the rule released
+    out = feed(agent, [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(3)])
+    assert actions(out) == [("agent.engaged", "rule:circuit_breaker")]
+
+
+def test_the_agent_never_clears_an_agent_source_switch_it_did_not_write(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    other = operator.operator_switches(lab, KillSource.AGENT)
+    other.engage(KillScope.GLOBAL, KillMode.HALTED, actor="user:ops", reason="by hand")
+    out = feed(agent, [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(3)])
+    assert actions(out) == [("agent.deferred", "rule:circuit_breaker")]
+    clock.advance(3601)
+    agent.evaluate()
+    assert agent_switches(lab)["global:*"].actor == "user:ops"
+
+
+def test_a_redelivered_event_counts_once(lab: Lab, agent: Agent, clock: Clock) -> None:
+    trip = risk(clock, RiskKind.CIRCUIT_BREAKER)
+    assert feed(agent, [trip, trip, trip]) == []
+    assert agent_switches(lab) == {}
+
+
+def test_a_restarted_agent_counts_the_recorded_trips_and_takes_back_its_switch(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    events = [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(3)]
+    for e in events:
+        lab.records.record_risk_event(e)  # as the audit trail keeps them
+    # The first one the agent sees brings in the records' three; itself is one of them.
+    out = feed(agent, events[:1])
+    assert actions(out) == [("agent.engaged", "rule:circuit_breaker")]
+    restarted = Agent(ServiceContext(lab=lab, settings=lab.settings, instance="t", clock=clock))
+    clock.advance(3601)
+    assert actions(restarted.evaluate()) == [("agent.released", "rule:circuit_breaker")]
+    assert agent_switches(lab) == {}
+
+
+def test_a_restarted_agent_judges_the_error_rate_on_the_recorded_orders(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    for _ in range(5):
+        audit = order_audit(clock)
+        assert isinstance(audit, AuditMessage)
+        lab.records.record_audit(audit)
+    for _ in range(3):
+        event = risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL)
+        assert isinstance(event, RiskEventMessage)
+        lab.records.record_risk_event(event)
+    out = agent.evaluate()
+    assert actions(out) == [("agent.engaged", "rule:execution_errors")]
+    assert figures(out[0])["attempts"] == 5 and figures(out[0])["errors"] == 3

@@ -1,0 +1,236 @@
+"""Agent: watches risk and halts trading on its own rules; runs the learning loop.
+
+What it consumes: `risk_events` (circuit-breaker trips, execution failures, reconciliation
+mismatches) and `audit` (Execution's order entries: the error rate's denominator), plus timers:
+every `EVALUATE_EVERY_S` it samples the account's equity and each symbol's latest price from the
+cache and judges every rule; every `LEARN_EVERY_S` it runs one learning-loop step; once a week
+(`REOPTIMIZE_EVERY_S`, claimed on the flags tier so that one process runs it) it re-runs the
+research sweeps.
+
+What it decides: the active policy profile's agent rules (`tradeos_lab.agent.rules`) judged on
+those figures; `AgentHalts` engages or releases the agent's kill switches accordingly (never a
+switch it did not set; a manual switch outranks it). Event windows are rebuilt from the records'
+risk events and Execution's order entries when the service starts, so a restart does not forget
+recent trips or failures.
+
+What it emits: an `audit` entry per engagement, release, deferral or override, naming the rule
+and the figures that decided it; one per learning step and per config proposal.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, ClassVar, Final
+
+from tradeos_lab.agent import rules as agent_rules
+from tradeos_lab.agent.halts import AgentAction, AgentHalts
+from tradeos_lab.agent.policy import ActiveRules, active_rules, learn
+from tradeos_lab.agent.rules import EventWindow, Verdict
+from tradeos_lab.contracts import AuditMessage, RiskEventMessage, RiskKind, Severity
+from tradeos_lab.errors import ContractError
+from tradeos_lab.keys import Stream
+from tradeos_lab.pipeline.service import Service, ServiceContext, Timer
+from tradeos_lab.pipeline.services.signal_modifier import Held
+
+if TYPE_CHECKING:
+    from tradeos_lab.contracts import Message
+
+EVALUATE_EVERY_S: Final = 5.0
+LEARN_EVERY_S: Final = 3_600.0
+#: How often the re-optimisation timer asks whether a week has passed since the last run.
+REOPTIMIZE_CHECK_S: Final = 3_600.0
+#: The re-optimisation runs once a week across every agent process (a claim on the flags tier).
+REOPTIMIZE_EVERY_S: Final = 7 * 86_400
+REOPTIMIZE_CLAIM: Final = "agent.reoptimize"
+#: Events older than this are dropped from the windows whatever a rule's window.
+MAX_WINDOW_S: Final = 7 * 86_400.0
+#: Execution's audit actions that count as an attempted order.
+ORDER_ATTEMPTS: Final = frozenset({"order.submit", "order.rejected"})
+
+
+class Agent(Service):
+    """Halting rules over risk events, audit and the cache; learning and re-optimisation."""
+
+    name: ClassVar[str] = "agent"
+    inputs: ClassVar[tuple[Stream, ...]] = (Stream.RISK_EVENTS, Stream.AUDIT)
+    outputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        lab = ctx.lab
+        self.halts = AgentHalts(lab.kill_switches)
+        self.rules: Held[ActiveRules] = Held(lambda: active_rules(lab.records))
+        self.breaker_trips = EventWindow(MAX_WINDOW_S)
+        self.mismatches = EventWindow(MAX_WINDOW_S)
+        self.execution_errors = EventWindow(MAX_WINDOW_S)
+        self.order_attempts = EventWindow(MAX_WINDOW_S)
+        self.equity: deque[tuple[float, float]] = deque()
+        #: Per symbol: the price timestamp last seen and when (agent clock) it last moved on.
+        self.price_seen: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()  # handle() and the timers may run on different threads
+        self._rebuilt = False
+
+    # ---- what it consumes -----------------------------------------------------------------
+
+    def handle(self, message: Message) -> Sequence[Message]:
+        if message.producer == self.name:
+            return ()
+        with self._lock:
+            self._rebuild()
+            at = message.produced_at.timestamp()
+            if isinstance(message, RiskEventMessage):
+                self._count(message.payload.kind, message.payload.severity, at, message.message_id)
+            elif isinstance(message, AuditMessage):
+                if message.producer == "execution" and message.payload.action in ORDER_ATTEMPTS:
+                    self.order_attempts.add(at, message.message_id)
+                else:
+                    return ()
+            else:
+                raise ContractError(f"the agent reads risk events and audit, not {message!r}")
+            return self._judge(message, self._event_verdicts())
+
+    def timers(self) -> Sequence[Timer]:
+        return (
+            Timer("agent.evaluate", EVALUATE_EVERY_S, self.evaluate),
+            Timer("agent.learn", LEARN_EVERY_S, self.learn),
+            Timer("agent.reoptimize", REOPTIMIZE_CHECK_S, self.reoptimize),
+        )
+
+    def _count(self, kind: RiskKind, severity: Severity, at: float, message_id: str) -> None:
+        if kind is RiskKind.CIRCUIT_BREAKER:
+            self.breaker_trips.add(at, message_id)
+        elif kind is RiskKind.RECONCILIATION and severity is not Severity.INFO:
+            self.mismatches.add(at, message_id)
+        elif kind is RiskKind.EXECUTION_FAILURE:
+            self.execution_errors.add(at, message_id)
+
+    def _rebuild(self) -> None:
+        """Once: the windows' events from the records' risk events and Execution's order
+        entries of the last week."""
+        if self._rebuilt:
+            return
+        self._rebuilt = True
+        records = self.ctx.lab.records
+        since = self.ctx.now() - timedelta(seconds=MAX_WINDOW_S)
+        for event in records.risk_events_since(since):
+            self._count(
+                RiskKind(event.kind),
+                Severity(event.severity),
+                event.produced_at.timestamp(),
+                event.message_id,
+            )
+        for entry in records.audit_since(since, actions=ORDER_ATTEMPTS):
+            if entry.producer == "execution":
+                self.order_attempts.add(entry.produced_at.timestamp(), entry.message_id)
+
+    # ---- what it decides ------------------------------------------------------------------
+
+    def evaluate(self) -> list[Message]:
+        """Sample equity and prices from the cache, then judge every rule."""
+        with self._lock:
+            self._rebuild()
+            self._sample()
+            verdicts = self._event_verdicts() + self._sampled_verdicts()
+            return self._judge(None, verdicts)
+
+    def _sample(self) -> None:
+        now = self.ctx.clock()
+        cache = self.ctx.lab.cache
+        account = cache.get_account()
+        if account is not None:
+            self.equity.append((now, account.portfolio_value))
+        window = self.rules.get().rules.drawdown.window_s
+        while self.equity and self.equity[0][0] < now - window:
+            self.equity.popleft()
+        symbols = sorted(set(self.ctx.settings.pipeline_symbols) | set(cache.get_watchlist()))
+        for symbol, price in cache.get_prices(symbols).items():
+            seen = self.price_seen.get(symbol)
+            if seen is None or price.ts != seen[0]:
+                self.price_seen[symbol] = (price.ts, now)
+
+    def _event_verdicts(self) -> list[Verdict]:
+        rules = self.rules.get().rules
+        now = self.ctx.clock()
+        out: list[Verdict] = []
+        if rules.circuit_breaker.enabled:
+            trips = self.breaker_trips.count(now, rules.circuit_breaker.window_s)
+            out.append(agent_rules.circuit_breaker(rules.circuit_breaker, trips))
+        if rules.reconciliation.enabled:
+            found = self.mismatches.count(now, rules.reconciliation.window_s)
+            out.append(agent_rules.reconciliation(rules.reconciliation, found))
+        if rules.execution_errors.enabled:
+            window = rules.execution_errors.window_s
+            out.append(
+                agent_rules.execution_errors(
+                    rules.execution_errors,
+                    self.execution_errors.count(now, window),
+                    self.order_attempts.count(now, window),
+                )
+            )
+        return out
+
+    def _sampled_verdicts(self) -> list[Verdict]:
+        active = self.rules.get()
+        rules = active.rules
+        now = self.ctx.clock()
+        out: list[Verdict] = []
+        if rules.drawdown.enabled:
+            verdict = agent_rules.drawdown(
+                rules.drawdown, active.max_drawdown_pct, self.equity, now
+            )
+            if verdict is not None:
+                out.append(verdict)
+        if rules.stale_data.enabled:
+            for symbol, (_, moved_at) in sorted(self.price_seen.items()):
+                out.append(agent_rules.stale_data(rules.stale_data, symbol, now - moved_at))
+        return out
+
+    # ---- what it emits --------------------------------------------------------------------
+
+    def _judge(self, parent: Message | None, verdicts: list[Verdict]) -> list[Message]:
+        return [self._audit(parent, a) for a in self.halts.apply(verdicts)]
+
+    def _audit(self, parent: Message | None, action: AgentAction) -> Message:
+        return self.ctx.audit(
+            parent,
+            action=action.action,
+            target=f"rule:{action.rule}",
+            reason=f"{action.target}: {action.reason}"[:4000],
+            old_value=None,
+            new_value={"figures": action.figures, "switch": action.switch},
+        )
+
+    def learn(self) -> list[Message]:
+        """One learning-loop step, audited."""
+        active = self.rules.get()
+        if not active.rules.learning.enabled:
+            return []
+        step = learn(self.ctx.lab, now=self.ctx.now(), rules=active.rules)
+        return [
+            self.ctx.audit(
+                None,
+                action="weights.adjusted" if step.applied else "weights.held",
+                target="signal_weights",
+                reason=step.reason,
+                old_value=step.before,
+                new_value={"weights": step.after, **step.evidence_record()},
+            )
+        ]
+
+    def reoptimize(self) -> list[Message]:
+        """The weekly re-optimisation (once a week whoever claims it first): sweeps on recent lake
+        data, proposals as system config, each announced."""
+        from tradeos_lab.agent.reoptimize import reoptimize
+
+        dedup = self.ctx.lab.flags.dedup
+        if not dedup.claim_once(REOPTIMIZE_CLAIM, ttl_seconds=REOPTIMIZE_EVERY_S):
+            return []
+        try:
+            done = reoptimize(self.ctx.lab, now=self.ctx.now())
+        except Exception:
+            dedup.release_claim(REOPTIMIZE_CLAIM)  # failed: the next check tries again
+            raise
+        return [self.ctx.message(None, d.announcement) for d in done]
