@@ -585,6 +585,7 @@ def chain(
     from tradeos_lab.stores.records import RecordsStore
 
     base = url.rsplit("/", 1)[0]
+    series_length = args.backlog + int(args.rate * args.seconds)
     records = args.records
     if records == "sqlite":
         records = f"sqlite:///{workdir / f'records-{kind}.db'}"
@@ -600,6 +601,7 @@ def chain(
         # ingestion would write each bar to the cache as it comes; the driver writes them once,
         # so they must outlive the run (the paper broker fills against the latest cached bar)
         bar_ttl_1m_seconds=3600,
+        cache_bars=series_length,
         pipeline_symbols=(_SYMBOL,),
         pipeline_strategies=(STRATEGY_REF,),
     )
@@ -616,12 +618,12 @@ def chain(
             why = {"changed_by": "user:bench", "reason": "pipeline benchmark: costless fills"}
             lab.records.set_config("broker.paper.fee_bps", 0.0, **why)
             lab.records.set_config("broker.paper.slippage_bps", 0.0, **why)
-            # what ingestion caches before it publishes (the driver stands in for it): the
-            # series' latest bars and price, for sizing and the paper broker
-            total = args.backlog + int(args.rate * args.seconds)
-            last = [zigzag_bar(i, start=SERIES_START).payload for i in range(total - 500, total)]
-            lab.cache.write_bars(pd.DataFrame([b.model_dump() for b in last]))
-            lab.cache.set_price(_SYMBOL, last[-1].close)
+            # what ingestion caches before it publishes each bar (the driver stands in for it):
+            # the whole series, so every fill's arrival bar is cached as it is in a running
+            # stack, and the latest price, for sizing and the paper broker
+            series = [zigzag_bar(i, start=SERIES_START).payload for i in range(series_length)]
+            lab.cache.write_bars(pd.DataFrame([b.model_dump() for b in series]))
+            lab.cache.set_price(_SYMBOL, series[-1].close)
     client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
     bus = Bus(client, keys=Keys(settings.namespace), settings=settings, producer="ingestion")
 
