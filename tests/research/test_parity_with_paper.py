@@ -25,6 +25,9 @@ How the pipeline is set up so that a difference would be a real one:
   profile scale that strength, which changes the paper position's size but never its side: the
   backtest commits a fixed notional (`BacktestProfile.from_records`), so quantities are not
   compared, only the side and bar of every order and its price.
+- The news strategy reads the same scored news on both sides: in the cache, where the sentiment
+  scorer keeps it for the live Signal Engine, and as the backtest bars' `sentiment` column
+  (`NewsSentiment.with_sentiment`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from tradeos_lab.brokers.paper import PaperConfig
 from tradeos_lab.contracts import AuditMessage
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
+from tradeos_lab.news import SentimentCache
 from tradeos_lab.pipeline import ServiceContext
 from tradeos_lab.pipeline.deploy import deployed_engine
 from tradeos_lab.pipeline.registry import service_class
@@ -63,6 +67,7 @@ from tradeos_lab.strategies import (
     Strategy,
     strategy_names,
 )
+from tradeos_lab.strategies.builtins import NewsSentiment
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
 # The pipeline tests' helpers, imported by path (that folder is not a package).
@@ -83,7 +88,10 @@ STRATEGIES: tuple[Strategy[Any], ...] = (
     RsiReversion(period=7),
     MacdTrend(fast=6, slow=13, signal=5),
     OpeningRangeBreakout(minutes=30),
+    NewsSentiment(half_life_minutes=30, trend=10),
 )
+#: News for `NewsSentiment`: (bar it came out in, score), two minutes after that bar's open.
+NEWS = ((10, 0.8), (25, -0.7), (45, 0.9), (60, -0.8), (85, 0.7), (100, -0.9))
 #: The stages after the Signal Engine that decide and book a trade (TCA and the audit trail
 #: only observe).
 STAGES = ("signal_modifier", "feasibility", "execution", "positions")
@@ -99,6 +107,31 @@ class MarketClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def news_scores(bars: pd.DataFrame) -> pd.DataFrame:
+    """`NEWS` as the sentiment scorer keeps it: symbol, article id, time and score."""
+    return pd.DataFrame(
+        {
+            "symbol": SYMBOL,
+            "article_id": [f"article-{i}" for i, _ in NEWS],
+            "ts": [bars["ts"].iloc[i] + pd.Timedelta(minutes=2) for i, _ in NEWS],
+            "score": [score for _, score in NEWS],
+        }
+    )
+
+
+def research_bars(lab: Lab, strategy: Strategy[Any], bars: pd.DataFrame) -> pd.DataFrame:
+    """The bars the backtest reads. The news strategy's carry the sentiment of `NEWS` (its batch
+    input), which the paper pipeline reads live from the cache, where the scorer keeps it."""
+    if not isinstance(strategy, NewsSentiment):
+        return bars
+    scores = news_scores(bars)
+    retention = lab.settings.news_sentiment_retention_s
+    cache = SentimentCache(lab.cache.redis, keys=lab.keys, retention_s=retention)
+    for row in scores.itertuples():
+        cache.add(row.symbol, row.article_id, row.ts, row.score)
+    return strategy.with_sentiment(bars, scores, timeframe=TIMEFRAME)
 
 
 @pytest.fixture(scope="module")
@@ -200,10 +233,11 @@ def test_every_builtin_strategy_has_a_parity_case() -> None:
 def test_paper_trades_the_backtests_entries_and_exits_bar_for_bar(
     lab: Lab, strategy: Strategy[Any], sample: pd.DataFrame, tmp_path: Path
 ) -> None:
+    researched = research_bars(lab, strategy, sample)
     replay_in_lock_step(lab, strategy, sample, tmp_path / "bars.csv")
     paper = PaperConfig.from_records(lab.records)
     profile = BacktestProfile.from_records(lab.records, "Balanced")
-    result = backtest(strategy, sample, profile=profile)
+    result = backtest(strategy, researched, profile=profile)
     research = backtest_orders(result)
     traded = paper_orders(lab, strategy)
 
