@@ -159,9 +159,9 @@ def _cell(name: str, value: Any) -> str:
 @actor_option
 @pass_cli
 def promote(ctx: CliContext, run_id: str, reason: str | None, actor: str) -> None:
-    """Record backtest run RUN_ID's strategy and parameters as the ones the paper pipeline
-    trades (the records' system config, audited). A kernel deploys them itself with
-    `lab.research.promote(RUN_ID)`."""
+    """Record backtest run RUN_ID's strategy and parameters as the ones to paper trade (the
+    records' system config, audited), for the stack's Signal Engine to load; the Signal Engine
+    does not read it yet. A kernel deploys them itself: `lab.research.promote(RUN_ID)`."""
     import tradeos_lab as tl
     from tradeos_lab.research.promote import PROMOTED_KEY, promote
 

@@ -119,10 +119,13 @@ def promote(
         f"backtest run {promotion.run_id} of {promotion.strategy!r}: "
         + ", ".join(f"{k} {v:.4g}" for k, v in promotion.run.metrics.items() if v is not None)
     )
-    record_promotion(lab, promotion, actor=actor.strip(), reason=why)
-    if not deploy:
-        return promotion
-    deployment = lab.pipeline.deploy(promotion.strategy)
+    deployment = lab.pipeline.deploy(promotion.strategy) if deploy else None
+    try:
+        record_promotion(lab, promotion, actor=actor.strip(), reason=why)
+    except BaseException:
+        if deployment is not None:  # nothing trades on a promotion the records do not show
+            deployment.stop()
+        raise
     return Promotion(promotion.run, promotion.strategy, deployment)
 
 
