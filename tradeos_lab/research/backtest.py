@@ -202,10 +202,16 @@ def simulate(
     prices: dict[str, Any] = {"close": wide("close")}
     if stops.any:
         prices.update(open=wide("open"), high=wide("high"), low=wide("low"))
+    signals: dict[str, Any]
+    if len(columns) == 1:  # one column: the masks broadcast against the close as they are
+        signals = {name: masks[name][:, 0] for name in SIGNAL_MASKS}
+        prices = {name: series.rename(columns[0]) for name, series in prices.items()}
+    else:
+        signals = {name: pd.DataFrame(masks[name], index, columns) for name in SIGNAL_MASKS}
     tf = market.barset.timeframe
     return vbt.Portfolio.from_signals(
         **prices,
-        **{name: pd.DataFrame(masks[name], index, columns) for name in SIGNAL_MASKS},
+        **signals,
         **profile.portfolio_arguments(),
         **stops.portfolio_arguments(),
         group_by=group_by,
