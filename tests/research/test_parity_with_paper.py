@@ -33,8 +33,6 @@ How the pipeline is set up so that a difference would be a real one:
 from __future__ import annotations
 
 import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +40,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tradeos_lab as tl
-from tradeos_lab import operator
 from tradeos_lab.brokers.paper import PaperConfig
 from tradeos_lab.contracts import AuditMessage
 from tradeos_lab.keys import Stream
@@ -57,7 +53,6 @@ from tradeos_lab.pipeline.services.ingestion import Ingestion, bar_message_id
 from tradeos_lab.providers import read_bar_file
 from tradeos_lab.providers.files import save_bars
 from tradeos_lab.research import BacktestProfile, backtest
-from tradeos_lab.settings import Settings, SharedRedisServerWarning
 from tradeos_lab.strategies import (
     BUILTINS,
     MacdTrend,
@@ -140,15 +135,10 @@ def sample() -> pd.DataFrame:
 
 
 @pytest.fixture
-def lab(server_settings: Settings) -> Iterator[Lab]:
+def lab(armed_server_lab: Lab) -> Lab:
     """A lab on the machine's servers, switches armed, the risk rules permissive."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SharedRedisServerWarning)
-        lab = tl.connect(server_settings, start=False)
-    operator.arm(lab, actor="user:test", reason="parity test")
-    allow_trading_every_bar(lab)
-    yield lab
-    lab.close()
+    allow_trading_every_bar(armed_server_lab)
+    return armed_server_lab
 
 
 def replay_in_lock_step(lab: Lab, strategy: Strategy[Any], bars: pd.DataFrame, path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-import tradeos_lab as tl
 from tradeos_lab import strategies as st
 from tradeos_lab.cli import cli
 from tradeos_lab.contracts import AuditMessage
@@ -22,18 +19,12 @@ from tradeos_lab.lab import Lab
 from tradeos_lab.research import backtest
 from tradeos_lab.research.promote import PROMOTED_KEY, promotable
 from tradeos_lab.research.sweep import sweep
-from tradeos_lab.settings import Settings, SharedRedisServerWarning
 from tradeos_lab.stores.records import RecordsStore
 
 
 @pytest.fixture
-def lab(server_settings: Settings) -> Iterator[Lab]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SharedRedisServerWarning)
-        lab = tl.connect(server_settings, start=False)
-    yield lab
-    lab.pipeline.stop()
-    lab.close()
+def lab(armed_server_lab: Lab) -> Lab:
+    return armed_server_lab
 
 
 def _audits(lab: Lab) -> list[AuditMessage]:
