@@ -162,3 +162,18 @@ def server_settings(
         for key in client.scan_iter(match=f"{namespace}:*"):
             client.delete(key)
         client.close()
+
+
+@pytest.fixture
+def armed_server_lab(server_settings: Settings) -> Iterator[Any]:
+    """A lab on `server_settings` (the machine's servers, this test's namespace) with the kill
+    switches armed, so services may trade; what it started stops when it closes."""
+    import tradeos_lab as tl
+    from tradeos_lab import operator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        lab = tl.connect(server_settings, start=False)
+    operator.arm(lab, actor="user:test", reason="a test on the servers")
+    yield lab
+    lab.close()

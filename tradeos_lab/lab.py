@@ -133,7 +133,7 @@ class Lab:
         """Backtests, sweeps and walk-forwards kept in the records: `lab.research.runs()`."""
         from tradeos_lab.research.lab import Research
 
-        return Research(lambda: self.records, self.settings)
+        return Research(lambda: self.records, self.settings, self)
 
     def bars(self, provider: BarProvider | None = None) -> BarReader:
         """Three-tier bar reads (cache -> lake -> `provider`), writing back down on a miss."""

@@ -1,4 +1,5 @@
-"""`backtest CONFIG.toml`: a backtest or sweep from a config file, kept in the records."""
+"""`backtest CONFIG.toml`: a backtest or sweep from a config file, kept in the records;
+`promote RUN_ID`: a backtest run's strategy recorded for the paper pipeline."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import click
 
 from tradeos_lab.cli.app import CliContext, pass_cli
+from tradeos_lab.cli.broker_commands import actor_option
 
 
 @click.command()
@@ -151,4 +153,24 @@ def _cell(name: str, value: Any) -> str:
     return str(value)
 
 
-COMMANDS = [backtest]
+@click.command()
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Why (default: the run's metrics).")
+@actor_option
+@pass_cli
+def promote(ctx: CliContext, run_id: str, reason: str | None, actor: str) -> None:
+    """Record backtest run RUN_ID's strategy and parameters as the ones to paper trade (the
+    records' system config, audited), for the stack's Signal Engine to load; the Signal Engine
+    does not read it yet. A kernel deploys them itself: `lab.research.promote(RUN_ID)`."""
+    import tradeos_lab as tl
+    from tradeos_lab.research.promote import PROMOTED_KEY, promote
+
+    lab = tl.connect(ctx.settings, parts=("bus", "records"), start=False)
+    try:
+        done = promote(lab, run_id, actor=actor, reason=reason, deploy=False)
+    finally:
+        lab.close()
+    click.echo(f"promoted {done.strategy!r} from run {done.run_id} (records: {PROMOTED_KEY})")
+
+
+COMMANDS = [backtest, promote]

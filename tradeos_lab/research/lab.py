@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from tradeos_lab.errors import ValidationError
 from tradeos_lab.research.backtest import BacktestProfile, BacktestResult, backtest
 from tradeos_lab.research.runs import RunRecord, compare_runs, load_run, runs_table
 
 if TYPE_CHECKING:
+    from tradeos_lab.lab import Lab
+    from tradeos_lab.research.promote import Promotion
     from tradeos_lab.research.sweep import SweepResult, WalkForwardResult
     from tradeos_lab.settings import Settings
     from tradeos_lab.stores.records import RecordsStore
@@ -21,9 +25,12 @@ class Research:
     """The research functions with the lab's records: every run is kept, and listed, loaded and
     compared from there. The records open on first use."""
 
-    def __init__(self, records: Callable[[], RecordsStore], settings: Settings) -> None:
+    def __init__(
+        self, records: Callable[[], RecordsStore], settings: Settings, lab: Lab | None = None
+    ) -> None:
         self._records = records
         self.settings = settings
+        self._lab = lab
 
     @property
     def records(self) -> RecordsStore:
@@ -67,3 +74,26 @@ class Research:
     def compare(self, run_ids: Iterable[uuid.UUID | str]) -> pd.DataFrame:
         """Runs side by side, one row each."""
         return compare_runs(self.records, run_ids)
+
+    def promote(
+        self,
+        run_id: uuid.UUID | str,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+        deploy: bool = True,
+    ) -> Promotion:
+        """Deploy backtest run `run_id`'s strategy and parameters to the pipeline in this kernel
+        (`lab.pipeline.deploy`) and record the promotion (`tradeos_lab.research.promote`)."""
+        from tradeos_lab.research.promote import promote
+
+        if self._lab is None:
+            raise ValidationError("promote needs a connected lab: tl.connect().research.promote")
+        who = actor or f"user:{getpass.getuser()}"
+        return promote(self._lab, run_id, actor=who, reason=reason, deploy=deploy)
+
+    def promoted(self) -> dict[str, dict[str, Any]]:
+        """Strategy name -> the backtest run it was last promoted from."""
+        from tradeos_lab.research.promote import promoted
+
+        return promoted(self.records)

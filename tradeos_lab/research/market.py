@@ -27,6 +27,8 @@ from tradeos_lab.symbols import Timeframe, validate_symbol
 
 SIGNAL_MASKS = ("entries", "exits", "short_entries", "short_exits")
 """The four boolean frames `vectorbt.Portfolio.from_signals` takes."""
+PRICES = ("close", "open", "high", "low")
+"""The price arrays a backtest simulates on."""
 DEFAULT_SYMBOL = "ASSET"
 """The symbol a frame of one symbol's bars without a `symbol` column is backtested under."""
 
@@ -41,7 +43,10 @@ class BarSet:
 
     @cached_property
     def symbols(self) -> tuple[str, ...]:
-        return tuple(str(s) for s in self.bars["symbol"].unique())
+        column = self.bars["symbol"]
+        if column.iloc[0] == column.iloc[-1]:  # sorted by symbol: one symbol, read in O(1)
+            return (str(column.iloc[0]),)
+        return tuple(str(s) for s in column.unique())
 
     @property
     def start(self) -> pd.Timestamp:
@@ -111,7 +116,8 @@ def load_bars(
         if len(found) > 1:
             raise ValidationError(f"bars mix timeframes {sorted(found)}; pick one")
         tf = Timeframe.parse(found[0]) if found else None
-    one_series = frame["symbol"].nunique() == 1 and frame["ts"].is_monotonic_increasing
+    symbol = frame["symbol"]
+    one_series = frame["ts"].is_monotonic_increasing and bool((symbol == symbol.iloc[0]).all())
     if not one_series:  # the sort costs ~30 ms per 100k bars; one symbol's bars come in order
         frame = frame.sort_values(["symbol", "ts"], kind="stable")
     frame = frame.reset_index(drop=True)
@@ -160,38 +166,33 @@ class Market:
     barset: BarSet
     index: pd.DatetimeIndex
     symbols: tuple[str, ...]
-    rows: tuple[np.ndarray, ...]
+    rows: tuple[np.ndarray | slice, ...]
+    """Per symbol, its bars' rows of `index` (every row for one symbol)."""
     values: tuple[BarValues, ...]
     prices: dict[str, np.ndarray] = field(repr=False)
 
     @classmethod
     def of(cls, barset: BarSet) -> Market:
-        groups = [
-            (str(symbol), group.reset_index(drop=True))
-            for symbol, group in barset.bars.groupby("symbol", sort=False, observed=True)
-        ]
+        if len(barset.symbols) == 1:  # one series is its own union (a groupby costs ~15 ms)
+            groups = [(barset.symbols[0], barset.bars)]
+        else:
+            groups = [
+                (str(symbol), group.reset_index(drop=True))
+                for symbol, group in barset.bars.groupby("symbol", sort=False, observed=True)
+            ]
         stamps = [pd.DatetimeIndex(g["ts"]) for _, g in groups]
         index = stamps[0]
         for more in stamps[1:]:
             index = index.union(more)
         index = index.rename("ts")
-        rows = (
-            (np.arange(len(index)),)
-            if len(groups) == 1
-            else tuple(index.get_indexer(s) for s in stamps)
+        rows: tuple[np.ndarray | slice, ...] = (
+            (slice(None),) if len(groups) == 1 else tuple(index.get_indexer(s) for s in stamps)
         )
-        shape = (len(index), len(groups))
-        prices: dict[str, np.ndarray] = {}
-        for name in ("close", "open", "high", "low"):
-            data = np.full(shape, np.nan)
-            for j, (at, (_, group)) in enumerate(zip(rows, groups, strict=True)):
-                data[at, j] = group[name].to_numpy(dtype=np.float64)
-            prices[name] = data
-        if len(groups) > 1:  # only the union of several symbols' times has holes
-            prices["close"] = pd.DataFrame(prices["close"]).ffill().to_numpy()
-            for name in ("open", "high", "low"):
-                gap = np.isnan(prices[name])
-                prices[name][gap] = prices["close"][gap]
+        if len(groups) == 1:  # one column: the bar frame's own arrays, not copies
+            bars = groups[0][1]
+            prices = {n: bars[n].to_numpy(dtype=np.float64).reshape(-1, 1) for n in PRICES}
+        else:
+            prices = _aligned_prices([g for _, g in groups], rows, len(index))
         return cls(
             barset=barset,
             index=index,
@@ -207,12 +208,32 @@ class Market:
 
     def signals(self, strategy: Strategy[Any]) -> dict[str, np.ndarray]:
         """The strategy's `SIGNAL_MASKS` per bar and symbol (rows x symbols), by its batch form."""
-        out = {name: np.zeros(self.shape, dtype=np.bool_) for name in SIGNAL_MASKS}
+        out: dict[str, np.ndarray] = {}
         for j, (at, values) in enumerate(zip(self.rows, self.values, strict=True)):
             try:
                 _, arrays = rule_arrays(strategy, values)
             except ValidationError as e:
                 raise ValidationError(f"{self.symbols[j]}: {e}") from None
+            if len(self.symbols) == 1:  # the rule's own fresh arrays, as one column
+                return {name: arrays[name].reshape(-1, 1) for name in SIGNAL_MASKS}
             for name in SIGNAL_MASKS:
-                out[name][at, j] = arrays[name]
+                out.setdefault(name, np.zeros(self.shape, dtype=np.bool_))[at, j] = arrays[name]
         return out
+
+
+def _aligned_prices(
+    groups: list[pd.DataFrame], rows: tuple[np.ndarray | slice, ...], length: int
+) -> dict[str, np.ndarray]:
+    """`PRICES` of several symbols on the union of their times (rows x symbols): the close
+    carried forward over a symbol's missing bars, open/high/low the close there."""
+    prices: dict[str, np.ndarray] = {}
+    for name in PRICES:
+        data = np.full((length, len(groups)), np.nan)
+        for j, (at, group) in enumerate(zip(rows, groups, strict=True)):
+            data[at, j] = group[name].to_numpy(dtype=np.float64)
+        prices[name] = data
+    prices["close"] = pd.DataFrame(prices["close"]).ffill().to_numpy()
+    for name in ("open", "high", "low"):
+        gap = np.isnan(prices[name])
+        prices[name][gap] = prices["close"][gap]
+    return prices
