@@ -132,3 +132,30 @@ def test_the_cli_records_a_promotion_for_the_stack(
     assert lab.research.promoted()["rsi_reversion"]["run_id"] == str(run_id)
     assert lab.records.config_history(PROMOTED_KEY)[-1].changed_by == "user:ci"
     assert not lab.pipeline.deployments
+
+
+def test_a_promoted_strategys_signals_carry_the_run_they_came_from(
+    lab: Lab, one_symbol: pd.DataFrame
+) -> None:
+    """The records link each intent and trade, through its raw signal, to the backtest run."""
+    from tradeos_lab.contracts import Bar, RawSignal, new_message
+    from tradeos_lab.pipeline import ServiceContext
+
+    tested = st.SmaCross(fast=3, slow=8)
+    run_id = lab.research.backtest(tested, one_symbol).run_id
+    promotion = lab.research.promote(run_id, reason="carry the run id")
+    assert promotion.deployment is not None
+    promotion.deployment.stop()  # its engine is driven here, bar by bar
+    engine = promotion.deployment.service(ServiceContext(lab, lab.settings, instance="t"))
+    fields = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume")
+    signals = [
+        m.payload
+        for row in one_symbol.head(120).to_dict("records")
+        for m in engine.handle(
+            new_message(Bar(source="test", **{k: row[k] for k in fields}), producer="ingestion")
+        )
+        if isinstance(m.payload, RawSignal)
+    ]
+    assert signals, "no signal: the test proves nothing"
+    assert {s.run_id for s in signals} == {run_id}
+    assert lab.pipeline.deploy(tested).service.run_id is None  # deployed, not promoted

@@ -174,7 +174,7 @@ class RawSignalMessage(Envelope[RawSignal]):
     """A strategy's signal from the Signal Engine."""
 
     SCHEMA = RawSignal.SCHEMA
-    VERSION = "1.0.0"
+    VERSION = "1.1.0"
     STREAM = Stream.SIGNALS_RAW
     PAYLOAD = RawSignal
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Self
+from uuid import UUID
 
 from pydantic import Field, model_validator
 
@@ -219,6 +220,11 @@ class RawSignal(Payload):
         description="The inputs the strategy saw, for attribution and research."
     )
     source_message_id: MessageId = Field(description="The market-data message it came from.")
+    run_id: UUID | None = Field(
+        default=None,
+        description="The backtest run whose strategy and parameters were promoted to trade "
+        "this; null for a strategy not promoted from research.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

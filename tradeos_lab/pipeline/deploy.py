@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
@@ -40,14 +41,15 @@ if TYPE_CHECKING:
 STOP_TIMEOUT_S = 30.0
 
 
-def deployed_engine(strategy: Strategy[Any]) -> type[SignalEngine]:
+def deployed_engine(strategy: Strategy[Any], run_id: UUID | None = None) -> type[SignalEngine]:
     """The Signal Engine class running only `strategy`, under the service (and consumer group)
-    name `signal_engine.<strategy name>`."""
+    name `signal_engine.<strategy name>`; its signals carry `run_id`, the backtest run the
+    strategy was promoted from, if any."""
     name = f"{SignalEngine.name}.{strategy.name}"
     return type(
         f"SignalEngine[{strategy.name}]",
         (SignalEngine,),
-        {"name": name, "given_strategies": (strategy,), "__module__": __name__},
+        {"name": name, "given_strategies": (strategy,), "run_id": run_id, "__module__": __name__},
     )
 
 
@@ -71,11 +73,12 @@ def resolve_strategy(strategy: Strategy[Any] | type[Strategy[Any]] | str) -> Str
 class Deployment:
     """One deployed strategy: its worker (a thread of this process), and how to stop it."""
 
-    def __init__(self, lab: Lab, strategy: Strategy[Any]) -> None:
+    def __init__(self, lab: Lab, strategy: Strategy[Any], run_id: UUID | None = None) -> None:
         from tradeos_lab.pipeline.runner import ServiceRunner
 
         self.strategy = strategy
-        self.service = deployed_engine(strategy)
+        self.run_id = run_id
+        self.service = deployed_engine(strategy, run_id)
         self.name = self.service.name
         self.instance = f"kernel-{os.getpid()}"
         # New bars only: a strategy deployed today does not answer yesterday's bars.
@@ -142,15 +145,18 @@ class Pipeline:
             self.services[cls.name] = ServiceRunner(cls, ctx).run_in_thread()
         return dict(self.services)
 
-    def deploy(self, strategy: Strategy[Any] | type[Strategy[Any]] | str) -> Deployment:
+    def deploy(
+        self, strategy: Strategy[Any] | type[Strategy[Any]] | str, *, run_id: UUID | None = None
+    ) -> Deployment:
         """Run `strategy` as a Signal Engine worker of its own in this process (see the module
-        docstring); a strategy already deployed here is stopped and replaced."""
+        docstring); a strategy already deployed here is stopped and replaced. `run_id`: the
+        backtest run it is promoted from (`lab.research.promote`), stamped on its signals."""
         chosen = resolve_strategy(strategy)
         name = deployed_engine(chosen).name
         previous = self.deployments.pop(name, None)
         if previous is not None:
             previous.stop()
-        deployment = Deployment(self.lab, chosen)
+        deployment = Deployment(self.lab, chosen, run_id)
         self.deployments[name] = deployment
         return deployment
 

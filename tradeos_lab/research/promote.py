@@ -119,7 +119,9 @@ def promote(
         f"backtest run {promotion.run_id} of {promotion.strategy!r}: "
         + ", ".join(f"{k} {v:.4g}" for k, v in promotion.run.metrics.items() if v is not None)
     )
-    deployment = lab.pipeline.deploy(promotion.strategy) if deploy else None
+    deployment = (
+        lab.pipeline.deploy(promotion.strategy, run_id=promotion.run_id) if deploy else None
+    )
     try:
         record_promotion(lab, promotion, actor=actor.strip(), reason=why)
     except BaseException:

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
+from uuid import UUID
 
 import redis
 
@@ -82,6 +83,9 @@ class SignalEngine(Service):
     outputs = (Stream.SIGNALS_RAW, Stream.AUDIT)
     #: Strategies given in code (a notebook's deployment) instead of the settings.
     given_strategies: ClassVar[tuple[Strategy[Any], ...]] = ()
+    #: The backtest run a promoted strategy came from: stamped on its signals, so the records
+    #: link each intent and trade (through its raw signal) to the research behind it.
+    run_id: ClassVar[UUID | None] = None
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
@@ -109,6 +113,8 @@ class SignalEngine(Service):
                 self._last_outcome[key] = outcome
                 self._unsaved.add(key)
             if isinstance(outcome, RawSignal):
+                if self.run_id is not None:
+                    outcome = outcome.model_copy(update={"run_id": self.run_id})
                 outputs.append(self.ctx.message(message, outcome))
                 outputs.append(self._audit(message, outcome))
             elif isinstance(outcome, str):
