@@ -322,6 +322,19 @@ def test_gross_exposure_counts_the_other_symbols_positions(lab: Lab) -> None:
     _assert_refused(out, "gross_exposure", "gross exposure")
 
 
+def test_open_positions_refuses_a_new_symbol_once_the_profile_maximum_is_open(lab: Lab) -> None:
+    others = [f"C{i}-USD" for i in range(10)]  # Balanced allows 10 open positions
+    for symbol in others[:9]:
+        lab.cache.set_price(symbol, 10.0)
+        lab.cache.set_position(symbol, quantity=1.0, avg_price=10.0)
+    assert len(_intents(_run(lab, _signal(strength=0.1)))) == 1  # the 10th position
+    lab.bus.redis.delete(lab.keys.stream(Stream.INTENTS), lab.keys.stream(Stream.AUDIT))
+    lab.cache.set_price(others[9], 10.0)
+    lab.cache.set_position(others[9], quantity=1.0, avg_price=10.0)
+    out = _run(lab, _signal(strategy="rsi_reversion", strength=0.1))  # would be the 11th
+    _assert_refused(out, "open_positions", "10 positions are open")
+
+
 def test_order_notional_above_the_configured_maximum_is_refused(lab: Lab) -> None:
     lab.records.set_config(MAX_ORDER_NOTIONAL_KEY, 6_000.0, changed_by="test", reason="t")
     assert len(_intents(_run(lab, _signal(strength=0.5)))) == 1  # 5,000

@@ -10,6 +10,7 @@ from tradeos_lab.pipeline.services.rules import (
     OrderCheck,
     first_failure,
     gross_exposure,
+    open_positions,
     position_limit,
 )
 from tradeos_lab.tiers.flags import BreakerState, Decision, RateDecision
@@ -101,3 +102,13 @@ def test_a_position_left_as_float_dust_by_a_round_trip_reads_flat() -> None:
     side, quantity = _order(long, dust, PRICE, 100_000.0, profile)  # type: ignore[misc]
     assert side is Side.BUY
     assert abs(quantity - TARGET) < 1e-9
+
+
+def test_open_positions_holds_back_only_an_order_that_opens_one_more() -> None:
+    full = _check(open_positions=5, max_open_positions=5)
+    assert open_positions(full) is not None
+    assert open_positions(replace(full, position=1.0)) is None  # adds to an open position
+    assert open_positions(replace(full, position=1.0, side=Side.SELL)) is None  # closes it
+    assert open_positions(replace(full, open_positions=4)) is None
+    assert open_positions(replace(full, max_open_positions=0)) is None  # no limit
+    assert open_positions(replace(full, position=1e-12)) is not None  # dust is flat

@@ -54,7 +54,13 @@ from tradeos_lab.errors import (
 from tradeos_lab.indicators.sessions import sessions
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
-from tradeos_lab.pipeline.services.rules import RULES, OrderCheck, first_failure, rate_limit
+from tradeos_lab.pipeline.services.rules import (
+    DUST,
+    RULES,
+    OrderCheck,
+    first_failure,
+    rate_limit,
+)
 from tradeos_lab.pipeline.services.signal_modifier import (
     ActiveProfile,
     Held,
@@ -224,6 +230,7 @@ class Feasibility(Service):
                 s: abs(p.quantity) * (marks[s].price if s in marks else p.avg_price)
                 for s, p in positions.items()
             },
+            held=frozenset(s for s, p in positions.items() if abs(p.quantity) > DUST),
         )
 
     def _decide(self, message: Message) -> list[Message]:
@@ -426,6 +433,8 @@ class Feasibility(Service):
             ),
             exit_cooldown_s=limits.exit_cooldown_s,
             market_open=market_open(signal.symbol, now),
+            open_positions=self._open_positions(signal.symbol),
+            max_open_positions=profile.max_open_positions,
         )
 
     def _with_rate(self, check: OrderCheck) -> OrderCheck:
@@ -474,6 +483,13 @@ class Feasibility(Service):
             abs(p.quantity) * (prices[s].price if s in prices else p.avg_price)
             for s, p in positions.items()
         )
+
+    def _open_positions(self, symbol: str) -> int:
+        """How many symbols other than `symbol` the account holds a position in (cache copy)."""
+        if self._batch is not None:
+            return len(self._batch.held - {symbol})
+        positions = self.ctx.lab.cache.get_positions()
+        return sum(1 for s, p in positions.items() if s != symbol and abs(p.quantity) > DUST)
 
     def _last_exit_at(self, p: _Proposal, since: float) -> float | None:
         """When the strategy's position in the symbol last returned to flat, looking only at
@@ -598,6 +614,8 @@ class _BatchFacts:
     equity: float | None
     #: Gross market value per symbol of the account's positions (cache copy).
     exposure: dict[str, float]
+    #: The symbols the account holds a position in (dust is flat).
+    held: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -694,13 +712,9 @@ class _FlagsDown(Exception):
 _WANT: Final = {Direction.LONG: 1, Direction.SHORT: -1, Direction.FLAT: 0}
 
 
-#: A position this small is float dust (a round trip sized at two equities an ulp apart), flat.
-_DUST: Final = 1e-9
-
-
 def _side_of(position: float) -> int:
     """+1 long, -1 short, 0 flat (dust included)."""
-    if abs(position) <= _DUST:
+    if abs(position) <= DUST:
         return 0
     return (position > 0) - (position < 0)
 

@@ -50,6 +50,10 @@ class OrderCheck:
     market_open: bool
     #: The broker rate limiter's answer; None until every other rule has passed.
     rate: RateDecision | None = None
+    #: Symbols other than this one the account holds a position in, and the profile's limit
+    #: on positions open at once (0: no limit).
+    open_positions: int = 0
+    max_open_positions: int = 0
 
     @property
     def notional(self) -> float:
@@ -65,6 +69,10 @@ Rule = Callable[[OrderCheck], str | None]
 
 #: Relative slack on the limits: an order sized exactly at a limit must not fail on float error.
 REL_TOL: Final = 1e-9
+
+
+#: A position this small is float dust (a round trip sized at two equities an ulp apart), flat.
+DUST: Final = 1e-9
 
 
 def _above(value: float, limit: float) -> bool:
@@ -108,6 +116,19 @@ def position_limit(c: OrderCheck) -> str | None:
         return (
             f"position in {c.symbol} would be {value:,.2f} ({c.position_after:+g}), above "
             f"{c.max_position_pct:g}% of equity ({limit:,.2f})"
+        )
+    return None
+
+
+def open_positions(c: OrderCheck) -> str | None:
+    """An order that opens a position in a symbol the account is flat in waits while the
+    profile's number of open positions is reached (adding to or closing one never does)."""
+    if c.reduces or c.max_open_positions <= 0 or abs(c.position) > DUST:
+        return None
+    if abs(c.position_after) > DUST and c.open_positions >= c.max_open_positions:
+        return (
+            f"{c.open_positions} positions are open, the profile's maximum is "
+            f"{c.max_open_positions}: no new position in {c.symbol}"
         )
     return None
 
@@ -163,6 +184,7 @@ RULES: Final[tuple[tuple[str, Rule], ...]] = (
     ("circuit_breaker", circuit_breaker),
     ("max_daily_loss", max_daily_loss),
     ("position_limit", position_limit),
+    ("open_positions", open_positions),
     ("gross_exposure", gross_exposure),
     ("order_notional", order_notional),
     ("exit_cooldown", exit_cooldown),
