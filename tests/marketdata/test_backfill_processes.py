@@ -146,8 +146,9 @@ def test_two_concurrent_backfills_share_one_rate_limit(
     provider_server: TimedProviderServer,
 ) -> None:
     limit, window = 3, 1.0
-    # 10 days of 1h bars in chunks of 60: 4 requests per symbol, 8 per process, 16 in all.
-    options = {"days": 10, "chunk_bars": 60, "rate_limit": limit, "rate_window": window}
+    # 20 days of 1h bars in chunks of 60: 8 requests per symbol, 16 per process, 32 in all,
+    # about 11 s at the shared limit: long enough to overlap however unevenly the two start.
+    options = {"days": 20, "chunk_bars": 60, "rate_limit": limit, "rate_window": window}
     runs = [
         subprocess.Popen(
             _command(*pair, job=f"job-{i}", **options),
@@ -163,7 +164,7 @@ def test_two_concurrent_backfills_share_one_rate_limit(
     assert "backfill 1h" in outputs[0][1].decode()  # the tqdm progress bar, on stderr
 
     stamps = sorted(t for t, _, _ in provider_server.arrivals)
-    assert len(stamps) == 16
+    assert len(stamps) == 32
     for i, t in enumerate(stamps):
         inside = sum(1 for u in stamps[i:] if u - t < window * 0.9)
         assert inside <= limit, f"{inside} requests within {window} s"

@@ -7,7 +7,7 @@ import io
 import os
 import pty
 import re
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -105,6 +105,14 @@ def test_summary_prints_risk_events_and_each_change_of_the_halt(pipeline_lab: La
     assert lines[-1] == "trading resumed: no global kill switch"
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` has something to read within `timeout` (epoll: any descriptor number, where
+    select() refuses those above 1023 in a long-lived test worker)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
 def test_up_on_a_terminal_shows_fills_as_they_happen_not_json(tmp_path: Path) -> None:
     """The README's first command: on a terminal, fills appear in the summary."""
     main, child = pty.openpty()
@@ -124,7 +132,7 @@ def test_up_on_a_terminal_shows_fills_as_they_happen_not_json(tmp_path: Path) ->
         while time.monotonic() < deadline and not (
             " FILL " in plain(seen) and "P&L " in plain(seen)
         ):
-            ready, _, _ = select.select([main], [], [], 1.0)
+            ready = _readable(main, 1.0)
             if ready:
                 try:
                     seen += os.read(main, 65536)
@@ -134,7 +142,7 @@ def test_up_on_a_terminal_shows_fills_as_they_happen_not_json(tmp_path: Path) ->
         proc.send_signal(signal.SIGINT)
         tail_deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < tail_deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
+            ready = _readable(main, 0.5)
             if ready:
                 try:
                     seen += os.read(main, 65536)
