@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tradeos_lab.brokers import PaperBroker
 from tradeos_lab.contracts import Bar, FillMessage, FillV1Message
-from tradeos_lab.errors import ContractError, TransientError, ValidationError
+from tradeos_lab.errors import ContractError, LakeInUse, TransientError, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, Timer
 from tradeos_lab.symbols import Timeframe
@@ -196,7 +196,13 @@ class TcaMonitor(Service):
             return cached[cached["ts"] > after].head(count).reset_index(drop=True)
         # The cache lost (or never had) the start: read a span wide enough for gaps.
         end = first_wanted + timedelta(seconds=tf.seconds * count * 2)
-        stored = self.ctx.lab.lake.read_bars(symbol, tf, start=first_wanted, end=end)
+        try:
+            stored = self.ctx.lab.lake.read_bars(symbol, tf, start=first_wanted, end=end)
+        except (LakeInUse, TransientError) as e:
+            # A fill is measured without its arrival price rather than held or dead-lettered:
+            # the lake is history, and its outage must not stop the fills' costs being kept.
+            log.warning("tca could not read %s %s bars from the lake: %s", symbol, tf.value, e)
+            return cached.iloc[0:0]
         return stored.head(count).reset_index(drop=True)
 
     def _record_fill_cost(
