@@ -6,6 +6,8 @@
 - `settings_factory`: settings for an isolated data directory.
 - `server_settings`: settings for the machine's Redis (own namespace) and a fresh, migrated
   PostgreSQL records database.
+- `armed_server_lab`: a lab on `server_settings` with the kill switches armed.
+- `armed_lab`: the same, run once with the records on PostgreSQL and once on a SQLite file.
 """
 
 from __future__ import annotations
@@ -175,5 +177,38 @@ def armed_server_lab(server_settings: Settings) -> Iterator[Any]:
         warnings.simplefilter("ignore", SharedRedisServerWarning)
         lab = tl.connect(server_settings, start=False)
     operator.arm(lab, actor="user:test", reason="a test on the servers")
+    yield lab
+    lab.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def armed_lab(
+    request: pytest.FixtureRequest,
+    server_settings: Settings,
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+) -> Iterator[Any]:
+    """A lab on the machine's Redis under this test's namespace, the records on a fresh
+    PostgreSQL database or a SQLite file; kill switches armed. Services that keep records must
+    behave the same on both."""
+    import tradeos_lab as tl
+    from tradeos_lab import operator
+
+    settings = server_settings
+    if request.param == "sqlite":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SharedRedisServerWarning)
+            settings = settings_factory(
+                **{
+                    k: getattr(server_settings, k)
+                    for k in ("namespace", "bus_url", "cache_url", "flags_url", "lake_url")
+                },
+                records_url=f"sqlite:///{tmp_path / 'records.db'}",
+            )
+        RecordsStore.open(settings, migrate=True).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        lab = tl.connect(settings, start=False)
+    operator.arm(lab, actor="user:test", reason=f"a test on {request.param} records")
     yield lab
     lab.close()

@@ -6,15 +6,10 @@ for a venue's fills, and a clear error for nonsense."""
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-import tradeos_lab as tl
-from tradeos_lab import operator
 from tradeos_lab.contracts import (
     AuditMessage,
     Bar,
@@ -33,8 +28,8 @@ from tradeos_lab.pipeline.registry import PIPELINE_ORDER, service_class
 from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services.execution import Execution
 from tradeos_lab.pipeline.services.tca import HORIZONS_BARS, TcaMonitor
-from tradeos_lab.settings import PIPELINE_SERVICES, Settings, SharedRedisServerWarning
-from tradeos_lab.stores.records import RecordsStore, SignalOutcome
+from tradeos_lab.settings import PIPELINE_SERVICES
+from tradeos_lab.stores.records import SignalOutcome
 
 #: A recent minute (inside the lake's retention), so bars may go to the lake too.
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
@@ -42,33 +37,10 @@ FEE = 10 / 10_000  # the paper broker's default fee and slippage, in fractions
 SLIP = 5 / 10_000
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def lab(
-    request: pytest.FixtureRequest,
-    server_settings: Settings,
-    settings_factory: Callable[..., Settings],
-    tmp_path: Path,
-) -> Iterator[Lab]:
-    """A lab on the machine's Redis under this test's namespace, the records on a fresh
-    PostgreSQL database or a SQLite file; kill switches armed."""
-    settings = server_settings
-    if request.param == "sqlite":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SharedRedisServerWarning)
-            settings = settings_factory(
-                **{
-                    k: getattr(server_settings, k)
-                    for k in ("namespace", "bus_url", "cache_url", "flags_url", "lake_url")
-                },
-                records_url=f"sqlite:///{tmp_path / 'records.db'}",
-            )
-        RecordsStore.open(settings, migrate=True).close()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SharedRedisServerWarning)
-        lab = tl.connect(settings, start=False)
-    operator.arm(lab, actor="user:test", reason="tca test")
-    yield lab
-    lab.close()
+@pytest.fixture
+def lab(armed_lab: Lab) -> Lab:
+    """The shared armed lab (records on PostgreSQL and on SQLite)."""
+    return armed_lab
 
 
 @pytest.fixture
