@@ -387,4 +387,4 @@ def _build(
         produced_at=produced_at or datetime.now(UTC),
         payload=payload,
     )
-    return cast(Envelope[P], message)
+    return cast("Envelope[P]", message)  # a string: subscripting a generic model costs at run time
