@@ -42,7 +42,15 @@ from sqlalchemy import event
 
 import tradeos_lab as tl
 from tradeos_lab import operator
-from tradeos_lab.contracts import FillMessage, IntentMessage, OrderMessage, PositionMessage, Side
+from tradeos_lab.contracts import (
+    FillMessage,
+    IntentMessage,
+    OrderMessage,
+    PositionMessage,
+    RiskEvent,
+    RiskKind,
+    Side,
+)
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.settings import Settings, SharedRedisServerWarning
@@ -60,6 +68,14 @@ SERVICES = (
     "positions",
     "audit_trail",
 )
+
+#: Risk events that would mean an order or a message was given up on because of the outage.
+OUTAGE_KINDS = {
+    RiskKind.DEAD_LETTER,
+    RiskKind.EXECUTION_FAILURE,
+    RiskKind.KILL_SWITCH,
+    RiskKind.CIRCUIT_BREAKER,
+}
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -238,6 +254,13 @@ def test_a_30s_records_outage_holds_orders_back_and_loses_nothing(
         assert not repeated, f"{len(repeated)} duplicated message ids on {stream.value}"
         dead = lab.bus.inspect.dead_letters(stream)
         assert dead.empty, f"dead letters on {stream.value}: {dead.to_dict('records')}"
+    # nothing refused or given up on because the records were down
+    refused = [
+        m.payload
+        for m in streams[Stream.RISK_EVENTS]
+        if isinstance(m.payload, RiskEvent) and m.payload.kind in OUTAGE_KINDS
+    ]
+    assert not refused, [(r.kind, r.detail) for r in refused]
     groups = lab.bus.inspect.groups()
     assert int(groups["pending"].sum()) == 0 and int(groups["lag"].sum()) == 0
 
