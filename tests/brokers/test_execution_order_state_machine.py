@@ -1,9 +1,10 @@
 """Orders and positions at the paper broker as a hypothesis state machine (issue #11).
 
-Each example drives the real `PaperBroker` on real records (a SQLite file, and a PostgreSQL
-database on the machine's server) through market and limit orders, bars that fill them (in part:
-a fill takes at most half a bar's volume), cancels, a fill, a submission and a bar reported again,
-and restarts (new store and broker objects on the same database). After every step:
+Each example drives the real `PaperBroker` on real records (a SQLite file of its own, and a
+schema of its own in a PostgreSQL database on the machine's server) through market and limit
+orders, bars that fill them (in part: a fill takes at most half a bar's volume), cancels, a fill,
+a submission and a bar reported again, late and regressing broker updates, and restarts (new store
+and broker objects on the same database). After every step:
 
 - no order has filled more than it ordered, and each order's filled quantity is its fills' sum;
 - a terminal order (filled, canceled, rejected, expired) never changes again, and no order's
@@ -218,6 +219,34 @@ class OrdersAndPositions(RuleBasedStateMachine):
         else:
             assert after.status is OrderStatus.CANCELED
         assert after.filled_quantity == pytest.approx(before.filled_quantity)
+
+    @rule(
+        cid=orders,
+        status=st.sampled_from([OrderStatus.ACCEPTED, OrderStatus.CANCELED, OrderStatus.EXPIRED]),
+        late=st.booleans(),
+    )
+    def broker_update(self, cid: str, status: OrderStatus, late: bool) -> None:
+        """A broker update under an event id of its own: a late one (older than the last one
+        applied) changes nothing; none moves a terminal order or a status back; a cancel or an
+        expiry of a working order ends it with its fills kept."""
+        self.count += 1
+        before = self.records.order(cid)
+        last = before.broker_updated_at or datetime.now(UTC)
+        self.records.apply_order_update(
+            cid,
+            event_id=f"{cid}:update:{self.count}",
+            status=status.value,
+            broker_at=last - timedelta(minutes=1) if late else datetime.now(UTC),
+        )
+        after = self.records.order(cid)
+        was, now = OrderStatus(before.status), OrderStatus(after.status)
+        assert after.filled_quantity == before.filled_quantity
+        if late or was.is_terminal:
+            assert (now, after.updated_at) == (was, before.updated_at)
+        elif status is OrderStatus.ACCEPTED:
+            assert now is was
+        else:
+            assert now is status
 
     @rule(target=fills, cid=orders)
     def note_fills(self, cid: str) -> list[str]:
