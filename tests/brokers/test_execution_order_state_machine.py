@@ -47,7 +47,7 @@ from tradeos_lab.stores.records.order_state import STATUS_RANK
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 SYMBOL = "BTC-USD"
 RUN = settings(
-    max_examples=20,
+    max_examples=15,
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
