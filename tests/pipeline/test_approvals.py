@@ -5,14 +5,18 @@ switch wins over an approval."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+import warnings
 from datetime import UTC, datetime
 
 import pytest
 import redis
+from click.testing import CliRunner, Result
 
 from tradeos_lab import operator
+from tradeos_lab.cli import cli
 from tradeos_lab.contracts import (
     Audit,
     Intent,
@@ -29,6 +33,8 @@ from tradeos_lab.pipeline.runner import ServiceRunner
 from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services.feasibility import APPROVAL_STAGE, Feasibility
 from tradeos_lab.pipeline.services.rules import RULES
+from tradeos_lab.pipeline.supervisor import settings_environment
+from tradeos_lab.settings import SharedRedisServerWarning
 from tradeos_lab.tiers.flags import ApprovalQueue, ParkedIntent
 
 PRICE = 50_000.0
@@ -303,3 +309,40 @@ def test_a_decided_intent_is_not_parked_again_and_every_key_has_a_ttl(lab: Lab) 
             assert client.ttl(key) > 0, key
     queue.restore(taken)
     assert [p.intent_id for p in queue.pending()] == [parked.intent_id]
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def _cli(lab: Lab, *args: str, code: int = 0) -> Result:
+    with warnings.catch_warnings():  # the test's servers are one Redis, as the lab's
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        result = CliRunner().invoke(
+            cli, list(args), env=settings_environment(lab.settings), catch_exceptions=False
+        )
+    assert result.exit_code == code, result.output
+    return result
+
+
+def test_the_cli_lists_approves_and_rejects_waiting_intents(lab: Lab) -> None:
+    _with_threshold(lab, 4_000.0)
+    assert "no intent waits" in _cli(lab, "approvals", "list").output
+    _run(lab, _signal(strength=0.5, strategy="sma_cross"))
+    _run(lab, _signal(strength=0.5, strategy="rsi_reversion"))
+    listed = json.loads(_cli(lab, "approvals", "list", "--json").output)
+    assert sorted(r["strategy"] for r in listed) == ["rsi_reversion", "sma_cross"]
+    assert all(0 < r["expires_in_s"] <= 300 for r in listed)
+    first, second = (r["intent_id"] for r in listed)
+    out = _cli(lab, "approvals", "approve", first, "--actor", "user:cli", "--reason", "ok")
+    assert "approved" in out.output
+    again = _cli(
+        lab, "approvals", "approve", first, "--actor", "user:cli", "--reason", "ok", code=1
+    )
+    assert "not waiting" in again.output
+    _cli(lab, "approvals", "reject", second, "--actor", "user:cli", "--reason", "no")
+    assert [m.message_id for m in _read(lab, Stream.INTENTS)] == [first]
+    assert [m.payload.data["intent_id"] for m in _approval_events(lab)] == [second]  # type: ignore[union-attr]
+    assert [a.actor for a in _intent_audits(lab) if a.action != "intent.parked"] == [
+        "user:cli",
+        "user:cli",
+    ]
