@@ -30,7 +30,7 @@ from tradeos_lab.errors import StackError
 from tradeos_lab.settings import ENV_PREFIX, Settings
 
 #: The notebooks served, in the order their URLs are printed.
-APPS: Final = ("monitor", "kill_switch")
+APPS: Final = ("monitor", "kill_switch", "approvals")
 HOST: Final = "127.0.0.1"
 #: How the token reaches the server process (Jupyter's own variable; removed before any kernel
 #: starts, so no app kernel sees it).
