@@ -39,17 +39,9 @@ def park_intent(lab: Lab, *, strategy: str = "sma_cross", threshold: float = 1_0
     from tradeos_lab.pipeline.runner import ServiceRunner
     from tradeos_lab.pipeline.service import ServiceContext
     from tradeos_lab.pipeline.services.feasibility import Feasibility
-    from tradeos_lab.pipeline.services.signal_modifier import ACTIVE_PROFILE_KEY
 
-    profile = str(lab.records.get_config(ACTIVE_PROFILE_KEY, "Balanced"))
-    if lab.records.profile(profile).approval_notional != threshold:
-        version = lab.records.save_profile_version(
-            profile,
-            {"approval_notional": threshold},
-            created_by="user:test",
-            reason="orders above the threshold wait for an operator",
-        )
-        lab.records.activate_profile(profile, version.version, activated_by="user:test")
+    if lab.records.profile(active_profile(lab)).approval_notional != threshold:
+        set_approval_threshold(lab, threshold)
     lab.cache.set_price("BTC-USD", 50_000.0)
     before = {p.intent_id for p in lab.flags.approvals.pending()}
     signal = new_message(
@@ -71,3 +63,22 @@ def park_intent(lab: Lab, *, strategy: str = "sma_cross", threshold: float = 1_0
     ServiceRunner(Feasibility, ServiceContext(lab, lab.settings, "apps-test")).drain()
     (parked,) = [p for p in lab.flags.approvals.pending() if p.intent_id not in before]
     return parked.intent_id
+
+
+def active_profile(lab: Lab) -> str:
+    from tradeos_lab.pipeline.services.signal_modifier import ACTIVE_PROFILE_KEY
+
+    return str(lab.records.get_config(ACTIVE_PROFILE_KEY, "Balanced"))
+
+
+def set_approval_threshold(lab: Lab, notional: float | None, *, ttl_s: float = 300.0) -> None:
+    """The active profile's approval threshold (None: off) and TTL, as a new activated version
+    (the pipeline sees it within a second)."""
+    profile = active_profile(lab)
+    version = lab.records.save_profile_version(
+        profile,
+        {"approval_notional": notional, "approval_ttl_s": ttl_s},
+        created_by="user:test",
+        reason="orders above the threshold wait for an operator",
+    )
+    lab.records.activate_profile(profile, version.version, activated_by="user:test")

@@ -78,13 +78,21 @@ def recent_decisions(lab: Lab) -> list[dict[str, object]]:
         if not isinstance(audit, Audit) or audit.action not in DECISIONS:
             continue
         facts = audit.new_value if isinstance(audit.new_value, dict) else {}
+        quantity = facts.get("quantity")
         out.append(
             {
                 "at": message.produced_at,
                 "decision": DECISIONS[audit.action],
                 "intent": audit.target.removeprefix("intent:"),
-                "order": f"{facts.get('side', '')} {facts.get('quantity', '')} "
-                f"{facts.get('symbol', '')}".strip(),
+                "order": " ".join(
+                    str(part)
+                    for part in (
+                        facts.get("side"),
+                        f"{quantity:g}" if isinstance(quantity, int | float) else quantity,
+                        facts.get("symbol"),
+                    )
+                    if part is not None
+                ),
                 "by": audit.actor,
                 "reason": audit.reason,
             }
