@@ -625,6 +625,8 @@ class Feasibility(Service):
         records cannot keep them."""
         lab = self.ctx.lab
         expired = lab.flags.approvals.take_expired()
+        if not expired:
+            return []
         out: list[Message] = []
         for parked in expired:
             intent = parked.intent
