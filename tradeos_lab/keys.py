@@ -157,3 +157,13 @@ class Keys:
 
     def heartbeat(self, service: str, instance: str) -> str:
         return self._k("heartbeat", service, instance)
+
+    def approvals(self) -> str:
+        """Intents waiting for an operator, by intent id (one hash tag for the queue's keys)."""
+        return self._k("{approvals}", "pending")
+
+    def approval_deadlines(self) -> str:
+        return self._k("{approvals}", "deadlines")
+
+    def approvals_decided(self) -> str:
+        return self._k("{approvals}", "decided")

@@ -6,6 +6,12 @@ order at the brokers canceled, whatever the switches say (cancels only ever redu
 
 Every change reaches the `audit` stream through `audit_sink`, the one place that turns a
 kill-switch audit record into an `Audit` message.
+
+The approval queue's decisions are taken here too: `approve` publishes a parked intent on
+`intents` under the id it was parked with (so Execution's idempotency holds), `reject` refuses it
+on `risk_events`; both are audited with the operator's name and reason, kept in the records and
+published. A HALTED kill switch wins over an approval: the intent is not published and keeps
+waiting (until its TTL). Deciding an intent that no longer waits is a no-op that says why.
 """
 
 from __future__ import annotations
@@ -13,12 +19,32 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from tradeos_lab.contracts import Audit, AuditMessage, new_message
+from tradeos_lab.contracts import (
+    Audit,
+    AuditMessage,
+    IntentMessage,
+    Message,
+    RiskEvent,
+    RiskEventMessage,
+    RiskKind,
+    Severity,
+    derive,
+    new_message,
+)
 from tradeos_lab.errors import ProviderError, TransientError, ValidationError
 from tradeos_lab.keys import Stream
-from tradeos_lab.tiers.flags import AuditSink, KillMode, KillScope, KillSource, KillSwitches
+from tradeos_lab.tiers.flags import (
+    AuditSink,
+    KillMode,
+    KillScope,
+    KillSource,
+    KillSwitches,
+    ParkedIntent,
+)
+from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
 
 if TYPE_CHECKING:
     from tradeos_lab.brokers import Broker
@@ -172,3 +198,127 @@ def stack_brokers(lab: Lab, names: Iterable[str]) -> Iterator[list[Broker]]:
             else:
                 raise ValidationError(f"no broker {name!r}: one of {', '.join(BROKERS)}")
         yield brokers
+
+
+# ---- the approval queue ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalOutcome:
+    """What an approval or a rejection did: `done` when the intent was decided now."""
+
+    intent_id: str
+    done: bool
+    detail: str
+
+
+def pending_approvals(lab: Lab) -> list[ParkedIntent]:
+    """The intents waiting for an operator, soonest deadline first."""
+    return lab.flags.approvals.pending()
+
+
+def approve(lab: Lab, intent_id: str, *, actor: str, reason: str) -> ApprovalOutcome:
+    """Publish the parked intent `intent_id` on `intents` (kept in the records first) with the
+    approval audited; not while a kill switch denies it (the intent keeps waiting)."""
+    actor, reason = _decision_words(actor, reason)
+    queue = lab.flags.approvals
+    waiting = queue.get(intent_id)
+    if waiting is None:
+        return _not_waiting(intent_id)
+    intent = waiting.intent
+    kill = lab.kill_switches.check_order(
+        intent.strategy, intent.symbol, intent.side, intent.quantity, book=lab.records
+    )
+    if not kill.allowed:
+        return ApprovalOutcome(
+            intent_id,
+            False,
+            f"not published: kill switch {kill.reason}; the intent keeps waiting",
+        )
+    parked = queue.take(intent_id)
+    if parked is None:
+        return _not_waiting(intent_id)
+    _publish_or_put_back(lab, parked, parked.message)
+    _keep(lab, parked.message, _decision_audit(parked, "intent.approved", actor, reason))
+    return ApprovalOutcome(
+        intent_id,
+        True,
+        f"approved: {parked.describe()} published on intents as {actor}",
+    )
+
+
+def reject(lab: Lab, intent_id: str, *, actor: str, reason: str) -> ApprovalOutcome:
+    """Refuse the parked intent `intent_id`: a `risk_events` entry and an audit entry naming the
+    operator and the reason, kept in the records and published."""
+    actor, reason = _decision_words(actor, reason)
+    queue = lab.flags.approvals
+    parked = queue.take(intent_id)
+    if parked is None:
+        return _not_waiting(intent_id)
+    intent = parked.intent
+    event = derive(
+        parked.message,
+        RiskEvent(
+            kind=RiskKind.LIMIT_BREACH,
+            severity=Severity.WARNING,
+            scope=f"symbol:{intent.symbol}",
+            detail=f"{APPROVAL_RULE}: intent {intent_id} rejected by {actor}: {reason}"[:4000],
+            data={**parked.facts(), "actor": actor},
+            ts=datetime.now(UTC),
+        ),
+        producer=PRODUCER,
+    )
+    if not isinstance(event, RiskEventMessage):  # derive builds the payload's own class
+        raise TypeError("a risk event is a RiskEventMessage")
+    _publish_or_put_back(lab, parked, event)
+    _keep(lab, event, _decision_audit(parked, "intent.rejected", actor, reason))
+    return ApprovalOutcome(intent_id, True, f"rejected: {parked.describe()} as {actor}")
+
+
+def _decision_words(actor: str, reason: str) -> tuple[str, str]:
+    actor, reason = actor.strip(), reason.strip()
+    if not actor or not reason:
+        raise ValidationError("an approval decision needs an actor and a reason for the audit")
+    return actor, reason
+
+
+def _not_waiting(intent_id: str) -> ApprovalOutcome:
+    return ApprovalOutcome(
+        intent_id, False, f"intent {intent_id} is not waiting (already decided or expired)"
+    )
+
+
+def _decision_audit(parked: ParkedIntent, action: str, actor: str, reason: str) -> AuditMessage:
+    message = derive(
+        parked.message,
+        Audit(
+            actor=actor,
+            action=action,
+            target=f"intent:{parked.intent_id}",
+            old_value=None,
+            new_value=parked.facts(),
+            reason=reason[:4000],
+        ),
+        producer=PRODUCER,
+    )
+    if not isinstance(message, AuditMessage):  # derive builds the payload's own class
+        raise TypeError("an audit entry is an AuditMessage")
+    return message
+
+
+def _publish_or_put_back(lab: Lab, parked: ParkedIntent, message: Message) -> None:
+    """Publish the decision's effect; the intent goes back in the queue when the bus fails."""
+    try:
+        lab.bus.publish(message.STREAM, message)
+    except BaseException:
+        lab.flags.approvals.restore(parked)
+        raise
+
+
+def _keep(lab: Lab, effect: IntentMessage | RiskEventMessage, audit: AuditMessage) -> None:
+    """The audit entry published, and both kept in the records at once (the audit trail and
+    Execution keep them again from the bus, once per message id); a records outage leaves
+    them to those."""
+    lab.bus.publish(Stream.AUDIT, audit)
+    with contextlib.suppress(TransientError):
+        lab.records.keep_messages([effect, audit])

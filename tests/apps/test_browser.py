@@ -1,8 +1,10 @@
 """The apps in a real browser (Debian's Chromium, headless) against `tradeos-lab up` on the
 embedded default, which serves them: the monitor shows a new fill without a reload; the panel's
 kill switch halts new intents (checked on the bus) and is audited, and clearing it after the
-confirmation resumes them; nothing is served without the token, and neither Voila's tree nor any
-file outside `apps/` is served at all. Screenshots of each app go to the run's artifacts folder
+confirmation resumes them; an intent above the approval threshold appears in the approval queue,
+approving it produces its order, and one left waiting past its TTL is rejected; a request without
+the token is refused (403, no login page), and neither Voila's tree nor any file outside `apps/`
+is served at all. Screenshots of each app go to the run's artifacts folder
 (`$TRADEOS_TEST_ARTIFACTS`, default `test-artifacts/`).
 
 The pipeline replays zig-zag bars to `FlipFlop` (tests/pipeline), which trades on most bars, so
@@ -24,9 +26,12 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from apps_support import set_approval_threshold
 from up_process import UpProcess
 
 import tradeos_lab as tl
+from tradeos_lab import operator
+from tradeos_lab.apps.approvals import choice_label
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.tiers.bus import parse_id
@@ -90,7 +95,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     try:
         urls = dict(re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+/\S+)$", up.banner, re.M))
-        assert set(urls) == {"monitor", "kill_switch"}, up.banner
+        assert set(urls) == {"monitor", "kill_switch", "approvals"}, up.banner
         stack = Stack(up.proc, root / "lab", urls, up.banner)
         with stack.lab() as lab:
             SUPPORT.allow_trading_every_bar(lab)
@@ -232,14 +237,78 @@ def test_kill_switch_panel_halts_new_intents_audited_and_clearing_resumes(
     page.screenshot(path=str(artifacts / "kill_switch.png"), full_page=True)
 
 
-def test_nothing_is_served_without_the_token(stack: Stack) -> None:
-    plain = stack.urls["monitor"].split("?", 1)[0]  # the token is what the browser tests use
+def test_an_approval_queue_intent_approved_produces_its_order_and_one_left_waiting_expires(
+    stack: Stack, page: Any, artifacts: Path
+) -> None:
+    from tradeos_lab.pipeline.services.execution import client_order_id_for
+
+    with stack.lab() as lab:
+        try:
+            set_approval_threshold(lab, 1.0, ttl_s=600)  # every opening order waits
+            page.goto(stack.urls["approvals"])
+            page.wait_for_selector(".tl-approvals-status")
+            parked = wait_for(
+                lambda: next(iter(lab.flags.approvals.pending()), None), what="a parked intent"
+            )
+            _text_includes(page, ".tl-approvals", parked.intent_id)
+            page.screenshot(path=str(artifacts / "approvals_waiting.png"), full_page=True)
+
+            page.fill(".tl-operator input", OPERATOR)
+            page.select_option(".tl-approval-choice select", label=choice_label(parked))
+            page.fill(".tl-approval-reason textarea", "browser test: approve")
+            page.click(".tl-approve")
+            _text_includes(page, ".tl-message", "approved")
+            client_order_id = client_order_id_for(parked.intent_id)
+            wait_for(
+                lambda: [
+                    m
+                    for _, m in _entries(lab, Stream.ORDERS)
+                    if getattr(m.payload, "client_order_id", None) == client_order_id
+                ],
+                what="the approved intent's order",
+            )
+            _text_includes(page, ".tl-decisions", f"user:{OPERATOR}")
+
+            # One left waiting past its TTL is rejected (the long-lived ones make way first).
+            set_approval_threshold(lab, 1.0, ttl_s=3)
+
+            def short_lived() -> Any:
+                for waiting in lab.flags.approvals.pending():
+                    if waiting.ttl_s == 3:
+                        return waiting
+                    operator.reject(lab, waiting.intent_id, actor="user:test", reason="making way")
+                return None
+
+            short = wait_for(short_lived, what="an intent parked for 3 s")
+            _text_includes(page, ".tl-approvals", short.intent_id)
+            (expiry,) = wait_for(
+                lambda: [
+                    m.payload
+                    for _, m in _entries(lab, Stream.RISK_EVENTS)
+                    if m.payload.data.get("intent_id") == short.intent_id
+                ],
+                what="the expiry of the intent left waiting",
+            )
+            assert "not approved within 3 s" in expiry.detail
+            assert client_order_id_for(short.intent_id) not in {
+                getattr(m.payload, "client_order_id", None) for _, m in _entries(lab, Stream.ORDERS)
+            }
+            _text_includes(page, ".tl-decisions", "expired")
+            page.screenshot(path=str(artifacts / "approvals.png"), full_page=True)
+        finally:
+            set_approval_threshold(lab, None)
+
+
+def test_a_request_without_the_token_is_refused_without_a_login_page(stack: Stack) -> None:
     with httpx.Client(timeout=30) as client:
-        for target in (plain, f"{plain}?token=not-the-token"):
-            response = client.get(target)
-            assert response.status_code in (302, 401, 403), (target, response.status_code)
-            shown = client.get(target, follow_redirects=True)
-            assert "tradeos_lab.apps" not in shown.text and "tl-status" not in shown.text
+        for app, url in stack.urls.items():
+            plain = url.split("?", 1)[0]  # the token is what the browser tests use
+            for target in (plain, f"{plain}?token=not-the-token"):
+                response = client.get(target)
+                assert response.status_code == 403, (app, target, response.status_code)
+                assert "location" not in response.headers
+                for shown in ("tradeos_lab.apps", "tl-status", "password", "/login"):
+                    assert shown not in response.text, (app, shown)
 
 
 @pytest.mark.parametrize(

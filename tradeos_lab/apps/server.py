@@ -5,6 +5,7 @@ the process that started it) whose kernels load the same settings from the envir
 (`settings_environment`, as supervised services do). What a request may reach:
 - only the notebooks of `apps/`, rendered with their sources stripped and tracebacks hidden;
 - every request carries the token (a new one per run unless the `apps_token` setting gives it);
+  one without it is refused (403): there is no login page to send it to, and none is served;
 - no tree and no contents API: Voila's directory listing and its contents handler are removed,
   so nothing outside the rendered apps (and the images of `apps/`) is served.
 A page that closes asks Voila to shut its kernel down; a kernel whose page is gone without saying
@@ -30,7 +31,7 @@ from tradeos_lab.errors import StackError
 from tradeos_lab.settings import ENV_PREFIX, Settings
 
 #: The notebooks served, in the order their URLs are printed.
-APPS: Final = ("monitor", "kill_switch")
+APPS: Final = ("monitor", "kill_switch", "approvals")
 HOST: Final = "127.0.0.1"
 #: How the token reaches the server process (Jupyter's own variable; removed before any kernel
 #: starts, so no app kernel sees it).
@@ -212,6 +213,10 @@ def _voila_argv(directory: str, port: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """The server process: Voila on loopback with the token from `TOKEN_ENV`, without its tree."""
+    from jupyter_server.auth.login import LoginFormHandler
+    from jupyter_server.auth.logout import LogoutHandler
+    from jupyter_server.base.handlers import JupyterHandler
+    from tornado.web import HTTPError
     from voila.app import Voila
     from voila.tornado.contentshandler import VoilaContentsHandler
     from voila.tornado.handler import TornadoVoilaHandler
@@ -221,24 +226,42 @@ def main(argv: list[str] | None = None) -> None:
     if args.options:
         sys.exit(f"unknown options: {' '.join(args.options)}")
 
-    class AppPage(TornadoVoilaHandler):  # type: ignore[misc]  # voila ships no type information
+    class Refused(JupyterHandler):
+        """A request without the token is refused, never sent to a login page."""
+
+        def get_login_url(self) -> str:
+            raise HTTPError(403)
+
+    def refused(handler: Any) -> Any:
+        """`handler` refusing a request without the token instead of redirecting it."""
+        if isinstance(handler, type) and issubclass(handler, JupyterHandler):
+            return type(handler.__name__, (Refused, handler), {})
+        return handler
+
+    class AppPage(Refused, TornadoVoilaHandler):  # type: ignore[misc]  # voila ships no types
         """An app's page, which also sets the `_xsrf` cookie: the page sends it back when it
         closes, asking Voila to shut its kernel down (refused without it)."""
 
-        async def prepare(self) -> None:
-            await super().prepare()
+        async def prepare(self, **kwargs: Any) -> None:
+            await super().prepare(**kwargs)
             if not self._finished:
                 self.xsrf_token  # noqa: B018 - tornado sets the cookie on first access
 
     class AppsServer(Voila):  # type: ignore[misc]
-        """Voila serving a directory's notebooks, minus the tree and the contents API."""
+        """Voila serving a directory's notebooks, minus the tree, the contents API and the login
+        and logout pages."""
 
         def init_handlers(self) -> list[Any]:
-            hidden = (TornadoVoilaTreeHandler, VoilaContentsHandler)
+            hidden = (
+                TornadoVoilaTreeHandler,
+                VoilaContentsHandler,
+                LoginFormHandler,
+                LogoutHandler,
+            )
             return [
-                (h[0], AppPage, *h[2:]) if h[1] is TornadoVoilaHandler else h
+                (h[0], AppPage if h[1] is TornadoVoilaHandler else refused(h[1]), *h[2:])
                 for h in super().init_handlers()
-                if h[1] not in hidden
+                if not (isinstance(h[1], type) and issubclass(h[1], hidden))
             ]
 
     AppsServer.launch_instance(argv=_voila_argv(args.directory, args.port), token=args.token)

@@ -70,6 +70,7 @@ def cli(
 def _register_commands() -> None:
     from tradeos_lab.cli import (
         agent_commands,
+        approval_commands,
         apps_commands,
         broker_commands,
         data_commands,
@@ -83,6 +84,7 @@ def _register_commands() -> None:
         *stack_commands.COMMANDS,
         *apps_commands.COMMANDS,
         *tier_commands.COMMANDS,
+        *approval_commands.COMMANDS,
         *data_commands.COMMANDS,
         *broker_commands.COMMANDS,
         *research_commands.COMMANDS,

@@ -69,8 +69,8 @@ def apps_beside_up(settings: Settings, *, serve: bool) -> Iterator[list[str]]:
 @click.command()
 @pass_cli
 def apps(ctx: CliContext) -> None:
-    """Serve the monitor and the kill-switch panel (Voila, loopback, token required) against the
-    running stack until Ctrl-C or SIGTERM."""
+    """Serve the monitor, the kill-switch panel and the approval queue (Voila, loopback, token
+    required) against the running stack until Ctrl-C or SIGTERM."""
     settings = ctx.settings
     check_stack_running(settings)
     stop = stop_on_signals()

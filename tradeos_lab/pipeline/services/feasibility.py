@@ -18,6 +18,14 @@ What it decides:
 What it emits: an `intents` message listing the rules it passed and the policy profile version it
 was sized under, kept in the records under the id the bus gives it, plus an `audit` entry; or, for
 a refused order, a `risk_events` message and an `audit` entry naming the rule and its reason.
+
+Approval: an intent that passed every rule but whose notional is above the active profile's
+`approval_notional` is parked in the flags tier's approval queue for `approval_ttl_s` instead of
+published (an `audit` entry says so); `tradeos_lab.operator` approves (publishes it, same id) or
+rejects it. An order that only reduces exposure never waits: an exit held for a human holds the
+risk longer. While one intent of a strategy waits in a symbol, its later orders there wait behind
+it (nothing new is parked). A timer sweeps the queue: an intent not approved in time is rejected on
+`risk_events` ("not approved within N s") and `audit`, both kept in the records.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from sqlalchemy import func, select
 from tradeos_lab.contracts import (
     Direction,
     Intent,
+    IntentMessage,
     ModifiedSignal,
     OrderStatus,
     OrderType,
@@ -53,7 +62,7 @@ from tradeos_lab.errors import (
 )
 from tradeos_lab.indicators.sessions import sessions
 from tradeos_lab.keys import Stream
-from tradeos_lab.pipeline.service import Service, ServiceContext
+from tradeos_lab.pipeline.service import Service, ServiceContext, Timer
 from tradeos_lab.pipeline.services.rules import (
     DUST,
     RULES,
@@ -70,7 +79,8 @@ from tradeos_lab.pipeline.services.signal_modifier import (
 )
 from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records.models import LedgerEntry, Order
-from tradeos_lab.tiers.flags import BreakerState, Decision, reduces_exposure
+from tradeos_lab.tiers.flags import BreakerState, Decision, ParkedIntent, reduces_exposure
+from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
 from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
@@ -95,6 +105,10 @@ DEFAULT_STARTING_CASH: Final = 100_000.0
 UNPLACED_MAX_AGE_S: Final = 60.0
 #: Below this notional an order is noise, not a decision.
 MIN_ORDER_NOTIONAL: Final = 1.0
+#: The stage a parked intent's id is derived under (apart from the audit entry saying so), and
+#: how often the approval queue is swept for intents not approved in time.
+APPROVAL_STAGE: Final = "feasibility.approval"
+APPROVAL_SWEEP_S: Final = 1.0
 
 #: Order statuses still working at the broker (not filled, canceled, rejected or expired).
 _WORKING: Final = tuple(s.value for s in OrderStatus if not s.is_terminal)
@@ -531,6 +545,9 @@ class Feasibility(Service):
             policy_profile=profile.label,
         )
         out = derive(p.message, intent, producer=self.name, produced_at=self.ctx.now())
+        threshold = profile.approval_notional
+        if threshold is not None and not p.reduces and p.quantity * p.price > threshold:
+            return self._park(p, profile, out, threshold)
         audit = self.ctx.audit(
             p.message,
             action="intent.cleared",
@@ -542,6 +559,105 @@ class Feasibility(Service):
             new_value={"side": p.side.value, "quantity": p.quantity, "price": p.price},
         )
         return [out, audit]
+
+    def _park(
+        self, p: _Proposal, profile: ActiveProfile, out: Message, threshold: float
+    ) -> list[Message]:
+        """The intent queued for an operator's approval and an audit entry saying so; nothing
+        while an earlier intent of the strategy waits in the symbol; refused when the flags tier
+        cannot hold it (fail closed)."""
+        intent_id = derived_message_id(p.message.message_id, stage=APPROVAL_STAGE, index=0)
+        message = out.model_copy(update={"message_id": intent_id})
+        if not isinstance(message, IntentMessage):
+            raise ContractError("only an intent waits for approval")
+        signal, notional = p.signal, p.quantity * p.price
+        parked = ParkedIntent(
+            message=message,
+            price=p.price,
+            notional=notional,
+            threshold=threshold,
+            ttl_s=profile.approval_ttl_s,
+            signal={
+                "id": p.message.message_id,
+                "direction": signal.direction.value,
+                "raw_strength": signal.raw_strength,
+                "adjusted_strength": signal.adjusted_strength,
+                "confidence": signal.confidence,
+                "timeframe": str(signal.timeframe),
+                "ts": signal.ts.isoformat(),
+            },
+        )
+        queue = self.ctx.lab.flags.approvals
+        try:
+            waiting = [
+                w.intent_id
+                for w in queue.pending()
+                if (w.intent.strategy, w.intent.symbol) == (signal.strategy, signal.symbol)
+            ]
+            if [w for w in waiting if w != intent_id]:
+                return []
+            deadline = queue.park(parked)
+        except (redis.RedisError, TradeosError) as e:
+            return self._refuse(p, APPROVAL_RULE, f"{_FlagsDown(APPROVAL_RULE, e)}: not parked")
+        if deadline is None:
+            return []  # decided already (a signal handled again)
+        reason = (
+            f"{signal.strategy} {p.side.value} {p.quantity:g} {signal.symbol} at ~{p.price:g} "
+            f"(notional {notional:,.2f}) passed {len(RULES)} checks under {profile.label} but is "
+            f"above its approval threshold {threshold:,.2f}: it waits up to "
+            f"{profile.approval_ttl_s:g} s for an operator"
+        )
+        audit = self.ctx.audit(
+            p.message,
+            action="intent.parked",
+            target=f"intent:{intent_id}",
+            reason=reason,
+            new_value={"side": p.side.value, "quantity": p.quantity, "notional": notional},
+        )
+        return [audit]
+
+    def timers(self) -> Sequence[Timer]:
+        return (Timer("approval_expiry", APPROVAL_SWEEP_S, self.expire_approvals),)
+
+    def expire_approvals(self) -> list[Message]:
+        """Reject every parked intent whose time ran out, on `risk_events` and `audit` (kept in
+        the records first, so a bus that fails to take them loses nothing); put back when the
+        records cannot keep them."""
+        lab = self.ctx.lab
+        expired = lab.flags.approvals.take_expired()
+        if not expired:
+            return []
+        out: list[Message] = []
+        for parked in expired:
+            intent = parked.intent
+            why = f"not approved within {parked.ttl_s:g} s"
+            facts = parked.facts()
+            out.append(
+                self.ctx.risk_event(
+                    parked.message,
+                    kind=RiskKind.LIMIT_BREACH,
+                    severity=Severity.WARNING,
+                    scope=f"symbol:{intent.symbol}",
+                    detail=f"{APPROVAL_RULE}: intent {parked.intent_id} {why}: rejected",
+                    data=facts,
+                )
+            )
+            out.append(
+                self.ctx.audit(
+                    parked.message,
+                    action="intent.expired",
+                    target=f"intent:{parked.intent_id}",
+                    reason=why,
+                    new_value=facts,
+                )
+            )
+        try:
+            lab.records.keep_messages(out)  # type: ignore[arg-type]  # risk events and audits
+        except BaseException:
+            for parked in expired:
+                lab.flags.approvals.restore(parked)
+            raise
+        return out
 
     def _refuse(self, p: _Proposal, rule: str, reason: str) -> list[Message]:
         facts: dict[str, Any] = {

@@ -82,6 +82,9 @@ class ActiveProfile:
     max_open_positions: int
     min_signal_confidence: float
     reference_risk_per_trade_pct: float
+    #: Notional above which an intent waits for an operator (None: none waits), and how long.
+    approval_notional: float | None = None
+    approval_ttl_s: float = 300.0
 
     @property
     def label(self) -> str:
@@ -203,6 +206,8 @@ class ProfileSource:
             max_open_positions=chosen.max_open_positions,
             min_signal_confidence=chosen.min_signal_confidence,
             reference_risk_per_trade_pct=reference.risk_per_trade_pct,
+            approval_notional=chosen.approval_notional,
+            approval_ttl_s=chosen.approval_ttl_s,
         )
 
 

@@ -279,6 +279,10 @@ class _ProfileLimits:
     min_signal_confidence: Mapped[float]
     #: The agent's rules and limits under this profile; None: `AgentRules` defaults.
     agent_rules: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    #: Notional above which a cleared intent waits for an operator's approval; None: never.
+    approval_notional: Mapped[float | None] = mapped_column(default=None)
+    #: How long an intent waits for approval before it is rejected, in seconds.
+    approval_ttl_s: Mapped[float] = mapped_column(default=300.0, server_default="300")
 
 
 class PolicyProfile(_ProfileLimits, Base):
@@ -292,6 +296,8 @@ class PolicyProfile(_ProfileLimits, Base):
     - max_open_positions: positions open at the same time.
     - max_drawdown_pct: peak-to-trough equity loss, in %, that trips the kill switch.
     - min_signal_confidence: modified-signal confidence (0-1) below which no intent is formed.
+    - approval_notional: an intent above this notional waits for an operator (None: none waits);
+      approval_ttl_s: how long it waits before it is rejected.
 
     Seeded by the first migration: Conservative, Balanced, Aggressive.
     """

@@ -1781,6 +1781,8 @@ class RecordsStore:
                 fields[column] = str(value)
             elif column == "max_open_positions":
                 fields[column] = int(_positive(value, column))
+            elif column == "approval_notional":  # None: no intent waits for an operator
+                fields[column] = _positive_or_none(value, column)
             else:
                 fields[column] = _positive(value, column)
         with self.session() as session:

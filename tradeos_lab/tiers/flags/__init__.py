@@ -1,4 +1,5 @@
-"""The flags tier: kill switches, rate limits, circuit breakers, dedup keys and worker heartbeats.
+"""The flags tier: kill switches, rate limits, circuit breakers, dedup keys, worker heartbeats and
+the intents waiting for an operator's approval.
 
 A Redis with `volatile-ttl` eviction where every key carries a TTL. Kill switches have a module of
 their own (`kill_switches`) because they must fail closed where everything else here may simply
@@ -14,6 +15,7 @@ import redis
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
+from tradeos_lab.tiers.flags.approvals import ApprovalQueue, ParkedIntent
 from tradeos_lab.tiers.flags.dedup import Dedup
 from tradeos_lab.tiers.flags.kill_switches import (
     KILL_TTL_SECONDS,
@@ -44,6 +46,7 @@ REGISTRY_TTL_SECONDS: Final = 86_400
 __all__ = [
     "KILL_TTL_SECONDS",
     "REGISTRY_TTL_SECONDS",
+    "ApprovalQueue",
     "AuditSink",
     "BreakerState",
     "BreakerStatus",
@@ -57,6 +60,7 @@ __all__ = [
     "KillState",
     "KillSwitch",
     "KillSwitches",
+    "ParkedIntent",
     "PositionBook",
     "RateBudget",
     "RateDecision",
@@ -69,8 +73,8 @@ __all__ = [
 
 
 class Flags:
-    """The flags tier apart from the kill switches: `workers`, `dedup`, and factories of rate
-    limiters and circuit breakers, all over one injected client."""
+    """The flags tier apart from the kill switches: `workers`, `dedup`, the `approvals` queue,
+    and factories of rate limiters and circuit breakers, all over one injected client."""
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class Flags:
             kill_ttl_seconds=kill_ttl_seconds,
         )
         self.dedup = Dedup(redis, keys=keys)
+        self.approvals = ApprovalQueue(redis, keys=keys)
 
     def rate_limiter(self, name: str, *, limit: int, window_seconds: float) -> RateLimiter:
         """An atomic sliding-window limiter, e.g. `("alpaca", limit=200, window_seconds=60)`."""
