@@ -8,6 +8,9 @@ the run, its signals and intents carrying the run id down to the fills."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -65,11 +68,13 @@ from tradeos_lab.pipeline.services.signal_modifier import (
     HERO_SIGNALS_KEY,
     SignalModifier,
 )
+from tradeos_lab.pipeline.supervisor import settings_environment
 from tradeos_lab.providers import SyntheticProvider
 from tradeos_lab.settings import Settings, SharedRedisServerWarning
 from tradeos_lab.stores.records import RecordsStore
 from tradeos_lab.strategies.base import strategy_hash
 
+ROOT = Path(__file__).resolve().parents[2]
 PRICE = 50_000.0
 #: A Wednesday afternoon in New York (every market open).
 WEEKDAY_OPEN = datetime(2026, 12, 2, 16, 0, tzinfo=UTC).timestamp()
@@ -422,3 +427,53 @@ def test_a_run_promoted_from_the_cli_trades_in_the_pipeline_down_to_its_fills(
     modified = lab.records.signals_of(r.signal_id for r in rows if r.signal_id is not None)
     assert len(modified) == len(rows)
     assert {m.payload["raw_signal_id"] in promoted for m in modified.values()} == {True}
+
+
+def test_a_signal_engine_process_trades_the_promoted_run_from_its_start(
+    pipeline_lab: Lab, bars: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`tradeos-lab service signal_engine`, as `up` starts it, loads the promotions at start
+    without importing the research stack."""
+    lab = pipeline_lab
+    tested = st.SmaCross(fast=5, slow=20)
+    promotion = lab.research.promote(
+        lab.research.backtest(tested, bars).run_id, actor="user:ci", deploy=False
+    )
+    settings = lab.settings.model_copy(update={"pipeline_strategies": ("rsi_reversion",)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOS_")}
+    env |= {"PYTHONPATH": str(ROOT), **settings_environment(settings)}
+    entry = (
+        "import sys; from tradeos_lab.cli import main; "
+        "import tradeos_lab.pipeline.services.signal_engine; "
+        "assert 'vectorbt' not in sys.modules and 'tradeos_lab.research' not in sys.modules; "
+        "main(sys.argv[1:])"
+    )
+    log = (tmp_path / "engine.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-c", entry, "service", "signal_engine"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        for row in bars.to_dict("records"):
+            lab.bus.publish(Stream.MARKET_DATA, _bar(row))
+
+        def promoted_signals() -> list[RawSignal]:
+            assert process.poll() is None, (tmp_path / "engine.log").read_text()
+            return [
+                m.payload
+                for m in stream_messages(lab, Stream.SIGNALS_RAW)
+                if isinstance(m.payload, RawSignal) and m.payload.strategy == "sma_cross"
+            ]
+
+        signals = wait_for(promoted_signals, timeout=90, every=0.5, what="sma_cross signals")
+    finally:
+        process.terminate()
+        process.wait(60)
+    assert {s.run_id for s in signals} == {promotion.run_id}
+    expected = _strengths(tested, bars)
+    assert {pd.Timestamp(s.ts): s.strength for s in signals} == pytest.approx(
+        {t: v for t, v in expected.items() if t <= max(pd.Timestamp(s.ts) for s in signals)}
+    )
