@@ -12,8 +12,6 @@ import os
 import subprocess
 import sys
 import uuid
-import warnings
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,6 @@ from end_to_end_support import (
     zigzag_file,
 )
 
-import tradeos_lab as tl
-from tradeos_lab import operator
 from tradeos_lab import strategies as st
 from tradeos_lab.agent.config import CONFIG_APPLIED, announcement
 from tradeos_lab.agent.policy import propose
@@ -70,8 +66,6 @@ from tradeos_lab.pipeline.services.signal_modifier import (
 )
 from tradeos_lab.pipeline.supervisor import settings_environment
 from tradeos_lab.providers import SyntheticProvider
-from tradeos_lab.settings import Settings, SharedRedisServerWarning
-from tradeos_lab.stores.records import RecordsStore
 from tradeos_lab.strategies.base import strategy_hash
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,33 +75,11 @@ WEEKDAY_OPEN = datetime(2026, 12, 2, 16, 0, tzinfo=UTC).timestamp()
 TS = datetime(2026, 12, 2, 15, 59, tzinfo=UTC)
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def lab(
-    request: pytest.FixtureRequest,
-    server_settings: Settings,
-    settings_factory: Callable[..., Settings],
-    tmp_path: Path,
-) -> Iterator[Lab]:
-    """The machine's Redis under this test's namespace; records on PostgreSQL or SQLite."""
-    settings = server_settings
-    if request.param == "sqlite":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SharedRedisServerWarning)
-            settings = settings_factory(
-                **{
-                    k: getattr(server_settings, k)
-                    for k in ("namespace", "bus_url", "cache_url", "flags_url", "lake_url")
-                },
-                records_url=f"sqlite:///{tmp_path / 'records.db'}",
-            )
-        RecordsStore.open(settings, migrate=True).close()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SharedRedisServerWarning)
-        lab = tl.connect(settings, start=False)
-    operator.arm(lab, actor="user:test", reason="live config test")
-    lab.cache.set_price("BTC-USD", PRICE)
-    yield lab
-    lab.close()
+@pytest.fixture
+def lab(armed_lab: Lab) -> Lab:
+    """The machine's Redis; records on PostgreSQL and on SQLite; a price for BTC-USD."""
+    armed_lab.cache.set_price("BTC-USD", PRICE)
+    return armed_lab
 
 
 def _apply(lab: Lab, key: str, value: Any) -> Message:
