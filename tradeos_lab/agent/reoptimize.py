@@ -129,7 +129,7 @@ def reoptimize(
         sharpe = round(float(result.table["sharpe"].max()), 4)
         proposal, audit = propose(
             lab.records,
-            params_key(name),
+            params_key(strategy.name),
             value,
             reason=(
                 f"weekly re-optimisation over {lookback_days:g} days of "
