@@ -90,6 +90,10 @@ class Keys:
     def tracker(self, name: str) -> str:
         return self._k("tracker", name)
 
+    def agent_equity(self) -> str:
+        """The agent's equity samples (a sorted set by time), so a restart keeps its window."""
+        return self._k("agent", "equity")
+
     def bars(self, symbol: str, timeframe: Timeframe | str) -> str:
         return self._k("bars", validate_symbol(symbol), Timeframe.parse(timeframe).value)
 

@@ -159,6 +159,31 @@ def test_a_drawdown_beyond_the_profile_limit_halts_then_releases_when_recovered(
     assert agent_switches(lab) == {}
 
 
+def test_a_restarted_agent_still_sees_the_drawdown_windows_peak(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    """The equity samples are kept in the cache: the peak before a restart still counts."""
+    lab.cache.set_account(balance=100_000, portfolio_value=100_000)
+    assert agent.evaluate() == []
+    clock.advance(60)
+    lab.cache.set_account(balance=95_000, portfolio_value=95_000)
+    assert agent.evaluate() == []
+    restarted = Agent(ServiceContext(lab=lab, settings=lab.settings, instance="t", clock=clock))
+    clock.advance(60)
+    lab.cache.set_account(balance=88_000, portfolio_value=88_000)
+    out = restarted.evaluate()
+    assert actions(out) == [("agent.engaged", "rule:drawdown")]
+    assert figures(out[0])["peak_equity"] == 100_000
+    # Samples older than the window are dropped from the cache's copy too.
+    clock.advance(86_401)
+    lab.cache.set_account(balance=88_000, portfolio_value=88_000)
+    assert actions(restarted.evaluate()) == [("agent.released", "rule:drawdown")]
+    again = Agent(ServiceContext(lab=lab, settings=lab.settings, instance="t", clock=clock))
+    clock.advance(5)
+    out = again.evaluate()
+    assert out == [] and again.equity[0][1] == 88_000 and len(again.equity) == 2
+
+
 def test_a_symbol_whose_price_stops_moving_is_halted_alone(
     lab: Lab, agent: Agent, clock: Clock
 ) -> None:

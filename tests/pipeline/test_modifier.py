@@ -24,6 +24,7 @@ from tradeos_lab.pipeline.runner import ServiceRunner
 from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services.signal_modifier import (
     ACTIVE_PROFILE_KEY,
+    HERO_SIGNALS_KEY,
     ProfileSource,
     SignalModifier,
     ensure_default_profiles,
@@ -123,7 +124,9 @@ def test_signals_of_an_older_bar_do_not_enter_the_ensemble(pipeline_lab: Lab) ->
 def test_the_hero_filter_drops_a_signal_that_is_not_a_hero_and_audits_it(
     pipeline_lab: Lab,
 ) -> None:
-    pipeline_lab.cache.set_hero_signals(["rsi_reversion"])
+    pipeline_lab.records.set_config(
+        HERO_SIGNALS_KEY, ["rsi_reversion"], changed_by="user:test", reason="rsi only"
+    )
     out = _run(pipeline_lab, _raw("sma_cross"), _raw("rsi_reversion"))
     assert [s.strategy for s in _modified(out)] == ["rsi_reversion"]
     [audit] = [

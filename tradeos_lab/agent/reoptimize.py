@@ -7,7 +7,8 @@ each configured strategy with numeric parameters, a sweep (`lab.research.sweep`,
 over a grid around its current parameters (x0.5, x1, x1.5 for each) on those bars, and its best
 parameters by Sharpe proposed as the system config `strategy_params.NAME`, with the regime and
 momentum per symbol and the sweep's run id as the evidence. A proposal waits for an operator
-when the active profile's agent rules say so.
+when the active profile's agent rules say so; once applied, the running Signal Engine trades the
+new parameters from its next bar.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 
 from tradeos_lab.agent.policy import propose
 from tradeos_lab.errors import ValidationError
+from tradeos_lab.pipeline.services.signal_engine import params_key
 from tradeos_lab.strategies.registry import get_strategy
 
 if TYPE_CHECKING:
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
 
 LOOKBACK_DAYS: Final = 30.0
 GRID_FACTORS: Final = (0.5, 1.0, 1.5)
-#: The config key prefix of a strategy's proposed parameters.
-PARAMS_KEY: Final = "strategy_params"
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def reoptimize(
         sharpe = round(float(result.table["sharpe"].max()), 4)
         proposal, audit = propose(
             lab.records,
-            f"{PARAMS_KEY}.{name}",
+            params_key(strategy.name),
             value,
             reason=(
                 f"weekly re-optimisation over {lookback_days:g} days of "

@@ -160,10 +160,11 @@ def _cell(name: str, value: Any) -> str:
 @pass_cli
 def promote(ctx: CliContext, run_id: str, reason: str | None, actor: str) -> None:
     """Record backtest run RUN_ID's strategy and parameters as the ones to paper trade (the
-    records' system config, audited), for the stack's Signal Engine to load; the Signal Engine
-    does not read it yet. A kernel deploys them itself: `lab.research.promote(RUN_ID)`."""
+    records' system config, audited): the stack's Signal Engine runs it from its next bar, its
+    signals carrying the run id. A kernel deploys it itself: `lab.research.promote(RUN_ID)`."""
     import tradeos_lab as tl
-    from tradeos_lab.research.promote import PROMOTED_KEY, promote
+    from tradeos_lab.pipeline.services.signal_engine import PROMOTED_KEY
+    from tradeos_lab.research.promote import promote
 
     lab = tl.connect(ctx.settings, parts=("bus", "records"), start=False)
     try:

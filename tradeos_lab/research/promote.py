@@ -1,13 +1,14 @@
 """Promotion: a backtest run's strategy and parameters pushed to the paper pipeline, on record.
 
     promotion = lab.research.promote(run_id)     # deploys it in this kernel, records why
-    tradeos-lab research promote RUN_ID          # records it for the stack `up` runs
+    tradeos-lab promote RUN_ID                   # records it: the stack's Signal Engine runs it
 
 Only a finished single backtest is promoted (a sweep or walk-forward picks parameters: backtest
 the chosen ones first, so the evidence is one run), and only while the strategy's code is the
 code that run tested (its code hash). The promotion is kept in the records' system config under
 `PROMOTED_KEY` (strategy name -> run id, parameters, code hash; its history says who promoted
-what, when and why), and an `audit` entry is published and kept.
+what, when and why), and an `audit` entry is published and kept. The pipeline's Signal Engine
+(`tradeos-lab up`, `tradeos-lab service signal_engine`) follows that key without a restart.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ from typing import TYPE_CHECKING, Any, Final
 from tradeos_lab.contracts import Audit, AuditMessage, new_message
 from tradeos_lab.errors import TransientError, ValidationError
 from tradeos_lab.keys import Stream
-from tradeos_lab.research.runs import RunRecord, load_run, strategy_hash
+from tradeos_lab.pipeline.services.signal_engine import PROMOTED_KEY
+from tradeos_lab.research.runs import RunRecord, load_run
 from tradeos_lab.strategies import Strategy, get_strategy
+from tradeos_lab.strategies.base import strategy_hash
 
 if TYPE_CHECKING:
     from tradeos_lab.lab import Lab
     from tradeos_lab.pipeline.deploy import Deployment
     from tradeos_lab.stores.records import RecordsStore
 
-PROMOTED_KEY: Final = "pipeline.promoted_strategies"
-"""The records' system config naming, per strategy, the backtest run it trades under."""
 PRODUCER: Final = "research"
 
 

@@ -8,9 +8,7 @@ records (an intent of a promoted strategy) can reference.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import inspect
 import io
 import math
 import uuid
@@ -23,7 +21,7 @@ import pandas as pd
 
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.research.backtest import METRICS
-from tradeos_lab.strategies.base import Strategy
+from tradeos_lab.strategies.base import Strategy, strategy_hash
 
 if TYPE_CHECKING:
     from tradeos_lab.research.backtest import BacktestResult
@@ -35,18 +33,6 @@ def package_version() -> str:
     """What ran, as `code_version`: tradeos-lab's and vectorbt's versions."""
     ours = importlib.metadata.version("tradeos-lab")
     return f"tradeos-lab=={ours};vectorbt=={importlib.metadata.version('vectorbt')}"
-
-
-def strategy_hash(strategy: Strategy[Any] | type[Strategy[Any]]) -> str:
-    """SHA-256 of the strategy class's source (of its rule's bytecode when the source is not
-    available, e.g. a class typed into a console), so a changed rule is a different run."""
-    cls = strategy if isinstance(strategy, type) else type(strategy)
-    try:
-        text = inspect.getsource(cls).encode()
-    except (OSError, TypeError):
-        code = cls.rule.__code__
-        text = code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode()
-    return hashlib.sha256(text).hexdigest()
 
 
 def _jsonable(value: float) -> float | None:

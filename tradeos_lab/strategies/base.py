@@ -17,6 +17,8 @@ calibrates it later from outcomes.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -202,3 +204,15 @@ def _per_row(value: FloatArray | float, length: int) -> FloatArray:
     if array.ndim == 0:
         return np.full(length, float(array))
     raise ValidationError(f"a rule returned shape {array.shape} for {length} rows")
+
+
+def strategy_hash(strategy: Strategy[Any] | type[Strategy[Any]]) -> str:
+    """SHA-256 of the strategy class's source (of its rule's bytecode when the source is not
+    available, e.g. a class typed into a console), so a changed rule is a different run."""
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    try:
+        text = inspect.getsource(cls).encode()
+    except (OSError, TypeError):
+        code = cls.rule.__code__
+        text = code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode()
+    return hashlib.sha256(text).hexdigest()

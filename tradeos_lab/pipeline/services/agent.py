@@ -7,6 +7,10 @@ cache and judges every rule; every `LEARN_EVERY_S` it runs one learning-loop ste
 (`REOPTIMIZE_EVERY_S`, claimed on the flags tier so that one process runs it) it re-runs the
 research sweeps.
 
+The equity samples the drawdown rule judges are kept in the cache too (a sorted set by time,
+trimmed to the rule's window and capped), so a restarted agent still sees the window's peak; while
+the cache is down it goes on from memory.
+
 What it decides: the active policy profile's agent rules (`tradeos_lab.agent.rules`) judged on
 those figures; `AgentHalts` engages or releases the agent's kill switches accordingly (never a
 switch it did not set; a manual switch outranks it). Event windows are rebuilt from the records'
@@ -19,11 +23,15 @@ and the figures that decided it; one per learning step and per config proposal.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar, Final
+
+import redis
 
 from tradeos_lab.agent import rules as agent_rules
 from tradeos_lab.agent.halts import AgentAction, AgentHalts
@@ -38,6 +46,8 @@ from tradeos_lab.pipeline.services.signal_modifier import Held
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
 
+log = logging.getLogger(__name__)
+
 EVALUATE_EVERY_S: Final = 5.0
 LEARN_EVERY_S: Final = 3_600.0
 #: How often the re-optimisation timer asks whether a week has passed since the last run.
@@ -47,6 +57,8 @@ REOPTIMIZE_EVERY_S: Final = 7 * 86_400
 REOPTIMIZE_CLAIM: Final = "agent.reoptimize"
 #: Events older than this are dropped from the windows whatever a rule's window.
 MAX_WINDOW_S: Final = 7 * 86_400.0
+#: At most this many equity samples are kept in the cache (a day at one per `EVALUATE_EVERY_S`).
+MAX_EQUITY_SAMPLES: Final = 20_000
 #: Execution's audit actions that count as an attempted order.
 ORDER_ATTEMPTS: Final = frozenset({"order.submit", "order.rejected"})
 
@@ -125,6 +137,29 @@ class Agent(Service):
         for entry in records.audit_since(since, actions=ORDER_ATTEMPTS):
             if entry.producer == "execution":
                 self.order_attempts.add(entry.produced_at.timestamp(), entry.message_id)
+        self.equity.extend(self._kept_equity())
+
+    def _kept_equity(self) -> list[tuple[float, float]]:
+        """The equity samples of the drawdown window the cache keeps, oldest first (none when
+        the cache is down: the window then starts with this process)."""
+        since = self.ctx.clock() - self.rules.get().rules.drawdown.window_s
+        try:
+            members = self.ctx.lab.cache.redis.zrangebyscore(
+                self.ctx.lab.keys.agent_equity(), since, "+inf"
+            )
+        except redis.RedisError as e:
+            log.warning("agent could not read its equity samples from the cache: %s", e)
+            return []
+        samples: list[tuple[float, float]] = []
+        for member in members:
+            if not isinstance(member, bytes | str):
+                continue
+            try:
+                at, value = json.loads(member)
+                samples.append((float(at), float(value)))
+            except (ValueError, TypeError):
+                continue  # a corrupt sample is left out, never trusted
+        return samples
 
     # ---- what it decides ------------------------------------------------------------------
 
@@ -140,9 +175,10 @@ class Agent(Service):
         now = self.ctx.clock()
         cache = self.ctx.lab.cache
         account = cache.get_account()
+        window = self.rules.get().rules.drawdown.window_s
         if account is not None:
             self.equity.append((now, account.portfolio_value))
-        window = self.rules.get().rules.drawdown.window_s
+            self._keep_equity(now, account.portfolio_value, window)
         while self.equity and self.equity[0][0] < now - window:
             self.equity.popleft()
         symbols = sorted(set(self.ctx.settings.pipeline_symbols) | set(cache.get_watchlist()))
@@ -150,6 +186,20 @@ class Agent(Service):
             seen = self.price_seen.get(symbol)
             if seen is None or price.ts != seen[0]:
                 self.price_seen[symbol] = (price.ts, now)
+
+    def _keep_equity(self, at: float, value: float, window: float) -> None:
+        """Add a sample to the cache's copy, trimmed to the window and capped, in one round
+        trip; a cache outage only costs the copy (the window goes on in memory)."""
+        key = self.ctx.lab.keys.agent_equity()
+        try:
+            with self.ctx.lab.cache.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {json.dumps([at, value]): at})
+                pipe.zremrangebyscore(key, "-inf", f"({at - window}")
+                pipe.zremrangebyrank(key, 0, -MAX_EQUITY_SAMPLES - 1)
+                pipe.expire(key, max(1, int(window)))
+                pipe.execute()
+        except redis.RedisError as e:
+            log.warning("agent could not keep its equity sample in the cache: %s", e)
 
     def _event_verdicts(self) -> list[Verdict]:
         rules = self.rules.get().rules

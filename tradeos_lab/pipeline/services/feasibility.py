@@ -15,6 +15,10 @@ What it decides:
   the order does not reduce, or the flags tier unreachable) no other fact is gathered. Under
   REDUCING a flip is cut to the part that closes the position, which does reduce.
 
+The active policy profile is followed without a restart: a `ConfigWatcher` sees another profile
+chosen (`active_policy_profile`), the next signal is sized under it and carries a `config.applied`
+audit entry.
+
 What it emits: an `intents` message listing the rules it passed and the policy profile version it
 was sized under, kept in the records under the id the bus gives it, plus an `audit` entry; or, for
 a refused order, a `risk_events` message and an `audit` entry naming the rule and its reason.
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import redis
 from sqlalchemy import func, select
 
+from tradeos_lab.agent.config import ConfigWatcher, applied
 from tradeos_lab.contracts import (
     Direction,
     Intent,
@@ -71,6 +76,7 @@ from tradeos_lab.pipeline.services.rules import (
     rate_limit,
 )
 from tradeos_lab.pipeline.services.signal_modifier import (
+    ACTIVE_PROFILE_KEY,
     ActiveProfile,
     Held,
     ProfileSource,
@@ -129,7 +135,8 @@ class Feasibility(Service):
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self.profiles = ProfileSource(ctx.lab.records)
+        self.config = ConfigWatcher(ctx.lab.records)
+        self.profiles = ProfileSource(ctx.lab.records, config=self.config)
         self._limits = Held(self._read_limits)
         self._day_start: tuple[str, float] | None = None
         #: Intents this process cleared whose order the records do not hold yet: (strategy,
@@ -144,9 +151,21 @@ class Feasibility(Service):
         self._defer_rate = False
 
     def handle(self, message: Message) -> Sequence[Message]:
-        outputs = kept(self.ctx.lab.records, message, self._decide(message), stage=self.name)
+        changes, switched = self._follow_profile(message)
+        decided = self._decide(message) + switched
+        outputs = kept(self.ctx.lab.records, message, decided, stage=self.name)
         self._note_unplaced(message, outputs)
+        self.config.acknowledge(changes)
         return outputs
+
+    def _follow_profile(self, parent: Message) -> tuple[dict[str, Any], list[Message]]:
+        """When another profile was chosen: read it now, and its `audit` entry."""
+        changes = self.config.pending((ACTIVE_PROFILE_KEY,))
+        if not changes:
+            return changes, []
+        profile = self.profiles.reload()
+        effect = f"sizing under {profile.label} (max position {profile.max_position_pct:g}%)"
+        return changes, [applied(self.ctx, parent, self.config, ACTIVE_PROFILE_KEY, effect)]
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """Every message of the batch decided in order on facts read once for the batch (the
@@ -161,6 +180,7 @@ class Feasibility(Service):
         records = self.ctx.lab.records
         unplaced = _copy(self._unplaced)
         try:
+            changes, switched = self._follow_profile(messages[0]) if messages else ({}, [])
             self._batch = self._read_batch(signals)
             read = _copy(self._unplaced)  # as the batch's book found them (placed ones gone)
             # The broker's rate limit is taken for all the batch's intents at once; when the
@@ -172,7 +192,13 @@ class Feasibility(Service):
                 self._unplaced = read
                 self._defer_rate = False
                 decided = self._decide_each(messages)
-            return list(kept_many(records, messages, decided, stage=self.name))
+            if switched:
+                decided[0] += switched
+            batch: list[Sequence[Message]] = list(
+                kept_many(records, messages, decided, stage=self.name)
+            )
+            self.config.acknowledge(changes)
+            return batch
         except BaseException:
             self._unplaced = unplaced  # none of the batch's intents went out
             raise

@@ -19,6 +19,19 @@ reaches back to the saved state (a long outage) or there is none, the state is w
 the cached bars, so a strategy signals from its first live bar. The saved states are a fast
 copy: while the cache is down the engine goes on from memory and tries to save again later. A bar
 older than the last one a strategy took is a duplicate of one already answered: it emits nothing.
+
+Live-tunable strategies: the pipeline's engine (not a notebook's deployment, which runs what it was
+given) follows two system config entries through a `ConfigWatcher`, at its first bar and on the
+first bar after they change, without a restart:
+- `strategy_params.NAME` (the re-optimisation's proposals, once applied): the configured strategy
+  NAME runs with those parameters;
+- `pipeline.promoted_strategies` (`lab.research.promote`, `tradeos-lab promote`): each promoted
+  strategy runs with its backtest run's parameters, in place of a configured one of the same name
+  (whose `strategy_params` it outranks: the run is the evidence), and its signals carry the run's
+  id. A promotion whose strategy code no longer hashes as the run tested it is refused, with an
+  `audit` entry and a `risk_events` entry, never run silently.
+Each change taken into use is said on `audit` (`config.applied`); a strategy that changed starts
+its live state afresh, warmed on the cached bars.
 """
 
 from __future__ import annotations
@@ -33,11 +46,13 @@ from uuid import UUID
 
 import redis
 
-from tradeos_lab.contracts import Bar, RawSignal
+from tradeos_lab.agent.config import ConfigWatcher, applied
+from tradeos_lab.contracts import Bar, RawSignal, RiskKind, Severity
 from tradeos_lab.errors import DependencyUnavailable, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.strategies import BAR_FIELDS, LiveStrategy, Strategy, get_strategy
+from tradeos_lab.strategies.base import strategy_hash
 from tradeos_lab.symbols import Timeframe
 
 if TYPE_CHECKING:
@@ -49,6 +64,11 @@ log = logging.getLogger(__name__)
 SAVE_EVERY_S: Final = 1.0
 #: After a failed save (the cache is down), how long to wait before the next try.
 SAVE_PAUSE_AFTER_FAILURE_S: Final = 30.0
+#: The records' system config naming, per strategy, the backtest run it trades under: strategy name
+#: -> run_id, class ("module:Qualname"), parameters, strategy_hash (see `research.promote`).
+PROMOTED_KEY: Final = "pipeline.promoted_strategies"
+#: The records' system config prefix of a strategy's live parameters: `strategy_params.NAME`.
+STRATEGY_PARAMS_KEY: Final = "strategy_params"
 #: Series key: (strategy name, symbol, timeframe).
 _SeriesKey = tuple[str, str, Timeframe]
 #: What a strategy made of one bar: a signal, none, or the error its rule raised.
@@ -75,12 +95,64 @@ def load_strategies(refs: Sequence[str]) -> tuple[Strategy[Any], ...]:
     return strategies
 
 
+def params_key(strategy_name: str) -> str:
+    """The system config key of a strategy's live parameters."""
+    return f"{STRATEGY_PARAMS_KEY}.{strategy_name}"
+
+
+def promoted_strategy(name: str, entry: Any) -> tuple[Strategy[Any], UUID]:
+    """The strategy a `PROMOTED_KEY` entry names, with its run's parameters, and the run id;
+    `ValidationError` when it cannot be trusted (unreadable, renamed, or code changed since)."""
+    if not isinstance(entry, Mapping):
+        raise ValidationError(f"the promotion of {name!r} is not an entry: {entry!r}")
+    try:
+        run_id = UUID(str(entry["run_id"]))
+        cls = get_strategy(str(entry["class"]))
+        parameters = entry.get("parameters") or {}
+    except (KeyError, ValueError) as e:
+        raise ValidationError(f"the promotion of {name!r} is unreadable: {e}") from None
+    if cls.name != name:
+        raise ValidationError(f"the promotion of {name!r} names strategy {cls.name!r}")
+    tested = entry.get("strategy_hash")
+    if tested is not None and strategy_hash(cls) != tested:
+        raise ValidationError(
+            f"the code of strategy {name!r} changed since backtest run {run_id} tested it; "
+            "backtest it again and promote the new run"
+        )
+    return cls(parameters), run_id
+
+
+def tuned_strategies(
+    configured: Sequence[Strategy[Any]], values: Mapping[str, Any]
+) -> tuple[tuple[Strategy[Any], ...], dict[str, UUID], dict[str, str]]:
+    """The strategies to run under the system config `values`: the configured ones with their
+    `strategy_params`, the promoted ones in place of (or beside) them. Returns them, the run id
+    per promoted strategy, and the refused entries (config key: why)."""
+    chosen = {s.name: s for s in configured}
+    refused: dict[str, str] = {}
+    for name, strategy in chosen.items():
+        params = values.get(params_key(name))
+        if params is not None:
+            try:
+                chosen[name] = type(strategy)(params if isinstance(params, Mapping) else {})
+            except ValidationError as e:
+                refused[params_key(name)] = str(e)
+    run_ids: dict[str, UUID] = {}
+    promoted = values.get(PROMOTED_KEY) or {}
+    for name, entry in promoted.items() if isinstance(promoted, Mapping) else ():
+        try:
+            chosen[name], run_ids[name] = promoted_strategy(name, entry)
+        except ValidationError as e:
+            refused[f"{PROMOTED_KEY}.{name}"] = str(e)
+    return tuple(chosen.values()), run_ids, refused
+
+
 class SignalEngine(Service):
     """Runs the configured strategies on every bar and publishes what they signal."""
 
     name = "signal_engine"
     inputs = (Stream.MARKET_DATA,)
-    outputs = (Stream.SIGNALS_RAW, Stream.AUDIT)
+    outputs = (Stream.SIGNALS_RAW, Stream.AUDIT, Stream.RISK_EVENTS)
     #: Strategies given in code (a notebook's deployment) instead of the settings.
     given_strategies: ClassVar[tuple[Strategy[Any], ...]] = ()
     #: The backtest run a promoted strategy came from: stamped on its signals, so the records
@@ -89,7 +161,13 @@ class SignalEngine(Service):
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self.strategies = self.given_strategies or load_strategies(ctx.settings.pipeline_strategies)
+        #: The strategies of the settings (or the deployment), before the system config.
+        self.configured = self.given_strategies or load_strategies(ctx.settings.pipeline_strategies)
+        self.strategies = self.configured
+        #: The pipeline's engine follows the system config; a deployment runs what it was given.
+        self.config = None if self.given_strategies else ConfigWatcher(ctx.lab.records)
+        self._run_ids: dict[str, UUID] = {}
+        self._tuned = False
         self._live: dict[_SeriesKey, LiveStrategy] = {}
         self._last_outcome: dict[_SeriesKey, Outcome] = {}
         self._unsaved: set[_SeriesKey] = set()
@@ -99,7 +177,7 @@ class SignalEngine(Service):
         bar = message.payload
         if not isinstance(bar, Bar):
             return ()  # quotes and trade prints: no strategy here reads them
-        outputs: list[Message] = []
+        changes, outputs = self._follow_config(message)
         for strategy in self.strategies:
             key = (strategy.name, bar.symbol, bar.timeframe)
             live = self._live.get(key) or self._resume(strategy, bar, message)
@@ -113,15 +191,74 @@ class SignalEngine(Service):
                 self._last_outcome[key] = outcome
                 self._unsaved.add(key)
             if isinstance(outcome, RawSignal):
-                if self.run_id is not None:
-                    outcome = outcome.model_copy(update={"run_id": self.run_id})
+                run_id = self._run_ids.get(strategy.name, self.run_id)
+                if run_id is not None:
+                    outcome = outcome.model_copy(update={"run_id": run_id})
                 outputs.append(self.ctx.message(message, outcome))
                 outputs.append(self._audit(message, outcome))
             elif isinstance(outcome, str):
                 outputs.append(self._failure(message, strategy, outcome))
         if time.monotonic() - self._saved_at >= SAVE_EVERY_S:
             self._save_or_warn()
+        if self.config is not None:
+            self.config.acknowledge(changes)
         return outputs
+
+    # ---- live-tunable strategies -----------------------------------------------------------
+
+    def _follow_config(self, message: Message) -> tuple[dict[str, Any], list[Message]]:
+        """At the first bar and after a change of the followed config: the strategies rebuilt
+        (those that changed start afresh), with an `audit` entry per change taken into use and
+        an `audit` and a `risk_events` entry per refused one."""
+        if self.config is None:
+            return {}, []
+        keys = (PROMOTED_KEY, *(params_key(s.name) for s in self.configured))
+        changes = self.config.pending(keys)
+        if self._tuned and not changes:
+            return changes, []
+        self._tuned = True
+        strategies, run_ids, refused = tuned_strategies(self.configured, self.config.values)
+        before = {s.name: (s, self._run_ids.get(s.name)) for s in self.strategies}
+        after = {s.name: (s, run_ids.get(s.name)) for s in strategies}
+        moved = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+        self._forget(moved)
+        self.strategies, self._run_ids = strategies, run_ids
+        out: list[Message] = []
+        for key in changes:
+            running = ", ".join(
+                f"{s!r}" + (f" from run {run_ids[s.name]}" if s.name in run_ids else "")
+                for s in strategies
+            )
+            out.append(applied(self.ctx, message, self.config, key, f"running {running}"))
+        for key, why in refused.items():  # said again with each new version, never run
+            out.extend(self._refusal(message, key, why))
+        return changes, out
+
+    def _forget(self, names: set[str]) -> None:
+        """Drop the live states of strategies that changed: they start again on the cached bars
+        (a saved state of the old version is not resumed: `_resume` checks the strategy)."""
+        for key in [k for k in self._live if k[0] in names]:
+            self._live.pop(key)
+            self._last_outcome.pop(key, None)
+            self._unsaved.discard(key)
+
+    def _refusal(self, message: Message, key: str, why: str) -> list[Message]:
+        log.warning("%s refuses config %s: %s", self.name, key, why)
+        return [
+            self.ctx.audit(
+                message,
+                action="config.refused",
+                target=f"config:{key}",
+                reason=f"{self.name} does not run {key}: {why}"[:4000],
+            ),
+            self.ctx.risk_event(
+                message,
+                kind=RiskKind.LIMIT_BREACH,
+                severity=Severity.WARNING,
+                scope=f"config:{key}",
+                detail=f"{self.name} refused {key}: {why}"[:4000],
+            ),
+        ]
 
     def close(self) -> None:
         """Save every state before stopping, so the next engine resumes without catching up."""

@@ -2,16 +2,22 @@
 
 What it consumes: `signals.raw`. What it decides, in order:
 
-1. hero filter: while the cache names hero signals, a strategy not among them is not traded
-   (the signal is dropped and the drop audited);
-2. weighted ensemble: the strategies' latest non-flat signals on the same symbol, timeframe and
+1. hero filter: while the records' system config names hero signals (`hero_signals`), a strategy
+   not among them is not traded (the signal is dropped and the drop audited);
+2. confidence threshold: a signal whose confidence is below `signal_confidence_threshold` (system
+   config) is not traded either (dropped and audited); a flat signal, an exit, always passes;
+3. weighted ensemble: the strategies' latest non-flat signals on the same symbol, timeframe and
    bar (kept in the cache, so every modifier process and a restarted one see them) are averaged
    with the cache's weights (equal when none are set), so one strategy's view is tempered by the
    others';
-3. regime from ATR: the cached ATR-regime indicator labels the market low / normal / high
+4. regime from ATR: the cached ATR-regime indicator labels the market low / normal / high
    volatility; a high-volatility regime halves the strength (wider swings, smaller bets);
-4. policy-profile scaling: the active policy profile (records) scales the strength by its risk
+5. policy-profile scaling: the active policy profile (records) scales the strength by its risk
    per trade against Balanced's (Conservative halves it, Aggressive doubles it, capped at 1).
+
+The live-tunable values (hero signals, threshold, active profile) are followed without a restart:
+a `ConfigWatcher` re-reads them when the records' config version moves, and the first message
+after a change carries a `config.applied` audit entry per changed key.
 
 What it emits: one `signals.modified` message listing every modifier, its effect and its reason
 (or an `audit` entry for a dropped signal). A flat signal is an exit: it passes through unscaled.
@@ -32,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from tradeos_lab.agent.config import ConfigWatcher, applied
 from tradeos_lab.contracts import (
     AuditMessage,
     Direction,
@@ -58,6 +65,12 @@ if TYPE_CHECKING:
 REFERENCE_PROFILE: Final = "Balanced"
 #: The records' live-tunable key naming the active policy profile.
 ACTIVE_PROFILE_KEY: Final = "active_policy_profile"
+#: The records' live-tunable list of the strategies traded (empty: every one).
+HERO_SIGNALS_KEY: Final = "hero_signals"
+#: The records' live-tunable confidence below which a raw signal is not traded.
+CONFIDENCE_THRESHOLD_KEY: Final = "signal_confidence_threshold"
+#: What the modifier follows in the system config.
+MODIFIER_CONFIG_KEYS: Final = (HERO_SIGNALS_KEY, CONFIDENCE_THRESHOLD_KEY, ACTIVE_PROFILE_KEY)
 #: How long a process trusts the profile it read from the records before reading it again.
 PROFILE_MAX_AGE_S: Final = 1.0
 #: Strength multiplier per ATR regime: a volatile market halves the bet.
@@ -174,25 +187,48 @@ class Held(Generic[T]):
                 self._read_at = now
             return self._value
 
+    def expire(self) -> None:
+        """Read the value again at the next `get` (it is known to have changed)."""
+        with self._lock:
+            self._read_at = -math.inf
+
 
 class ProfileSource:
     """The active policy profile from the records, re-read at most every `PROFILE_MAX_AGE_S`
-    (a profile change reaches the pipeline within a second without a database trip per message).
-    Creates the default profiles once when they are absent."""
+    (a new version of it reaches the pipeline within a second without a database trip per
+    message), and at once after `reload` (a service's `ConfigWatcher` saw another profile
+    chosen; its name is then read from that watcher). Creates the default profiles once when
+    they are absent."""
 
-    def __init__(self, records: RecordsStore, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        records: RecordsStore,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        config: ConfigWatcher | None = None,
+    ) -> None:
         self.records = records
+        self.config = config
         self._held = Held(self._read, clock)
         self._ensured = False
 
     def get(self) -> ActiveProfile:
         return self._held.get()
 
+    def reload(self) -> ActiveProfile:
+        """The profile read afresh (another one was chosen)."""
+        self._held.expire()
+        return self._held.get()
+
     def _read(self) -> ActiveProfile:
         if not self._ensured:
             ensure_default_profiles(self.records)
             self._ensured = True
-        name = self.records.get_config(ACTIVE_PROFILE_KEY, REFERENCE_PROFILE)
+        name = (
+            self.records.get_config(ACTIVE_PROFILE_KEY, REFERENCE_PROFILE)
+            if self.config is None
+            else self.config.get(ACTIVE_PROFILE_KEY, REFERENCE_PROFILE)
+        )
         profiles = {p.name: p for p in self.records.profiles()}
         chosen = profiles.get(str(name)) or profiles[REFERENCE_PROFILE]
         reference = profiles.get(REFERENCE_PROFILE, chosen)
@@ -223,28 +259,73 @@ class SignalModifier(Service):
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self.profiles = ProfileSource(ctx.lab.records)
-        self.heroes = Held(ctx.lab.cache.get_hero_signals)
+        self.config = ConfigWatcher(ctx.lab.records)
+        self.profiles = ProfileSource(ctx.lab.records, config=self.config)
         self.weights = Held(ctx.lab.cache.get_signal_weights)
         #: The ensemble's inputs as `handle_batch` noted them, by raw signal message id.
         self._seen: dict[str, dict[str, tuple[float, float]]] = {}
 
     def handle(self, message: Message) -> Sequence[Message]:
-        return kept(self.ctx.lab.records, message, self._modify(message), stage=self.name)
+        changes = self._follow_config()
+        outputs = self._modify(message) + self._applied(message, changes)
+        kept_outputs = kept(self.ctx.lab.records, message, outputs, stage=self.name)
+        self.config.acknowledge(changes)
+        return kept_outputs
+
+    # ---- live-tunable config -------------------------------------------------------------
+
+    def _follow_config(self) -> dict[str, Any]:
+        """The followed keys changed since last applied; a new active profile is read now."""
+        changes = self.config.pending(MODIFIER_CONFIG_KEYS)
+        if ACTIVE_PROFILE_KEY in changes:
+            self.profiles.reload()
+        return changes
+
+    def _applied(self, message: Message, changes: dict[str, Any]) -> list[Message]:
+        return [applied(self.ctx, message, self.config, k, self._effect(k)) for k in changes]
+
+    def _effect(self, key: str) -> str:
+        if key == HERO_SIGNALS_KEY:
+            return "trading " + (", ".join(self._heroes()) or "every strategy (no hero signals)")
+        if key == CONFIDENCE_THRESHOLD_KEY:
+            return f"signals below confidence {self._threshold():g} are not traded"
+        return f"scaling under {self.profiles.get().label}"
+
+    def _heroes(self) -> list[str]:
+        """As of the last refresh (`_follow_config`): one reading for a whole batch."""
+        return [str(n) for n in self.config.values.get(HERO_SIGNALS_KEY) or ()]
+
+    def _threshold(self) -> float:
+        return float(self.config.values.get(CONFIDENCE_THRESHOLD_KEY) or 0.0)
+
+    def _dropped_because(self, raw: RawSignal) -> str | None:
+        """Why `raw` is not traded (not a hero, too unsure), or None."""
+        heroes = self._heroes()
+        if heroes and raw.strategy not in heroes:
+            return f"{raw.strategy} is not a hero signal ({', '.join(heroes)})"
+        threshold = self._threshold()
+        if raw.direction is not Direction.FLAT and raw.confidence < threshold:
+            return (
+                f"{raw.strategy}'s confidence {raw.confidence:g} is below the threshold "
+                f"{threshold:g}"
+            )
+        return None
+
+    # ---- what it decides -----------------------------------------------------------------
 
     def _modify(self, message: Message) -> list[Message]:
         """The modified signal (or the audit entry of a dropped one), not yet kept."""
         raw = message.payload
         if not isinstance(raw, RawSignal):
             raise ContractError(f"signal_modifier reads raw signals, not {message.SCHEMA}")
-        heroes = self.heroes.get()
-        if heroes and raw.strategy not in heroes:
+        dropped = self._dropped_because(raw)
+        if dropped is not None:
             filtered = [
                 self.ctx.audit(
                     message,
                     action="signal.filtered",
                     target=f"strategy:{raw.strategy}",
-                    reason=f"{raw.strategy} is not a hero signal ({', '.join(heroes)})",
+                    reason=dropped,
                     old_value=raw.strength,
                     new_value=None,
                 )
@@ -274,14 +355,14 @@ class SignalModifier(Service):
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """The batch's ensemble inputs noted in the cache in one round trip, its modified
-        signals kept with one records write."""
-        heroes = self.heroes.get()
+        signals kept with one records write; the whole batch under one reading of the config."""
+        changes = self._follow_config()
         noted = [
             m
             for m in messages
             if isinstance(m.payload, RawSignal)
             and m.payload.direction is not Direction.FLAT
-            and not (heroes and m.payload.strategy not in heroes)
+            and self._dropped_because(m.payload) is None
         ]
         notes = [
             (r.symbol, r.timeframe, r.strategy, r.ts.timestamp(), r.strength)
@@ -294,7 +375,13 @@ class SignalModifier(Service):
             outputs = [self._modify(message) for message in messages]
         finally:
             self._seen = {}
-        return list(kept_many(self.ctx.lab.records, messages, outputs, stage=self.name))
+        if messages:
+            outputs[0] += self._applied(messages[0], changes)
+        batch: list[Sequence[Message]] = list(
+            kept_many(self.ctx.lab.records, messages, outputs, stage=self.name)
+        )
+        self.config.acknowledge(changes)
+        return batch
 
     def _ensemble(
         self,
