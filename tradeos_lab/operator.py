@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from tradeos_lab.contracts import Audit, AuditMessage, new_message
 from tradeos_lab.errors import ProviderError, TransientError, ValidationError
 from tradeos_lab.keys import Stream
+from tradeos_lab.settings import BROKERS as STACK_BROKERS
 from tradeos_lab.tiers.flags import AuditSink, KillMode, KillScope, KillSource, KillSwitches
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 PRODUCER = "operator"
 #: The brokers a stack trades at, by name.
-BROKERS: Final = ("paper", "alpaca")
+BROKERS: Final = STACK_BROKERS
 
 
 def audit_sink(bus: Bus, *, producer: str) -> AuditSink:
