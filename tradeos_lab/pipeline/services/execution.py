@@ -60,7 +60,12 @@ from tradeos_lab.contracts import (
     Side,
     TradeMessage,
 )
-from tradeos_lab.errors import ContractError, DependencyUnavailable, TransientError
+from tradeos_lab.errors import (
+    ContractError,
+    DependencyUnavailable,
+    ProviderError,
+    TransientError,
+)
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, Timer
 from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
@@ -216,6 +221,16 @@ class Execution(Service):
     def _reconcile(self) -> Reconciliation:
         """One reconciliation, under the lock orders are placed with (no order of this process
         is in flight). A broker that did not report leaves its state unknown: intents wait."""
+        try:
+            self._settle_in_flight()
+        except (TransientError, ProviderError) as e:
+            self.broker_state_known = False
+            return Reconciliation(
+                self.broker.name,
+                Outcome.UNKNOWN,
+                applied=False,
+                reason=f"broker {self.broker.name} did not report ({type(e).__name__}: {e})",
+            )
         result = reconcile(
             self.records,
             self.broker,
@@ -225,6 +240,22 @@ class Execution(Service):
         )
         self.broker_state_known = result.outcome is not Outcome.UNKNOWN
         return result
+
+    def _settle_in_flight(self) -> None:
+        """Orders placed at a remote broker whose answer a crash lost (recorded, still new):
+        each looked up by its client order id and, when the broker holds it, its state and
+        fills folded in as this pipeline's own, with their trades' chain (not imported as
+        external by the reconciliation after it). One the broker does not hold is left for its
+        intent's redelivery to place."""
+        broker = self.broker
+        if isinstance(broker, PaperBroker):
+            return  # its orders are the records themselves
+        for held in self.records.open_orders(broker=broker.name):
+            if held.status != OrderStatus.NEW.value or held.intent_id is None:
+                continue
+            found = broker.get_order(held.client_order_id)
+            if found is not None:
+                self._record_trades(self._fold(found), self._chain_of(held))
 
     def _await_broker_state(self) -> None:
         """Before an intent: reconcile first when the broker's state is not known (at start, or
@@ -412,6 +443,7 @@ class Execution(Service):
     def _submit_remote(self, request: OrderRequest) -> OrderReport:
         """Record the order, committed, then place it at the remote broker (which looks an
         unknown outcome up by the client order id before any resend) and fold its answer in."""
+        _ = self._updates  # listening before the first order is sent, so none of it is missed
         self.records.record_order(
             client_order_id=request.client_order_id,
             symbol=request.symbol,
@@ -477,6 +509,8 @@ class Execution(Service):
                 held = self.records.find_order(report.order.client_order_id)
                 if held is None or held.broker != self.broker.name:
                     continue  # not placed here: reconciliation imports it
+                if not report.fills and held.status == report.order.status.value:
+                    continue  # told already (the submit's answer)
                 folded = self._fold(report)
                 new = OrderReport(folded.order, report.fills)
                 chain = self._chain_of(held)
