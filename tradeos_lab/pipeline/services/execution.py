@@ -255,7 +255,7 @@ class Execution(Service):
                 continue
             found = broker.get_order(held.client_order_id)
             if found is not None:
-                self._record_trades(self._fold(found), self._chain_of(held))
+                self._record_trades(self._fold(found)[0], self._chain_of(held))
 
     def _await_broker_state(self) -> None:
         """Before an intent: reconcile first when the broker's state is not known (at start, or
@@ -459,18 +459,19 @@ class Execution(Service):
             correlation_id=request.correlation_id,
             at=self.ctx.now(),
         )
-        return self._fold(self.broker.submit(request))
+        return self._fold(self.broker.submit(request))[0]
 
-    def _fold(self, report: OrderReport) -> OrderReport:
-        """A remote broker's report folded into the records (its new fills, its state, each
-        once by its key); the order as the records now hold it with every fill recorded, so an
-        answer given again after a crash carries the fills an earlier attempt or reconciliation
-        recorded."""
+    def _fold(self, report: OrderReport) -> tuple[OrderReport, OrderReport | None]:
+        """A remote broker's report folded into the records (its fills, its state, each once
+        by its key). Returns the order as the records now hold it with every fill recorded (so
+        an answer given again after a crash carries the fills an earlier attempt recorded), and
+        what this call changed (its newly recorded fills), None when nothing."""
         order = report.order
         cid = order.client_order_id
         records = self.records
+        new: list[BrokerFill] = []
         for fill in report.fills:
-            records.record_fill(
+            recorded = records.record_fill(
                 execution_id=fill.execution_id,
                 client_order_id=cid,
                 symbol=fill.symbol,
@@ -481,8 +482,11 @@ class Execution(Service):
                 filled_at=fill.ts,
                 broker=self.broker.name,
             )
+            if recorded:
+                new.append(fill)
+        changed = False
         if order.status is not OrderStatus.NEW:
-            records.apply_order_update(
+            changed = records.apply_order_update(
                 cid,
                 event_id=f"{cid}:{order.status.value}:{order.filled_quantity:g}",
                 status=order.status.value,
@@ -495,7 +499,8 @@ class Execution(Service):
         held = records.order(cid)
         fee_currency = report.fills[0].fee_currency if report.fills else "USD"
         fills = tuple(_broker_fill(held, f, fee_currency) for f in records.fills(cid))
-        return OrderReport(broker_order(held), fills)
+        now = broker_order(held)
+        return OrderReport(now, fills), (OrderReport(now, tuple(new)) if new or changed else None)
 
     def updates(self) -> list[Message]:
         """The remote broker's order updates since the last call (the timer): their fills and
@@ -509,10 +514,9 @@ class Execution(Service):
                 held = self.records.find_order(report.order.client_order_id)
                 if held is None or held.broker != self.broker.name:
                     continue  # not placed here: reconciliation imports it
-                if not report.fills and held.status == report.order.status.value:
-                    continue  # told already (the submit's answer)
-                folded = self._fold(report)
-                new = OrderReport(folded.order, report.fills)
+                _, new = self._fold(report)
+                if new is None:
+                    continue  # told already (the submit's answer, an earlier update)
                 chain = self._chain_of(held)
                 self._record_trades(new, chain)
                 out.extend(self._messages(None, new, chain, submitted=False))
