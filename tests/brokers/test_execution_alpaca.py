@@ -278,3 +278,41 @@ def test_the_reconcile_timer_finds_a_broker_that_stopped_reporting(
     with pytest.raises(DependencyUnavailable):
         execution.handle(intent())
     assert alpaca_server.requests("POST", ORDERS) == []
+
+
+def test_through_the_runner_an_intent_waits_unacked_until_the_broker_reports(
+    lab: Lab, settings: Settings, alpaca_server: AlpacaTradingServer
+) -> None:
+    from tradeos_lab.keys import Stream
+    from tradeos_lab.pipeline.runner import ServiceRunner
+
+    unreported = 3
+    alpaca_server.inject("GET", "/v2/positions", *[Fault(status=401)] * unreported)
+    message = intent()
+    lab.bus.publish(Stream.INTENTS, message)
+    runner = ServiceRunner(Execution, ServiceContext(lab=lab, settings=settings, instance="t"))
+    running = runner.run_in_thread()
+    try:
+        wait_for(
+            lambda: lab.bus.redis.xlen(lab.keys.stream(Stream.ORDERS)) == 1,
+            60,
+            what="the order once the broker reported",
+        )
+        wait_for(
+            lambda: lab.bus.inspect.group_info(Stream.INTENTS, "execution").pending == 0,
+            30,
+            what="the intent acked",
+        )
+    finally:
+        running.stop()
+    positions = alpaca_server.requests("GET", "/v2/positions")
+    (post,) = alpaca_server.requests("POST", ORDERS)
+    order_of_requests = [id(s) for s in alpaca_server.seen]
+    assert len(positions) > unreported
+    assert order_of_requests.index(id(post)) > order_of_requests.index(id(positions[unreported]))
+    assert [o["client_order_id"] for o in alpaca_server.orders.values()] == [
+        client_order_id_for(message.message_id)
+    ]
+    assert lab.bus.inspect.dead_letters(Stream.INTENTS).empty
+    unknown = [e for e in lab.records.risk_events() if e.scope == "broker:alpaca"]
+    assert len(unknown) >= unreported, "each unanswered reconciliation is a risk event"
