@@ -316,3 +316,34 @@ def test_through_the_runner_an_intent_waits_unacked_until_the_broker_reports(
     assert lab.bus.inspect.dead_letters(Stream.INTENTS).empty
     unknown = [e for e in lab.records.risk_events() if e.scope == "broker:alpaca"]
     assert len(unknown) >= unreported, "each unanswered reconciliation is a risk event"
+
+
+def test_an_order_sent_before_the_kill_switch_whose_answer_was_lost_is_not_denied_after_it(
+    execution: Execution, lab: Lab, alpaca_server: AlpacaTradingServer
+) -> None:
+    execution.handle(intent(symbol="MSFT"))  # the broker's state known, one order placed
+    message = intent(quantity=2.0)
+    cid = client_order_id_for(message.message_id)
+    # Recorded and sent; Alpaca accepted it, its answer was lost (the intent retried in place).
+    lab.records.record_intent(message)  # type: ignore[arg-type]
+    payload = message.payload
+    lab.records.record_order(
+        client_order_id=cid,
+        symbol="AAPL",
+        side="buy",
+        quantity=2.0,
+        time_in_force="day",
+        strategy=payload.strategy,  # type: ignore[attr-defined]
+        broker="alpaca",
+        intent_id=message.message_id,
+        correlation_id=message.correlation_id,
+    )
+    body = {"symbol": "AAPL", "qty": "2", "side": "buy", "type": "market", "time_in_force": "day"}
+    assert alpaca_server.route("POST", ORDERS, {}, {**body, "client_order_id": cid})[0] == 200
+    lab.kill_switches.engage("global", "HALTED", actor="user:test", reason="drill")
+    out = execution.handle(message)
+    (order,) = _of(OrderMessage, out)
+    assert order.payload.status.value == "accepted"  # type: ignore[attr-defined]
+    assert order.payload.broker_order_id == alpaca_server.order_of(cid)["id"]  # type: ignore[attr-defined]
+    assert lab.records.order(cid).status == "accepted"
+    assert len(alpaca_server.requests("POST", ORDERS)) == 1, "nothing sent after the switch"

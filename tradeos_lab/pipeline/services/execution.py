@@ -352,6 +352,16 @@ class Execution(Service):
         known_order = (
             None if known is not None and cid not in known else self.records.find_order(cid)
         )
+        if (
+            known_order is not None
+            and known_order.status == OrderStatus.NEW.value
+            and not isinstance(self.broker, PaperBroker)
+        ):
+            # Recorded, then sent, its answer lost: the broker may hold it. Looked up before the
+            # kill switch may refuse it (the records would then deny an order the broker holds).
+            found = self.broker.get_order(cid)
+            if found is not None:
+                return request, self._fold(found)[0]
         if known_order is None or known_order.status == OrderStatus.NEW.value:
             # Not yet placed: the kill switch is asked again right before the broker is.
             decision = self.ctx.lab.kill_switches.check_order(
