@@ -150,13 +150,20 @@ def broker_configured(settings: Settings, name: str) -> bool:
     return name != "alpaca" or settings.alpaca_api_key is not None
 
 
-def stack_broker(lab: Lab, name: str, *, clock: Callable[[], float] = time.time) -> Broker:
+def stack_broker(
+    lab: Lab,
+    name: str,
+    *,
+    settings: Settings | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Broker:
     """Broker `name` of the stack: the paper account in its records, Alpaca paper from the
     settings (told the fills the records hold, so none is derived twice; close it when done).
-    Alpaca without its keys raises `ConfigError` (check `broker_configured` first)."""
+    `settings`: a service's own (its timeframe, its broker's URLs), else the lab's. Alpaca
+    without its keys raises `ConfigError` (check `broker_configured` first)."""
     from tradeos_lab.brokers import AlpacaBroker, PaperBroker
 
-    settings = lab.settings
+    settings = settings or lab.settings
     if name == "paper":
         return PaperBroker.of_stack(
             lab.records, lab.cache, settings.pipeline_timeframe, clock=clock

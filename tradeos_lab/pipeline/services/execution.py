@@ -140,7 +140,10 @@ class Execution(Service):
         """The broker the settings choose (`execution_broker`), opened on first use."""
         from tradeos_lab.operator import stack_broker
 
-        return stack_broker(self.ctx.lab, self.ctx.settings.execution_broker, clock=self.ctx.clock)
+        settings = self.ctx.settings
+        return stack_broker(
+            self.ctx.lab, settings.execution_broker, settings=settings, clock=self.ctx.clock
+        )
 
     @cached_property
     def _reconciliation_switches(self) -> KillSwitches:
