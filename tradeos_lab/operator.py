@@ -17,7 +17,8 @@ waiting (until its TTL). Deciding an intent that no longer waits is a no-op that
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -36,6 +37,7 @@ from tradeos_lab.contracts import (
 )
 from tradeos_lab.errors import ProviderError, TransientError, ValidationError
 from tradeos_lab.keys import Stream
+from tradeos_lab.settings import BROKERS as STACK_BROKERS
 from tradeos_lab.tiers.flags import (
     AuditSink,
     KillMode,
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 
 PRODUCER = "operator"
 #: The brokers a stack trades at, by name.
-BROKERS: Final = ("paper", "alpaca")
+BROKERS: Final = STACK_BROKERS
 
 
 def audit_sink(bus: Bus, *, producer: str) -> AuditSink:
@@ -174,29 +176,42 @@ def broker_configured(settings: Settings, name: str) -> bool:
     return name != "alpaca" or settings.alpaca_api_key is not None
 
 
-@contextlib.contextmanager
-def stack_brokers(lab: Lab, names: Iterable[str]) -> Iterator[list[Broker]]:
-    """The named brokers of the stack, closed on exit: the paper account in its records, Alpaca
-    paper from the settings (told the fills the records hold, so none is derived twice).
-    Alpaca without its keys raises `ConfigError` (check `broker_configured` first)."""
+def stack_broker(
+    lab: Lab,
+    name: str,
+    *,
+    settings: Settings | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Broker:
+    """Broker `name` of the stack: the paper account in its records, Alpaca paper from the
+    settings (told the fills the records hold, so none is derived twice; close it when done).
+    `settings`: a service's own (its timeframe, its broker's URLs), else the lab's. Alpaca
+    without its keys raises `ConfigError` (check `broker_configured` first)."""
     from tradeos_lab.brokers import AlpacaBroker, PaperBroker
 
-    settings = lab.settings
+    settings = settings or lab.settings
+    if name == "paper":
+        return PaperBroker.of_stack(
+            lab.records, lab.cache, settings.pipeline_timeframe, clock=clock
+        )
+    if name == "alpaca":
+        return AlpacaBroker.from_settings(
+            settings, lab.flags, filled_so_far=lab.records.filled_so_far
+        )
+    raise ValidationError(f"no broker {name!r}: one of {', '.join(BROKERS)}")
+
+
+@contextlib.contextmanager
+def stack_brokers(lab: Lab, names: Iterable[str]) -> Iterator[list[Broker]]:
+    """The named brokers of the stack (`stack_broker`), closed on exit."""
     with contextlib.ExitStack() as stack:
         brokers: list[Broker] = []
         for name in names:
-            if name == "paper":
-                brokers.append(
-                    PaperBroker.of_stack(lab.records, lab.cache, settings.pipeline_timeframe)
-                )
-            elif name == "alpaca":
-                alpaca = AlpacaBroker.from_settings(
-                    settings, lab.flags, filled_so_far=lab.records.filled_so_far
-                )
-                stack.enter_context(alpaca)
-                brokers.append(alpaca)
-            else:
-                raise ValidationError(f"no broker {name!r}: one of {', '.join(BROKERS)}")
+            broker = stack_broker(lab, name)
+            close = getattr(broker, "close", None)
+            if close is not None:
+                stack.callback(close)
+            brokers.append(broker)
         yield brokers
 
 

@@ -41,6 +41,8 @@ RedisRole = Literal["bus", "cache", "flags"]
 # Market-data feeds of the pipeline's ingestion; `replay:PATH` replays a CSV/Parquet file.
 PIPELINE_FEEDS = ("synthetic", "coinbase", "alpaca")
 REPLAY_FEED_PREFIX = "replay:"
+# The brokers a stack can trade at: the built-in paper broker and Alpaca's paper account.
+BROKERS = ("paper", "alpaca")
 # Every pipeline service in pipeline order, bars in to positions out; the pipeline's registry
 # holds one service class per name in this order.
 PIPELINE_SERVICES = (
@@ -192,6 +194,12 @@ class Settings(BaseSettings):
     alpaca_stream_url: str | None = None
     alpaca_rate_limit_per_minute: int = Field(default=200, ge=1, le=100_000)
     alpaca_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Where Execution places orders (paper | alpaca); how often it reconciles the records with
+    # that broker (besides once at start, before its first intent); how often it polls Alpaca
+    # for the updates of the orders it placed (their fills come after the submit's answer).
+    execution_broker: str = Field(default="paper", description="paper | alpaca")
+    execution_reconcile_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    execution_updates_poll_s: float = Field(default=2.0, gt=0, le=3_600)
 
     # Voila apps (`tradeos-lab apps`, `up`), served on loopback only. Every request needs the
     # token: this one, or (None) a new one generated and printed once per run.
@@ -305,6 +313,13 @@ class Settings(BaseSettings):
     research_scheduler: str | None = Field(default=None, pattern=r"^(tcp|tls|inproc)://\S+$")
     research_workers: int = Field(default=1, ge=1, le=256)
 
+    @field_validator("execution_broker")
+    @classmethod
+    def _execution_broker(cls, broker: str) -> str:
+        if broker.lower() not in BROKERS:
+            raise ValueError(f"unknown broker {broker!r}; choose one of {', '.join(BROKERS)}")
+        return broker.lower()
+
     @field_validator("pipeline_feed")
     @classmethod
     def _pipeline_feed(cls, feed: str) -> str:
@@ -399,6 +414,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "news_subreddits needs reddit_client_id and reddit_client_secret (a Reddit "
                 "script app's credentials; reading is read-only)"
+            )
+        if self.execution_broker == "alpaca" and not (
+            self.alpaca_api_key and self.alpaca_secret_key
+        ):
+            raise ValueError(
+                "execution_broker alpaca needs alpaca_api_key and alpaca_secret_key "
+                "(TRADEOS_ALPACA_API_KEY, TRADEOS_ALPACA_SECRET_KEY)"
             )
         servers = [_redis_server(u) for u in (self.bus_url, self.cache_url, self.flags_url) if u]
         if len(servers) != len(set(servers)):

@@ -12,7 +12,7 @@ from tradeos_lab.brokers.base import (
     OrderReport,
     OrderRequest,
 )
-from tradeos_lab.brokers.paper import PaperBroker, PaperConfig, cached_bar
+from tradeos_lab.brokers.paper import ModelFill, PaperBroker, PaperConfig, cached_bar, fill_model
 
 if TYPE_CHECKING:
     from tradeos_lab.brokers.alpaca import AlpacaBroker
@@ -24,11 +24,13 @@ __all__ = [
     "BrokerAccount",
     "BrokerFill",
     "BrokerOrder",
+    "ModelFill",
     "OrderReport",
     "OrderRequest",
     "PaperBroker",
     "PaperConfig",
     "cached_bar",
+    "fill_model",
 ]
 
 

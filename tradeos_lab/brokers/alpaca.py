@@ -549,6 +549,11 @@ class AlpacaBroker:
         with self._lock:
             return [i for i, t in self._tracks.items() if t.order is not None and t.order.is_open]
 
+    def _tracked(self) -> list[tuple[str, BrokerOrder, list[BrokerFill]]]:
+        """Every order this process has seen: its Alpaca id, latest state and fills."""
+        with self._lock:
+            return [(i, t.order, list(t.steps)) for i, t in self._tracks.items() if t.order]
+
     def _track_steps(self, order_id: str) -> list[BrokerFill]:
         with self._lock:
             track = self._tracks.get(order_id)
@@ -675,6 +680,7 @@ class AlpacaTradeUpdates:
                 continue
             if report is not None:
                 out.append(report)
+        out.extend(self._seen_elsewhere())
         connected = self.connected
         connections = 0 if self._stream is None else self._stream.connections
         if not connected or connections != self._polled_after:
@@ -688,6 +694,19 @@ class AlpacaTradeUpdates:
             else:
                 self._catch_up = not connected
                 self._polled_after = connections
+        return out
+
+    def _seen_elsewhere(self) -> list[OrderReport]:
+        """Changes the broker saw through its other calls (a cancel's answer, a lookup, a
+        listing), which the stream may have sent before it connected and a poll no longer
+        lists as working: reported here too, once, as the stream would have."""
+        out: list[OrderReport] = []
+        for order_id, order, steps in self.broker._tracked():
+            done, last_status = self._reported.get(order_id, (0, None))
+            if len(steps) == done and order.status == last_status:
+                continue
+            self._reported[order_id] = (len(steps), order.status)
+            out.append(OrderReport(order, tuple(steps[done:])))
         return out
 
     async def _on_update(self, message: Any) -> None:

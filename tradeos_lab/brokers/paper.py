@@ -114,6 +114,67 @@ def cached_bar(cache: Cache, timeframe: Timeframe | str) -> LatestBar:
     return latest
 
 
+@dataclass(frozen=True)
+class ModelFill:
+    """What the paper fill model gives an order on one bar (quantity 0: nothing)."""
+
+    quantity: float
+    price: float
+    fee: float
+
+
+def fill_model(
+    config: PaperConfig,
+    bar: Bar,
+    *,
+    side: Side | str,
+    quantity: float,
+    filled: float = 0.0,
+    order_type: OrderType | str = OrderType.MARKET,
+    limit_price: float | None = None,
+    time_in_force: TimeInForce | str = TimeInForce.GTC,
+) -> ModelFill:
+    """The paper broker's fill of an order of `quantity` (`filled` of it done before) on `bar`.
+
+    The one home of the paper fill rule, so the broker's fills and TCA's shadow of a venue's
+    fill are the same model: at most `participation` of the bar's volume; a market order at the
+    close moved `slippage_bps` against it; a limit order only when the bar traded through its
+    limit and never at a worse price; a fill or kill order all at once or nothing; a fee of
+    `fee_bps` of the notional.
+    """
+    remaining = quantity - filled
+    fill = min(remaining, bar.volume * config.participation)
+    nothing = ModelFill(0.0, 0.0, 0.0)
+    if fill <= 0:
+        return nothing
+    if TimeInForce(time_in_force) is TimeInForce.FOK and fill < remaining:
+        return nothing  # fill or kill: all on the first bar or nothing
+    buy = Side(side) is Side.BUY
+    slip = config.slippage_bps / 10_000
+    price = bar.close * (1 + slip if buy else 1 - slip)
+    if OrderType(order_type) is OrderType.LIMIT:
+        if limit_price is None:
+            raise ValidationError("a limit order needs a limit price")
+        if (buy and bar.low > limit_price) or (not buy and bar.high < limit_price):
+            return nothing
+        price = min(price, limit_price) if buy else max(price, limit_price)
+    return ModelFill(fill, price, fill * price * config.fee_bps / 10_000)
+
+
+def _model_fill(config: PaperConfig, order: Order, bar: Bar, filled: float) -> ModelFill:
+    """`fill_model` of an order row of the records."""
+    return fill_model(
+        config,
+        bar,
+        side=order.side,
+        quantity=order.quantity,
+        filled=filled,
+        order_type=order.order_type,
+        limit_price=order.limit_price,
+        time_in_force=order.time_in_force,
+    )
+
+
 class PaperBroker:
     """A simulated broker whose orders, fills and account are rows of the records."""
 
@@ -307,7 +368,8 @@ class PaperBroker:
             }
         ]
         fills: list[dict[str, Any]] = []
-        quantity, price = self._match(order, bar, 0.0)
+        model = _model_fill(self.config, order, bar, 0.0)
+        quantity, price = model.quantity, model.price
         if quantity > 0:
             execution_id = f"{cid}:{epoch}"
             fills.append(
@@ -318,7 +380,7 @@ class PaperBroker:
                     "side": order.side,
                     "quantity": quantity,
                     "price": price,
-                    "fee": quantity * price * self.config.fee_bps / 10_000,
+                    "fee": model.fee,
                     "filled_at": now,
                     "broker": self.name,
                 }
@@ -439,8 +501,8 @@ class PaperBroker:
         fills = self.records.fills(cid) if fills is None else fills
         made = next((f for f in fills if f.execution_id == execution_id), None)
         if made is None:
-            quantity, price = self._match(order, bar, sum(f.quantity for f in fills))
-            if quantity <= 0:
+            model = _model_fill(self.config, order, bar, sum(f.quantity for f in fills))
+            if model.quantity <= 0:
                 return []
             made = Fill(
                 execution_id=execution_id,
@@ -448,9 +510,9 @@ class PaperBroker:
                 broker=self.name,
                 symbol=order.symbol,
                 side=order.side,
-                quantity=quantity,
-                price=price,
-                fee=quantity * price * self.config.fee_bps / 10_000,
+                quantity=model.quantity,
+                price=model.price,
+                fee=model.fee,
                 filled_at=self._now(),
             )
             recorded = self.records.record_fill(
@@ -481,26 +543,6 @@ class PaperBroker:
             sequence=len(fills),
         )
         return [self._fill(order, made)]
-
-    def _match(self, order: Order, bar: Bar, filled: float) -> tuple[float, float]:
-        """(quantity, price) `order`, `filled` so far, gets on `bar`; quantity 0 for nothing."""
-        remaining = order.quantity - filled
-        capacity = bar.volume * self.config.participation
-        quantity = min(remaining, capacity)
-        if quantity <= 0:
-            return 0.0, 0.0
-        if order.time_in_force == TimeInForce.FOK.value and quantity < remaining:
-            return 0.0, 0.0  # fill or kill: all on the first bar or nothing
-        buy = order.side == Side.BUY.value
-        slip = self.config.slippage_bps / 10_000
-        price = bar.close * (1 + slip if buy else 1 - slip)
-        if order.order_type == OrderType.LIMIT.value:
-            limit = order.limit_price
-            assert limit is not None  # the records refuse a limit order without one
-            if (buy and bar.low > limit) or (not buy and bar.high < limit):
-                return 0.0, 0.0
-            price = min(price, limit) if buy else max(price, limit)
-        return quantity, price
 
     def _finish(self, order: Order, status: OrderStatus, reason: str) -> Order:
         """Move a working order to a terminal status (a finished one stays as it is)."""

@@ -19,7 +19,7 @@ import psutil
 from tradeos_lab.cli.app import CliContext, pass_cli, stop_on_signals
 from tradeos_lab.errors import ConfigError, StackError, ValidationError
 from tradeos_lab.observability.logs import configure_logging
-from tradeos_lab.settings import Settings
+from tradeos_lab.settings import BROKERS, Settings
 from tradeos_lab.stack.runtime import read_runtime
 
 if TYPE_CHECKING:
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     multiple=True,
     help="A strategy to run (repeatable): a registered name, module:Class or path.py:Class.",
 )
+@click.option(
+    "--broker",
+    type=click.Choice(BROKERS, case_sensitive=False),
+    help="Where Execution places orders: paper (default) or alpaca (its API keys set).",
+)
 @click.option("--no-pipeline", is_flag=True, help="Start the servers only, no service.")
 @click.option("--no-apps", is_flag=True, help="Do not serve the Voila apps.")
 @click.option("--log-stderr", is_flag=True, help="Also write the JSON logs to stderr.")
@@ -44,6 +49,7 @@ def up(
     feed: str | None,
     symbols: str | None,
     strategies: tuple[str, ...],
+    broker: str | None,
     no_pipeline: bool,
     no_apps: bool,
     log_stderr: bool,
@@ -61,6 +67,7 @@ def up(
                 "pipeline_feed": feed,
                 "pipeline_symbols": symbols,
                 "pipeline_strategies": strategies or None,
+                "execution_broker": broker,
             }.items()
             if v is not None
         }

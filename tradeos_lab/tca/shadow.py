@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tradeos_lab.brokers import PaperBroker
+from tradeos_lab.brokers.paper import fill_model
 from tradeos_lab.contracts import Bar, Side
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.stores.records import Order
@@ -67,15 +68,22 @@ def shadow_fill(
             f"order {order.client_order_id} of {order.quantity:g} cannot have "
             f"{filled_before:g} filled before a fill"
         )
-    # The paper broker's own matching: its price and quantity for this order on this bar.
-    quantity, price = model._match(order, bar, filled_before)
-    fee = quantity * price * model.config.fee_bps / BPS  # the paper broker's fee rule
+    shadow = fill_model(
+        model.config,
+        bar,
+        side=order.side,
+        quantity=order.quantity,
+        filled=filled_before,
+        order_type=order.order_type,
+        limit_price=order.limit_price,
+        time_in_force=order.time_in_force,
+    )
     return ShadowFill(
         side=Side(order.side),
         venue_quantity=venue_quantity,
         venue_price=venue_price,
         venue_fee=venue_fee,
-        quantity=quantity,
-        price=price if quantity > 0 else None,
-        fee=fee,
+        quantity=shadow.quantity,
+        price=shadow.price if shadow.quantity > 0 else None,
+        fee=shadow.fee,
     )

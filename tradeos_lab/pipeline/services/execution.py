@@ -3,6 +3,16 @@
 What it consumes: `intents` (place an order) and `market_data` (a new bar works the orders still
 open at the paper broker: limit orders, partial fills, expiries).
 
+Where orders go: the broker the settings choose (`execution_broker`: the built-in paper broker,
+or Alpaca paper), behind the one broker protocol. An order for Alpaca is recorded (status new)
+and committed before it is sent, so a crash between Alpaca's acceptance and the ack leaves the
+records knowing it; Alpaca's later updates (fills after the submit's answer) are read on a timer
+(`execution_updates_poll_s`).
+
+Reconciliation: at start, before the first intent, and every `execution_reconcile_interval_s`,
+the records are reconciled with the broker (`brokers.reconcile`). While the broker's state is
+unknown (it did not report), intents wait: each is retried in place, neither dropped nor acked.
+
 What it decides: the order's client order id, derived from the intent's message id (the same
 every time, so a redelivered intent never places a second order); whether the kill switch still
 lets a new order go (HALTED: nothing new is submitted; cancels are never held back).
@@ -21,12 +31,13 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tradeos_lab.brokers import (
+    Broker,
     BrokerFill,
     BrokerOrder,
     OrderReport,
@@ -34,26 +45,37 @@ from tradeos_lab.brokers import (
     PaperBroker,
 )
 from tradeos_lab.brokers.paper import broker_order
+from tradeos_lab.brokers.reconcile import PRODUCER as RECONCILIATION
+from tradeos_lab.brokers.reconcile import Outcome, Reconciliation, reconcile
 from tradeos_lab.contracts import (
     BarMessage,
     Fill,
     IntentMessage,
+    Liquidity,
     Order,
     OrderStatus,
     QuoteMessage,
     RiskKind,
     Severity,
+    Side,
     TradeMessage,
-    derive,
 )
-from tradeos_lab.errors import ContractError, TransientError
+from tradeos_lab.errors import (
+    ContractError,
+    DependencyUnavailable,
+    ProviderError,
+    TransientError,
+)
 from tradeos_lab.keys import Stream
-from tradeos_lab.pipeline.service import Service
+from tradeos_lab.pipeline.service import Service, Timer
 from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
+from tradeos_lab.tiers.flags import KillSource, KillSwitches
 from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
+    from tradeos_lab.brokers.alpaca import AlpacaTradeUpdates
     from tradeos_lab.contracts import Message, Payload
+    from tradeos_lab.stores.records import Fill as FillRecord
     from tradeos_lab.stores.records import Order as OrderRecord
     from tradeos_lab.stores.records import RecordsStore, SignalRecord
 
@@ -104,6 +126,8 @@ class Execution(Service):
 
     #: The batch in hand (`handle_batch`), else None.
     _batch: _Batch | None = None
+    #: Whether the last reconciliation had the broker's report: until then intents wait.
+    broker_state_known: bool = False
 
     @property
     def records(self) -> RecordsStore:
@@ -112,11 +136,39 @@ class Execution(Service):
         return self.ctx.lab.records
 
     @cached_property
-    def broker(self) -> PaperBroker:
-        lab = self.ctx.lab
-        return PaperBroker.of_stack(
-            lab.records, lab.cache, self.ctx.settings.pipeline_timeframe, clock=self.ctx.clock
+    def broker(self) -> Broker:
+        """The broker the settings choose (`execution_broker`), opened on first use."""
+        from tradeos_lab.operator import stack_broker
+
+        settings = self.ctx.settings
+        return stack_broker(
+            self.ctx.lab, settings.execution_broker, settings=settings, clock=self.ctx.clock
         )
+
+    @cached_property
+    def _reconciliation_switches(self) -> KillSwitches:
+        """Kill switches acting for reconciliation: a position mismatch halts its symbol."""
+        from tradeos_lab.operator import audit_sink
+
+        lab = self.ctx.lab
+        return KillSwitches(
+            lab.flags.redis,
+            keys=lab.keys,
+            source=KillSource.RECONCILIATION,
+            audit=audit_sink(lab.bus, producer=RECONCILIATION),
+        )
+
+    @cached_property
+    def _updates(self) -> AlpacaTradeUpdates | None:
+        """Alpaca's trade updates (its stream, polling as the backstop); None for the paper
+        broker, whose orders are worked by the bars."""
+        from tradeos_lab.brokers.alpaca import AlpacaBroker
+
+        broker = self.broker
+        if not isinstance(broker, AlpacaBroker):
+            return None
+        poll = self.ctx.settings.execution_updates_poll_s
+        return broker.trade_updates(poll_interval_s=poll).start()
 
     @cached_property
     def _quiet_since(self) -> dict[str, float]:
@@ -136,8 +188,95 @@ class Execution(Service):
             raise ContractError(f"execution takes intents and bars, not {message.schema_name}")
         with self._one_at_a_time:
             if isinstance(message, IntentMessage):
+                self._await_broker_state()
                 return self._place(message)
             return self._work_open_orders(message)
+
+    def timers(self) -> Sequence[Timer]:
+        """Reconciliation on its schedule (first at start); Alpaca's order updates."""
+        settings = self.ctx.settings
+        every = settings.execution_reconcile_interval_s
+        reconciling = Timer(name="reconcile", every_s=every, fire=self.reconcile)
+        if settings.execution_broker == "paper":
+            return (reconciling,)
+        updates = Timer(
+            name="broker-updates", every_s=settings.execution_updates_poll_s, fire=self.updates
+        )
+        return (reconciling, updates)
+
+    def close(self) -> None:
+        """Stop Alpaca's trade updates and close its connections (when they were opened)."""
+        if "_updates" in self.__dict__ and self._updates is not None:
+            self._updates.stop()
+        if "broker" in self.__dict__:
+            close = getattr(self.broker, "close", None)
+            if close is not None:
+                close()
+
+    # ---- reconciliation: the broker's state known before any intent ------------------------
+
+    def reconcile(self) -> list[Message]:
+        """Reconcile the records with the broker now (the timer); the audit entries and risk
+        events to publish."""
+        with self._one_at_a_time:
+            return list(self._reconcile().messages)
+
+    def _reconcile(self) -> Reconciliation:
+        """One reconciliation, under the lock orders are placed with (no order of this process
+        is in flight). A broker that did not report leaves its state unknown: intents wait."""
+        try:
+            self._settle_in_flight()
+        except (TransientError, ProviderError) as e:
+            self.broker_state_known = False
+            return Reconciliation(
+                self.broker.name,
+                Outcome.UNKNOWN,
+                applied=False,
+                reason=f"broker {self.broker.name} did not report ({type(e).__name__}: {e})",
+            )
+        result = reconcile(
+            self.records,
+            self.broker,
+            switches=self._reconciliation_switches,
+            actor=f"service:{self.name}",
+            now=self.ctx.now(),
+        )
+        self.broker_state_known = result.outcome is not Outcome.UNKNOWN
+        return result
+
+    def _settle_in_flight(self) -> None:
+        """Orders placed at a remote broker whose answer a crash lost (recorded, still new):
+        each looked up by its client order id and, when the broker holds it, its state and
+        fills folded in as this pipeline's own, with their trades' chain (not imported as
+        external by the reconciliation after it). One the broker does not hold is left for its
+        intent's redelivery to place."""
+        broker = self.broker
+        if isinstance(broker, PaperBroker):
+            return  # its orders are the records themselves
+        for held in self.records.open_orders(broker=broker.name):
+            if held.status != OrderStatus.NEW.value or held.intent_id is None:
+                continue
+            found = broker.get_order(held.client_order_id)
+            if found is not None:
+                self._record_trades(self._fold(found)[0], self._chain_of(held))
+
+    def _await_broker_state(self) -> None:
+        """Before an intent: reconcile first when the broker's state is not known (at start, or
+        after it failed to report); still unknown, the intent is retried in place (waits)."""
+        if self.broker_state_known:
+            return
+        result = self._reconcile()
+        self._publish(result.messages)
+        if not self.broker_state_known:
+            raise DependencyUnavailable(
+                f"the state of broker {self.broker.name} is unknown ({result.reason}); intents "
+                "wait until it reports"
+            )
+
+    def _publish(self, messages: Iterable[Message]) -> None:
+        """Reconciliation's own messages (kept in the records under their ids), as they are."""
+        for message in messages:
+            self.ctx.lab.bus.publish(message.STREAM, message)
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """A batch of intents: the intents kept in one transaction committed before any order
@@ -148,9 +287,15 @@ class Execution(Service):
         go one at a time."""
         if not all(isinstance(m, IntentMessage) for m in messages):
             return [self.handle(m) for m in messages]
+        broker = self.broker
+        if not isinstance(broker, PaperBroker):
+            # An order for a remote broker is committed in the records before it is sent, so
+            # each intent goes on its own (its order's row, then the broker).
+            return [self.handle(m) for m in messages]
         intents = [m for m in messages if isinstance(m, IntentMessage)]
         records = self.records
         with self._one_at_a_time:
+            self._await_broker_state()
             records.keep_messages(intents)
             switches = self.ctx.lab.kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
@@ -210,6 +355,16 @@ class Execution(Service):
         known_order = (
             None if known is not None and cid not in known else self.records.find_order(cid)
         )
+        if (
+            known_order is not None
+            and known_order.status == OrderStatus.NEW.value
+            and not isinstance(self.broker, PaperBroker)
+        ):
+            # Recorded, then sent, its answer lost: the broker may hold it. Looked up before the
+            # kill switch may refuse it (the records would then deny an order the broker holds).
+            found = self.broker.get_order(cid)
+            if found is not None:
+                return request, self._fold(found)[0]
         if known_order is None or known_order.status == OrderStatus.NEW.value:
             # Not yet placed: the kill switch is asked again right before the broker is.
             decision = self.ctx.lab.kill_switches.check_order(
@@ -285,14 +440,100 @@ class Execution(Service):
         if not requests:
             return []
         breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
+        broker = self.broker
         try:
-            reports = self.broker.submit_many(requests)
+            if isinstance(broker, PaperBroker):
+                reports = broker.submit_many(requests)
+            else:
+                reports = [self._submit_remote(r) for r in requests]
         except TransientError:
             with contextlib.suppress(TransientError):  # the flags tier down too: still retry
                 breaker.record_failure()
             raise
         breaker.record_success()
         return reports
+
+    def _submit_remote(self, request: OrderRequest) -> OrderReport:
+        """Record the order, committed, then place it at the remote broker (which looks an
+        unknown outcome up by the client order id before any resend) and fold its answer in."""
+        _ = self._updates  # listening before the first order is sent, so none of it is missed
+        self.records.record_order(
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side.value,
+            quantity=request.quantity,
+            order_type=request.order_type.value,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            time_in_force=request.time_in_force.value,
+            strategy=request.strategy,
+            broker=self.broker.name,
+            intent_id=request.intent_id,
+            correlation_id=request.correlation_id,
+            at=self.ctx.now(),
+        )
+        return self._fold(self.broker.submit(request))[0]
+
+    def _fold(self, report: OrderReport) -> tuple[OrderReport, OrderReport | None]:
+        """A remote broker's report folded into the records (its fills, its state, each once
+        by its key). Returns the order as the records now hold it with every fill recorded (so
+        an answer given again after a crash carries the fills an earlier attempt recorded), and
+        what this call changed (its newly recorded fills), None when nothing."""
+        order = report.order
+        cid = order.client_order_id
+        records = self.records
+        new: list[BrokerFill] = []
+        for fill in report.fills:
+            recorded = records.record_fill(
+                execution_id=fill.execution_id,
+                client_order_id=cid,
+                symbol=fill.symbol,
+                side=fill.side.value,
+                quantity=fill.quantity,
+                price=fill.price,
+                fee=fill.fee,
+                filled_at=fill.ts,
+                broker=self.broker.name,
+            )
+            if recorded:
+                new.append(fill)
+        changed = False
+        if order.status is not OrderStatus.NEW:
+            changed = records.apply_order_update(
+                cid,
+                event_id=f"{cid}:{order.status.value}:{order.filled_quantity:g}",
+                status=order.status.value,
+                broker_at=order.updated_at,
+                filled_quantity=order.filled_quantity,
+                avg_price=order.avg_price if order.filled_quantity > 0 else None,
+                broker_order_id=order.broker_order_id,
+                reason=order.reason,
+            )
+        held = records.order(cid)
+        fee_currency = report.fills[0].fee_currency if report.fills else "USD"
+        fills = tuple(_broker_fill(held, f, fee_currency) for f in records.fills(cid))
+        now = broker_order(held)
+        return OrderReport(now, fills), (OrderReport(now, tuple(new)) if new or changed else None)
+
+    def updates(self) -> list[Message]:
+        """The remote broker's order updates since the last call (the timer): their fills and
+        states recorded, their trades with the intent's chain, then their messages."""
+        feed = self._updates
+        if feed is None:
+            return []
+        out: list[Message] = []
+        with self._one_at_a_time:
+            for report in feed.reports():
+                held = self.records.find_order(report.order.client_order_id)
+                if held is None or held.broker != self.broker.name:
+                    continue  # not placed here: reconciliation imports it
+                _, new = self._fold(report)
+                if new is None:
+                    continue  # told already (the submit's answer, an earlier update)
+                chain = self._chain_of(held)
+                self._record_trades(new, chain)
+                out.extend(self._messages(None, new, chain, submitted=False))
+        return out
 
     # ---- a bar: open orders work on it ------------------------------------------------------
 
@@ -301,13 +542,16 @@ class Execution(Service):
         symbol the records just showed without open orders is not asked again for
         `OPEN_ORDERS_RECHECK_S`, unless this process placed an order in it meanwhile (orders
         placed elsewhere are found within that bound)."""
+        broker = self.broker
+        if not isinstance(broker, PaperBroker):
+            return []  # a remote venue works its own orders; its updates come on the timer
         symbol = message.payload.symbol
         now = time.monotonic()
         if now - self._quiet_since.get(symbol, -math.inf) < OPEN_ORDERS_RECHECK_S:
             return []
         out: list[Message] = []
-        reports = self.broker.advance(message.payload)
-        if self.broker.working_seen.get(symbol):
+        reports = broker.advance(message.payload)
+        if broker.working_seen.get(symbol):
             self._quiet_since.pop(symbol, None)
         else:
             self._quiet_since[symbol] = now
@@ -346,12 +590,12 @@ class Execution(Service):
                 self.records.record_trades([trade])
 
     def _messages(
-        self, parent: Message, report: OrderReport, chain: Chain, *, submitted: bool
+        self, parent: Message | None, report: OrderReport, chain: Chain, *, submitted: bool
     ) -> list[Message]:
         """The order, its fills, audit and risk events (its trades recorded first).
 
-        Messages answering a bar still belong to their intent's chain: correlation id of the
-        intent and causation the intent itself.
+        Messages answering a bar or a broker's update (`parent` None) still belong to their
+        intent's chain: correlation id of the intent and causation the intent itself.
         """
         order = report.order
         out = [self._in_chain(parent, chain, _order_payload(order, chain))]
@@ -384,9 +628,9 @@ class Execution(Service):
             out.append(self._in_chain(parent, chain, event.payload))
         return out
 
-    def _in_chain(self, parent: Message, chain: Chain, payload: Payload) -> Message:
-        out = derive(parent, payload, producer=self.name, produced_at=self.ctx.now())
-        if chain.intent_id is None or parent.message_id == chain.intent_id:
+    def _in_chain(self, parent: Message | None, chain: Chain, payload: Payload) -> Message:
+        out = self.ctx.message(parent, payload)
+        if chain.intent_id is None or (parent is not None and parent.message_id == chain.intent_id):
             return out
         return out.model_copy(
             update={"correlation_id": chain.correlation_id, "causation_id": chain.intent_id}
@@ -438,6 +682,23 @@ def _order_payload(order: BrokerOrder, chain: Chain) -> Order:
         broker_order_id=order.broker_order_id,
         reason=order.reason,
         ts=order.updated_at,
+    )
+
+
+def _broker_fill(order: OrderRecord, fill: FillRecord, fee_currency: str) -> BrokerFill:
+    """A fill of the records as its broker reported it."""
+    return BrokerFill(
+        execution_id=fill.execution_id,
+        client_order_id=fill.client_order_id,
+        broker_order_id=order.broker_order_id or "",
+        symbol=fill.symbol,
+        side=Side(fill.side),
+        quantity=fill.quantity,
+        price=fill.price,
+        fee=fill.fee,
+        fee_currency=fee_currency,
+        liquidity=Liquidity.UNKNOWN,
+        ts=fill.filled_at,
     )
 
 
