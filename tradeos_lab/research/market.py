@@ -142,7 +142,7 @@ def _from_frame(bars: pd.DataFrame, wanted: tuple[str, ...], tf: Timeframe | Non
         frame = frame.assign(symbol=wanted[0] if wanted else DEFAULT_SYMBOL)
     if frame["symbol"].dtype != BAR_STRING_DTYPE:
         frame = frame.assign(symbol=frame["symbol"].astype(BAR_STRING_DTYPE))
-    if frame["ts"].dtype != "datetime64[ns, UTC]":
+    if not _utc_times(frame["ts"]):
         frame = frame.assign(ts=pd.to_datetime(frame["ts"], utc=True))
     if wanted:
         absent = sorted(set(wanted) - set(frame["symbol"].unique()))
@@ -152,6 +152,13 @@ def _from_frame(bars: pd.DataFrame, wanted: tuple[str, ...], tf: Timeframe | Non
     if tf is not None and "timeframe" in frame.columns:
         frame = frame.loc[frame["timeframe"] == tf.value]
     return frame
+
+
+def _utc_times(ts: pd.Series) -> bool:
+    """Whether `ts` holds UTC times already (in any unit: a frame built by hand has microseconds,
+    a store's nanoseconds), so the column is used as it is."""
+    dtype = ts.dtype
+    return isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC"
 
 
 @dataclass(frozen=True)

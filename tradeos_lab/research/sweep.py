@@ -119,7 +119,8 @@ def run_chunk(
     Signals before `start_row` are cleared (a walk-forward test window's warm-up)."""
     n_rows, n_symbols = market.shape
     width = len(combos) * n_symbols
-    masks = {name: np.zeros((n_rows, width), dtype=np.bool_) for name in SIGNAL_MASKS}
+    # Column-major: each combination's column is written, and simulated, as one contiguous run.
+    masks = {name: np.zeros((n_rows, width), dtype=np.bool_, order="F") for name in SIGNAL_MASKS}
     for k, combo in enumerate(combos):
         signals = market.signals(strategy_type(dict(zip(names, combo, strict=True))))
         for name in SIGNAL_MASKS:
@@ -131,8 +132,8 @@ def run_chunk(
         [range(len(combos)), market.symbols], names=["combination", "symbol"]
     )
     group_by = "combination" if n_symbols > 1 else None
-    portfolio = simulate(market, masks, columns, profile=profile, stops=stops, group_by=group_by)
-    return portfolio_metrics(portfolio, market.index, profile.init_cash, start_row=start_row)
+    found = simulate(market, masks, columns, profile=profile, stops=stops, group_by=group_by)
+    return portfolio_metrics(found, market.index, profile.init_cash, start_row=start_row)
 
 
 @contextmanager
