@@ -13,6 +13,7 @@ from sqlalchemy import create_engine
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.research import BacktestProfile, Stops, backtest, vectorbt_engine
 from tradeos_lab.research.backtest import simulate
+from tradeos_lab.research.kernels import STATS, value_stats
 from tradeos_lab.research.market import SIGNAL_MASKS, Market, load_bars
 from tradeos_lab.research.sweep import sweep
 from tradeos_lab.stores.bars_pg import PostgresBarStore
@@ -189,7 +190,9 @@ def test_the_simulation_gives_vectorbts_own_orders(
     )
     shared = "combination" if n_symbols > 1 else None
     profile = BacktestProfile(position_pct=position_pct)
-    found = simulate(market, masks, columns, profile=profile, stops=Stops(), group_by=shared)
+    found = simulate(
+        market, masks, columns, profile=profile, stops=Stops(), group_by=shared, curve=True
+    )
     index = market.index.tz_convert(None)
     close = pd.DataFrame(np.tile(market.prices["close"], (1, len(combos))), index, columns)
     expected = vbt.Portfolio.from_signals(
@@ -202,6 +205,17 @@ def test_the_simulation_gives_vectorbts_own_orders(
     assert found.built is None  # the kernel ran, not from_signals
     assert len(found.orders) > 100 * len(combos)
     assert found.orders.tobytes() == expected.order_records.tobytes()
-    np.testing.assert_array_equal(
-        np.asarray(found.portfolio().value()), np.asarray(expected.value())
+    value = np.asarray(expected.value())
+    np.testing.assert_array_equal(np.asarray(found.portfolio().value()), value)
+    assert found.stats is not None  # folded in by the simulation, as it ran
+    np.testing.assert_allclose(found.stats["value"], value, rtol=1e-9)
+    replayed = value_stats(
+        found.close,
+        found.col_symbol,
+        found.orders,
+        found.groups,
+        init_cash=profile.init_cash,
+        start_row=0,
     )
+    for name in STATS:
+        np.testing.assert_allclose(found.stats[name], replayed[name], rtol=1e-9)

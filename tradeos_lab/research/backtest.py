@@ -179,7 +179,11 @@ def _finite(value: object) -> bool:
 class Simulation:
     """What one simulation of signal columns gave: vectorbt's order records over `close` (bars
     x symbols; column c trades symbol `col_symbol[c]`), the metrics row (`groups`) of every
-    column, and what the vectorbt portfolio needs to be built from them (`portfolio()`)."""
+    column, and what the vectorbt portfolio needs to be built from them (`portfolio()`).
+
+    The metrics count from `start_row`; `stats` are `kernels.STATS` per group (and "value", the
+    value per bar and group, with `curve`) when the simulation folded them in as it ran.
+    """
 
     orders: np.ndarray
     close: np.ndarray
@@ -190,6 +194,9 @@ class Simulation:
     group_by: Any
     init_cash: float
     freq: pd.Timedelta | None
+    start_row: int = 0
+    curve: bool = False
+    stats: dict[str, np.ndarray] | None = field(default=None, repr=False)
     built: Any = field(default=None, repr=False)
     """The vectorbt portfolio, when the simulation ran through `from_signals`."""
 
@@ -233,11 +240,14 @@ def simulate(
     profile: BacktestProfile,
     stops: Stops,
     group_by: Any = None,
+    start_row: int = 0,
+    curve: bool = False,
 ) -> Simulation:
     """The orders of `masks` (rows x columns, each column one symbol of the market, repeated
     per parameter set), grouped by `group_by` with shared cash: vectorbt's
     `Portfolio.from_signals`, or with no stops the same simulation by `kernels.signal_orders_nb`
-    (vectorbt's order functions without its per-bar cost of every feature; the same records)."""
+    (vectorbt's order functions without its per-bar cost of every feature; the same records),
+    which folds the metrics from `start_row` (and the value per bar with `curve`) in as it runs."""
     n_symbols = len(market.symbols)
     col_symbol = np.tile(np.arange(n_symbols, dtype=np.int64), len(columns) // n_symbols)
     # vectorbt converts a tz-aware index to Timestamp objects on every wrap (~0.2 s per 100k
@@ -260,13 +270,15 @@ def simulate(
         group_by=group_by,
         init_cash=profile.init_cash,
         freq=freq,
+        start_row=start_row,
+        curve=curve,
     )
     options = _signal_options(profile) if not stops.any else None
     if options is None:
         found.built = _from_signals(found, market, masks, profile=profile, stops=stops)
         found.orders = found.built.order_records
         return found
-    found.orders = _signal_orders(found, masks, options)
+    found.orders, found.stats = _signal_orders(found, masks, options)
     return found
 
 
@@ -327,15 +339,17 @@ def _signal_options(profile: BacktestProfile) -> dict[str, Any] | None:
 
 def _signal_orders(
     found: Simulation, masks: dict[str, np.ndarray], options: dict[str, Any]
-) -> np.ndarray:
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     from vectorbt.portfolio.nb import init_records_nb
 
-    from tradeos_lab.research.kernels import signal_orders_nb
+    from tradeos_lab.research.kernels import STATS, signal_orders_nb
 
     n_rows, n_cols = masks["entries"].shape
     shared = found.group_by is not None
     group_lens = np.bincount(found.groups) if shared else np.ones(n_cols, dtype=np.int64)
     orders, logs = init_records_nb((n_rows, n_cols), n_rows * n_cols, 1)
+    stats = np.full((len(group_lens), len(STATS)), np.nan)
+    curve = np.empty((n_rows, len(group_lens)) if found.curve else (0, 0))
     count = signal_orders_nb(
         found.close,
         found.col_symbol,
@@ -345,12 +359,18 @@ def _signal_orders(
         masks["short_exits"],
         group_lens.astype(np.int64),
         np.full(len(group_lens), float(found.init_cash)),
+        start_row=found.start_row,
         order_records=orders,
         log_records=logs,
+        stats=stats,
+        curve=curve,
         **options,
     )
+    folded = {name: stats[:, k] for k, name in enumerate(STATS)}
+    if found.curve:
+        folded["value"] = curve
     found_orders: np.ndarray = orders[:count].copy()
-    return found_orders
+    return found_orders, folded
 
 
 def _from_signals(
@@ -394,32 +414,26 @@ def _from_signals(
     )
 
 
-def portfolio_metrics(
-    found: Simulation,
-    index: pd.DatetimeIndex,
-    init_cash: float,
-    *,
-    start_row: int = 0,
-    curve: bool = False,
-) -> pd.DataFrame:
+def portfolio_metrics(found: Simulation, index: pd.DatetimeIndex) -> pd.DataFrame:
     """`METRICS` per simulated column (or group of columns sharing cash): one row each.
 
-    Values, returns and drawdowns come from one pass over the order records
-    (`kernels.value_stats`), trades from vectorbt's trade records. From `start_row` on only (a
-    walk-forward test window after its warm-up bars, which must hold no position). With `curve`,
-    `frame.attrs["equity"]` is the value per bar and row (bars x rows).
+    Values, returns and drawdowns come from the simulation's own pass, or from one pass over the
+    order records (`kernels.value_stats`); trades from vectorbt's trade records. From the
+    simulation's `start_row` on only (a walk-forward test window after its warm-up bars, which
+    must hold no position). With its `curve`, `frame.attrs["equity"]` is the value per bar and
+    row (bars x rows).
     """
     groups = found.groups
     n_groups = int(groups.max()) + 1
-    orders = found.orders
-    stats = value_stats(
+    start_row, init_cash = found.start_row, found.init_cash
+    stats = found.stats or value_stats(
         found.close,
         found.col_symbol,
-        orders,
+        found.orders,
         groups,
         init_cash=init_cash,
         start_row=start_row,
-        curve=curve,
+        curve=found.curve,
     )
     index = index[start_row:]
     elapsed = (index[-1] - index[0]) if len(index) > 1 else pd.Timedelta(0)
@@ -453,7 +467,7 @@ def portfolio_metrics(
             "exposure": stats["exposure"],
         }
     )
-    if curve:
+    if found.curve:
         frame.attrs["equity"] = stats["value"]
     return frame
 
@@ -576,15 +590,19 @@ def backtest(
     masks = market.signals(chosen)
     columns = pd.Index(market.symbols, name="symbol")
     group_by = True if len(columns) > 1 else None
-    found = simulate(market, masks, columns, profile=profile, stops=stops, group_by=group_by)
-    table = portfolio_metrics(found, market.index, profile.init_cash, curve=True)
+    found = simulate(
+        market, masks, columns, profile=profile, stops=stops, group_by=group_by, curve=True
+    )
+    table = portfolio_metrics(found, market.index)
     result = BacktestResult(
         strategy=chosen,
         barset=barset,
         profile=profile,
         stops=stops,
         engine=vectorbt_engine(),
-        metrics={name: float(table[name].to_numpy()[0]) for name in METRICS},
+        metrics=dict(
+            zip(METRICS, table[list(METRICS)].to_numpy(np.float64)[0].tolist(), strict=True)
+        ),
         equity=pd.Series(table.attrs["equity"][:, 0], index=market.index, name="equity"),
         simulation=found,
     )

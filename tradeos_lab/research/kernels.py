@@ -34,6 +34,54 @@ SELL = 1
 """vectorbt's `OrderSide.Sell` (0 is Buy)."""
 
 
+STATS = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
+"""What both kernels give per group, in this order (see `fold_value_nb`)."""
+
+
+@numba.njit(cache=True)
+def start_stats_nb(init_cash: float) -> np.ndarray:
+    """The running sums of `fold_value_nb` before the first bar: previous value, peak, worst
+    drawdown, sum of returns, of squared returns, of squared negative returns, bars held, value."""
+    acc = np.zeros(8)
+    acc[0] = init_cash
+    acc[1] = init_cash
+    acc[7] = init_cash
+    return acc
+
+
+@numba.njit(cache=True)
+def fold_value_nb(acc: np.ndarray, i: int, value: float, holding: bool, start_row: int) -> None:
+    """Fold bar `i`'s value into the running sums (bars before `start_row` only set the base)."""
+    acc[7] = value
+    if i < start_row:
+        acc[0] = value
+        acc[1] = value
+        return
+    r = value / acc[0] - 1.0
+    acc[3] += r
+    acc[4] += r * r
+    if r < 0.0:
+        acc[5] += r * r
+    acc[1] = max(acc[1], value)
+    acc[2] = min(acc[2], value / acc[1] - 1.0)
+    if holding:
+        acc[6] += 1.0
+    acc[0] = value
+
+
+@numba.njit(cache=True)
+def finish_stats_nb(acc: np.ndarray, n: int, out: np.ndarray) -> None:
+    """`STATS` of `n` folded bars into `out`: the mean, sample std and downside deviation of the
+    per-bar returns, the worst drawdown and the share of bars holding a position."""
+    mean = acc[3] / n
+    out[0] = acc[7]
+    out[1] = mean
+    out[2] = np.sqrt(max(acc[4] - n * mean * mean, 0.0) / (n - 1)) if n > 1 else np.nan
+    out[3] = np.sqrt(acc[5] / n)
+    out[4] = acc[2]
+    out[5] = acc[6] / n
+
+
 @numba.njit(cache=True)
 def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
     close: np.ndarray,
@@ -62,15 +110,21 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
     upon_opposite_entry: int,
     ffill_val_price: bool,
     update_value: bool,
+    start_row: int,
     order_records: np.ndarray,
     log_records: np.ndarray,
+    stats: np.ndarray,
+    curve: np.ndarray,
 ) -> int:
     """`simulate_from_signals_nb` in long/short signal mode with the order price and the
     valuation price at the close, no stops, no logs and the default call order: the same
     statements in the same order wherever a mask is set, and on a bar without one only the
     valuation price moves. Column c trades symbol `col_symbol[c]` (its close column); the
     columns of a group of `group_lens` share its cash when any group has several. Fills
-    `order_records` and returns how many there are."""
+    `order_records` and returns how many there are; folds each group's value per bar (cash plus
+    positions at the close) into its `STATS` row of `stats`, from `start_row`, and writes it
+    to `curve` when that is bars x groups (not 0 x 0)."""
+    keep_curve = curve.shape[0] > 0
     n_rows = long_entries.shape[0]
     n_cols = long_entries.shape[1]
     cash_sharing = group_lens.max() > 1
@@ -88,6 +142,7 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
         to_col = from_col + group_lens[group]
         cash_now = init_cash[group]
         free_cash_now = init_cash[group]
+        acc = start_stats_nb(init_cash[group])
         for i in range(n_rows):
             any_order = False
             for col in range(from_col, to_col):
@@ -149,72 +204,81 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                 direction_arr[col] = _direction
                 if _size != 0:
                     any_order = True
-            if not any_order:
-                continue
-            value_now = cash_now
-            if cash_sharing:
+            if any_order:
+                value_now = cash_now
+                if cash_sharing:
+                    for col in range(from_col, to_col):
+                        if last_position[col] != 0:
+                            value_now += last_position[col] * last_val_price[col]
                 for col in range(from_col, to_col):
-                    if last_position[col] != 0:
-                        value_now += last_position[col] * last_val_price[col]
+                    position_now = last_position[col]
+                    debt_now = last_debt[col]
+                    val_price_now = last_val_price[col]
+                    if not cash_sharing:
+                        value_now = cash_now
+                        if position_now != 0:
+                            value_now += position_now * val_price_now
+                    _size = size_arr[col]
+                    if _size == 0:
+                        continue
+                    _direction = direction_arr[col]
+                    if _direction == Direction.ShortOnly:
+                        _size *= -1  # process_order_nb takes a short-only size unsigned
+                    order = order_nb(
+                        size=_size,
+                        price=price_arr[col],
+                        size_type=size_type_arr[col],
+                        direction=_direction,
+                        fees=fees,
+                        fixed_fees=fixed_fees,
+                        slippage=slippage,
+                        min_size=min_size,
+                        max_size=max_size,
+                        size_granularity=size_granularity,
+                        reject_prob=0.0,
+                        lock_cash=lock_cash,
+                        allow_partial=allow_partial,
+                        raise_reject=raise_reject,
+                        log=False,
+                    )
+                    state = ProcessOrderState(
+                        cash=cash_now,
+                        position=position_now,
+                        debt=debt_now,
+                        free_cash=free_cash_now,
+                        val_price=val_price_now,
+                        value=value_now,
+                        oidx=oidx,
+                        lidx=lidx,
+                    )
+                    _, new_state = process_order_nb(
+                        i, col, group, state, update_value, order, order_records, log_records
+                    )
+                    cash_now = new_state.cash
+                    free_cash_now = new_state.free_cash
+                    value_now = new_state.value
+                    oidx = new_state.oidx
+                    lidx = new_state.lidx
+                    last_position[col] = new_state.position
+                    last_debt[col] = new_state.debt
+                    if not np.isnan(new_state.val_price) or not ffill_val_price:
+                        last_val_price[col] = new_state.val_price
+            value = cash_now
+            holding = False
             for col in range(from_col, to_col):
-                position_now = last_position[col]
-                debt_now = last_debt[col]
-                val_price_now = last_val_price[col]
-                if not cash_sharing:
-                    value_now = cash_now
-                    if position_now != 0:
-                        value_now += position_now * val_price_now
-                _size = size_arr[col]
-                if _size == 0:
-                    continue
-                _direction = direction_arr[col]
-                if _direction == Direction.ShortOnly:
-                    _size *= -1  # process_order_nb takes a short-only size unsigned
-                order = order_nb(
-                    size=_size,
-                    price=price_arr[col],
-                    size_type=size_type_arr[col],
-                    direction=_direction,
-                    fees=fees,
-                    fixed_fees=fixed_fees,
-                    slippage=slippage,
-                    min_size=min_size,
-                    max_size=max_size,
-                    size_granularity=size_granularity,
-                    reject_prob=0.0,
-                    lock_cash=lock_cash,
-                    allow_partial=allow_partial,
-                    raise_reject=raise_reject,
-                    log=False,
-                )
-                state = ProcessOrderState(
-                    cash=cash_now,
-                    position=position_now,
-                    debt=debt_now,
-                    free_cash=free_cash_now,
-                    val_price=val_price_now,
-                    value=value_now,
-                    oidx=oidx,
-                    lidx=lidx,
-                )
-                _, new_state = process_order_nb(
-                    i, col, group, state, update_value, order, order_records, log_records
-                )
-                cash_now = new_state.cash
-                free_cash_now = new_state.free_cash
-                value_now = new_state.value
-                oidx = new_state.oidx
-                lidx = new_state.lidx
-                last_position[col] = new_state.position
-                last_debt[col] = new_state.debt
-                if not np.isnan(new_state.val_price) or not ffill_val_price:
-                    last_val_price[col] = new_state.val_price
+                if last_position[col] != 0.0:
+                    holding = True
+                    value += last_position[col] * close[i, col_symbol[col]]
+            if keep_curve:
+                curve[i, group] = value
+            fold_value_nb(acc, i, value, holding, start_row)
+        finish_stats_nb(acc, n_rows - start_row, stats[group])
         from_col = to_col
     return oidx
 
 
 @numba.njit(cache=True)
-def value_stats_nb(  # noqa: PLR0912, PLR0915, PLR0917 - one loop, arrays positional
+def value_stats_nb(  # noqa: PLR0917 - arrays passed positionally
     close: np.ndarray,
     col_symbol: np.ndarray,
     order_col: np.ndarray,
@@ -246,14 +310,7 @@ def value_stats_nb(  # noqa: PLR0912, PLR0915, PLR0917 - one loop, arrays positi
         ptr = col_start[cols].copy()
         pos = np.zeros(cols.shape[0])
         cash = init_cash
-        prev = init_cash
-        peak = init_cash
-        worst = 0.0
-        total = 0.0
-        squares = 0.0
-        downside = 0.0
-        held = 0
-        value = init_cash
+        acc = start_stats_nb(init_cash)
         for i in range(n_rows):
             holding = False
             value = cash
@@ -277,30 +334,8 @@ def value_stats_nb(  # noqa: PLR0912, PLR0915, PLR0917 - one loop, arrays positi
                     value += pos[k] * close[i, col_symbol[cols[k]]]
             if keep_curve:
                 curve[i, g] = value
-            if i < start_row:
-                prev = value
-                peak = value
-                continue
-            r = value / prev - 1.0
-            total += r
-            squares += r * r
-            if r < 0.0:
-                downside += r * r
-            peak = max(peak, value)
-            drawdown = value / peak - 1.0
-            worst = min(worst, drawdown)
-            if holding:
-                held += 1
-            prev = value
-        n = n_rows - start_row
-        mean = total / n
-        out[g, 0] = value
-        out[g, 1] = mean
-        if n > 1:
-            out[g, 2] = np.sqrt(max(squares - n * mean * mean, 0.0) / (n - 1))
-        out[g, 3] = np.sqrt(downside / n)
-        out[g, 4] = worst
-        out[g, 5] = held / n
+            fold_value_nb(acc, i, value, holding, start_row)
+        finish_stats_nb(acc, n_rows - start_row, out[g])
     return out
 
 
@@ -345,8 +380,7 @@ def value_stats(
         int(start_row),
         values,
     )
-    names = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
-    out = {name: stats[:, k] for k, name in enumerate(names)}
+    out = {name: stats[:, k] for k, name in enumerate(STATS)}
     if curve:
         out["value"] = values
     return out

@@ -112,16 +112,25 @@ def load_bars(
     if frame.empty:
         raise ValidationError("no bars to backtest in the range asked for")
     if tf is None and "timeframe" in frame.columns:
-        found = [tf for tf in frame["timeframe"].unique() if isinstance(tf, str)]
-        if len(found) > 1:
-            raise ValidationError(f"bars mix timeframes {sorted(found)}; pick one")
-        tf = Timeframe.parse(found[0]) if found else None
+        tf = _timeframe_of(frame["timeframe"])
     symbol = frame["symbol"]
     one_series = frame["ts"].is_monotonic_increasing and bool((symbol == symbol.iloc[0]).all())
     if not one_series:  # the sort costs ~30 ms per 100k bars; one symbol's bars come in order
         frame = frame.sort_values(["symbol", "ts"], kind="stable")
     frame = frame.reset_index(drop=True)
     return BarSet(frame, source, tf)
+
+
+def _timeframe_of(column: pd.Series) -> Timeframe | None:
+    """The one timeframe a frame's bars are of (None when the column holds none)."""
+    first = column.iloc[0]
+    if isinstance(first, str) and bool((column == first).all()):
+        found = [first]  # one timeframe: a comparison costs less than `unique` (~1 ms)
+    else:
+        found = [tf for tf in column.unique() if isinstance(tf, str)]
+    if len(found) > 1:
+        raise ValidationError(f"bars mix timeframes {sorted(found)}; pick one")
+    return Timeframe.parse(found[0]) if found else None
 
 
 def _symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -132,8 +132,16 @@ def run_chunk(
         [range(len(combos)), market.symbols], names=["combination", "symbol"]
     )
     group_by = "combination" if n_symbols > 1 else None
-    found = simulate(market, masks, columns, profile=profile, stops=stops, group_by=group_by)
-    return portfolio_metrics(found, market.index, profile.init_cash, start_row=start_row)
+    found = simulate(
+        market,
+        masks,
+        columns,
+        profile=profile,
+        stops=stops,
+        group_by=group_by,
+        start_row=start_row,
+    )
+    return portfolio_metrics(found, market.index)
 
 
 @contextmanager
