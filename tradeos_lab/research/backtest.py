@@ -11,6 +11,7 @@ vectorbt runs on its Rust engine when `vectorbt-rust` is installed and on numba 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -282,6 +283,15 @@ def simulate(
     return found
 
 
+@functools.lru_cache(maxsize=64)
+def _enum_value(value: Any, enum: Any) -> int:
+    """A vectorbt setting (a name or a number) as its enum's number, as `from_signals` maps it
+    (the mapping costs ~1 ms a call; settings repeat)."""
+    from vectorbt.utils.enum_ import map_enum_fields
+
+    return int(map_enum_fields(value, enum, ignore_type=(int, bool)))
+
+
 def _signal_options(profile: BacktestProfile) -> dict[str, Any] | None:
     """vectorbt's portfolio settings as `signal_orders_nb` takes them (mapped the way
     `from_signals` maps them), or None where the settings ask for what it does not do: a
@@ -295,7 +305,6 @@ def _signal_options(profile: BacktestProfile) -> dict[str, Any] | None:
         OppositeEntryMode,
         SizeType,
     )
-    from vectorbt.utils.enum_ import map_enum_fields
 
     config = settings["portfolio"]
     plain = (
@@ -311,7 +320,7 @@ def _signal_options(profile: BacktestProfile) -> dict[str, Any] | None:
     costs = profile.portfolio_arguments()
     return {
         "size": float(costs["size"]),
-        "size_type": int(map_enum_fields(costs["size_type"], SizeType)),
+        "size_type": _enum_value(costs["size_type"], SizeType),
         "fees": float(costs["fees"]),
         "fixed_fees": float(config["fixed_fees"]),
         "slippage": float(costs["slippage"]),
@@ -321,17 +330,11 @@ def _signal_options(profile: BacktestProfile) -> dict[str, Any] | None:
         "lock_cash": bool(config["lock_cash"]),
         "allow_partial": bool(config["allow_partial"]),
         "raise_reject": bool(config["raise_reject"]),
-        "accumulate": int(
-            map_enum_fields(config["accumulate"], AccumulationMode, ignore_type=(int, bool))
-        ),
-        "upon_long_conflict": int(map_enum_fields(config["upon_long_conflict"], ConflictMode)),
-        "upon_short_conflict": int(map_enum_fields(config["upon_short_conflict"], ConflictMode)),
-        "upon_dir_conflict": int(
-            map_enum_fields(config["upon_dir_conflict"], DirectionConflictMode)
-        ),
-        "upon_opposite_entry": int(
-            map_enum_fields(config["upon_opposite_entry"], OppositeEntryMode)
-        ),
+        "accumulate": _enum_value(config["accumulate"], AccumulationMode),
+        "upon_long_conflict": _enum_value(config["upon_long_conflict"], ConflictMode),
+        "upon_short_conflict": _enum_value(config["upon_short_conflict"], ConflictMode),
+        "upon_dir_conflict": _enum_value(config["upon_dir_conflict"], DirectionConflictMode),
+        "upon_opposite_entry": _enum_value(config["upon_opposite_entry"], OppositeEntryMode),
         "ffill_val_price": bool(config["ffill_val_price"]),
         "update_value": bool(config["update_value"]),
     }
@@ -369,7 +372,8 @@ def _signal_orders(
     folded = {name: stats[:, k] for k, name in enumerate(STATS)}
     if found.curve:
         folded["value"] = curve
-    found_orders: np.ndarray = orders[:count].copy()
+    # A view: the pages past `count` were never written, so they hold no memory.
+    found_orders: np.ndarray = orders[:count]
     return found_orders, folded
 
 
@@ -446,11 +450,12 @@ def portfolio_metrics(found: Simulation, index: pd.DatetimeIndex) -> pd.DataFram
         sharpe = np.where(std > 0, mean / std * np.sqrt(per_year), np.nan)
         sortino = np.where(downside > 0, mean / downside * np.sqrt(per_year), np.nan)
         cagr = np.where(growth > 0, growth ** (1 / years) - 1, -1.0) if years > 0 else np.nan
+    # The fields, not the records: a boolean index of a record array copies whole records.
     records = _trade_records(found)
-    records = records[records["entry_idx"] >= start_row]
     trade_group = groups[records["col"]]
-    closed = records["status"] == 1
-    count = np.bincount(trade_group, minlength=n_groups)
+    counted = records["entry_idx"] >= start_row
+    closed = counted & (records["status"] == 1)
+    count = np.bincount(trade_group[counted], minlength=n_groups)
     n_closed = np.bincount(trade_group[closed], minlength=n_groups)
     wins = np.bincount(trade_group[closed & (records["pnl"] > 0)], minlength=n_groups)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -479,9 +484,8 @@ def _trade_records(found: Simulation) -> np.ndarray:
     from vectorbt.portfolio import dispatch
     from vectorbt.portfolio.enums import TradesType
     from vectorbt.records import dispatch as records_dispatch
-    from vectorbt.utils.enum_ import map_enum_fields
 
-    kind = map_enum_fields(settings["portfolio"]["trades_type"], TradesType)
+    kind = _enum_value(settings["portfolio"]["trades_type"], TradesType)
     if found.built is not None and found.built.trades_type != TradesType.ExitTrades:
         return np.asarray(found.built.trades.values)
     if found.built is None and kind != TradesType.ExitTrades:
