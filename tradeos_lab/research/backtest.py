@@ -1,7 +1,10 @@
 """`backtest(strategy, bars)`: a strategy's batch signals through vectorbt, with costs and stops.
 
 The strategy is the same class the paper pipeline runs; its rule is evaluated over whole arrays
-by the batch form (`Market.signals`) and the masks go to `vectorbt.Portfolio.from_signals`.
+by the batch form (`Market.signals`) and the masks go to vectorbt: `Portfolio.from_signals` with
+stops, and otherwise `kernels.signal_orders_nb`, the same simulation by vectorbt's own order
+functions without the per-bar cost of the features a backtest without stops does not use (its
+order records are `from_signals`' bit for bit; `result.portfolio` is built from them on use).
 Several symbols form one portfolio sharing its cash. Orders fill at the bar's close moved by the
 slippage, and pay the fee, as the paper broker fills a market order (`BacktestProfile`).
 

@@ -1,9 +1,10 @@
 """Parameter sweeps and walk-forward validation, in one process or on a Dask cluster.
 
-`sweep` runs every combination of a parameter grid: the combinations' signals (the strategy's
-batch form, each distinct indicator computed once) go to vectorbt side by side as the columns of
-one `from_signals` call per chunk, and a chunk holds at most `chunk_cells` bars x columns, which
-bounds memory whatever the grid. Only the metrics of a chunk are kept.
+`sweep` runs every combination of a parameter grid: the bars are loaded and checked once, the
+combinations' signals (the strategy's batch form, each distinct indicator computed once) go side
+by side as the columns of one simulation per chunk (`backtest.simulate`, the metrics folded in as
+it runs), and a chunk holds at most `chunk_cells` bars x columns, which bounds memory whatever
+the grid. Only the metrics of a chunk are kept.
 
 Chunks run in this process, or on Dask (`dask.distributed`): a `LocalCluster` of `workers`
 processes when more than one is asked for, or the cluster whose scheduler address is given
