@@ -12,6 +12,9 @@ from sqlalchemy import create_engine
 
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.research import BacktestProfile, Stops, backtest, vectorbt_engine
+from tradeos_lab.research.backtest import simulate
+from tradeos_lab.research.kernels import STATS, value_stats
+from tradeos_lab.research.market import SIGNAL_MASKS, Market, load_bars
 from tradeos_lab.research.sweep import sweep
 from tradeos_lab.stores.bars_pg import PostgresBarStore
 from tradeos_lab.strategies import RsiReversion, SmaCross
@@ -161,3 +164,58 @@ def test_equity_is_vectorbts_value_per_bar(two_symbols: pd.DataFrame) -> None:
     np.testing.assert_allclose(result.equity.to_numpy(), expected, rtol=1e-9)
     drawdown = float((expected / np.maximum.accumulate(expected) - 1).min())
     assert result.metrics["max_drawdown"] == pytest.approx(drawdown)
+
+
+@pytest.mark.parametrize("position_pct", [100.0, 30.0])
+@pytest.mark.parametrize("symbols", [("AAA",), ("AAA", "BBB")])
+def test_the_simulation_gives_vectorbts_own_orders(
+    two_symbols: pd.DataFrame, symbols: tuple[str, ...], position_pct: float
+) -> None:
+    """Without stops the signals run through `kernels.signal_orders_nb`, not `from_signals`: the
+    order records are `from_signals`' bit for bit, for columns alone and sharing cash, with
+    signals that conflict (entries and exits together, reversals, entries while in a position)."""
+    import vectorbt as vbt
+
+    market = Market.of(load_bars(two_symbols, symbols=symbols))
+    combos = [SmaCross(fast=f, slow=s) for f in (3, 8) for s in (13, 21)]
+    n_symbols = len(symbols)
+    width = len(combos) * n_symbols
+    rng = np.random.default_rng(11)
+    masks = {}
+    for name in SIGNAL_MASKS:
+        own = np.column_stack([market.signals(c)[name] for c in combos])
+        masks[name] = own | (rng.random((market.shape[0], width)) < 0.01)
+    columns = pd.MultiIndex.from_product(
+        [range(len(combos)), symbols], names=["combination", "symbol"]
+    )
+    shared = "combination" if n_symbols > 1 else None
+    profile = BacktestProfile(position_pct=position_pct)
+    found = simulate(
+        market, masks, columns, profile=profile, stops=Stops(), group_by=shared, curve=True
+    )
+    index = market.index.tz_convert(None)
+    close = pd.DataFrame(np.tile(market.prices["close"], (1, len(combos))), index, columns)
+    expected = vbt.Portfolio.from_signals(
+        close,
+        **{name: pd.DataFrame(masks[name], index, columns) for name in SIGNAL_MASKS},
+        **profile.portfolio_arguments(),
+        group_by=shared,
+        cash_sharing=shared is not None,
+    )
+    assert found.built is None  # the kernel ran, not from_signals
+    assert len(found.orders) > 100 * len(combos)
+    assert found.orders.tobytes() == expected.order_records.tobytes()
+    value = np.asarray(expected.value())
+    np.testing.assert_array_equal(np.asarray(found.portfolio().value()), value)
+    assert found.stats is not None  # folded in by the simulation, as it ran
+    np.testing.assert_allclose(found.stats["value"], value, rtol=1e-9)
+    replayed = value_stats(
+        found.close,
+        found.col_symbol,
+        found.orders,
+        found.groups,
+        init_cash=profile.init_cash,
+        start_row=0,
+    )
+    for name in STATS:
+        np.testing.assert_allclose(found.stats[name], replayed[name], rtol=1e-9)

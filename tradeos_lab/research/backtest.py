@@ -1,7 +1,10 @@
 """`backtest(strategy, bars)`: a strategy's batch signals through vectorbt, with costs and stops.
 
 The strategy is the same class the paper pipeline runs; its rule is evaluated over whole arrays
-by the batch form (`Market.signals`) and the masks go to `vectorbt.Portfolio.from_signals`.
+by the batch form (`Market.signals`) and the masks go to vectorbt: `Portfolio.from_signals` with
+stops, and otherwise `kernels.signal_orders_nb`, the same simulation by vectorbt's own order
+functions without the per-bar cost of the features a backtest without stops does not use (its
+order records are `from_signals`' bit for bit; `result.portfolio` is built from them on use).
 Several symbols form one portfolio sharing its cash. Orders fill at the bar's close moved by the
 slippage, and pay the fee, as the paper broker fills a market order (`BacktestProfile`).
 
@@ -11,6 +14,7 @@ vectorbt runs on its Rust engine when `vectorbt-rust` is installed and on numba 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -175,6 +179,63 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@dataclass
+class Simulation:
+    """What one simulation of signal columns gave: vectorbt's order records over `close` (bars
+    x symbols; column c trades symbol `col_symbol[c]`), the metrics row (`groups`) of every
+    column, and what the vectorbt portfolio needs to be built from them (`portfolio()`).
+
+    The metrics count from `start_row`; `stats` are `kernels.STATS` per group (and "value", the
+    value per bar and group, with `curve`) when the simulation folded them in as it ran.
+    """
+
+    orders: np.ndarray
+    close: np.ndarray
+    col_symbol: np.ndarray
+    groups: np.ndarray
+    index: pd.DatetimeIndex
+    columns: pd.Index
+    group_by: Any
+    init_cash: float
+    freq: pd.Timedelta | None
+    start_row: int = 0
+    curve: bool = False
+    stats: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    built: Any = field(default=None, repr=False)
+    """The vectorbt portfolio, when the simulation ran through `from_signals`."""
+
+    def column_close(self) -> np.ndarray:
+        """The close of every column (bars x columns); a view when all columns are one symbol."""
+        if self.close.shape[1] == 1:
+            return np.broadcast_to(self.close, (self.close.shape[0], len(self.col_symbol)))
+        return self.close[:, self.col_symbol]
+
+    def portfolio(self) -> Any:
+        """The vectorbt portfolio of these orders: what `from_signals` returns for them."""
+        if self.built is None:
+            import vectorbt as vbt
+            from vectorbt.base.array_wrapper import ArrayWrapper
+            from vectorbt.portfolio.enums import log_dt
+
+            close: pd.Series | pd.DataFrame
+            if len(self.columns) == 1:
+                close = pd.Series(self.close[:, 0], self.index, name=self.columns[0])
+            else:
+                close = pd.DataFrame(self.column_close(), self.index, self.columns)
+            wrapper = ArrayWrapper.from_obj(close, freq=self.freq, group_by=self.group_by)
+            cash_sharing = self.group_by is not None
+            groups = wrapper.grouper.get_group_lens(group_by=None if cash_sharing else False)
+            self.built = vbt.Portfolio(
+                wrapper,
+                close,
+                self.orders,
+                np.empty(0, dtype=log_dt),
+                np.full(len(groups), self.init_cash),
+                cash_sharing,
+            )
+        return self.built
+
+
 def simulate(
     market: Market,
     masks: dict[str, np.ndarray],
@@ -183,15 +244,156 @@ def simulate(
     profile: BacktestProfile,
     stops: Stops,
     group_by: Any = None,
-) -> Any:
-    """`vectorbt.Portfolio.from_signals` over `masks` (rows x columns, each column one symbol of
-    the market, repeated per parameter set), grouped by `group_by` with shared cash."""
-    import vectorbt as vbt
-
-    repeat = len(columns) // len(market.symbols)
+    start_row: int = 0,
+    curve: bool = False,
+) -> Simulation:
+    """The orders of `masks` (rows x columns, each column one symbol of the market, repeated
+    per parameter set), grouped by `group_by` with shared cash: vectorbt's
+    `Portfolio.from_signals`, or with no stops the same simulation by `kernels.signal_orders_nb`
+    (vectorbt's order functions without its per-bar cost of every feature; the same records),
+    which folds the metrics from `start_row` (and the value per bar with `curve`) in as it runs."""
+    n_symbols = len(market.symbols)
+    col_symbol = np.tile(np.arange(n_symbols, dtype=np.int64), len(columns) // n_symbols)
     # vectorbt converts a tz-aware index to Timestamp objects on every wrap (~0.2 s per 100k
     # bars and call); it gets the same UTC times without the zone.
     index = market.index.tz_convert(None)
+    tf = market.barset.timeframe
+    freq = pd.Timedelta(seconds=tf.seconds) if tf else None
+    groups = (
+        np.arange(len(columns))
+        if group_by is None
+        else np.repeat(np.arange(len(columns) // n_symbols), n_symbols)
+    )
+    found = Simulation(
+        orders=np.empty(0),
+        close=market.prices["close"],
+        col_symbol=col_symbol,
+        groups=groups,
+        index=index,
+        columns=columns,
+        group_by=group_by,
+        init_cash=profile.init_cash,
+        freq=freq,
+        start_row=start_row,
+        curve=curve,
+    )
+    options = _signal_options(profile) if not stops.any else None
+    if options is None:
+        found.built = _from_signals(found, market, masks, profile=profile, stops=stops)
+        found.orders = found.built.order_records
+        return found
+    found.orders, found.stats = _signal_orders(found, masks, options)
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _enum_value(value: Any, enum: Any) -> int:
+    """A vectorbt setting (a name or a number) as its enum's number, as `from_signals` maps it
+    (the mapping costs ~1 ms a call; settings repeat)."""
+    from vectorbt.utils.enum_ import map_enum_fields
+
+    return int(map_enum_fields(value, enum, ignore_type=(int, bool)))
+
+
+def _signal_options(profile: BacktestProfile) -> dict[str, Any] | None:
+    """vectorbt's portfolio settings as `signal_orders_nb` takes them (mapped the way
+    `from_signals` maps them), or None where the settings ask for what it does not do: a
+    valuation price other than the order price, logs, rejections, another call order or
+    engine."""
+    from vectorbt._settings import settings
+    from vectorbt.portfolio.enums import (
+        AccumulationMode,
+        ConflictMode,
+        DirectionConflictMode,
+        OppositeEntryMode,
+        SizeType,
+    )
+
+    config = settings["portfolio"]
+    plain = (
+        vectorbt_engine() == "numba"
+        and np.isinf(config["val_price"])
+        and config["val_price"] > 0
+        and not config["log"]
+        and config["reject_prob"] == 0
+        and config["call_seq"] == "default"
+    )
+    if not plain:
+        return None
+    costs = profile.portfolio_arguments()
+    return {
+        "size": float(costs["size"]),
+        "size_type": _enum_value(costs["size_type"], SizeType),
+        "fees": float(costs["fees"]),
+        "fixed_fees": float(config["fixed_fees"]),
+        "slippage": float(costs["slippage"]),
+        "min_size": float(config["min_size"]),
+        "max_size": float(config["max_size"]),
+        "size_granularity": float(config["size_granularity"]),
+        "lock_cash": bool(config["lock_cash"]),
+        "allow_partial": bool(config["allow_partial"]),
+        "raise_reject": bool(config["raise_reject"]),
+        "accumulate": _enum_value(config["accumulate"], AccumulationMode),
+        "upon_long_conflict": _enum_value(config["upon_long_conflict"], ConflictMode),
+        "upon_short_conflict": _enum_value(config["upon_short_conflict"], ConflictMode),
+        "upon_dir_conflict": _enum_value(config["upon_dir_conflict"], DirectionConflictMode),
+        "upon_opposite_entry": _enum_value(config["upon_opposite_entry"], OppositeEntryMode),
+        "ffill_val_price": bool(config["ffill_val_price"]),
+        "update_value": bool(config["update_value"]),
+    }
+
+
+def _signal_orders(
+    found: Simulation, masks: dict[str, np.ndarray], options: dict[str, Any]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    from vectorbt.portfolio.nb import init_records_nb
+
+    from tradeos_lab.research.kernels import STATS, signal_orders_nb
+
+    n_rows, n_cols = masks["entries"].shape
+    shared = found.group_by is not None
+    group_lens = np.bincount(found.groups) if shared else np.ones(n_cols, dtype=np.int64)
+    orders, logs = init_records_nb((n_rows, n_cols), n_rows * n_cols, 1)
+    stats = np.full((len(group_lens), len(STATS)), np.nan)
+    curve = np.empty((n_rows, len(group_lens)) if found.curve else (0, 0))
+    count = signal_orders_nb(
+        found.close,
+        found.col_symbol,
+        masks["entries"],
+        masks["exits"],
+        masks["short_entries"],
+        masks["short_exits"],
+        group_lens.astype(np.int64),
+        np.full(len(group_lens), float(found.init_cash)),
+        start_row=found.start_row,
+        order_records=orders,
+        log_records=logs,
+        stats=stats,
+        curve=curve,
+        **options,
+    )
+    folded = {name: stats[:, k] for k, name in enumerate(STATS)}
+    if found.curve:
+        folded["value"] = curve
+    # A view: the pages past `count` were never written, so they hold no memory.
+    found_orders: np.ndarray = orders[:count]
+    return found_orders, folded
+
+
+def _from_signals(
+    found: Simulation,
+    market: Market,
+    masks: dict[str, np.ndarray],
+    *,
+    profile: BacktestProfile,
+    stops: Stops,
+) -> Any:
+    """`vectorbt.Portfolio.from_signals` of the masks (stops and settings the kernel does not
+    cover)."""
+    import vectorbt as vbt
+
+    columns, index = found.columns, found.index
+    repeat = len(columns) // len(market.symbols)
 
     def wide(name: str) -> pd.DataFrame | pd.Series:
         data = market.prices[name]
@@ -208,39 +410,38 @@ def simulate(
         prices = {name: series.rename(columns[0]) for name, series in prices.items()}
     else:
         signals = {name: pd.DataFrame(masks[name], index, columns) for name in SIGNAL_MASKS}
-    tf = market.barset.timeframe
     return vbt.Portfolio.from_signals(
         **prices,
         **signals,
         **profile.portfolio_arguments(),
         **stops.portfolio_arguments(),
-        group_by=group_by,
-        cash_sharing=group_by is not None,
-        freq=pd.Timedelta(seconds=tf.seconds) if tf else None,
+        group_by=found.group_by,
+        cash_sharing=found.group_by is not None,
+        freq=found.freq,
     )
 
 
-def portfolio_metrics(
-    portfolio: Any,
-    index: pd.DatetimeIndex,
-    init_cash: float,
-    *,
-    start_row: int = 0,
-    curve: bool = False,
-) -> pd.DataFrame:
-    """`METRICS` per portfolio column (or group of columns sharing cash): one row each.
+def portfolio_metrics(found: Simulation, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """`METRICS` per simulated column (or group of columns sharing cash): one row each.
 
-    Values, returns and drawdowns come from one pass over the order records
-    (`kernels.value_stats`), trades from vectorbt's trade records. From `start_row` on only (a
-    walk-forward test window after its warm-up bars, which must hold no position). With `curve`,
-    `frame.attrs["equity"]` is the value per bar and row (bars x rows).
+    Values, returns and drawdowns come from the simulation's own pass, or from one pass over the
+    order records (`kernels.value_stats`); trades from vectorbt's trade records. From the
+    simulation's `start_row` on only (a walk-forward test window after its warm-up bars, which
+    must hold no position). With its `curve`, `frame.attrs["equity"]` is the value per bar and
+    row (bars x rows).
     """
-    close = np.asarray(portfolio.close, dtype=np.float64)
-    close = close.reshape(len(close), -1)
-    groups = _column_groups(portfolio, close.shape[1])
+    groups = found.groups
     n_groups = int(groups.max()) + 1
-    orders = portfolio.order_records
-    stats = value_stats(close, orders, groups, init_cash, start_row, curve=curve)
+    start_row, init_cash = found.start_row, found.init_cash
+    stats = found.stats or value_stats(
+        found.close,
+        found.col_symbol,
+        found.orders,
+        groups,
+        init_cash=init_cash,
+        start_row=start_row,
+        curve=found.curve,
+    )
     index = index[start_row:]
     elapsed = (index[-1] - index[0]) if len(index) > 1 else pd.Timedelta(0)
     years = elapsed / YEAR
@@ -252,11 +453,12 @@ def portfolio_metrics(
         sharpe = np.where(std > 0, mean / std * np.sqrt(per_year), np.nan)
         sortino = np.where(downside > 0, mean / downside * np.sqrt(per_year), np.nan)
         cagr = np.where(growth > 0, growth ** (1 / years) - 1, -1.0) if years > 0 else np.nan
-    records = _trade_records(portfolio, orders, close)
-    records = records[records["entry_idx"] >= start_row]
+    # The fields, not the records: a boolean index of a record array copies whole records.
+    records = _trade_records(found)
     trade_group = groups[records["col"]]
-    closed = records["status"] == 1
-    count = np.bincount(trade_group, minlength=n_groups)
+    counted = records["entry_idx"] >= start_row
+    closed = counted & (records["status"] == 1)
+    count = np.bincount(trade_group[counted], minlength=n_groups)
     n_closed = np.bincount(trade_group[closed], minlength=n_groups)
     wins = np.bincount(trade_group[closed & (records["pnl"] > 0)], minlength=n_groups)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -273,31 +475,28 @@ def portfolio_metrics(
             "exposure": stats["exposure"],
         }
     )
-    if curve:
+    if found.curve:
         frame.attrs["equity"] = stats["value"]
     return frame
 
 
-def _trade_records(portfolio: Any, orders: np.ndarray, close: np.ndarray) -> np.ndarray:
+def _trade_records(found: Simulation) -> np.ndarray:
     """`portfolio.trades.values` (exit trades) straight from vectorbt's kernel: the `Orders`
     and `Trades` objects around the records cost more than the kernel (~8 ms per backtest)."""
+    from vectorbt._settings import settings
     from vectorbt.portfolio import dispatch
     from vectorbt.portfolio.enums import TradesType
     from vectorbt.records import dispatch as records_dispatch
 
-    if portfolio.trades_type != TradesType.ExitTrades:
-        return np.asarray(portfolio.trades.values)
-    col_map = records_dispatch.col_map(orders["col"], close.shape[1], engine=portfolio.engine)
-    trades: np.ndarray = dispatch.get_exit_trades(orders, close, col_map, engine=portfolio.engine)
+    kind = _enum_value(settings["portfolio"]["trades_type"], TradesType)
+    if found.built is not None and found.built.trades_type != TradesType.ExitTrades:
+        return np.asarray(found.built.trades.values)
+    if found.built is None and kind != TradesType.ExitTrades:
+        return np.asarray(found.portfolio().trades.values)
+    close = found.column_close()
+    col_map = records_dispatch.col_map(found.orders["col"], close.shape[1])
+    trades: np.ndarray = dispatch.get_exit_trades(found.orders, close, col_map)
     return trades
-
-
-def _column_groups(portfolio: Any, n_columns: int) -> np.ndarray:
-    """The group (row of the metrics) of every portfolio column."""
-    grouper = portfolio.wrapper.grouper
-    if grouper.group_by is None:
-        return np.arange(n_columns)
-    return np.asarray(grouper.get_groups(), dtype=np.int64)
 
 
 @dataclass
@@ -311,9 +510,15 @@ class BacktestResult:
     engine: str
     metrics: dict[str, float]
     equity: pd.Series
-    portfolio: Any = field(repr=False)
+    simulation: Simulation = field(repr=False)
     run_id: Any = None
     """The run's id in the records' backtest runs, when it was recorded."""
+
+    @property
+    def portfolio(self) -> Any:
+        """The vectorbt portfolio of the run's orders (built on first use: metrics and equity
+        do not need it)."""
+        return self.simulation.portfolio()
 
     def trades(self) -> pd.DataFrame:
         """Every trade: symbol, direction, entry and exit time and price, P&L, return, status."""
@@ -392,24 +597,22 @@ def backtest(
     masks = market.signals(chosen)
     columns = pd.Index(market.symbols, name="symbol")
     group_by = True if len(columns) > 1 else None
-    portfolio = simulate(market, masks, columns, profile=profile, stops=stops, group_by=group_by)
-    table = portfolio_metrics(portfolio, market.index, profile.init_cash, curve=True)
-    metrics, value = table.iloc[0], table.attrs["equity"][:, 0]
+    found = simulate(
+        market, masks, columns, profile=profile, stops=stops, group_by=group_by, curve=True
+    )
+    table = portfolio_metrics(found, market.index)
     result = BacktestResult(
         strategy=chosen,
         barset=barset,
         profile=profile,
         stops=stops,
         engine=vectorbt_engine(),
-        metrics={k: _plain(metrics[k]) for k in METRICS},
-        equity=pd.Series(value, index=market.index, name="equity"),
-        portfolio=portfolio,
+        metrics=dict(
+            zip(METRICS, table[list(METRICS)].to_numpy(np.float64)[0].tolist(), strict=True)
+        ),
+        equity=pd.Series(table.attrs["equity"][:, 0], index=market.index, name="equity"),
+        simulation=found,
     )
     if records is not None:
         result.run_id = record_backtest(records, result)
     return result
-
-
-def _plain(value: Any) -> float:
-    """A metric as a float (NaN where it is undefined, e.g. the win rate without trades)."""
-    return float(value)

@@ -1,4 +1,11 @@
-"""The metrics of many portfolio columns in one pass over vectorbt's order records.
+"""The two numba passes of a backtest: a signal simulation and the metrics of its columns.
+
+`signal_orders_nb` is vectorbt's `simulate_from_signals_nb` for what a backtest without stops
+asks of it (fill at the close, value at the close, no logs, default call order): vectorbt's
+kernel reads some forty flexible arguments per bar and column (~100 ns), whether or not a signal
+is there, and wants the close tiled to bars x columns; this one reads four masks on a bar
+without a signal and calls vectorbt's own order functions (`signals_to_size_nb`,
+`process_order_nb`, ...) where there is one, so the order records are vectorbt's, bit for bit.
 
 vectorbt's `value()` builds cash flows, cash, assets, asset values and values as bars x columns
 matrices: in a 1,000-combination sweep over 100k bars that is several 800 MB passes, more than
@@ -13,14 +20,267 @@ from typing import Any
 
 import numba
 import numpy as np
+from vectorbt.portfolio.enums import Direction, ProcessOrderState
+from vectorbt.portfolio.nb import (
+    order_nb,
+    process_order_nb,
+    resolve_dir_conflict_nb,
+    resolve_opposite_entry_nb,
+    resolve_signal_conflict_nb,
+    signals_to_size_nb,
+)
 
 SELL = 1
 """vectorbt's `OrderSide.Sell` (0 is Buy)."""
 
 
+STATS = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
+"""What both kernels give per group, in this order (see `fold_value_nb`)."""
+
+
 @numba.njit(cache=True)
-def value_stats_nb(  # noqa: PLR0912, PLR0915, PLR0917 - one loop, arrays passed positionally
+def start_stats_nb(init_cash: float) -> np.ndarray:
+    """The running sums of `fold_value_nb` before the first bar: previous value, peak, worst
+    drawdown, sum of returns, of squared returns, of squared negative returns, bars held, value."""
+    acc = np.zeros(8)
+    acc[0] = init_cash
+    acc[1] = init_cash
+    acc[7] = init_cash
+    return acc
+
+
+@numba.njit(cache=True)
+def fold_value_nb(acc: np.ndarray, i: int, value: float, holding: bool, start_row: int) -> None:
+    """Fold bar `i`'s value into the running sums (bars before `start_row` only set the base)."""
+    acc[7] = value
+    if i < start_row:
+        acc[0] = value
+        acc[1] = value
+        return
+    r = value / acc[0] - 1.0
+    acc[3] += r
+    acc[4] += r * r
+    if r < 0.0:
+        acc[5] += r * r
+    acc[1] = max(acc[1], value)
+    acc[2] = min(acc[2], value / acc[1] - 1.0)
+    if holding:
+        acc[6] += 1.0
+    acc[0] = value
+
+
+@numba.njit(cache=True)
+def finish_stats_nb(acc: np.ndarray, n: int, out: np.ndarray) -> None:
+    """`STATS` of `n` folded bars into `out`: the mean, sample std and downside deviation of the
+    per-bar returns, the worst drawdown and the share of bars holding a position."""
+    mean = acc[3] / n
+    out[0] = acc[7]
+    out[1] = mean
+    out[2] = np.sqrt(max(acc[4] - n * mean * mean, 0.0) / (n - 1)) if n > 1 else np.nan
+    out[3] = np.sqrt(acc[5] / n)
+    out[4] = acc[2]
+    out[5] = acc[6] / n
+
+
+@numba.njit(cache=True)
+def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
     close: np.ndarray,
+    col_symbol: np.ndarray,
+    long_entries: np.ndarray,
+    long_exits: np.ndarray,
+    short_entries: np.ndarray,
+    short_exits: np.ndarray,
+    group_lens: np.ndarray,
+    init_cash: np.ndarray,
+    size: float,
+    size_type: int,
+    fees: float,
+    fixed_fees: float,
+    slippage: float,
+    min_size: float,
+    max_size: float,
+    size_granularity: float,
+    lock_cash: bool,
+    allow_partial: bool,
+    raise_reject: bool,
+    accumulate: int,
+    upon_long_conflict: int,
+    upon_short_conflict: int,
+    upon_dir_conflict: int,
+    upon_opposite_entry: int,
+    ffill_val_price: bool,
+    update_value: bool,
+    start_row: int,
+    order_records: np.ndarray,
+    log_records: np.ndarray,
+    stats: np.ndarray,
+    curve: np.ndarray,
+) -> int:
+    """`simulate_from_signals_nb` in long/short signal mode with the order price and the
+    valuation price at the close, no stops, no logs and the default call order: the same
+    statements in the same order wherever a mask is set, and on a bar without one only the
+    valuation price moves. Column c trades symbol `col_symbol[c]` (its close column); the
+    columns of a group of `group_lens` share its cash when any group has several. Fills
+    `order_records` and returns how many there are; folds each group's value per bar (cash plus
+    positions at the close) into its `STATS` row of `stats`, from `start_row`, and writes it
+    to `curve` when that is bars x groups (not 0 x 0)."""
+    keep_curve = curve.shape[0] > 0
+    n_rows = long_entries.shape[0]
+    n_cols = long_entries.shape[1]
+    cash_sharing = group_lens.max() > 1
+    last_position = np.zeros(n_cols)
+    last_debt = np.zeros(n_cols)
+    last_val_price = np.full(n_cols, np.nan)
+    price_arr = np.full(n_cols, np.nan)
+    size_arr = np.zeros(n_cols)
+    size_type_arr = np.zeros(n_cols, dtype=np.int64)
+    direction_arr = np.zeros(n_cols, dtype=np.int64)
+    oidx = 0
+    lidx = 0
+    from_col = 0
+    for group in range(len(group_lens)):
+        to_col = from_col + group_lens[group]
+        cash_now = init_cash[group]
+        free_cash_now = init_cash[group]
+        acc = start_stats_nb(init_cash[group])
+        for i in range(n_rows):
+            any_order = False
+            for col in range(from_col, to_col):
+                price = close[i, col_symbol[col]]
+                if not np.isnan(price) or not ffill_val_price:
+                    last_val_price[col] = price
+                price_arr[col] = price
+                is_long_entry = long_entries[i, col]
+                is_long_exit = long_exits[i, col]
+                is_short_entry = short_entries[i, col]
+                is_short_exit = short_exits[i, col]
+                size_arr[col] = 0.0
+                if not (is_long_entry or is_long_exit or is_short_entry or is_short_exit):
+                    continue  # signals_to_size_nb gives no order without a signal
+                position_now = last_position[col]
+                _accumulate = accumulate
+                if is_long_entry or is_short_entry:
+                    is_long_entry, is_long_exit = resolve_signal_conflict_nb(
+                        position_now,
+                        is_long_entry,
+                        is_long_exit,
+                        Direction.LongOnly,
+                        upon_long_conflict,
+                    )
+                    is_short_entry, is_short_exit = resolve_signal_conflict_nb(
+                        position_now,
+                        is_short_entry,
+                        is_short_exit,
+                        Direction.ShortOnly,
+                        upon_short_conflict,
+                    )
+                    is_long_entry, is_short_entry = resolve_dir_conflict_nb(
+                        position_now, is_long_entry, is_short_entry, upon_dir_conflict
+                    )
+                    is_long_entry, is_long_exit, is_short_entry, is_short_exit, _accumulate = (
+                        resolve_opposite_entry_nb(
+                            position_now,
+                            is_long_entry,
+                            is_long_exit,
+                            is_short_entry,
+                            is_short_exit,
+                            upon_opposite_entry,
+                            _accumulate,
+                        )
+                    )
+                _size, _size_type, _direction = signals_to_size_nb(
+                    position_now,
+                    is_long_entry,
+                    is_long_exit,
+                    is_short_entry,
+                    is_short_exit,
+                    size,
+                    size_type,
+                    _accumulate,
+                    last_val_price[col],
+                )
+                size_arr[col] = _size
+                size_type_arr[col] = _size_type
+                direction_arr[col] = _direction
+                if _size != 0:
+                    any_order = True
+            if any_order:
+                value_now = cash_now
+                if cash_sharing:
+                    for col in range(from_col, to_col):
+                        if last_position[col] != 0:
+                            value_now += last_position[col] * last_val_price[col]
+                for col in range(from_col, to_col):
+                    position_now = last_position[col]
+                    debt_now = last_debt[col]
+                    val_price_now = last_val_price[col]
+                    if not cash_sharing:
+                        value_now = cash_now
+                        if position_now != 0:
+                            value_now += position_now * val_price_now
+                    _size = size_arr[col]
+                    if _size == 0:
+                        continue
+                    _direction = direction_arr[col]
+                    if _direction == Direction.ShortOnly:
+                        _size *= -1  # process_order_nb takes a short-only size unsigned
+                    order = order_nb(
+                        size=_size,
+                        price=price_arr[col],
+                        size_type=size_type_arr[col],
+                        direction=_direction,
+                        fees=fees,
+                        fixed_fees=fixed_fees,
+                        slippage=slippage,
+                        min_size=min_size,
+                        max_size=max_size,
+                        size_granularity=size_granularity,
+                        reject_prob=0.0,
+                        lock_cash=lock_cash,
+                        allow_partial=allow_partial,
+                        raise_reject=raise_reject,
+                        log=False,
+                    )
+                    state = ProcessOrderState(
+                        cash=cash_now,
+                        position=position_now,
+                        debt=debt_now,
+                        free_cash=free_cash_now,
+                        val_price=val_price_now,
+                        value=value_now,
+                        oidx=oidx,
+                        lidx=lidx,
+                    )
+                    _, new_state = process_order_nb(
+                        i, col, group, state, update_value, order, order_records, log_records
+                    )
+                    cash_now = new_state.cash
+                    free_cash_now = new_state.free_cash
+                    value_now = new_state.value
+                    oidx = new_state.oidx
+                    lidx = new_state.lidx
+                    last_position[col] = new_state.position
+                    last_debt[col] = new_state.debt
+                    if not np.isnan(new_state.val_price) or not ffill_val_price:
+                        last_val_price[col] = new_state.val_price
+            value = cash_now
+            holding = False
+            for col in range(from_col, to_col):
+                if last_position[col] != 0.0:
+                    holding = True
+                    value += last_position[col] * close[i, col_symbol[col]]
+            if keep_curve:
+                curve[i, group] = value
+            fold_value_nb(acc, i, value, holding, start_row)
+        finish_stats_nb(acc, n_rows - start_row, stats[group])
+        from_col = to_col
+    return oidx
+
+
+@numba.njit(cache=True)
+def value_stats_nb(  # noqa: PLR0917 - arrays passed positionally
+    close: np.ndarray,
+    col_symbol: np.ndarray,
     order_col: np.ndarray,
     order_idx: np.ndarray,
     order_size: np.ndarray,
@@ -37,6 +297,7 @@ def value_stats_nb(  # noqa: PLR0912, PLR0915, PLR0917 - one loop, arrays passed
     """Per group (its columns share cash): final value, mean, sample std and downside deviation
     of the per-bar returns, max drawdown, share of bars holding a position; from `start_row`.
     With a `curve` of bars x groups (not 0 x 0), the value per bar is written there too.
+    Column c holds symbol `col_symbol[c]` (its column of `close`).
 
     Orders are sorted by column, then bar; `col_start[c]:col_start[c + 1]` are column c's.
     """
@@ -49,14 +310,7 @@ def value_stats_nb(  # noqa: PLR0912, PLR0915, PLR0917 - one loop, arrays passed
         ptr = col_start[cols].copy()
         pos = np.zeros(cols.shape[0])
         cash = init_cash
-        prev = init_cash
-        peak = init_cash
-        worst = 0.0
-        total = 0.0
-        squares = 0.0
-        downside = 0.0
-        held = 0
-        value = init_cash
+        acc = start_stats_nb(init_cash)
         for i in range(n_rows):
             holding = False
             value = cash
@@ -77,50 +331,34 @@ def value_stats_nb(  # noqa: PLR0912, PLR0915, PLR0917 - one loop, arrays passed
             for k in range(cols.shape[0]):
                 if pos[k] != 0.0:
                     holding = True
-                    value += pos[k] * close[i, cols[k]]
+                    value += pos[k] * close[i, col_symbol[cols[k]]]
             if keep_curve:
                 curve[i, g] = value
-            if i < start_row:
-                prev = value
-                peak = value
-                continue
-            r = value / prev - 1.0
-            total += r
-            squares += r * r
-            if r < 0.0:
-                downside += r * r
-            peak = max(peak, value)
-            drawdown = value / peak - 1.0
-            worst = min(worst, drawdown)
-            if holding:
-                held += 1
-            prev = value
-        n = n_rows - start_row
-        mean = total / n
-        out[g, 0] = value
-        out[g, 1] = mean
-        if n > 1:
-            out[g, 2] = np.sqrt(max(squares - n * mean * mean, 0.0) / (n - 1))
-        out[g, 3] = np.sqrt(downside / n)
-        out[g, 4] = worst
-        out[g, 5] = held / n
+            fold_value_nb(acc, i, value, holding, start_row)
+        finish_stats_nb(acc, n_rows - start_row, out[g])
     return out
 
 
 def value_stats(
     close: np.ndarray,
+    col_symbol: np.ndarray,
     orders: np.ndarray,
     groups: np.ndarray,
+    *,
     init_cash: float,
     start_row: int,
-    *,
     curve: bool = False,
 ) -> dict[str, np.ndarray]:
-    """`value_stats_nb` over vectorbt order records; `groups[c]` is column c's group. With
-    `curve`, "value" is the value per bar and group."""
-    n_cols = close.shape[1]
-    order = np.lexsort((orders["idx"], orders["col"]))
-    sorted_orders = orders[order]
+    """`value_stats_nb` over vectorbt order records; `groups[c]` is column c's group and
+    `col_symbol[c]` its column of `close`. With `curve`, "value" is the value per bar and group."""
+    n_cols = len(col_symbol)
+    # vectorbt writes the orders of a group bar by bar, so each column's are in bar order: a
+    # stable sort by column (none when the columns are not interleaved) orders them by column.
+    columns = orders["col"]
+    if len(columns) > 1 and (np.diff(columns) < 0).any():
+        sorted_orders = orders[np.argsort(columns, kind="stable")]
+    else:
+        sorted_orders = orders
     col_start = np.searchsorted(sorted_orders["col"], np.arange(n_cols + 1)).astype(np.int64)
     group_cols = np.argsort(groups, kind="stable").astype(np.int64)
     n_groups = int(groups.max()) + 1 if len(groups) else 0
@@ -128,6 +366,7 @@ def value_stats(
     values = np.empty((close.shape[0], n_groups) if curve else (0, 0))
     stats: Any = value_stats_nb(
         np.ascontiguousarray(close, dtype=np.float64),
+        col_symbol.astype(np.int64),
         sorted_orders["col"].astype(np.int64),
         sorted_orders["idx"].astype(np.int64),
         sorted_orders["size"].astype(np.float64),
@@ -141,8 +380,7 @@ def value_stats(
         int(start_row),
         values,
     )
-    names = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
-    out = {name: stats[:, k] for k, name in enumerate(names)}
+    out = {name: stats[:, k] for k, name in enumerate(STATS)}
     if curve:
         out["value"] = values
     return out

@@ -1,9 +1,10 @@
 """Parameter sweeps and walk-forward validation, in one process or on a Dask cluster.
 
-`sweep` runs every combination of a parameter grid: the combinations' signals (the strategy's
-batch form, each distinct indicator computed once) go to vectorbt side by side as the columns of
-one `from_signals` call per chunk, and a chunk holds at most `chunk_cells` bars x columns, which
-bounds memory whatever the grid. Only the metrics of a chunk are kept.
+`sweep` runs every combination of a parameter grid: the bars are loaded and checked once, the
+combinations' signals (the strategy's batch form, each distinct indicator computed once) go side
+by side as the columns of one simulation per chunk (`backtest.simulate`, the metrics folded in as
+it runs), and a chunk holds at most `chunk_cells` bars x columns, which bounds memory whatever
+the grid. Only the metrics of a chunk are kept.
 
 Chunks run in this process, or on Dask (`dask.distributed`): a `LocalCluster` of `workers`
 processes when more than one is asked for, or the cluster whose scheduler address is given
@@ -119,7 +120,8 @@ def run_chunk(
     Signals before `start_row` are cleared (a walk-forward test window's warm-up)."""
     n_rows, n_symbols = market.shape
     width = len(combos) * n_symbols
-    masks = {name: np.zeros((n_rows, width), dtype=np.bool_) for name in SIGNAL_MASKS}
+    # Column-major: each combination's column is written, and simulated, as one contiguous run.
+    masks = {name: np.zeros((n_rows, width), dtype=np.bool_, order="F") for name in SIGNAL_MASKS}
     for k, combo in enumerate(combos):
         signals = market.signals(strategy_type(dict(zip(names, combo, strict=True))))
         for name in SIGNAL_MASKS:
@@ -131,8 +133,16 @@ def run_chunk(
         [range(len(combos)), market.symbols], names=["combination", "symbol"]
     )
     group_by = "combination" if n_symbols > 1 else None
-    portfolio = simulate(market, masks, columns, profile=profile, stops=stops, group_by=group_by)
-    return portfolio_metrics(portfolio, market.index, profile.init_cash, start_row=start_row)
+    found = simulate(
+        market,
+        masks,
+        columns,
+        profile=profile,
+        stops=stops,
+        group_by=group_by,
+        start_row=start_row,
+    )
+    return portfolio_metrics(found, market.index)
 
 
 @contextmanager
