@@ -347,3 +347,44 @@ def test_an_order_sent_before_the_kill_switch_whose_answer_was_lost_is_not_denie
     assert order.payload.broker_order_id == alpaca_server.order_of(cid)["id"]  # type: ignore[attr-defined]
     assert lab.records.order(cid).status == "accepted"
     assert len(alpaca_server.requests("POST", ORDERS)) == 1, "nothing sent after the switch"
+
+
+def test_the_broker_circuit_opening_and_closing_are_risk_events_and_a_probe_reopens_trading(
+    execution: Execution, lab: Lab, alpaca_server: AlpacaTradingServer
+) -> None:
+    from tradeos_lab.keys import Stream
+    from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY, broker_circuit
+    from tradeos_lab.tiers.flags import BreakerState
+
+    execution.handle(intent(symbol="MSFT"))  # the broker's state known
+    pipeline_breaker = lab.flags.circuit_breaker(BROKER_DEPENDENCY)
+    for _ in range(4):
+        pipeline_breaker.record_failure()
+    # Alpaca's own breaker open: the submit fails at once, the pipeline's fifth failure opens it.
+    alpaca_breaker = lab.flags.circuit_breaker("alpaca")
+    for _ in range(5):
+        alpaca_breaker.record_failure()
+    failing = intent()
+    with pytest.raises(DependencyUnavailable):
+        execution.handle(failing)
+
+    def breaker_events() -> list[Message]:
+        entries = lab.bus.redis.xrange(lab.keys.stream(Stream.RISK_EVENTS))
+        messages = [lab.bus.decode(Stream.RISK_EVENTS, fields) for _, fields in entries]
+        return [m for m in messages if m.payload.kind.value == "circuit_breaker"]  # type: ignore[attr-defined]
+
+    (opened,) = breaker_events()
+    assert (opened.payload.severity.value, opened.payload.scope) == ("critical", "broker:alpaca")  # type: ignore[attr-defined]
+    assert "opened after 5 failures" in opened.payload.detail  # type: ignore[attr-defined]
+    assert broker_circuit(lab) is BreakerState.OPEN, "Feasibility holds orders in the cooldown"
+    # The cooldown over (moved back on the breaker itself), Feasibility's read lets one probe out.
+    lab.flags.redis.hset(lab.keys.circuit(BROKER_DEPENDENCY), "opened_at", "1")
+    lab.flags.redis.delete(lab.keys.circuit("alpaca"))
+    assert broker_circuit(lab) is BreakerState.HALF_OPEN
+    assert broker_circuit(lab) is BreakerState.OPEN, "one probe at a time"
+    execution.handle(failing)  # the probe goes through: the circuit closes
+    assert pipeline_breaker.status().state is BreakerState.CLOSED
+    opened_again, closed = breaker_events()
+    assert opened_again.message_id == opened.message_id
+    assert (closed.payload.severity.value, closed.payload.scope) == ("info", "broker:alpaca")  # type: ignore[attr-defined]
+    assert broker_circuit(lab) is BreakerState.CLOSED

@@ -69,7 +69,7 @@ from tradeos_lab.errors import (
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, Timer
 from tradeos_lab.pipeline.services.feasibility import BROKER_DEPENDENCY
-from tradeos_lab.tiers.flags import KillSource, KillSwitches
+from tradeos_lab.tiers.flags import BreakerState, KillSource, KillSwitches
 from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ class Execution(Service):
     _batch: _Batch | None = None
     #: Whether the last reconciliation had the broker's report: until then intents wait.
     broker_state_known: bool = False
+    #: Whether this process saw the broker's circuit open (its closing is then announced).
+    _breaker_opened: bool = False
 
     @property
     def records(self) -> RecordsStore:
@@ -446,12 +448,39 @@ class Execution(Service):
                 reports = broker.submit_many(requests)
             else:
                 reports = [self._submit_remote(r) for r in requests]
-        except TransientError:
+        except TransientError as e:
             with contextlib.suppress(TransientError):  # the flags tier down too: still retry
-                breaker.record_failure()
+                status = breaker.record_failure()
+                if status.state is BreakerState.OPEN and not self._breaker_opened:
+                    self._breaker_opened = True
+                    self._breaker_changed(
+                        Severity.CRITICAL,
+                        f"broker {broker.name} circuit opened after {status.failures} failures "
+                        f"(last: {e}); Feasibility holds new orders until a probe succeeds",
+                        status.failures,
+                    )
             raise
-        breaker.record_success()
+        closed = breaker.record_success().state is BreakerState.CLOSED
+        if self._breaker_opened and closed:
+            self._breaker_opened = False
+            with contextlib.suppress(TransientError):
+                self._breaker_changed(
+                    Severity.INFO, f"broker {broker.name} circuit closed: an order went through", 0
+                )
         return reports
+
+    def _breaker_changed(self, severity: Severity, detail: str, failures: int) -> None:
+        """A change of the broker's circuit, on `risk_events` at once: the intent that saw it
+        is being retried (its own outputs are not published), and an operator must see it."""
+        event = self.ctx.risk_event(
+            None,
+            kind=RiskKind.CIRCUIT_BREAKER,
+            severity=severity,
+            scope=f"broker:{self.broker.name}",
+            detail=detail,
+            data={"dependency": BROKER_DEPENDENCY, "failures": failures},
+        )
+        self._publish([event])
 
     def _submit_remote(self, request: OrderRequest) -> OrderReport:
         """Record the order, committed, then place it at the remote broker (which looks an

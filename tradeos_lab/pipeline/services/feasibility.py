@@ -91,6 +91,7 @@ from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
+    from tradeos_lab.lab import Lab
 
 #: The broker's circuit breaker and rate limiter on the flags tier, shared with Execution.
 BROKER_DEPENDENCY: Final = "broker"
@@ -250,9 +251,7 @@ class Feasibility(Service):
         books = self._books(pairs)
         switches = lab.kill_switches.read_switches(pairs)
         try:
-            breaker: BreakerState | None = (
-                lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
-            )
+            breaker: BreakerState | None = broker_circuit(lab)
         except (redis.RedisError, TradeosError):
             breaker = None  # each order is refused under the breaker's rule (fail closed)
         cache = lab.cache
@@ -444,7 +443,7 @@ class Feasibility(Service):
             breaker = self._batch.breaker
         else:
             try:
-                breaker = lab.flags.circuit_breaker(BROKER_DEPENDENCY).status().state
+                breaker = broker_circuit(lab)
             except (redis.RedisError, TradeosError) as e:
                 raise _FlagsDown("circuit_breaker", e) from e
         return OrderCheck(
@@ -721,6 +720,15 @@ class Feasibility(Service):
 
 
 # ---- helpers --------------------------------------------------------------------------------
+
+
+def broker_circuit(lab: Lab) -> BreakerState:
+    """The broker's circuit as the `circuit_breaker` rule judges it. The read is the breaker's
+    admission: once the cooldown has passed it turns an open circuit half-open and lets this
+    order (or batch) through as the probe, whose outcome at Execution closes or re-opens it;
+    while the cooldown runs or a probe is out, it reads open."""
+    status = lab.flags.circuit_breaker(BROKER_DEPENDENCY).admit()
+    return status.state if status.allowed else BreakerState.OPEN
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,11 @@ class CircuitBreaker:
 
     def allow(self, *, now_ms: int | None = None) -> bool:
         """May a call to the dependency go now? (may move open -> half-open and grant the probe)"""
-        return self._op("allow", now_ms).allowed
+        return self.admit(now_ms=now_ms).allowed
+
+    def admit(self, *, now_ms: int | None = None) -> BreakerStatus:
+        """`allow`, answering with the whole status (`allowed` says whether the call may go)."""
+        return self._op("allow", now_ms)
 
     def record_success(self, *, now_ms: int | None = None) -> BreakerStatus:
         return self._op("success", now_ms)
