@@ -24,10 +24,11 @@ import logging
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tradeos_lab.brokers import PaperBroker
 from tradeos_lab.contracts import Bar, FillMessage, FillV1Message
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from tradeos_lab.contracts import Fill, Message
     from tradeos_lab.stores.records import (
         Attribution,
+        FillCost,
         RecordsStore,
         SignalHorizon,
         SignalRecord,
@@ -76,8 +78,6 @@ class TcaMonitor(Service):
     name: ClassVar[str] = "tca"
     inputs: ClassVar[tuple[Stream, ...]] = (Stream.FILLS_RAW,)
     outputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
-    #: The cached bars read for the batch in hand, by series (None outside a batch).
-    _batch_bars: dict[tuple[str, Timeframe], pd.DataFrame] | None = None
 
     @property
     def records(self) -> RecordsStore:
@@ -102,70 +102,60 @@ class TcaMonitor(Service):
         """Strategies whose scores the cache did not take (it was down): retried next run."""
         return set()
 
-    # ---- a fill -----------------------------------------------------------------------------
-
-    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
-        """The batch's fills measured in one records transaction, each series' cached bars read
-        once for the batch (every fill's arrival bar was cached before the fill was made)."""
-        self._batch_bars = {}
-        try:
-            with self._one_at_a_time, self.records.batch():
-                return [self.handle(message) for message in messages]
-        finally:
-            self._batch_bars = None
-
-    def _cached_bars(self, symbol: str, tf: Timeframe) -> pd.DataFrame:
-        memo = self._batch_bars
-        if memo is None:
-            return self.ctx.lab.cache.get_bars(symbol, tf)
-        if (symbol, tf) not in memo:
-            memo[symbol, tf] = self.ctx.lab.cache.get_bars(symbol, tf)
-        return memo[symbol, tf]
+    # ---- fills, a batch at a time -----------------------------------------------------------
 
     def handle(self, message: Message) -> Sequence[Message]:
-        if not isinstance(message, FillMessage | FillV1Message):
-            raise ContractError(f"tca takes fills, not {message.schema_name}")
-        fill = message.payload
-        found = self.records.attribution(execution_id=fill.execution_id)
-        if not found:
-            raise ValidationError(
-                f"fill {fill.execution_id} has no trade in the records (Execution records a "
-                "fill's trade before it publishes the fill)"
-            )
-        chain = found[0]
-        _check_against_trade(fill, chain)
-        signal = self._signal(chain)
-        arrival = None if signal is None else self._arrival_bar(signal)
-        with self._one_at_a_time:
-            self._record_fill_cost(message, fill, chain, arrival)
-            if arrival is not None:
-                self._record_order_cost(chain, arrival)
-                if signal is not None and chain.trade.raw_signal_id is not None:
-                    self._open_signal(chain.trade.raw_signal_id, signal, arrival)
-        return []
+        return self.handle_batch([message])[0]
 
-    def _signal(self, chain: Attribution) -> SignalRecord | None:
-        """The modified signal behind the fill's order; None for a manual order."""
-        signal_id = chain.trade.modified_signal_id
-        if signal_id is None:
-            return None
-        signal = self.records.signal(signal_id)
-        if signal is None:
-            raise ValidationError(
-                f"trade {chain.trade.execution_id} names signal {signal_id}, which the records "
-                "do not hold"
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """The batch's fills measured in one records transaction with a few statements for all
+        of them: their attribution chains and signals read in one query each, each series'
+        cached bars read once (every fill's arrival bar was cached before the fill was made),
+        the latest price of each symbol once, then the fill costs, order costs and signal
+        horizons each written in one statement. A fill that cannot be measured fails the batch:
+        the runner then hands the fills over one at a time, so it fails alone."""
+        fills = [_fill_of(m) for m in messages]
+        records = self.records
+        with self._one_at_a_time, records.batch():
+            chains = records.attributions_of(f.execution_id for f in fills)
+            signals = records.signals_of(
+                sid for c in chains.values() if (sid := c.trade.modified_signal_id) is not None
             )
-        return signal
+            bars: dict[tuple[str, Timeframe], pd.DataFrame] = {}
+            measured: list[_Measured] = []
+            for message, fill in zip(messages, fills, strict=True):
+                chain = chains.get(fill.execution_id)
+                if chain is None:
+                    raise ValidationError(
+                        f"fill {fill.execution_id} has no trade in the records (Execution "
+                        "records a fill's trade before it publishes the fill)"
+                    )
+                _check_against_trade(fill, chain)
+                signal = _signal_of(chain, signals)
+                arrival = None if signal is None else self._arrival_bar(signal, bars)
+                measured.append(_Measured(message, fill, chain, signal, arrival))
+            records.record_fill_costs(self._fill_cost(m) for m in measured)
+            with_arrival = [m for m in measured if m.arrival is not None]
+            if with_arrival:
+                self._record_order_costs(with_arrival)
+                self._open_signals(with_arrival)
+        return [[] for _ in messages]
 
-    def _arrival_bar(self, signal: SignalRecord) -> Bar | None:
+    def _arrival_bar(
+        self, signal: SignalRecord, bars: dict[tuple[str, Timeframe], pd.DataFrame]
+    ) -> Bar | None:
         """The bar the signal was made on (the chain's first message): its close is the arrival
-        price of everything the signal caused. None when neither the cache nor the lake has it."""
+        price of everything the signal caused. None when neither the cache nor the lake has it.
+        `bars`: the cached bars read for the batch, by series."""
         tf = Timeframe.parse(signal.payload["timeframe"])
         ts = signal.ts
-        bars = self._bars(signal.symbol, tf, after=ts - timedelta(seconds=tf.seconds), count=1)
-        if bars.empty or bars["ts"].iloc[0] != ts:
+        if (signal.symbol, tf) not in bars:
+            bars[signal.symbol, tf] = self.ctx.lab.cache.get_bars(signal.symbol, tf)
+        after = ts - timedelta(seconds=tf.seconds)
+        found = self._bars(signal.symbol, tf, after=after, count=1, cached=bars[signal.symbol, tf])
+        if found.empty or found["ts"].iloc[0] != ts:
             return None
-        row = bars.iloc[0]
+        row = found.iloc[0]
         return Bar(
             symbol=signal.symbol,
             timeframe=tf,
@@ -185,15 +175,14 @@ class TcaMonitor(Service):
         *,
         after: datetime,
         count: int,
-        cached: pd.DataFrame | None = None,
+        cached: pd.DataFrame,
     ) -> pd.DataFrame:
-        """Up to `count` bars of `symbol` after `after`, oldest first: from the cache (`cached`
-        when already read) when it still holds the bar right after `after`, else the lake."""
-        if cached is None:
-            cached = self._cached_bars(symbol, tf)
+        """Up to `count` bars of `symbol` after `after`, oldest first: from the `cached` bars
+        when they still hold the bar right after `after`, else the lake."""
         first_wanted = after + timedelta(seconds=tf.seconds)
         if not cached.empty and cached["ts"].iloc[0] <= first_wanted:
-            return cached[cached["ts"] > after].head(count).reset_index(drop=True)
+            start = int(cached["ts"].searchsorted(after, side="right"))  # the bars are in order
+            return cached.iloc[start : start + count].reset_index(drop=True)
         # The cache lost (or never had) the start: read a span wide enough for gaps.
         end = first_wanted + timedelta(seconds=tf.seconds * count * 2)
         try:
@@ -205,13 +194,14 @@ class TcaMonitor(Service):
             return cached.iloc[0:0]
         return stored.head(count).reset_index(drop=True)
 
-    def _record_fill_cost(
-        self,
-        message: Message,
-        fill: Fill,
-        chain: Attribution,
-        arrival: Bar | None,
-    ) -> None:
+    def _fill_cost(self, measured: _Measured) -> dict[str, Any]:
+        """The fill's costs as `RecordsStore.record_fill_cost` keeps them."""
+        message, fill, chain, arrival = (
+            measured.message,
+            measured.fill,
+            measured.chain,
+            measured.arrival,
+        )
         order = chain.order
         broker = order.broker or self.fill_model.name
         shadow: dict[str, float | None] = {}
@@ -231,26 +221,26 @@ class TcaMonitor(Service):
                 "shadow_fee": model.fee,
                 "shadow_price_diff_bps": model.price_diff_bps,
             }
-        self.records.record_fill_cost(
-            execution_id=fill.execution_id,
-            client_order_id=fill.client_order_id,
-            correlation_id=message.correlation_id,
-            signal_id=chain.trade.raw_signal_id,
-            strategy=order.strategy,
-            broker=broker,
-            symbol=fill.symbol,
-            side=fill.side.value,
-            quantity=fill.quantity,
-            price=fill.price,
-            fee=fill.fee,
-            filled_at=fill.ts,
-            arrival_price=None if arrival is None else arrival.close,
-            arrival_at=None if arrival is None else arrival.ts,
-            slippage_bps=None
+        return {
+            "execution_id": fill.execution_id,
+            "client_order_id": fill.client_order_id,
+            "correlation_id": message.correlation_id,
+            "signal_id": chain.trade.raw_signal_id,
+            "strategy": order.strategy,
+            "broker": broker,
+            "symbol": fill.symbol,
+            "side": fill.side.value,
+            "quantity": fill.quantity,
+            "price": fill.price,
+            "fee": fill.fee,
+            "filled_at": fill.ts,
+            "arrival_price": None if arrival is None else arrival.close,
+            "arrival_at": None if arrival is None else arrival.ts,
+            "slippage_bps": None
             if arrival is None
             else slippage_bps(fill.side, fill.price, arrival.close),
             **shadow,
-        )
+        }
 
     def _filled_before(self, fill: Fill) -> float:
         """What the order had filled before this fill, by the records' fills in fill order."""
@@ -261,56 +251,83 @@ class TcaMonitor(Service):
             before += kept.quantity
         return before
 
-    def _record_order_cost(self, chain: Attribution, arrival: Bar) -> None:
-        """The order's shortfall over all its fills measured so far; the unfilled rest at the
-        symbol's latest price in the cache (the arrival close when there is none)."""
-        order = chain.order
-        fills = self.records.fill_costs(client_order_id=order.client_order_id)
-        latest = self.ctx.lab.cache.get_price(order.symbol)
-        last = latest.price if latest is not None else arrival.close
-        shortfall = implementation_shortfall(
-            order.side,
-            ordered_quantity=order.quantity,
-            arrival_price=arrival.close,
-            fills=[(f.quantity, f.price, f.fee) for f in fills],
-            last_price=last,
-        )
-        self.records.record_order_cost(
-            client_order_id=order.client_order_id,
-            strategy=order.strategy,
-            broker=order.broker or self.fill_model.name,
-            symbol=order.symbol,
-            side=order.side,
-            quantity=order.quantity,
-            filled_quantity=shortfall.filled_quantity,
-            arrival_price=arrival.close,
-            avg_price=shortfall.avg_price,
-            last_price=last,
-            fees=shortfall.fees,
-            execution_cost=shortfall.execution_cost,
-            opportunity_cost=shortfall.opportunity_cost,
-            shortfall=shortfall.total,
-            shortfall_bps=shortfall.bps,
-        )
+    def _record_order_costs(self, measured: Sequence[_Measured]) -> None:
+        """Each order's shortfall over all its fills measured so far (this batch's included);
+        the unfilled rest at the symbol's latest price in the cache (the arrival close when
+        there is none)."""
+        latest: dict[tuple[str, str], _Measured] = {}
+        for m in measured:  # one per order: its fills in the batch share its arrival bar
+            latest[m.chain.order.client_order_id, m.chain.order.symbol] = m
+        kept: dict[str, list[FillCost]] = defaultdict(list)
+        for cost in self.records.fill_costs_of(client_order_ids=(c for c, _ in latest)):
+            kept[cost.client_order_id].append(cost)
+        prices = {s: self.ctx.lab.cache.get_price(s) for s in {s for _, s in latest}}
+        rows = []
+        for (cid, symbol), m in latest.items():
+            order, arrival = m.chain.order, m.arrival
+            assert arrival is not None  # measured with an arrival bar only
+            price = prices[symbol]
+            last = price.price if price is not None else arrival.close
+            shortfall = implementation_shortfall(
+                order.side,
+                ordered_quantity=order.quantity,
+                arrival_price=arrival.close,
+                fills=[(f.quantity, f.price, f.fee) for f in kept[cid]],
+                last_price=last,
+            )
+            rows.append(
+                {
+                    "client_order_id": cid,
+                    "strategy": order.strategy,
+                    "broker": order.broker or self.fill_model.name,
+                    "symbol": symbol,
+                    "side": order.side,
+                    "quantity": order.quantity,
+                    "filled_quantity": shortfall.filled_quantity,
+                    "arrival_price": arrival.close,
+                    "avg_price": shortfall.avg_price,
+                    "last_price": last,
+                    "fees": shortfall.fees,
+                    "execution_cost": shortfall.execution_cost,
+                    "opportunity_cost": shortfall.opportunity_cost,
+                    "shortfall": shortfall.total,
+                    "shortfall_bps": shortfall.bps,
+                }
+            )
+        self.records.record_order_costs(rows)
 
-    def _open_signal(self, signal_id: str, signal: SignalRecord, arrival: Bar) -> None:
-        """Open the signal at every horizon with its fills so far (all of one side: one order)."""
-        fills = self.records.fill_costs(signal_id=signal_id)
-        quantity = sum(f.quantity for f in fills)
-        self.records.open_signal_horizons(
-            signal_id=signal_id,
-            horizons=HORIZONS_BARS,
-            strategy=signal.strategy,
-            symbol=signal.symbol,
-            timeframe=arrival.timeframe.value,
-            signal_at=signal.ts,
-            strength=float(signal.payload["raw_strength"]),
-            side=fills[0].side,
-            quantity=quantity,
-            avg_price=sum(f.quantity * f.price for f in fills) / quantity,
-            fees=sum(f.fee for f in fills),
-            arrival_price=arrival.close,
-        )
+    def _open_signals(self, measured: Sequence[_Measured]) -> None:
+        """Open each raw signal behind these fills at every horizon with its fills so far (all
+        of one side: one order)."""
+        by_signal = {sid: m for m in measured if (sid := m.chain.trade.raw_signal_id) is not None}
+        if not by_signal:
+            return
+        kept: dict[str, list[FillCost]] = defaultdict(list)
+        for cost in self.records.fill_costs_of(signal_ids=by_signal):
+            kept[cost.signal_id or ""].append(cost)
+        openings = []
+        for signal_id, m in by_signal.items():
+            fills, signal, arrival = kept[signal_id], m.signal, m.arrival
+            assert signal is not None  # measured with an arrival bar: from a signal
+            assert arrival is not None
+            quantity = sum(f.quantity for f in fills)
+            openings.append(
+                {
+                    "signal_id": signal_id,
+                    "horizons": HORIZONS_BARS,
+                    "strategy": signal.strategy,
+                    "symbol": signal.symbol,
+                    "timeframe": arrival.timeframe.value,
+                    "signal_at": signal.ts,
+                    "strength": float(signal.payload["raw_strength"]),
+                    "side": fills[0].side,
+                    "quantity": quantity,
+                    "avg_price": sum(f.quantity * f.price for f in fills) / quantity,
+                    "fees": sum(f.fee for f in fills),
+                    "arrival_price": arrival.close,
+                }
+            )
+        self.records.open_signals(openings)
 
     # ---- the timer: horizons closed, outcomes written, scores kept ---------------------------
 
@@ -460,3 +477,35 @@ def _check_against_trade(fill: Fill, chain: Attribution) -> None:
             f"records hold under that id ({trade.side} {trade.quantity:g} {trade.symbol} "
             f"@ {trade.price:g}, order {trade.client_order_id})"
         )
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """A fill of the batch in hand with what it is measured against."""
+
+    message: Message
+    fill: Fill
+    chain: Attribution
+    signal: SignalRecord | None
+    arrival: Bar | None
+
+
+def _fill_of(message: Message) -> Fill:
+    if not isinstance(message, FillMessage | FillV1Message):
+        raise ContractError(f"tca takes fills, not {message.schema_name}")
+    return message.payload
+
+
+def _signal_of(chain: Attribution, signals: Mapping[str, SignalRecord]) -> SignalRecord | None:
+    """The modified signal behind the fill's order (from the batch's `signals`); None for a
+    manual order."""
+    signal_id = chain.trade.modified_signal_id
+    if signal_id is None:
+        return None
+    signal = signals.get(signal_id)
+    if signal is None:
+        raise ValidationError(
+            f"trade {chain.trade.execution_id} names signal {signal_id}, which the records "
+            "do not hold"
+        )
+    return signal

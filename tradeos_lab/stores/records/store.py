@@ -684,6 +684,26 @@ class RecordsStore:
         with self.session() as session:
             return [Attribution(t, o, f, s) for t, o, f, s in session.execute(stmt)]
 
+    def attributions_of(self, execution_ids: Iterable[str]) -> dict[str, Attribution]:
+        """`attribution(execution_id=...)` of each of these execution ids the records hold, by
+        execution id, in one query."""
+        ids = list({_ident(e, "execution_id") for e in execution_ids})
+        if not ids:
+            return {}
+        stmt = (
+            select(Trade, Order, Fill, SignalOutcome)
+            .join(Order, Order.client_order_id == Trade.client_order_id)
+            .outerjoin(Fill, Fill.execution_id == Trade.execution_id)
+            .outerjoin(SignalOutcome, SignalOutcome.signal_id == Trade.raw_signal_id)
+            .where(Trade.execution_id.in_(ids))
+            .order_by(Trade.executed_at, Trade.id)
+        )
+        found: dict[str, Attribution] = {}
+        with self.session() as session:
+            for t, o, f, s in session.execute(stmt):
+                found.setdefault(t.execution_id, Attribution(t, o, f, s))
+        return found
+
     # ---- reconciliation: the records beside a broker's report --------------------------------
 
     def broker_orders(self, broker: str, *, since: datetime) -> list[Order]:
@@ -1123,42 +1143,61 @@ class RecordsStore:
         shadow_price_diff_bps: float | None = None,
     ) -> bool:
         """Keep a fill's costs once per `execution_id`; False when they are already kept."""
-        values = {
-            "execution_id": _ident(execution_id, "execution_id"),
-            "client_order_id": client_order_id_of(client_order_id),
-            "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
-            "signal_id": _ident(signal_id, "signal_id", optional=True),
-            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
-            "broker": _word(broker, "broker"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "price": _positive(price, "price"),
-            "fee": _finite(fee, "fee"),
-            "filled_at": _utc(filled_at),
-            "arrival_price": _positive_or_none(arrival_price, "arrival_price"),
-            "arrival_at": None if arrival_at is None else _utc(arrival_at),
-            "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
-            "shadow_quantity": _finite_or_none(shadow_quantity, "shadow_quantity"),
-            "shadow_price": _positive_or_none(shadow_price, "shadow_price"),
-            "shadow_fee": _finite_or_none(shadow_fee, "shadow_fee"),
-            "shadow_price_diff_bps": _finite_or_none(
-                shadow_price_diff_bps, "shadow_price_diff_bps"
-            ),
-            "recorded_at": _utc(None),
-        }
+        values = _fill_cost_row(
+            execution_id=execution_id,
+            client_order_id=client_order_id,
+            broker=broker,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            price=price,
+            fee=fee,
+            filled_at=filled_at,
+            correlation_id=correlation_id,
+            signal_id=signal_id,
+            strategy=strategy,
+            arrival_price=arrival_price,
+            arrival_at=arrival_at,
+            slippage_bps=slippage_bps,
+            shadow_quantity=shadow_quantity,
+            shadow_price=shadow_price,
+            shadow_fee=shadow_fee,
+            shadow_price_diff_bps=shadow_price_diff_bps,
+        )
         with self.session() as session:
             return self._insert_ignore(session, FillCost, values)
+
+    def record_fill_costs(self, costs: Iterable[Mapping[str, Any]]) -> None:
+        """`record_fill_cost` for each of `costs` (its keyword arguments), once per execution
+        id, with one statement for all of them."""
+        rows = [_fill_cost_row(**c) for c in costs]
+        with self.session() as session:
+            self._insert_ignore_many(session, FillCost, rows)
 
     def fill_costs(
         self, *, client_order_id: str | None = None, signal_id: str | None = None
     ) -> list[FillCost]:
         """Kept fill costs, in fill order; those of one order or one signal when given."""
+        return self.fill_costs_of(
+            client_order_ids=None if client_order_id is None else [client_order_id],
+            signal_ids=None if signal_id is None else [signal_id],
+        )
+
+    def fill_costs_of(
+        self,
+        *,
+        client_order_ids: Iterable[str] | None = None,
+        signal_ids: Iterable[str] | None = None,
+    ) -> list[FillCost]:
+        """Kept fill costs of any of these orders and of any of these signals (all when neither
+        is given), in fill order, in one query."""
         stmt = select(FillCost).order_by(FillCost.filled_at, FillCost.execution_id)
-        if client_order_id is not None:
-            stmt = stmt.where(FillCost.client_order_id == client_order_id_of(client_order_id))
-        if signal_id is not None:
-            stmt = stmt.where(FillCost.signal_id == _ident(signal_id, "signal_id"))
+        if client_order_ids is not None:
+            cids = list({client_order_id_of(c) for c in client_order_ids})
+            stmt = stmt.where(FillCost.client_order_id.in_(cids))
+        if signal_ids is not None:
+            sids = list({_ident(s, "signal_id") for s in signal_ids})
+            stmt = stmt.where(FillCost.signal_id.in_(sids))
         with self.session() as session:
             return list(session.scalars(stmt))
 
@@ -1182,26 +1221,36 @@ class RecordsStore:
         shortfall_bps: float,
     ) -> None:
         """Keep (or revise, after a further fill) an order's implementation shortfall."""
-        values = {
-            "client_order_id": client_order_id_of(client_order_id),
-            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
-            "broker": _word(broker, "broker"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "filled_quantity": _finite(filled_quantity, "filled_quantity"),
-            "arrival_price": _positive(arrival_price, "arrival_price"),
-            "avg_price": _positive_or_none(avg_price, "avg_price"),
-            "last_price": _positive(last_price, "last_price"),
-            "fees": _finite(fees, "fees"),
-            "execution_cost": _finite(execution_cost, "execution_cost"),
-            "opportunity_cost": _finite(opportunity_cost, "opportunity_cost"),
-            "shortfall": _finite(shortfall, "shortfall"),
-            "shortfall_bps": _finite(shortfall_bps, "shortfall_bps"),
-            "updated_at": _utc(None),
-        }
+        self.record_order_costs(
+            [
+                {
+                    "client_order_id": client_order_id,
+                    "strategy": strategy,
+                    "broker": broker,
+                    "symbol": symbol,
+                    "side": side,
+                    "quantity": quantity,
+                    "filled_quantity": filled_quantity,
+                    "arrival_price": arrival_price,
+                    "avg_price": avg_price,
+                    "last_price": last_price,
+                    "fees": fees,
+                    "execution_cost": execution_cost,
+                    "opportunity_cost": opportunity_cost,
+                    "shortfall": shortfall,
+                    "shortfall_bps": shortfall_bps,
+                }
+            ]
+        )
+
+    def record_order_costs(self, costs: Iterable[Mapping[str, Any]]) -> None:
+        """`record_order_cost` for each of `costs` (its keyword arguments), with one statement
+        for all of them; the last of an order's wins."""
+        rows = {r["client_order_id"]: r for r in (_order_cost_row(**c) for c in costs)}
+        if not rows:
+            return
         with self.session() as session:
-            self._upsert(session, OrderCost, [values], keys=["client_order_id"])
+            self._upsert(session, OrderCost, list(rows.values()), keys=["client_order_id"])
 
     def order_costs(self) -> list[OrderCost]:
         """Every order's shortfall, by client order id."""
@@ -1226,30 +1275,40 @@ class RecordsStore:
     ) -> int:
         """Open a filled signal at each horizon (bars), or bring the still-open ones up to date
         with its fills so far (a later partial fill); closed horizons stay as they closed."""
-        now = _utc(None)
-        common = {
-            "signal_id": _ident(signal_id, "signal_id"),
-            "strategy": canonical_name(strategy, "strategy"),
-            "symbol": validate_symbol(symbol),
-            "timeframe": _ident(timeframe, "timeframe", limit=8),
-            "signal_at": _utc(signal_at),
-            "strength": _finite(strength, "strength"),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "avg_price": _positive(avg_price, "avg_price"),
-            "fees": _finite(fees, "fees"),
-            "arrival_price": _positive(arrival_price, "arrival_price"),
-            "status": "open",
-            "opened_at": now,
+        return self.open_signals(
+            [
+                {
+                    "signal_id": signal_id,
+                    "horizons": horizons,
+                    "strategy": strategy,
+                    "symbol": symbol,
+                    "timeframe": timeframe,
+                    "signal_at": signal_at,
+                    "strength": strength,
+                    "side": side,
+                    "quantity": quantity,
+                    "avg_price": avg_price,
+                    "fees": fees,
+                    "arrival_price": arrival_price,
+                }
+            ]
+        )
+
+    def open_signals(self, openings: Iterable[Mapping[str, Any]]) -> int:
+        """`open_signal_horizons` for each of `openings` (its keyword arguments), with one
+        statement for all of them; the last opening of a signal wins. The rows written."""
+        rows = {
+            (r["signal_id"], r["horizon_bars"]): r
+            for opening in openings
+            for r in _signal_horizon_rows(**opening)
         }
-        rows = [{**common, "horizon_bars": _horizon(h)} for h in horizons]
         if not rows:
-            raise ValidationError("open a signal at one horizon at least")
+            return 0
         with self.session() as session:
             self._upsert(
                 session,
                 SignalHorizon,
-                rows,
+                list(rows.values()),
                 keys=["signal_id", "horizon_bars"],
                 set_columns=["quantity", "avg_price", "fees"],
                 where=SignalHorizon.status == "open",
@@ -2080,6 +2139,128 @@ def _kept_row(message: KeptMessage) -> tuple[type[Base], dict[str, Any]]:
         "payload": p.model_dump(mode="json"),
         **columns,
     }
+
+
+def _fill_cost_row(
+    *,
+    execution_id: str,
+    client_order_id: str,
+    broker: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    price: float,
+    fee: float,
+    filled_at: datetime,
+    correlation_id: str | None = None,
+    signal_id: str | None = None,
+    strategy: str | None = None,
+    arrival_price: float | None = None,
+    arrival_at: datetime | None = None,
+    slippage_bps: float | None = None,
+    shadow_quantity: float | None = None,
+    shadow_price: float | None = None,
+    shadow_fee: float | None = None,
+    shadow_price_diff_bps: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "execution_id": _ident(execution_id, "execution_id"),
+        "client_order_id": client_order_id_of(client_order_id),
+        "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
+        "signal_id": _ident(signal_id, "signal_id", optional=True),
+        "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+        "broker": _word(broker, "broker"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "price": _positive(price, "price"),
+        "fee": _finite(fee, "fee"),
+        "filled_at": _utc(filled_at),
+        "arrival_price": _positive_or_none(arrival_price, "arrival_price"),
+        "arrival_at": None if arrival_at is None else _utc(arrival_at),
+        "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
+        "shadow_quantity": _finite_or_none(shadow_quantity, "shadow_quantity"),
+        "shadow_price": _positive_or_none(shadow_price, "shadow_price"),
+        "shadow_fee": _finite_or_none(shadow_fee, "shadow_fee"),
+        "shadow_price_diff_bps": _finite_or_none(shadow_price_diff_bps, "shadow_price_diff_bps"),
+        "recorded_at": _utc(None),
+    }
+
+
+def _order_cost_row(
+    *,
+    client_order_id: str,
+    strategy: str | None,
+    broker: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    filled_quantity: float,
+    arrival_price: float,
+    avg_price: float | None,
+    last_price: float,
+    fees: float,
+    execution_cost: float,
+    opportunity_cost: float,
+    shortfall: float,
+    shortfall_bps: float,
+) -> dict[str, Any]:
+    return {
+        "client_order_id": client_order_id_of(client_order_id),
+        "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+        "broker": _word(broker, "broker"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "filled_quantity": _finite(filled_quantity, "filled_quantity"),
+        "arrival_price": _positive(arrival_price, "arrival_price"),
+        "avg_price": _positive_or_none(avg_price, "avg_price"),
+        "last_price": _positive(last_price, "last_price"),
+        "fees": _finite(fees, "fees"),
+        "execution_cost": _finite(execution_cost, "execution_cost"),
+        "opportunity_cost": _finite(opportunity_cost, "opportunity_cost"),
+        "shortfall": _finite(shortfall, "shortfall"),
+        "shortfall_bps": _finite(shortfall_bps, "shortfall_bps"),
+        "updated_at": _utc(None),
+    }
+
+
+def _signal_horizon_rows(
+    *,
+    signal_id: str,
+    horizons: Iterable[int],
+    strategy: str,
+    symbol: str,
+    timeframe: str,
+    signal_at: datetime,
+    strength: float,
+    side: str,
+    quantity: float,
+    avg_price: float,
+    fees: float,
+    arrival_price: float,
+) -> list[dict[str, Any]]:
+    """A filled signal's open row at each horizon (bars)."""
+    now = _utc(None)
+    common = {
+        "signal_id": _ident(signal_id, "signal_id"),
+        "strategy": canonical_name(strategy, "strategy"),
+        "symbol": validate_symbol(symbol),
+        "timeframe": _ident(timeframe, "timeframe", limit=8),
+        "signal_at": _utc(signal_at),
+        "strength": _finite(strength, "strength"),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "avg_price": _positive(avg_price, "avg_price"),
+        "fees": _finite(fees, "fees"),
+        "arrival_price": _positive(arrival_price, "arrival_price"),
+        "status": "open",
+        "opened_at": now,
+    }
+    rows = [{**common, "horizon_bars": _horizon(h)} for h in horizons]
+    if not rows:
+        raise ValidationError("open a signal at one horizon at least")
+    return rows
 
 
 def _ledger_row(fill: Mapping[str, Any], strategy: str | None) -> dict[str, Any]:
