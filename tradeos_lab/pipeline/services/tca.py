@@ -335,8 +335,12 @@ class TcaMonitor(Service):
         return (Timer("complete", COMPLETE_EVERY_S, self.complete),)
 
     def complete(self) -> list[Message]:
-        """Close every open horizon whose bar has come; an audit entry per outcome closed."""
-        with self._one_at_a_time:
+        """Close every open horizon whose bar has come; an audit entry per outcome closed.
+
+        One records transaction with a few statements for all the signals (the open horizons
+        read, the closes written, the outcomes read and written once each), so the fills
+        waiting on it are held for moments, not a statement per horizon."""
+        with self._one_at_a_time, self.records.batch():
             by_signal: dict[str, list[SignalHorizon]] = defaultdict(list)
             for row in self.records.signal_horizons(status="open"):
                 by_signal[row.signal_id].append(row)
@@ -344,6 +348,7 @@ class TcaMonitor(Service):
             for signal_id, rows in by_signal.items():
                 by_market[rows[0].symbol, rows[0].timeframe].append(signal_id)
             scored: set[str] = set()
+            closes: list[dict[str, Any]] = []
             for (symbol, timeframe), signal_ids in by_market.items():
                 tf = Timeframe.parse(timeframe)
                 cached = self.ctx.lab.cache.get_bars(symbol, tf)  # once per market
@@ -351,53 +356,49 @@ class TcaMonitor(Service):
                     rows = by_signal[signal_id]
                     after, count = rows[0].signal_at, max(HORIZONS_BARS)
                     bars = self._bars(symbol, tf, after=after, count=count, cached=cached)
-                    closed = self._close(rows, bars)
-                    if SCORE_HORIZON_BARS in closed:
+                    closing = _closes(rows, bars)
+                    closes += closing
+                    if any(c["horizon_bars"] == SCORE_HORIZON_BARS for c in closing):
                         scored.add(rows[0].strategy)
-                    if len(closed) < len(rows) and self._overdue(rows, tf):
+                    if len(closing) < len(rows) and self._overdue(rows, tf):
                         self.records.expire_signal_horizons(signal_id)
+            self.records.close_signal_horizons(closes)
             # Every signal with nothing open left, also one a crash left unconcluded.
-            out = [self._conclude(s) for s in self.records.signals_to_conclude()]
+            out = self._conclude(self.records.signals_to_conclude())
             self._score(scored | self._unscored)
         return out
-
-    def _close(self, rows: list[SignalHorizon], bars: pd.DataFrame) -> set[int]:
-        """Close the horizons whose bar is among `bars`; the horizons closed here."""
-        closed: set[int] = set()
-        for row in rows:
-            if len(bars) < row.horizon_bars:
-                continue
-            exit_bar = bars.iloc[row.horizon_bars - 1]
-            result = horizon_result(
-                row.side,
-                quantity=row.quantity,
-                avg_price=row.avg_price,
-                fees=row.fees,
-                arrival_price=row.arrival_price,
-                exit_price=float(exit_bar["close"]),
-            )
-            if self.records.close_signal_horizon(
-                row.signal_id,
-                row.horizon_bars,
-                exit_at=exit_bar["ts"].to_pydatetime(),
-                exit_price=float(exit_bar["close"]),
-                forward_return=result.forward_return,
-                pnl=result.pnl,
-            ):
-                closed.add(row.horizon_bars)
-        return closed
 
     def _overdue(self, rows: list[SignalHorizon], tf: Timeframe) -> bool:
         longest = max(HORIZONS_BARS) * tf.seconds * EXPIRE_AFTER_HORIZONS
         return (self.ctx.now() - rows[0].opened_at).total_seconds() > longest
 
-    def _conclude(self, signal_id: str) -> Message:
-        """A signal none of whose horizons is open: its outcome in the records (from its
+    def _conclude(self, signal_ids: Sequence[str]) -> list[Message]:
+        """Signals none of whose horizons is open: each one's outcome in the records (from its
         longest closed horizon, or expired) and the audit entry saying so."""
-        rows = self.records.signal_horizons(signal_id=signal_id)
+        if not signal_ids:
+            return []
+        horizons: dict[str, list[SignalHorizon]] = defaultdict(list)
+        for row in self.records.signal_horizons(signal_ids=signal_ids):
+            horizons[row.signal_id].append(row)
+        costs: dict[str, list[FillCost]] = defaultdict(list)
+        for cost in self.records.fill_costs_of(signal_ids=signal_ids):
+            costs[cost.signal_id or ""].append(cost)
+        outcomes: list[dict[str, Any]] = []
+        audits: list[Message] = []
+        for signal_id in signal_ids:
+            outcome, audit = self._outcome(signal_id, horizons[signal_id], costs[signal_id])
+            outcomes.append(outcome)
+            audits.append(audit)
+        self.records.record_signal_outcomes(outcomes)
+        return audits
+
+    def _outcome(
+        self, signal_id: str, rows: list[SignalHorizon], fills: list[FillCost]
+    ) -> tuple[dict[str, Any], Message]:
+        """A concluded signal's outcome (as `RecordsStore.record_signal_outcome` keeps it) and
+        its audit entry."""
         done = [r for r in rows if r.status == "done"]
         last = max(done, key=lambda r: r.horizon_bars) if done else None
-        fills = self.records.fill_costs(signal_id=signal_id)
         measured = [f for f in fills if f.slippage_bps is not None]
         filled = sum(f.quantity for f in measured)
         slippage = (
@@ -407,17 +408,17 @@ class TcaMonitor(Service):
         outcome = "expired"
         if last is not None and last.pnl is not None:
             outcome = "win" if last.pnl > 0 else "loss" if last.pnl < 0 else "flat"
-        self.records.record_signal_outcome(
-            signal_id=signal_id,
-            signal_at=rows[0].signal_at,
-            symbol=rows[0].symbol,
-            outcome=outcome,
-            slippage_bps=slippage,
-            pnl=None if last is None else last.pnl,
-            holding_seconds=None if last is None else float(last.horizon_bars * tf.seconds),
-            execution_id=fills[0].execution_id if fills else None,
-            closed_at=None if last is None else last.exit_at,
-        )
+        kept = {
+            "signal_id": signal_id,
+            "signal_at": rows[0].signal_at,
+            "symbol": rows[0].symbol,
+            "outcome": outcome,
+            "slippage_bps": slippage,
+            "pnl": None if last is None else last.pnl,
+            "holding_seconds": None if last is None else float(last.horizon_bars * tf.seconds),
+            "execution_id": fills[0].execution_id if fills else None,
+            "closed_at": None if last is None else last.exit_at,
+        }
         per_horizon = {str(r.horizon_bars): r.pnl for r in rows}
         audit = self.ctx.audit(
             None,
@@ -431,7 +432,7 @@ class TcaMonitor(Service):
         )
         if fills and fills[0].correlation_id is not None:  # in the chain of the signal's bar
             audit = audit.model_copy(update={"correlation_id": fills[0].correlation_id})
-        return audit
+        return kept, audit
 
     def _score(self, strategies: set[str]) -> None:
         """Win rate and IC of each strategy over its latest outcomes at the score horizon, into
@@ -477,6 +478,36 @@ def _check_against_trade(fill: Fill, chain: Attribution) -> None:
             f"records hold under that id ({trade.side} {trade.quantity:g} {trade.symbol} "
             f"@ {trade.price:g}, order {trade.client_order_id})"
         )
+
+
+def _closes(rows: list[SignalHorizon], bars: pd.DataFrame) -> list[dict[str, Any]]:
+    """The closes (as `RecordsStore.close_signal_horizons` takes them) of the horizons whose
+    bar is among `bars`."""
+    closes: list[dict[str, Any]] = []
+    for row in rows:
+        if len(bars) < row.horizon_bars:
+            continue
+        exit_bar = bars.iloc[row.horizon_bars - 1]
+        exit_price = float(exit_bar["close"])
+        result = horizon_result(
+            row.side,
+            quantity=row.quantity,
+            avg_price=row.avg_price,
+            fees=row.fees,
+            arrival_price=row.arrival_price,
+            exit_price=exit_price,
+        )
+        closes.append(
+            {
+                "signal_id": row.signal_id,
+                "horizon_bars": row.horizon_bars,
+                "exit_at": exit_bar["ts"].to_pydatetime(),
+                "exit_price": exit_price,
+                "forward_return": result.forward_return,
+                "pnl": result.pnl,
+            }
+        )
+    return closes
 
 
 @dataclass(frozen=True)

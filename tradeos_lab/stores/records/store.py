@@ -31,6 +31,7 @@ from psycopg import errors as pg_errors
 from sqlalchemy import (
     Executable,
     Table,
+    bindparam,
     case,
     create_engine,
     event,
@@ -1087,35 +1088,30 @@ class RecordsStore:
         closed_at: datetime | None = None,
     ) -> None:
         """Record (or revise, when the position closes later) what became of a signal."""
-        values = {
-            "signal_id": _ident(signal_id, "signal_id"),
-            "signal_at": _utc(signal_at),
-            "symbol": validate_symbol(symbol),
-            "outcome": _choice(outcome, SIGNAL_OUTCOMES, "outcome"),
-            "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
-            "pnl": _finite_or_none(pnl, "pnl"),
-            "holding_seconds": _finite_or_none(holding_seconds, "holding_seconds"),
-            "execution_id": _ident(execution_id, "execution_id", optional=True),
-            "closed_at": None if closed_at is None else _utc(closed_at),
-            "recorded_at": _utc(None),
-        }
-        if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
-            raise ValidationError("holding_seconds cannot be negative")
-        keys = ["signal_id", "signal_at"]
-        changed = {k: v for k, v in values.items() if k not in keys}
+        self.record_signal_outcomes(
+            [
+                {
+                    "signal_id": signal_id,
+                    "signal_at": signal_at,
+                    "symbol": symbol,
+                    "outcome": outcome,
+                    "slippage_bps": slippage_bps,
+                    "pnl": pnl,
+                    "holding_seconds": holding_seconds,
+                    "execution_id": execution_id,
+                    "closed_at": closed_at,
+                }
+            ]
+        )
+
+    def record_signal_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> None:
+        """`record_signal_outcome` for each of `outcomes` (its keyword arguments), with one
+        statement for all of them."""
+        rows = [_signal_outcome_row(**o) for o in outcomes]
+        if not rows:
+            return
         with self.session() as session:
-            if self.engine.dialect.name == "postgresql":
-                session.execute(
-                    pg_insert(SignalOutcome)
-                    .values(values)
-                    .on_conflict_do_update(index_elements=keys, set_=changed)
-                )
-            else:
-                session.execute(
-                    sqlite_insert(SignalOutcome)
-                    .values(values)
-                    .on_conflict_do_update(index_elements=keys, set_=changed)
-                )
+            self._upsert(session, SignalOutcome, rows, keys=["signal_id", "signal_at"])
 
     # ---- transaction costs (the tca service) ----------------------------------------------
 
@@ -1323,8 +1319,10 @@ class RecordsStore:
         horizon_bars: int | None = None,
         signal_id: str | None = None,
         latest: int | None = None,
+        signal_ids: Iterable[str] | None = None,
     ) -> list[SignalHorizon]:
-        """Signal horizons in signal order (oldest first); with `latest`, only the latest N."""
+        """Signal horizons in signal order (oldest first); with `latest`, only the latest N;
+        with `signal_ids`, those of any of these signals."""
         stmt = select(SignalHorizon)
         if status is not None:
             stmt = stmt.where(
@@ -1336,6 +1334,9 @@ class RecordsStore:
             stmt = stmt.where(SignalHorizon.horizon_bars == _horizon(horizon_bars))
         if signal_id is not None:
             stmt = stmt.where(SignalHorizon.signal_id == _ident(signal_id, "signal_id"))
+        if signal_ids is not None:
+            ids = list({_ident(s, "signal_id") for s in signal_ids})
+            stmt = stmt.where(SignalHorizon.signal_id.in_(ids))
         order = (SignalHorizon.signal_at, SignalHorizon.signal_id, SignalHorizon.horizon_bars)
         if latest is not None:
             stmt = stmt.order_by(*(c.desc() for c in order)).limit(_horizon(latest))
@@ -1380,6 +1381,43 @@ class RecordsStore:
             forward_return=_finite(forward_return, "forward_return"),
             pnl=_finite(pnl, "pnl"),
         )
+
+    def close_signal_horizons(self, closes: Iterable[Mapping[str, Any]]) -> None:
+        """`close_signal_horizon` for each of `closes` (its arguments by name), with one
+        statement for all of them; a horizon no longer open is left as it is."""
+        now = _utc(None)
+        rows = [
+            {
+                "b_signal_id": _ident(c["signal_id"], "signal_id"),
+                "b_horizon_bars": _horizon(c["horizon_bars"]),
+                "b_exit_at": _utc(c["exit_at"]),
+                "b_exit_price": _positive(c["exit_price"], "exit_price"),
+                "b_forward_return": _finite(c["forward_return"], "forward_return"),
+                "b_pnl": _finite(c["pnl"], "pnl"),
+            }
+            for c in closes
+        ]
+        if not rows:
+            return
+        table = cast(Table, SignalHorizon.__table__)
+        stmt = (
+            update(table)
+            .where(
+                table.c.signal_id == bindparam("b_signal_id"),
+                table.c.horizon_bars == bindparam("b_horizon_bars"),
+                table.c.status == "open",
+            )
+            .values(
+                status="done",
+                closed_at=now,
+                exit_at=bindparam("b_exit_at"),
+                exit_price=bindparam("b_exit_price"),
+                forward_return=bindparam("b_forward_return"),
+                pnl=bindparam("b_pnl"),
+            )
+        )
+        with self.session() as session:
+            session.execute(stmt, rows)
 
     def expire_signal_horizons(self, signal_id: str) -> bool:
         """Mark a signal's open horizons expired (their bars never came); False if none was."""
@@ -2261,6 +2299,37 @@ def _signal_horizon_rows(
     if not rows:
         raise ValidationError("open a signal at one horizon at least")
     return rows
+
+
+def _signal_outcome_row(
+    *,
+    signal_id: str,
+    signal_at: datetime,
+    symbol: str,
+    outcome: str,
+    slippage_bps: float | None = None,
+    pnl: float | None = None,
+    holding_seconds: float | None = None,
+    execution_id: str | None = None,
+    closed_at: datetime | None = None,
+) -> dict[str, Any]:
+    values = {
+        "signal_id": _ident(signal_id, "signal_id"),
+        "signal_at": _utc(signal_at),
+        "symbol": validate_symbol(symbol),
+        "outcome": _choice(outcome, SIGNAL_OUTCOMES, "outcome"),
+        "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
+        "pnl": _finite_or_none(pnl, "pnl"),
+        "holding_seconds": _finite_or_none(holding_seconds, "holding_seconds"),
+        "execution_id": _ident(execution_id, "execution_id", optional=True),
+        "closed_at": None if closed_at is None else _utc(closed_at),
+        "recorded_at": _utc(None),
+    }
+    if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
+        raise ValidationError("holding_seconds cannot be negative")
+    if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
+        raise ValidationError("holding_seconds cannot be negative")
+    return values
 
 
 def _ledger_row(fill: Mapping[str, Any], strategy: str | None) -> dict[str, Any]:
