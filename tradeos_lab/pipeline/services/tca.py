@@ -26,9 +26,12 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
 
 from tradeos_lab.brokers import PaperBroker
 from tradeos_lab.contracts import Bar, FillMessage, FillV1Message
@@ -45,8 +48,6 @@ from tradeos_lab.tca import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from tradeos_lab.contracts import Fill, Message
     from tradeos_lab.stores.records import (
         Attribution,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
         SignalHorizon,
         SignalRecord,
     )
+    from tradeos_lab.tiers.cache import Price
 
 HORIZONS_BARS: tuple[int, ...] = (5, 15, 60)
 """Holding horizons a filled signal is measured at, in bars of its timeframe after its bar."""
@@ -116,12 +118,14 @@ class TcaMonitor(Service):
         the runner then hands the fills over one at a time, so it fails alone."""
         fills = [_fill_of(m) for m in messages]
         records = self.records
-        with self._one_at_a_time, records.batch():
+        with self._one_at_a_time:
+            # Read and measured before the write transaction, so the records' write lock is
+            # held only for the writes.
             chains = records.attributions_of(f.execution_id for f in fills)
             signals = records.signals_of(
                 sid for c in chains.values() if (sid := c.trade.modified_signal_id) is not None
             )
-            bars: dict[tuple[str, Timeframe], pd.DataFrame] = {}
+            bars: dict[tuple[str, Timeframe], _Series] = {}
             measured: list[_Measured] = []
             for message, fill in zip(messages, fills, strict=True):
                 chain = chains.get(fill.execution_id)
@@ -134,15 +138,19 @@ class TcaMonitor(Service):
                 signal = _signal_of(chain, signals)
                 arrival = None if signal is None else self._arrival_bar(signal, bars)
                 measured.append(_Measured(message, fill, chain, signal, arrival))
-            records.record_fill_costs(self._fill_cost(m) for m in measured)
+            costs = [self._fill_cost(m) for m in measured]
             with_arrival = [m for m in measured if m.arrival is not None]
-            if with_arrival:
-                self._record_order_costs(with_arrival)
-                self._open_signals(with_arrival)
+            cache = self.ctx.lab.cache
+            prices = {s: cache.get_price(s) for s in {m.chain.order.symbol for m in with_arrival}}
+            with records.batch():
+                records.record_fill_costs(costs)
+                if with_arrival:
+                    self._record_order_costs(with_arrival, prices)
+                    self._open_signals(with_arrival)
         return [[] for _ in messages]
 
     def _arrival_bar(
-        self, signal: SignalRecord, bars: dict[tuple[str, Timeframe], pd.DataFrame]
+        self, signal: SignalRecord, bars: dict[tuple[str, Timeframe], _Series]
     ) -> Bar | None:
         """The bar the signal was made on (the chain's first message): its close is the arrival
         price of everything the signal caused. None when neither the cache nor the lake has it.
@@ -150,21 +158,20 @@ class TcaMonitor(Service):
         tf = Timeframe.parse(signal.payload["timeframe"])
         ts = signal.ts
         if (signal.symbol, tf) not in bars:
-            bars[signal.symbol, tf] = self.ctx.lab.cache.get_bars(signal.symbol, tf)
+            bars[signal.symbol, tf] = _Series.of(self.ctx.lab.cache.get_bars(signal.symbol, tf))
         after = ts - timedelta(seconds=tf.seconds)
         found = self._bars(signal.symbol, tf, after=after, count=1, cached=bars[signal.symbol, tf])
-        if found.empty or found["ts"].iloc[0] != ts:
+        if not len(found) or found.ts_ns[0] != _ns(ts):
             return None
-        row = found.iloc[0]
         return Bar(
             symbol=signal.symbol,
             timeframe=tf,
             ts=ts,
-            open=float(row["open"]),
-            high=float(row["high"]),
-            low=float(row["low"]),
-            close=float(row["close"]),
-            volume=float(row["volume"]),
+            open=float(found.open[0]),
+            high=float(found.high[0]),
+            low=float(found.low[0]),
+            close=float(found.close[0]),
+            volume=float(found.volume[0]),
             source="cache",
         )
 
@@ -175,14 +182,13 @@ class TcaMonitor(Service):
         *,
         after: datetime,
         count: int,
-        cached: pd.DataFrame,
-    ) -> pd.DataFrame:
+        cached: _Series,
+    ) -> _Series:
         """Up to `count` bars of `symbol` after `after`, oldest first: from the `cached` bars
         when they still hold the bar right after `after`, else the lake."""
         first_wanted = after + timedelta(seconds=tf.seconds)
-        if not cached.empty and cached["ts"].iloc[0] <= first_wanted:
-            start = int(cached["ts"].searchsorted(after, side="right"))  # the bars are in order
-            return cached.iloc[start : start + count].reset_index(drop=True)
+        if len(cached) and cached.ts_ns[0] <= _ns(first_wanted):
+            return cached.after(after, count)
         # The cache lost (or never had) the start: read a span wide enough for gaps.
         end = first_wanted + timedelta(seconds=tf.seconds * count * 2)
         try:
@@ -191,8 +197,8 @@ class TcaMonitor(Service):
             # A fill is measured without its arrival price rather than held or dead-lettered:
             # the lake is history, and its outage must not stop the fills' costs being kept.
             log.warning("tca could not read %s %s bars from the lake: %s", symbol, tf.value, e)
-            return cached.iloc[0:0]
-        return stored.head(count).reset_index(drop=True)
+            return cached.after(after, 0)
+        return _Series.of(stored.head(count))
 
     def _fill_cost(self, measured: _Measured) -> dict[str, Any]:
         """The fill's costs as `RecordsStore.record_fill_cost` keeps them."""
@@ -251,17 +257,18 @@ class TcaMonitor(Service):
             before += kept.quantity
         return before
 
-    def _record_order_costs(self, measured: Sequence[_Measured]) -> None:
+    def _record_order_costs(
+        self, measured: Sequence[_Measured], prices: Mapping[str, Price | None]
+    ) -> None:
         """Each order's shortfall over all its fills measured so far (this batch's included);
-        the unfilled rest at the symbol's latest price in the cache (the arrival close when
-        there is none)."""
+        the unfilled rest at the symbol's latest price in the cache, `prices` (the arrival
+        close when there is none)."""
         latest: dict[tuple[str, str], _Measured] = {}
         for m in measured:  # one per order: its fills in the batch share its arrival bar
             latest[m.chain.order.client_order_id, m.chain.order.symbol] = m
         kept: dict[str, list[FillCost]] = defaultdict(list)
         for cost in self.records.fill_costs_of(client_order_ids=(c for c, _ in latest)):
             kept[cost.client_order_id].append(cost)
-        prices = {s: self.ctx.lab.cache.get_price(s) for s in {s for _, s in latest}}
         rows = []
         for (cid, symbol), m in latest.items():
             order, arrival = m.chain.order, m.arrival
@@ -337,10 +344,10 @@ class TcaMonitor(Service):
     def complete(self) -> list[Message]:
         """Close every open horizon whose bar has come; an audit entry per outcome closed.
 
-        One records transaction with a few statements for all the signals (the open horizons
-        read, the closes written, the outcomes read and written once each), so the fills
-        waiting on it are held for moments, not a statement per horizon."""
-        with self._one_at_a_time, self.records.batch():
+        A few statements for all the signals (the open horizons read, the closes written, the
+        outcomes read and written once each), the writes in one records transaction that holds
+        the write lock only for them."""
+        with self._one_at_a_time:
             by_signal: dict[str, list[SignalHorizon]] = defaultdict(list)
             for row in self.records.signal_horizons(status="open"):
                 by_signal[row.signal_id].append(row)
@@ -349,9 +356,10 @@ class TcaMonitor(Service):
                 by_market[rows[0].symbol, rows[0].timeframe].append(signal_id)
             scored: set[str] = set()
             closes: list[dict[str, Any]] = []
+            expired: list[str] = []
             for (symbol, timeframe), signal_ids in by_market.items():
                 tf = Timeframe.parse(timeframe)
-                cached = self.ctx.lab.cache.get_bars(symbol, tf)  # once per market
+                cached = _Series.of(self.ctx.lab.cache.get_bars(symbol, tf))  # once per market
                 for signal_id in signal_ids:
                     rows = by_signal[signal_id]
                     after, count = rows[0].signal_at, max(HORIZONS_BARS)
@@ -361,10 +369,13 @@ class TcaMonitor(Service):
                     if any(c["horizon_bars"] == SCORE_HORIZON_BARS for c in closing):
                         scored.add(rows[0].strategy)
                     if len(closing) < len(rows) and self._overdue(rows, tf):
-                        self.records.expire_signal_horizons(signal_id)
-            self.records.close_signal_horizons(closes)
-            # Every signal with nothing open left, also one a crash left unconcluded.
-            out = self._conclude(self.records.signals_to_conclude())
+                        expired.append(signal_id)
+            with self.records.batch():
+                self.records.close_signal_horizons(closes)
+                for signal_id in expired:
+                    self.records.expire_signal_horizons(signal_id)
+                # Every signal with nothing open left, also one a crash left unconcluded.
+                out = self._conclude(self.records.signals_to_conclude())
             self._score(scored | self._unscored)
         return out
 
@@ -480,15 +491,14 @@ def _check_against_trade(fill: Fill, chain: Attribution) -> None:
         )
 
 
-def _closes(rows: list[SignalHorizon], bars: pd.DataFrame) -> list[dict[str, Any]]:
+def _closes(rows: list[SignalHorizon], bars: _Series) -> list[dict[str, Any]]:
     """The closes (as `RecordsStore.close_signal_horizons` takes them) of the horizons whose
     bar is among `bars`."""
     closes: list[dict[str, Any]] = []
     for row in rows:
         if len(bars) < row.horizon_bars:
             continue
-        exit_bar = bars.iloc[row.horizon_bars - 1]
-        exit_price = float(exit_bar["close"])
+        exit_price = float(bars.close[row.horizon_bars - 1])
         result = horizon_result(
             row.side,
             quantity=row.quantity,
@@ -501,13 +511,58 @@ def _closes(rows: list[SignalHorizon], bars: pd.DataFrame) -> list[dict[str, Any
             {
                 "signal_id": row.signal_id,
                 "horizon_bars": row.horizon_bars,
-                "exit_at": exit_bar["ts"].to_pydatetime(),
+                "exit_at": bars.time(row.horizon_bars - 1),
                 "exit_price": exit_price,
                 "forward_return": result.forward_return,
                 "pnl": result.pnl,
             }
         )
     return closes
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One series' bars as arrays, oldest first: a bar is found by a binary search on its time
+    rather than a frame filter (a batch looks one up per fill, the timer one per signal)."""
+
+    ts_ns: np.ndarray  # epoch nanoseconds
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _Series:
+        columns = ("open", "high", "low", "close", "volume")
+        return cls(
+            pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8,
+            *(frame[c].to_numpy(dtype=np.float64) for c in columns),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+    def after(self, after: datetime, count: int) -> _Series:
+        """Up to `count` bars after `after`."""
+        start = int(np.searchsorted(self.ts_ns, _ns(after), side="right"))
+        end = start + count
+        return _Series(
+            self.ts_ns[start:end],
+            self.open[start:end],
+            self.high[start:end],
+            self.low[start:end],
+            self.close[start:end],
+            self.volume[start:end],
+        )
+
+    def time(self, i: int) -> datetime:
+        return datetime.fromtimestamp(int(self.ts_ns[i]) / 1e9, UTC)
+
+
+def _ns(at: datetime) -> int:
+    """An aware datetime as epoch nanoseconds."""
+    return int(pd.Timestamp(at).as_unit("ns").value)
 
 
 @dataclass(frozen=True)
