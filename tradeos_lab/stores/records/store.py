@@ -427,7 +427,7 @@ class RecordsStore:
 
     def order(self, client_order_id: str) -> Order:
         """The order recorded under `client_order_id`."""
-        with self.session() as session:
+        with self.reading() as session:
             found = session.scalar(
                 select(Order).where(Order.client_order_id == client_order_id_of(client_order_id))
             )
@@ -437,7 +437,7 @@ class RecordsStore:
 
     def find_order(self, client_order_id: str) -> Order | None:
         """The order recorded under `client_order_id`, or None when there is none."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.scalar(
                 select(Order).where(Order.client_order_id == client_order_id_of(client_order_id))
             )
@@ -512,7 +512,7 @@ class RecordsStore:
 
     def order_events(self, client_order_id: str) -> list[OrderEvent]:
         """Every broker update of an order as received, in broker order."""
-        with self.session() as session:
+        with self.reading() as session:
             stmt = (
                 select(OrderEvent)
                 .where(OrderEvent.client_order_id == client_order_id_of(client_order_id))
@@ -581,7 +581,7 @@ class RecordsStore:
             .where(Fill.client_order_id == client_order_id_of(client_order_id))
             .order_by(Fill.filled_at, Fill.execution_id)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def open_orders(self, *, broker: str | None = None, symbol: str | None = None) -> list[Order]:
@@ -595,7 +595,7 @@ class RecordsStore:
             stmt = stmt.where(Order.broker == _word(broker, "broker"))
         if symbol is not None:
             stmt = stmt.where(Order.symbol == validate_symbol(symbol))
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def fill_totals(self, broker: str) -> dict[str, FillTotals]:
@@ -614,7 +614,7 @@ class RecordsStore:
             .group_by(Fill.symbol)
             .order_by(Fill.symbol)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return {
                 symbol: FillTotals(float(quantity), float(cash_flow), float(fees))
                 for symbol, quantity, cash_flow, fees in session.execute(stmt)
@@ -682,7 +682,7 @@ class RecordsStore:
             stmt = stmt.where((Trade.raw_signal_id == sid) | (Trade.modified_signal_id == sid))
         else:
             stmt = stmt.where(Trade.execution_id == _ident(execution_id, "execution_id"))
-        with self.session() as session:
+        with self.reading() as session:
             return [Attribution(t, o, f, s) for t, o, f, s in session.execute(stmt)]
 
     def attributions_of(self, execution_ids: Iterable[str]) -> dict[str, Attribution]:
@@ -700,7 +700,7 @@ class RecordsStore:
             .order_by(Trade.executed_at, Trade.id)
         )
         found: dict[str, Attribution] = {}
-        with self.session() as session:
+        with self.reading() as session:
             for t, o, f, s in session.execute(stmt):
                 found.setdefault(t.execution_id, Attribution(t, o, f, s))
         return found
@@ -717,7 +717,7 @@ class RecordsStore:
             )
             .order_by(Order.created_at, Order.id)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def filled_so_far(self, client_order_id: str) -> tuple[float, float]:
@@ -727,7 +727,7 @@ class RecordsStore:
             func.coalesce(func.sum(Fill.quantity), 0.0),
             func.coalesce(func.sum(Fill.quantity * Fill.price), 0.0),
         ).where(Fill.client_order_id == client_order_id_of(client_order_id))
-        with self.session() as session:
+        with self.reading() as session:
             quantity, notional = session.execute(stmt).one()
         return float(quantity), float(notional)
 
@@ -741,7 +741,7 @@ class RecordsStore:
             .group_by(LedgerEntry.symbol)
             .order_by(LedgerEntry.symbol)
         )
-        with self.session() as session:
+        with self.reading() as session:
             totals = {symbol: float(q) for symbol, q in session.execute(stmt)}
         return {s: q for s, q in totals.items() if not math.isclose(q, 0.0, abs_tol=1e-12)}
 
@@ -794,7 +794,7 @@ class RecordsStore:
 
     def latest_positions(self, account: str = "paper") -> list[PositionSnapshot]:
         """The most recent snapshot of `account`, one row per symbol."""
-        with self.session() as session:
+        with self.reading() as session:
             latest = (
                 select(PositionSnapshot.snapshot_at)
                 .where(PositionSnapshot.account == account)
@@ -844,7 +844,7 @@ class RecordsStore:
         )
         if strategy is not None:
             stmt = stmt.where(LedgerEntry.strategy == canonical_name(strategy, "strategy"))
-        with self.session() as session:
+        with self.reading() as session:
             return float(session.scalar(stmt) or 0.0)
 
     def ledger(
@@ -879,7 +879,7 @@ class RecordsStore:
 
     def signal(self, message_id: str) -> SignalRecord | None:
         """The kept signal (raw or modified) with this message id, or None."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(SignalRecord, _ident(message_id, "message_id"))
 
     def signals(self, *, correlation_id: str | None = None) -> list[SignalRecord]:
@@ -908,7 +908,7 @@ class RecordsStore:
         stmt = select(model).order_by(table.c.produced_at, table.c.message_id)
         if correlation_id is not None:
             stmt = stmt.where(table.c.correlation_id == _ident(correlation_id, "correlation_id"))
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     # ---- backtests ------------------------------------------------------------------------
@@ -1013,12 +1013,12 @@ class RecordsStore:
 
     def profiles(self) -> list[PolicyProfile]:
         """Every policy profile, most conservative (smallest max position) first."""
-        with self.session() as session:
+        with self.reading() as session:
             stmt = select(PolicyProfile).order_by(PolicyProfile.max_position_pct)
             return list(session.scalars(stmt))
 
     def profile(self, name: str) -> PolicyProfile:
-        with self.session() as session:
+        with self.reading() as session:
             found = session.get(PolicyProfile, name)
             if found is None:
                 raise ValidationError(f"no policy profile named {name!r}")
@@ -1058,7 +1058,7 @@ class RecordsStore:
         return True
 
     def get_config(self, key: str, default: Any = None) -> Any:
-        with self.session() as session:
+        with self.reading() as session:
             found = session.get(SystemConfig, _config_key(key))
             return default if found is None else found.value
 
@@ -1194,7 +1194,7 @@ class RecordsStore:
         if signal_ids is not None:
             sids = list({_ident(s, "signal_id") for s in signal_ids})
             stmt = stmt.where(FillCost.signal_id.in_(sids))
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def record_order_cost(
@@ -1250,7 +1250,7 @@ class RecordsStore:
 
     def order_costs(self) -> list[OrderCost]:
         """Every order's shortfall, by client order id."""
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(select(OrderCost).order_by(OrderCost.client_order_id)))
 
     def open_signal_horizons(
@@ -1342,7 +1342,7 @@ class RecordsStore:
             stmt = stmt.order_by(*(c.desc() for c in order)).limit(_horizon(latest))
         else:
             stmt = stmt.order_by(*order)
-        with self.session() as session:
+        with self.reading() as session:
             found = list(session.scalars(stmt))
         return found[::-1] if latest is not None else found
 
@@ -1358,7 +1358,7 @@ class RecordsStore:
             .order_by(func.min(SignalHorizon.signal_at), SignalHorizon.signal_id)
             .limit(_horizon(limit))
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def close_signal_horizon(
@@ -1519,7 +1519,7 @@ class RecordsStore:
         ids = list({_ident(m, "message_id") for m in message_ids})
         if not ids:
             return {}
-        with self.session() as session:
+        with self.reading() as session:
             stmt = select(SignalRecord).where(SignalRecord.message_id.in_(ids))
             return {s.message_id: s for s in session.scalars(stmt)}
 
@@ -1538,7 +1538,7 @@ class RecordsStore:
         cids = list({client_order_id_of(c) for c in client_order_ids})
         if not cids:
             return {}
-        with self.session() as session:
+        with self.reading() as session:
             stmt = select(Order).where(Order.client_order_id.in_(cids))
             return {o.client_order_id: o for o in session.scalars(stmt)}
 
@@ -1579,7 +1579,7 @@ class RecordsStore:
         cids = [client_order_id_of(c) for c in client_order_ids]
         if not cids:
             return set()
-        with self.session() as session:
+        with self.reading() as session:
             stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
             return set(session.scalars(stmt))
 
@@ -1744,12 +1744,12 @@ class RecordsStore:
     def config_version(self) -> int:
         """A number that grows with every system config change (the latest history id; 0 when
         nothing ever changed): what a watcher compares to know it must re-read."""
-        with self.session() as session:
+        with self.reading() as session:
             return int(session.scalar(select(func.max(ConfigChange.id))) or 0)
 
     def config_values(self) -> dict[str, Any]:
         """Every live-tunable value now, by key."""
-        with self.session() as session:
+        with self.reading() as session:
             return {c.key: c.value for c in session.scalars(select(SystemConfig))}
 
     def propose_config(
@@ -1940,7 +1940,7 @@ class RecordsStore:
             .where(IntentRecord.produced_at >= _utc(start), IntentRecord.produced_at < _utc(end))
             .order_by(IntentRecord.produced_at, IntentRecord.message_id)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def risk_events_since(self, since: datetime) -> list[RiskEventRecord]:
@@ -1964,7 +1964,7 @@ class RecordsStore:
         )
         if where is not None:
             stmt = stmt.where(where)
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
 
