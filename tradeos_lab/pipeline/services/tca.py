@@ -70,6 +70,8 @@ EXPIRE_AFTER_HORIZONS = 3.0
 """A signal whose longest horizon has not closed after this many times its length (wall clock,
 from when it was opened) is expired: its symbol's bars stopped coming."""
 _REL_TOL = 1e-9
+SWEEP_LIMIT = 100
+"""Signals left unconcluded that one run of the timer concludes."""
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,10 @@ class TcaMonitor(Service):
     def _unscored(self) -> set[str]:
         """Strategies whose scores the cache did not take (it was down): retried next run."""
         return set()
+
+    #: Whether the records were swept for signals left unconcluded (by a crash, or by another
+    #: process): done at the first runs of the timer, then each run concludes what it ended.
+    _swept: bool = False
 
     # ---- fills, a batch at a time -----------------------------------------------------------
 
@@ -357,6 +363,7 @@ class TcaMonitor(Service):
             scored: set[str] = set()
             closes: list[dict[str, Any]] = []
             expired: list[str] = []
+            ended: list[str] = []  # signals with nothing open once this run's writes are in
             for (symbol, timeframe), signal_ids in by_market.items():
                 tf = Timeframe.parse(timeframe)
                 cached = _Series.of(self.ctx.lab.cache.get_bars(symbol, tf))  # once per market
@@ -366,16 +373,24 @@ class TcaMonitor(Service):
                     bars = self._bars(symbol, tf, after=after, count=count, cached=cached)
                     closing = _closes(rows, bars)
                     closes += closing
+                    if len(closing) == len(rows):
+                        ended.append(signal_id)
                     if any(c["horizon_bars"] == SCORE_HORIZON_BARS for c in closing):
                         scored.add(rows[0].strategy)
                     if len(closing) < len(rows) and self._overdue(rows, tf):
                         expired.append(signal_id)
+                        ended.append(signal_id)
             with self.records.batch():
                 self.records.close_signal_horizons(closes)
                 for signal_id in expired:
                     self.records.expire_signal_horizons(signal_id)
-                # Every signal with nothing open left, also one a crash left unconcluded.
-                out = self._conclude(self.records.signals_to_conclude())
+                # Every signal with nothing open left: those this run ended, and (a query over
+                # every horizon kept, so only until it finds none) those a crash left.
+                left: list[str] = []
+                if not self._swept:
+                    left = self.records.signals_to_conclude(SWEEP_LIMIT)
+                    self._swept = len(left) < SWEEP_LIMIT
+                out = self._conclude(list(dict.fromkeys([*left, *ended])))
             self._score(scored | self._unscored)
         return out
 
