@@ -10,6 +10,7 @@ from typing import Any
 from agent_support import Clock
 
 from tradeos_lab import operator
+from tradeos_lab.agent.rules import EventWindow
 from tradeos_lab.contracts import (
     Audit,
     AuditMessage,
@@ -98,6 +99,43 @@ def test_repeated_breaker_trips_halt_until_the_window_passes(
     released = next(m for m in out if actions([m])[0][0] == "agent.released")
     assert figures(released)["trips"] == 0
     assert agent_switches(lab) == {}
+
+
+def test_a_batch_is_judged_once_on_its_counts_after_its_last_counted_event(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    trips = [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(4)]
+    ignored = new_message(
+        Audit(
+            actor="service:positions",
+            action="position.update",
+            target="symbol:BTC-USD",
+            reason="filled",
+            old_value=None,
+            new_value=None,
+        ),
+        producer="positions",
+        produced_at=_at(clock),
+    )
+    out = agent.handle_batch([*trips, ignored])
+    assert [list(o) for o in out[:3]] == [[], [], []] and list(out[4]) == []
+    assert actions(out[3]) == [("agent.engaged", "rule:circuit_breaker")]
+    assert out[3][0].causation_id == trips[3].message_id
+    assert figures(out[3][0])["trips"] == 4  # the whole batch counted before the judgement
+    assert agent_switches(lab)["global:*"].mode is KillMode.HALTED
+    assert [list(o) for o in agent.handle_batch(trips)] == [[]] * 4  # redelivered: no change
+
+
+def test_events_counted_out_of_order_leave_the_window_by_their_own_time(clock: Clock) -> None:
+    window = EventWindow(span_s=100.0)
+    assert window.add(clock.now, "b")
+    assert window.add(clock.now - 50, "a")  # the records' copy of an older event, read late
+    assert not window.add(clock.now, "b")
+    assert window.count(clock.now, window_s=10.0) == 1
+    assert window.count(clock.now, window_s=60.0) == 2
+    assert window.count(clock.now + 60, window_s=100.0) == 1  # "a" is past the span
+    assert window.add(clock.now - 50, "a")  # and, dropped, it would count again
+    assert window.count(clock.now + 200, window_s=1_000.0) == 0
 
 
 def test_reconciliation_mismatches_make_the_account_reducing(

@@ -335,6 +335,98 @@ def test_signal_outcome_revised_not_duplicated(store: RecordsStore) -> None:
     assert [(r.outcome, r.pnl, r.slippage_bps) for r in rows] == [("loss", -3.0, 4.2)]
 
 
+def _cost(eid: str, price: float, *, signal_id: str = "sig-1") -> dict[str, object]:
+    return {
+        "execution_id": eid,
+        "client_order_id": "ord-1",
+        "broker": "paper",
+        "symbol": "AAPL",
+        "side": "buy",
+        "quantity": 5,
+        "price": price,
+        "fee": 0.01,
+        "filled_at": T0,
+        "signal_id": signal_id,
+        "arrival_price": 100.0,
+        "slippage_bps": (price - 100.0) / 100.0 * 1e4,
+    }
+
+
+def test_a_batch_of_fill_costs_is_kept_once_per_execution(store: RecordsStore) -> None:
+    store.record_fill_costs([_cost("exec-1", 101.0), _cost("exec-2", 102.0)])
+    store.record_fill_costs([_cost("exec-2", 999.0), _cost("exec-3", 103.0, signal_id="sig-2")])
+    kept = store.fill_costs_of(client_order_ids=["ord-1"])
+    assert [(c.execution_id, c.price) for c in kept] == [
+        ("exec-1", 101.0),
+        ("exec-2", 102.0),  # the first write stands
+        ("exec-3", 103.0),
+    ]
+    assert [c.execution_id for c in store.fill_costs_of(signal_ids=["sig-2", "sig-9"])] == [
+        "exec-3"
+    ]
+    with pytest.raises(ValidationError):
+        store.record_fill_costs([_cost("exec-4", 104.0), _cost("exec-5", -1.0)])
+    assert len(store.fill_costs()) == 3  # a bad row keeps none of its batch
+
+
+def test_a_batch_of_horizon_closes_leaves_what_is_no_longer_open(store: RecordsStore) -> None:
+    opening = {
+        "horizons": (5, 15),
+        "strategy": "sma_cross",
+        "symbol": "AAPL",
+        "timeframe": "1m",
+        "signal_at": T0,
+        "strength": 0.5,
+        "side": "buy",
+        "quantity": 2.0,
+        "avg_price": 100.0,
+        "fees": 0.2,
+        "arrival_price": 100.0,
+    }
+    assert store.open_signals([{**opening, "signal_id": s} for s in ("sig-1", "sig-2")]) == 4
+    store.expire_signal_horizons("sig-2")
+    close = {"exit_at": T0 + timedelta(minutes=5), "forward_return": 0.01, "pnl": 1.8}
+    store.close_signal_horizons(
+        [
+            {**close, "signal_id": "sig-1", "horizon_bars": 5, "exit_price": 101.0},
+            {**close, "signal_id": "sig-2", "horizon_bars": 5, "exit_price": 101.0},
+        ]
+    )
+    store.close_signal_horizons(  # a second close of a done horizon changes nothing
+        [{**close, "signal_id": "sig-1", "horizon_bars": 5, "exit_price": 50.0}]
+    )
+    rows = store.signal_horizons(signal_ids=["sig-1", "sig-2"])
+    assert [(r.signal_id, r.horizon_bars, r.status, r.exit_price) for r in rows] == [
+        ("sig-1", 5, "done", 101.0),
+        ("sig-1", 15, "open", None),
+        ("sig-2", 5, "expired", None),
+        ("sig-2", 15, "expired", None),
+    ]
+    assert store.signals_to_conclude() == ["sig-2"]
+
+
+def test_attributions_of_many_executions_come_in_one_call(store: RecordsStore) -> None:
+    _order(store)
+    for eid in ("exec-1", "exec-2"):
+        _fill(store, eid)
+        store.record_trade(
+            execution_id=eid,
+            client_order_id="ord-1",
+            correlation_id="corr-1",
+            symbol="AAPL",
+            side="buy",
+            quantity=10,
+            price=187.25,
+            executed_at=T0,
+        )
+    found = store.attributions_of(["exec-1", "exec-2", "exec-9"])
+    assert sorted(found) == ["exec-1", "exec-2"]
+    (one,) = store.attribution(execution_id="exec-2")
+    chain = found["exec-2"]
+    assert chain.trade.id == one.trade.id and chain.order.id == one.order.id
+    assert chain.fill is not None and chain.fill.execution_id == "exec-2"
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -406,3 +406,63 @@ def test_fills_read_from_the_bus_are_measured_through_the_runner(
     runner.drain()
     runner.drain()
     assert [c.execution_id for c in lab.records.fill_costs()] == [fill.payload.execution_id]  # type: ignore[attr-defined]
+
+
+def _orphan(fill: Message) -> Message:
+    """A fill message of its own whose execution the records do not hold."""
+    payload = fill.payload.model_copy(update={"execution_id": "nobody-1"})
+    return derive(fill, payload, producer="execution")
+
+
+def test_a_batch_of_fills_is_measured_as_each_alone_and_a_bad_fill_fails_the_batch(
+    lab: Lab, ctx: ServiceContext
+) -> None:
+    fills = [_traded(lab, ctx, minute, 100.0 + minute) for minute in range(3)]
+    tca = TcaMonitor(ctx)
+    with pytest.raises(ValidationError, match="nobody-1 has no trade in the records"):
+        tca.handle_batch([fills[0], _orphan(fills[1]), fills[2]])
+    assert lab.records.fill_costs() == []  # the batch's transaction rolled back as a whole
+    assert tca.handle_batch([*fills, fills[0]]) == [[], [], [], []]  # one delivered twice
+    costs = lab.records.fill_costs()
+    assert [(c.execution_id, c.arrival_price) for c in costs] == [
+        (f.payload.execution_id, 100.0 + minute)  # type: ignore[attr-defined]
+        for minute, f in enumerate(fills)
+    ]
+    assert [c.slippage_bps for c in costs] == [pytest.approx(5.0)] * 3
+    orders = lab.records.order_costs()
+    assert sorted(o.client_order_id for o in orders) == sorted(c.client_order_id for c in costs)
+    # 5 bps of slippage and 10 of fees on each, all filled
+    assert [o.shortfall_bps for o in orders] == [pytest.approx(5 + 10 * (1 + SLIP))] * 3
+    horizons = lab.records.signal_horizons()
+    assert len(horizons) == 3 * len(HORIZONS_BARS)
+    assert {h.signal_id for h in horizons} == {c.signal_id for c in costs}
+    assert {(h.status, h.quantity, h.side) for h in horizons} == {("open", 2.0, "buy")}
+
+
+def test_a_fill_without_a_trade_in_a_batch_read_from_the_bus_is_dead_lettered_alone(
+    lab: Lab, ctx: ServiceContext
+) -> None:
+    from tradeos_lab.keys import Stream
+    from tradeos_lab.pipeline.runner import ServiceRunner
+
+    fills = [_traded(lab, ctx, minute, 100.0) for minute in range(3)]
+    settings = lab.settings.model_copy(update={"max_deliveries": 2, "claim_idle_ms": 100})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedRedisServerWarning)
+        strict = tl.connect(settings, start=False)
+    try:
+        strict.bus.publish_many(Stream.FILLS_RAW, [fills[0], _orphan(fills[1]), *fills[1:]])
+        runner = ServiceRunner(
+            TcaMonitor, ServiceContext(lab=strict, settings=settings, instance="t")
+        )
+        deadline = time.monotonic() + 30
+        while runner.counts.dead_lettered == 0 and time.monotonic() < deadline:
+            runner.run_once(block_ms=100)
+        (reason,) = strict.bus.inspect.dead_letters(Stream.FILLS_RAW)["error"]
+    finally:
+        strict.close()
+    assert "nobody-1 has no trade in the records" in reason
+    assert sorted(c.execution_id for c in lab.records.fill_costs()) == sorted(
+        f.payload.execution_id  # type: ignore[attr-defined]
+        for f in fills
+    )

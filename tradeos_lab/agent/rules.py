@@ -9,7 +9,7 @@ switch to release.
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,11 +125,14 @@ class Verdict:
 
 class EventWindow:
     """Events (epoch s, message id) kept for at most `span_s`, each counted once however often
-    it is seen (a redelivery, or the records' copy of a message the bus also brings)."""
+    it is seen (a redelivery, or the records' copy of a message the bus also brings).
+
+    Kept in time order, so a count is a binary search however many events the span holds (the
+    agent counts on every batch, and a busy week holds an order attempt per bar)."""
 
     def __init__(self, span_s: float) -> None:
         self.span_s = span_s
-        self._events: deque[tuple[float, str]] = deque()
+        self._events: list[tuple[float, str]] = []
         self._ids: set[str] = set()
 
     def add(self, ts: float, message_id: str) -> bool:
@@ -137,13 +140,15 @@ class EventWindow:
         if message_id in self._ids:
             return False
         self._ids.add(message_id)
-        self._events.append((ts, message_id))
+        bisect.insort(self._events, (ts, message_id))
         return True
 
     def count(self, now: float, window_s: float) -> int:
-        while self._events and self._events[0][0] < now - self.span_s:
-            self._ids.discard(self._events.popleft()[1])
-        return sum(1 for t, _ in self._events if t >= now - window_s)
+        expired = bisect.bisect_left(self._events, (now - self.span_s,))
+        if expired:
+            self._ids.difference_update(m for _, m in self._events[:expired])
+            del self._events[:expired]
+        return len(self._events) - bisect.bisect_left(self._events, (now - window_s,))
 
 
 def drawdown(

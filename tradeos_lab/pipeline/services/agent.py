@@ -88,21 +88,35 @@ class Agent(Service):
     # ---- what it consumes -----------------------------------------------------------------
 
     def handle(self, message: Message) -> Sequence[Message]:
-        if message.producer == self.name:
-            return ()
+        return self.handle_batch([message])[0]
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """Every event of the batch counted, then the rules judged once on the counts (one read
+        of the kill switches per batch, not per event); what the judgement emits follows the
+        batch's last counted event."""
+        outputs: list[Sequence[Message]] = [() for _ in messages]
         with self._lock:
             self._rebuild()
-            at = message.produced_at.timestamp()
-            if isinstance(message, RiskEventMessage):
-                self._count(message.payload.kind, message.payload.severity, at, message.message_id)
-            elif isinstance(message, AuditMessage):
-                if message.producer == "execution" and message.payload.action in ORDER_ATTEMPTS:
-                    self.order_attempts.add(at, message.message_id)
-                else:
-                    return ()
-            else:
-                raise ContractError(f"the agent reads risk events and audit, not {message!r}")
-            return self._judge(message, self._event_verdicts())
+            counted = [i for i, m in enumerate(messages) if self._counted(m)]
+            if counted:
+                last = messages[counted[-1]]
+                outputs[counted[-1]] = self._judge(last, self._event_verdicts())
+        return outputs
+
+    def _counted(self, message: Message) -> bool:
+        """Note a risk event or an order attempt in its window; False for what no rule counts."""
+        if message.producer == self.name:
+            return False
+        at = message.produced_at.timestamp()
+        if isinstance(message, RiskEventMessage):
+            self._count(message.payload.kind, message.payload.severity, at, message.message_id)
+        elif isinstance(message, AuditMessage):
+            if message.producer != "execution" or message.payload.action not in ORDER_ATTEMPTS:
+                return False
+            self.order_attempts.add(at, message.message_id)
+        else:
+            raise ContractError(f"the agent reads risk events and audit, not {message!r}")
+        return True
 
     def timers(self) -> Sequence[Timer]:
         return (

@@ -60,6 +60,7 @@ from tradeos_lab.stores.records.store import KeptMessage, RecordsStore
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
+    from tradeos_lab.tiers.cache import Indicators
 
 #: The profile every other one is scaled against, and the one used when none is chosen.
 REFERENCE_PROFILE: Final = "Balanced"
@@ -264,6 +265,8 @@ class SignalModifier(Service):
         self.weights = Held(ctx.lab.cache.get_signal_weights)
         #: The ensemble's inputs as `handle_batch` noted them, by raw signal message id.
         self._seen: dict[str, dict[str, tuple[float, float]]] = {}
+        #: The cached indicators read for the batch in hand, by series (None outside a batch).
+        self._indicators: dict[tuple[str, str], Indicators | None] | None = None
 
     def handle(self, message: Message) -> Sequence[Message]:
         changes = self._follow_config()
@@ -354,8 +357,9 @@ class SignalModifier(Service):
         return [derive(message, modified, producer=self.name, produced_at=self.ctx.now())]
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
-        """The batch's ensemble inputs noted in the cache in one round trip, its modified
-        signals kept with one records write; the whole batch under one reading of the config."""
+        """The batch's ensemble inputs noted in the cache in one round trip, each series' ATR
+        regime read once, its modified signals kept with one records write; the whole batch
+        under one reading of the config."""
         changes = self._follow_config()
         noted = [
             m
@@ -371,10 +375,11 @@ class SignalModifier(Service):
         self._seen = dict(
             zip((m.message_id for m in noted), self.ctx.lab.cache.note_signals(notes), strict=True)
         )
+        self._indicators = {}
         try:
             outputs = [self._modify(message) for message in messages]
         finally:
-            self._seen = {}
+            self._seen, self._indicators = {}, None
         if messages:
             outputs[0] += self._applied(messages[0], changes)
         batch: list[Sequence[Message]] = list(
@@ -419,7 +424,7 @@ class SignalModifier(Service):
         self, raw: RawSignal, strength: float, modifiers: list[Modifier]
     ) -> tuple[str | None, float]:
         """Label the market by the cached ATR regime and scale the strength for it."""
-        indicators = self.ctx.lab.cache.get_indicators(raw.symbol, raw.timeframe)
+        indicators = self._cached_indicators(raw.symbol, raw.timeframe)
         codes = sorted(
             (k, v)
             for k, v in (indicators.values.items() if indicators else ())
@@ -440,6 +445,15 @@ class SignalModifier(Service):
             )
         )
         return f"{label}_vol", scaled
+
+    def _cached_indicators(self, symbol: str, timeframe: str) -> Indicators | None:
+        """The series' latest indicators from the cache, once per batch."""
+        memo = self._indicators
+        if memo is None:
+            return self.ctx.lab.cache.get_indicators(symbol, timeframe)
+        if (symbol, timeframe) not in memo:
+            memo[symbol, timeframe] = self.ctx.lab.cache.get_indicators(symbol, timeframe)
+        return memo[symbol, timeframe]
 
     def _policy(self, strength: float, modifiers: list[Modifier]) -> float:
         """Scale by the active profile's risk per trade relative to the reference profile's."""

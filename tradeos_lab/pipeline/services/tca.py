@@ -24,10 +24,14 @@ import logging
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
 
 from tradeos_lab.brokers import PaperBroker
 from tradeos_lab.contracts import Bar, FillMessage, FillV1Message
@@ -44,15 +48,15 @@ from tradeos_lab.tca import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from tradeos_lab.contracts import Fill, Message
     from tradeos_lab.stores.records import (
         Attribution,
+        FillCost,
         RecordsStore,
         SignalHorizon,
         SignalRecord,
     )
+    from tradeos_lab.tiers.cache import Price
 
 HORIZONS_BARS: tuple[int, ...] = (5, 15, 60)
 """Holding horizons a filled signal is measured at, in bars of its timeframe after its bar."""
@@ -66,6 +70,8 @@ EXPIRE_AFTER_HORIZONS = 3.0
 """A signal whose longest horizon has not closed after this many times its length (wall clock,
 from when it was opened) is expired: its symbol's bars stopped coming."""
 _REL_TOL = 1e-9
+SWEEP_LIMIT = 100
+"""Signals left unconcluded that one run of the timer concludes."""
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +82,6 @@ class TcaMonitor(Service):
     name: ClassVar[str] = "tca"
     inputs: ClassVar[tuple[Stream, ...]] = (Stream.FILLS_RAW,)
     outputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
-    #: The cached bars read for the batch in hand, by series (None outside a batch).
-    _batch_bars: dict[tuple[str, Timeframe], pd.DataFrame] | None = None
 
     @property
     def records(self) -> RecordsStore:
@@ -102,79 +106,78 @@ class TcaMonitor(Service):
         """Strategies whose scores the cache did not take (it was down): retried next run."""
         return set()
 
-    # ---- a fill -----------------------------------------------------------------------------
+    #: Whether the records were swept for signals left unconcluded (by a crash, or by another
+    #: process): done at the first runs of the timer, then each run concludes what it ended.
+    _swept: bool = False
 
-    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
-        """The batch's fills measured in one records transaction, each series' cached bars read
-        once for the batch (every fill's arrival bar was cached before the fill was made)."""
-        self._batch_bars = {}
-        try:
-            with self._one_at_a_time, self.records.batch():
-                return [self.handle(message) for message in messages]
-        finally:
-            self._batch_bars = None
-
-    def _cached_bars(self, symbol: str, tf: Timeframe) -> pd.DataFrame:
-        memo = self._batch_bars
-        if memo is None:
-            return self.ctx.lab.cache.get_bars(symbol, tf)
-        if (symbol, tf) not in memo:
-            memo[symbol, tf] = self.ctx.lab.cache.get_bars(symbol, tf)
-        return memo[symbol, tf]
+    # ---- fills, a batch at a time -----------------------------------------------------------
 
     def handle(self, message: Message) -> Sequence[Message]:
-        if not isinstance(message, FillMessage | FillV1Message):
-            raise ContractError(f"tca takes fills, not {message.schema_name}")
-        fill = message.payload
-        found = self.records.attribution(execution_id=fill.execution_id)
-        if not found:
-            raise ValidationError(
-                f"fill {fill.execution_id} has no trade in the records (Execution records a "
-                "fill's trade before it publishes the fill)"
-            )
-        chain = found[0]
-        _check_against_trade(fill, chain)
-        signal = self._signal(chain)
-        arrival = None if signal is None else self._arrival_bar(signal)
+        return self.handle_batch([message])[0]
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
+        """The batch's fills measured in one records transaction with a few statements for all
+        of them: their attribution chains and signals read in one query each, each series'
+        cached bars read once (every fill's arrival bar was cached before the fill was made),
+        the latest price of each symbol once, then the fill costs, order costs and signal
+        horizons each written in one statement. A fill that cannot be measured fails the batch:
+        the runner then hands the fills over one at a time, so it fails alone."""
+        fills = [_fill_of(m) for m in messages]
+        records = self.records
         with self._one_at_a_time:
-            self._record_fill_cost(message, fill, chain, arrival)
-            if arrival is not None:
-                self._record_order_cost(chain, arrival)
-                if signal is not None and chain.trade.raw_signal_id is not None:
-                    self._open_signal(chain.trade.raw_signal_id, signal, arrival)
-        return []
-
-    def _signal(self, chain: Attribution) -> SignalRecord | None:
-        """The modified signal behind the fill's order; None for a manual order."""
-        signal_id = chain.trade.modified_signal_id
-        if signal_id is None:
-            return None
-        signal = self.records.signal(signal_id)
-        if signal is None:
-            raise ValidationError(
-                f"trade {chain.trade.execution_id} names signal {signal_id}, which the records "
-                "do not hold"
+            # Read and measured before the write transaction, so the records' write lock is
+            # held only for the writes.
+            chains = records.attributions_of(f.execution_id for f in fills)
+            signals = records.signals_of(
+                sid for c in chains.values() if (sid := c.trade.modified_signal_id) is not None
             )
-        return signal
+            bars: dict[tuple[str, Timeframe], _Series] = {}
+            measured: list[_Measured] = []
+            for message, fill in zip(messages, fills, strict=True):
+                chain = chains.get(fill.execution_id)
+                if chain is None:
+                    raise ValidationError(
+                        f"fill {fill.execution_id} has no trade in the records (Execution "
+                        "records a fill's trade before it publishes the fill)"
+                    )
+                _check_against_trade(fill, chain)
+                signal = _signal_of(chain, signals)
+                arrival = None if signal is None else self._arrival_bar(signal, bars)
+                measured.append(_Measured(message, fill, chain, signal, arrival))
+            costs = [self._fill_cost(m) for m in measured]
+            with_arrival = [m for m in measured if m.arrival is not None]
+            cache = self.ctx.lab.cache
+            prices = {s: cache.get_price(s) for s in {m.chain.order.symbol for m in with_arrival}}
+            with records.batch():
+                records.record_fill_costs(costs)
+                if with_arrival:
+                    self._record_order_costs(with_arrival, prices)
+                    self._open_signals(with_arrival)
+        return [[] for _ in messages]
 
-    def _arrival_bar(self, signal: SignalRecord) -> Bar | None:
+    def _arrival_bar(
+        self, signal: SignalRecord, bars: dict[tuple[str, Timeframe], _Series]
+    ) -> Bar | None:
         """The bar the signal was made on (the chain's first message): its close is the arrival
-        price of everything the signal caused. None when neither the cache nor the lake has it."""
+        price of everything the signal caused. None when neither the cache nor the lake has it.
+        `bars`: the cached bars read for the batch, by series."""
         tf = Timeframe.parse(signal.payload["timeframe"])
         ts = signal.ts
-        bars = self._bars(signal.symbol, tf, after=ts - timedelta(seconds=tf.seconds), count=1)
-        if bars.empty or bars["ts"].iloc[0] != ts:
+        if (signal.symbol, tf) not in bars:
+            bars[signal.symbol, tf] = _Series.of(self.ctx.lab.cache.get_bars(signal.symbol, tf))
+        after = ts - timedelta(seconds=tf.seconds)
+        found = self._bars(signal.symbol, tf, after=after, count=1, cached=bars[signal.symbol, tf])
+        if not len(found) or found.ts_ns[0] != _ns(ts):
             return None
-        row = bars.iloc[0]
         return Bar(
             symbol=signal.symbol,
             timeframe=tf,
             ts=ts,
-            open=float(row["open"]),
-            high=float(row["high"]),
-            low=float(row["low"]),
-            close=float(row["close"]),
-            volume=float(row["volume"]),
+            open=float(found.open[0]),
+            high=float(found.high[0]),
+            low=float(found.low[0]),
+            close=float(found.close[0]),
+            volume=float(found.volume[0]),
             source="cache",
         )
 
@@ -185,15 +188,13 @@ class TcaMonitor(Service):
         *,
         after: datetime,
         count: int,
-        cached: pd.DataFrame | None = None,
-    ) -> pd.DataFrame:
-        """Up to `count` bars of `symbol` after `after`, oldest first: from the cache (`cached`
-        when already read) when it still holds the bar right after `after`, else the lake."""
-        if cached is None:
-            cached = self._cached_bars(symbol, tf)
+        cached: _Series,
+    ) -> _Series:
+        """Up to `count` bars of `symbol` after `after`, oldest first: from the `cached` bars
+        when they still hold the bar right after `after`, else the lake."""
         first_wanted = after + timedelta(seconds=tf.seconds)
-        if not cached.empty and cached["ts"].iloc[0] <= first_wanted:
-            return cached[cached["ts"] > after].head(count).reset_index(drop=True)
+        if len(cached) and cached.ts_ns[0] <= _ns(first_wanted):
+            return cached.after(after, count)
         # The cache lost (or never had) the start: read a span wide enough for gaps.
         end = first_wanted + timedelta(seconds=tf.seconds * count * 2)
         try:
@@ -202,16 +203,17 @@ class TcaMonitor(Service):
             # A fill is measured without its arrival price rather than held or dead-lettered:
             # the lake is history, and its outage must not stop the fills' costs being kept.
             log.warning("tca could not read %s %s bars from the lake: %s", symbol, tf.value, e)
-            return cached.iloc[0:0]
-        return stored.head(count).reset_index(drop=True)
+            return cached.after(after, 0)
+        return _Series.of(stored.head(count))
 
-    def _record_fill_cost(
-        self,
-        message: Message,
-        fill: Fill,
-        chain: Attribution,
-        arrival: Bar | None,
-    ) -> None:
+    def _fill_cost(self, measured: _Measured) -> dict[str, Any]:
+        """The fill's costs as `RecordsStore.record_fill_cost` keeps them."""
+        message, fill, chain, arrival = (
+            measured.message,
+            measured.fill,
+            measured.chain,
+            measured.arrival,
+        )
         order = chain.order
         broker = order.broker or self.fill_model.name
         shadow: dict[str, float | None] = {}
@@ -231,26 +233,26 @@ class TcaMonitor(Service):
                 "shadow_fee": model.fee,
                 "shadow_price_diff_bps": model.price_diff_bps,
             }
-        self.records.record_fill_cost(
-            execution_id=fill.execution_id,
-            client_order_id=fill.client_order_id,
-            correlation_id=message.correlation_id,
-            signal_id=chain.trade.raw_signal_id,
-            strategy=order.strategy,
-            broker=broker,
-            symbol=fill.symbol,
-            side=fill.side.value,
-            quantity=fill.quantity,
-            price=fill.price,
-            fee=fill.fee,
-            filled_at=fill.ts,
-            arrival_price=None if arrival is None else arrival.close,
-            arrival_at=None if arrival is None else arrival.ts,
-            slippage_bps=None
+        return {
+            "execution_id": fill.execution_id,
+            "client_order_id": fill.client_order_id,
+            "correlation_id": message.correlation_id,
+            "signal_id": chain.trade.raw_signal_id,
+            "strategy": order.strategy,
+            "broker": broker,
+            "symbol": fill.symbol,
+            "side": fill.side.value,
+            "quantity": fill.quantity,
+            "price": fill.price,
+            "fee": fill.fee,
+            "filled_at": fill.ts,
+            "arrival_price": None if arrival is None else arrival.close,
+            "arrival_at": None if arrival is None else arrival.ts,
+            "slippage_bps": None
             if arrival is None
             else slippage_bps(fill.side, fill.price, arrival.close),
             **shadow,
-        )
+        }
 
     def _filled_before(self, fill: Fill) -> float:
         """What the order had filled before this fill, by the records' fills in fill order."""
@@ -261,56 +263,84 @@ class TcaMonitor(Service):
             before += kept.quantity
         return before
 
-    def _record_order_cost(self, chain: Attribution, arrival: Bar) -> None:
-        """The order's shortfall over all its fills measured so far; the unfilled rest at the
-        symbol's latest price in the cache (the arrival close when there is none)."""
-        order = chain.order
-        fills = self.records.fill_costs(client_order_id=order.client_order_id)
-        latest = self.ctx.lab.cache.get_price(order.symbol)
-        last = latest.price if latest is not None else arrival.close
-        shortfall = implementation_shortfall(
-            order.side,
-            ordered_quantity=order.quantity,
-            arrival_price=arrival.close,
-            fills=[(f.quantity, f.price, f.fee) for f in fills],
-            last_price=last,
-        )
-        self.records.record_order_cost(
-            client_order_id=order.client_order_id,
-            strategy=order.strategy,
-            broker=order.broker or self.fill_model.name,
-            symbol=order.symbol,
-            side=order.side,
-            quantity=order.quantity,
-            filled_quantity=shortfall.filled_quantity,
-            arrival_price=arrival.close,
-            avg_price=shortfall.avg_price,
-            last_price=last,
-            fees=shortfall.fees,
-            execution_cost=shortfall.execution_cost,
-            opportunity_cost=shortfall.opportunity_cost,
-            shortfall=shortfall.total,
-            shortfall_bps=shortfall.bps,
-        )
+    def _record_order_costs(
+        self, measured: Sequence[_Measured], prices: Mapping[str, Price | None]
+    ) -> None:
+        """Each order's shortfall over all its fills measured so far (this batch's included);
+        the unfilled rest at the symbol's latest price in the cache, `prices` (the arrival
+        close when there is none)."""
+        latest: dict[tuple[str, str], _Measured] = {}
+        for m in measured:  # one per order: its fills in the batch share its arrival bar
+            latest[m.chain.order.client_order_id, m.chain.order.symbol] = m
+        kept: dict[str, list[FillCost]] = defaultdict(list)
+        for cost in self.records.fill_costs_of(client_order_ids=(c for c, _ in latest)):
+            kept[cost.client_order_id].append(cost)
+        rows = []
+        for (cid, symbol), m in latest.items():
+            order, arrival = m.chain.order, m.arrival
+            assert arrival is not None  # measured with an arrival bar only
+            price = prices[symbol]
+            last = price.price if price is not None else arrival.close
+            shortfall = implementation_shortfall(
+                order.side,
+                ordered_quantity=order.quantity,
+                arrival_price=arrival.close,
+                fills=[(f.quantity, f.price, f.fee) for f in kept[cid]],
+                last_price=last,
+            )
+            rows.append(
+                {
+                    "client_order_id": cid,
+                    "strategy": order.strategy,
+                    "broker": order.broker or self.fill_model.name,
+                    "symbol": symbol,
+                    "side": order.side,
+                    "quantity": order.quantity,
+                    "filled_quantity": shortfall.filled_quantity,
+                    "arrival_price": arrival.close,
+                    "avg_price": shortfall.avg_price,
+                    "last_price": last,
+                    "fees": shortfall.fees,
+                    "execution_cost": shortfall.execution_cost,
+                    "opportunity_cost": shortfall.opportunity_cost,
+                    "shortfall": shortfall.total,
+                    "shortfall_bps": shortfall.bps,
+                }
+            )
+        self.records.record_order_costs(rows)
 
-    def _open_signal(self, signal_id: str, signal: SignalRecord, arrival: Bar) -> None:
-        """Open the signal at every horizon with its fills so far (all of one side: one order)."""
-        fills = self.records.fill_costs(signal_id=signal_id)
-        quantity = sum(f.quantity for f in fills)
-        self.records.open_signal_horizons(
-            signal_id=signal_id,
-            horizons=HORIZONS_BARS,
-            strategy=signal.strategy,
-            symbol=signal.symbol,
-            timeframe=arrival.timeframe.value,
-            signal_at=signal.ts,
-            strength=float(signal.payload["raw_strength"]),
-            side=fills[0].side,
-            quantity=quantity,
-            avg_price=sum(f.quantity * f.price for f in fills) / quantity,
-            fees=sum(f.fee for f in fills),
-            arrival_price=arrival.close,
-        )
+    def _open_signals(self, measured: Sequence[_Measured]) -> None:
+        """Open each raw signal behind these fills at every horizon with its fills so far (all
+        of one side: one order)."""
+        by_signal = {sid: m for m in measured if (sid := m.chain.trade.raw_signal_id) is not None}
+        if not by_signal:
+            return
+        kept: dict[str, list[FillCost]] = defaultdict(list)
+        for cost in self.records.fill_costs_of(signal_ids=by_signal):
+            kept[cost.signal_id or ""].append(cost)
+        openings = []
+        for signal_id, m in by_signal.items():
+            fills, signal, arrival = kept[signal_id], m.signal, m.arrival
+            assert signal is not None  # measured with an arrival bar: from a signal
+            assert arrival is not None
+            quantity = sum(f.quantity for f in fills)
+            openings.append(
+                {
+                    "signal_id": signal_id,
+                    "horizons": HORIZONS_BARS,
+                    "strategy": signal.strategy,
+                    "symbol": signal.symbol,
+                    "timeframe": arrival.timeframe.value,
+                    "signal_at": signal.ts,
+                    "strength": float(signal.payload["raw_strength"]),
+                    "side": fills[0].side,
+                    "quantity": quantity,
+                    "avg_price": sum(f.quantity * f.price for f in fills) / quantity,
+                    "fees": sum(f.fee for f in fills),
+                    "arrival_price": arrival.close,
+                }
+            )
+        self.records.open_signals(openings)
 
     # ---- the timer: horizons closed, outcomes written, scores kept ---------------------------
 
@@ -318,7 +348,11 @@ class TcaMonitor(Service):
         return (Timer("complete", COMPLETE_EVERY_S, self.complete),)
 
     def complete(self) -> list[Message]:
-        """Close every open horizon whose bar has come; an audit entry per outcome closed."""
+        """Close every open horizon whose bar has come; an audit entry per outcome closed.
+
+        A few statements for all the signals (the open horizons read, the closes written, the
+        outcomes read and written once each), the writes in one records transaction that holds
+        the write lock only for them."""
         with self._one_at_a_time:
             by_signal: dict[str, list[SignalHorizon]] = defaultdict(list)
             for row in self.records.signal_horizons(status="open"):
@@ -327,60 +361,70 @@ class TcaMonitor(Service):
             for signal_id, rows in by_signal.items():
                 by_market[rows[0].symbol, rows[0].timeframe].append(signal_id)
             scored: set[str] = set()
+            closes: list[dict[str, Any]] = []
+            expired: list[str] = []
+            ended: list[str] = []  # signals with nothing open once this run's writes are in
             for (symbol, timeframe), signal_ids in by_market.items():
                 tf = Timeframe.parse(timeframe)
-                cached = self.ctx.lab.cache.get_bars(symbol, tf)  # once per market
+                cached = _Series.of(self.ctx.lab.cache.get_bars(symbol, tf))  # once per market
                 for signal_id in signal_ids:
                     rows = by_signal[signal_id]
                     after, count = rows[0].signal_at, max(HORIZONS_BARS)
                     bars = self._bars(symbol, tf, after=after, count=count, cached=cached)
-                    closed = self._close(rows, bars)
-                    if SCORE_HORIZON_BARS in closed:
+                    closing = _closes(rows, bars)
+                    closes += closing
+                    if len(closing) == len(rows):
+                        ended.append(signal_id)
+                    if any(c["horizon_bars"] == SCORE_HORIZON_BARS for c in closing):
                         scored.add(rows[0].strategy)
-                    if len(closed) < len(rows) and self._overdue(rows, tf):
-                        self.records.expire_signal_horizons(signal_id)
-            # Every signal with nothing open left, also one a crash left unconcluded.
-            out = [self._conclude(s) for s in self.records.signals_to_conclude()]
+                    if len(closing) < len(rows) and self._overdue(rows, tf):
+                        expired.append(signal_id)
+                        ended.append(signal_id)
+            with self.records.batch():
+                self.records.close_signal_horizons(closes)
+                for signal_id in expired:
+                    self.records.expire_signal_horizons(signal_id)
+                # Every signal with nothing open left: those this run ended, and (a query over
+                # every horizon kept, so only until it finds none) those a crash left.
+                left: list[str] = []
+                if not self._swept:
+                    left = self.records.signals_to_conclude(SWEEP_LIMIT)
+                    self._swept = len(left) < SWEEP_LIMIT
+                out = self._conclude(list(dict.fromkeys([*left, *ended])))
             self._score(scored | self._unscored)
         return out
-
-    def _close(self, rows: list[SignalHorizon], bars: pd.DataFrame) -> set[int]:
-        """Close the horizons whose bar is among `bars`; the horizons closed here."""
-        closed: set[int] = set()
-        for row in rows:
-            if len(bars) < row.horizon_bars:
-                continue
-            exit_bar = bars.iloc[row.horizon_bars - 1]
-            result = horizon_result(
-                row.side,
-                quantity=row.quantity,
-                avg_price=row.avg_price,
-                fees=row.fees,
-                arrival_price=row.arrival_price,
-                exit_price=float(exit_bar["close"]),
-            )
-            if self.records.close_signal_horizon(
-                row.signal_id,
-                row.horizon_bars,
-                exit_at=exit_bar["ts"].to_pydatetime(),
-                exit_price=float(exit_bar["close"]),
-                forward_return=result.forward_return,
-                pnl=result.pnl,
-            ):
-                closed.add(row.horizon_bars)
-        return closed
 
     def _overdue(self, rows: list[SignalHorizon], tf: Timeframe) -> bool:
         longest = max(HORIZONS_BARS) * tf.seconds * EXPIRE_AFTER_HORIZONS
         return (self.ctx.now() - rows[0].opened_at).total_seconds() > longest
 
-    def _conclude(self, signal_id: str) -> Message:
-        """A signal none of whose horizons is open: its outcome in the records (from its
+    def _conclude(self, signal_ids: Sequence[str]) -> list[Message]:
+        """Signals none of whose horizons is open: each one's outcome in the records (from its
         longest closed horizon, or expired) and the audit entry saying so."""
-        rows = self.records.signal_horizons(signal_id=signal_id)
+        if not signal_ids:
+            return []
+        horizons: dict[str, list[SignalHorizon]] = defaultdict(list)
+        for row in self.records.signal_horizons(signal_ids=signal_ids):
+            horizons[row.signal_id].append(row)
+        costs: dict[str, list[FillCost]] = defaultdict(list)
+        for cost in self.records.fill_costs_of(signal_ids=signal_ids):
+            costs[cost.signal_id or ""].append(cost)
+        outcomes: list[dict[str, Any]] = []
+        audits: list[Message] = []
+        for signal_id in signal_ids:
+            outcome, audit = self._outcome(signal_id, horizons[signal_id], costs[signal_id])
+            outcomes.append(outcome)
+            audits.append(audit)
+        self.records.record_signal_outcomes(outcomes)
+        return audits
+
+    def _outcome(
+        self, signal_id: str, rows: list[SignalHorizon], fills: list[FillCost]
+    ) -> tuple[dict[str, Any], Message]:
+        """A concluded signal's outcome (as `RecordsStore.record_signal_outcome` keeps it) and
+        its audit entry."""
         done = [r for r in rows if r.status == "done"]
         last = max(done, key=lambda r: r.horizon_bars) if done else None
-        fills = self.records.fill_costs(signal_id=signal_id)
         measured = [f for f in fills if f.slippage_bps is not None]
         filled = sum(f.quantity for f in measured)
         slippage = (
@@ -390,17 +434,17 @@ class TcaMonitor(Service):
         outcome = "expired"
         if last is not None and last.pnl is not None:
             outcome = "win" if last.pnl > 0 else "loss" if last.pnl < 0 else "flat"
-        self.records.record_signal_outcome(
-            signal_id=signal_id,
-            signal_at=rows[0].signal_at,
-            symbol=rows[0].symbol,
-            outcome=outcome,
-            slippage_bps=slippage,
-            pnl=None if last is None else last.pnl,
-            holding_seconds=None if last is None else float(last.horizon_bars * tf.seconds),
-            execution_id=fills[0].execution_id if fills else None,
-            closed_at=None if last is None else last.exit_at,
-        )
+        kept = {
+            "signal_id": signal_id,
+            "signal_at": rows[0].signal_at,
+            "symbol": rows[0].symbol,
+            "outcome": outcome,
+            "slippage_bps": slippage,
+            "pnl": None if last is None else last.pnl,
+            "holding_seconds": None if last is None else float(last.horizon_bars * tf.seconds),
+            "execution_id": fills[0].execution_id if fills else None,
+            "closed_at": None if last is None else last.exit_at,
+        }
         per_horizon = {str(r.horizon_bars): r.pnl for r in rows}
         audit = self.ctx.audit(
             None,
@@ -414,7 +458,7 @@ class TcaMonitor(Service):
         )
         if fills and fills[0].correlation_id is not None:  # in the chain of the signal's bar
             audit = audit.model_copy(update={"correlation_id": fills[0].correlation_id})
-        return audit
+        return kept, audit
 
     def _score(self, strategies: set[str]) -> None:
         """Win rate and IC of each strategy over its latest outcomes at the score horizon, into
@@ -460,3 +504,109 @@ def _check_against_trade(fill: Fill, chain: Attribution) -> None:
             f"records hold under that id ({trade.side} {trade.quantity:g} {trade.symbol} "
             f"@ {trade.price:g}, order {trade.client_order_id})"
         )
+
+
+def _closes(rows: list[SignalHorizon], bars: _Series) -> list[dict[str, Any]]:
+    """The closes (as `RecordsStore.close_signal_horizons` takes them) of the horizons whose
+    bar is among `bars`."""
+    closes: list[dict[str, Any]] = []
+    for row in rows:
+        if len(bars) < row.horizon_bars:
+            continue
+        exit_price = float(bars.close[row.horizon_bars - 1])
+        result = horizon_result(
+            row.side,
+            quantity=row.quantity,
+            avg_price=row.avg_price,
+            fees=row.fees,
+            arrival_price=row.arrival_price,
+            exit_price=exit_price,
+        )
+        closes.append(
+            {
+                "signal_id": row.signal_id,
+                "horizon_bars": row.horizon_bars,
+                "exit_at": bars.time(row.horizon_bars - 1),
+                "exit_price": exit_price,
+                "forward_return": result.forward_return,
+                "pnl": result.pnl,
+            }
+        )
+    return closes
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One series' bars as arrays, oldest first: a bar is found by a binary search on its time
+    rather than a frame filter (a batch looks one up per fill, the timer one per signal)."""
+
+    ts_ns: np.ndarray  # epoch nanoseconds
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _Series:
+        columns = ("open", "high", "low", "close", "volume")
+        return cls(
+            pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8,
+            *(frame[c].to_numpy(dtype=np.float64) for c in columns),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+    def after(self, after: datetime, count: int) -> _Series:
+        """Up to `count` bars after `after`."""
+        start = int(np.searchsorted(self.ts_ns, _ns(after), side="right"))
+        end = start + count
+        return _Series(
+            self.ts_ns[start:end],
+            self.open[start:end],
+            self.high[start:end],
+            self.low[start:end],
+            self.close[start:end],
+            self.volume[start:end],
+        )
+
+    def time(self, i: int) -> datetime:
+        return datetime.fromtimestamp(int(self.ts_ns[i]) / 1e9, UTC)
+
+
+def _ns(at: datetime) -> int:
+    """An aware datetime as epoch nanoseconds."""
+    return int(pd.Timestamp(at).as_unit("ns").value)
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """A fill of the batch in hand with what it is measured against."""
+
+    message: Message
+    fill: Fill
+    chain: Attribution
+    signal: SignalRecord | None
+    arrival: Bar | None
+
+
+def _fill_of(message: Message) -> Fill:
+    if not isinstance(message, FillMessage | FillV1Message):
+        raise ContractError(f"tca takes fills, not {message.schema_name}")
+    return message.payload
+
+
+def _signal_of(chain: Attribution, signals: Mapping[str, SignalRecord]) -> SignalRecord | None:
+    """The modified signal behind the fill's order (from the batch's `signals`); None for a
+    manual order."""
+    signal_id = chain.trade.modified_signal_id
+    if signal_id is None:
+        return None
+    signal = signals.get(signal_id)
+    if signal is None:
+        raise ValidationError(
+            f"trade {chain.trade.execution_id} names signal {signal_id}, which the records "
+            "do not hold"
+        )
+    return signal

@@ -31,6 +31,7 @@ from psycopg import errors as pg_errors
 from sqlalchemy import (
     Executable,
     Table,
+    bindparam,
     case,
     create_engine,
     event,
@@ -426,7 +427,7 @@ class RecordsStore:
 
     def order(self, client_order_id: str) -> Order:
         """The order recorded under `client_order_id`."""
-        with self.session() as session:
+        with self.reading() as session:
             found = session.scalar(
                 select(Order).where(Order.client_order_id == client_order_id_of(client_order_id))
             )
@@ -436,7 +437,7 @@ class RecordsStore:
 
     def find_order(self, client_order_id: str) -> Order | None:
         """The order recorded under `client_order_id`, or None when there is none."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.scalar(
                 select(Order).where(Order.client_order_id == client_order_id_of(client_order_id))
             )
@@ -511,7 +512,7 @@ class RecordsStore:
 
     def order_events(self, client_order_id: str) -> list[OrderEvent]:
         """Every broker update of an order as received, in broker order."""
-        with self.session() as session:
+        with self.reading() as session:
             stmt = (
                 select(OrderEvent)
                 .where(OrderEvent.client_order_id == client_order_id_of(client_order_id))
@@ -580,7 +581,7 @@ class RecordsStore:
             .where(Fill.client_order_id == client_order_id_of(client_order_id))
             .order_by(Fill.filled_at, Fill.execution_id)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def open_orders(self, *, broker: str | None = None, symbol: str | None = None) -> list[Order]:
@@ -594,7 +595,7 @@ class RecordsStore:
             stmt = stmt.where(Order.broker == _word(broker, "broker"))
         if symbol is not None:
             stmt = stmt.where(Order.symbol == validate_symbol(symbol))
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def fill_totals(self, broker: str) -> dict[str, FillTotals]:
@@ -613,7 +614,7 @@ class RecordsStore:
             .group_by(Fill.symbol)
             .order_by(Fill.symbol)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return {
                 symbol: FillTotals(float(quantity), float(cash_flow), float(fees))
                 for symbol, quantity, cash_flow, fees in session.execute(stmt)
@@ -681,8 +682,28 @@ class RecordsStore:
             stmt = stmt.where((Trade.raw_signal_id == sid) | (Trade.modified_signal_id == sid))
         else:
             stmt = stmt.where(Trade.execution_id == _ident(execution_id, "execution_id"))
-        with self.session() as session:
+        with self.reading() as session:
             return [Attribution(t, o, f, s) for t, o, f, s in session.execute(stmt)]
+
+    def attributions_of(self, execution_ids: Iterable[str]) -> dict[str, Attribution]:
+        """`attribution(execution_id=...)` of each of these execution ids the records hold, by
+        execution id, in one query."""
+        ids = list({_ident(e, "execution_id") for e in execution_ids})
+        if not ids:
+            return {}
+        stmt = (
+            select(Trade, Order, Fill, SignalOutcome)
+            .join(Order, Order.client_order_id == Trade.client_order_id)
+            .outerjoin(Fill, Fill.execution_id == Trade.execution_id)
+            .outerjoin(SignalOutcome, SignalOutcome.signal_id == Trade.raw_signal_id)
+            .where(Trade.execution_id.in_(ids))
+            .order_by(Trade.executed_at, Trade.id)
+        )
+        found: dict[str, Attribution] = {}
+        with self.reading() as session:
+            for t, o, f, s in session.execute(stmt):
+                found.setdefault(t.execution_id, Attribution(t, o, f, s))
+        return found
 
     # ---- reconciliation: the records beside a broker's report --------------------------------
 
@@ -696,7 +717,7 @@ class RecordsStore:
             )
             .order_by(Order.created_at, Order.id)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def filled_so_far(self, client_order_id: str) -> tuple[float, float]:
@@ -706,7 +727,7 @@ class RecordsStore:
             func.coalesce(func.sum(Fill.quantity), 0.0),
             func.coalesce(func.sum(Fill.quantity * Fill.price), 0.0),
         ).where(Fill.client_order_id == client_order_id_of(client_order_id))
-        with self.session() as session:
+        with self.reading() as session:
             quantity, notional = session.execute(stmt).one()
         return float(quantity), float(notional)
 
@@ -720,7 +741,7 @@ class RecordsStore:
             .group_by(LedgerEntry.symbol)
             .order_by(LedgerEntry.symbol)
         )
-        with self.session() as session:
+        with self.reading() as session:
             totals = {symbol: float(q) for symbol, q in session.execute(stmt)}
         return {s: q for s, q in totals.items() if not math.isclose(q, 0.0, abs_tol=1e-12)}
 
@@ -773,7 +794,7 @@ class RecordsStore:
 
     def latest_positions(self, account: str = "paper") -> list[PositionSnapshot]:
         """The most recent snapshot of `account`, one row per symbol."""
-        with self.session() as session:
+        with self.reading() as session:
             latest = (
                 select(PositionSnapshot.snapshot_at)
                 .where(PositionSnapshot.account == account)
@@ -823,7 +844,7 @@ class RecordsStore:
         )
         if strategy is not None:
             stmt = stmt.where(LedgerEntry.strategy == canonical_name(strategy, "strategy"))
-        with self.session() as session:
+        with self.reading() as session:
             return float(session.scalar(stmt) or 0.0)
 
     def ledger(
@@ -858,7 +879,7 @@ class RecordsStore:
 
     def signal(self, message_id: str) -> SignalRecord | None:
         """The kept signal (raw or modified) with this message id, or None."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(SignalRecord, _ident(message_id, "message_id"))
 
     def signals(self, *, correlation_id: str | None = None) -> list[SignalRecord]:
@@ -887,7 +908,7 @@ class RecordsStore:
         stmt = select(model).order_by(table.c.produced_at, table.c.message_id)
         if correlation_id is not None:
             stmt = stmt.where(table.c.correlation_id == _ident(correlation_id, "correlation_id"))
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     # ---- backtests ------------------------------------------------------------------------
@@ -992,12 +1013,12 @@ class RecordsStore:
 
     def profiles(self) -> list[PolicyProfile]:
         """Every policy profile, most conservative (smallest max position) first."""
-        with self.session() as session:
+        with self.reading() as session:
             stmt = select(PolicyProfile).order_by(PolicyProfile.max_position_pct)
             return list(session.scalars(stmt))
 
     def profile(self, name: str) -> PolicyProfile:
-        with self.session() as session:
+        with self.reading() as session:
             found = session.get(PolicyProfile, name)
             if found is None:
                 raise ValidationError(f"no policy profile named {name!r}")
@@ -1037,7 +1058,7 @@ class RecordsStore:
         return True
 
     def get_config(self, key: str, default: Any = None) -> Any:
-        with self.session() as session:
+        with self.reading() as session:
             found = session.get(SystemConfig, _config_key(key))
             return default if found is None else found.value
 
@@ -1067,35 +1088,30 @@ class RecordsStore:
         closed_at: datetime | None = None,
     ) -> None:
         """Record (or revise, when the position closes later) what became of a signal."""
-        values = {
-            "signal_id": _ident(signal_id, "signal_id"),
-            "signal_at": _utc(signal_at),
-            "symbol": validate_symbol(symbol),
-            "outcome": _choice(outcome, SIGNAL_OUTCOMES, "outcome"),
-            "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
-            "pnl": _finite_or_none(pnl, "pnl"),
-            "holding_seconds": _finite_or_none(holding_seconds, "holding_seconds"),
-            "execution_id": _ident(execution_id, "execution_id", optional=True),
-            "closed_at": None if closed_at is None else _utc(closed_at),
-            "recorded_at": _utc(None),
-        }
-        if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
-            raise ValidationError("holding_seconds cannot be negative")
-        keys = ["signal_id", "signal_at"]
-        changed = {k: v for k, v in values.items() if k not in keys}
+        self.record_signal_outcomes(
+            [
+                {
+                    "signal_id": signal_id,
+                    "signal_at": signal_at,
+                    "symbol": symbol,
+                    "outcome": outcome,
+                    "slippage_bps": slippage_bps,
+                    "pnl": pnl,
+                    "holding_seconds": holding_seconds,
+                    "execution_id": execution_id,
+                    "closed_at": closed_at,
+                }
+            ]
+        )
+
+    def record_signal_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> None:
+        """`record_signal_outcome` for each of `outcomes` (its keyword arguments), with one
+        statement for all of them."""
+        rows = [_signal_outcome_row(**o) for o in outcomes]
+        if not rows:
+            return
         with self.session() as session:
-            if self.engine.dialect.name == "postgresql":
-                session.execute(
-                    pg_insert(SignalOutcome)
-                    .values(values)
-                    .on_conflict_do_update(index_elements=keys, set_=changed)
-                )
-            else:
-                session.execute(
-                    sqlite_insert(SignalOutcome)
-                    .values(values)
-                    .on_conflict_do_update(index_elements=keys, set_=changed)
-                )
+            self._upsert(session, SignalOutcome, rows, keys=["signal_id", "signal_at"])
 
     # ---- transaction costs (the tca service) ----------------------------------------------
 
@@ -1123,43 +1139,62 @@ class RecordsStore:
         shadow_price_diff_bps: float | None = None,
     ) -> bool:
         """Keep a fill's costs once per `execution_id`; False when they are already kept."""
-        values = {
-            "execution_id": _ident(execution_id, "execution_id"),
-            "client_order_id": client_order_id_of(client_order_id),
-            "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
-            "signal_id": _ident(signal_id, "signal_id", optional=True),
-            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
-            "broker": _word(broker, "broker"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "price": _positive(price, "price"),
-            "fee": _finite(fee, "fee"),
-            "filled_at": _utc(filled_at),
-            "arrival_price": _positive_or_none(arrival_price, "arrival_price"),
-            "arrival_at": None if arrival_at is None else _utc(arrival_at),
-            "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
-            "shadow_quantity": _finite_or_none(shadow_quantity, "shadow_quantity"),
-            "shadow_price": _positive_or_none(shadow_price, "shadow_price"),
-            "shadow_fee": _finite_or_none(shadow_fee, "shadow_fee"),
-            "shadow_price_diff_bps": _finite_or_none(
-                shadow_price_diff_bps, "shadow_price_diff_bps"
-            ),
-            "recorded_at": _utc(None),
-        }
+        values = _fill_cost_row(
+            execution_id=execution_id,
+            client_order_id=client_order_id,
+            broker=broker,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            price=price,
+            fee=fee,
+            filled_at=filled_at,
+            correlation_id=correlation_id,
+            signal_id=signal_id,
+            strategy=strategy,
+            arrival_price=arrival_price,
+            arrival_at=arrival_at,
+            slippage_bps=slippage_bps,
+            shadow_quantity=shadow_quantity,
+            shadow_price=shadow_price,
+            shadow_fee=shadow_fee,
+            shadow_price_diff_bps=shadow_price_diff_bps,
+        )
         with self.session() as session:
             return self._insert_ignore(session, FillCost, values)
+
+    def record_fill_costs(self, costs: Iterable[Mapping[str, Any]]) -> None:
+        """`record_fill_cost` for each of `costs` (its keyword arguments), once per execution
+        id, with one statement for all of them."""
+        rows = [_fill_cost_row(**c) for c in costs]
+        with self.session() as session:
+            self._insert_ignore_many(session, FillCost, rows)
 
     def fill_costs(
         self, *, client_order_id: str | None = None, signal_id: str | None = None
     ) -> list[FillCost]:
         """Kept fill costs, in fill order; those of one order or one signal when given."""
+        return self.fill_costs_of(
+            client_order_ids=None if client_order_id is None else [client_order_id],
+            signal_ids=None if signal_id is None else [signal_id],
+        )
+
+    def fill_costs_of(
+        self,
+        *,
+        client_order_ids: Iterable[str] | None = None,
+        signal_ids: Iterable[str] | None = None,
+    ) -> list[FillCost]:
+        """Kept fill costs of any of these orders and of any of these signals (all when neither
+        is given), in fill order, in one query."""
         stmt = select(FillCost).order_by(FillCost.filled_at, FillCost.execution_id)
-        if client_order_id is not None:
-            stmt = stmt.where(FillCost.client_order_id == client_order_id_of(client_order_id))
-        if signal_id is not None:
-            stmt = stmt.where(FillCost.signal_id == _ident(signal_id, "signal_id"))
-        with self.session() as session:
+        if client_order_ids is not None:
+            cids = list({client_order_id_of(c) for c in client_order_ids})
+            stmt = stmt.where(FillCost.client_order_id.in_(cids))
+        if signal_ids is not None:
+            sids = list({_ident(s, "signal_id") for s in signal_ids})
+            stmt = stmt.where(FillCost.signal_id.in_(sids))
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def record_order_cost(
@@ -1182,30 +1217,40 @@ class RecordsStore:
         shortfall_bps: float,
     ) -> None:
         """Keep (or revise, after a further fill) an order's implementation shortfall."""
-        values = {
-            "client_order_id": client_order_id_of(client_order_id),
-            "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
-            "broker": _word(broker, "broker"),
-            "symbol": validate_symbol(symbol),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "filled_quantity": _finite(filled_quantity, "filled_quantity"),
-            "arrival_price": _positive(arrival_price, "arrival_price"),
-            "avg_price": _positive_or_none(avg_price, "avg_price"),
-            "last_price": _positive(last_price, "last_price"),
-            "fees": _finite(fees, "fees"),
-            "execution_cost": _finite(execution_cost, "execution_cost"),
-            "opportunity_cost": _finite(opportunity_cost, "opportunity_cost"),
-            "shortfall": _finite(shortfall, "shortfall"),
-            "shortfall_bps": _finite(shortfall_bps, "shortfall_bps"),
-            "updated_at": _utc(None),
-        }
+        self.record_order_costs(
+            [
+                {
+                    "client_order_id": client_order_id,
+                    "strategy": strategy,
+                    "broker": broker,
+                    "symbol": symbol,
+                    "side": side,
+                    "quantity": quantity,
+                    "filled_quantity": filled_quantity,
+                    "arrival_price": arrival_price,
+                    "avg_price": avg_price,
+                    "last_price": last_price,
+                    "fees": fees,
+                    "execution_cost": execution_cost,
+                    "opportunity_cost": opportunity_cost,
+                    "shortfall": shortfall,
+                    "shortfall_bps": shortfall_bps,
+                }
+            ]
+        )
+
+    def record_order_costs(self, costs: Iterable[Mapping[str, Any]]) -> None:
+        """`record_order_cost` for each of `costs` (its keyword arguments), with one statement
+        for all of them; the last of an order's wins."""
+        rows = {r["client_order_id"]: r for r in (_order_cost_row(**c) for c in costs)}
+        if not rows:
+            return
         with self.session() as session:
-            self._upsert(session, OrderCost, [values], keys=["client_order_id"])
+            self._upsert(session, OrderCost, list(rows.values()), keys=["client_order_id"])
 
     def order_costs(self) -> list[OrderCost]:
         """Every order's shortfall, by client order id."""
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(select(OrderCost).order_by(OrderCost.client_order_id)))
 
     def open_signal_horizons(
@@ -1226,30 +1271,40 @@ class RecordsStore:
     ) -> int:
         """Open a filled signal at each horizon (bars), or bring the still-open ones up to date
         with its fills so far (a later partial fill); closed horizons stay as they closed."""
-        now = _utc(None)
-        common = {
-            "signal_id": _ident(signal_id, "signal_id"),
-            "strategy": canonical_name(strategy, "strategy"),
-            "symbol": validate_symbol(symbol),
-            "timeframe": _ident(timeframe, "timeframe", limit=8),
-            "signal_at": _utc(signal_at),
-            "strength": _finite(strength, "strength"),
-            "side": _choice(side, ORDER_SIDES, "side"),
-            "quantity": _positive(quantity, "quantity"),
-            "avg_price": _positive(avg_price, "avg_price"),
-            "fees": _finite(fees, "fees"),
-            "arrival_price": _positive(arrival_price, "arrival_price"),
-            "status": "open",
-            "opened_at": now,
+        return self.open_signals(
+            [
+                {
+                    "signal_id": signal_id,
+                    "horizons": horizons,
+                    "strategy": strategy,
+                    "symbol": symbol,
+                    "timeframe": timeframe,
+                    "signal_at": signal_at,
+                    "strength": strength,
+                    "side": side,
+                    "quantity": quantity,
+                    "avg_price": avg_price,
+                    "fees": fees,
+                    "arrival_price": arrival_price,
+                }
+            ]
+        )
+
+    def open_signals(self, openings: Iterable[Mapping[str, Any]]) -> int:
+        """`open_signal_horizons` for each of `openings` (its keyword arguments), with one
+        statement for all of them; the last opening of a signal wins. The rows written."""
+        rows = {
+            (r["signal_id"], r["horizon_bars"]): r
+            for opening in openings
+            for r in _signal_horizon_rows(**opening)
         }
-        rows = [{**common, "horizon_bars": _horizon(h)} for h in horizons]
         if not rows:
-            raise ValidationError("open a signal at one horizon at least")
+            return 0
         with self.session() as session:
             self._upsert(
                 session,
                 SignalHorizon,
-                rows,
+                list(rows.values()),
                 keys=["signal_id", "horizon_bars"],
                 set_columns=["quantity", "avg_price", "fees"],
                 where=SignalHorizon.status == "open",
@@ -1264,8 +1319,10 @@ class RecordsStore:
         horizon_bars: int | None = None,
         signal_id: str | None = None,
         latest: int | None = None,
+        signal_ids: Iterable[str] | None = None,
     ) -> list[SignalHorizon]:
-        """Signal horizons in signal order (oldest first); with `latest`, only the latest N."""
+        """Signal horizons in signal order (oldest first); with `latest`, only the latest N;
+        with `signal_ids`, those of any of these signals."""
         stmt = select(SignalHorizon)
         if status is not None:
             stmt = stmt.where(
@@ -1277,12 +1334,15 @@ class RecordsStore:
             stmt = stmt.where(SignalHorizon.horizon_bars == _horizon(horizon_bars))
         if signal_id is not None:
             stmt = stmt.where(SignalHorizon.signal_id == _ident(signal_id, "signal_id"))
+        if signal_ids is not None:
+            ids = list({_ident(s, "signal_id") for s in signal_ids})
+            stmt = stmt.where(SignalHorizon.signal_id.in_(ids))
         order = (SignalHorizon.signal_at, SignalHorizon.signal_id, SignalHorizon.horizon_bars)
         if latest is not None:
             stmt = stmt.order_by(*(c.desc() for c in order)).limit(_horizon(latest))
         else:
             stmt = stmt.order_by(*order)
-        with self.session() as session:
+        with self.reading() as session:
             found = list(session.scalars(stmt))
         return found[::-1] if latest is not None else found
 
@@ -1298,7 +1358,7 @@ class RecordsStore:
             .order_by(func.min(SignalHorizon.signal_at), SignalHorizon.signal_id)
             .limit(_horizon(limit))
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def close_signal_horizon(
@@ -1321,6 +1381,43 @@ class RecordsStore:
             forward_return=_finite(forward_return, "forward_return"),
             pnl=_finite(pnl, "pnl"),
         )
+
+    def close_signal_horizons(self, closes: Iterable[Mapping[str, Any]]) -> None:
+        """`close_signal_horizon` for each of `closes` (its arguments by name), with one
+        statement for all of them; a horizon no longer open is left as it is."""
+        now = _utc(None)
+        rows = [
+            {
+                "b_signal_id": _ident(c["signal_id"], "signal_id"),
+                "b_horizon_bars": _horizon(c["horizon_bars"]),
+                "b_exit_at": _utc(c["exit_at"]),
+                "b_exit_price": _positive(c["exit_price"], "exit_price"),
+                "b_forward_return": _finite(c["forward_return"], "forward_return"),
+                "b_pnl": _finite(c["pnl"], "pnl"),
+            }
+            for c in closes
+        ]
+        if not rows:
+            return
+        table = cast(Table, SignalHorizon.__table__)
+        stmt = (
+            update(table)
+            .where(
+                table.c.signal_id == bindparam("b_signal_id"),
+                table.c.horizon_bars == bindparam("b_horizon_bars"),
+                table.c.status == "open",
+            )
+            .values(
+                status="done",
+                closed_at=now,
+                exit_at=bindparam("b_exit_at"),
+                exit_price=bindparam("b_exit_price"),
+                forward_return=bindparam("b_forward_return"),
+                pnl=bindparam("b_pnl"),
+            )
+        )
+        with self.session() as session:
+            session.execute(stmt, rows)
 
     def expire_signal_horizons(self, signal_id: str) -> bool:
         """Mark a signal's open horizons expired (their bars never came); False if none was."""
@@ -1422,7 +1519,7 @@ class RecordsStore:
         ids = list({_ident(m, "message_id") for m in message_ids})
         if not ids:
             return {}
-        with self.session() as session:
+        with self.reading() as session:
             stmt = select(SignalRecord).where(SignalRecord.message_id.in_(ids))
             return {s.message_id: s for s in session.scalars(stmt)}
 
@@ -1441,7 +1538,7 @@ class RecordsStore:
         cids = list({client_order_id_of(c) for c in client_order_ids})
         if not cids:
             return {}
-        with self.session() as session:
+        with self.reading() as session:
             stmt = select(Order).where(Order.client_order_id.in_(cids))
             return {o.client_order_id: o for o in session.scalars(stmt)}
 
@@ -1482,7 +1579,7 @@ class RecordsStore:
         cids = [client_order_id_of(c) for c in client_order_ids]
         if not cids:
             return set()
-        with self.session() as session:
+        with self.reading() as session:
             stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
             return set(session.scalars(stmt))
 
@@ -1647,12 +1744,12 @@ class RecordsStore:
     def config_version(self) -> int:
         """A number that grows with every system config change (the latest history id; 0 when
         nothing ever changed): what a watcher compares to know it must re-read."""
-        with self.session() as session:
+        with self.reading() as session:
             return int(session.scalar(select(func.max(ConfigChange.id))) or 0)
 
     def config_values(self) -> dict[str, Any]:
         """Every live-tunable value now, by key."""
-        with self.session() as session:
+        with self.reading() as session:
             return {c.key: c.value for c in session.scalars(select(SystemConfig))}
 
     def propose_config(
@@ -1845,7 +1942,7 @@ class RecordsStore:
             .where(IntentRecord.produced_at >= _utc(start), IntentRecord.produced_at < _utc(end))
             .order_by(IntentRecord.produced_at, IntentRecord.message_id)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
     def risk_events_since(self, since: datetime) -> list[RiskEventRecord]:
@@ -1869,7 +1966,7 @@ class RecordsStore:
         )
         if where is not None:
             stmt = stmt.where(where)
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(stmt))
 
 
@@ -2082,6 +2179,159 @@ def _kept_row(message: KeptMessage) -> tuple[type[Base], dict[str, Any]]:
         "payload": p.model_dump(mode="json"),
         **columns,
     }
+
+
+def _fill_cost_row(
+    *,
+    execution_id: str,
+    client_order_id: str,
+    broker: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    price: float,
+    fee: float,
+    filled_at: datetime,
+    correlation_id: str | None = None,
+    signal_id: str | None = None,
+    strategy: str | None = None,
+    arrival_price: float | None = None,
+    arrival_at: datetime | None = None,
+    slippage_bps: float | None = None,
+    shadow_quantity: float | None = None,
+    shadow_price: float | None = None,
+    shadow_fee: float | None = None,
+    shadow_price_diff_bps: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "execution_id": _ident(execution_id, "execution_id"),
+        "client_order_id": client_order_id_of(client_order_id),
+        "correlation_id": _ident(correlation_id, "correlation_id", optional=True),
+        "signal_id": _ident(signal_id, "signal_id", optional=True),
+        "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+        "broker": _word(broker, "broker"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "price": _positive(price, "price"),
+        "fee": _finite(fee, "fee"),
+        "filled_at": _utc(filled_at),
+        "arrival_price": _positive_or_none(arrival_price, "arrival_price"),
+        "arrival_at": None if arrival_at is None else _utc(arrival_at),
+        "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
+        "shadow_quantity": _finite_or_none(shadow_quantity, "shadow_quantity"),
+        "shadow_price": _positive_or_none(shadow_price, "shadow_price"),
+        "shadow_fee": _finite_or_none(shadow_fee, "shadow_fee"),
+        "shadow_price_diff_bps": _finite_or_none(shadow_price_diff_bps, "shadow_price_diff_bps"),
+        "recorded_at": _utc(None),
+    }
+
+
+def _order_cost_row(
+    *,
+    client_order_id: str,
+    strategy: str | None,
+    broker: str,
+    symbol: str,
+    side: str,
+    quantity: float,
+    filled_quantity: float,
+    arrival_price: float,
+    avg_price: float | None,
+    last_price: float,
+    fees: float,
+    execution_cost: float,
+    opportunity_cost: float,
+    shortfall: float,
+    shortfall_bps: float,
+) -> dict[str, Any]:
+    return {
+        "client_order_id": client_order_id_of(client_order_id),
+        "strategy": None if strategy is None else canonical_name(strategy, "strategy"),
+        "broker": _word(broker, "broker"),
+        "symbol": validate_symbol(symbol),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "filled_quantity": _finite(filled_quantity, "filled_quantity"),
+        "arrival_price": _positive(arrival_price, "arrival_price"),
+        "avg_price": _positive_or_none(avg_price, "avg_price"),
+        "last_price": _positive(last_price, "last_price"),
+        "fees": _finite(fees, "fees"),
+        "execution_cost": _finite(execution_cost, "execution_cost"),
+        "opportunity_cost": _finite(opportunity_cost, "opportunity_cost"),
+        "shortfall": _finite(shortfall, "shortfall"),
+        "shortfall_bps": _finite(shortfall_bps, "shortfall_bps"),
+        "updated_at": _utc(None),
+    }
+
+
+def _signal_horizon_rows(
+    *,
+    signal_id: str,
+    horizons: Iterable[int],
+    strategy: str,
+    symbol: str,
+    timeframe: str,
+    signal_at: datetime,
+    strength: float,
+    side: str,
+    quantity: float,
+    avg_price: float,
+    fees: float,
+    arrival_price: float,
+) -> list[dict[str, Any]]:
+    """A filled signal's open row at each horizon (bars)."""
+    now = _utc(None)
+    common = {
+        "signal_id": _ident(signal_id, "signal_id"),
+        "strategy": canonical_name(strategy, "strategy"),
+        "symbol": validate_symbol(symbol),
+        "timeframe": _ident(timeframe, "timeframe", limit=8),
+        "signal_at": _utc(signal_at),
+        "strength": _finite(strength, "strength"),
+        "side": _choice(side, ORDER_SIDES, "side"),
+        "quantity": _positive(quantity, "quantity"),
+        "avg_price": _positive(avg_price, "avg_price"),
+        "fees": _finite(fees, "fees"),
+        "arrival_price": _positive(arrival_price, "arrival_price"),
+        "status": "open",
+        "opened_at": now,
+    }
+    rows = [{**common, "horizon_bars": _horizon(h)} for h in horizons]
+    if not rows:
+        raise ValidationError("open a signal at one horizon at least")
+    return rows
+
+
+def _signal_outcome_row(
+    *,
+    signal_id: str,
+    signal_at: datetime,
+    symbol: str,
+    outcome: str,
+    slippage_bps: float | None = None,
+    pnl: float | None = None,
+    holding_seconds: float | None = None,
+    execution_id: str | None = None,
+    closed_at: datetime | None = None,
+) -> dict[str, Any]:
+    values = {
+        "signal_id": _ident(signal_id, "signal_id"),
+        "signal_at": _utc(signal_at),
+        "symbol": validate_symbol(symbol),
+        "outcome": _choice(outcome, SIGNAL_OUTCOMES, "outcome"),
+        "slippage_bps": _finite_or_none(slippage_bps, "slippage_bps"),
+        "pnl": _finite_or_none(pnl, "pnl"),
+        "holding_seconds": _finite_or_none(holding_seconds, "holding_seconds"),
+        "execution_id": _ident(execution_id, "execution_id", optional=True),
+        "closed_at": None if closed_at is None else _utc(closed_at),
+        "recorded_at": _utc(None),
+    }
+    if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
+        raise ValidationError("holding_seconds cannot be negative")
+    if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
+        raise ValidationError("holding_seconds cannot be negative")
+    return values
 
 
 def _ledger_row(fill: Mapping[str, Any], strategy: str | None) -> dict[str, Any]:
