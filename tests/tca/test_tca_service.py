@@ -6,10 +6,12 @@ for a venue's fills, and a clear error for nonsense."""
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+import tradeos_lab as tl
 from tradeos_lab.contracts import (
     AuditMessage,
     Bar,
@@ -28,7 +30,7 @@ from tradeos_lab.pipeline.registry import PIPELINE_ORDER, service_class
 from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services.execution import Execution
 from tradeos_lab.pipeline.services.tca import HORIZONS_BARS, TcaMonitor
-from tradeos_lab.settings import PIPELINE_SERVICES
+from tradeos_lab.settings import PIPELINE_SERVICES, SharedRedisServerWarning
 from tradeos_lab.stores.records import SignalOutcome
 
 #: A recent minute (inside the lake's retention), so bars may go to the lake too.
