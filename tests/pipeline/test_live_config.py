@@ -408,9 +408,7 @@ def test_a_signal_engine_process_trades_the_promoted_run_from_its_start(
     without importing the research stack."""
     lab = pipeline_lab
     tested = st.SmaCross(fast=5, slow=20)
-    promotion = lab.research.promote(
-        lab.research.backtest(tested, bars).run_id, actor="user:ci", deploy=False
-    )
+    promotion = lab.research.promote(lab.research.backtest(tested, bars).run_id, actor="user:ci")
     settings = lab.settings.model_copy(update={"pipeline_strategies": ("rsi_reversion",)})
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOS_")}
     env |= {"PYTHONPATH": str(ROOT), **settings_environment(settings)}

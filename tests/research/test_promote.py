@@ -1,4 +1,4 @@
-"""Promotion: a backtest run's strategy deployed to the pipeline and recorded, or refused."""
+"""Promotion: a backtest run's strategy recorded for the pipeline's Signal Engine, or refused."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _audits(lab: Lab) -> list[AuditMessage]:
     return [m for m in messages if isinstance(m, AuditMessage)]
 
 
-def test_promote_deploys_the_runs_strategy_and_records_why(
+def test_promote_records_the_run_and_why_for_the_pipeline_and_deploys_nothing_itself(
     lab: Lab, one_symbol: pd.DataFrame
 ) -> None:
     tested = st.SmaCross(fast=7, slow=30)
@@ -44,8 +44,7 @@ def test_promote_deploys_the_runs_strategy_and_records_why(
 
     assert promotion.run_id == run_id
     assert promotion.strategy == tested
-    assert promotion.deployment is not None and promotion.deployment.running
-    assert lab.pipeline.deployments[promotion.deployment.name].strategy == tested
+    assert not lab.pipeline.deployments, "the pipeline's engine trades it: it must not run twice"
     entry = lab.research.promoted()["sma_cross"]
     assert entry["run_id"] == str(run_id)
     assert entry["parameters"] == {"fast": 7, "slow": 30, "allow_short": True}
@@ -61,8 +60,8 @@ def test_a_second_promotion_replaces_the_first_and_keeps_its_history(
 ) -> None:
     first = lab.research.backtest(st.SmaCross(fast=5, slow=20), one_symbol).run_id
     second = lab.research.backtest(st.SmaCross(fast=8, slow=40), one_symbol).run_id
-    lab.research.promote(first, deploy=False)
-    lab.research.promote(second, deploy=False)
+    lab.research.promote(first)
+    lab.research.promote(second)
     assert lab.research.promoted()["sma_cross"]["run_id"] == str(second)
     assert [
         c.new_value["sma_cross"]["run_id"] for c in lab.records.config_history(PROMOTED_KEY)
@@ -140,13 +139,13 @@ def test_a_promoted_strategys_signals_carry_the_run_they_came_from(
     """The records link each intent and trade, through its raw signal, to the backtest run."""
     from tradeos_lab.contracts import Bar, RawSignal, new_message
     from tradeos_lab.pipeline import ServiceContext
+    from tradeos_lab.pipeline.services.signal_engine import SignalEngine
 
     tested = st.SmaCross(fast=3, slow=8)
     run_id = lab.research.backtest(tested, one_symbol).run_id
-    promotion = lab.research.promote(run_id, reason="carry the run id")
-    assert promotion.deployment is not None
-    promotion.deployment.stop()  # its engine is driven here, bar by bar
-    engine = promotion.deployment.service(ServiceContext(lab, lab.settings, instance="t"))
+    lab.research.promote(run_id, reason="carry the run id")
+    # The pipeline's engine, as `up` or `lab.pipeline.start()` runs it, trades the promotion.
+    engine = SignalEngine(ServiceContext(lab, lab.settings, instance="t"))
     fields = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume")
     signals = [
         m.payload
@@ -154,7 +153,7 @@ def test_a_promoted_strategys_signals_carry_the_run_they_came_from(
         for m in engine.handle(
             new_message(Bar(source="test", **{k: row[k] for k in fields}), producer="ingestion")
         )
-        if isinstance(m.payload, RawSignal)
+        if isinstance(m.payload, RawSignal) and m.payload.strategy == tested.name
     ]
     assert signals, "no signal: the test proves nothing"
     assert {s.run_id for s in signals} == {run_id}

@@ -161,14 +161,14 @@ def _cell(name: str, value: Any) -> str:
 def promote(ctx: CliContext, run_id: str, reason: str | None, actor: str) -> None:
     """Record backtest run RUN_ID's strategy and parameters as the ones to paper trade (the
     records' system config, audited): the stack's Signal Engine runs it from its next bar, its
-    signals carrying the run id. A kernel deploys it itself: `lab.research.promote(RUN_ID)`."""
+    signals carrying the run id (in a notebook: `lab.research.promote(RUN_ID)`)."""
     import tradeos_lab as tl
     from tradeos_lab.pipeline.services.signal_engine import PROMOTED_KEY
     from tradeos_lab.research.promote import promote
 
     lab = tl.connect(ctx.settings, parts=("bus", "records"), start=False)
     try:
-        done = promote(lab, run_id, actor=actor, reason=reason, deploy=False)
+        done = promote(lab, run_id, actor=actor, reason=reason)
     finally:
         lab.close()
     click.echo(f"promoted {done.strategy!r} from run {done.run_id} (records: {PROMOTED_KEY})")

@@ -81,16 +81,16 @@ class Research:
         *,
         reason: str | None = None,
         actor: str | None = None,
-        deploy: bool = True,
     ) -> Promotion:
-        """Deploy backtest run `run_id`'s strategy and parameters to the pipeline in this kernel
-        (`lab.pipeline.deploy`) and record the promotion (`tradeos_lab.research.promote`)."""
+        """Promote backtest run `run_id` to paper trading: recorded and audited, and traded by
+        the pipeline's Signal Engine (the stack's, or `lab.pipeline.start()` here) from its next
+        bar (`tradeos_lab.research.promote`)."""
         from tradeos_lab.research.promote import promote
 
         if self._lab is None:
             raise ValidationError("promote needs a connected lab: tl.connect().research.promote")
         who = actor or f"user:{getpass.getuser()}"
-        return promote(self._lab, run_id, actor=who, reason=reason, deploy=deploy)
+        return promote(self._lab, run_id, actor=who, reason=reason)
 
     def promoted(self) -> dict[str, dict[str, Any]]:
         """Strategy name -> the backtest run it was last promoted from."""

@@ -1,14 +1,16 @@
 """Promotion: a backtest run's strategy and parameters pushed to the paper pipeline, on record.
 
-    promotion = lab.research.promote(run_id)     # deploys it in this kernel, records why
-    tradeos-lab promote RUN_ID                   # records it: the stack's Signal Engine runs it
+    promotion = lab.research.promote(run_id)     # from a notebook
+    tradeos-lab promote RUN_ID                   # from a shell
 
 Only a finished single backtest is promoted (a sweep or walk-forward picks parameters: backtest
 the chosen ones first, so the evidence is one run), and only while the strategy's code is the
 code that run tested (its code hash). The promotion is kept in the records' system config under
 `PROMOTED_KEY` (strategy name -> run id, parameters, code hash; its history says who promoted
 what, when and why), and an `audit` entry is published and kept. The pipeline's Signal Engine
-(`tradeos-lab up`, `tradeos-lab service signal_engine`) follows that key without a restart.
+(`tradeos-lab up`, `tradeos-lab service signal_engine`, or `lab.pipeline.start()` in a kernel)
+follows that key without a restart and trades the promoted run from its next bar; that engine is
+the one place a promotion runs, so a promoted strategy never trades twice.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from tradeos_lab.strategies.base import strategy_hash
 
 if TYPE_CHECKING:
     from tradeos_lab.lab import Lab
-    from tradeos_lab.pipeline.deploy import Deployment
     from tradeos_lab.stores.records import RecordsStore
 
 PRODUCER: Final = "research"
@@ -36,12 +37,10 @@ PRODUCER: Final = "research"
 
 @dataclass(frozen=True)
 class Promotion:
-    """A promoted run: the evidence, the strategy built from it, and its deployment in this
-    kernel (None when only recorded, for the stack `up` runs)."""
+    """A promoted run: the evidence and the strategy built from it, as the pipeline will run it."""
 
     run: RunRecord
     strategy: Strategy[Any]
-    deployment: Deployment | None = None
 
     @property
     def run_id(self) -> uuid.UUID:
@@ -109,10 +108,9 @@ def promote(
     *,
     actor: str,
     reason: str | None = None,
-    deploy: bool = True,
 ) -> Promotion:
-    """Promote run `run_id`: its strategy deployed in this process (`lab.pipeline.deploy`)
-    unless `deploy` is False, and the promotion recorded (see the module docstring)."""
+    """Promote run `run_id`: the promotion recorded and audited (see the module docstring), for
+    the pipeline's Signal Engine to trade."""
     if not actor.strip():
         raise ValidationError("a promotion needs an actor for the audit trail")
     promotion = promotable(lab.records, run_id)
@@ -120,16 +118,8 @@ def promote(
         f"backtest run {promotion.run_id} of {promotion.strategy!r}: "
         + ", ".join(f"{k} {v:.4g}" for k, v in promotion.run.metrics.items() if v is not None)
     )
-    deployment = (
-        lab.pipeline.deploy(promotion.strategy, run_id=promotion.run_id) if deploy else None
-    )
-    try:
-        record_promotion(lab, promotion, actor=actor.strip(), reason=why)
-    except BaseException:
-        if deployment is not None:  # nothing trades on a promotion the records do not show
-            deployment.stop()
-        raise
-    return Promotion(promotion.run, promotion.strategy, deployment)
+    record_promotion(lab, promotion, actor=actor.strip(), reason=why)
+    return promotion
 
 
 def promoted(records: RecordsStore) -> dict[str, dict[str, Any]]:
