@@ -378,7 +378,7 @@ class Execution(Service):
                 switches=switches,
             )
             if not decision.allowed:
-                known_order = self._refuse(message, request, f"kill switch: {decision.reason}")
+                known_order = self._refuse(request, f"kill switch: {decision.reason}")
         if (
             known_order is not None
             and known_order.status == OrderStatus.REJECTED.value
@@ -403,25 +403,10 @@ class Execution(Service):
         """The messages answering an intent."""
         return self._messages(message, report, chain, submitted=True)
 
-    def _refuse(self, message: IntentMessage, request: OrderRequest, reason: str) -> OrderRecord:
+    def _refuse(self, request: OrderRequest, reason: str) -> OrderRecord:
         """Record the intent's order as rejected here, before any broker saw it."""
-        intent = message.payload
         cid = request.client_order_id
-        self.records.record_order(
-            client_order_id=cid,
-            symbol=intent.symbol,
-            side=intent.side.value,
-            quantity=intent.quantity,
-            order_type=intent.order_type.value,
-            limit_price=intent.limit_price,
-            stop_price=intent.stop_price,
-            time_in_force=intent.time_in_force.value,
-            strategy=intent.strategy,
-            broker=self.broker.name,
-            intent_id=message.message_id,
-            correlation_id=message.correlation_id,
-            at=self.ctx.now(),
-        )
+        self._record_order(request)
         self.records.apply_order_update(
             cid,
             event_id=f"{cid}:halted",
@@ -486,6 +471,11 @@ class Execution(Service):
         """Record the order, committed, then place it at the remote broker (which looks an
         unknown outcome up by the client order id before any resend) and fold its answer in."""
         _ = self._updates  # listening before the first order is sent, so none of it is missed
+        self._record_order(request)
+        return self._fold(self.broker.submit(request))[0]
+
+    def _record_order(self, request: OrderRequest) -> None:
+        """The order as the intent asked for it, in the records before any broker answer."""
         self.records.record_order(
             client_order_id=request.client_order_id,
             symbol=request.symbol,
@@ -501,7 +491,6 @@ class Execution(Service):
             correlation_id=request.correlation_id,
             at=self.ctx.now(),
         )
-        return self._fold(self.broker.submit(request))[0]
 
     def _fold(self, report: OrderReport) -> tuple[OrderReport, OrderReport | None]:
         """A remote broker's report folded into the records (its fills, its state, each once
