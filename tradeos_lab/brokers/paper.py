@@ -161,8 +161,8 @@ def fill_model(
     return ModelFill(fill, price, fill * price * config.fee_bps / 10_000)
 
 
-def _model_fill(config: PaperConfig, order: Order, bar: Bar, filled: float) -> ModelFill:
-    """`fill_model` of an order row of the records."""
+def order_fill(config: PaperConfig, order: Order, bar: Bar, filled: float) -> ModelFill:
+    """`fill_model` of an order row of the records with `filled` of it already filled."""
     return fill_model(
         config,
         bar,
@@ -368,7 +368,7 @@ class PaperBroker:
             }
         ]
         fills: list[dict[str, Any]] = []
-        model = _model_fill(self.config, order, bar, 0.0)
+        model = order_fill(self.config, order, bar, 0.0)
         quantity, price = model.quantity, model.price
         if quantity > 0:
             execution_id = f"{cid}:{epoch}"
@@ -501,7 +501,7 @@ class PaperBroker:
         fills = self.records.fills(cid) if fills is None else fills
         made = next((f for f in fills if f.execution_id == execution_id), None)
         if made is None:
-            model = _model_fill(self.config, order, bar, sum(f.quantity for f in fills))
+            model = order_fill(self.config, order, bar, sum(f.quantity for f in fills))
             if model.quantity <= 0:
                 return []
             made = Fill(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tradeos_lab.brokers import PaperBroker
-from tradeos_lab.brokers.paper import fill_model
+from tradeos_lab.brokers.paper import order_fill
 from tradeos_lab.contracts import Bar, Side
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.stores.records import Order
@@ -68,16 +68,7 @@ def shadow_fill(
             f"order {order.client_order_id} of {order.quantity:g} cannot have "
             f"{filled_before:g} filled before a fill"
         )
-    shadow = fill_model(
-        model.config,
-        bar,
-        side=order.side,
-        quantity=order.quantity,
-        filled=filled_before,
-        order_type=order.order_type,
-        limit_price=order.limit_price,
-        time_in_force=order.time_in_force,
-    )
+    shadow = order_fill(model.config, order, bar, filled_before)
     return ShadowFill(
         side=Side(order.side),
         venue_quantity=venue_quantity,
