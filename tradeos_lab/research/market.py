@@ -4,7 +4,7 @@
 one symbol's bars without it) or anything with the bar-store `read_bars` (the lake, the
 PostgreSQL bar store, the three-tier `BarReader`), so changing the source changes no backtest
 code. `Market` puts the symbols side by side on the union of their times and evaluates a
-strategy's rule there through the batch form (`tradeos_lab.strategies.batch.rule_arrays`).
+strategy's rule there through the batch form (`tradeos_lab.strategies.batch.rule_masks`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pandas as pd
 from tradeos_lab.bars import BAR_STRING_DTYPE, BarSource, bar_span
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.strategies.base import BAR_FIELDS, Strategy
-from tradeos_lab.strategies.batch import BarValues, rule_arrays
+from tradeos_lab.strategies.batch import BarValues, rule_masks
 from tradeos_lab.symbols import Timeframe, validate_symbol
 
 SIGNAL_MASKS = ("entries", "exits", "short_entries", "short_exits")
@@ -227,7 +227,7 @@ class Market:
         out: dict[str, np.ndarray] = {}
         for j, (at, values) in enumerate(zip(self.rows, self.values, strict=True)):
             try:
-                _, arrays = rule_arrays(strategy, values)
+                arrays = rule_masks(strategy, values)
             except ValidationError as e:
                 raise ValidationError(f"{self.symbols[j]}: {e}") from None
             if len(self.symbols) == 1:  # the rule's own fresh arrays, as one column
