@@ -38,39 +38,38 @@ STATS = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
 """What both kernels give per group, in this order (see `fold_value_nb`)."""
 
 
-@numba.njit(cache=True)
-def start_stats_nb(init_cash: float) -> np.ndarray:
-    """The running sums of `fold_value_nb` before the first bar: previous value, peak, worst
-    drawdown, sum of returns, of squared returns, of squared negative returns, bars held, value."""
-    acc = np.zeros(8)
-    acc[0] = init_cash
-    acc[1] = init_cash
-    acc[7] = init_cash
-    return acc
+Stats = tuple[float, float, float, float, float, float, float, float]
+"""The running sums of `fold_value_nb`: previous value, peak, worst drawdown, sum of returns, of
+squared returns, of squared negative returns, bars held, value. A tuple, not an array: the
+kernels keep it in registers through the bar loop instead of storing it to memory every bar."""
 
 
 @numba.njit(cache=True)
-def fold_value_nb(acc: np.ndarray, i: int, value: float, holding: bool, start_row: int) -> None:
-    """Fold bar `i`'s value into the running sums (bars before `start_row` only set the base)."""
-    acc[7] = value
+def start_stats_nb(init_cash: float) -> Stats:
+    """The running sums of `fold_value_nb` before the first bar."""
+    return (init_cash, init_cash, 0.0, 0.0, 0.0, 0.0, 0.0, init_cash)
+
+
+@numba.njit(cache=True)
+def fold_value_nb(acc: Stats, i: int, value: float, holding: bool, start_row: int) -> Stats:
+    """`acc` with bar `i`'s value folded in (bars before `start_row` only set the base)."""
     if i < start_row:
-        acc[0] = value
-        acc[1] = value
-        return
-    r = value / acc[0] - 1.0
-    acc[3] += r
-    acc[4] += r * r
+        return (value, value, acc[2], acc[3], acc[4], acc[5], acc[6], value)
+    previous, peak, worst, total, squares, downside, held, _ = acc
+    r = value / previous - 1.0
+    total += r
+    squares += r * r
     if r < 0.0:
-        acc[5] += r * r
-    acc[1] = max(acc[1], value)
-    acc[2] = min(acc[2], value / acc[1] - 1.0)
+        downside += r * r
+    peak = max(peak, value)
+    worst = min(worst, value / peak - 1.0)
     if holding:
-        acc[6] += 1.0
-    acc[0] = value
+        held += 1.0
+    return (value, peak, worst, total, squares, downside, held, value)
 
 
 @numba.njit(cache=True)
-def finish_stats_nb(acc: np.ndarray, n: int, out: np.ndarray) -> None:
+def finish_stats_nb(acc: Stats, n: int, out: np.ndarray) -> None:
     """`STATS` of `n` folded bars into `out`: the mean, sample std and downside deviation of the
     per-bar returns, the worst drawdown and the share of bars holding a position."""
     mean = acc[3] / n
@@ -271,7 +270,7 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                     value += last_position[col] * close[i, col_symbol[col]]
             if keep_curve:
                 curve[i, group] = value
-            fold_value_nb(acc, i, value, holding, start_row)
+            acc = fold_value_nb(acc, i, value, holding, start_row)
         finish_stats_nb(acc, n_rows - start_row, stats[group])
         from_col = to_col
     return oidx
@@ -334,7 +333,7 @@ def value_stats_nb(  # noqa: PLR0917 - arrays passed positionally
                     value += pos[k] * close[i, col_symbol[cols[k]]]
             if keep_curve:
                 curve[i, g] = value
-            fold_value_nb(acc, i, value, holding, start_row)
+            acc = fold_value_nb(acc, i, value, holding, start_row)
         finish_stats_nb(acc, n_rows - start_row, out[g])
     return out
 
