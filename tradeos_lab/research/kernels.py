@@ -148,14 +148,13 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                 price = close[i, col_symbol[col]]
                 if not np.isnan(price) or not ffill_val_price:
                     last_val_price[col] = price
-                price_arr[col] = price
                 is_long_entry = long_entries[i, col]
                 is_long_exit = long_exits[i, col]
                 is_short_entry = short_entries[i, col]
                 is_short_exit = short_exits[i, col]
-                size_arr[col] = 0.0
                 if not (is_long_entry or is_long_exit or is_short_entry or is_short_exit):
                     continue  # signals_to_size_nb gives no order without a signal
+                price_arr[col] = price
                 position_now = last_position[col]
                 _accumulate = accumulate
                 if is_long_entry or is_short_entry:
@@ -220,6 +219,7 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                     _size = size_arr[col]
                     if _size == 0:
                         continue
+                    size_arr[col] = 0.0  # no order on a later bar without a signal
                     _direction = direction_arr[col]
                     if _direction == Direction.ShortOnly:
                         _size *= -1  # process_order_nb takes a short-only size unsigned
