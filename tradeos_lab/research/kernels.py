@@ -82,6 +82,111 @@ def finish_stats_nb(acc: Stats, n: int, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True)
+def signal_size_nb(  # noqa: PLR0917 - vectorbt's arguments, flat
+    position_now: float,
+    is_long_entry: bool,
+    is_long_exit: bool,
+    is_short_entry: bool,
+    is_short_exit: bool,
+    val_price_now: float,
+    size: float,
+    size_type: int,
+    accumulate: int,
+    upon_long_conflict: int,
+    upon_short_conflict: int,
+    upon_dir_conflict: int,
+    upon_opposite_entry: int,
+) -> tuple[float, int, int]:
+    """The order (size, size type, direction) of a bar's signals, as `simulate_from_signals_nb`
+    resolves them: conflicts, opposite entries, then `signals_to_size_nb`."""
+    _accumulate = accumulate
+    if is_long_entry or is_short_entry:
+        is_long_entry, is_long_exit = resolve_signal_conflict_nb(
+            position_now,
+            is_long_entry,
+            is_long_exit,
+            Direction.LongOnly,
+            upon_long_conflict,
+        )
+        is_short_entry, is_short_exit = resolve_signal_conflict_nb(
+            position_now,
+            is_short_entry,
+            is_short_exit,
+            Direction.ShortOnly,
+            upon_short_conflict,
+        )
+        is_long_entry, is_short_entry = resolve_dir_conflict_nb(
+            position_now, is_long_entry, is_short_entry, upon_dir_conflict
+        )
+        is_long_entry, is_long_exit, is_short_entry, is_short_exit, _accumulate = (
+            resolve_opposite_entry_nb(
+                position_now,
+                is_long_entry,
+                is_long_exit,
+                is_short_entry,
+                is_short_exit,
+                upon_opposite_entry,
+                _accumulate,
+            )
+        )
+    _size, _size_type, _direction = signals_to_size_nb(
+        position_now,
+        is_long_entry,
+        is_long_exit,
+        is_short_entry,
+        is_short_exit,
+        size,
+        size_type,
+        _accumulate,
+        val_price_now,
+    )
+    return _size, _size_type, _direction
+
+
+@numba.njit(cache=True)
+def fill_order_nb(  # noqa: PLR0917 - vectorbt's arguments, flat
+    i: int,
+    col: int,
+    group: int,
+    _size: float,
+    _size_type: int,
+    _direction: int,
+    price: float,
+    state: ProcessOrderState,
+    costs: tuple[float, float, float, float, float, float, bool, bool, bool],
+    update_value: bool,
+    order_records: np.ndarray,
+    log_records: np.ndarray,
+) -> ProcessOrderState:
+    """`process_order_nb` of the order `signal_size_nb` gave, at `price`; `costs` are fees,
+    fixed fees, slippage, min size, max size, size granularity, lock cash, allow partial and
+    raise reject. Returns the state after it."""
+    if _direction == Direction.ShortOnly:
+        _size *= -1  # process_order_nb takes a short-only size unsigned
+    order = order_nb(
+        size=_size,
+        price=price,
+        size_type=_size_type,
+        direction=_direction,
+        fees=costs[0],
+        fixed_fees=costs[1],
+        slippage=costs[2],
+        min_size=costs[3],
+        max_size=costs[4],
+        size_granularity=costs[5],
+        reject_prob=0.0,
+        lock_cash=costs[6],
+        allow_partial=costs[7],
+        raise_reject=costs[8],
+        log=False,
+    )
+    _, new_state = process_order_nb(
+        i, col, group, state, update_value, order, order_records, log_records
+    )
+    return new_state
+
+
+@numba.njit(cache=True)
 def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
     close: np.ndarray,
     col_symbol: np.ndarray,
@@ -134,6 +239,17 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
     size_arr = np.zeros(n_cols)
     size_type_arr = np.zeros(n_cols, dtype=np.int64)
     direction_arr = np.zeros(n_cols, dtype=np.int64)
+    costs = (
+        fees,
+        fixed_fees,
+        slippage,
+        min_size,
+        max_size,
+        size_granularity,
+        lock_cash,
+        allow_partial,
+        raise_reject,
+    )
     oidx = 0
     lidx = 0
     from_col = 0
@@ -142,6 +258,84 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
         cash_now = init_cash[group]
         free_cash_now = init_cash[group]
         acc = start_stats_nb(init_cash[group])
+        if not cash_sharing:
+            # One column per group: its state in locals, so a bar without a signal costs a
+            # few loads and the metric fold, not the arrays of every column.
+            col = from_col
+            symbol = col_symbol[col]
+            position_now = 0.0
+            debt_now = 0.0
+            val_price_now = np.nan
+            for i in range(n_rows):
+                price = close[i, symbol]
+                if not np.isnan(price) or not ffill_val_price:
+                    val_price_now = price
+                is_long_entry = long_entries[i, col]
+                is_long_exit = long_exits[i, col]
+                is_short_entry = short_entries[i, col]
+                is_short_exit = short_exits[i, col]
+                if is_long_entry or is_long_exit or is_short_entry or is_short_exit:
+                    _size, _size_type, _direction = signal_size_nb(
+                        position_now,
+                        is_long_entry,
+                        is_long_exit,
+                        is_short_entry,
+                        is_short_exit,
+                        val_price_now,
+                        size,
+                        size_type,
+                        accumulate,
+                        upon_long_conflict,
+                        upon_short_conflict,
+                        upon_dir_conflict,
+                        upon_opposite_entry,
+                    )
+                    if _size != 0:
+                        value_now = cash_now
+                        if position_now != 0:
+                            value_now += position_now * val_price_now
+                        state = ProcessOrderState(
+                            cash=cash_now,
+                            position=position_now,
+                            debt=debt_now,
+                            free_cash=free_cash_now,
+                            val_price=val_price_now,
+                            value=value_now,
+                            oidx=oidx,
+                            lidx=lidx,
+                        )
+                        new_state = fill_order_nb(
+                            i,
+                            col,
+                            group,
+                            _size,
+                            _size_type,
+                            _direction,
+                            price,
+                            state,
+                            costs,
+                            update_value,
+                            order_records,
+                            log_records,
+                        )
+                        cash_now = new_state.cash
+                        free_cash_now = new_state.free_cash
+                        oidx = new_state.oidx
+                        lidx = new_state.lidx
+                        position_now = new_state.position
+                        debt_now = new_state.debt
+                        if not np.isnan(new_state.val_price) or not ffill_val_price:
+                            val_price_now = new_state.val_price
+                value = cash_now
+                holding = position_now != 0.0
+                if holding:
+                    value += position_now * price
+                if keep_curve:
+                    curve[i, group] = value
+                acc = fold_value_nb(acc, i, value, holding, start_row)
+            finish_stats_nb(acc, n_rows - start_row, stats[group])
+            from_col = to_col
+            continue
         for i in range(n_rows):
             any_order = False
             for col in range(from_col, to_col):
@@ -155,47 +349,20 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                 if not (is_long_entry or is_long_exit or is_short_entry or is_short_exit):
                     continue  # signals_to_size_nb gives no order without a signal
                 price_arr[col] = price
-                position_now = last_position[col]
-                _accumulate = accumulate
-                if is_long_entry or is_short_entry:
-                    is_long_entry, is_long_exit = resolve_signal_conflict_nb(
-                        position_now,
-                        is_long_entry,
-                        is_long_exit,
-                        Direction.LongOnly,
-                        upon_long_conflict,
-                    )
-                    is_short_entry, is_short_exit = resolve_signal_conflict_nb(
-                        position_now,
-                        is_short_entry,
-                        is_short_exit,
-                        Direction.ShortOnly,
-                        upon_short_conflict,
-                    )
-                    is_long_entry, is_short_entry = resolve_dir_conflict_nb(
-                        position_now, is_long_entry, is_short_entry, upon_dir_conflict
-                    )
-                    is_long_entry, is_long_exit, is_short_entry, is_short_exit, _accumulate = (
-                        resolve_opposite_entry_nb(
-                            position_now,
-                            is_long_entry,
-                            is_long_exit,
-                            is_short_entry,
-                            is_short_exit,
-                            upon_opposite_entry,
-                            _accumulate,
-                        )
-                    )
-                _size, _size_type, _direction = signals_to_size_nb(
-                    position_now,
+                _size, _size_type, _direction = signal_size_nb(
+                    last_position[col],
                     is_long_entry,
                     is_long_exit,
                     is_short_entry,
                     is_short_exit,
+                    last_val_price[col],
                     size,
                     size_type,
-                    _accumulate,
-                    last_val_price[col],
+                    accumulate,
+                    upon_long_conflict,
+                    upon_short_conflict,
+                    upon_dir_conflict,
+                    upon_opposite_entry,
                 )
                 size_arr[col] = _size
                 size_type_arr[col] = _size_type
@@ -220,26 +387,6 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                     if _size == 0:
                         continue
                     size_arr[col] = 0.0  # no order on a later bar without a signal
-                    _direction = direction_arr[col]
-                    if _direction == Direction.ShortOnly:
-                        _size *= -1  # process_order_nb takes a short-only size unsigned
-                    order = order_nb(
-                        size=_size,
-                        price=price_arr[col],
-                        size_type=size_type_arr[col],
-                        direction=_direction,
-                        fees=fees,
-                        fixed_fees=fixed_fees,
-                        slippage=slippage,
-                        min_size=min_size,
-                        max_size=max_size,
-                        size_granularity=size_granularity,
-                        reject_prob=0.0,
-                        lock_cash=lock_cash,
-                        allow_partial=allow_partial,
-                        raise_reject=raise_reject,
-                        log=False,
-                    )
                     state = ProcessOrderState(
                         cash=cash_now,
                         position=position_now,
@@ -250,8 +397,19 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                         oidx=oidx,
                         lidx=lidx,
                     )
-                    _, new_state = process_order_nb(
-                        i, col, group, state, update_value, order, order_records, log_records
+                    new_state = fill_order_nb(
+                        i,
+                        col,
+                        group,
+                        _size,
+                        size_type_arr[col],
+                        direction_arr[col],
+                        price_arr[col],
+                        state,
+                        costs,
+                        update_value,
+                        order_records,
+                        log_records,
                     )
                     cash_now = new_state.cash
                     free_cash_now = new_state.free_cash
