@@ -157,15 +157,14 @@ class Strategy(Generic[P]):
         s_checked = s[checked]
         if (np.abs(s_checked) > 1).any():  # NaN compares False; an infinity is caught
             raise ValidationError(f"strategy {self.name!r} gave a strength outside [-1, 1]")
-        signal = ~np.isnan(s_checked)
         one = np.asarray(confidence, dtype=np.float64)
         c: FloatArray | float
         if one.ndim == 0:  # one confidence for every row: checked once, where there is a signal
             c = float(one)
-            chosen = np.full(1 if signal.any() else 0, c)
+            chosen = np.full(0 if np.isnan(s_checked).all() else 1, c)
         else:
             c = _per_row(one, length)
-            chosen = c[checked][signal]
+            chosen = c[checked][~np.isnan(s_checked)]
         if not ((chosen >= 0) & (chosen <= 1)).all():  # NaN and infinities fail both
             raise ValidationError(f"strategy {self.name!r} gave a confidence outside [0, 1]")
         return s, c

@@ -40,7 +40,7 @@ def _crossed(a: FloatArray, b: FloatArray | float, now: np.ufunc, before: np.ufu
     out = np.zeros(np.broadcast_shapes(np.shape(a), np.shape(b)), dtype=np.bool_)
     if len(out) > 1:
         b_now, b_before = (b[1:], b[:-1]) if np.ndim(b) else (b, b)
-        out[1:] = now(a[1:], b_now)
+        now(a[1:], b_now, out=out[1:])
         out[1:] &= before(a[:-1], b_before)
     return out
 
@@ -56,8 +56,10 @@ def choose(
     """Strength per bar from masks: long -> +long_strength, short -> -short_strength, flat -> 0,
     otherwise NaN (no signal). Long and short win over flat; a bar both long and short is none."""
     out = np.full(long.shape, np.nan) if flat is None else np.where(flat, 0.0, np.nan)
+    # In place: a sweep chooses over the whole history once per parameter set.
+    np.copyto(out, long_strength, where=long)
     if short is None:
-        return np.where(long, long_strength, out)
-    out = np.where(long, long_strength, out)
-    out = np.where(short, np.negative(short_strength), out)
-    return np.where(long & short, np.nan, out)
+        return out
+    np.copyto(out, np.negative(short_strength), where=short)
+    np.copyto(out, np.nan, where=long & short)
+    return out
