@@ -38,24 +38,25 @@ STATS = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
 """What both kernels give per group, in this order (see `fold_value_nb`)."""
 
 
-Stats = tuple[float, float, float, float, float, float, float, float]
-"""The running sums of `fold_value_nb`: previous value, peak, worst drawdown, sum of returns, of
-squared returns, of squared negative returns, bars held, value. A tuple, not an array: the
+Stats = tuple[float, float, float, float, float, float, float]
+"""The running sums of `fold_value_nb`: value (the previous bar's, the last one's at the end),
+peak, worst drawdown, sum of returns, of squared returns, of squared negative returns, bars
+held. A tuple, not an array: the
 kernels keep it in registers through the bar loop instead of storing it to memory every bar."""
 
 
 @numba.njit(cache=True)
 def start_stats_nb(init_cash: float) -> Stats:
     """The running sums of `fold_value_nb` before the first bar."""
-    return (init_cash, init_cash, 0.0, 0.0, 0.0, 0.0, 0.0, init_cash)
+    return (init_cash, init_cash, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @numba.njit(cache=True)
 def fold_value_nb(acc: Stats, i: int, value: float, holding: bool, start_row: int) -> Stats:
     """`acc` with bar `i`'s value folded in (bars before `start_row` only set the base)."""
     if i < start_row:
-        return (value, value, acc[2], acc[3], acc[4], acc[5], acc[6], value)
-    previous, peak, worst, total, squares, downside, held, _ = acc
+        return (value, value, acc[2], acc[3], acc[4], acc[5], acc[6])
+    previous, peak, worst, total, squares, downside, held = acc
     r = value / previous - 1.0
     total += r
     squares += r * r
@@ -65,7 +66,7 @@ def fold_value_nb(acc: Stats, i: int, value: float, holding: bool, start_row: in
     worst = min(worst, value / peak - 1.0)
     if holding:
         held += 1.0
-    return (value, peak, worst, total, squares, downside, held, value)
+    return (value, peak, worst, total, squares, downside, held)
 
 
 @numba.njit(cache=True)
@@ -73,7 +74,7 @@ def finish_stats_nb(acc: Stats, n: int, out: np.ndarray) -> None:
     """`STATS` of `n` folded bars into `out`: the mean, sample std and downside deviation of the
     per-bar returns, the worst drawdown and the share of bars holding a position."""
     mean = acc[3] / n
-    out[0] = acc[7]
+    out[0] = acc[0]
     out[1] = mean
     out[2] = np.sqrt(max(acc[4] - n * mean * mean, 0.0) / (n - 1)) if n > 1 else np.nan
     out[3] = np.sqrt(acc[5] / n)
