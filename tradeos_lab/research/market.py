@@ -222,18 +222,28 @@ class Market:
     def shape(self) -> tuple[int, int]:
         return len(self.index), len(self.symbols)
 
-    def signals(self, strategy: Strategy[Any]) -> dict[str, np.ndarray]:
-        """The strategy's `SIGNAL_MASKS` per bar and symbol (rows x symbols), by its batch form."""
-        out: dict[str, np.ndarray] = {}
+    def signals(
+        self, strategy: Strategy[Any], out: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The strategy's `SIGNAL_MASKS` per bar and symbol (rows x symbols), by its batch form;
+        written into `out` when given (rows x symbols each, False where a symbol has no bar): a
+        sweep's columns for one combination, filled without a copy."""
+        one = len(self.symbols) == 1
+        if out is None and not one:
+            out = {name: np.zeros(self.shape, dtype=np.bool_) for name in SIGNAL_MASKS}
         for j, (at, values) in enumerate(zip(self.rows, self.values, strict=True)):
             try:
-                arrays = rule_masks(strategy, values)
+                if one:  # the rule's own fresh arrays as one column, or written into `out`
+                    column = None if out is None else {n: out[n][:, 0] for n in SIGNAL_MASKS}
+                    masks = rule_masks(strategy, values, out=column)
+                    return out or {name: masks[name].reshape(-1, 1) for name in SIGNAL_MASKS}
+                masks = rule_masks(strategy, values)
             except ValidationError as e:
                 raise ValidationError(f"{self.symbols[j]}: {e}") from None
-            if len(self.symbols) == 1:  # the rule's own fresh arrays, as one column
-                return {name: arrays[name].reshape(-1, 1) for name in SIGNAL_MASKS}
+            assert out is not None
             for name in SIGNAL_MASKS:
-                out.setdefault(name, np.zeros(self.shape, dtype=np.bool_))[at, j] = arrays[name]
+                out[name][at, j] = masks[name]
+        assert out is not None
         return out
 
 

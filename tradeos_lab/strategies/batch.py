@@ -108,22 +108,35 @@ def rule_arrays(
     return values, vectorbt_arrays(strength, confidence)
 
 
-def rule_masks(strategy: Strategy[Any], bars: BarValues) -> dict[str, np.ndarray]:
+def rule_masks(
+    strategy: Strategy[Any], bars: BarValues, out: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """Only the four vectorbt masks of `SIGNAL_COLUMNS` per bar, by the same rule evaluation
-    as `rule_arrays`: a sweep reads nothing else, and the other columns cost as much again."""
+    as `rule_arrays`: a sweep reads nothing else, and the other columns cost as much again.
+    Written into `out` when given (see `signal_masks`)."""
     strength, _ = strategy.strength(rule_values(strategy, bars), bars.length)
-    return signal_masks(strength)
+    return signal_masks(strength, out)
 
 
-def signal_masks(strength: FloatArray) -> dict[str, np.ndarray]:
+def signal_masks(
+    strength: FloatArray, out: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """entries, exits, short_entries, short_exits from strength per bar (NaN compares False:
-    no signal, no mask)."""
-    return {
-        "entries": strength > 0,
-        "exits": strength <= 0,
-        "short_entries": strength < 0,
-        "short_exits": strength >= 0,
-    }
+    no signal, no mask); into the boolean arrays of `out` when given (a sweep's columns)."""
+    if out is None:
+        out = {name: np.empty(strength.shape, dtype=np.bool_) for name in _MASK_TESTS}
+    for name, (test, level) in _MASK_TESTS.items():
+        test(strength, level, out=out[name])
+    return out
+
+
+_MASK_TESTS: dict[str, tuple[np.ufunc, float]] = {
+    "entries": (np.greater, 0.0),
+    "exits": (np.less_equal, 0.0),
+    "short_entries": (np.less, 0.0),
+    "short_exits": (np.greater_equal, 0.0),
+}
+"""Each vectorbt mask as a comparison of the strength with 0."""
 
 
 def vectorbt_arrays(strength: FloatArray, confidence: FloatArray) -> dict[str, np.ndarray]:

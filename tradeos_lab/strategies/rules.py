@@ -39,7 +39,7 @@ def _crossed(a: FloatArray, b: FloatArray | float, now: np.ufunc, before: np.ufu
     sweep evaluates a crossing per parameter set over the whole history)."""
     out = np.zeros(np.broadcast_shapes(np.shape(a), np.shape(b)), dtype=np.bool_)
     if len(out) > 1:
-        b_now, b_before = (b[1:], b[:-1]) if np.ndim(b) else (b, b)
+        b_now, b_before = (b[1:], b[:-1]) if isinstance(b, np.ndarray) and b.ndim else (b, b)
         now(a[1:], b_now, out=out[1:])
         out[1:] &= before(a[:-1], b_before)
     return out
