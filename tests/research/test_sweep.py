@@ -10,14 +10,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import tradeos_lab
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.research import BacktestProfile
+from tradeos_lab.research.market import SIGNAL_MASKS, Market, load_bars
 from tradeos_lab.research.sweep import sweep, walk_forward
 from tradeos_lab.strategies import SmaCross
+from tradeos_lab.strategies.registry import get_strategy
 
 GRID = {"fast": [5, 10, 15], "slow": [20, 30, 40]}
 PROFILE = BacktestProfile(position_pct=50)
@@ -50,6 +53,28 @@ def test_chunks_bound_the_call_and_do_not_change_the_results(
     )
     assert seen == [(2, 9), (4, 9), (6, 9), (8, 9), (9, 9)]
     pd.testing.assert_frame_equal(chunked.table, single_process)
+
+
+@pytest.mark.parametrize("name", ["sma_cross", "rsi_reversion", "macd_trend"])
+@pytest.mark.parametrize("bars", ["one_symbol", "two_symbols"])
+def test_a_combinations_columns_hold_the_strategys_own_signal_masks(
+    name: str, bars: str, request: pytest.FixtureRequest
+) -> None:
+    frame: pd.DataFrame = request.getfixturevalue(bars)
+    strategy = get_strategy(name)()
+    market = Market.of(load_bars(frame))
+    n_rows, n_symbols = market.shape
+    chunk = {m: np.zeros((n_rows, 2 * n_symbols), dtype=np.bool_, order="F") for m in SIGNAL_MASKS}
+    market.signals(strategy, out={m: chunk[m][:, n_symbols:] for m in SIGNAL_MASKS})
+    for j, symbol in enumerate(market.symbols):
+        own = strategy.signals(frame[frame["symbol"] == symbol])
+        rows = market.index.get_indexer(pd.DatetimeIndex(own["ts"]))
+        for m in SIGNAL_MASKS:
+            column = chunk[m][:, n_symbols + j]
+            np.testing.assert_array_equal(column[rows], own[m].to_numpy())
+            assert column.sum() == own[m].sum()  # no signal where the symbol has no bar
+            assert not chunk[m][:, j].any()  # another combination's column is left alone
+    assert chunk["exits"][:, n_symbols:].any() and chunk["short_exits"][:, n_symbols:].any()
 
 
 def test_combinations_the_strategy_rejects_are_left_out(one_symbol: pd.DataFrame) -> None:

@@ -38,48 +38,153 @@ STATS = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
 """What both kernels give per group, in this order (see `fold_value_nb`)."""
 
 
-@numba.njit(cache=True)
-def start_stats_nb(init_cash: float) -> np.ndarray:
-    """The running sums of `fold_value_nb` before the first bar: previous value, peak, worst
-    drawdown, sum of returns, of squared returns, of squared negative returns, bars held, value."""
-    acc = np.zeros(8)
-    acc[0] = init_cash
-    acc[1] = init_cash
-    acc[7] = init_cash
-    return acc
+Stats = tuple[float, float, float, float, float, float, float]
+"""The running sums of `fold_value_nb`: value (the previous bar's, the last one's at the end),
+peak, worst drawdown, sum of returns, of squared returns, of squared negative returns, bars
+held. A tuple, not an array: the
+kernels keep it in registers through the bar loop instead of storing it to memory every bar."""
 
 
 @numba.njit(cache=True)
-def fold_value_nb(acc: np.ndarray, i: int, value: float, holding: bool, start_row: int) -> None:
-    """Fold bar `i`'s value into the running sums (bars before `start_row` only set the base)."""
-    acc[7] = value
+def start_stats_nb(init_cash: float) -> Stats:
+    """The running sums of `fold_value_nb` before the first bar."""
+    return (init_cash, init_cash, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@numba.njit(cache=True)
+def fold_value_nb(acc: Stats, i: int, value: float, holding: bool, start_row: int) -> Stats:
+    """`acc` with bar `i`'s value folded in (bars before `start_row` only set the base)."""
     if i < start_row:
-        acc[0] = value
-        acc[1] = value
-        return
-    r = value / acc[0] - 1.0
-    acc[3] += r
-    acc[4] += r * r
+        return (value, value, acc[2], acc[3], acc[4], acc[5], acc[6])
+    previous, peak, worst, total, squares, downside, held = acc
+    r = value / previous - 1.0
+    total += r
+    squares += r * r
     if r < 0.0:
-        acc[5] += r * r
-    acc[1] = max(acc[1], value)
-    acc[2] = min(acc[2], value / acc[1] - 1.0)
+        downside += r * r
+    peak = max(peak, value)
+    worst = min(worst, value / peak - 1.0)
     if holding:
-        acc[6] += 1.0
-    acc[0] = value
+        held += 1.0
+    return (value, peak, worst, total, squares, downside, held)
 
 
 @numba.njit(cache=True)
-def finish_stats_nb(acc: np.ndarray, n: int, out: np.ndarray) -> None:
+def finish_stats_nb(acc: Stats, n: int, out: np.ndarray) -> None:
     """`STATS` of `n` folded bars into `out`: the mean, sample std and downside deviation of the
     per-bar returns, the worst drawdown and the share of bars holding a position."""
     mean = acc[3] / n
-    out[0] = acc[7]
+    out[0] = acc[0]
     out[1] = mean
     out[2] = np.sqrt(max(acc[4] - n * mean * mean, 0.0) / (n - 1)) if n > 1 else np.nan
     out[3] = np.sqrt(acc[5] / n)
     out[4] = acc[2]
     out[5] = acc[6] / n
+
+
+@numba.njit(cache=True)
+def signal_size_nb(  # noqa: PLR0917 - vectorbt's arguments, flat
+    position_now: float,
+    is_long_entry: bool,
+    is_long_exit: bool,
+    is_short_entry: bool,
+    is_short_exit: bool,
+    val_price_now: float,
+    size: float,
+    size_type: int,
+    accumulate: int,
+    upon_long_conflict: int,
+    upon_short_conflict: int,
+    upon_dir_conflict: int,
+    upon_opposite_entry: int,
+) -> tuple[float, int, int]:
+    """The order (size, size type, direction) of a bar's signals, as `simulate_from_signals_nb`
+    resolves them: conflicts, opposite entries, then `signals_to_size_nb`."""
+    _accumulate = accumulate
+    if is_long_entry or is_short_entry:
+        is_long_entry, is_long_exit = resolve_signal_conflict_nb(
+            position_now,
+            is_long_entry,
+            is_long_exit,
+            Direction.LongOnly,
+            upon_long_conflict,
+        )
+        is_short_entry, is_short_exit = resolve_signal_conflict_nb(
+            position_now,
+            is_short_entry,
+            is_short_exit,
+            Direction.ShortOnly,
+            upon_short_conflict,
+        )
+        is_long_entry, is_short_entry = resolve_dir_conflict_nb(
+            position_now, is_long_entry, is_short_entry, upon_dir_conflict
+        )
+        is_long_entry, is_long_exit, is_short_entry, is_short_exit, _accumulate = (
+            resolve_opposite_entry_nb(
+                position_now,
+                is_long_entry,
+                is_long_exit,
+                is_short_entry,
+                is_short_exit,
+                upon_opposite_entry,
+                _accumulate,
+            )
+        )
+    _size, _size_type, _direction = signals_to_size_nb(
+        position_now,
+        is_long_entry,
+        is_long_exit,
+        is_short_entry,
+        is_short_exit,
+        size,
+        size_type,
+        _accumulate,
+        val_price_now,
+    )
+    return _size, _size_type, _direction
+
+
+@numba.njit(cache=True)
+def fill_order_nb(  # noqa: PLR0917 - vectorbt's arguments, flat
+    i: int,
+    col: int,
+    group: int,
+    _size: float,
+    _size_type: int,
+    _direction: int,
+    price: float,
+    state: ProcessOrderState,
+    costs: tuple[float, float, float, float, float, float, bool, bool, bool],
+    update_value: bool,
+    order_records: np.ndarray,
+    log_records: np.ndarray,
+) -> ProcessOrderState:
+    """`process_order_nb` of the order `signal_size_nb` gave, at `price`; `costs` are fees,
+    fixed fees, slippage, min size, max size, size granularity, lock cash, allow partial and
+    raise reject. Returns the state after it."""
+    if _direction == Direction.ShortOnly:
+        _size *= -1  # process_order_nb takes a short-only size unsigned
+    order = order_nb(
+        size=_size,
+        price=price,
+        size_type=_size_type,
+        direction=_direction,
+        fees=costs[0],
+        fixed_fees=costs[1],
+        slippage=costs[2],
+        min_size=costs[3],
+        max_size=costs[4],
+        size_granularity=costs[5],
+        reject_prob=0.0,
+        lock_cash=costs[6],
+        allow_partial=costs[7],
+        raise_reject=costs[8],
+        log=False,
+    )
+    _, new_state = process_order_nb(
+        i, col, group, state, update_value, order, order_records, log_records
+    )
+    return new_state
 
 
 @numba.njit(cache=True)
@@ -135,6 +240,17 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
     size_arr = np.zeros(n_cols)
     size_type_arr = np.zeros(n_cols, dtype=np.int64)
     direction_arr = np.zeros(n_cols, dtype=np.int64)
+    costs = (
+        fees,
+        fixed_fees,
+        slippage,
+        min_size,
+        max_size,
+        size_granularity,
+        lock_cash,
+        allow_partial,
+        raise_reject,
+    )
     oidx = 0
     lidx = 0
     from_col = 0
@@ -143,61 +259,111 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
         cash_now = init_cash[group]
         free_cash_now = init_cash[group]
         acc = start_stats_nb(init_cash[group])
+        if not cash_sharing:
+            # One column per group: its state in locals, so a bar without a signal costs a
+            # few loads and the metric fold, not the arrays of every column.
+            col = from_col
+            symbol = col_symbol[col]
+            position_now = 0.0
+            debt_now = 0.0
+            val_price_now = np.nan
+            for i in range(n_rows):
+                price = close[i, symbol]
+                if not np.isnan(price) or not ffill_val_price:
+                    val_price_now = price
+                is_long_entry = long_entries[i, col]
+                is_long_exit = long_exits[i, col]
+                is_short_entry = short_entries[i, col]
+                is_short_exit = short_exits[i, col]
+                if is_long_entry or is_long_exit or is_short_entry or is_short_exit:
+                    _size, _size_type, _direction = signal_size_nb(
+                        position_now,
+                        is_long_entry,
+                        is_long_exit,
+                        is_short_entry,
+                        is_short_exit,
+                        val_price_now,
+                        size,
+                        size_type,
+                        accumulate,
+                        upon_long_conflict,
+                        upon_short_conflict,
+                        upon_dir_conflict,
+                        upon_opposite_entry,
+                    )
+                    if _size != 0:
+                        value_now = cash_now
+                        if position_now != 0:
+                            value_now += position_now * val_price_now
+                        state = ProcessOrderState(
+                            cash=cash_now,
+                            position=position_now,
+                            debt=debt_now,
+                            free_cash=free_cash_now,
+                            val_price=val_price_now,
+                            value=value_now,
+                            oidx=oidx,
+                            lidx=lidx,
+                        )
+                        new_state = fill_order_nb(
+                            i,
+                            col,
+                            group,
+                            _size,
+                            _size_type,
+                            _direction,
+                            price,
+                            state,
+                            costs,
+                            update_value,
+                            order_records,
+                            log_records,
+                        )
+                        cash_now = new_state.cash
+                        free_cash_now = new_state.free_cash
+                        oidx = new_state.oidx
+                        lidx = new_state.lidx
+                        position_now = new_state.position
+                        debt_now = new_state.debt
+                        if not np.isnan(new_state.val_price) or not ffill_val_price:
+                            val_price_now = new_state.val_price
+                value = cash_now
+                holding = position_now != 0.0
+                if holding:
+                    value += position_now * price
+                if keep_curve:
+                    curve[i, group] = value
+                acc = fold_value_nb(acc, i, value, holding, start_row)
+            finish_stats_nb(acc, n_rows - start_row, stats[group])
+            from_col = to_col
+            continue
         for i in range(n_rows):
             any_order = False
             for col in range(from_col, to_col):
                 price = close[i, col_symbol[col]]
                 if not np.isnan(price) or not ffill_val_price:
                     last_val_price[col] = price
-                price_arr[col] = price
                 is_long_entry = long_entries[i, col]
                 is_long_exit = long_exits[i, col]
                 is_short_entry = short_entries[i, col]
                 is_short_exit = short_exits[i, col]
-                size_arr[col] = 0.0
                 if not (is_long_entry or is_long_exit or is_short_entry or is_short_exit):
                     continue  # signals_to_size_nb gives no order without a signal
-                position_now = last_position[col]
-                _accumulate = accumulate
-                if is_long_entry or is_short_entry:
-                    is_long_entry, is_long_exit = resolve_signal_conflict_nb(
-                        position_now,
-                        is_long_entry,
-                        is_long_exit,
-                        Direction.LongOnly,
-                        upon_long_conflict,
-                    )
-                    is_short_entry, is_short_exit = resolve_signal_conflict_nb(
-                        position_now,
-                        is_short_entry,
-                        is_short_exit,
-                        Direction.ShortOnly,
-                        upon_short_conflict,
-                    )
-                    is_long_entry, is_short_entry = resolve_dir_conflict_nb(
-                        position_now, is_long_entry, is_short_entry, upon_dir_conflict
-                    )
-                    is_long_entry, is_long_exit, is_short_entry, is_short_exit, _accumulate = (
-                        resolve_opposite_entry_nb(
-                            position_now,
-                            is_long_entry,
-                            is_long_exit,
-                            is_short_entry,
-                            is_short_exit,
-                            upon_opposite_entry,
-                            _accumulate,
-                        )
-                    )
-                _size, _size_type, _direction = signals_to_size_nb(
-                    position_now,
+                price_arr[col] = price
+                _size, _size_type, _direction = signal_size_nb(
+                    last_position[col],
                     is_long_entry,
                     is_long_exit,
                     is_short_entry,
                     is_short_exit,
+                    last_val_price[col],
                     size,
                     size_type,
-                    _accumulate,
-                    last_val_price[col],
+                    accumulate,
+                    upon_long_conflict,
+                    upon_short_conflict,
+                    upon_dir_conflict,
+                    upon_opposite_entry,
                 )
                 size_arr[col] = _size
                 size_type_arr[col] = _size_type
@@ -221,26 +387,7 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                     _size = size_arr[col]
                     if _size == 0:
                         continue
-                    _direction = direction_arr[col]
-                    if _direction == Direction.ShortOnly:
-                        _size *= -1  # process_order_nb takes a short-only size unsigned
-                    order = order_nb(
-                        size=_size,
-                        price=price_arr[col],
-                        size_type=size_type_arr[col],
-                        direction=_direction,
-                        fees=fees,
-                        fixed_fees=fixed_fees,
-                        slippage=slippage,
-                        min_size=min_size,
-                        max_size=max_size,
-                        size_granularity=size_granularity,
-                        reject_prob=0.0,
-                        lock_cash=lock_cash,
-                        allow_partial=allow_partial,
-                        raise_reject=raise_reject,
-                        log=False,
-                    )
+                    size_arr[col] = 0.0  # no order on a later bar without a signal
                     state = ProcessOrderState(
                         cash=cash_now,
                         position=position_now,
@@ -251,8 +398,19 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                         oidx=oidx,
                         lidx=lidx,
                     )
-                    _, new_state = process_order_nb(
-                        i, col, group, state, update_value, order, order_records, log_records
+                    new_state = fill_order_nb(
+                        i,
+                        col,
+                        group,
+                        _size,
+                        size_type_arr[col],
+                        direction_arr[col],
+                        price_arr[col],
+                        state,
+                        costs,
+                        update_value,
+                        order_records,
+                        log_records,
                     )
                     cash_now = new_state.cash
                     free_cash_now = new_state.free_cash
@@ -271,7 +429,7 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
                     value += last_position[col] * close[i, col_symbol[col]]
             if keep_curve:
                 curve[i, group] = value
-            fold_value_nb(acc, i, value, holding, start_row)
+            acc = fold_value_nb(acc, i, value, holding, start_row)
         finish_stats_nb(acc, n_rows - start_row, stats[group])
         from_col = to_col
     return oidx
@@ -334,7 +492,7 @@ def value_stats_nb(  # noqa: PLR0917 - arrays passed positionally
                     value += pos[k] * close[i, col_symbol[cols[k]]]
             if keep_curve:
                 curve[i, g] = value
-            fold_value_nb(acc, i, value, holding, start_row)
+            acc = fold_value_nb(acc, i, value, holding, start_row)
         finish_stats_nb(acc, n_rows - start_row, out[g])
     return out
 

@@ -4,7 +4,7 @@
 one symbol's bars without it) or anything with the bar-store `read_bars` (the lake, the
 PostgreSQL bar store, the three-tier `BarReader`), so changing the source changes no backtest
 code. `Market` puts the symbols side by side on the union of their times and evaluates a
-strategy's rule there through the batch form (`tradeos_lab.strategies.batch.rule_arrays`).
+strategy's rule there through the batch form (`tradeos_lab.strategies.batch.rule_masks`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pandas as pd
 from tradeos_lab.bars import BAR_STRING_DTYPE, BarSource, bar_span
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.strategies.base import BAR_FIELDS, Strategy
-from tradeos_lab.strategies.batch import BarValues, rule_arrays
+from tradeos_lab.strategies.batch import BarValues, rule_masks
 from tradeos_lab.symbols import Timeframe, validate_symbol
 
 SIGNAL_MASKS = ("entries", "exits", "short_entries", "short_exits")
@@ -222,18 +222,28 @@ class Market:
     def shape(self) -> tuple[int, int]:
         return len(self.index), len(self.symbols)
 
-    def signals(self, strategy: Strategy[Any]) -> dict[str, np.ndarray]:
-        """The strategy's `SIGNAL_MASKS` per bar and symbol (rows x symbols), by its batch form."""
-        out: dict[str, np.ndarray] = {}
+    def signals(
+        self, strategy: Strategy[Any], out: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The strategy's `SIGNAL_MASKS` per bar and symbol (rows x symbols), by its batch form;
+        written into `out` when given (rows x symbols each, False where a symbol has no bar): a
+        sweep's columns for one combination, filled without a copy."""
+        one = len(self.symbols) == 1
+        if out is None and not one:
+            out = {name: np.zeros(self.shape, dtype=np.bool_) for name in SIGNAL_MASKS}
         for j, (at, values) in enumerate(zip(self.rows, self.values, strict=True)):
             try:
-                _, arrays = rule_arrays(strategy, values)
+                if one:  # the rule's own fresh arrays as one column, or written into `out`
+                    column = None if out is None else {n: out[n][:, 0] for n in SIGNAL_MASKS}
+                    masks = rule_masks(strategy, values, out=column)
+                    return out or {name: masks[name].reshape(-1, 1) for name in SIGNAL_MASKS}
+                masks = rule_masks(strategy, values)
             except ValidationError as e:
                 raise ValidationError(f"{self.symbols[j]}: {e}") from None
-            if len(self.symbols) == 1:  # the rule's own fresh arrays, as one column
-                return {name: arrays[name].reshape(-1, 1) for name in SIGNAL_MASKS}
+            assert out is not None
             for name in SIGNAL_MASKS:
-                out.setdefault(name, np.zeros(self.shape, dtype=np.bool_))[at, j] = arrays[name]
+                out[name][at, j] = masks[name]
+        assert out is not None
         return out
 
 

@@ -123,9 +123,10 @@ def run_chunk(
     # Column-major: each combination's column is written, and simulated, as one contiguous run.
     masks = {name: np.zeros((n_rows, width), dtype=np.bool_, order="F") for name in SIGNAL_MASKS}
     for k, combo in enumerate(combos):
-        signals = market.signals(strategy_type(dict(zip(names, combo, strict=True))))
-        for name in SIGNAL_MASKS:
-            masks[name][:, k * n_symbols : (k + 1) * n_symbols] = signals[name]
+        market.signals(
+            strategy_type(dict(zip(names, combo, strict=True))),
+            out={name: masks[name][:, k * n_symbols : (k + 1) * n_symbols] for name in masks},
+        )
     if start_row:
         for name in SIGNAL_MASKS:
             masks[name][:start_row] = False

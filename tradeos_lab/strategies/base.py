@@ -140,19 +140,34 @@ class Strategy(Generic[P]):
     ) -> tuple[FloatArray, FloatArray]:
         """Run the rule on `length` rows -> (strength, confidence) arrays, confidence NaN where
         there is no signal; the `checked` rows must be in range (`ValidationError` otherwise)."""
+        s, c = self.strength(values, length, checked=checked)
+        return s, np.where(np.isnan(s), np.nan, c)
+
+    def strength(
+        self, values: Values, length: int, *, checked: slice = slice(None)
+    ) -> tuple[FloatArray, FloatArray | float]:
+        """Run the rule on `length` rows -> (strength per row, confidence as the rule gave it:
+        per row or one number), both checked as `decide` checks them. A sweep reads only the
+        strength, so the confidence is not spread over the rows here."""
         out = self.rule(values)
         strength, confidence = (
             (out.strength, out.confidence) if isinstance(out, Decision) else (out, 1.0)
         )
         s = _per_row(strength, length)
-        c = _per_row(confidence, length)
         s_checked = s[checked]
         if (np.abs(s_checked) > 1).any():  # NaN compares False; an infinity is caught
             raise ValidationError(f"strategy {self.name!r} gave a strength outside [-1, 1]")
-        chosen = c[checked][~np.isnan(s_checked)]  # where there is a signal
+        one = np.asarray(confidence, dtype=np.float64)
+        c: FloatArray | float
+        if one.ndim == 0:  # one confidence for every row: checked once, where there is a signal
+            c = float(one)
+            chosen = np.full(0 if np.isnan(s_checked).all() else 1, c)
+        else:
+            c = _per_row(one, length)
+            chosen = c[checked][~np.isnan(s_checked)]
         if not ((chosen >= 0) & (chosen <= 1)).all():  # NaN and infinities fail both
             raise ValidationError(f"strategy {self.name!r} gave a confidence outside [0, 1]")
-        return s, np.where(np.isnan(s), np.nan, c)
+        return s, c
 
     # ---- the two forms ------------------------------------------------------------------------
 

@@ -86,11 +86,8 @@ class BarValues:
         return self._outputs[spec]
 
 
-def rule_arrays(
-    strategy: Strategy[Any], bars: BarValues
-) -> tuple[ValueColumns, dict[str, np.ndarray]]:
-    """The values the rule read and `SIGNAL_COLUMNS` per bar: the one evaluation of a rule
-    over whole arrays, shared by `symbol_signals` and the research sweeps."""
+def rule_values(strategy: Strategy[Any], bars: BarValues) -> ValueColumns:
+    """The values the rule reads: the bar fields, extra inputs and indicator outputs."""
     values = ValueColumns((c, bars.fields[c]) for c in BAR_FIELDS)
     for name in strategy.extra_inputs:
         values[name] = bars.column(name)
@@ -98,8 +95,48 @@ def rule_arrays(
         outputs = bars.indicator(spec)
         for name, column in zip(spec.outputs, outputs, strict=True):
             values[name] = np.asarray(column, dtype=np.float64)
+    return values
+
+
+def rule_arrays(
+    strategy: Strategy[Any], bars: BarValues
+) -> tuple[ValueColumns, dict[str, np.ndarray]]:
+    """The values the rule read and `SIGNAL_COLUMNS` per bar: the one evaluation of a rule
+    over whole arrays, shared by `symbol_signals` and the research backtests."""
+    values = rule_values(strategy, bars)
     strength, confidence = strategy.decide(values, bars.length)
     return values, vectorbt_arrays(strength, confidence)
+
+
+def rule_masks(
+    strategy: Strategy[Any], bars: BarValues, out: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Only the four vectorbt masks of `SIGNAL_COLUMNS` per bar, by the same rule evaluation
+    as `rule_arrays`: a sweep reads nothing else, and the other columns cost as much again.
+    Written into `out` when given (see `signal_masks`)."""
+    strength, _ = strategy.strength(rule_values(strategy, bars), bars.length)
+    return signal_masks(strength, out)
+
+
+def signal_masks(
+    strength: FloatArray, out: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """entries, exits, short_entries, short_exits from strength per bar (NaN compares False:
+    no signal, no mask); into the boolean arrays of `out` when given (a sweep's columns)."""
+    if out is None:
+        out = {name: np.empty(strength.shape, dtype=np.bool_) for name in _MASK_TESTS}
+    for name, (test, level) in _MASK_TESTS.items():
+        test(strength, level, out=out[name])
+    return out
+
+
+_MASK_TESTS: dict[str, tuple[np.ufunc, float]] = {
+    "entries": (np.greater, 0.0),
+    "exits": (np.less_equal, 0.0),
+    "short_entries": (np.less, 0.0),
+    "short_exits": (np.greater_equal, 0.0),
+}
+"""Each vectorbt mask as a comparison of the strength with 0."""
 
 
 def vectorbt_arrays(strength: FloatArray, confidence: FloatArray) -> dict[str, np.ndarray]:
@@ -109,10 +146,7 @@ def vectorbt_arrays(strength: FloatArray, confidence: FloatArray) -> dict[str, n
         "strength": strength,
         "confidence": confidence,
         "direction": np.sign(np.where(signal, strength, 0.0)).astype(np.int8),
-        "entries": strength > 0,
-        "exits": strength <= 0,
-        "short_entries": strength < 0,
-        "short_exits": strength >= 0,
+        **signal_masks(strength),
     }
 
 
