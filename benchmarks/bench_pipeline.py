@@ -45,7 +45,9 @@ two minutes with the defaults.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import multiprocessing as mp
+import os
 import secrets
 import shutil
 import socket
@@ -98,6 +100,8 @@ _T0 = datetime(2024, 1, 2, 0, 0, tzinfo=UTC)
 SERIES_START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=30)
 _SYMBOL = "BTC-USD"
 _MESSAGE_ID = "01900000-0000-7000-8000-000000000000"
+#: A directory: each stage process writes its cProfile stats there (`NAME.prof`) as it stops.
+PROFILE_ENV = "BENCH_PIPELINE_PROFILE"
 
 # ---- the scratch server ----------------------------------------------------------------------
 
@@ -292,7 +296,13 @@ def run_stage(
     halt = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
     ready.set()
-    runner.run(halt, handle_signals=False)
+    profile_dir = os.environ.get(PROFILE_ENV)
+    if profile_dir:
+        with cProfile.Profile() as profile:
+            runner.run(halt, handle_signals=False)
+        profile.dump_stats(Path(profile_dir) / f"{'null-' if null else ''}{name}.prof")
+    else:
+        runner.run(halt, handle_signals=False)
     lab.close()
 
 
