@@ -48,6 +48,7 @@ import argparse
 import cProfile
 import multiprocessing as mp
 import os
+import pstats
 import secrets
 import shutil
 import socket
@@ -298,12 +299,34 @@ def run_stage(
     ready.set()
     profile_dir = os.environ.get(PROFILE_ENV)
     if profile_dir:
+        profiles = profile_threads()
         with cProfile.Profile() as profile:
             runner.run(halt, handle_signals=False)
-        profile.dump_stats(Path(profile_dir) / f"{'null-' if null else ''}{name}.prof")
+        stats = pstats.Stats(profile, *profiles)
+        stats.dump_stats(Path(profile_dir) / f"{'null-' if null else ''}{name}.prof")
     else:
         runner.run(halt, handle_signals=False)
     lab.close()
+
+
+def profile_threads() -> list[cProfile.Profile]:
+    """Profile every thread started from now on in this process (the runner hands batches to
+    worker threads, which a profile of the main thread does not see); each thread's profile is
+    added to the returned list as it ends."""
+    profiles: list[cProfile.Profile] = []
+    original = threading.Thread.run
+
+    def profiled(self: threading.Thread) -> None:
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            original(self)
+        finally:
+            profile.disable()
+            profiles.append(profile)
+
+    threading.Thread.run = profiled  # type: ignore[method-assign]  # benchmark instrumentation
+    return profiles
 
 
 # ---- the real chain --------------------------------------------------------------------------
