@@ -45,7 +45,10 @@ two minutes with the defaults.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import multiprocessing as mp
+import os
+import pstats
 import secrets
 import shutil
 import socket
@@ -98,6 +101,8 @@ _T0 = datetime(2024, 1, 2, 0, 0, tzinfo=UTC)
 SERIES_START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=30)
 _SYMBOL = "BTC-USD"
 _MESSAGE_ID = "01900000-0000-7000-8000-000000000000"
+#: A directory: each stage process writes its cProfile stats there (`NAME.prof`) as it stops.
+PROFILE_ENV = "BENCH_PIPELINE_PROFILE"
 
 # ---- the scratch server ----------------------------------------------------------------------
 
@@ -292,8 +297,36 @@ def run_stage(
     halt = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
     ready.set()
-    runner.run(halt, handle_signals=False)
+    profile_dir = os.environ.get(PROFILE_ENV)
+    if profile_dir:
+        profiles = profile_threads()
+        with cProfile.Profile() as profile:
+            runner.run(halt, handle_signals=False)
+        stats = pstats.Stats(profile, *profiles)
+        stats.dump_stats(Path(profile_dir) / f"{'null-' if null else ''}{name}.prof")
+    else:
+        runner.run(halt, handle_signals=False)
     lab.close()
+
+
+def profile_threads() -> list[cProfile.Profile]:
+    """Profile every thread started from now on in this process (the runner hands batches to
+    worker threads, which a profile of the main thread does not see); each thread's profile is
+    added to the returned list as it ends."""
+    profiles: list[cProfile.Profile] = []
+    original = threading.Thread.run
+
+    def profiled(self: threading.Thread) -> None:
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            original(self)
+        finally:
+            profile.disable()
+            profiles.append(profile)
+
+    threading.Thread.run = profiled  # type: ignore[method-assign]  # benchmark instrumentation
+    return profiles
 
 
 # ---- the real chain --------------------------------------------------------------------------

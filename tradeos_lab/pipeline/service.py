@@ -88,7 +88,17 @@ class ServiceContext:
         new_value: Any = None,
     ) -> Message:
         """An `audit` message saying what this service decided and why (actor `service:NAME`)."""
-        payload = Audit(
+        payload = self.audit_payload(
+            action=action, target=target, reason=reason, old_value=old_value, new_value=new_value
+        )
+        return self.message(parent, payload)
+
+    def audit_payload(
+        self, *, action: str, target: str, reason: str, old_value: Any = None, new_value: Any = None
+    ) -> Audit:
+        """The payload of `audit`, for a message that joins another chain than its parent's
+        (built once, in that chain)."""
+        return Audit(
             actor=f"service:{self.producer}",
             action=action,
             target=target,
@@ -96,7 +106,6 @@ class ServiceContext:
             new_value=new_value,
             reason=reason,
         )
-        return self.message(parent, payload)
 
     def risk_event(
         self,
@@ -110,7 +119,24 @@ class ServiceContext:
         ts: datetime | None = None,
     ) -> Message:
         """A `risk_events` message an operator must see (limit breach, breaker, failure, ...)."""
-        payload = RiskEvent(
+        payload = self.risk_event_payload(
+            kind=kind, severity=severity, scope=scope, detail=detail, data=data, ts=ts
+        )
+        return self.message(parent, payload)
+
+    def risk_event_payload(
+        self,
+        *,
+        kind: RiskKind | str,
+        severity: Severity | str,
+        scope: str,
+        detail: str,
+        data: Mapping[str, Any] | None = None,
+        ts: datetime | None = None,
+    ) -> RiskEvent:
+        """The payload of `risk_event`, for a message that joins another chain than its
+        parent's (built once, in that chain)."""
+        return RiskEvent(
             kind=RiskKind(kind),
             severity=Severity(severity),
             scope=scope,
@@ -118,7 +144,6 @@ class ServiceContext:
             data=dict(data or {}),
             ts=ts or self.now(),
         )
-        return self.message(parent, payload)
 
 
 class Service:

@@ -624,26 +624,24 @@ class Execution(Service):
                 self._in_chain(
                     parent,
                     chain,
-                    self.ctx.audit(
-                        None,
+                    self.ctx.audit_payload(
                         action="order.submit" if submitted else f"order.{order.status.value}",
                         target=f"order:{order.client_order_id}",
                         reason=order.reason or f"{order.status.value}, filled {filled}",
                         new_value={"status": order.status.value, "filled": order.filled_quantity},
-                    ).payload,
+                    ),
                 )
             )
         if order.status is OrderStatus.REJECTED:
             halted = (order.reason or "").startswith("kill switch")
-            event = self.ctx.risk_event(
-                None,
+            event = self.ctx.risk_event_payload(
                 kind=RiskKind.KILL_SWITCH if halted else RiskKind.EXECUTION_FAILURE,
                 severity=Severity.WARNING if halted else Severity.CRITICAL,
                 scope=f"symbol:{order.symbol}",
                 detail=f"order {order.client_order_id} not placed: {order.reason}",
                 data={"client_order_id": order.client_order_id, "strategy": order.strategy or ""},
             )
-            out.append(self._in_chain(parent, chain, event.payload))
+            out.append(self._in_chain(parent, chain, event))
         return out
 
     def _in_chain(self, parent: Message | None, chain: Chain, payload: Payload) -> Message:

@@ -51,9 +51,9 @@ if TYPE_CHECKING:
     from tradeos_lab.contracts import Fill, Message
     from tradeos_lab.stores.records import (
         Attribution,
-        FillCost,
+        FillCostRow,
         RecordsStore,
-        SignalHorizon,
+        SignalHorizonRow,
         SignalRecord,
     )
     from tradeos_lab.tiers.cache import Price
@@ -272,7 +272,7 @@ class TcaMonitor(Service):
         latest: dict[tuple[str, str], _Measured] = {}
         for m in measured:  # one per order: its fills in the batch share its arrival bar
             latest[m.chain.order.client_order_id, m.chain.order.symbol] = m
-        kept: dict[str, list[FillCost]] = defaultdict(list)
+        kept: dict[str, list[FillCostRow]] = defaultdict(list)
         for cost in self.records.fill_costs_of(client_order_ids=(c for c, _ in latest)):
             kept[cost.client_order_id].append(cost)
         rows = []
@@ -315,7 +315,7 @@ class TcaMonitor(Service):
         by_signal = {sid: m for m in measured if (sid := m.chain.trade.raw_signal_id) is not None}
         if not by_signal:
             return
-        kept: dict[str, list[FillCost]] = defaultdict(list)
+        kept: dict[str, list[FillCostRow]] = defaultdict(list)
         for cost in self.records.fill_costs_of(signal_ids=by_signal):
             kept[cost.signal_id or ""].append(cost)
         openings = []
@@ -354,7 +354,7 @@ class TcaMonitor(Service):
         outcomes read and written once each), the writes in one records transaction that holds
         the write lock only for them."""
         with self._one_at_a_time:
-            by_signal: dict[str, list[SignalHorizon]] = defaultdict(list)
+            by_signal: dict[str, list[SignalHorizonRow]] = defaultdict(list)
             for row in self.records.signal_horizons(status="open"):
                 by_signal[row.signal_id].append(row)
             by_market: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -394,19 +394,20 @@ class TcaMonitor(Service):
             self._score(scored | self._unscored)
         return out
 
-    def _overdue(self, rows: list[SignalHorizon], tf: Timeframe) -> bool:
+    def _overdue(self, rows: list[SignalHorizonRow], tf: Timeframe) -> bool:
         longest = max(HORIZONS_BARS) * tf.seconds * EXPIRE_AFTER_HORIZONS
-        return (self.ctx.now() - rows[0].opened_at).total_seconds() > longest
+        opened_at: datetime = rows[0].opened_at
+        return (self.ctx.now() - opened_at).total_seconds() > longest
 
     def _conclude(self, signal_ids: Sequence[str]) -> list[Message]:
         """Signals none of whose horizons is open: each one's outcome in the records (from its
         longest closed horizon, or expired) and the audit entry saying so."""
         if not signal_ids:
             return []
-        horizons: dict[str, list[SignalHorizon]] = defaultdict(list)
+        horizons: dict[str, list[SignalHorizonRow]] = defaultdict(list)
         for row in self.records.signal_horizons(signal_ids=signal_ids):
             horizons[row.signal_id].append(row)
-        costs: dict[str, list[FillCost]] = defaultdict(list)
+        costs: dict[str, list[FillCostRow]] = defaultdict(list)
         for cost in self.records.fill_costs_of(signal_ids=signal_ids):
             costs[cost.signal_id or ""].append(cost)
         outcomes: list[dict[str, Any]] = []
@@ -419,7 +420,7 @@ class TcaMonitor(Service):
         return audits
 
     def _outcome(
-        self, signal_id: str, rows: list[SignalHorizon], fills: list[FillCost]
+        self, signal_id: str, rows: list[SignalHorizonRow], fills: list[FillCostRow]
     ) -> tuple[dict[str, Any], Message]:
         """A concluded signal's outcome (as `RecordsStore.record_signal_outcome` keeps it) and
         its audit entry."""
@@ -506,7 +507,7 @@ def _check_against_trade(fill: Fill, chain: Attribution) -> None:
         )
 
 
-def _closes(rows: list[SignalHorizon], bars: _Series) -> list[dict[str, Any]]:
+def _closes(rows: list[SignalHorizonRow], bars: _Series) -> list[dict[str, Any]]:
     """The closes (as `RecordsStore.close_signal_horizons` takes them) of the horizons whose
     bar is among `bars`."""
     closes: list[dict[str, Any]] = []

@@ -30,9 +30,11 @@ from tradeos_lab.stores.records.models import (
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.store import (
     Attribution,
+    FillCostRow,
     FillTotals,
     PlacedOrder,
     RecordsStore,
+    SignalHorizonRow,
     create_records_engine,
 )
 from tradeos_lab.stores.records.timescale import (
@@ -50,6 +52,7 @@ __all__ = [
     "ConfigProposal",
     "Fill",
     "FillCost",
+    "FillCostRow",
     "FillTotals",
     "IntentRecord",
     "LedgerEntry",
@@ -67,6 +70,7 @@ __all__ = [
     "RecordsStore",
     "RiskEventRecord",
     "SignalHorizon",
+    "SignalHorizonRow",
     "SignalOutcome",
     "SignalRecord",
     "SystemConfig",
