@@ -8,6 +8,7 @@ import warnings
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy
 
 import tradeos_lab as tl
 from tradeos_lab.contracts import (
@@ -312,3 +313,27 @@ def test_a_stop_intent_is_rejected_by_the_paper_broker_with_a_reason_on_risk_eve
     assert order.payload.stop_price == 90.0  # type: ignore[attr-defined]
     (event,) = _of(RiskEventMessage, out)
     assert event.payload.kind.value == "execution_failure"  # type: ignore[attr-defined]
+
+
+def test_a_restarted_execution_on_the_paper_broker_reads_no_orders_back_before_its_first_intent(
+    execution: Execution, pipeline_lab: Lab, pipeline_settings: Settings
+) -> None:
+    """The paper broker's state is the records: nothing to reconcile, at start or on a timer,
+    so a restart costs nothing however many orders the day has seen."""
+    for minute in range(3):
+        execution.handle(_intent(pipeline_lab, _bar(pipeline_lab, minute), quantity=1.0))
+    restarted = Execution(ServiceContext(pipeline_lab, pipeline_settings, instance="t2"))
+    assert restarted.timers() == ()
+    statements: list[str] = []
+    engine = pipeline_lab.records.engine
+    listen = lambda *args: statements.append(args[2])  # noqa: E731 (conn, cursor, statement, ...)
+    sqlalchemy.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        out = restarted.handle(_intent(pipeline_lab, _bar(pipeline_lab, 3), quantity=1.0))
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", listen)
+    assert len(_of(FillMessage, list(out))) == 1
+    orders_read = [
+        s for s in statements if s.lstrip().upper().startswith("SELECT") and "orders" in s
+    ]
+    assert len(orders_read) <= 3, f"a reconciliation read the day's orders back: {orders_read}"

@@ -10,8 +10,11 @@ records knowing it; Alpaca's later updates (fills after the submit's answer) are
 (`execution_updates_poll_s`).
 
 Reconciliation: at start, before the first intent, and every `execution_reconcile_interval_s`,
-the records are reconciled with the broker (`brokers.reconcile`). While the broker's state is
-unknown (it did not report), intents wait: each is retried in place, neither dropped nor acked.
+the records are reconciled with a remote broker (`brokers.reconcile`). While the broker's state
+is unknown (it did not report), intents wait: each is retried in place, neither dropped nor
+acked. The paper broker's orders, fills and account are rows of the records themselves, so
+there is nothing of its own to reconcile in the service (reading a day of orders back every
+minute would only cost); `tradeos-lab reconcile --broker paper` still checks it on demand.
 
 What it decides: the order's client order id, derived from the intent's message id (the same
 every time, so a redelivered intent never places a second order); whether the kill switch still
@@ -195,12 +198,13 @@ class Execution(Service):
             return self._work_open_orders(message)
 
     def timers(self) -> Sequence[Timer]:
-        """Reconciliation on its schedule (first at start); Alpaca's order updates."""
+        """A remote broker's reconciliation on its schedule and its order updates (none for
+        the paper broker, whose state is the records)."""
         settings = self.ctx.settings
+        if settings.execution_broker == "paper":
+            return ()
         every = settings.execution_reconcile_interval_s
         reconciling = Timer(name="reconcile", every_s=every, fire=self.reconcile)
-        if settings.execution_broker == "paper":
-            return (reconciling,)
         updates = Timer(
             name="broker-updates", every_s=settings.execution_updates_poll_s, fire=self.updates
         )
@@ -263,9 +267,9 @@ class Execution(Service):
                 self._record_trades(self._fold(found)[0], self._chain_of(held))
 
     def _await_broker_state(self) -> None:
-        """Before an intent: reconcile first when the broker's state is not known (at start, or
-        after it failed to report); still unknown, the intent is retried in place (waits)."""
-        if self.broker_state_known:
+        """Before an intent: reconcile first when a remote broker's state is not known (at
+        start, or after it failed to report); still unknown, the intent is retried in place."""
+        if self.broker_state_known or isinstance(self.broker, PaperBroker):
             return
         result = self._reconcile()
         self._publish(result.messages)
