@@ -20,7 +20,7 @@ import ipywidgets as widgets
 from tradeos_lab import operator
 from tradeos_lab.apps import views
 from tradeos_lab.apps.kill_switch import operator_actor
-from tradeos_lab.apps.live import LabLink, PageHeartbeat, Poller, Reading
+from tradeos_lab.apps.live import LabLink, PageHeartbeat, PolledPanel, Poller, Reading
 from tradeos_lab.contracts import Audit
 from tradeos_lab.errors import ContractError, TradeosError, ValidationError
 from tradeos_lab.keys import Stream
@@ -102,7 +102,7 @@ def recent_decisions(lab: Lab) -> list[dict[str, object]]:
     return out
 
 
-class ApprovalsPanel:
+class ApprovalsPanel(PolledPanel[QueueState]):
     """The queue's widgets and actions; `show()` starts refreshing it."""
 
     def __init__(self, settings: Settings | None = None, *, link: LabLink | None = None) -> None:
@@ -161,20 +161,10 @@ class ApprovalsPanel:
         self.widget.add_class("tl-approvals-panel")
         self._draw()
 
-    # ---- lifecycle -------------------------------------------------------------------------
+    # ---- lifecycle (shown, closed and refreshed as a `PolledPanel`) ---------------------------
 
-    def show(self) -> widgets.VBox:
-        self.refresh()
-        self.poller.start()
-        return self.widget
-
-    def close(self) -> None:
-        self.poller.stop()
-        self.link.close()
-
-    def refresh(self) -> None:
-        self.state = self.link.read("the flags tier", read_queue)
-        self._draw()
+    def read(self, lab: Lab) -> QueueState:
+        return read_queue(lab)
 
     # ---- actions, each through the operator path -------------------------------------------
 
@@ -218,9 +208,6 @@ class ApprovalsPanel:
         return outcome
 
     # ---- drawing ---------------------------------------------------------------------------
-
-    def _say(self, text: str, tone: views.Tone) -> None:
-        self.message.value = views.banner(text, tone)
 
     def _draw(self) -> None:
         reading = self.state

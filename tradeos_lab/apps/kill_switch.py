@@ -23,7 +23,7 @@ import ipywidgets as widgets
 
 from tradeos_lab import operator
 from tradeos_lab.apps import views
-from tradeos_lab.apps.live import LabLink, PageHeartbeat, Poller, Reading
+from tradeos_lab.apps.live import LabLink, PageHeartbeat, PolledPanel, Poller, Reading
 from tradeos_lab.errors import TradeosError, ValidationError
 from tradeos_lab.settings import Settings
 from tradeos_lab.tiers.flags import KillMode, KillScope, KillSource, KillState, KillSwitch
@@ -62,7 +62,7 @@ def operator_actor(name: str) -> str:
     return name if ":" in name else f"user:{name}"
 
 
-class KillSwitchPanel:
+class KillSwitchPanel(PolledPanel[PanelState]):
     """The panel's widgets and actions; `show()` starts refreshing the switches' state."""
 
     def __init__(self, settings: Settings | None = None, *, link: LabLink | None = None) -> None:
@@ -182,20 +182,10 @@ class KillSwitchPanel:
         self.widget.add_class("tl-kill-switch")
         self._draw()
 
-    # ---- lifecycle -------------------------------------------------------------------------
+    # ---- lifecycle (shown, closed and refreshed as a `PolledPanel`) ---------------------------
 
-    def show(self) -> widgets.VBox:
-        self.refresh()
-        self.poller.start()
-        return self.widget
-
-    def close(self) -> None:
-        self.poller.stop()
-        self.link.close()
-
-    def refresh(self) -> None:
-        self.state = self.link.read("the flags tier", read_panel)
-        self._draw()
+    def read(self, lab: Lab) -> PanelState:
+        return read_panel(lab)
 
     # ---- actions, each through the operator path -------------------------------------------
 
@@ -379,9 +369,6 @@ class KillSwitchPanel:
         self.target.disabled = is_global or not self._reachable()
         if is_global:
             self.target.value = ""
-
-    def _say(self, text: str, tone: views.Tone) -> None:
-        self.message.value = views.banner(text, tone)
 
     def _draw(self) -> None:
         reading = self.state

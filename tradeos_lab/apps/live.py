@@ -8,12 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import anywidget
+import ipywidgets as widgets
 import redis
 import traitlets
 
+from tradeos_lab.apps import views
 from tradeos_lab.errors import StackNotRunning, TradeosError
 
 if TYPE_CHECKING:
@@ -181,3 +183,40 @@ class Poller:
                 log.exception("%s: a refresh failed", self.name)
             self.ticks += 1
             self._stop.wait(max(0.0, self.every_s - (time.monotonic() - started)))
+
+
+class PolledPanel(Generic[T]):
+    """An operator panel whose state is one reading of the flags tier: shown, it is read at once
+    and then by its poller while the page is open; closed, the polling and the lab stop. A
+    subclass builds `widget`, `message`, `link`, `state` and `poller`, reads in `read` and draws
+    in `_draw`."""
+
+    #: The tier a failed reading names.
+    reads: ClassVar[str] = "the flags tier"
+    widget: widgets.VBox
+    message: widgets.HTML
+    link: LabLink
+    state: Reading[T]
+    poller: Poller
+
+    def read(self, lab: Lab) -> T:
+        raise NotImplementedError
+
+    def show(self) -> widgets.VBox:
+        self.refresh()
+        self.poller.start()
+        return self.widget
+
+    def close(self) -> None:
+        self.poller.stop()
+        self.link.close()
+
+    def refresh(self) -> None:
+        self.state = self.link.read(self.reads, self.read)
+        self._draw()
+
+    def _say(self, text: str, tone: views.Tone) -> None:
+        self.message.value = views.banner(text, tone)
+
+    def _draw(self) -> None:
+        raise NotImplementedError
