@@ -330,13 +330,16 @@ def new_message(
     producer: str,
     correlation_id: str | None = None,
     produced_at: datetime | None = None,
+    message_id: str | None = None,
 ) -> Envelope[P]:
     """Wrap `payload` in a fresh envelope that starts a chain (or joins `correlation_id`).
 
     The envelope is the payload's message class (a `Bar` gives a `BarMessage`); its static type
     is `Envelope[P]`, so `.payload` keeps the payload's type and any message fits a `Message`.
+    `message_id`: an id derived from what the message says (a bar's feed, symbol and time), so a
+    producer that makes it again makes a duplicate a consumer can tell; a fresh one otherwise.
     """
-    message_id = new_message_id()
+    message_id = message_id or new_message_id()
     return _build(
         payload,
         producer=producer,

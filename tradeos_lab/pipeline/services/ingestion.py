@@ -37,7 +37,7 @@ import pandas as pd
 import redis
 
 from tradeos_lab.bars import empty_bars
-from tradeos_lab.contracts import Bar, BarMessage
+from tradeos_lab.contracts import Bar, BarMessage, new_message
 from tradeos_lab.contracts.ids import keyed_message_id
 from tradeos_lab.errors import TransientError, ValidationError
 from tradeos_lab.indicators import (
@@ -400,15 +400,11 @@ class Ingestion(Service):
             source=self.feed.name,
         )
         message_id = bar_message_id(self.feed.name, payload.symbol, self.timeframe, ts)
-        return BarMessage(
-            schema=BarMessage.SCHEMA,
-            version=BarMessage.VERSION,
-            message_id=message_id,
-            correlation_id=message_id,
-            causation_id=None,
-            producer=self.name,
-            produced_at=self.ctx.now(),
-            payload=payload,
+        return cast(
+            "BarMessage",
+            new_message(
+                payload, producer=self.name, produced_at=self.ctx.now(), message_id=message_id
+            ),
         )
 
     def flush_lake(self) -> Sequence[Message]:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
-from tradeos_lab.contracts import NewsArticle, NewsArticleMessage
+from tradeos_lab.contracts import NewsArticle, NewsArticleMessage, new_message
 from tradeos_lab.contracts.ids import keyed_message_id
 from tradeos_lab.keys import Stream
 from tradeos_lab.news.fetchers import NewsSource, open_sources, sources_named
@@ -92,15 +92,11 @@ class NewsFetcher(Service):
 
     def article_message(self, article: NewsArticle) -> NewsArticleMessage:
         message_id = article_message_id(article)
-        return NewsArticleMessage(
-            schema=NewsArticleMessage.SCHEMA,
-            version=NewsArticleMessage.VERSION,
-            message_id=message_id,
-            correlation_id=message_id,
-            causation_id=None,
-            producer=self.name,
-            produced_at=self.ctx.now(),
-            payload=article,
+        return cast(
+            "NewsArticleMessage",
+            new_message(
+                article, producer=self.name, produced_at=self.ctx.now(), message_id=message_id
+            ),
         )
 
     def close(self) -> None:
