@@ -7,6 +7,7 @@ these tests need no pipeline service to be finished; `test_up*.py` runs the real
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import sys
@@ -192,11 +193,21 @@ def test_stop_leaves_no_service_process_nor_any_process_a_service_started(
         settings, ("ingestion", "positions"), workers=flags.workers, command=stand_in
     )
     running.start()
-    me = psutil.Process()
-    assert eventually(lambda: len(me.children(recursive=True)) >= 4), "services and helpers"
-    family = me.children(recursive=True)
+
+    def family() -> list[psutil.Process]:
+        # Only the supervisor's own tree: a process another test left in this worker is not ours.
+        out: list[psutil.Process] = []
+        for pid in running.pids().values():
+            if pid is not None:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    service = psutil.Process(pid)
+                    out += [service, *service.children(recursive=True)]
+        return out
+
+    assert eventually(lambda: len(family()) == 4), "each service and the helper it started"
+    started = family()
     running.stop()
-    _, alive = psutil.wait_procs(family, timeout=5)
+    _, alive = psutil.wait_procs(started, timeout=5)
     assert alive == []
     assert not [w for w in flags.workers.live_workers() if w.service == SUPERVISOR_SERVICE]
 

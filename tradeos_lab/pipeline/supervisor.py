@@ -140,7 +140,9 @@ class Supervisor:
         self._children = {name: _Child(name) for name in self.services}
         self._rng = random.Random()  # noqa: S311 - restart jitter, not a secret
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        # Reentrant: a restart spawns under it, so that `stop()` (which sets the stop flag under
+        # it) never races a restart into a process it does not know about.
+        self._lock = threading.RLock()
         self._monitor: threading.Thread | None = None
         self._environment = {
             **{
@@ -165,7 +167,8 @@ class Supervisor:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM every service (each finishes its batch, acks and exits), SIGKILL what is still
         running after `timeout`, including any process a service started."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         if self._monitor is not None:
             self._monitor.join(timeout=5)
         with self._lock:
@@ -282,10 +285,12 @@ class Supervisor:
             _kill_group(process.pid)
             self._forget(child.name, process.pid)
             return
-        if child.restart_at is not None and now >= child.restart_at and not self._stop.is_set():
+        if child.restart_at is not None and now >= child.restart_at:
             code = process.returncode if process is not None else None
-            self._spawn(child)
             with self._lock:
+                if self._stop.is_set():
+                    return
+                self._spawn(child)
                 child.restarts += 1
             self._beat()
             if self.on_restart is not None:
