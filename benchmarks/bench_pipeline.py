@@ -303,6 +303,7 @@ def run_stage(
         with cProfile.Profile() as profile:
             runner.run(halt, handle_signals=False)
         stats = pstats.Stats(profile, *profiles)
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
         stats.dump_stats(Path(profile_dir) / f"{'null-' if null else ''}{name}.prof")
     else:
         runner.run(halt, handle_signals=False)

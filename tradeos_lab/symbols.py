@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from enum import StrEnum
+from functools import lru_cache
 
 from tradeos_lab.errors import SymbolError, ValidationError
 
@@ -46,6 +47,17 @@ def canonical_symbol(symbol: object) -> str:
     then upper-cased, with '/' spelled as the one pair separator '-'. Raises `SymbolError`."""
     if not isinstance(symbol, str):
         raise SymbolError(f"symbol must be a string, got {type(symbol).__name__}")
+    return _canonical_ticker(symbol)
+
+
+# Every message field, key and row passes through these checks, and a running pipeline sees the
+# same few symbols and names over and over: each spelling is checked once (a refusal raises and
+# is not kept).
+_SPELLINGS_KEPT = 4096
+
+
+@lru_cache(maxsize=_SPELLINGS_KEPT)
+def _canonical_ticker(symbol: str) -> str:
     if not symbol:
         raise SymbolError("symbol is empty")
     if len(symbol) > 20:
@@ -68,7 +80,8 @@ def canonical_name(value: object, what: str = "name") -> str:
     """The canonical spelling of a machine name: the raw text is validated first (ASCII only),
     then lower-cased, so `Momo` and `momo` are one strategy. Raises `ValidationError` naming
     `what` was bad."""
-    if not isinstance(value, str) or not value.isascii() or not _RAW_NAME.fullmatch(value):
+    canonical = _canonical_name(value) if isinstance(value, str) else None
+    if canonical is None:
         shown = (
             value.encode("ascii", "backslashreplace").decode() if isinstance(value, str) else value
         )
@@ -76,6 +89,14 @@ def canonical_name(value: object, what: str = "name") -> str:
             f"bad {what} {shown!r}: 1-64 ASCII letters, digits, '_', '.', ':', '@', '/' or '-', "
             "starting with a letter or digit"
         )
+    return canonical
+
+
+@lru_cache(maxsize=_SPELLINGS_KEPT)
+def _canonical_name(value: str) -> str | None:
+    """`value` lower-cased, or None when it is not a name."""
+    if not value.isascii() or not _RAW_NAME.fullmatch(value):
+        return None
     return value.lower()
 
 

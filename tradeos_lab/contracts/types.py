@@ -8,6 +8,7 @@ enforced by validators and named in the field's description.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, TypeAlias
 
@@ -91,12 +92,16 @@ SEMVER_PATTERN = r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5}
 SemVer: TypeAlias = Annotated[str, StringConstraints(pattern=SEMVER_PATTERN)]
 
 
+# Surrogates cannot be written as UTF-8 and control characters hide text in logs and terminals;
+# tab, newline and carriage return are text.
+_UNCLEAN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
 def _clean_text(value: str) -> str:
-    # Surrogates cannot be written as UTF-8 and control characters hide text in logs and terminals.
-    for ch in value:
-        code = ord(ch)
-        if (code < 0x20 and ch not in "\t\n\r") or code == 0x7F or 0xD800 <= code <= 0xDFFF:
-            raise ValueError(f"text contains the control or surrogate character U+{code:04X}")
+    found = _UNCLEAN_TEXT.search(value)
+    if found is not None:
+        code = ord(found.group())
+        raise ValueError(f"text contains the control or surrogate character U+{code:04X}")
     return value
 
 
