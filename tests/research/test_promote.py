@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.research import backtest
-from tradeos_lab.research.promote import PROMOTED_KEY, promotable
+from tradeos_lab.research.promote import PROMOTED_KEY, KernelOnlyPromotionWarning, promotable
 from tradeos_lab.research.sweep import sweep
 from tradeos_lab.stores.records import RecordsStore
 
@@ -111,6 +112,35 @@ def test_only_a_finished_backtest_of_the_current_code_is_promoted(
             promotable(records, run_id)
     finally:
         st.unregister("drifting_rule")
+
+
+def test_promoting_a_strategy_defined_in_a_notebook_says_only_its_kernel_can_run_it(
+    lab: Lab, one_symbol: pd.DataFrame
+) -> None:
+    class NotebookRule(st.Strategy[st.StrategyParams]):
+        name = "notebook_rule"
+        lookback = 2
+
+        def indicators(self) -> tuple[()]:
+            return ()
+
+        def rule(self, values: Any) -> Any:
+            return st.choose(values["close"] > st.previous(values["close"]))
+
+    NotebookRule.__module__ = "__main__"  # as a class written in a notebook cell is
+    st.register(NotebookRule)
+    try:
+        run_id = lab.research.backtest(NotebookRule(), one_symbol).run_id
+        with pytest.warns(KernelOnlyPromotionWarning, match=r"lab\.pipeline\.start\(\)"):
+            lab.research.promote(run_id)
+        assert lab.research.promoted()["notebook_rule"]["class"].startswith("__main__:")
+        # a module's strategy warns of nothing
+        other = lab.research.backtest(st.SmaCross(fast=5, slow=20), one_symbol).run_id
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", KernelOnlyPromotionWarning)
+            lab.research.promote(other)
+    finally:
+        st.unregister("notebook_rule")
 
 
 def test_the_cli_records_a_promotion_for_the_stack(

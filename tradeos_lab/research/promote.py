@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
     from tradeos_lab.stores.records import RecordsStore
 
 PRODUCER: Final = "research"
+
+
+class KernelOnlyPromotionWarning(UserWarning):
+    """A promoted strategy defined in a notebook or script (`__main__`): only a Signal Engine
+    inside that process can import it; one in another process refuses the promotion."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,18 @@ def promote(
         + ", ".join(f"{k} {v:.4g}" for k, v in promotion.run.metrics.items() if v is not None)
     )
     record_promotion(lab, promotion, actor=actor.strip(), reason=why)
+    cls = type(promotion.strategy)
+    if cls.__module__ == "__main__":
+        warnings.warn(
+            KernelOnlyPromotionWarning(
+                f"strategy {promotion.strategy.name!r} is defined in this notebook or script "
+                f"({cls.__module__}:{cls.__qualname__}): only the Signal Engine started in this "
+                "kernel (lab.pipeline.start()) can run it; a pipeline in other processes "
+                "(tradeos-lab up) refuses it on a risk event. Move the class to a module or a "
+                ".py file, backtest it from there and promote that run."
+            ),
+            stacklevel=2,
+        )
     return promotion
 
 
