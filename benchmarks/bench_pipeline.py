@@ -284,7 +284,7 @@ def run_stage(
     import tradeos_lab as tl
     from tradeos_lab.pipeline import ServiceContext
     from tradeos_lab.pipeline.registry import service_class
-    from tradeos_lab.pipeline.runner import ServiceRunner
+    from tradeos_lab.pipeline.runner import ServiceRunner, freeze_startup_objects
 
     warnings.simplefilter("ignore", SharedRedisServerWarning)  # as in main()
     count_round_trips(trips)
@@ -294,6 +294,8 @@ def run_stage(
     runner = ServiceRunner(cls, ctx, health_port=0)
     for consumer in runner.consumers:
         lab.bus.ensure_group(consumer.stream, consumer.group)
+    if not os.environ.get("BENCH_NO_FREEZE"):
+        freeze_startup_objects()  # as `run_service` does in each supervised process
     halt = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
     ready.set()
