@@ -32,6 +32,8 @@ from vectorbt.portfolio.nb import (
 
 SELL = 1
 """vectorbt's `OrderSide.Sell` (0 is Buy)."""
+CLOSED = 1
+"""vectorbt's `TradeStatus.Closed` (0 is Open)."""
 
 
 STATS = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
@@ -433,6 +435,32 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
         finish_stats_nb(acc, n_rows - start_row, stats[group])
         from_col = to_col
     return oidx
+
+
+@numba.njit(cache=True)
+def trade_counts_nb(  # noqa: PLR0917 - the trade fields passed positionally
+    col: np.ndarray,
+    entry_idx: np.ndarray,
+    status: np.ndarray,
+    pnl: np.ndarray,
+    groups: np.ndarray,
+    start_row: int,
+    n_groups: int,
+) -> np.ndarray:
+    """Per group: trades entered from `start_row`, how many of them are closed, and how many of
+    those won (P&L above 0). One pass over vectorbt's trade record fields: a sweep's chunk has
+    hundreds of thousands of trades, and masks and counts per field read each several times."""
+    out = np.zeros((n_groups, 3), dtype=np.int64)
+    for k in range(col.shape[0]):
+        if entry_idx[k] < start_row:
+            continue
+        g = groups[col[k]]
+        out[g, 0] += 1
+        if status[k] == CLOSED:
+            out[g, 1] += 1
+            if pnl[k] > 0:
+                out[g, 2] += 1
+    return out
 
 
 @numba.njit(cache=True)
