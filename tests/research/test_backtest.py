@@ -14,10 +14,11 @@ from tradeos_lab.errors import ValidationError
 from tradeos_lab.research import BacktestProfile, Stops, backtest, vectorbt_engine
 from tradeos_lab.research.backtest import simulate
 from tradeos_lab.research.kernels import STATS, value_stats
-from tradeos_lab.research.market import SIGNAL_MASKS, Market, load_bars
+from tradeos_lab.research.market import Market, load_bars
 from tradeos_lab.research.sweep import sweep
 from tradeos_lab.stores.bars_pg import PostgresBarStore
 from tradeos_lab.strategies import RsiReversion, SmaCross
+from tradeos_lab.strategies.batch import SIGNAL_MASKS
 
 STRATEGY = SmaCross(fast=10, slow=40)
 

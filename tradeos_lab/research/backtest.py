@@ -27,8 +27,9 @@ import pandas as pd
 from tradeos_lab.bars import BarSource
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.research.kernels import trade_counts_nb, value_stats
-from tradeos_lab.research.market import SIGNAL_MASKS, BarSet, Market, load_bars
+from tradeos_lab.research.market import BarSet, Market, load_bars
 from tradeos_lab.strategies.base import Strategy
+from tradeos_lab.strategies.batch import SIGNAL_MASKS
 from tradeos_lab.strategies.registry import get_strategy
 from tradeos_lab.symbols import Timeframe
 
