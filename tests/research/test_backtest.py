@@ -220,3 +220,14 @@ def test_the_simulation_gives_vectorbts_own_orders(
     )
     for name in STATS:
         np.testing.assert_allclose(found.stats[name], replayed[name], rtol=1e-9)
+
+
+def test_a_one_symbol_sweep_gives_each_combination_its_own_backtests_metrics(
+    one_symbol: pd.DataFrame,
+) -> None:
+    profile = BacktestProfile(position_pct=50)
+    swept = sweep(SmaCross, one_symbol, profile=profile, fast=[3, 5, 8], slow=[13, 21, 34])
+    assert len(swept.table) == 9
+    for (fast, slow), row in swept.table.iterrows():
+        single = backtest(SmaCross(fast=fast, slow=slow), one_symbol, profile=profile)
+        np.testing.assert_array_equal(row.to_numpy(np.float64), list(single.metrics.values()))
