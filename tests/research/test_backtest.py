@@ -8,16 +8,20 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+from hypothesis.extra.numpy import arrays
 from sqlalchemy import create_engine
 
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.research import BacktestProfile, Stops, backtest, vectorbt_engine
 from tradeos_lab.research.backtest import simulate
-from tradeos_lab.research.kernels import STATS, value_stats
-from tradeos_lab.research.market import SIGNAL_MASKS, Market, load_bars
+from tradeos_lab.research.kernels import STATS, fold_value_nb, start_stats_nb, value_stats
+from tradeos_lab.research.market import Market, load_bars
 from tradeos_lab.research.sweep import sweep
 from tradeos_lab.stores.bars_pg import PostgresBarStore
 from tradeos_lab.strategies import RsiReversion, SmaCross
+from tradeos_lab.strategies.batch import SIGNAL_MASKS
 
 STRATEGY = SmaCross(fast=10, slow=40)
 
@@ -219,3 +223,32 @@ def test_the_simulation_gives_vectorbts_own_orders(
     )
     for name in STATS:
         np.testing.assert_allclose(found.stats[name], replayed[name], rtol=1e-9)
+
+
+def test_a_one_symbol_sweep_gives_each_combination_its_own_backtests_metrics(
+    one_symbol: pd.DataFrame,
+) -> None:
+    profile = BacktestProfile(position_pct=50)
+    swept = sweep(SmaCross, one_symbol, profile=profile, fast=[3, 5, 8], slow=[13, 21, 34])
+    assert len(swept.table) == 9
+    for (fast, slow), row in swept.table.iterrows():
+        single = backtest(SmaCross(fast=fast, slow=slow), one_symbol, profile=profile)
+        np.testing.assert_array_equal(row.to_numpy(np.float64), list(single.metrics.values()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=arrays(
+        np.float64, hst.integers(1, 80), elements=hst.floats(50, 150).map(lambda x: round(x, 1))
+    ),
+    start_row=hst.integers(0, 5),
+)
+def test_the_folded_drawdown_is_the_worst_of_every_bars_own_drawdown(
+    values: np.ndarray, start_row: int
+) -> None:
+    acc = start_stats_nb(100.0)
+    for i, value in enumerate(values):
+        acc = fold_value_nb(acc, i, value, True, start_row)
+    counted = np.concatenate([[100.0] if start_row == 0 else [], values[max(start_row - 1, 0) :]])
+    peaks = np.maximum.accumulate(counted)
+    assert acc[2] == float(np.min(counted / peaks - 1.0, initial=0.0))

@@ -17,9 +17,10 @@ import pytest
 import tradeos_lab
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.research import BacktestProfile
-from tradeos_lab.research.market import SIGNAL_MASKS, Market, load_bars
+from tradeos_lab.research.market import Market, load_bars
 from tradeos_lab.research.sweep import sweep, walk_forward
 from tradeos_lab.strategies import SmaCross
+from tradeos_lab.strategies.batch import SIGNAL_MASKS
 from tradeos_lab.strategies.registry import get_strategy
 
 GRID = {"fast": [5, 10, 15], "slow": [20, 30, 40]}

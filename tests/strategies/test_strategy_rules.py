@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 from hypothesis.extra.numpy import arrays
 
-from tradeos_lab.strategies import choose, crossed_above, crossed_below, previous
+from tradeos_lab.strategies import choose, crossed_above, crossed_below, crossings, previous
 
 NAN = np.nan
 
@@ -63,3 +63,33 @@ def test_a_rule_on_the_last_two_rows_equals_the_rule_on_the_whole_array(
         padded_a = np.concatenate([np.full(2 - len(a[window]), NAN), a[window]])
         padded_b = np.concatenate([np.full(2 - len(b[window]), NAN), b[window]])
         np.testing.assert_array_equal(crossover_rule(padded_a, padded_b)[-1], whole[i])
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=series, data=hst.data())
+def test_crossings_and_choose_equal_their_definitions_by_shifted_comparisons(
+    a: np.ndarray, data: hst.DataObject
+) -> None:
+    b = data.draw(arrays(np.float64, len(a), elements=hst.one_of(hst.just(NAN), hst.floats(-3, 3))))
+    level = data.draw(hst.floats(-3, 3))
+    for other in (b, level, np.column_stack([b, b[::-1]])):
+        wide = a if np.ndim(other) < 2 else np.column_stack([a, a])
+        before = previous(np.broadcast_to(other, wide.shape))
+        with np.errstate(invalid="ignore"):
+            above = (wide > other) & (previous(wide) <= before)
+            below = (wide < other) & (previous(wide) >= before)
+        up, down = crossings(wide, other)
+        np.testing.assert_array_equal(up, above)
+        np.testing.assert_array_equal(down, below)
+        np.testing.assert_array_equal(crossed_above(wide, other), above)
+        np.testing.assert_array_equal(crossed_below(wide, other), below)
+    long, short, flat = (data.draw(arrays(np.bool_, len(a))) for _ in range(3))
+    strength = np.abs(b)
+    expected = np.where(flat, 0.0, NAN)
+    expected[long] = strength[long]
+    expected[short] = -0.5
+    expected[long & short] = NAN
+    np.testing.assert_array_equal(
+        choose(long, short, flat, long_strength=strength, short_strength=0.5), expected
+    )
+    np.testing.assert_array_equal(choose(long), np.where(long, 1.0, NAN))

@@ -26,9 +26,10 @@ import pandas as pd
 
 from tradeos_lab.bars import BarSource
 from tradeos_lab.errors import ValidationError
-from tradeos_lab.research.kernels import value_stats
-from tradeos_lab.research.market import SIGNAL_MASKS, BarSet, Market, load_bars
+from tradeos_lab.research.kernels import trade_counts_nb, value_stats
+from tradeos_lab.research.market import BarSet, Market, load_bars
 from tradeos_lab.strategies.base import Strategy
+from tradeos_lab.strategies.batch import SIGNAL_MASKS
 from tradeos_lab.strategies.registry import get_strategy
 from tradeos_lab.symbols import Timeframe
 
@@ -453,14 +454,16 @@ def portfolio_metrics(found: Simulation, index: pd.DatetimeIndex) -> pd.DataFram
         sharpe = np.where(std > 0, mean / std * np.sqrt(per_year), np.nan)
         sortino = np.where(downside > 0, mean / downside * np.sqrt(per_year), np.nan)
         cagr = np.where(growth > 0, growth ** (1 / years) - 1, -1.0) if years > 0 else np.nan
-    # The fields, not the records: a boolean index of a record array copies whole records.
     records = _trade_records(found)
-    trade_group = groups[records["col"]]
-    counted = records["entry_idx"] >= start_row
-    closed = counted & (records["status"] == 1)
-    count = np.bincount(trade_group[counted], minlength=n_groups)
-    n_closed = np.bincount(trade_group[closed], minlength=n_groups)
-    wins = np.bincount(trade_group[closed & (records["pnl"] > 0)], minlength=n_groups)
+    count, n_closed, wins = trade_counts_nb(
+        records["col"],
+        records["entry_idx"],
+        records["status"],
+        records["pnl"],
+        groups.astype(np.int64, copy=False),
+        start_row,
+        n_groups,
+    ).T
     with np.errstate(divide="ignore", invalid="ignore"):
         win_rate = np.where(n_closed > 0, wins / n_closed, np.nan)
     frame = pd.DataFrame(

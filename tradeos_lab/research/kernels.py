@@ -32,41 +32,53 @@ from vectorbt.portfolio.nb import (
 
 SELL = 1
 """vectorbt's `OrderSide.Sell` (0 is Buy)."""
+CLOSED = 1
+"""vectorbt's `TradeStatus.Closed` (0 is Open)."""
 
 
 STATS = ("final_value", "mean", "std", "downside", "max_drawdown", "exposure")
 """What both kernels give per group, in this order (see `fold_value_nb`)."""
 
 
-Stats = tuple[float, float, float, float, float, float, float]
+Stats = tuple[float, float, float, float, float, float, float, float]
 """The running sums of `fold_value_nb`: value (the previous bar's, the last one's at the end),
 peak, worst drawdown, sum of returns, of squared returns, of squared negative returns, bars
-held. A tuple, not an array: the
-kernels keep it in registers through the bar loop instead of storing it to memory every bar."""
+held, and the lowest value since the peak whose drawdown is folded in. A tuple, not an array:
+the kernels keep it in registers through the bar loop instead of storing it to memory every
+bar."""
 
 
 @numba.njit(cache=True)
 def start_stats_nb(init_cash: float) -> Stats:
     """The running sums of `fold_value_nb` before the first bar."""
-    return (init_cash, init_cash, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return (init_cash, init_cash, 0.0, 0.0, 0.0, 0.0, 0.0, init_cash)
 
 
 @numba.njit(cache=True)
 def fold_value_nb(acc: Stats, i: int, value: float, holding: bool, start_row: int) -> Stats:
-    """`acc` with bar `i`'s value folded in (bars before `start_row` only set the base)."""
+    """`acc` with bar `i`'s value folded in (bars before `start_row` only set the base).
+
+    The drawdown `value / peak - 1` is divided out only for a new low since the peak: rounding
+    keeps it non-decreasing in the value, so a value at or above that low cannot deepen the
+    worst drawdown (the same minimum as dividing every bar, at one division a bar fewer)."""
     if i < start_row:
-        return (value, value, acc[2], acc[3], acc[4], acc[5], acc[6])
-    previous, peak, worst, total, squares, downside, held = acc
+        return (value, value, acc[2], acc[3], acc[4], acc[5], acc[6], value)
+    previous, peak, worst, total, squares, downside, held, low = acc
     r = value / previous - 1.0
     total += r
     squares += r * r
     if r < 0.0:
         downside += r * r
-    peak = max(peak, value)
-    worst = min(worst, value / peak - 1.0)
+    if value > peak:  # a new peak: a drawdown of 0
+        peak = value
+        low = value
+    elif not value >= low:  # a new low since the peak (or NaN, which is always divided)
+        peak = max(peak, value)
+        worst = min(worst, value / peak - 1.0)
+        low = value
     if holding:
         held += 1.0
-    return (value, peak, worst, total, squares, downside, held)
+    return (value, peak, worst, total, squares, downside, held, low)
 
 
 @numba.njit(cache=True)
@@ -433,6 +445,32 @@ def signal_orders_nb(  # noqa: PLR0912, PLR0915, PLR0917 - vectorbt's loop, flat
         finish_stats_nb(acc, n_rows - start_row, stats[group])
         from_col = to_col
     return oidx
+
+
+@numba.njit(cache=True)
+def trade_counts_nb(  # noqa: PLR0917 - the trade fields passed positionally
+    col: np.ndarray,
+    entry_idx: np.ndarray,
+    status: np.ndarray,
+    pnl: np.ndarray,
+    groups: np.ndarray,
+    start_row: int,
+    n_groups: int,
+) -> np.ndarray:
+    """Per group: trades entered from `start_row`, how many of them are closed, and how many of
+    those won (P&L above 0). One pass over vectorbt's trade record fields: a sweep's chunk has
+    hundreds of thousands of trades, and masks and counts per field read each several times."""
+    out = np.zeros((n_groups, 3), dtype=np.int64)
+    for k in range(col.shape[0]):
+        if entry_idx[k] < start_row:
+            continue
+        g = groups[col[k]]
+        out[g, 0] += 1
+        if status[k] == CLOSED:
+            out[g, 1] += 1
+            if pnl[k] > 0:
+                out[g, 2] += 1
+    return out
 
 
 @numba.njit(cache=True)

@@ -22,11 +22,9 @@ import pandas as pd
 from tradeos_lab.bars import BAR_STRING_DTYPE, BarSource, bar_span
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.strategies.base import BAR_FIELDS, Strategy
-from tradeos_lab.strategies.batch import BarValues, rule_masks
+from tradeos_lab.strategies.batch import SIGNAL_MASKS, BarValues, rule_masks
 from tradeos_lab.symbols import Timeframe, validate_symbol
 
-SIGNAL_MASKS = ("entries", "exits", "short_entries", "short_exits")
-"""The four boolean frames `vectorbt.Portfolio.from_signals` takes."""
 PRICES = ("close", "open", "high", "low")
 """The price arrays a backtest simulates on."""
 DEFAULT_SYMBOL = "ASSET"

@@ -40,9 +40,10 @@ from tradeos_lab.research.backtest import (
     simulate,
     vectorbt_engine,
 )
-from tradeos_lab.research.market import SIGNAL_MASKS, BarSet, Market, load_bars
+from tradeos_lab.research.market import BarSet, Market, load_bars
 from tradeos_lab.research.runs import start_run
 from tradeos_lab.strategies.base import Strategy
+from tradeos_lab.strategies.batch import SIGNAL_MASKS
 from tradeos_lab.strategies.registry import get_strategy
 
 if TYPE_CHECKING:

@@ -43,7 +43,13 @@ from tradeos_lab.strategies.registry import (
     unregister,
     validate_strategy_name,
 )
-from tradeos_lab.strategies.rules import choose, crossed_above, crossed_below, previous
+from tradeos_lab.strategies.rules import (
+    choose,
+    crossed_above,
+    crossed_below,
+    crossings,
+    previous,
+)
 
 __all__ = [
     "BAR_FIELDS",
@@ -67,6 +73,7 @@ __all__ = [
     "choose",
     "crossed_above",
     "crossed_below",
+    "crossings",
     "get_strategy",
     "previous",
     "register",

@@ -155,7 +155,8 @@ class Strategy(Generic[P]):
         )
         s = _per_row(strength, length)
         s_checked = s[checked]
-        if (np.abs(s_checked) > 1).any():  # NaN compares False; an infinity is caught
+        # NaN compares False; an infinity is caught. Two comparisons, not a temporary |s|.
+        if (s_checked > 1).any() or (s_checked < -1).any():
             raise ValidationError(f"strategy {self.name!r} gave a strength outside [-1, 1]")
         one = np.asarray(confidence, dtype=np.float64)
         c: FloatArray | float

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -124,19 +125,32 @@ def signal_masks(
     """entries, exits, short_entries, short_exits from strength per bar (NaN compares False:
     no signal, no mask); into the boolean arrays of `out` when given (a sweep's columns)."""
     if out is None:
-        out = {name: np.empty(strength.shape, dtype=np.bool_) for name in _MASK_TESTS}
-    for name, (test, level) in _MASK_TESTS.items():
-        test(strength, level, out=out[name])
+        out = {name: np.empty(strength.shape, dtype=np.bool_) for name in SIGNAL_MASKS}
+    _signal_masks_nb(strength, *(out[name] for name in SIGNAL_MASKS))
     return out
 
 
-_MASK_TESTS: dict[str, tuple[np.ufunc, float]] = {
-    "entries": (np.greater, 0.0),
-    "exits": (np.less_equal, 0.0),
-    "short_entries": (np.less, 0.0),
-    "short_exits": (np.greater_equal, 0.0),
-}
-"""Each vectorbt mask as a comparison of the strength with 0."""
+SIGNAL_MASKS = ("entries", "exits", "short_entries", "short_exits")
+"""The four boolean frames `vectorbt.Portfolio.from_signals` takes, in the order
+`_signal_masks_nb` writes them."""
+
+
+@numba.njit(cache=True)
+def _signal_masks_nb(
+    strength: np.ndarray,
+    entries: np.ndarray,
+    exits: np.ndarray,
+    short_entries: np.ndarray,
+    short_exits: np.ndarray,
+) -> None:
+    """Each mask as a comparison of the strength with 0, all four in one pass over it (a
+    sweep writes them per parameter set over the whole history)."""
+    for i in range(strength.shape[0]):
+        s = strength[i]
+        entries[i] = s > 0.0
+        exits[i] = s <= 0.0
+        short_entries[i] = s < 0.0
+        short_exits[i] = s >= 0.0
 
 
 def vectorbt_arrays(strength: FloatArray, confidence: FloatArray) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from tradeos_lab.indicators import MACD, Indicator
 from tradeos_lab.strategies.base import Decision, FloatArray, Strategy, StrategyParams, Values
 from tradeos_lab.strategies.registry import register
-from tradeos_lab.strategies.rules import choose, crossed_above, crossed_below
+from tradeos_lab.strategies.rules import choose, crossings
 
 
 class MacdTrendParams(StrategyParams):
@@ -53,7 +53,7 @@ class MacdTrend(Strategy[MacdTrendParams]):
     def rule(self, values: Values) -> Decision | FloatArray:
         line_name, signal_name, _ = self.macd.outputs
         line, signal = values[line_name], values[signal_name]
-        up, down = crossed_above(line, signal), crossed_below(line, signal)
+        up, down = crossings(line, signal)
         uptrend, downtrend = line > 0, line < 0
         long = up & uptrend
         short = down & downtrend

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from tradeos_lab.indicators import SMA, Indicator
 from tradeos_lab.strategies.base import Decision, FloatArray, Strategy, StrategyParams, Values
 from tradeos_lab.strategies.registry import register
-from tradeos_lab.strategies.rules import choose, crossed_above, crossed_below
+from tradeos_lab.strategies.rules import choose, crossings
 
 
 class SmaCrossParams(StrategyParams):
@@ -54,7 +54,7 @@ class SmaCross(Strategy[SmaCrossParams]):
 
     def rule(self, values: Values) -> Decision | FloatArray:
         fast, slow = values[self.fast.name], values[self.slow.name]
-        up, down = crossed_above(fast, slow), crossed_below(fast, slow)
+        up, down = crossings(fast, slow)
         if self.params.allow_short:
             return choose(long=up, short=down)
         return choose(long=up, flat=down)
