@@ -294,8 +294,7 @@ def run_stage(
     runner = ServiceRunner(cls, ctx, health_port=0)
     for consumer in runner.consumers:
         lab.bus.ensure_group(consumer.stream, consumer.group)
-    if not os.environ.get("BENCH_NO_FREEZE"):
-        freeze_startup_objects()  # as `run_service` does in each supervised process
+    freeze_startup_objects()  # as `run_service` does in each supervised process
     halt = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
     ready.set()
