@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tradeos_lab.brokers import PaperBroker
-from tradeos_lab.contracts import Bar, FillMessage, FillV1Message
+from tradeos_lab.contracts import Bar, FillMessage, FillV1Message, new_message
 from tradeos_lab.errors import ContractError, LakeInUse, TransientError, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, Timer
@@ -466,8 +466,7 @@ class TcaMonitor(Service):
             "closed_at": None if last is None else last.exit_at,
         }
         per_horizon = {str(h.horizon_bars): h.pnl for h in signal.horizons}
-        audit = self.ctx.audit(
-            None,
+        payload = self.ctx.audit_payload(
             action="signal_outcome.close",
             target=f"signal:{signal_id}",
             reason=(
@@ -476,8 +475,13 @@ class TcaMonitor(Service):
             ),
             new_value={"outcome": outcome, "pnl_by_horizon_bars": per_horizon},
         )
-        if fills and fills[0].correlation_id is not None:  # in the chain of the signal's bar
-            audit = audit.model_copy(update={"correlation_id": fills[0].correlation_id})
+        audit = new_message(
+            payload,
+            producer=self.ctx.producer,
+            # in the chain of the signal's bar when its fills say which that is
+            correlation_id=fills[0].correlation_id if fills else None,
+            produced_at=self.ctx.now(),
+        )
         return kept, audit
 
     def _score(self, strategies: set[str]) -> None:
