@@ -182,7 +182,7 @@ class TcaMonitor(Service):
         found = self._bars(signal.symbol, tf, after=after, count=1, cached=bars[signal.symbol, tf])
         if not len(found) or found.ts_ns[0] != _ns(ts):
             return None
-        return _Arrival(signal.symbol, tf, ts, float(found.close[0]), found, 0)
+        return _Arrival(signal.symbol, tf, ts, float(found.close[0]), found)
 
     def _bars(
         self,
@@ -389,11 +389,11 @@ class TcaMonitor(Service):
                     closes += closing
                     if any(c["horizon_bars"] == SCORE_HORIZON_BARS for c in closing):
                         scored.add(rows[0].strategy)
-                    if len(closing) == len(still_open):
-                        ended[signal_id] = _Concluded.of(rows, closing)
-                    elif self._overdue(still_open, tf):
+                    if len(closing) < len(still_open):
+                        if not self._overdue(still_open, tf):
+                            continue
                         expired.append(signal_id)
-                        ended[signal_id] = _Concluded.of(rows, closing, rest="expired")
+                    ended[signal_id] = _Concluded.of(rows, closing)
             with self.records.batch():
                 self.records.close_signal_horizons(closes)
                 for signal_id in expired:
@@ -417,12 +417,13 @@ class TcaMonitor(Service):
         """Signals none of whose horizons is open: each one's outcome in the records (from its
         longest closed horizon, or expired) and the audit entry saying so. `ended`: those this
         run ended, with their horizons as it left them; `left`: those a crash left, read here."""
-        concluded = dict(ended)
+        concluded: dict[str, _Concluded] = {}
         if left:
             kept: dict[str, list[SignalHorizonRow]] = defaultdict(list)
             for row in self.records.signal_horizons(signal_ids=left):
                 kept[row.signal_id].append(row)
             concluded.update((s, _Concluded.of(kept[s], [])) for s in left)
+        concluded.update(ended)
         if not concluded:
             return []
         costs: dict[str, list[FillAmountRow]] = defaultdict(list)
@@ -627,19 +628,17 @@ class _Concluded:
     horizons: list[_Ended]
 
     @classmethod
-    def of(
-        cls, rows: list[SignalHorizonRow], closes: list[dict[str, Any]], *, rest: str = "open"
-    ) -> _Concluded:
+    def of(cls, rows: list[SignalHorizonRow], closes: list[dict[str, Any]]) -> _Concluded:
         """The signal of `rows` as read, with `closes` (as `_closes` makes them) applied and
-        any horizon still open then marked `rest`."""
+        any horizon still open then expired (as the timer expires what it cannot close)."""
         closed = {c["horizon_bars"]: c for c in closes}
         horizons = []
         for r in rows:
-            c = closed.get(r.horizon_bars)
-            if c is not None and r.status == "open":
+            c = closed.get(r.horizon_bars) if r.status == "open" else None
+            if c is not None:
                 horizons.append(_Ended(r.horizon_bars, "done", c["pnl"], c["exit_at"]))
             elif r.status == "open":
-                horizons.append(_Ended(r.horizon_bars, rest, r.pnl, r.exit_at))
+                horizons.append(_Ended(r.horizon_bars, "expired", r.pnl, r.exit_at))
             else:
                 horizons.append(_Ended(r.horizon_bars, r.status, r.pnl, r.exit_at))
         return cls(rows[0], horizons)
@@ -647,27 +646,26 @@ class _Concluded:
 
 @dataclass(frozen=True, slots=True)
 class _Arrival:
-    """A fill's arrival bar, one of a series' cached bars: a `Bar` is built of it only for the
-    shadow fill of a real venue's fill."""
+    """A fill's arrival bar (`found`, a series of that one bar): a `Bar` is built of it only
+    for the shadow fill of a real venue's fill."""
 
     symbol: str
     timeframe: Timeframe
     ts: datetime
     close: float
-    series: _Series
-    index: int
+    found: _Series
 
     def bar(self) -> Bar:
-        i, series = self.index, self.series
+        found = self.found
         return Bar(
             symbol=self.symbol,
             timeframe=self.timeframe,
             ts=self.ts,
-            open=float(series.open[i]),
-            high=float(series.high[i]),
-            low=float(series.low[i]),
-            close=float(series.close[i]),
-            volume=float(series.volume[i]),
+            open=float(found.open[0]),
+            high=float(found.high[0]),
+            low=float(found.low[0]),
+            close=self.close,
+            volume=float(found.volume[0]),
             source="cache",
         )
 

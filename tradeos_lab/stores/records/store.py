@@ -198,6 +198,7 @@ _FILL_AMOUNTS = (
     )
     .order_by(FillCost.filled_at, FillCost.execution_id)
 )
+
 #: The pipeline messages the records keep (`RecordsStore.keep_messages`).
 KeptMessage = (
     RawSignalMessage | ModifiedSignalMessage | IntentMessage | RiskEventMessage | AuditMessage
