@@ -85,6 +85,15 @@ def test_signal_by_message_id(store: RecordsStore) -> None:
     assert kept is not None and kept.payload["source_message_id"] == raw.payload.source_message_id
     with pytest.raises(ValidationError):
         store.signal("")
+    rows = store.signal_rows_of([raw.message_id, "01890000-0000-7000-8000-000000000009"])
+    assert list(rows) == [raw.message_id]
+    row = rows[raw.message_id]
+    assert (row.strategy, row.symbol, row.ts, row.payload["timeframe"]) == (
+        "sma_cross",
+        "BTC-USD",
+        T0,
+        "1m",
+    )
 
 
 def test_find_order_is_none_for_an_unknown_client_order_id(store: RecordsStore) -> None:

@@ -369,6 +369,28 @@ def test_a_batch_of_fill_costs_is_kept_once_per_execution(store: RecordsStore) -
     assert len(store.fill_costs()) == 3  # a bad row keeps none of its batch
 
 
+def test_fill_amounts_come_for_any_of_the_orders_or_signals_in_fill_order(
+    store: RecordsStore,
+) -> None:
+    later = {**_cost("exec-0", 104.0, signal_id="sig-3"), "filled_at": T0 + timedelta(seconds=1)}
+    store.record_fill_costs(
+        [
+            later,
+            _cost("exec-1", 101.0),
+            {**_cost("exec-2", 102.0, signal_id="sig-2"), "client_order_id": "ord-2"},
+            {**_cost("exec-3", 103.0, signal_id="sig-9"), "client_order_id": "ord-9"},
+        ]
+    )
+    found = store.fill_amounts_of(client_order_ids=["ord-1"], signal_ids=["sig-2"])
+    assert [(f.execution_id, f.client_order_id, f.signal_id, f.price) for f in found] == [
+        ("exec-1", "ord-1", "sig-1", 101.0),
+        ("exec-2", "ord-2", "sig-2", 102.0),
+        ("exec-0", "ord-1", "sig-3", 104.0),  # filled last
+    ]
+    assert [f.execution_id for f in store.fill_amounts_of(signal_ids=["sig-9"])] == ["exec-3"]
+    assert store.fill_amounts_of() == []
+
+
 def test_a_batch_of_horizon_closes_leaves_what_is_no_longer_open(store: RecordsStore) -> None:
     opening = {
         "horizons": (5, 15),
@@ -403,6 +425,11 @@ def test_a_batch_of_horizon_closes_leaves_what_is_no_longer_open(store: RecordsS
         ("sig-2", 15, "expired", None),
     ]
     assert store.signals_to_conclude() == ["sig-2"]
+    # sig-1 has a horizon open: all of its horizons, the closed one too; sig-2 none
+    assert [(r.signal_id, r.horizon_bars, r.status) for r in store.horizons_of_open_signals()] == [
+        ("sig-1", 5, "done"),
+        ("sig-1", 15, "open"),
+    ]
 
 
 def test_attributions_of_many_executions_come_in_one_call(store: RecordsStore) -> None:
@@ -425,6 +452,16 @@ def test_attributions_of_many_executions_come_in_one_call(store: RecordsStore) -
     chain = found["exec-2"]
     assert chain.trade.id == one.trade.id and chain.order.id == one.order.id
     assert chain.fill is not None and chain.fill.execution_id == "exec-2"
+    plain = store.trade_chains_of(["exec-1", "exec-2", "exec-9"])
+    assert sorted(plain) == ["exec-1", "exec-2"]
+    row = plain["exec-2"]
+    assert (row.trade.execution_id, row.trade.client_order_id, row.trade.price) == (
+        "exec-2",
+        "ord-1",
+        187.25,
+    )
+    assert (row.order.client_order_id, row.order.side, row.order.quantity) == ("ord-1", "buy", 10)
+    assert store.trade_chains_of([]) == {}
 
 
 @pytest.mark.parametrize(

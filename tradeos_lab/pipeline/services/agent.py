@@ -107,13 +107,13 @@ class Agent(Service):
         """Note a risk event or an order attempt in its window; False for what no rule counts."""
         if message.producer == self.name:
             return False
-        at = message.produced_at.timestamp()
         if isinstance(message, RiskEventMessage):
+            at = message.produced_at.timestamp()
             self._count(message.payload.kind, message.payload.severity, at, message.message_id)
         elif isinstance(message, AuditMessage):
             if message.producer != "execution" or message.payload.action not in ORDER_ATTEMPTS:
                 return False
-            self.order_attempts.add(at, message.message_id)
+            self.order_attempts.add(message.produced_at.timestamp(), message.message_id)
         else:
             raise ContractError(f"the agent reads risk events and audit, not {message!r}")
         return True

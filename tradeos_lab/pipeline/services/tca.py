@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tradeos_lab.brokers import PaperBroker
-from tradeos_lab.contracts import Bar, FillMessage, FillV1Message
+from tradeos_lab.contracts import Bar, FillMessage, FillV1Message, new_message
 from tradeos_lab.errors import ContractError, LakeInUse, TransientError, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, Timer
@@ -50,11 +50,11 @@ from tradeos_lab.tca import (
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Fill, Message
     from tradeos_lab.stores.records import (
-        Attribution,
-        FillCostRow,
+        FillAmountRow,
         RecordsStore,
         SignalHorizonRow,
-        SignalRecord,
+        SignalRow,
+        TradeChainRow,
     )
     from tradeos_lab.tiers.cache import Price
 
@@ -117,18 +117,19 @@ class TcaMonitor(Service):
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """The batch's fills measured in one records transaction with a few statements for all
-        of them: their attribution chains and signals read in one query each, each series'
-        cached bars read once (every fill's arrival bar was cached before the fill was made),
-        the latest price of each symbol once, then the fill costs, order costs and signal
-        horizons each written in one statement. A fill that cannot be measured fails the batch:
-        the runner then hands the fills over one at a time, so it fails alone."""
+        of them: their trades with their orders and their signals read in one query each, as
+        plain rows, each series' cached bars read once (every fill's arrival bar was cached
+        before the fill was made), the latest price of each symbol once, then the fill costs,
+        order costs and signal horizons each written in one statement, and the fills kept of
+        their orders and signals read back in one. A fill that cannot be measured fails the
+        batch: the runner then hands the fills over one at a time, so it fails alone."""
         fills = [_fill_of(m) for m in messages]
         records = self.records
         with self._one_at_a_time:
             # Read and measured before the write transaction, so the records' write lock is
             # held only for the writes.
-            chains = records.attributions_of(f.execution_id for f in fills)
-            signals = records.signals_of(
+            chains = records.trade_chains_of(f.execution_id for f in fills)
+            signals = records.signal_rows_of(
                 sid for c in chains.values() if (sid := c.trade.modified_signal_id) is not None
             )
             bars: dict[tuple[str, Timeframe], _Series] = {}
@@ -142,44 +143,46 @@ class TcaMonitor(Service):
                     )
                 _check_against_trade(fill, chain)
                 signal = _signal_of(chain, signals)
-                arrival = None if signal is None else self._arrival_bar(signal, bars)
+                arrival = None if signal is None else self._arrival(signal, bars)
                 measured.append(_Measured(message, fill, chain, signal, arrival))
-            costs = [self._fill_cost(m) for m in measured]
+            costs = self._fill_costs(measured)
             with_arrival = [m for m in measured if m.arrival is not None]
             cache = self.ctx.lab.cache
             prices = {s: cache.get_price(s) for s in {m.chain.order.symbol for m in with_arrival}}
             with records.batch():
                 records.record_fill_costs(costs)
                 if with_arrival:
-                    self._record_order_costs(with_arrival, prices)
-                    self._open_signals(with_arrival)
+                    # Every fill kept of these orders and signals, this batch's included.
+                    by_order: dict[str, list[FillAmountRow]] = defaultdict(list)
+                    by_signal: dict[str, list[FillAmountRow]] = defaultdict(list)
+                    for kept in records.fill_amounts_of(
+                        client_order_ids={m.chain.order.client_order_id for m in with_arrival},
+                        signal_ids={
+                            sid for m in with_arrival if (sid := m.chain.trade.raw_signal_id)
+                        },
+                    ):
+                        by_order[kept.client_order_id].append(kept)
+                        if kept.signal_id is not None:
+                            by_signal[kept.signal_id].append(kept)
+                    self._record_order_costs(with_arrival, prices, by_order)
+                    self._open_signals(with_arrival, by_signal)
         return [[] for _ in messages]
 
-    def _arrival_bar(
-        self, signal: SignalRecord, bars: dict[tuple[str, Timeframe], _Series]
-    ) -> Bar | None:
+    def _arrival(
+        self, signal: SignalRow, bars: dict[tuple[str, Timeframe], _Series]
+    ) -> _Arrival | None:
         """The bar the signal was made on (the chain's first message): its close is the arrival
         price of everything the signal caused. None when neither the cache nor the lake has it.
         `bars`: the cached bars read for the batch, by series."""
         tf = Timeframe.parse(signal.payload["timeframe"])
-        ts = signal.ts
+        ts: datetime = signal.ts
         if (signal.symbol, tf) not in bars:
             bars[signal.symbol, tf] = _Series.of(self.ctx.lab.cache.get_bars(signal.symbol, tf))
         after = ts - timedelta(seconds=tf.seconds)
         found = self._bars(signal.symbol, tf, after=after, count=1, cached=bars[signal.symbol, tf])
         if not len(found) or found.ts_ns[0] != _ns(ts):
             return None
-        return Bar(
-            symbol=signal.symbol,
-            timeframe=tf,
-            ts=ts,
-            open=float(found.open[0]),
-            high=float(found.high[0]),
-            low=float(found.low[0]),
-            close=float(found.close[0]),
-            volume=float(found.volume[0]),
-            source="cache",
-        )
+        return _Arrival(signal.symbol, tf, ts, float(found.close[0]), found)
 
     def _bars(
         self,
@@ -206,53 +209,61 @@ class TcaMonitor(Service):
             return cached.after(after, 0)
         return _Series.of(stored.head(count))
 
-    def _fill_cost(self, measured: _Measured) -> dict[str, Any]:
-        """The fill's costs as `RecordsStore.record_fill_cost` keeps them."""
-        message, fill, chain, arrival = (
-            measured.message,
-            measured.fill,
-            measured.chain,
-            measured.arrival,
-        )
-        order = chain.order
-        broker = order.broker or self.fill_model.name
-        shadow: dict[str, float | None] = {}
-        if arrival is not None and broker != self.fill_model.name:
-            model = shadow_fill(
-                self.fill_model,
-                order,
-                arrival,
-                filled_before=self._filled_before(fill),
-                venue_quantity=fill.quantity,
-                venue_price=fill.price,
-                venue_fee=fill.fee,
-            )
-            shadow = {
-                "shadow_quantity": model.quantity,
-                "shadow_price": model.price,
-                "shadow_fee": model.fee,
-                "shadow_price_diff_bps": model.price_diff_bps,
-            }
-        return {
-            "execution_id": fill.execution_id,
-            "client_order_id": fill.client_order_id,
-            "correlation_id": message.correlation_id,
-            "signal_id": chain.trade.raw_signal_id,
-            "strategy": order.strategy,
-            "broker": broker,
-            "symbol": fill.symbol,
-            "side": fill.side.value,
-            "quantity": fill.quantity,
-            "price": fill.price,
-            "fee": fill.fee,
-            "filled_at": fill.ts,
-            "arrival_price": None if arrival is None else arrival.close,
-            "arrival_at": None if arrival is None else arrival.ts,
-            "slippage_bps": None
-            if arrival is None
-            else slippage_bps(fill.side, fill.price, arrival.close),
-            **shadow,
+    def _fill_costs(self, measured: Sequence[_Measured]) -> list[dict[str, Any]]:
+        """The fills' costs as `RecordsStore.record_fill_cost` keeps them; for a real venue's
+        fill with an arrival bar, the paper fill model's shadow of it too (on the order as the
+        records hold it, read for those fills only)."""
+        paper = self.fill_model.name
+        venue = {
+            m.chain.order.client_order_id
+            for m in measured
+            if m.arrival is not None and (m.chain.order.broker or paper) != paper
         }
+        orders = self.records.orders_of(venue) if venue else {}
+        costs = []
+        for m in measured:
+            fill, chain, arrival = m.fill, m.chain, m.arrival
+            broker = chain.order.broker or paper
+            shadow: dict[str, float | None] = {}
+            if arrival is not None and broker != paper:
+                model = shadow_fill(
+                    self.fill_model,
+                    orders[chain.order.client_order_id],
+                    arrival.bar(),
+                    filled_before=self._filled_before(fill),
+                    venue_quantity=fill.quantity,
+                    venue_price=fill.price,
+                    venue_fee=fill.fee,
+                )
+                shadow = {
+                    "shadow_quantity": model.quantity,
+                    "shadow_price": model.price,
+                    "shadow_fee": model.fee,
+                    "shadow_price_diff_bps": model.price_diff_bps,
+                }
+            costs.append(
+                {
+                    "execution_id": fill.execution_id,
+                    "client_order_id": fill.client_order_id,
+                    "correlation_id": m.message.correlation_id,
+                    "signal_id": chain.trade.raw_signal_id,
+                    "strategy": chain.order.strategy,
+                    "broker": broker,
+                    "symbol": fill.symbol,
+                    "side": fill.side.value,
+                    "quantity": fill.quantity,
+                    "price": fill.price,
+                    "fee": fill.fee,
+                    "filled_at": fill.ts,
+                    "arrival_price": None if arrival is None else arrival.close,
+                    "arrival_at": None if arrival is None else arrival.ts,
+                    "slippage_bps": None
+                    if arrival is None
+                    else slippage_bps(fill.side, fill.price, arrival.close),
+                    **shadow,
+                }
+            )
+        return costs
 
     def _filled_before(self, fill: Fill) -> float:
         """What the order had filled before this fill, by the records' fills in fill order."""
@@ -264,17 +275,17 @@ class TcaMonitor(Service):
         return before
 
     def _record_order_costs(
-        self, measured: Sequence[_Measured], prices: Mapping[str, Price | None]
+        self,
+        measured: Sequence[_Measured],
+        prices: Mapping[str, Price | None],
+        kept: Mapping[str, list[FillAmountRow]],
     ) -> None:
-        """Each order's shortfall over all its fills measured so far (this batch's included);
-        the unfilled rest at the symbol's latest price in the cache, `prices` (the arrival
-        close when there is none)."""
+        """Each order's shortfall over all its fills measured so far, `kept` by order (this
+        batch's included); the unfilled rest at the symbol's latest price in the cache, `prices`
+        (the arrival close when there is none)."""
         latest: dict[tuple[str, str], _Measured] = {}
         for m in measured:  # one per order: its fills in the batch share its arrival bar
             latest[m.chain.order.client_order_id, m.chain.order.symbol] = m
-        kept: dict[str, list[FillCostRow]] = defaultdict(list)
-        for cost in self.records.fill_costs_of(client_order_ids=(c for c, _ in latest)):
-            kept[cost.client_order_id].append(cost)
         rows = []
         for (cid, symbol), m in latest.items():
             order, arrival = m.chain.order, m.arrival
@@ -309,15 +320,14 @@ class TcaMonitor(Service):
             )
         self.records.record_order_costs(rows)
 
-    def _open_signals(self, measured: Sequence[_Measured]) -> None:
-        """Open each raw signal behind these fills at every horizon with its fills so far (all
-        of one side: one order)."""
+    def _open_signals(
+        self, measured: Sequence[_Measured], kept: Mapping[str, list[FillAmountRow]]
+    ) -> None:
+        """Open each raw signal behind these fills at every horizon with its fills so far,
+        `kept` by signal (all of one side: one order)."""
         by_signal = {sid: m for m in measured if (sid := m.chain.trade.raw_signal_id) is not None}
         if not by_signal:
             return
-        kept: dict[str, list[FillCostRow]] = defaultdict(list)
-        for cost in self.records.fill_costs_of(signal_ids=by_signal):
-            kept[cost.signal_id or ""].append(cost)
         openings = []
         for signal_id, m in by_signal.items():
             fills, signal, arrival = kept[signal_id], m.signal, m.arrival
@@ -350,12 +360,14 @@ class TcaMonitor(Service):
     def complete(self) -> list[Message]:
         """Close every open horizon whose bar has come; an audit entry per outcome closed.
 
-        A few statements for all the signals (the open horizons read, the closes written, the
-        outcomes read and written once each), the writes in one records transaction that holds
-        the write lock only for them."""
+        A few statements for all the signals (every horizon of the signals with one open read
+        once, the closes written, the fills read and the outcomes written once each), the
+        writes in one records transaction that holds the write lock only for them. A signal
+        this run ends is concluded from its horizons as read and closed here; only one a crash
+        left is read again."""
         with self._one_at_a_time:
             by_signal: dict[str, list[SignalHorizonRow]] = defaultdict(list)
-            for row in self.records.signal_horizons(status="open"):
+            for row in self.records.horizons_of_open_signals():
                 by_signal[row.signal_id].append(row)
             by_market: dict[tuple[str, str], list[str]] = defaultdict(list)
             for signal_id, rows in by_signal.items():
@@ -363,23 +375,25 @@ class TcaMonitor(Service):
             scored: set[str] = set()
             closes: list[dict[str, Any]] = []
             expired: list[str] = []
-            ended: list[str] = []  # signals with nothing open once this run's writes are in
+            # Signals with nothing open once this run's writes are in, with their horizons so.
+            ended: dict[str, _Concluded] = {}
             for (symbol, timeframe), signal_ids in by_market.items():
                 tf = Timeframe.parse(timeframe)
                 cached = _Series.of(self.ctx.lab.cache.get_bars(symbol, tf))  # once per market
                 for signal_id in signal_ids:
                     rows = by_signal[signal_id]
+                    still_open = [r for r in rows if r.status == "open"]
                     after, count = rows[0].signal_at, max(HORIZONS_BARS)
                     bars = self._bars(symbol, tf, after=after, count=count, cached=cached)
-                    closing = _closes(rows, bars)
+                    closing = _closes(still_open, bars)
                     closes += closing
-                    if len(closing) == len(rows):
-                        ended.append(signal_id)
                     if any(c["horizon_bars"] == SCORE_HORIZON_BARS for c in closing):
                         scored.add(rows[0].strategy)
-                    if len(closing) < len(rows) and self._overdue(rows, tf):
+                    if len(closing) < len(still_open):
+                        if not self._overdue(still_open, tf):
+                            continue
                         expired.append(signal_id)
-                        ended.append(signal_id)
+                    ended[signal_id] = _Concluded.of(rows, closing)
             with self.records.batch():
                 self.records.close_signal_horizons(closes)
                 for signal_id in expired:
@@ -390,7 +404,7 @@ class TcaMonitor(Service):
                 if not self._swept:
                     left = self.records.signals_to_conclude(SWEEP_LIMIT)
                     self._swept = len(left) < SWEEP_LIMIT
-                out = self._conclude(list(dict.fromkeys([*left, *ended])))
+                out = self._conclude(ended, [s for s in left if s not in ended])
             self._score(scored | self._unscored)
         return out
 
@@ -399,46 +413,52 @@ class TcaMonitor(Service):
         opened_at: datetime = rows[0].opened_at
         return (self.ctx.now() - opened_at).total_seconds() > longest
 
-    def _conclude(self, signal_ids: Sequence[str]) -> list[Message]:
+    def _conclude(self, ended: Mapping[str, _Concluded], left: Sequence[str]) -> list[Message]:
         """Signals none of whose horizons is open: each one's outcome in the records (from its
-        longest closed horizon, or expired) and the audit entry saying so."""
-        if not signal_ids:
+        longest closed horizon, or expired) and the audit entry saying so. `ended`: those this
+        run ended, with their horizons as it left them; `left`: those a crash left, read here."""
+        concluded: dict[str, _Concluded] = {}
+        if left:
+            kept: dict[str, list[SignalHorizonRow]] = defaultdict(list)
+            for row in self.records.signal_horizons(signal_ids=left):
+                kept[row.signal_id].append(row)
+            concluded.update((s, _Concluded.of(kept[s], [])) for s in left)
+        concluded.update(ended)
+        if not concluded:
             return []
-        horizons: dict[str, list[SignalHorizonRow]] = defaultdict(list)
-        for row in self.records.signal_horizons(signal_ids=signal_ids):
-            horizons[row.signal_id].append(row)
-        costs: dict[str, list[FillCostRow]] = defaultdict(list)
-        for cost in self.records.fill_costs_of(signal_ids=signal_ids):
-            costs[cost.signal_id or ""].append(cost)
+        costs: dict[str, list[FillAmountRow]] = defaultdict(list)
+        for cost in self.records.fill_amounts_of(signal_ids=concluded):
+            costs[cost.signal_id].append(cost)
         outcomes: list[dict[str, Any]] = []
         audits: list[Message] = []
-        for signal_id in signal_ids:
-            outcome, audit = self._outcome(signal_id, horizons[signal_id], costs[signal_id])
+        for signal_id, signal in concluded.items():
+            outcome, audit = self._outcome(signal_id, signal, costs[signal_id])
             outcomes.append(outcome)
             audits.append(audit)
         self.records.record_signal_outcomes(outcomes)
         return audits
 
     def _outcome(
-        self, signal_id: str, rows: list[SignalHorizonRow], fills: list[FillCostRow]
+        self, signal_id: str, signal: _Concluded, fills: list[FillAmountRow]
     ) -> tuple[dict[str, Any], Message]:
         """A concluded signal's outcome (as `RecordsStore.record_signal_outcome` keeps it) and
         its audit entry."""
-        done = [r for r in rows if r.status == "done"]
-        last = max(done, key=lambda r: r.horizon_bars) if done else None
+        first = signal.first
+        done = [h for h in signal.horizons if h.status == "done"]
+        last = max(done, key=lambda h: h.horizon_bars) if done else None
         measured = [f for f in fills if f.slippage_bps is not None]
         filled = sum(f.quantity for f in measured)
         slippage = (
             sum(f.quantity * (f.slippage_bps or 0.0) for f in measured) / filled if filled else None
         )
-        tf = Timeframe.parse(rows[0].timeframe)
+        tf = Timeframe.parse(first.timeframe)
         outcome = "expired"
         if last is not None and last.pnl is not None:
             outcome = "win" if last.pnl > 0 else "loss" if last.pnl < 0 else "flat"
         kept = {
             "signal_id": signal_id,
-            "signal_at": rows[0].signal_at,
-            "symbol": rows[0].symbol,
+            "signal_at": first.signal_at,
+            "symbol": first.symbol,
             "outcome": outcome,
             "slippage_bps": slippage,
             "pnl": None if last is None else last.pnl,
@@ -446,19 +466,23 @@ class TcaMonitor(Service):
             "execution_id": fills[0].execution_id if fills else None,
             "closed_at": None if last is None else last.exit_at,
         }
-        per_horizon = {str(r.horizon_bars): r.pnl for r in rows}
-        audit = self.ctx.audit(
-            None,
+        per_horizon = {str(h.horizon_bars): h.pnl for h in signal.horizons}
+        payload = self.ctx.audit_payload(
             action="signal_outcome.close",
             target=f"signal:{signal_id}",
             reason=(
-                f"{rows[0].strategy} {rows[0].symbol}: {outcome}"
+                f"{first.strategy} {first.symbol}: {outcome}"
                 + ("" if last is None else f" over {last.horizon_bars} bars, P&L {last.pnl:.6g}")
             ),
             new_value={"outcome": outcome, "pnl_by_horizon_bars": per_horizon},
         )
-        if fills and fills[0].correlation_id is not None:  # in the chain of the signal's bar
-            audit = audit.model_copy(update={"correlation_id": fills[0].correlation_id})
+        audit = new_message(
+            payload,
+            producer=self.ctx.producer,
+            # in the chain of the signal's bar when its fills say which that is
+            correlation_id=fills[0].correlation_id if fills else None,
+            produced_at=self.ctx.now(),
+        )
         return kept, audit
 
     def _score(self, strategies: set[str]) -> None:
@@ -490,7 +514,7 @@ class TcaMonitor(Service):
                 self._unscored.discard(strategy)
 
 
-def _check_against_trade(fill: Fill, chain: Attribution) -> None:
+def _check_against_trade(fill: Fill, chain: TradeChainRow) -> None:
     """A fill must be the execution the records hold under its id, not something else."""
     trade = chain.trade
     mine = (fill.client_order_id, fill.symbol, fill.side.value)
@@ -576,20 +600,85 @@ class _Series:
         return datetime.fromtimestamp(int(self.ts_ns[i]) / 1e9, UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _ns(at: datetime) -> int:
-    """An aware datetime as epoch nanoseconds."""
-    return int(pd.Timestamp(at).as_unit("ns").value)
+    """An aware datetime as epoch nanoseconds (exact: a datetime counts whole microseconds)."""
+    return (at - _EPOCH) // _MICROSECOND * 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """One horizon of a concluded signal as it was left: done (with its P&L) or expired."""
+
+    horizon_bars: int
+    status: str
+    pnl: float | None
+    exit_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Concluded:
+    """A signal with no horizon open: its first horizon row (what every row of it shares) and
+    each horizon as it was left, in horizon order."""
+
+    first: SignalHorizonRow
+    horizons: list[_Ended]
+
+    @classmethod
+    def of(cls, rows: list[SignalHorizonRow], closes: list[dict[str, Any]]) -> _Concluded:
+        """The signal of `rows` as read, with `closes` (as `_closes` makes them) applied and
+        any horizon still open then expired (as the timer expires what it cannot close)."""
+        closed = {c["horizon_bars"]: c for c in closes}
+        horizons = []
+        for r in rows:
+            c = closed.get(r.horizon_bars) if r.status == "open" else None
+            if c is not None:
+                horizons.append(_Ended(r.horizon_bars, "done", c["pnl"], c["exit_at"]))
+            elif r.status == "open":
+                horizons.append(_Ended(r.horizon_bars, "expired", r.pnl, r.exit_at))
+            else:
+                horizons.append(_Ended(r.horizon_bars, r.status, r.pnl, r.exit_at))
+        return cls(rows[0], horizons)
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """A fill's arrival bar (`found`, a series of that one bar): a `Bar` is built of it only
+    for the shadow fill of a real venue's fill."""
+
+    symbol: str
+    timeframe: Timeframe
+    ts: datetime
+    close: float
+    found: _Series
+
+    def bar(self) -> Bar:
+        found = self.found
+        return Bar(
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            ts=self.ts,
+            open=float(found.open[0]),
+            high=float(found.high[0]),
+            low=float(found.low[0]),
+            close=self.close,
+            volume=float(found.volume[0]),
+            source="cache",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Measured:
     """A fill of the batch in hand with what it is measured against."""
 
     message: Message
     fill: Fill
-    chain: Attribution
-    signal: SignalRecord | None
-    arrival: Bar | None
+    chain: TradeChainRow
+    signal: SignalRow | None
+    arrival: _Arrival | None
 
 
 def _fill_of(message: Message) -> Fill:
@@ -598,7 +687,7 @@ def _fill_of(message: Message) -> Fill:
     return message.payload
 
 
-def _signal_of(chain: Attribution, signals: Mapping[str, SignalRecord]) -> SignalRecord | None:
+def _signal_of(chain: TradeChainRow, signals: Mapping[str, SignalRow]) -> SignalRow | None:
     """The modified signal behind the fill's order (from the batch's `signals`); None for a
     manual order."""
     signal_id = chain.trade.modified_signal_id

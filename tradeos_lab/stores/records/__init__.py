@@ -30,11 +30,14 @@ from tradeos_lab.stores.records.models import (
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.store import (
     Attribution,
+    FillAmountRow,
     FillCostRow,
     FillTotals,
     PlacedOrder,
     RecordsStore,
     SignalHorizonRow,
+    SignalRow,
+    TradeChainRow,
     create_records_engine,
 )
 from tradeos_lab.stores.records.timescale import (
@@ -51,6 +54,7 @@ __all__ = [
     "ConfigChange",
     "ConfigProposal",
     "Fill",
+    "FillAmountRow",
     "FillCost",
     "FillCostRow",
     "FillTotals",
@@ -73,8 +77,10 @@ __all__ = [
     "SignalHorizonRow",
     "SignalOutcome",
     "SignalRecord",
+    "SignalRow",
     "SystemConfig",
     "Trade",
+    "TradeChainRow",
     "WeightAdjustment",
     "advance",
     "create_records_engine",

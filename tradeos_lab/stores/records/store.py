@@ -31,6 +31,7 @@ from psycopg import errors as pg_errors
 from sqlalchemy import (
     Executable,
     Row,
+    Select,
     Table,
     bindparam,
     case,
@@ -53,7 +54,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
     StatementError,
 )
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Bundle, Session, sessionmaker
 
 from tradeos_lab.contracts.enums import OrderStatus, TimeInForce
 from tradeos_lab.contracts.messages import (
@@ -135,6 +136,69 @@ _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN.removeprefix("^").removesuffix("$"))
 _KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
+
+# The tca service's reads, built once rather than per call: plain columns, no ORM objects.
+_TRADE_CHAINS: Select[Any, Any] = (
+    select(
+        Bundle(
+            "trade",
+            Trade.execution_id,
+            Trade.client_order_id,
+            Trade.symbol,
+            Trade.side,
+            Trade.quantity,
+            Trade.price,
+            Trade.raw_signal_id,
+            Trade.modified_signal_id,
+        ),
+        Bundle(
+            "order",
+            Order.client_order_id,
+            Order.symbol,
+            Order.side,
+            Order.quantity,
+            Order.strategy,
+            Order.broker,
+        ),
+    )
+    .join(Order, Order.client_order_id == Trade.client_order_id)
+    .where(Trade.execution_id.in_(bindparam("ids", expanding=True)))
+)
+_SIGNAL_ROWS = select(
+    SignalRecord.message_id,
+    SignalRecord.strategy,
+    SignalRecord.symbol,
+    SignalRecord.ts,
+    SignalRecord.payload,
+).where(SignalRecord.message_id.in_(bindparam("ids", expanding=True)))
+_HORIZONS_OF_OPEN_SIGNALS = (
+    select(cast(Table, SignalHorizon.__table__))
+    .where(
+        SignalHorizon.signal_id.in_(
+            select(SignalHorizon.signal_id).where(SignalHorizon.status == "open")
+        )
+    )
+    .order_by(SignalHorizon.signal_at, SignalHorizon.signal_id, SignalHorizon.horizon_bars)
+)
+_FILL_AMOUNTS = (
+    select(
+        FillCost.execution_id,
+        FillCost.client_order_id,
+        FillCost.correlation_id,
+        FillCost.signal_id,
+        FillCost.side,
+        FillCost.quantity,
+        FillCost.price,
+        FillCost.fee,
+        FillCost.slippage_bps,
+    )
+    .where(
+        FillCost.client_order_id.in_(bindparam("cids", expanding=True))
+        | FillCost.signal_id.in_(bindparam("sids", expanding=True))
+    )
+    .order_by(FillCost.filled_at, FillCost.execution_id)
+)
+
 #: The pipeline messages the records keep (`RecordsStore.keep_messages`).
 KeptMessage = (
     RawSignalMessage | ModifiedSignalMessage | IntentMessage | RiskEventMessage | AuditMessage
@@ -146,6 +210,16 @@ reads several per fill it measures; a plain row costs about half of an ORM objec
 SignalHorizonRow: TypeAlias = Row[Any]
 """A `signal_horizons` row as stored, its columns as attributes named as on `SignalHorizon` (read
 plain for the same reason as `FillCostRow`)."""
+TradeChainRow: TypeAlias = Row[Any, Any]
+"""A trade and its order as plain values (`RecordsStore.trade_chains_of`): `.trade` and `.order`,
+each with the columns TCA measures a fill by, named as on `Trade` and `Order`."""
+SignalRow: TypeAlias = Row[Any]
+"""A kept signal's `message_id`, `strategy`, `symbol`, `ts` and `payload`, named as on
+`SignalRecord` (`RecordsStore.signal_rows_of`)."""
+FillAmountRow: TypeAlias = Row[Any]
+"""A kept fill cost's ids and amounts, named as on `FillCost` (`RecordsStore.fill_amounts_of`):
+`execution_id`, `client_order_id`, `correlation_id`, `signal_id`, `side`, `quantity`, `price`,
+`fee` and `slippage_bps`."""
 
 
 @dataclass(frozen=True)
@@ -713,6 +787,17 @@ class RecordsStore:
                 found.setdefault(t.execution_id, Attribution(t, o, f, s))
         return found
 
+    def trade_chains_of(self, execution_ids: Iterable[str]) -> dict[str, TradeChainRow]:
+        """The trade of each of these execution ids the records hold, with its order, as plain
+        values by execution id, in one query: what TCA needs of `attributions_of`, without
+        building four objects per fill."""
+        ids = list({_ident(e, "execution_id") for e in execution_ids})
+        if not ids:
+            return {}
+        with self.reading() as session:
+            rows = session.execute(_TRADE_CHAINS, {"ids": ids})
+            return {row.trade.execution_id: row for row in rows}
+
     # ---- reconciliation: the records beside a broker's report --------------------------------
 
     def broker_orders(self, broker: str, *, since: datetime) -> list[Order]:
@@ -1206,6 +1291,19 @@ class RecordsStore:
         with self.reading() as session:
             return list(session.execute(stmt))
 
+    def fill_amounts_of(
+        self, *, client_order_ids: Iterable[str] = (), signal_ids: Iterable[str] = ()
+    ) -> list[FillAmountRow]:
+        """The ids and amounts of the kept fill costs of any of these orders or of any of these
+        signals, in fill order, in one query (no timestamps: those are what a row costs most to
+        load)."""
+        cids = list({client_order_id_of(c) for c in client_order_ids})
+        sids = list({_ident(s, "signal_id") for s in signal_ids})
+        if not cids and not sids:
+            return []
+        with self.reading() as session:
+            return list(session.execute(_FILL_AMOUNTS, {"cids": cids, "sids": sids}))
+
     def record_order_cost(
         self,
         *,
@@ -1354,6 +1452,12 @@ class RecordsStore:
         with self.reading() as session:
             found = list(session.execute(stmt))
         return found[::-1] if latest is not None else found
+
+    def horizons_of_open_signals(self) -> list[SignalHorizonRow]:
+        """Every horizon, open or not, of each signal with one still open, in signal order:
+        what the tca service's timer closes, and the rest it concludes a signal from."""
+        with self.reading() as session:
+            return list(session.execute(_HORIZONS_OF_OPEN_SIGNALS))
 
     def signals_to_conclude(self, limit: int = 100) -> list[str]:
         """Signals none of whose horizons is open any more but whose outcome is not recorded
@@ -1531,6 +1635,14 @@ class RecordsStore:
         with self.reading() as session:
             stmt = select(SignalRecord).where(SignalRecord.message_id.in_(ids))
             return {s.message_id: s for s in session.scalars(stmt)}
+
+    def signal_rows_of(self, message_ids: Iterable[str]) -> dict[str, SignalRow]:
+        """`signals_of` as plain rows of the columns a fill's measure needs, in one query."""
+        ids = list({_ident(m, "message_id") for m in message_ids})
+        if not ids:
+            return {}
+        with self.reading() as session:
+            return {s.message_id: s for s in session.execute(_SIGNAL_ROWS, {"ids": ids})}
 
     def _insert_ignore_many(
         self, session: Session, model: type[Base], rows: list[dict[str, Any]]
