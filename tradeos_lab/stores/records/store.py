@@ -1532,6 +1532,18 @@ class RecordsStore:
             stmt = select(SignalRecord).where(SignalRecord.message_id.in_(ids))
             return {s.message_id: s for s in session.scalars(stmt)}
 
+    def raw_signals_of(self, message_ids: Iterable[str]) -> dict[str, str | None]:
+        """The raw signal each kept modified signal with these message ids was made from (None
+        for a kept signal that names none), in one query of plain rows."""
+        ids = list({_ident(m, "message_id") for m in message_ids})
+        if not ids:
+            return {}
+        stmt = select(SignalRecord.message_id, SignalRecord.payload).where(
+            SignalRecord.message_id.in_(ids)
+        )
+        with self.reading() as session:
+            return {m: (p or {}).get("raw_signal_id") for m, p in session.execute(stmt)}
+
     def _insert_ignore_many(
         self, session: Session, model: type[Base], rows: list[dict[str, Any]]
     ) -> None:
@@ -1592,13 +1604,15 @@ class RecordsStore:
             stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
             return set(session.scalars(stmt))
 
-    def record_placed(self, placed: Sequence[PlacedOrder]) -> list[Order]:
+    def record_placed(self, placed: Sequence[PlacedOrder]) -> list[dict[str, Any]]:
         """New orders with the broker updates and the fills that placed them, written with one
         statement per table for all of them: the rows `record_order`, then `apply_order_update`
         and `record_fill` in the given order, would write one call at a time (the same checks,
         the same `order_state.advance` rule). Returns the orders as they end up. Only for orders
         the records do not hold yet: a client order id already recorded raises
-        `ValidationError` (its updates go one by one through `apply_order_update`)."""
+        `ValidationError` (its updates go one by one through `apply_order_update`). The orders are
+        returned as the rows written (the columns of `Order`), not as ORM objects: a batch of
+        orders needs none of their tracking."""
         orders: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         fills: list[dict[str, Any]] = []
@@ -1673,7 +1687,7 @@ class RecordsStore:
                 if rows:
                     session.execute(cast(Table, model.__table__).insert(), rows)
             self._insert_ignore_many(session, LedgerEntry, ledger)
-        return [Order(**row) for row in orders]
+        return orders
 
     # ---- news and sentiment (the sentiment scorer) ----------------------------------------
 
