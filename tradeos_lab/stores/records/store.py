@@ -1563,16 +1563,32 @@ class RecordsStore:
             stmt = select(Order).where(Order.client_order_id.in_(cids))
             return {o.client_order_id: o for o in session.scalars(stmt)}
 
+    def brokers_of(self, client_order_ids: Iterable[str]) -> dict[str, str | None]:
+        """The broker of each recorded order among these client order ids (None for an order
+        recorded without one), in one query of plain rows."""
+        cids = list({client_order_id_of(c) for c in client_order_ids})
+        if not cids:
+            return {}
+        stmt = select(Order.client_order_id, Order.broker).where(Order.client_order_id.in_(cids))
+        with self.reading() as session:
+            return {row.client_order_id: row.broker for row in session.execute(stmt)}
+
     def record_fills(self, fills: Iterable[Mapping[str, Any]]) -> list[str]:
         """`record_fill` for each of `fills` (its keyword arguments) with a few statements for
-        all of them; the execution ids it added (a fill already recorded is skipped)."""
-        rows = {r["execution_id"]: r for r in (_fill_row(**f) for f in fills)}
-        if not rows:
+        all of them; the execution ids it added (a fill already recorded is skipped before its
+        row is built: a fill reaches Positions after Execution's broker recorded it)."""
+        given = list(fills)
+        ids = list({_ident(f.get("execution_id"), "execution_id"): None for f in given})
+        if not ids:
             return []
         with self.session() as session:
-            seen = select(Fill.execution_id).where(Fill.execution_id.in_(list(rows)))
-            for execution_id in session.scalars(seen):
-                rows.pop(execution_id, None)
+            seen = set(session.scalars(select(Fill.execution_id).where(Fill.execution_id.in_(ids))))
+            rows = {
+                r["execution_id"]: r
+                for r in (_fill_row(**f) for f in given if f["execution_id"] not in seen)
+            }
+            if not rows:
+                return []
             cids = list({r["client_order_id"] for r in rows.values()})
             orders = {
                 cid: (strategy, symbol, side)
