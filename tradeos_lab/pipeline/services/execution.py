@@ -303,7 +303,7 @@ class Execution(Service):
         records = self.records
         with self._one_at_a_time:
             self._await_broker_state()
-            records.keep_messages(intents)
+            records.keep_intents(intents)
             switches = self.ctx.lab.kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
             )

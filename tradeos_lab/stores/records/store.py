@@ -55,7 +55,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from tradeos_lab.contracts.enums import OrderStatus, TimeInForce
+from tradeos_lab.contracts.enums import OrderStatus
 from tradeos_lab.contracts.messages import (
     AuditMessage,
     IntentMessage,
@@ -82,6 +82,7 @@ from tradeos_lab.stores.records.models import (
     ORDER_SIDES,
     SIGNAL_HORIZON_STATES,
     SIGNAL_OUTCOMES,
+    TIMES_IN_FORCE,
     AuditRecord,
     BacktestRun,
     Base,
@@ -1516,6 +1517,20 @@ class RecordsStore:
             for model, rows in by_model.items():
                 self._insert_ignore_many(session, model, rows)
 
+    def keep_intents(self, messages: Sequence[IntentMessage]) -> None:
+        """`keep_messages` of intents, writing only those not kept yet: one read finds the
+        kept ones first (Feasibility keeps every intent it clears), so a batch whose intents
+        are all kept opens no write transaction and builds no rows."""
+        ids = [_ident(m.message_id, "message_id") for m in messages]
+        if not ids:
+            return
+        with self.reading() as session:
+            stmt = select(IntentRecord.message_id).where(IntentRecord.message_id.in_(ids))
+            kept = set(session.scalars(stmt))
+        missing = [m for m in messages if m.message_id not in kept]
+        if missing:
+            self.keep_messages(missing)
+
     def record_trades(self, trades: Iterable[Mapping[str, Any]]) -> None:
         """`record_trade` for each of `trades` (its keyword arguments), once per execution id,
         with one statement for all of them."""
@@ -2057,9 +2072,7 @@ def _order_row(
         "quantity": _positive(quantity, "quantity"),
         "limit_price": _positive_or_none(limit_price, "limit_price"),
         "stop_price": _positive_or_none(stop_price, "stop_price"),
-        "time_in_force": _choice(
-            time_in_force, tuple(t.value for t in TimeInForce), "time_in_force"
-        ),
+        "time_in_force": _choice(time_in_force, TIMES_IN_FORCE, "time_in_force"),
         "status": _choice(status, _NEW_ORDER_STATUSES, "status of a new order"),
         "filled_quantity": 0.0,
         "created_at": when,
