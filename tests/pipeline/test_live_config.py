@@ -396,7 +396,7 @@ def test_a_run_promoted_from_the_cli_trades_in_the_pipeline_down_to_its_fills(
     promoted = {m.message_id for m in raws}
     rows = lab.records.intents()
     assert rows
-    modified = lab.records.signals_of(r.signal_id for r in rows if r.signal_id is not None)
+    modified = lab.records.signal_rows_of(r.signal_id for r in rows if r.signal_id is not None)
     assert len(modified) == len(rows)
     assert {m.payload["raw_signal_id"] in promoted for m in modified.values()} == {True}
 

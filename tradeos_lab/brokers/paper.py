@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
@@ -316,9 +316,9 @@ class PaperBroker:
                 if index not in made:
                     reports.append(self.submit(request))
                     continue
-                order = made[index]
-                fills = tuple(self._fill(order, Fill(**f)) for f in plans[index].fills)
-                reports.append(OrderReport(broker_order(order), fills))
+                row = made[index]
+                fills = tuple(self._fill_of(row["order_type"], **f) for f in plans[index].fills)
+                reports.append(OrderReport(order_of_row(row), fills))
         return reports
 
     def _plan(self, request: OrderRequest) -> PlacedOrder | None:
@@ -340,10 +340,11 @@ class PaperBroker:
             return None
         cid = request.client_order_id
         now = self._now()
+        side = Side(request.side).value
         values: dict[str, Any] = {
             "client_order_id": cid,
             "symbol": request.symbol,
-            "side": Side(request.side).value,
+            "side": side,
             "quantity": request.quantity,
             "order_type": OrderType(request.order_type).value,
             "limit_price": request.limit_price,
@@ -355,7 +356,6 @@ class PaperBroker:
             "correlation_id": request.correlation_id,
             "at": now,
         }
-        order = Order(**{k: v for k, v in values.items() if k != "at"}, filled_quantity=0.0)
         broker_id = _broker_order_id(cid)
         epoch = _epoch(bar.ts)
         updates: list[dict[str, Any]] = [
@@ -368,7 +368,15 @@ class PaperBroker:
             }
         ]
         fills: list[dict[str, Any]] = []
-        model = order_fill(self.config, order, bar, 0.0)
+        model = fill_model(
+            self.config,
+            bar,
+            side=side,
+            quantity=request.quantity,
+            order_type=values["order_type"],
+            limit_price=request.limit_price,
+            time_in_force=tif,
+        )
         quantity, price = model.quantity, model.price
         if quantity > 0:
             execution_id = f"{cid}:{epoch}"
@@ -376,8 +384,8 @@ class PaperBroker:
                 {
                     "execution_id": execution_id,
                     "client_order_id": cid,
-                    "symbol": order.symbol,
-                    "side": order.side,
+                    "symbol": request.symbol,
+                    "side": side,
                     "quantity": quantity,
                     "price": price,
                     "fee": model.fee,
@@ -385,13 +393,13 @@ class PaperBroker:
                     "broker": self.name,
                 }
             )
-            done = quantity >= order.quantity * (1 - 1e-9)
+            done = quantity >= request.quantity * (1 - 1e-9)
             updates.append(
                 {
                     "event_id": execution_id,
                     "status": (OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED).value,
                     "broker_at": now,
-                    "filled_quantity": order.quantity if done else quantity,
+                    "filled_quantity": request.quantity if done else quantity,
                     "avg_price": price,
                     "broker_order_id": broker_id,
                     "sequence": 1,
@@ -602,20 +610,46 @@ class PaperBroker:
         ]
 
     def _fill(self, order: Order, fill: Fill) -> BrokerFill:
-        return BrokerFill(
+        return self._fill_of(
+            order.order_type,
             execution_id=fill.execution_id,
             client_order_id=fill.client_order_id,
-            broker_order_id=_broker_order_id(order.client_order_id),
             symbol=fill.symbol,
-            side=Side(fill.side),
+            side=fill.side,
             quantity=fill.quantity,
             price=fill.price,
             fee=fill.fee,
+            filled_at=fill.filled_at,
+        )
+
+    def _fill_of(
+        self,
+        order_type: str,
+        *,
+        execution_id: str,
+        client_order_id: str,
+        symbol: str,
+        side: str,
+        quantity: float,
+        price: float,
+        fee: float,
+        filled_at: datetime,
+        broker: str | None = None,
+    ) -> BrokerFill:
+        """A fill of an order of `order_type` as this broker reports it (`broker`: the fill
+        row's own, the same as this broker's)."""
+        return BrokerFill(
+            execution_id=execution_id,
+            client_order_id=client_order_id,
+            broker_order_id=_broker_order_id(client_order_id),
+            symbol=symbol,
+            side=Side(side),
+            quantity=quantity,
+            price=price,
+            fee=fee,
             fee_currency=self.config.currency,
-            liquidity=Liquidity.MAKER
-            if order.order_type == OrderType.LIMIT.value
-            else Liquidity.TAKER,
-            ts=fill.filled_at,
+            liquidity=Liquidity.MAKER if order_type == OrderType.LIMIT.value else Liquidity.TAKER,
+            ts=filled_at,
         )
 
     def _now(self) -> datetime:
@@ -632,7 +666,7 @@ def _unsupported(request: OrderRequest) -> str | None:
 
 
 def broker_order(order: Order) -> BrokerOrder:
-    """An order row of the records as a broker reports it."""
+    """An order of the records as a broker reports it."""
     return BrokerOrder(
         client_order_id=order.client_order_id,
         broker_order_id=order.broker_order_id,
@@ -650,6 +684,29 @@ def broker_order(order: Order) -> BrokerOrder:
         strategy=order.strategy,
         intent_id=order.intent_id,
         stop_price=order.stop_price,
+    )
+
+
+def order_of_row(row: Mapping[str, Any]) -> BrokerOrder:
+    """`broker_order` of an order row as `RecordsStore.record_placed` wrote it (no ORM object
+    is built for an order placed in bulk)."""
+    return BrokerOrder(
+        client_order_id=row["client_order_id"],
+        broker_order_id=row["broker_order_id"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        quantity=row["quantity"],
+        order_type=OrderType(row["order_type"]),
+        limit_price=row["limit_price"],
+        time_in_force=TimeInForce(row["time_in_force"]),
+        status=OrderStatus(row["status"]),
+        filled_quantity=row["filled_quantity"],
+        avg_price=row["avg_price"],
+        reason=row["reason"],
+        updated_at=row["updated_at"],
+        strategy=row["strategy"],
+        intent_id=row["intent_id"],
+        stop_price=row["stop_price"],
     )
 
 

@@ -80,7 +80,7 @@ if TYPE_CHECKING:
     from tradeos_lab.contracts import Message, Payload
     from tradeos_lab.stores.records import Fill as FillRecord
     from tradeos_lab.stores.records import Order as OrderRecord
-    from tradeos_lab.stores.records import RecordsStore, SignalRecord
+    from tradeos_lab.stores.records import RecordsStore
 
 OPEN_ORDERS_RECHECK_S = 1.0
 """How long a symbol without open orders is taken to stay so (for orders placed by another
@@ -101,7 +101,8 @@ class _Batch:
     """What `Execution.handle_batch` reads once and writes once for the batch in hand."""
 
     trades: list[dict[str, Any]]
-    signals: dict[str, SignalRecord] = field(default_factory=dict)
+    #: Modified signal id -> the raw signal it was made from, for the batch's intents.
+    raw_signals: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,7 @@ class Execution(Service):
         records = self.records
         with self._one_at_a_time:
             self._await_broker_state()
-            records.keep_messages(intents)
+            records.keep_intents(intents)
             switches = self.ctx.lab.kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
             )
@@ -310,9 +311,12 @@ class Execution(Service):
             try:
                 with records.batch():
                     known = records.known_orders(client_order_id_for(m.message_id) for m in intents)
-                    self._batch.signals = records.signals_of(
-                        m.payload.signal_id for m in intents if m.payload.signal_id is not None
-                    )
+                    self._batch.raw_signals = {
+                        signal_id: (row.payload or {}).get("raw_signal_id")
+                        for signal_id, row in records.signal_rows_of(
+                            m.payload.signal_id for m in intents if m.payload.signal_id is not None
+                        ).items()
+                    }
                     prepared = [self._prepare(m, switches, known=known) for m in intents]
                     sent = iter(self._submit_many([r for r, done in prepared if done is None]))
                     answered = [
@@ -660,13 +664,16 @@ class Execution(Service):
         """The attribution chain behind an intent. A signal's chain starts at its bar, whose
         message id is the chain's correlation id; the raw signal is named by the modified
         signal the records kept. A manual intent (no signal) has neither."""
-        if signal_id is None:
-            modified = None
-        elif self._batch is not None and signal_id in self._batch.signals:
-            modified = self._batch.signals[signal_id]
-        else:
+        raw_id: str | None = None
+        if (
+            signal_id is not None
+            and self._batch is not None
+            and signal_id in self._batch.raw_signals
+        ):
+            raw_id = self._batch.raw_signals[signal_id]
+        elif signal_id is not None:
             modified = self.records.signal(signal_id)
-        raw_id = None if modified is None else modified.payload.get("raw_signal_id")
+            raw_id = None if modified is None else modified.payload.get("raw_signal_id")
         return Chain(
             correlation_id=correlation_id,
             intent_id=intent_id,

@@ -177,9 +177,9 @@ class Positions(Service):
 
     def _record(self, fills: Sequence[Fill | FillV1]) -> None:
         """The fills in the records' ledger, each once (Execution's broker may have them)."""
-        orders = self.records.orders_of(f.client_order_id for f in fills)
+        brokers = self.records.brokers_of(f.client_order_id for f in fills)
         for fill in fills:
-            if fill.client_order_id not in orders:
+            if fill.client_order_id not in brokers:
                 raise ValidationError(
                     f"fill {fill.execution_id} is of order {fill.client_order_id}, which the "
                     "records do not hold (Execution records an order before its fills)"
@@ -194,7 +194,7 @@ class Positions(Service):
                 "price": fill.price,
                 "fee": fill.fee,
                 "filled_at": fill.ts,
-                "broker": orders[fill.client_order_id].broker or self.broker.name,
+                "broker": brokers[fill.client_order_id] or self.broker.name,
             }
             for fill in fills
         )

@@ -56,7 +56,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Bundle, Session, sessionmaker
 
-from tradeos_lab.contracts.enums import OrderStatus, TimeInForce
+from tradeos_lab.contracts.enums import OrderStatus
 from tradeos_lab.contracts.messages import (
     AuditMessage,
     IntentMessage,
@@ -83,6 +83,7 @@ from tradeos_lab.stores.records.models import (
     ORDER_SIDES,
     SIGNAL_HORIZON_STATES,
     SIGNAL_OUTCOMES,
+    TIMES_IN_FORCE,
     AuditRecord,
     BacktestRun,
     Base,
@@ -767,30 +768,10 @@ class RecordsStore:
         with self.reading() as session:
             return [Attribution(t, o, f, s) for t, o, f, s in session.execute(stmt)]
 
-    def attributions_of(self, execution_ids: Iterable[str]) -> dict[str, Attribution]:
-        """`attribution(execution_id=...)` of each of these execution ids the records hold, by
-        execution id, in one query."""
-        ids = list({_ident(e, "execution_id") for e in execution_ids})
-        if not ids:
-            return {}
-        stmt = (
-            select(Trade, Order, Fill, SignalOutcome)
-            .join(Order, Order.client_order_id == Trade.client_order_id)
-            .outerjoin(Fill, Fill.execution_id == Trade.execution_id)
-            .outerjoin(SignalOutcome, SignalOutcome.signal_id == Trade.raw_signal_id)
-            .where(Trade.execution_id.in_(ids))
-            .order_by(Trade.executed_at, Trade.id)
-        )
-        found: dict[str, Attribution] = {}
-        with self.reading() as session:
-            for t, o, f, s in session.execute(stmt):
-                found.setdefault(t.execution_id, Attribution(t, o, f, s))
-        return found
-
     def trade_chains_of(self, execution_ids: Iterable[str]) -> dict[str, TradeChainRow]:
         """The trade of each of these execution ids the records hold, with its order, as plain
-        values by execution id, in one query: what TCA needs of `attributions_of`, without
-        building four objects per fill."""
+        values by execution id, in one query: what TCA needs of a fill's attribution chain,
+        without building four objects per fill."""
         ids = list({_ident(e, "execution_id") for e in execution_ids})
         if not ids:
             return {}
@@ -1620,6 +1601,20 @@ class RecordsStore:
             for model, rows in by_model.items():
                 self._insert_ignore_many(session, model, rows)
 
+    def keep_intents(self, messages: Sequence[IntentMessage]) -> None:
+        """`keep_messages` of intents, writing only those not kept yet: one read finds the
+        kept ones first (Feasibility keeps every intent it clears), so a batch whose intents
+        are all kept opens no write transaction and builds no rows."""
+        ids = [_ident(m.message_id, "message_id") for m in messages]
+        if not ids:
+            return
+        with self.reading() as session:
+            stmt = select(IntentRecord.message_id).where(IntentRecord.message_id.in_(ids))
+            kept = set(session.scalars(stmt))
+        missing = [m for m in messages if m.message_id not in kept]
+        if missing:
+            self.keep_messages(missing)
+
     def record_trades(self, trades: Iterable[Mapping[str, Any]]) -> None:
         """`record_trade` for each of `trades` (its keyword arguments), once per execution id,
         with one statement for all of them."""
@@ -1627,17 +1622,9 @@ class RecordsStore:
         with self.session() as session:
             self._insert_ignore_many(session, Trade, rows)
 
-    def signals_of(self, message_ids: Iterable[str]) -> dict[str, SignalRecord]:
-        """The kept signals (raw or modified) with these message ids, in one query."""
-        ids = list({_ident(m, "message_id") for m in message_ids})
-        if not ids:
-            return {}
-        with self.reading() as session:
-            stmt = select(SignalRecord).where(SignalRecord.message_id.in_(ids))
-            return {s.message_id: s for s in session.scalars(stmt)}
-
     def signal_rows_of(self, message_ids: Iterable[str]) -> dict[str, SignalRow]:
-        """`signals_of` as plain rows of the columns a fill's measure needs, in one query."""
+        """The kept signals (raw or modified) with these message ids, as plain rows of the
+        columns a fill's measure and its order's chain need, in one query."""
         ids = list({_ident(m, "message_id") for m in message_ids})
         if not ids:
             return {}
@@ -1663,16 +1650,32 @@ class RecordsStore:
             stmt = select(Order).where(Order.client_order_id.in_(cids))
             return {o.client_order_id: o for o in session.scalars(stmt)}
 
+    def brokers_of(self, client_order_ids: Iterable[str]) -> dict[str, str | None]:
+        """The broker of each recorded order among these client order ids (None for an order
+        recorded without one), in one query of plain rows."""
+        cids = list({client_order_id_of(c) for c in client_order_ids})
+        if not cids:
+            return {}
+        stmt = select(Order.client_order_id, Order.broker).where(Order.client_order_id.in_(cids))
+        with self.reading() as session:
+            return {row.client_order_id: row.broker for row in session.execute(stmt)}
+
     def record_fills(self, fills: Iterable[Mapping[str, Any]]) -> list[str]:
         """`record_fill` for each of `fills` (its keyword arguments) with a few statements for
-        all of them; the execution ids it added (a fill already recorded is skipped)."""
-        rows = {r["execution_id"]: r for r in (_fill_row(**f) for f in fills)}
-        if not rows:
+        all of them; the execution ids it added (a fill already recorded is skipped before its
+        row is built: a fill reaches Positions after Execution's broker recorded it)."""
+        given = list(fills)
+        ids = list({_ident(f.get("execution_id"), "execution_id"): None for f in given})
+        if not ids:
             return []
         with self.session() as session:
-            seen = select(Fill.execution_id).where(Fill.execution_id.in_(list(rows)))
-            for execution_id in session.scalars(seen):
-                rows.pop(execution_id, None)
+            seen = set(session.scalars(select(Fill.execution_id).where(Fill.execution_id.in_(ids))))
+            rows = {
+                r["execution_id"]: r
+                for r in (_fill_row(**f) for f in given if f["execution_id"] not in seen)
+            }
+            if not rows:
+                return []
             cids = list({r["client_order_id"] for r in rows.values()})
             orders = {
                 cid: (strategy, symbol, side)
@@ -1704,13 +1707,15 @@ class RecordsStore:
             stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
             return set(session.scalars(stmt))
 
-    def record_placed(self, placed: Sequence[PlacedOrder]) -> list[Order]:
+    def record_placed(self, placed: Sequence[PlacedOrder]) -> list[dict[str, Any]]:
         """New orders with the broker updates and the fills that placed them, written with one
         statement per table for all of them: the rows `record_order`, then `apply_order_update`
         and `record_fill` in the given order, would write one call at a time (the same checks,
         the same `order_state.advance` rule). Returns the orders as they end up. Only for orders
         the records do not hold yet: a client order id already recorded raises
-        `ValidationError` (its updates go one by one through `apply_order_update`)."""
+        `ValidationError` (its updates go one by one through `apply_order_update`). The orders are
+        returned as the rows written (the columns of `Order`), not as ORM objects: a batch of
+        orders needs none of their tracking."""
         orders: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         fills: list[dict[str, Any]] = []
@@ -1785,7 +1790,7 @@ class RecordsStore:
                 if rows:
                     session.execute(cast(Table, model.__table__).insert(), rows)
             self._insert_ignore_many(session, LedgerEntry, ledger)
-        return [Order(**row) for row in orders]
+        return orders
 
     # ---- news and sentiment (the sentiment scorer) ----------------------------------------
 
@@ -2139,9 +2144,7 @@ def _order_row(
         "quantity": _positive(quantity, "quantity"),
         "limit_price": _positive_or_none(limit_price, "limit_price"),
         "stop_price": _positive_or_none(stop_price, "stop_price"),
-        "time_in_force": _choice(
-            time_in_force, tuple(t.value for t in TimeInForce), "time_in_force"
-        ),
+        "time_in_force": _choice(time_in_force, TIMES_IN_FORCE, "time_in_force"),
         "status": _choice(status, _NEW_ORDER_STATUSES, "status of a new order"),
         "filled_quantity": 0.0,
         "created_at": when,
