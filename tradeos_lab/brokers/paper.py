@@ -667,24 +667,28 @@ def _unsupported(request: OrderRequest) -> str | None:
 
 def broker_order(order: Order) -> BrokerOrder:
     """An order of the records as a broker reports it."""
-    return BrokerOrder(
-        client_order_id=order.client_order_id,
-        broker_order_id=order.broker_order_id,
-        symbol=order.symbol,
-        side=Side(order.side),
-        quantity=order.quantity,
-        order_type=OrderType(order.order_type),
-        limit_price=order.limit_price,
-        time_in_force=TimeInForce(order.time_in_force),
-        status=OrderStatus(order.status),
-        filled_quantity=order.filled_quantity,
-        avg_price=order.avg_price,
-        reason=order.reason,
-        updated_at=order.updated_at,
-        strategy=order.strategy,
-        intent_id=order.intent_id,
-        stop_price=order.stop_price,
-    )
+    return order_of_row({name: getattr(order, name) for name in _REPORTED_ORDER_COLUMNS})
+
+
+_REPORTED_ORDER_COLUMNS = (
+    "client_order_id",
+    "broker_order_id",
+    "symbol",
+    "side",
+    "quantity",
+    "order_type",
+    "limit_price",
+    "time_in_force",
+    "status",
+    "filled_quantity",
+    "avg_price",
+    "reason",
+    "updated_at",
+    "strategy",
+    "intent_id",
+    "stop_price",
+)
+"""The columns of an order row a broker's report of it is made of."""
 
 
 def order_of_row(row: Mapping[str, Any]) -> BrokerOrder:
