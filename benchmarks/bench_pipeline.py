@@ -102,6 +102,8 @@ SERIES_START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(da
 _SYMBOL = "BTC-USD"
 _MESSAGE_ID = "01900000-0000-7000-8000-000000000000"
 #: A directory: each stage process writes its cProfile stats there (`NAME.prof`) as it stops.
+#: They count each thread's CPU time, not wall time: on a shared 2-core machine a stage waits
+#: and is descheduled, and wall time would charge that to whatever it was running.
 PROFILE_ENV = "BENCH_PIPELINE_PROFILE"
 
 # ---- the scratch server ----------------------------------------------------------------------
@@ -301,7 +303,7 @@ def run_stage(
     profile_dir = os.environ.get(PROFILE_ENV)
     if profile_dir:
         profiles = profile_threads()
-        with cProfile.Profile() as profile:
+        with cProfile.Profile(time.thread_time) as profile:
             runner.run(halt, handle_signals=False)
         stats = pstats.Stats(profile, *profiles)
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
@@ -319,7 +321,7 @@ def profile_threads() -> list[cProfile.Profile]:
     original = threading.Thread.run
 
     def profiled(self: threading.Thread) -> None:
-        profile = cProfile.Profile()
+        profile = cProfile.Profile(time.thread_time)
         profile.enable()
         try:
             original(self)
