@@ -291,7 +291,12 @@ class Execution(Service):
         the intents), the kill switches read once, then the orders placed together at the broker
         (`PaperBroker.submit_many`) and their orders, fills, trades and ledger entries written in
         a second transaction, the broker's circuit breaker told once. Bars (and a mixed batch)
-        go one at a time."""
+        go one at a time; a batch of bars under one hold of the lock (every bar of every symbol
+        comes here)."""
+        bars = [m for m in messages if isinstance(m, BarMessage)]
+        if len(bars) == len(messages):
+            with self._one_at_a_time:
+                return [self._work_open_orders(m) for m in bars]
         if not all(isinstance(m, IntentMessage) for m in messages):
             return [self.handle(m) for m in messages]
         broker = self.broker
@@ -318,7 +323,11 @@ class Execution(Service):
                         ).items()
                     }
                     prepared = [self._prepare(m, switches, known=known) for m in intents]
-                    sent = iter(self._submit_many([r for r, done in prepared if done is None]))
+                    # an order refused here was recorded after `known` was read
+                    known.update(r.client_order_id for r, done in prepared if done is not None)
+                    sent = iter(
+                        self._submit_many([r for r, done in prepared if done is None], known=known)
+                    )
                     answered = [
                         self._recorded(m, done or next(sent))
                         for m, (_, done) in zip(intents, prepared, strict=True)
@@ -428,17 +437,20 @@ class Execution(Service):
         """Submit through the broker's circuit breaker (see `_submit_many`)."""
         return self._submit_many([request])[0]
 
-    def _submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderReport]:
+    def _submit_many(
+        self, requests: Sequence[OrderRequest], *, known: set[str] | None = None
+    ) -> list[OrderReport]:
         """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker
         that cannot answer counts a failure (and the intents are retried), an answer a success
-        (once for all of them)."""
+        (once for all of them). `known`: the client order ids the records hold (the paper
+        broker's batch reads them once)."""
         if not requests:
             return []
         breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
         broker = self.broker
         try:
             if isinstance(broker, PaperBroker):
-                reports = broker.submit_many(requests)
+                reports = broker.submit_many(requests, known=known)
             else:
                 reports = [self._submit_remote(r) for r in requests]
         except TransientError as e:

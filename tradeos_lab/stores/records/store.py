@@ -1707,6 +1707,15 @@ class RecordsStore:
             stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
             return set(session.scalars(stmt))
 
+    def known_fills(self, execution_ids: Iterable[str]) -> set[str]:
+        """Which of these execution ids the records hold, in one query."""
+        ids = list({_ident(e, "execution_id"): None for e in execution_ids})
+        if not ids:
+            return set()
+        with self.reading() as session:
+            stmt = select(Fill.execution_id).where(Fill.execution_id.in_(ids))
+            return set(session.scalars(stmt))
+
     def record_placed(self, placed: Sequence[PlacedOrder]) -> list[dict[str, Any]]:
         """New orders with the broker updates and the fills that placed them, written with one
         statement per table for all of them: the rows `record_order`, then `apply_order_update`
