@@ -227,7 +227,7 @@ class Positions(Service):
         """The book from the records' whole ledger, in execution order."""
         holdings: dict[str, Holding] = {}
         applied: set[str] = set()
-        for entry in self.records.ledger():
+        for entry in self.records.ledger_amounts():
             holdings.setdefault(entry.symbol, Holding()).apply(
                 entry.signed_quantity, entry.price, entry.fee
             )

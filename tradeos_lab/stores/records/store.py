@@ -921,6 +921,21 @@ class RecordsStore:
         with self.reading() as session:
             return float(session.scalar(stmt) or 0.0)
 
+    def ledger_amounts(self) -> list[Row[Any]]:
+        """The whole ledger's `execution_id`, `symbol`, `signed_quantity`, `price` and `fee`,
+        named as on `LedgerEntry`, in `ledger`'s order, as plain rows read from one snapshot:
+        what a book is rebuilt from (Positions does it on a schedule, and the ledger only
+        grows)."""
+        stmt = select(
+            LedgerEntry.execution_id,
+            LedgerEntry.symbol,
+            LedgerEntry.signed_quantity,
+            LedgerEntry.price,
+            LedgerEntry.fee,
+        ).order_by(LedgerEntry.executed_at, LedgerEntry.execution_id)
+        with self.reading() as session:
+            return list(session.execute(stmt))
+
     def ledger(
         self, *, strategy: str | None = None, symbol: str | None = None
     ) -> list[LedgerEntry]:
