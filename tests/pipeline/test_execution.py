@@ -286,6 +286,23 @@ def test_bars_of_a_symbol_without_open_orders_do_not_ask_the_records_each_time(
     assert [f.causation_id for f in fills] == [intent.message_id]
 
 
+def test_a_batch_of_bars_works_open_orders_as_the_bars_one_at_a_time(
+    execution: Execution, pipeline_lab: Lab
+) -> None:
+    limit = {"order_type": "limit", "limit_price": 95.0}
+    intent = _intent(pipeline_lab, _bar(pipeline_lab, 0), quantity=2.0, **limit)
+    execution.handle(intent)
+    bars = [_bar(pipeline_lab, 1, close=94.0, volume=1.0), _bar(pipeline_lab, 2, close=94.0)]
+    first, second = execution.handle_batch(bars)
+    assert [m.payload.quantity for m in _of(FillMessage, list(first))] == [1.0]  # type: ignore[attr-defined]
+    assert [m.payload.quantity for m in _of(FillMessage, list(second))] == [1.0]  # type: ignore[attr-defined]
+    (order,) = _of(OrderMessage, list(second))
+    assert order.payload.status.value == "filled"  # type: ignore[attr-defined]
+    assert [m.causation_id for m in (*first, *second)] == [intent.message_id] * (
+        len(first) + len(second)
+    )
+
+
 def test_quotes_on_market_data_are_passed_over_and_other_schemas_refused(
     execution: Execution,
 ) -> None:

@@ -146,3 +146,35 @@ def test_average_cost_realises_pnl_on_reductions_and_reopens_through_flat() -> N
     assert flipped.realized_pnl == pytest.approx(44.0 - 5.0)
     flat = position_of("BTC-USD", [_entry(1, 100), _entry(-1, 90)], 95.0, T0)
     assert (flat.quantity, flat.avg_price, flat.realized_pnl) == (0.0, 0.0, -10.0)
+
+
+def _unrecorded_fill(lab: Lab, order_fill: Message, execution_id: str) -> Message:
+    """Another execution of `order_fill`'s order that no broker recorded yet."""
+    payload = order_fill.payload.model_copy(update={"execution_id": execution_id, "quantity": 0.5})
+    return new_message(payload, producer="execution")
+
+
+def test_fills_not_recorded_yet_are_recorded_and_a_failed_batch_leaves_the_book_as_it_was(
+    pipeline_lab: Lab, ctx: ServiceContext
+) -> None:
+    positions = Positions(ctx)
+    (recorded,) = _trade(pipeline_lab, ctx, 0, "buy", 2.0)
+    fresh = _unrecorded_fill(pipeline_lab, recorded, "extra-1")
+    unknown = new_message(
+        recorded.payload.model_copy(  # type: ignore[attr-defined]
+            update={"execution_id": "orphan-1", "client_order_id": "nobody"}
+        ),
+        producer="execution",
+    )
+    with pytest.raises(ValidationError, match="do not hold"):
+        positions.handle_batch([recorded, fresh, unknown])
+    assert [e.execution_id for e in pipeline_lab.records.ledger()] == [
+        recorded.payload.execution_id  # type: ignore[attr-defined]
+    ]
+    # the batch again without the bad fill: each fill moves the book once
+    out = positions.handle_batch([recorded, fresh])
+    assert [o[0].payload.quantity for o in out] == [2.0, 2.5]  # type: ignore[attr-defined]
+    assert sorted(e.execution_id for e in pipeline_lab.records.ledger()) == sorted(
+        ["extra-1", recorded.payload.execution_id]  # type: ignore[attr-defined]
+    )
+    assert [o[0].payload.quantity for o in positions.handle_batch([fresh])] == [2.5]  # type: ignore[attr-defined]

@@ -101,3 +101,13 @@ def test_find_order_is_none_for_an_unknown_client_order_id(store: RecordsStore) 
     _order(store, "a")
     found = store.find_order("a")
     assert found is not None and found.broker == "paper"
+
+
+def test_known_fills_are_the_execution_ids_the_records_hold(store: RecordsStore) -> None:
+    _order(store, "a")
+    _fill(store, "e1", "a", "buy", 1, 100.0)
+    _fill(store, "e2", "a", "buy", 1, 101.0)
+    assert store.known_fills(["e1", "nope", "e2", "e1"]) == {"e1", "e2"}
+    assert store.known_fills([]) == set()
+    with pytest.raises(ValidationError):
+        store.known_fills(["has space"])

@@ -231,6 +231,22 @@ def test_fill_that_contradicts_its_order_is_refused_and_not_applied(store: Recor
     assert store.net_quantity(None, "AAPL") == 0.0
 
 
+def test_ledger_amounts_are_the_whole_ledgers_amounts_in_its_order(store: RecordsStore) -> None:
+    assert store.ledger_amounts() == []
+    _order(store, cid="m-buy", strategy="momo")
+    _order(store, cid="r-sell", strategy="revert", side="sell")
+    _fill(store, "e2", cid="m-buy", quantity=10)
+    _fill(store, "e1", cid="r-sell", side="sell", quantity=3)  # same time: by execution id
+    _fill(store, "e1", cid="r-sell", side="sell", quantity=3)  # redelivered
+    assert [tuple(r) for r in store.ledger_amounts()] == [
+        (e.execution_id, e.symbol, e.signed_quantity, e.price, e.fee) for e in store.ledger()
+    ]
+    assert [(r.execution_id, r.signed_quantity) for r in store.ledger_amounts()] == [
+        ("e1", -3.0),
+        ("e2", 10.0),
+    ]
+
+
 def test_net_quantity_is_signed_per_strategy_and_across_strategies(store: RecordsStore) -> None:
     _order(store, cid="m-buy", strategy="momo")
     _order(store, cid="m-sell", strategy="momo", side="sell")

@@ -291,15 +291,20 @@ class PaperBroker:
             order = self._finish(order, OrderStatus.CANCELED, "unfilled rest of an immediate order")
         return OrderReport(broker_order(order), tuple(fills))
 
-    def submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderReport]:
+    def submit_many(
+        self, requests: Sequence[OrderRequest], *, known: set[str] | None = None
+    ) -> list[OrderReport]:
         """`submit` for each request, in one records transaction. Orders the records do not hold
         yet that go to the market at once on their symbol's latest bar (market and limit orders,
         `latency_bars` 0, not ioc/fok) are placed together: their orders, events, fills and
         ledger entries are written with one statement per table; any other request (a repeat, a
-        delayed or immediate order, a symbol without a bar) goes through `submit`."""
+        delayed or immediate order, a symbol without a bar) goes through `submit`.
+
+        `known`: which of the requests' client order ids the records hold, when the caller read
+        it in the same records batch (else read here)."""
         with self.records.batch(), self.same_bars():
-            cids = [r.client_order_id for r in requests]
-            known = self.records.known_orders(cids)
+            if known is None:
+                known = self.records.known_orders(r.client_order_id for r in requests)
             plans: dict[int, PlacedOrder] = {}
             taken: set[str] = set(known)
             for index, request in enumerate(requests):

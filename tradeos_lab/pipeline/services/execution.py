@@ -177,6 +177,12 @@ class Execution(Service):
         return broker.trade_updates(poll_interval_s=poll).start()
 
     @cached_property
+    def _kill_switches(self) -> KillSwitches:
+        """The lab's kill switches (asked for every order; the lab builds them once, but each
+        ask imports and locks)."""
+        return self.ctx.lab.kill_switches
+
+    @cached_property
     def _quiet_since(self) -> dict[str, float]:
         """Symbol -> monotonic time the records last showed it without open orders."""
         return {}
@@ -291,7 +297,12 @@ class Execution(Service):
         the intents), the kill switches read once, then the orders placed together at the broker
         (`PaperBroker.submit_many`) and their orders, fills, trades and ledger entries written in
         a second transaction, the broker's circuit breaker told once. Bars (and a mixed batch)
-        go one at a time."""
+        go one at a time; a batch of bars under one hold of the lock (every bar of every symbol
+        comes here)."""
+        bars = [m for m in messages if isinstance(m, BarMessage)]
+        if len(bars) == len(messages):
+            with self._one_at_a_time:
+                return [self._work_open_orders(m) for m in bars]
         if not all(isinstance(m, IntentMessage) for m in messages):
             return [self.handle(m) for m in messages]
         broker = self.broker
@@ -304,7 +315,7 @@ class Execution(Service):
         with self._one_at_a_time:
             self._await_broker_state()
             records.keep_intents(intents)
-            switches = self.ctx.lab.kill_switches.read_switches(
+            switches = self._kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
             )
             self._batch = _Batch(trades=[])
@@ -318,7 +329,11 @@ class Execution(Service):
                         ).items()
                     }
                     prepared = [self._prepare(m, switches, known=known) for m in intents]
-                    sent = iter(self._submit_many([r for r, done in prepared if done is None]))
+                    # an order refused here was recorded after `known` was read
+                    known.update(r.client_order_id for r, done in prepared if done is not None)
+                    sent = iter(
+                        self._submit_many([r for r, done in prepared if done is None], known=known)
+                    )
                     answered = [
                         self._recorded(m, done or next(sent))
                         for m, (_, done) in zip(intents, prepared, strict=True)
@@ -377,7 +392,7 @@ class Execution(Service):
                 return request, self._fold(found)[0]
         if known_order is None or known_order.status == OrderStatus.NEW.value:
             # Not yet placed: the kill switch is asked again right before the broker is.
-            decision = self.ctx.lab.kill_switches.check_order(
+            decision = self._kill_switches.check_order(
                 intent.strategy,
                 intent.symbol,
                 intent.side,
@@ -428,17 +443,20 @@ class Execution(Service):
         """Submit through the broker's circuit breaker (see `_submit_many`)."""
         return self._submit_many([request])[0]
 
-    def _submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderReport]:
+    def _submit_many(
+        self, requests: Sequence[OrderRequest], *, known: set[str] | None = None
+    ) -> list[OrderReport]:
         """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker
         that cannot answer counts a failure (and the intents are retried), an answer a success
-        (once for all of them)."""
+        (once for all of them). `known`: the client order ids the records hold (the paper
+        broker's batch reads them once)."""
         if not requests:
             return []
         breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
         broker = self.broker
         try:
             if isinstance(broker, PaperBroker):
-                reports = broker.submit_many(requests)
+                reports = broker.submit_many(requests, known=known)
             else:
                 reports = [self._submit_remote(r) for r in requests]
         except TransientError as e:

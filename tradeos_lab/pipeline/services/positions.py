@@ -146,7 +146,8 @@ class Positions(Service):
         with self._one_at_a_time:  # the snapshot timer fires on another thread
             holdings = self._loaded()
             before = {s: replace(h) for s, h in holdings.items()}
-            applied = set(self._applied)
+            # what the batch adds to the applied ids (a copy of them all would grow with the book)
+            fresh = {f.execution_id for f in fills} - self._applied
             try:
                 with self.records.batch():
                     self._record(fills)
@@ -170,13 +171,20 @@ class Positions(Service):
                     self.records.snapshot_positions(book, account=self.broker.name, at=at)
             except BaseException:
                 # nothing of the batch was kept: the book stands as before it
-                self._holdings, self._applied = before, applied
+                self._holdings = before
+                self._applied -= fresh
                 raise
             self._cache(holdings, symbols)
         return out
 
     def _record(self, fills: Sequence[Fill | FillV1]) -> None:
-        """The fills in the records' ledger, each once (Execution's broker may have them)."""
+        """The fills in the records' ledger, each once. Execution's broker recorded most of them
+        already (with their ledger entries; a recorded fill's order is recorded, by its foreign
+        key): one read finds those, and only the others are looked up and written."""
+        kept = self.records.known_fills(f.execution_id for f in fills)
+        fills = [f for f in fills if f.execution_id not in kept]
+        if not fills:
+            return
         brokers = self.records.brokers_of(f.client_order_id for f in fills)
         for fill in fills:
             if fill.client_order_id not in brokers:
@@ -219,7 +227,7 @@ class Positions(Service):
         """The book from the records' whole ledger, in execution order."""
         holdings: dict[str, Holding] = {}
         applied: set[str] = set()
-        for entry in self.records.ledger():
+        for entry in self.records.ledger_amounts():
             holdings.setdefault(entry.symbol, Holding()).apply(
                 entry.signed_quantity, entry.price, entry.fee
             )

@@ -921,6 +921,21 @@ class RecordsStore:
         with self.reading() as session:
             return float(session.scalar(stmt) or 0.0)
 
+    def ledger_amounts(self) -> list[Row[Any]]:
+        """The whole ledger's `execution_id`, `symbol`, `signed_quantity`, `price` and `fee`,
+        named as on `LedgerEntry`, in `ledger`'s order, as plain rows read from one snapshot:
+        what a book is rebuilt from (Positions does it on a schedule, and the ledger only
+        grows)."""
+        stmt = select(
+            LedgerEntry.execution_id,
+            LedgerEntry.symbol,
+            LedgerEntry.signed_quantity,
+            LedgerEntry.price,
+            LedgerEntry.fee,
+        ).order_by(LedgerEntry.executed_at, LedgerEntry.execution_id)
+        with self.reading() as session:
+            return list(session.execute(stmt))
+
     def ledger(
         self, *, strategy: str | None = None, symbol: str | None = None
     ) -> list[LedgerEntry]:
@@ -1705,6 +1720,15 @@ class RecordsStore:
             return set()
         with self.reading() as session:
             stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
+            return set(session.scalars(stmt))
+
+    def known_fills(self, execution_ids: Iterable[str]) -> set[str]:
+        """Which of these execution ids the records hold, in one query."""
+        ids = list({_ident(e, "execution_id"): None for e in execution_ids})
+        if not ids:
+            return set()
+        with self.reading() as session:
+            stmt = select(Fill.execution_id).where(Fill.execution_id.in_(ids))
             return set(session.scalars(stmt))
 
     def record_placed(self, placed: Sequence[PlacedOrder]) -> list[dict[str, Any]]:
