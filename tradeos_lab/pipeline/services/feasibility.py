@@ -254,12 +254,15 @@ class Feasibility(Service):
             breaker: BreakerState | None = broker_circuit(lab)
         except (redis.RedisError, TradeosError):
             breaker = None  # each order is refused under the breaker's rule (fail closed)
+        profile, limits = self.profiles.get(), self.limits()
         cache = lab.cache
         prices = {s: p.price for s, p in cache.get_prices(symbols).items()}
         account = cache.get_account()
         positions = cache.get_positions()
         marks = cache.get_prices(positions) if positions else {}
         return _BatchFacts(
+            profile=profile,
+            limits=limits,
             books=books,
             switches=switches,
             breaker=breaker,
@@ -277,7 +280,7 @@ class Feasibility(Service):
         signal = message.payload
         if not isinstance(signal, ModifiedSignal):
             raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
-        profile = self.profiles.get()
+        profile = self._profile()
         held, working, account = self._book(signal)
         # Orders still working count as held, so a signal repeated before its fill orders once.
         exposure = held + working
@@ -418,8 +421,13 @@ class Feasibility(Service):
         return self.limits().starting_cash
 
     def limits(self) -> RiskLimits:
-        """The live-tunable limits from the records (held up to a second, like the profile)."""
-        return self._limits.get()
+        """The live-tunable limits from the records (held up to a second, like the profile);
+        one reading for the whole batch in hand."""
+        return self._limits.get() if self._batch is None else self._batch.limits
+
+    def _profile(self) -> ActiveProfile:
+        """The active policy profile; one reading for the whole batch in hand."""
+        return self.profiles.get() if self._batch is None else self._batch.profile
 
     def _read_limits(self) -> RiskLimits:
         get = self.ctx.lab.records.get_config
@@ -434,7 +442,7 @@ class Feasibility(Service):
         """The facts every rule but the rate limit judges the order by."""
         signal = p.signal
         lab = self.ctx.lab
-        profile = self.profiles.get()
+        profile = self._profile()
         limits = self.limits()
         now = self.ctx.clock()
         if self._batch is not None:
@@ -755,6 +763,8 @@ class _Book:
 class _BatchFacts:
     """What `Feasibility.handle_batch` reads once for all the batch's decisions."""
 
+    profile: ActiveProfile
+    limits: RiskLimits
     books: dict[tuple[str, str], _Book]
     switches: SwitchesRead
     #: None: the flags tier did not answer (every order is refused, fail closed).
