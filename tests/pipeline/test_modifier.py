@@ -214,3 +214,42 @@ def test_a_bad_signal_note_is_refused_by_name(pipeline_lab: Lab) -> None:
     assert cache.note_signal("BTC-USD", "1m", "sma_cross", ts=1.7e9, strength=0.5) == {
         "sma_cross": (1.7e9, 0.5)
     }
+
+
+def test_signal_notes_of_a_batch_answer_as_noted_one_by_one(pipeline_lab: Lab) -> None:
+    """`note_signals` reads each series once for its batch: every answer, in order, and what
+    the batch leaves in the cache equal the same notes made one at a time."""
+    cache = pipeline_lab.cache
+
+    def notes(symbol: str) -> list[tuple[str, str, str, float, float]]:
+        return [
+            (symbol, "1m", "sma_cross", 1.7e9, 0.5),
+            (symbol, "5m", "momo", 1.7e9, -0.25),
+            (symbol, "1m", "momo", 1.7e9, 0.75),
+            (symbol, "1m", "SMA_Cross", 1.7e9 + 60, -1.0),
+            (symbol, "1m", "sma_cross", 1.7e9 + 60, 0.125),
+        ]
+
+    for symbol in ("BTC-USD", "ETH-USD"):
+        cache.note_signal(symbol, "1m", "rsi", ts=1.7e9 - 60, strength=0.3)  # noted before
+    one_by_one = [
+        cache.note_signal(symbol, tf, s, ts=ts, strength=v)
+        for symbol, tf, s, ts, v in notes("BTC-USD")
+    ]
+    batch = cache.note_signals(notes("ETH-USD"))
+    assert [list(a.items()) for a in batch] == [list(a.items()) for a in one_by_one]
+    assert batch[3] == {
+        "rsi": (1.7e9 - 60, 0.3),
+        "sma_cross": (1.7e9 + 60, -1.0),
+        "momo": (1.7e9, 0.75),
+    }
+    left = cache.note_signals(
+        [(s, tf, "rsi", 1.7e9, 0.0) for tf in ("1m", "5m") for s in ("BTC-USD", "ETH-USD")]
+    )
+    assert left[0] == left[1] and left[2] == left[3] == {
+        "momo": (1.7e9, -0.25),
+        "rsi": (1.7e9, 0.0),
+    }
+    for symbol in ("BTC-USD", "ETH-USD"):
+        assert cache.redis.ttl(cache.keys.tracker(f"latest:{symbol}:1m")) > 0
+    assert cache.note_signals([]) == []

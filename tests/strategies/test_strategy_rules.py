@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 from hypothesis.extra.numpy import arrays
 
+from tradeos_lab import strategies as st
+from tradeos_lab.errors import ValidationError
 from tradeos_lab.strategies import choose, crossed_above, crossed_below, crossings, previous
 
 NAN = np.nan
@@ -93,3 +97,44 @@ def test_crossings_and_choose_equal_their_definitions_by_shifted_comparisons(
         choose(long, short, flat, long_strength=strength, short_strength=0.5), expected
     )
     np.testing.assert_array_equal(choose(long), np.where(long, 1.0, NAN))
+
+
+class _Given(st.Strategy[st.StrategyParams]):
+    """Strength and confidence as the values give them."""
+
+    name = "given"
+
+    def indicators(self) -> tuple[()]:
+        return ()
+
+    def rule(self, values: Any) -> st.Decision:
+        return st.Decision(values["s"], values["c"])
+
+
+def _verdict(values: dict[str, Any], length: int, checked: slice) -> str:
+    try:
+        _Given().strength(values, length, checked=checked)
+    except ValidationError as e:
+        return str(e)
+    return "ok"
+
+
+_VALUE = hst.sampled_from([NAN, np.inf, -np.inf, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5])
+
+
+@given(strength=_VALUE, confidence=_VALUE, per_row=hst.booleans())
+@settings(max_examples=200, deadline=None)
+def test_the_live_forms_one_checked_row_is_judged_as_in_a_window_of_many(
+    strength: float, confidence: float, per_row: bool
+) -> None:
+    """The one row the live form checks passes or fails the strength and confidence checks as
+    the same row does among others that give no signal."""
+    c_one: Any = np.array([0.5, confidence]) if per_row else confidence
+    one = _verdict({"s": np.array([0.5, strength]), "c": c_one}, 2, slice(-1, None))
+    c_many: Any = np.array([0.5, 0.5, confidence]) if per_row else confidence
+    many = _verdict({"s": np.array([NAN, NAN, strength]), "c": c_many}, 3, slice(None))
+    assert one == many
+    expected_ok = not (strength > 1 or strength < -1) and (
+        np.isnan(strength) or 0 <= confidence <= 1
+    )
+    assert (one == "ok") == expected_ok

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -155,18 +156,32 @@ class Strategy(Generic[P]):
         )
         s = _per_row(strength, length)
         s_checked = s[checked]
+        # The live form checks one row, on every bar of the pipeline: as plain floats, the same
+        # comparisons without the cost of numpy's reductions over a one-element array.
+        one_row = s_checked.size == 1
+        first = float(s_checked[0]) if one_row else math.nan
         # NaN compares False; an infinity is caught. Two comparisons, not a temporary |s|.
-        if (s_checked > 1).any() or (s_checked < -1).any():
+        if (
+            (first > 1 or first < -1)
+            if one_row
+            else ((s_checked > 1).any() or (s_checked < -1).any())
+        ):
             raise ValidationError(f"strategy {self.name!r} gave a strength outside [-1, 1]")
         one = np.asarray(confidence, dtype=np.float64)
-        c: FloatArray | float
-        if one.ndim == 0:  # one confidence for every row: checked once, where there is a signal
-            c = float(one)
-            chosen = np.full(0 if np.isnan(s_checked).all() else 1, c)
+        c: FloatArray | float = float(one) if one.ndim == 0 else _per_row(one, length)
+        if one_row:
+            confident = (
+                math.isnan(first) or 0 <= (c if isinstance(c, float) else float(c[checked][0])) <= 1
+            )
         else:
-            c = _per_row(one, length)
-            chosen = c[checked][~np.isnan(s_checked)]
-        if not ((chosen >= 0) & (chosen <= 1)).all():  # NaN and infinities fail both
+            # one confidence for every row: checked once, where there is a signal
+            chosen = (
+                np.full(0 if np.isnan(s_checked).all() else 1, c)
+                if isinstance(c, float)
+                else c[checked][~np.isnan(s_checked)]
+            )
+            confident = bool(((chosen >= 0) & (chosen <= 1)).all())
+        if not confident:  # NaN and infinities fail both comparisons
             raise ValidationError(f"strategy {self.name!r} gave a confidence outside [0, 1]")
         return s, c
 

@@ -76,7 +76,8 @@ class LiveStrategy:
         window[:-1] = window[1:]
         window[-1, : self._given] = [fields[f] for f in self._inputs]
         window[-1, self._given :] = [latest[o] for o in self._outputs]
-        strength, confidence = self.strategy.decide(self._values, len(window), checked=_LAST)
+        # The last row only: what `decide` gives there, without its pass over the window.
+        strength, confidence = self.strategy.strength(self._values, len(window), checked=_LAST)
         s = float(strength[-1])
         if math.isnan(s):
             return None
@@ -88,7 +89,7 @@ class LiveStrategy:
             ts=ts.to_pydatetime(),
             direction=Direction.LONG if s > 0 else Direction.SHORT if s < 0 else Direction.FLAT,
             strength=s,
-            confidence=float(confidence[-1]),
+            confidence=confidence if isinstance(confidence, float) else float(confidence[-1]),
             features={n: float(row[i]) for n, i in self._features if math.isfinite(row[i])},
             source_message_id=source_message_id,
         )

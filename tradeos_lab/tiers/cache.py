@@ -415,23 +415,42 @@ class Cache:
         self, notes: Sequence[tuple[str, Timeframe | str, str, float, float]]
     ) -> list[dict[str, tuple[float, float]]]:
         """`note_signal` for each (symbol, timeframe, signal, ts, strength) in order, all in one
-        round trip: each answer holds the notes before it and its own, as one by one."""
-        pipe = self.redis.pipeline(transaction=True)
+        round trip: each answer holds the notes before it and its own, as one by one.
+
+        Every raw signal of the Signal Modifier passes here, a batch of them mostly on one
+        series: so each series' hash is read once, in the same MULTI/EXEC before the batch's
+        notes are written to it (one HSET of the latest note per signal), and each answer is
+        that reading with the notes up to it applied, instead of a read of the hash per note."""
+        if not notes:
+            return []
+        series: dict[str, tuple[Timeframe, dict[str, tuple[float, float]]]] = {}
+        parsed: list[tuple[str, str, tuple[float, float]]] = []
         for symbol, timeframe, signal, ts, strength in notes:
             tf = Timeframe.parse(timeframe)
             key = self.keys.tracker(f"latest:{validate_symbol(symbol)}:{tf.value}")
-            value = json.dumps([_number("ts", ts), _number("strength", strength)])
-            pipe.hset(key, _name("signal", signal), value)
-            pipe.expire(key, self.bar_ttl(tf))
+            value = (_number("ts", ts), _number("strength", strength))
+            name = _name("signal", signal)
+            series.setdefault(key, (tf, {}))[1][name] = value
+            parsed.append((key, name, value))
+        pipe = self.redis.pipeline(transaction=True)
+        for key, (tf, latest) in series.items():
             pipe.hgetall(key)
-        replies = pipe.execute() if notes else []
-        return [
-            {
+            pipe.hset(key, mapping={n: json.dumps(list(v)) for n, v in latest.items()})
+            pipe.expire(key, self.bar_ttl(tf))
+        replies = pipe.execute()
+        seen = {
+            key: {
                 s: (float(v[0]), float(v[1]))
                 for s, v in ((s, json.loads(v)) for s, v in _text_dict(raw).items())
             }
-            for raw in replies[2::3]
-        ]
+            for key, raw in zip(series, replies[0::3], strict=True)
+        }
+        answers: list[dict[str, tuple[float, float]]] = []
+        for key, name, value in parsed:
+            now = seen[key]
+            now[name] = value
+            answers.append(dict(now))
+        return answers
 
     @_redis_errors_translated
     def set_policy_profile(

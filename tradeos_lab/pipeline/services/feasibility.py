@@ -34,6 +34,7 @@ it (nothing new is parked). A timer sweeps the queue: an intent not approved in 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -87,7 +88,7 @@ from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records.models import LedgerEntry, Order
 from tradeos_lab.tiers.flags import BreakerState, Decision, ParkedIntent, reduces_exposure
 from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
-from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
+from tradeos_lab.tiers.flags.kill_switches import KillSwitches, SwitchesRead
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -158,6 +159,12 @@ class Feasibility(Service):
         self._note_unplaced(message, outputs)
         self.config.acknowledge(changes)
         return outputs
+
+    @functools.cached_property
+    def _kill_switches(self) -> KillSwitches:
+        """The lab's kill switches (asked for every order; the lab builds them once, but each
+        ask imports and locks)."""
+        return self.ctx.lab.kill_switches
 
     def _follow_profile(self, parent: Message) -> tuple[dict[str, Any], list[Message]]:
         """When another profile was chosen: read it now, and its `audit` entry."""
@@ -249,17 +256,20 @@ class Feasibility(Service):
         pairs = list(dict.fromkeys((s.strategy, s.symbol) for s in signals))
         symbols = list(dict.fromkeys(s.symbol for s in signals))
         books = self._books(pairs)
-        switches = lab.kill_switches.read_switches(pairs)
+        switches = self._kill_switches.read_switches(pairs)
         try:
             breaker: BreakerState | None = broker_circuit(lab)
         except (redis.RedisError, TradeosError):
             breaker = None  # each order is refused under the breaker's rule (fail closed)
+        profile, limits = self.profiles.get(), self.limits()
         cache = lab.cache
         prices = {s: p.price for s, p in cache.get_prices(symbols).items()}
         account = cache.get_account()
         positions = cache.get_positions()
         marks = cache.get_prices(positions) if positions else {}
         return _BatchFacts(
+            profile=profile,
+            limits=limits,
             books=books,
             switches=switches,
             breaker=breaker,
@@ -277,7 +287,7 @@ class Feasibility(Service):
         signal = message.payload
         if not isinstance(signal, ModifiedSignal):
             raise ContractError(f"feasibility reads modified signals, not {message.SCHEMA}")
-        profile = self.profiles.get()
+        profile = self._profile()
         held, working, account = self._book(signal)
         # Orders still working count as held, so a signal repeated before its fill orders once.
         exposure = held + working
@@ -318,7 +328,7 @@ class Feasibility(Service):
         The kill switch is read first and alone; a flags-tier failure on any later read refuses
         the order under the rule that needed it (fail closed)."""
         lab = self.ctx.lab
-        kill = lab.kill_switches.check_order(
+        kill = self._kill_switches.check_order(
             p.signal.strategy,
             p.signal.symbol,
             p.side,
@@ -418,8 +428,13 @@ class Feasibility(Service):
         return self.limits().starting_cash
 
     def limits(self) -> RiskLimits:
-        """The live-tunable limits from the records (held up to a second, like the profile)."""
-        return self._limits.get()
+        """The live-tunable limits from the records (held up to a second, like the profile);
+        one reading for the whole batch in hand."""
+        return self._limits.get() if self._batch is None else self._batch.limits
+
+    def _profile(self) -> ActiveProfile:
+        """The active policy profile; one reading for the whole batch in hand."""
+        return self.profiles.get() if self._batch is None else self._batch.profile
 
     def _read_limits(self) -> RiskLimits:
         get = self.ctx.lab.records.get_config
@@ -434,7 +449,7 @@ class Feasibility(Service):
         """The facts every rule but the rate limit judges the order by."""
         signal = p.signal
         lab = self.ctx.lab
-        profile = self.profiles.get()
+        profile = self._profile()
         limits = self.limits()
         now = self.ctx.clock()
         if self._batch is not None:
@@ -755,6 +770,8 @@ class _Book:
 class _BatchFacts:
     """What `Feasibility.handle_batch` reads once for all the batch's decisions."""
 
+    profile: ActiveProfile
+    limits: RiskLimits
     books: dict[tuple[str, str], _Book]
     switches: SwitchesRead
     #: None: the flags tier did not answer (every order is refused, fail closed).

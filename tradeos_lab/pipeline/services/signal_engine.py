@@ -166,6 +166,8 @@ class SignalEngine(Service):
         self.strategies = self.configured
         #: The pipeline's engine follows the system config; a deployment runs what it was given.
         self.config = None if self.given_strategies else ConfigWatcher(ctx.lab.records)
+        #: The system config keys it follows (asked on every bar).
+        self._followed = (PROMOTED_KEY, *(params_key(s.name) for s in self.configured))
         self._run_ids: dict[str, UUID] = {}
         self._tuned = False
         self._live: dict[_SeriesKey, LiveStrategy] = {}
@@ -212,8 +214,7 @@ class SignalEngine(Service):
         an `audit` and a `risk_events` entry per refused one."""
         if self.config is None:
             return {}, []
-        keys = (PROMOTED_KEY, *(params_key(s.name) for s in self.configured))
-        changes = self.config.pending(keys)
+        changes = self.config.pending(self._followed)
         if self._tuned and not changes:
             return changes, []
         self._tuned = True
