@@ -10,10 +10,12 @@ import pytest
 from contract_strategies import PAYLOAD_STRATEGIES, any_message, json_values, messages_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import JsonValue, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 from tradeos_lab.contracts import MESSAGE_TYPES, Envelope, decode, encode
 from tradeos_lab.contracts.export import generated_schemas, schema_filename
-from tradeos_lab.contracts.types import _check_json, _json_fault
+from tradeos_lab.contracts.types import Json, _check_json, _json_fault
 from tradeos_lab.errors import ContractError
 
 PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -189,3 +191,34 @@ def test_json_values_are_finite_clean_and_at_most_eight_levels_deep(
 ) -> None:
     verdict = _verdict(_check_json, value)
     assert verdict is None if error is None else error in (verdict or "")
+
+
+_JSON = TypeAdapter(Json)
+_JSON_VALUE = TypeAdapter(JsonValue)
+
+
+@PROPERTY
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**80), max_value=2**80)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_a_json_value_serialises_as_pydantics_json_value_does(value: Any) -> None:
+    """`Json` is serialised by its values' own types, to the same output as `JsonValue`'s
+    serialiser in every mode."""
+    expected = _JSON_VALUE.validate_python(value)
+    try:
+        checked = _JSON.validate_python(value)
+    except PydanticValidationError:  # nested deeper than the contracts allow
+        return
+    assert _JSON.dump_json(checked) == _JSON_VALUE.dump_json(expected)
+    for mode in ("json", "python"):
+        assert _JSON.dump_python(checked, mode=mode) == _JSON_VALUE.dump_python(expected, mode=mode)

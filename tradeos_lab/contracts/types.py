@@ -12,7 +12,14 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeAlias
 
-from pydantic import AfterValidator, AwareDatetime, Field, JsonValue, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    JsonValue,
+    SerializeAsAny,
+    StringConstraints,
+)
 from pydantic.json_schema import WithJsonSchema
 
 from tradeos_lab.contracts.ids import MESSAGE_ID_PATTERN
@@ -228,6 +235,9 @@ def _json_value(value: JsonValue) -> JsonValue:
 Json: TypeAlias = Annotated[
     JsonValue,
     AfterValidator(_json_value),
+    # Serialised by the value's own types: it holds only JSON's types once validated, and
+    # `JsonValue`'s serialiser would call back into Python for each of its nodes.
+    SerializeAsAny(),
     WithJsonSchema({"description": f"Any JSON value, finite numbers, depth <= {MAX_JSON_DEPTH}."}),
 ]
 
