@@ -101,7 +101,7 @@ def attempt_key(action: str, client_order_id: str) -> str:
 
 
 class Agent(Service):
-    """Halting rules over risk events, audit and the cache; learning and re-optimisation."""
+    """Halting rules over risk events, orders and the cache; learning and re-optimisation."""
 
     name: ClassVar[str] = "agent"
     inputs: ClassVar[tuple[Stream, ...]] = (Stream.RISK_EVENTS, Stream.ORDERS)
