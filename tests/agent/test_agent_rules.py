@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agent_support import Clock
+from agent_support import Clock, intent_message
 
 from tradeos_lab import operator
 from tradeos_lab.agent.rules import EventWindow
@@ -15,12 +15,15 @@ from tradeos_lab.contracts import (
     Audit,
     AuditMessage,
     Message,
+    Order,
     RiskEvent,
     RiskEventMessage,
     RiskKind,
     Severity,
+    derive,
     new_message,
 )
+from tradeos_lab.contracts.ids import derived_message_id
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services.agent import Agent
@@ -38,16 +41,44 @@ def risk(clock: Clock, kind: RiskKind, severity: Severity = Severity.WARNING) ->
     return new_message(payload, producer="feasibility", produced_at=_at(clock))
 
 
-def order_audit(clock: Clock, action: str = "order.submit") -> Message:
+def order(clock: Clock, cid: str, *, rejected: bool = False, submit: bool = True) -> Message:
+    """Execution's order on `orders`: the answer to its intent (`submit`: the runner derives
+    its id from the intent's), or a later report of the broker's."""
+    intent = intent_message("BTC-USD", _at(clock))
+    payload = Order(
+        client_order_id=cid,
+        intent_id=intent.message_id,
+        strategy="sma_cross",
+        symbol="BTC-USD",
+        side="buy",
+        quantity=1.0,
+        order_type="market",
+        time_in_force="gtc",
+        status="rejected" if rejected else "accepted",
+        filled_quantity=0.0,
+        reason="insufficient buying power" if rejected else None,
+        ts=_at(clock),
+    )
+    message = derive(intent, payload, producer="execution", produced_at=_at(clock))
+    if not submit:
+        return message
+    answer = derived_message_id(intent.message_id, stage="execution", index=0)
+    return message.model_copy(update={"message_id": answer})
+
+
+def order_audit(clock: Clock, cid: str, action: str = "order.submit") -> AuditMessage:
+    """Execution's audit entry of an order attempt, as the audit trail keeps it."""
     payload = Audit(
         actor="service:execution",
         action=action,
-        target="order:o-1",
+        target=f"order:{cid}",
         reason="submitted",
         old_value=None,
         new_value=None,
     )
-    return new_message(payload, producer="execution", produced_at=_at(clock))
+    message = new_message(payload, producer="execution", produced_at=_at(clock))
+    assert isinstance(message, AuditMessage)
+    return message
 
 
 def agent_switches(lab: Lab) -> dict[str, KillSwitch]:
@@ -105,18 +136,7 @@ def test_a_batch_is_judged_once_on_its_counts_after_its_last_counted_event(
     lab: Lab, agent: Agent, clock: Clock
 ) -> None:
     trips = [risk(clock, RiskKind.CIRCUIT_BREAKER) for _ in range(4)]
-    ignored = new_message(
-        Audit(
-            actor="service:positions",
-            action="position.update",
-            target="symbol:BTC-USD",
-            reason="filled",
-            old_value=None,
-            new_value=None,
-        ),
-        producer="positions",
-        produced_at=_at(clock),
-    )
+    ignored = order(clock, "o-1", submit=False)  # a broker's report: no rule counts it
     out = agent.handle_batch([*trips, ignored])
     assert [list(o) for o in out[:3]] == [[], [], []] and list(out[4]) == []
     assert actions(out[3]) == [("agent.engaged", "rule:circuit_breaker")]
@@ -153,12 +173,14 @@ def test_reconciliation_mismatches_make_the_account_reducing(
 def test_an_execution_error_rate_above_the_limit_halts(
     lab: Lab, agent: Agent, clock: Clock
 ) -> None:
-    out = feed(agent, [order_audit(clock) for _ in range(4)])
+    out = feed(agent, [order(clock, f"o-{i}") for i in range(4)])
     out += feed(
         agent, [risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL) for _ in range(2)]
     )
     assert out == []  # 2 errors of 4 attempts: too few attempts to judge
-    out = feed(agent, [order_audit(clock, "order.rejected")])
+    out = feed(agent, [order(clock, "o-0", submit=False)])  # a report, no attempt
+    assert out == []
+    out = feed(agent, [order(clock, "o-1", rejected=True, submit=False)])
     assert actions(out) == []  # 2 of 5: 40% < 50%
     out = feed(agent, [risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL)])
     assert actions(out) == [("agent.engaged", "rule:execution_errors")]
@@ -324,10 +346,9 @@ def test_a_restarted_agent_counts_the_recorded_trips_and_takes_back_its_switch(
 def test_a_restarted_agent_judges_the_error_rate_on_the_recorded_orders(
     lab: Lab, agent: Agent, clock: Clock
 ) -> None:
-    for _ in range(5):
-        audit = order_audit(clock)
-        assert isinstance(audit, AuditMessage)
-        lab.records.record_audit(audit)
+    for i in range(4):
+        lab.records.record_audit(order_audit(clock, f"o-{i}"))
+    lab.records.record_audit(order_audit(clock, "o-0", "order.rejected"))
     for _ in range(3):
         event = risk(clock, RiskKind.EXECUTION_FAILURE, Severity.CRITICAL)
         assert isinstance(event, RiskEventMessage)
@@ -335,3 +356,20 @@ def test_a_restarted_agent_judges_the_error_rate_on_the_recorded_orders(
     out = agent.evaluate()
     assert actions(out) == [("agent.engaged", "rule:execution_errors")]
     assert figures(out[0])["attempts"] == 5 and figures(out[0])["errors"] == 3
+
+
+def test_an_order_attempt_counts_once_from_the_records_and_the_stream_and_redelivered(
+    lab: Lab, agent: Agent, clock: Clock
+) -> None:
+    lab.records.record_audit(order_audit(clock, "o-1"))  # kept before the agent started
+    attempt = order(clock, "o-1")
+    feed(agent, [attempt, attempt, order(clock, "o-2"), order(clock, "o-2", submit=False)])
+    assert agent.order_attempts.count(clock.now, 900) == 2
+    feed(agent, [order(clock, "o-2", rejected=True, submit=False)])  # the broker's rejection
+    assert agent.order_attempts.count(clock.now, 900) == 3
+
+
+def test_orders_of_other_producers_are_no_attempts(agent: Agent, clock: Clock) -> None:
+    reconciled = order(clock, "o-1").model_copy(update={"producer": "reconciliation"})
+    feed(agent, [reconciled])
+    assert agent.order_attempts.count(clock.now, 900) == 0

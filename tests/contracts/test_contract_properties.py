@@ -10,9 +10,12 @@ import pytest
 from contract_strategies import PAYLOAD_STRATEGIES, any_message, json_values, messages_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import JsonValue, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 from tradeos_lab.contracts import MESSAGE_TYPES, Envelope, decode, encode
 from tradeos_lab.contracts.export import generated_schemas, schema_filename
+from tradeos_lab.contracts.types import Json, _check_json, _json_fault
 from tradeos_lab.errors import ContractError
 
 PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -118,3 +121,104 @@ def test_truncated_or_corrupted_bytes_raise_only_contract_error(
         except ContractError:
             continue
         assert decode(encode(decoded)) == decoded
+
+
+# ---- JSON values: the one-pass check gives the walk's verdicts ----------------------------------
+
+_faulty_chars = st.characters(exclude_categories=()) | st.sampled_from(
+    "\x00\x08\x0b\x0c\x1f\x7f\ud800\udfff\t\n\r\\bfu[{"
+)
+_any_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities too
+    | st.text(_faulty_chars, max_size=6)
+)
+
+
+def _nested(leaf: Any, levels: int) -> Any:
+    for i in range(levels):
+        leaf = [leaf] if i % 2 else {"k": leaf}
+    return leaf
+
+
+_any_json = st.recursive(
+    _any_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(_faulty_chars, max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+) | st.builds(_nested, _any_leaf, st.integers(min_value=0, max_value=12))
+
+
+def _verdict(check: Any, value: Any) -> str | None:
+    try:
+        check(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+@PROPERTY
+@given(value=_any_json)
+def test_the_json_check_gives_the_verdict_of_the_walk_in_document_order(value: Any) -> None:
+    """`_check_json` (one pass, every audit entry) raises what `_json_fault` (the document-order
+    walk) raises, faults included: NaN, infinities, control and surrogate characters in text and
+    keys, depth."""
+    assert _verdict(_check_json, value) == _verdict(_json_fault, value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ({"a": [1, "ok\ttab\nline\r"]}, None),
+        ({"a": float("nan")}, "NaN or infinite"),
+        ([1.0, float("-inf")], "NaN or infinite"),
+        ({"a": "bell\x07"}, "U+0007"),
+        ({"key\x7f": 1}, "U+007F"),
+        (["\ud800"], "U+D800"),
+        ({"a": "fine", "b": ["\x1b", float("nan")]}, "U+001B"),  # the first in document order
+        (_nested(1, 8), None),
+        (_nested(1, 9), "nested deeper than 8"),
+        (_nested([], 8), None),
+        (_nested([], 9), "nested deeper than 8"),
+    ],
+)
+def test_json_values_are_finite_clean_and_at_most_eight_levels_deep(
+    value: Any, error: str | None
+) -> None:
+    verdict = _verdict(_check_json, value)
+    assert verdict is None if error is None else error in (verdict or "")
+
+
+_JSON = TypeAdapter(Json)
+_JSON_VALUE = TypeAdapter(JsonValue)
+
+
+@PROPERTY
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**80), max_value=2**80)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_a_json_value_serialises_as_pydantics_json_value_does(value: Any) -> None:
+    """`Json` is serialised by its values' own types, to the same output as `JsonValue`'s
+    serialiser in every mode."""
+    expected = _JSON_VALUE.validate_python(value)
+    try:
+        checked = _JSON.validate_python(value)
+    except PydanticValidationError:  # nested deeper than the contracts allow
+        return
+    assert _JSON.dump_json(checked) == _JSON_VALUE.dump_json(expected)
+    for mode in ("json", "python"):
+        assert _JSON.dump_python(checked, mode=mode) == _JSON_VALUE.dump_python(expected, mode=mode)

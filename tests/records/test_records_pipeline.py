@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -266,9 +267,8 @@ def test_net_quantity_is_signed_per_strategy_and_across_strategies(store: Record
 # ---- bus messages kept in the records -----------------------------------------------------------
 
 
-def test_signals_intents_risk_events_and_audit_are_kept_once_per_message_id(
-    store: RecordsStore,
-) -> None:
+def _kept_chain() -> tuple[Any, Any, Any, Any, Any]:
+    """A raw signal, its modified signal, intent and risk event, and an audit entry."""
     raw = new_message(
         RawSignal(
             strategy="momo",
@@ -337,6 +337,13 @@ def test_signals_intents_risk_events_and_audit_are_kept_once_per_message_id(
         ),
         producer="notebook",
     )
+    return raw, modified, intent, risk, audit
+
+
+def test_signals_intents_risk_events_and_audit_are_kept_once_per_message_id(
+    store: RecordsStore,
+) -> None:
+    raw, modified, intent, risk, audit = _kept_chain()
     for _ in range(2):  # the second round is a redelivery
         assert store.record_signal(raw) is (_ == 0)
         assert store.record_signal(modified) is (_ == 0)
@@ -356,3 +363,44 @@ def test_signals_intents_risk_events_and_audit_are_kept_once_per_message_id(
     assert [(a.actor, a.action) for a in store.audit_trail()] == [
         ("user:alice", "kill_switch.clear")
     ]
+
+
+_KEPT_TABLES = ("signals", "intents", "risk_events", "audit")
+
+
+def _stored_rows(store: RecordsStore) -> dict[str, list[tuple[Any, ...]]]:
+    """Every kept message's row as the database holds it (text and numbers as stored)."""
+    with store.engine.connect() as conn:
+        return {
+            t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY message_id"))]
+            for t in _KEPT_TABLES
+        }
+
+
+def test_keep_messages_writes_the_rows_the_one_at_a_time_calls_write(
+    store: RecordsStore,
+) -> None:
+    raw, modified, intent, risk, audit = _kept_chain()
+    nested = new_message(
+        Audit(
+            actor="service:tca",
+            action="signal_outcome.close",
+            target="signal:x",
+            old_value=[1, 2.5, None, True],
+            new_value={"outcome": "gain", "pnl": {"1": 0.25, "5": -1e-7}, "note": "été\t«ok»"},
+            reason="closed",
+        ),
+        producer="tca",
+    )
+    messages = [raw, modified, intent, risk, audit, nested]
+    store.keep_messages(messages)
+    store.keep_messages(messages)  # a redelivery adds nothing
+    kept = _stored_rows(store)
+    assert [len(kept[t]) for t in _KEPT_TABLES] == [2, 1, 1, 2]
+    with store.engine.begin() as conn:
+        for t in _KEPT_TABLES:
+            conn.execute(text(f"DELETE FROM {t}"))
+    assert store.record_signal(raw) and store.record_signal(modified)
+    assert store.record_intent(intent) and store.record_risk_event(risk)
+    assert store.record_audit(audit) and store.record_audit(nested)
+    assert _stored_rows(store) == kept

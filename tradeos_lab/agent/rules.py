@@ -124,8 +124,9 @@ class Verdict:
 
 
 class EventWindow:
-    """Events (epoch s, message id) kept for at most `span_s`, each counted once however often
-    it is seen (a redelivery, or the records' copy of a message the bus also brings).
+    """Events (epoch s, key: the message id, or what else names the event once) kept for at
+    most `span_s`, each counted once however often it is seen (a redelivery, or the records'
+    copy of a message the bus also brings).
 
     Kept in time order, so a count is a binary search however many events the span holds (the
     agent counts on every batch, and a busy week holds an order attempt per bar)."""
@@ -135,12 +136,12 @@ class EventWindow:
         self._events: list[tuple[float, str]] = []
         self._ids: set[str] = set()
 
-    def add(self, ts: float, message_id: str) -> bool:
+    def add(self, ts: float, key: str) -> bool:
         """Note one event; False when it was noted already."""
-        if message_id in self._ids:
+        if key in self._ids:
             return False
-        self._ids.add(message_id)
-        bisect.insort(self._events, (ts, message_id))
+        self._ids.add(key)
+        bisect.insort(self._events, (ts, key))
         return True
 
     def count(self, now: float, window_s: float) -> int:

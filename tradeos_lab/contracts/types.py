@@ -10,9 +10,16 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
-from pydantic import AfterValidator, AwareDatetime, Field, JsonValue, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    JsonValue,
+    SerializeAsAny,
+    StringConstraints,
+)
 from pydantic.json_schema import WithJsonSchema
 
 from tradeos_lab.contracts.ids import MESSAGE_ID_PATTERN
@@ -161,7 +168,50 @@ UtcDatetime: TypeAlias = Annotated[
 MAX_JSON_DEPTH = 8
 
 
-def _check_json(value: JsonValue, depth: int = 0) -> None:
+def _check_json(value: JsonValue) -> None:
+    """Raise `ValueError` for a value nested deeper than `MAX_JSON_DEPTH` levels, holding a NaN
+    or infinite number, or text (a string or a key) with a control or surrogate character.
+
+    Every audit entry built or decoded passes here, so a plain value is judged in one loop over
+    its levels that gathers its text for a single search; only a value that loop cannot clear
+    (a fault, or a type other than JSON's own) is walked by `_json_fault`, which names the first
+    fault in document order."""
+    if value is None:
+        return
+    texts: list[str] = []
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        if depth > MAX_JSON_DEPTH:
+            return _json_fault(value)
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is str:
+                texts.append(item)
+            elif kind is dict:
+                texts.extend(item)
+                below.extend(item.values())
+            elif kind is list:
+                below.extend(item)
+            elif kind is float:
+                if not math.isfinite(item):
+                    return _json_fault(value)
+            elif kind is not int and kind is not bool and item is not None:
+                return _json_fault(value)
+        level = below
+        depth += 1
+    try:
+        unclean = _UNCLEAN_TEXT.search("".join(texts)) is not None
+    except TypeError:  # a key that is not text
+        unclean = True
+    if unclean:
+        _json_fault(value)
+
+
+def _json_fault(value: JsonValue, depth: int = 0) -> None:
+    """Raise `ValueError` for the first fault `_check_json` looks for, walking the value in
+    document order."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"JSON value is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, float) and not math.isfinite(value):
@@ -171,10 +221,10 @@ def _check_json(value: JsonValue, depth: int = 0) -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             _clean_text(key)
-            _check_json(item, depth + 1)
+            _json_fault(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _check_json(item, depth + 1)
+            _json_fault(item, depth + 1)
 
 
 def _json_value(value: JsonValue) -> JsonValue:
@@ -185,6 +235,9 @@ def _json_value(value: JsonValue) -> JsonValue:
 Json: TypeAlias = Annotated[
     JsonValue,
     AfterValidator(_json_value),
+    # Serialised by the value's own types: it holds only JSON's types once validated, and
+    # `JsonValue`'s serialiser would call back into Python for each of its nodes.
+    SerializeAsAny(),
     WithJsonSchema({"description": f"Any JSON value, finite numbers, depth <= {MAX_JSON_DEPTH}."}),
 ]
 

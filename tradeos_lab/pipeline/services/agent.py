@@ -1,7 +1,8 @@
 """Agent: watches risk and halts trading on its own rules; runs the learning loop.
 
 What it consumes: `risk_events` (circuit-breaker trips, execution failures, reconciliation
-mismatches) and `audit` (Execution's order entries: the error rate's denominator), plus timers:
+mismatches) and `orders` (Execution's order attempts: the error rate's denominator; see
+`order_attempt`), plus timers:
 every `EVALUATE_EVERY_S` it samples the account's equity and each symbol's latest price from the
 cache and judges every rule; every `LEARN_EVERY_S` it runs one learning-loop step; once a week
 (`REOPTIMIZE_EVERY_S`, claimed on the flags tier so that one process runs it) it re-runs the
@@ -14,8 +15,9 @@ the cache is down it goes on from memory.
 What it decides: the active policy profile's agent rules (`tradeos_lab.agent.rules`) judged on
 those figures; `AgentHalts` engages or releases the agent's kill switches accordingly (never a
 switch it did not set; a manual switch outranks it). Event windows are rebuilt from the records'
-risk events and Execution's order entries when the service starts, so a restart does not forget
-recent trips or failures.
+risk events and Execution's audit entries of its order attempts when the service starts, so a
+restart does not forget recent trips or failures; an attempt is one per action and order
+(`attempt_key`), so an attempt the records and the stream both bring counts once.
 
 What it emits: an `audit` entry per engagement, release, deferral or override, naming the rule
 and the figures that decided it; one per learning step and per config proposal.
@@ -37,7 +39,15 @@ from tradeos_lab.agent import rules as agent_rules
 from tradeos_lab.agent.halts import AgentAction, AgentHalts
 from tradeos_lab.agent.policy import ActiveRules, active_rules, learn
 from tradeos_lab.agent.rules import EventWindow, Verdict
-from tradeos_lab.contracts import AuditMessage, RiskEventMessage, RiskKind, Severity
+from tradeos_lab.contracts import (
+    OrderMessage,
+    OrderStatus,
+    OrderV1Message,
+    RiskEventMessage,
+    RiskKind,
+    Severity,
+)
+from tradeos_lab.contracts.ids import derived_message_id
 from tradeos_lab.errors import ContractError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext, Timer
@@ -59,15 +69,42 @@ REOPTIMIZE_CLAIM: Final = "agent.reoptimize"
 MAX_WINDOW_S: Final = 7 * 86_400.0
 #: At most this many equity samples are kept in the cache (a day at one per `EVALUATE_EVERY_S`).
 MAX_EQUITY_SAMPLES: Final = 20_000
-#: Execution's audit actions that count as an attempted order.
+#: Execution's audit actions that count as an attempted order: the order answering an intent
+#: (`order.submit`, whatever the broker said) and a broker's later rejection (`order.rejected`).
 ORDER_ATTEMPTS: Final = frozenset({"order.submit", "order.rejected"})
+#: The service whose orders are attempts (its name is its consumer group, which derives its ids).
+EXECUTION: Final = "execution"
+
+
+def order_attempt(message: OrderMessage | OrderV1Message) -> str | None:
+    """The audit action (of `ORDER_ATTEMPTS`) Execution published beside this order, or None when
+    the order is no attempt. Execution answers an intent with its order first, so the runner
+    gives that order the id derived from the intent (its causation) at index 0: that order is
+    `order.submit`; any other order of Execution's that is rejected is `order.rejected`; the rest
+    (fills and expiries a bar or a broker's update brings) are no attempts."""
+    if message.producer != EXECUTION:
+        return None
+    parent = message.causation_id
+    if parent is not None and message.message_id == derived_message_id(
+        parent, stage=EXECUTION, index=0
+    ):
+        return "order.submit"
+    if message.payload.status is OrderStatus.REJECTED:
+        return "order.rejected"
+    return None
+
+
+def attempt_key(action: str, client_order_id: str) -> str:
+    """An order attempt's identity, the same from its `orders` message and from Execution's audit
+    entry in the records (target `order:<client order id>`): one per action and order."""
+    return f"{action} {client_order_id}"
 
 
 class Agent(Service):
-    """Halting rules over risk events, audit and the cache; learning and re-optimisation."""
+    """Halting rules over risk events, orders and the cache; learning and re-optimisation."""
 
     name: ClassVar[str] = "agent"
-    inputs: ClassVar[tuple[Stream, ...]] = (Stream.RISK_EVENTS, Stream.AUDIT)
+    inputs: ClassVar[tuple[Stream, ...]] = (Stream.RISK_EVENTS, Stream.ORDERS)
     outputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
 
     def __init__(self, ctx: ServiceContext) -> None:
@@ -110,12 +147,14 @@ class Agent(Service):
         if isinstance(message, RiskEventMessage):
             at = message.produced_at.timestamp()
             self._count(message.payload.kind, message.payload.severity, at, message.message_id)
-        elif isinstance(message, AuditMessage):
-            if message.producer != "execution" or message.payload.action not in ORDER_ATTEMPTS:
+        elif isinstance(message, OrderMessage | OrderV1Message):
+            action = order_attempt(message)
+            if action is None:
                 return False
-            self.order_attempts.add(message.produced_at.timestamp(), message.message_id)
+            key = attempt_key(action, message.payload.client_order_id)
+            self.order_attempts.add(message.produced_at.timestamp(), key)
         else:
-            raise ContractError(f"the agent reads risk events and audit, not {message!r}")
+            raise ContractError(f"the agent reads risk events and orders, not {message!r}")
         return True
 
     def timers(self) -> Sequence[Timer]:
@@ -134,8 +173,8 @@ class Agent(Service):
             self.execution_errors.add(at, message_id)
 
     def _rebuild(self) -> None:
-        """Once: the windows' events from the records' risk events and Execution's order
-        entries of the last week."""
+        """Once: the windows' events from the records' risk events and Execution's audit
+        entries of its order attempts of the last week."""
         if self._rebuilt:
             return
         self._rebuilt = True
@@ -149,8 +188,9 @@ class Agent(Service):
                 event.message_id,
             )
         for entry in records.audit_since(since, actions=ORDER_ATTEMPTS):
-            if entry.producer == "execution":
-                self.order_attempts.add(entry.produced_at.timestamp(), entry.message_id)
+            if entry.producer == EXECUTION:
+                key = attempt_key(entry.action, entry.target.removeprefix("order:"))
+                self.order_attempts.add(entry.produced_at.timestamp(), key)
         self.equity.extend(self._kept_equity())
 
     def _kept_equity(self) -> list[tuple[float, float]]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -338,6 +339,8 @@ class RecordsStore:
         self._reads = sessionmaker(
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
+        #: `_bulk_insert`'s statements by table name and columns.
+        self._bulk_inserts: dict[tuple[str, tuple[str, ...]], _BulkInsert | None] = {}
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = False) -> RecordsStore:
@@ -1649,12 +1652,66 @@ class RecordsStore:
     def _insert_ignore_many(
         self, session: Session, model: type[Base], rows: list[dict[str, Any]]
     ) -> None:
-        """`_insert_ignore` of many rows in one statement (executemany)."""
+        """`_insert_ignore` of many rows in one statement (executemany).
+
+        Every message a pipeline service keeps passes here, so the statement is compiled once
+        per table and set of columns (`_BulkInsert`) and each row goes to the driver as the
+        columns' own bind processors make it, without SQLAlchemy's per-row parameter work.
+        Rows of differing columns take SQLAlchemy's executemany."""
         if not rows:
             return
         table = cast(Table, model.__table__)
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        session.execute(insert(table).on_conflict_do_nothing(), rows)
+        keys = tuple(rows[0])
+        bulk = None
+        if all(len(row) == len(keys) for row in rows):
+            bulk = self._bulk_insert(table, keys)
+        if bulk is None:
+            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+            session.execute(insert(table).on_conflict_do_nothing(), rows)
+            return
+        try:
+            params = bulk.params(rows)
+        except TradeosError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # as SQLAlchemy reports a bad parameter
+            raise StatementError(str(e), bulk.sql, None, e) from e
+        session.connection().exec_driver_sql(bulk.sql, params)
+
+    def _bulk_insert(self, table: Table, keys: tuple[str, ...]) -> _BulkInsert | None:
+        """The compiled INSERT .. ON CONFLICT DO NOTHING of `table`'s columns `keys`, made once;
+        None when the statement needs more than the rows give (a column default computed in
+        Python, bind names other than the columns')."""
+        cache = self._bulk_inserts
+        found = (table.name, keys)
+        if found in cache:
+            return cache[found]
+        dialect = self.engine.dialect
+        insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
+        compiled = (
+            insert(table).on_conflict_do_nothing().compile(dialect=dialect, column_keys=list(keys))
+        )
+        bulk: _BulkInsert | None = None
+        names = compiled.positiontup if dialect.positional else list(compiled.binds)
+        if (
+            set(keys) <= set(table.c.keys())
+            and names is not None
+            and sorted(names) == sorted(keys)
+            and not compiled.insert_prefetch
+            and not compiled.postfetch
+            and not compiled.effective_returning
+            and not compiled.escaped_bind_names
+        ):
+            bulk = _BulkInsert(
+                sql=compiled.string,
+                keys=tuple(names),
+                processors=tuple(
+                    table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                    for name in names
+                ),
+                positional=dialect.positional,
+            )
+        cache[found] = bulk
+        return bulk
 
     def orders_of(self, client_order_ids: Iterable[str]) -> dict[str, Order]:
         """The recorded orders among these client order ids, in one query."""
@@ -2118,6 +2175,31 @@ class RecordsStore:
             stmt = stmt.where(where)
         with self.reading() as session:
             return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class _BulkInsert:
+    """An INSERT of one table's columns, compiled for the engine's dialect, and the bind
+    processor of each of its parameters (None: the value goes as it is)."""
+
+    sql: str
+    keys: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The driver's parameters of each row: a tuple in the statement's order (positional
+        dialects), else a dict by name."""
+        get = operator.itemgetter(*self.keys)
+        converted = [(i, f) for i, f in enumerate(self.processors) if f is not None]
+        values: list[Any] = []
+        for row in rows:
+            value = list(get(row)) if len(self.keys) > 1 else [get(row)]
+            for i, f in converted:
+                value[i] = f(value[i])
+            named = dict(zip(self.keys, value, strict=True)) if not self.positional else None
+            values.append(tuple(value) if named is None else named)
+        return values
 
 
 @dataclass(frozen=True)
