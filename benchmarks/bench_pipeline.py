@@ -8,7 +8,8 @@ Starts one scratch redis-server on loopback (the bus role's settings: noeviction
 and runs, one after the other, two chains of consumer processes over it:
 
 - the null chain: one process per pipeline hop (market_data -> signals.raw -> signals.modified ->
-  intents -> orders + fills.raw -> positions, and beside them fills.raw -> audit -> acked twice),
+  intents -> orders + fills.raw -> positions, and beside them fills.raw -> audit -> acked, and
+  orders -> acked, as the audit trail and the agent read them),
   each a service that only forwards (read -> XADD -> ack; its output is a constant payload derived
   from the input, so ids and correlation carry over as in a real stage), under the same
   `ServiceRunner` as the real services;
@@ -255,7 +256,7 @@ NULL_HOPS: tuple[tuple[str, Stream, tuple[Stream, ...]], ...] = (
     ("positions", Stream.FILLS_RAW, (Stream.POSITIONS,)),
     ("tca", Stream.FILLS_RAW, (Stream.AUDIT,)),
     ("audit_trail", Stream.AUDIT, ()),
-    ("agent", Stream.AUDIT, ()),
+    ("agent", Stream.ORDERS, ()),
 )
 
 

@@ -373,3 +373,24 @@ def test_run_in_thread_raises_when_the_service_cannot_start(pipeline_lab: Lab) -
             runner.run_in_thread()
     assert runner.status == "stopped"
     assert pipeline_lab.flags.workers.live_workers() == []
+
+
+class _RelayThatReadOrders(Relay):
+    """Relay as it is after an earlier version of it read `orders` too."""
+
+    retired_inputs = (Stream.ORDERS,)
+
+
+def test_a_service_drops_its_group_on_a_stream_it_no_longer_reads(pipeline_lab: Lab) -> None:
+    lab = pipeline_lab
+    lab.bus.ensure_group(Stream.ORDERS, "relay")
+    lab.bus.ensure_group(Stream.ORDERS, "positions")  # another service's group stays
+    runner = _runner(lab, _RelayThatReadOrders)
+    running = runner.run_in_thread()
+    try:
+        _wait(lambda: "relay" not in set(lab.bus.inspect.groups(Stream.ORDERS)["group"]))
+    finally:
+        running.stop()
+    assert set(lab.bus.inspect.groups(Stream.ORDERS)["group"]) == {"positions"}
+    assert lab.bus.drop_group(Stream.ORDERS, "relay") is False, "gone already"
+    assert lab.bus.drop_group(Stream.NEWS_RAW, "relay") is False, "no such stream"

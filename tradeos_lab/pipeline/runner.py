@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from prometheus_client import Counter, Gauge, Histogram
 
-from tradeos_lab.errors import ContractError, TransientError, ValidationError
+from tradeos_lab.errors import ContractError, StoreError, TransientError, ValidationError
 from tradeos_lab.observability.health import HealthServer
 from tradeos_lab.observability.logs import correlation
 from tradeos_lab.pipeline.registry import service_class
@@ -497,6 +497,7 @@ class ServiceRunner:
             self.status = "running"
             self.heartbeat()
             self._adopt()
+            self._retire()
             self._started.set()
             threads = [
                 threading.Thread(
@@ -546,6 +547,21 @@ class ServiceRunner:
             log.warning(
                 "%s could not take over departed members' entries: %s", self.service.name, e
             )
+
+    def _retire(self) -> None:
+        """Drop this service's groups on the streams it no longer reads (`retired_inputs`)."""
+        for stream in self.service.retired_inputs:
+            try:
+                if self.ctx.lab.bus.drop_group(stream, self.service.name):
+                    log.info(
+                        "%s no longer reads %s: its group there is dropped",
+                        self.service.name,
+                        stream.value,
+                    )
+            except (TransientError, StoreError) as e:  # tried again at the next start
+                log.warning(
+                    "%s could not drop its group on %s: %s", self.service.name, stream.value, e
+                )
 
     def _install_signals(self, stop: threading.Event) -> dict[int, Any]:
         """SIGTERM and SIGINT set `stop` (only possible on the main thread)."""

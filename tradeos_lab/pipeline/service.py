@@ -156,6 +156,9 @@ class Service:
     inputs: ClassVar[tuple[Stream, ...]] = ()
     #: Every stream the service may emit to (audit and risk_events included).
     outputs: ClassVar[tuple[Stream, ...]] = ()
+    #: Streams the service read in an earlier version: the runner drops its group there at
+    #: start, so a group nobody reads any more neither holds back trimming nor reports losses.
+    retired_inputs: ClassVar[tuple[Stream, ...]] = ()
 
     def __init__(self, ctx: ServiceContext) -> None:
         # A context of its own, so messages it builds name this service as their producer even

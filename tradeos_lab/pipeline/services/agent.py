@@ -105,6 +105,8 @@ class Agent(Service):
 
     name: ClassVar[str] = "agent"
     inputs: ClassVar[tuple[Stream, ...]] = (Stream.RISK_EVENTS, Stream.ORDERS)
+    #: It counted order attempts from `audit` before.
+    retired_inputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
     outputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
 
     def __init__(self, ctx: ServiceContext) -> None:

@@ -265,6 +265,27 @@ class Bus:
             raise translate_redis_error(e, f"XGROUP CREATE on {s.value}") from e
         return True
 
+    def drop_group(self, stream: Stream | str, group: str) -> bool:
+        """Destroy `group` on `stream` and its trim-loss bookkeeping; True when it existed.
+
+        For a group nothing reads any more: left behind, it would hold back trimming ("safe")
+        and report the entries trimmed past it as lost.
+        """
+        s = Stream(stream)
+        name = Keys.group(group)
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                queue_command(pipe, "XGROUP", "DESTROY", self._stream_keys[s], name)
+                pipe.hdel(self.keys.trim_loss_reported(s), *self.trim_loss.forget_fields(name))
+                destroyed, _ = pipe.execute()
+        except redis.ResponseError as e:
+            if "requires the key to exist" in str(e):  # the stream itself does not exist
+                return False
+            raise translate_redis_error(e, f"XGROUP DESTROY on {s.value}") from e
+        except redis.RedisError as e:
+            raise translate_redis_error(e, f"XGROUP DESTROY on {s.value}") from e
+        return bool(destroyed)
+
     def _group_position(
         self, pipe: Pipeline, key: str, group: str, start_id: str
     ) -> list[str | int] | None:
