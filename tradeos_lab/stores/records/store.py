@@ -15,10 +15,11 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar, cast
 
@@ -44,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -223,6 +224,83 @@ FillAmountRow: TypeAlias = Row[Any]
 `fee` and `slippage_bps`."""
 
 
+_LITERALS = {"literal_binds": True}
+
+
+@dataclass(frozen=True, slots=True)
+class _ManyWrite:
+    """A write statement compiled for one database and one set of row keys
+    (`RecordsStore._write_many`): its SQL and how a row becomes the driver's parameters."""
+
+    sql: str
+    positional: bool
+    getter: Callable[[Mapping[str, Any]], Any]
+    """The row's values in the statement's order (positional), as a tuple."""
+    processors: tuple[tuple[Any, Callable[[Any], Any]], ...]
+    """(position or name, the column type's bind processor) of the row's values that have one."""
+    constants: tuple[tuple[Any, Any], ...]
+    """(position or name, value as sent) of the statement's own values (e.g. a literal in its
+    WHERE), in position order."""
+
+    @classmethod
+    def of(cls, statement: Executable, dialect: Dialect, row_keys: tuple[str, ...]) -> _ManyWrite:
+        compiled = cast(Any, statement).compile(dialect=dialect, column_keys=list(row_keys))
+        binds: dict[str, Any] = compiled.binds
+        bind_processors: dict[str, Callable[[Any], Any]] = compiled._bind_processors
+        keys = set(row_keys)
+
+        def constant(name: str) -> Any:
+            value = binds[name].effective_value
+            process = bind_processors.get(name)
+            return process(value) if process is not None else value
+
+        processors: tuple[tuple[Any, Callable[[Any], Any]], ...]
+        constants: tuple[tuple[Any, Any], ...]
+        if dialect.positional:
+            order: list[str] = list(compiled.positiontup)
+            taken = [n for n in order if n in keys]
+            processors = tuple(
+                (i, p) for i, n in enumerate(taken) if (p := bind_processors.get(n)) is not None
+            )
+            constants = tuple((i, constant(n)) for i, n in enumerate(order) if n not in keys)
+        else:
+            taken = list(row_keys)
+            processors = tuple(
+                (n, p) for n in row_keys if (p := bind_processors.get(n)) is not None
+            )
+            constants = tuple(
+                (n, constant(n)) for n, b in binds.items() if n not in keys and not b.required
+            )
+        if not taken:
+            raise ValidationError("a write of many rows takes one value of each row at least")
+        getter = itemgetter(*taken) if len(taken) > 1 else lambda row: (row[taken[0]],)
+        return cls(compiled.string, dialect.positional, getter, processors, constants)
+
+    def parameters(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """The driver's parameters of each of `rows`."""
+        get, processors, constants = self.getter, self.processors, self.constants
+        if not self.positional:
+            named = []
+            for row in rows:
+                params = dict(row)
+                for name, process in processors:
+                    params[name] = process(params[name])
+                params.update(constants)
+                named.append(params)
+            return named
+        if not processors and not constants:
+            return [get(row) for row in rows]
+        out = []
+        for row in rows:
+            values = list(get(row))
+            for i, process in processors:
+                values[i] = process(values[i])
+            for i, value in constants:
+                values.insert(i, value)
+            out.append(tuple(values))
+        return out
+
+
 @dataclass(frozen=True)
 class FillTotals:
     """What one symbol's fills at a broker add up to (`RecordsStore.fill_totals`)."""
@@ -338,6 +416,7 @@ class RecordsStore:
         self._reads = sessionmaker(
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
+        self._many_writes: dict[Hashable, _ManyWrite] = {}  # `_write_many`'s compiled writes
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = False) -> RecordsStore:
@@ -1241,8 +1320,15 @@ class RecordsStore:
         """`record_fill_cost` for each of `costs` (its keyword arguments), once per execution
         id, with one statement for all of them."""
         rows = [_fill_cost_row(**c) for c in costs]
+        if not rows:
+            return
+
+        def keep() -> Executable:
+            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+            return insert(cast(Table, FillCost.__table__)).on_conflict_do_nothing()
+
         with self.session() as session:
-            self._insert_ignore_many(session, FillCost, rows)
+            self._write_many(session, "record_fill_costs", keep, rows)
 
     def fill_costs(
         self, *, client_order_id: str | None = None, signal_id: str | None = None
@@ -1484,6 +1570,7 @@ class RecordsStore:
             {
                 "b_signal_id": _ident(c["signal_id"], "signal_id"),
                 "b_horizon_bars": _horizon(c["horizon_bars"]),
+                "b_closed_at": now,
                 "b_exit_at": _utc(c["exit_at"]),
                 "b_exit_price": _positive(c["exit_price"], "exit_price"),
                 "b_forward_return": _finite(c["forward_return"], "forward_return"),
@@ -1493,25 +1580,28 @@ class RecordsStore:
         ]
         if not rows:
             return
-        table = cast(Table, SignalHorizon.__table__)
-        stmt = (
-            update(table)
-            .where(
-                table.c.signal_id == bindparam("b_signal_id"),
-                table.c.horizon_bars == bindparam("b_horizon_bars"),
-                table.c.status == "open",
+
+        def close() -> Executable:
+            table = cast(Table, SignalHorizon.__table__)
+            return (
+                update(table)
+                .where(
+                    table.c.signal_id == bindparam("b_signal_id"),
+                    table.c.horizon_bars == bindparam("b_horizon_bars"),
+                    table.c.status == "open",
+                )
+                .values(
+                    status="done",
+                    closed_at=bindparam("b_closed_at"),
+                    exit_at=bindparam("b_exit_at"),
+                    exit_price=bindparam("b_exit_price"),
+                    forward_return=bindparam("b_forward_return"),
+                    pnl=bindparam("b_pnl"),
+                )
             )
-            .values(
-                status="done",
-                closed_at=now,
-                exit_at=bindparam("b_exit_at"),
-                exit_price=bindparam("b_exit_price"),
-                forward_return=bindparam("b_forward_return"),
-                pnl=bindparam("b_pnl"),
-            )
-        )
+
         with self.session() as session:
-            session.execute(stmt, rows)
+            self._write_many(session, "close_signal_horizons", close, rows)
 
     def expire_signal_horizons(self, signal_id: str) -> bool:
         """Mark a signal's open horizons expired (their bars never came); False if none was."""
@@ -1547,17 +1637,43 @@ class RecordsStore:
         """INSERT the rows; on a key that exists, set the `set_columns` (default: all but the
         keys) from the new row, where `where` holds."""
         table = cast(Table, model.__table__)
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(table)
         columns = set_columns or [c for c in rows[0] if c not in keys]
-        session.execute(
-            stmt.on_conflict_do_update(
+
+        def upsert() -> Executable:
+            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+            stmt = insert(table)
+            return stmt.on_conflict_do_update(
                 index_elements=keys,
                 set_={c: stmt.excluded[c] for c in columns},
                 where=where,
-            ),
-            rows,
-        )
+            )
+
+        condition = None if where is None else str(where.compile(compile_kwargs=_LITERALS))
+        key = ("upsert", table.name, tuple(keys), tuple(columns), condition)
+        self._write_many(session, key, upsert, rows)
+
+    def _write_many(
+        self,
+        session: Session,
+        key: Hashable,
+        statement: Callable[[], Executable],
+        rows: list[dict[str, Any]],
+    ) -> None:
+        """Run the write `statement()` once per row of `rows` (dicts with the same keys) in one
+        executemany of the driver, the statement compiled once per `key` and row keys.
+
+        The TCA Monitor writes several rows per fill this way; SQLAlchemy's own executemany
+        builds and processes every row's parameters in Python at several times the cost of the
+        statement itself. Here each row goes to the driver as the column types' bind
+        processors make it, which is what SQLAlchemy would send."""
+        if not rows:
+            return
+        cache_key = (key, tuple(rows[0]))
+        write = self._many_writes.get(cache_key)
+        if write is None:
+            write = _ManyWrite.of(statement(), self.engine.dialect, tuple(rows[0]))
+            self._many_writes[cache_key] = write
+        session.connection().exec_driver_sql(write.sql, write.parameters(rows))
 
     # ---- batches: many calls, one transaction --------------------------------------------
 
@@ -2520,6 +2636,8 @@ def _reason(e: StatementError) -> str:
 def _utc(value: datetime | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
+    if value.__class__ is datetime and value.tzinfo is UTC:  # the common case, checked first
+        return value
     if not isinstance(value, datetime):
         raise ValidationError(f"expected a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -2528,6 +2646,8 @@ def _utc(value: datetime | None) -> datetime:
 
 
 def _ident(value: str | None, name: str, *, optional: bool = False, limit: int = 64) -> Any:
+    if value.__class__ is str and 0 < len(value) <= limit and _IDENTIFIER.fullmatch(value):
+        return value  # the common case, checked first
     if value is None and optional:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= limit:
@@ -2550,6 +2670,8 @@ def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
 
 
 def _finite(value: float, name: str) -> float:
+    if value.__class__ is float and math.isfinite(value):  # the common case, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValidationError(f"{name} must be a finite number, got {value!r}")
     return float(value)
