@@ -225,6 +225,7 @@ FillAmountRow: TypeAlias = Row[Any]
 
 
 _LITERALS = {"literal_binds": True}
+_NOTHING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,11 +291,18 @@ class _ManyWrite:
             return named
         if not processors and not constants:
             return [get(row) for row in rows]
+        # A value the row before had too (the same object: a batch's one `now`, a signal's time
+        # on each of its horizons) is processed once.
+        seen: list[Any] = [_NOTHING] * len(processors)
+        made: list[Any] = [None] * len(processors)
         out = []
         for row in rows:
             values = list(get(row))
-            for i, process in processors:
-                values[i] = process(values[i])
+            for j, (i, process) in enumerate(processors):
+                value = values[i]
+                if value is not seen[j]:
+                    seen[j], made[j] = value, process(value)
+                values[i] = made[j]
             for i, value in constants:
                 values.insert(i, value)
             out.append(tuple(values))
@@ -1260,7 +1268,8 @@ class RecordsStore:
     def record_signal_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> None:
         """`record_signal_outcome` for each of `outcomes` (its keyword arguments), with one
         statement for all of them."""
-        rows = [_signal_outcome_row(**o) for o in outcomes]
+        now = _utc(None)  # one time for the statement's rows
+        rows = [_signal_outcome_row(**o, recorded_at=now) for o in outcomes]
         if not rows:
             return
         with self.session() as session:
@@ -1319,7 +1328,8 @@ class RecordsStore:
     def record_fill_costs(self, costs: Iterable[Mapping[str, Any]]) -> None:
         """`record_fill_cost` for each of `costs` (its keyword arguments), once per execution
         id, with one statement for all of them."""
-        rows = [_fill_cost_row(**c) for c in costs]
+        now = _utc(None)  # one time for the statement's rows
+        rows = [_fill_cost_row(**c, recorded_at=now) for c in costs]
         if not rows:
             return
 
@@ -1416,7 +1426,10 @@ class RecordsStore:
     def record_order_costs(self, costs: Iterable[Mapping[str, Any]]) -> None:
         """`record_order_cost` for each of `costs` (its keyword arguments), with one statement
         for all of them; the last of an order's wins."""
-        rows = {r["client_order_id"]: r for r in (_order_cost_row(**c) for c in costs)}
+        now = _utc(None)  # one time for the statement's rows
+        rows = {
+            r["client_order_id"]: r for r in (_order_cost_row(**c, updated_at=now) for c in costs)
+        }
         if not rows:
             return
         with self.session() as session:
@@ -1467,10 +1480,11 @@ class RecordsStore:
     def open_signals(self, openings: Iterable[Mapping[str, Any]]) -> int:
         """`open_signal_horizons` for each of `openings` (its keyword arguments), with one
         statement for all of them; the last opening of a signal wins. The rows written."""
+        now = _utc(None)  # one time for the statement's rows
         rows = {
             (r["signal_id"], r["horizon_bars"]): r
             for opening in openings
-            for r in _signal_horizon_rows(**opening)
+            for r in _signal_horizon_rows(**opening, opened_at=now)
         }
         if not rows:
             return 0
@@ -2442,6 +2456,7 @@ def _fill_cost_row(
     shadow_price: float | None = None,
     shadow_fee: float | None = None,
     shadow_price_diff_bps: float | None = None,
+    recorded_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "execution_id": _ident(execution_id, "execution_id"),
@@ -2463,7 +2478,7 @@ def _fill_cost_row(
         "shadow_price": _positive_or_none(shadow_price, "shadow_price"),
         "shadow_fee": _finite_or_none(shadow_fee, "shadow_fee"),
         "shadow_price_diff_bps": _finite_or_none(shadow_price_diff_bps, "shadow_price_diff_bps"),
-        "recorded_at": _utc(None),
+        "recorded_at": _utc(recorded_at),
     }
 
 
@@ -2484,6 +2499,7 @@ def _order_cost_row(
     opportunity_cost: float,
     shortfall: float,
     shortfall_bps: float,
+    updated_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "client_order_id": client_order_id_of(client_order_id),
@@ -2501,7 +2517,7 @@ def _order_cost_row(
         "opportunity_cost": _finite(opportunity_cost, "opportunity_cost"),
         "shortfall": _finite(shortfall, "shortfall"),
         "shortfall_bps": _finite(shortfall_bps, "shortfall_bps"),
-        "updated_at": _utc(None),
+        "updated_at": _utc(updated_at),
     }
 
 
@@ -2519,9 +2535,10 @@ def _signal_horizon_rows(
     avg_price: float,
     fees: float,
     arrival_price: float,
+    opened_at: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """A filled signal's open row at each horizon (bars)."""
-    now = _utc(None)
+    now = _utc(opened_at)
     common = {
         "signal_id": _ident(signal_id, "signal_id"),
         "strategy": canonical_name(strategy, "strategy"),
@@ -2554,6 +2571,7 @@ def _signal_outcome_row(
     holding_seconds: float | None = None,
     execution_id: str | None = None,
     closed_at: datetime | None = None,
+    recorded_at: datetime | None = None,
 ) -> dict[str, Any]:
     values = {
         "signal_id": _ident(signal_id, "signal_id"),
@@ -2565,10 +2583,8 @@ def _signal_outcome_row(
         "holding_seconds": _finite_or_none(holding_seconds, "holding_seconds"),
         "execution_id": _ident(execution_id, "execution_id", optional=True),
         "closed_at": None if closed_at is None else _utc(closed_at),
-        "recorded_at": _utc(None),
+        "recorded_at": _utc(recorded_at),
     }
-    if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
-        raise ValidationError("holding_seconds cannot be negative")
     if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
         raise ValidationError("holding_seconds cannot be negative")
     return values
