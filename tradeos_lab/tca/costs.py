@@ -29,6 +29,8 @@ def side_sign(side: Side | str) -> int:
 
 
 def _finite(value: float, name: str) -> float:
+    if value.__class__ is float and math.isfinite(value):  # the common case, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValidationError(f"{name} must be a finite number, got {value!r}")
     return float(value)

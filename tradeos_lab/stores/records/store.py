@@ -2718,6 +2718,8 @@ def _sequence(value: int | None) -> int | None:
 
 
 def _horizon(value: int) -> int:
+    if value.__class__ is int and 0 < value < 2**31:  # the common case, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
         raise ValidationError(f"expected a positive whole number of bars, got {value!r}")
     return value
