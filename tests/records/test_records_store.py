@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -430,6 +430,44 @@ def test_a_batch_of_horizon_closes_leaves_what_is_no_longer_open(store: RecordsS
         ("sig-1", 5, "done"),
         ("sig-1", 15, "open"),
     ]
+
+
+def test_bulk_writes_store_what_the_one_row_writes_store(store: RecordsStore) -> None:
+    """The bulk writes (rows sent to the driver as the column types make them) keep the same
+    values as the one-row writes that go through SQLAlchemy's own statement execution."""
+    at = datetime(2024, 3, 1, 9, 30, 0, tzinfo=timezone(timedelta(hours=-5)))  # not UTC
+    cost = {**_cost("exec-1", 101.0), "filled_at": at, "arrival_at": at, "fee": 0}
+    assert store.record_fill_cost(**cost)  # type: ignore[arg-type]
+    store.record_fill_costs([{**cost, "execution_id": "exec-2"}])
+    one, bulk = store.fill_costs()
+    assert one._asdict() | {"execution_id": "x", "recorded_at": None} == bulk._asdict() | {
+        "execution_id": "x",
+        "recorded_at": None,
+    }
+    assert bulk.filled_at == at and bulk.filled_at.tzinfo == UTC and bulk.fee == 0.0
+    opening = {
+        "horizons": (5,),
+        "strategy": "sma_cross",
+        "symbol": "AAPL",
+        "timeframe": "1m",
+        "signal_at": at,
+        "strength": 1,
+        "side": "sell",
+        "quantity": 2.0,
+        "avg_price": 100.0,
+        "fees": 0.2,
+        "arrival_price": 100.0,
+    }
+    store.open_signals([{**opening, "signal_id": s} for s in ("sig-1", "sig-2")])
+    close = {"exit_at": at, "exit_price": 99.5, "forward_return": -0.005, "pnl": 0.8}
+    assert store.close_signal_horizon("sig-1", 5, **close)
+    store.close_signal_horizons([{**close, "signal_id": "sig-2", "horizon_bars": 5}])
+    one, bulk = store.signal_horizons()
+    ignored = {"signal_id": "x", "opened_at": None, "closed_at": None}
+    assert one._asdict() | ignored == bulk._asdict() | ignored
+    assert (bulk.status, bulk.exit_at, bulk.signal_at, bulk.strength) == ("done", at, at, 1.0)
+    with pytest.raises(ValidationError, match="no time zone"):
+        store.record_fill_costs([{**cost, "filled_at": datetime(2024, 3, 1)}])
 
 
 def test_the_trade_chains_of_many_executions_come_in_one_call(store: RecordsStore) -> None:

@@ -341,6 +341,24 @@ def test_an_arrival_bar_the_cache_lost_is_read_from_the_lake(lab: Lab, ctx: Serv
     assert (cost.arrival_price, cost.slippage_bps) == (100.0, pytest.approx(5.0))
 
 
+def test_horizons_whose_bars_the_cache_lost_are_closed_from_the_lake(
+    lab: Lab, ctx: ServiceContext
+) -> None:
+    tca = TcaMonitor(ctx)
+    tca.handle(_traded(lab, ctx, 0, 100.0))
+    _bars(lab, {m: 100.0 + m for m in range(1, 6)})  # the 5th bar after closes at 105
+    lab.lake.write_bars(lab.cache.get_bars("AAPL", "1m"))
+    lab.cache.redis.delete(lab.keys.bars("AAPL", "1m"))
+    _bar(lab, 30, 120.0)  # the cache now starts long after the signal
+    assert tca.complete() == []
+    (done,) = lab.records.signal_horizons(status="done")
+    assert (done.horizon_bars, done.exit_price, done.exit_at) == (
+        5,
+        105.0,
+        T0 + timedelta(minutes=5),
+    )
+
+
 def test_a_manual_order_has_no_arrival_bar_and_no_signal_to_follow(
     lab: Lab, ctx: ServiceContext
 ) -> None:

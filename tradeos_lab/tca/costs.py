@@ -18,6 +18,10 @@ BPS = 10_000.0
 
 def side_sign(side: Side | str) -> int:
     """+1 for a buy, -1 for a sell."""
+    if side == "buy":  # Side.BUY too (a str enum): the common cases, checked first
+        return 1
+    if side == "sell":
+        return -1
     try:
         return 1 if Side(side) is Side.BUY else -1
     except ValueError:
@@ -25,6 +29,8 @@ def side_sign(side: Side | str) -> int:
 
 
 def _finite(value: float, name: str) -> float:
+    if value.__class__ is float and math.isfinite(value):  # the common case, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValidationError(f"{name} must be a finite number, got {value!r}")
     return float(value)

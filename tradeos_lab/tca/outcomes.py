@@ -57,6 +57,29 @@ def horizon_result(
 
     The position is marked at the exit close; closing it would cost a further fee, not counted.
     """
+    if not (  # the common case, checked first (the timer measures every horizon of every fill)
+        quantity.__class__ is float
+        and avg_price.__class__ is float
+        and arrival_price.__class__ is float
+        and exit_price.__class__ is float
+        and fees.__class__ is float
+        and 0 < quantity < math.inf
+        and 0 < avg_price < math.inf
+        and 0 < arrival_price < math.inf
+        and 0 < exit_price < math.inf
+        and -math.inf < fees < math.inf
+    ):
+        _check_result_inputs(quantity, avg_price, fees, arrival_price, exit_price)
+    sign = side_sign(side)
+    return HorizonResult(
+        forward_return=exit_price / arrival_price - 1,
+        pnl=sign * quantity * (exit_price - avg_price) - fees,
+    )
+
+
+def _check_result_inputs(
+    quantity: float, avg_price: float, fees: float, arrival_price: float, exit_price: float
+) -> None:
     values = {
         "quantity": quantity,
         "avg_price": avg_price,
@@ -68,11 +91,6 @@ def horizon_result(
             raise ValidationError(f"{name} must be a positive number, got {value!r}")
     if not all(math.isfinite(v) for v in (*values.values(), fees)):
         raise ValidationError(f"a signal's result needs finite numbers, got {values} fees {fees}")
-    sign = side_sign(side)
-    return HorizonResult(
-        forward_return=exit_price / arrival_price - 1,
-        pnl=sign * quantity * (exit_price - avg_price) - fees,
-    )
 
 
 def information_coefficient(strengths: Sequence[float], returns: Sequence[float]) -> float:

@@ -196,7 +196,7 @@ class TcaMonitor(Service):
         """Up to `count` bars of `symbol` after `after`, oldest first: from the `cached` bars
         when they still hold the bar right after `after`, else the lake."""
         first_wanted = after + timedelta(seconds=tf.seconds)
-        if len(cached) and cached.ts_ns[0] <= _ns(first_wanted):
+        if cached.holds(_ns(first_wanted)):
             return cached.after(after, count)
         # The cache lost (or never had) the start: read a span wide enough for gaps.
         end = first_wanted + timedelta(seconds=tf.seconds * count * 2)
@@ -377,15 +377,24 @@ class TcaMonitor(Service):
             expired: list[str] = []
             # Signals with nothing open once this run's writes are in, with their horizons so.
             ended: dict[str, _Concluded] = {}
+            count = max(HORIZONS_BARS)
             for (symbol, timeframe), signal_ids in by_market.items():
                 tf = Timeframe.parse(timeframe)
                 cached = _Series.of(self.ctx.lab.cache.get_bars(symbol, tf))  # once per market
-                for signal_id in signal_ids:
+                # Where each signal's bars start in the cached ones, found for all at once.
+                at_ns = [_ns(by_signal[s][0].signal_at) for s in signal_ids]
+                starts = np.searchsorted(cached.ts_ns, np.array(at_ns, np.int64), side="right")
+                step_ns = tf.seconds * 1_000_000_000
+                for signal_id, at, start in zip(signal_ids, at_ns, starts.tolist(), strict=True):
                     rows = by_signal[signal_id]
                     still_open = [r for r in rows if r.status == "open"]
-                    after, count = rows[0].signal_at, max(HORIZONS_BARS)
-                    bars = self._bars(symbol, tf, after=after, count=count, cached=cached)
-                    closing = _closes(still_open, bars)
+                    if cached.holds(at + step_ns):
+                        within = min(count, len(cached) - start)
+                        closing = _closes(still_open, cached, start, within)
+                    else:  # the cache lost the start: the lake's bars (see `_bars`)
+                        after = rows[0].signal_at
+                        bars = self._bars(symbol, tf, after=after, count=count, cached=cached)
+                        closing = _closes(still_open, bars, 0, len(bars))
                     closes += closing
                     if any(c["horizon_bars"] == SCORE_HORIZON_BARS for c in closing):
                         scored.add(rows[0].strategy)
@@ -531,14 +540,17 @@ def _check_against_trade(fill: Fill, chain: TradeChainRow) -> None:
         )
 
 
-def _closes(rows: list[SignalHorizonRow], bars: _Series) -> list[dict[str, Any]]:
+def _closes(
+    rows: list[SignalHorizonRow], bars: _Series, start: int, count: int
+) -> list[dict[str, Any]]:
     """The closes (as `RecordsStore.close_signal_horizons` takes them) of the horizons whose
-    bar is among `bars`."""
+    bar is among the `count` bars of `bars` from `start` (the bars after the signal's)."""
     closes: list[dict[str, Any]] = []
     for row in rows:
-        if len(bars) < row.horizon_bars:
+        if count < row.horizon_bars:
             continue
-        exit_price = float(bars.close[row.horizon_bars - 1])
+        at = start + row.horizon_bars - 1
+        exit_price = float(bars.close[at])
         result = horizon_result(
             row.side,
             quantity=row.quantity,
@@ -551,7 +563,7 @@ def _closes(rows: list[SignalHorizonRow], bars: _Series) -> list[dict[str, Any]]
             {
                 "signal_id": row.signal_id,
                 "horizon_bars": row.horizon_bars,
-                "exit_at": bars.time(row.horizon_bars - 1),
+                "exit_at": bars.time(at),
                 "exit_price": exit_price,
                 "forward_return": result.forward_return,
                 "pnl": result.pnl,
@@ -582,6 +594,10 @@ class _Series:
 
     def __len__(self) -> int:
         return len(self.ts_ns)
+
+    def holds(self, at_ns: int) -> bool:
+        """Whether the bars start at or before `at_ns` (epoch nanoseconds)."""
+        return len(self.ts_ns) > 0 and int(self.ts_ns[0]) <= at_ns
 
     def after(self, after: datetime, count: int) -> _Series:
         """Up to `count` bars after `after`."""

@@ -425,7 +425,13 @@ class SignalHorizon(Base):
         CheckConstraint(_in("side", ORDER_SIDES), name="side"),
         CheckConstraint(_in("status", SIGNAL_HORIZON_STATES), name="status"),
         Index("ix_signal_horizons_status", "status"),
-        Index("ix_signal_horizons_strategy_horizon_bars", "strategy", "horizon_bars"),
+        # a strategy's latest at a horizon (its scores) read in index order
+        Index(
+            "ix_signal_horizons_strategy_horizon_bars_signal_at",
+            "strategy",
+            "horizon_bars",
+            "signal_at",
+        ),
     )
 
     signal_id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -5,6 +5,7 @@ Migrations import these, so they must stay backwards compatible: change a type b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,12 +38,37 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValidationError(f"timestamp {value.isoformat()} has no time zone; pass UTC")
-        value = value.astimezone(UTC)
+        value = _as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, `process_bind_param` and then the text SQLite stores, in one step: the
+        records' bulk writes send many timestamps for every fill. Wherever the one step would
+        store other text than the two (another storage format), the two."""
+        both = super().bind_processor(dialect)
+        if dialect.name != "sqlite" or both is None:
+            return both
+
+        def process(value: datetime | None) -> Any:
+            if value.__class__ is not datetime:  # None, or a subclass (e.g. a pandas Timestamp)
+                return both(value)
+            assert value is not None
+            if value.tzinfo is not UTC:
+                value = _as_utc(value)
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        sample = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+        same = all(process(v) == both(v) for v in (sample, sample.replace(microsecond=7)))
+        return process if same else both
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """An aware timestamp in UTC; a naive one is refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(f"timestamp {value.isoformat()} has no time zone; pass UTC")
+    return value.astimezone(UTC)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar, cast
 
@@ -45,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -224,6 +224,102 @@ FillAmountRow: TypeAlias = Row[Any]
 `fee` and `slippage_bps`."""
 
 
+_LITERALS = {"literal_binds": True}
+_NOTHING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _ManyWrite:
+    """A write statement compiled for one database and one set of row keys
+    (`RecordsStore._write_many`): its SQL and how a row becomes the driver's parameters."""
+
+    sql: str
+    positional: bool
+    getter: Callable[[Mapping[str, Any]], Any]
+    """The row's values in the statement's order (positional), as a tuple."""
+    processors: tuple[tuple[Any, Callable[[Any], Any]], ...]
+    """(position or name, the column type's bind processor) of the row's values that have one."""
+    constants: tuple[tuple[Any, Any], ...]
+    """(position or name, value as sent) of the statement's own values (e.g. a literal in its
+    WHERE), in position order."""
+
+    @classmethod
+    def of(
+        cls, statement: Executable, dialect: Dialect, row_keys: tuple[str, ...]
+    ) -> _ManyWrite | None:
+        """None when the statement needs SQLAlchemy's own per-row work: a column default
+        computed in Python, values fetched back, bind names escaped."""
+        compiled = cast(Any, statement).compile(dialect=dialect, column_keys=list(row_keys))
+        if (
+            compiled.insert_prefetch
+            or compiled.postfetch
+            or compiled.effective_returning
+            or compiled.escaped_bind_names
+        ):
+            return None
+        binds: dict[str, Any] = compiled.binds
+        bind_processors: dict[str, Callable[[Any], Any]] = compiled._bind_processors
+        keys = set(row_keys)
+
+        def constant(name: str) -> Any:
+            value = binds[name].effective_value
+            process = bind_processors.get(name)
+            return process(value) if process is not None else value
+
+        processors: tuple[tuple[Any, Callable[[Any], Any]], ...]
+        constants: tuple[tuple[Any, Any], ...]
+        if dialect.positional:
+            order: list[str] = list(compiled.positiontup)
+            taken = [n for n in order if n in keys]
+            processors = tuple(
+                (i, p) for i, n in enumerate(taken) if (p := bind_processors.get(n)) is not None
+            )
+            constants = tuple((i, constant(n)) for i, n in enumerate(order) if n not in keys)
+        else:
+            taken = list(row_keys)
+            processors = tuple(
+                (n, p) for n in row_keys if (p := bind_processors.get(n)) is not None
+            )
+            constants = tuple(
+                (n, constant(n)) for n, b in binds.items() if n not in keys and not b.required
+            )
+        if not taken:
+            raise ValidationError("a write of many rows takes one value of each row at least")
+        getter = itemgetter(*taken) if len(taken) > 1 else lambda row: (row[taken[0]],)
+        return cls(compiled.string, dialect.positional, getter, processors, constants)
+
+    def parameters(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """The driver's parameters of each of `rows`."""
+        get, processors, constants = self.getter, self.processors, self.constants
+        if not self.positional:
+            named = []
+            for row in rows:
+                params = dict(row)
+                for name, process in processors:
+                    params[name] = process(params[name])
+                params.update(constants)
+                named.append(params)
+            return named
+        if not processors and not constants:
+            return [get(row) for row in rows]
+        # A value the row before had too (the same object: a batch's one `now`, a signal's time
+        # on each of its horizons) is processed once.
+        seen: list[Any] = [_NOTHING] * len(processors)
+        made: list[Any] = [None] * len(processors)
+        out = []
+        for row in rows:
+            values = list(get(row))
+            for j, (i, process) in enumerate(processors):
+                value = values[i]
+                if value is not seen[j]:
+                    seen[j], made[j] = value, process(value)
+                values[i] = made[j]
+            for i, value in constants:
+                values.insert(i, value)
+            out.append(tuple(values))
+        return out
+
+
 @dataclass(frozen=True)
 class FillTotals:
     """What one symbol's fills at a broker add up to (`RecordsStore.fill_totals`)."""
@@ -339,8 +435,7 @@ class RecordsStore:
         self._reads = sessionmaker(
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
-        #: `_bulk_insert`'s statements by table name and columns.
-        self._bulk_inserts: dict[tuple[str, tuple[str, ...]], _BulkInsert | None] = {}
+        self._many_writes: dict[Hashable, _ManyWrite | None] = {}  # `_write_many`'s writes
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = False) -> RecordsStore:
@@ -1199,7 +1294,8 @@ class RecordsStore:
     def record_signal_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> None:
         """`record_signal_outcome` for each of `outcomes` (its keyword arguments), with one
         statement for all of them."""
-        rows = [_signal_outcome_row(**o) for o in outcomes]
+        now = _utc(None)  # one time for the statement's rows
+        rows = [_signal_outcome_row(**o, recorded_at=now) for o in outcomes]
         if not rows:
             return
         with self.session() as session:
@@ -1258,9 +1354,17 @@ class RecordsStore:
     def record_fill_costs(self, costs: Iterable[Mapping[str, Any]]) -> None:
         """`record_fill_cost` for each of `costs` (its keyword arguments), once per execution
         id, with one statement for all of them."""
-        rows = [_fill_cost_row(**c) for c in costs]
+        now = _utc(None)  # one time for the statement's rows
+        rows = [_fill_cost_row(**c, recorded_at=now) for c in costs]
+        if not rows:
+            return
+
+        def keep() -> Executable:
+            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+            return insert(cast(Table, FillCost.__table__)).on_conflict_do_nothing()
+
         with self.session() as session:
-            self._insert_ignore_many(session, FillCost, rows)
+            self._write_many(session, "record_fill_costs", keep, rows)
 
     def fill_costs(
         self, *, client_order_id: str | None = None, signal_id: str | None = None
@@ -1348,7 +1452,10 @@ class RecordsStore:
     def record_order_costs(self, costs: Iterable[Mapping[str, Any]]) -> None:
         """`record_order_cost` for each of `costs` (its keyword arguments), with one statement
         for all of them; the last of an order's wins."""
-        rows = {r["client_order_id"]: r for r in (_order_cost_row(**c) for c in costs)}
+        now = _utc(None)  # one time for the statement's rows
+        rows = {
+            r["client_order_id"]: r for r in (_order_cost_row(**c, updated_at=now) for c in costs)
+        }
         if not rows:
             return
         with self.session() as session:
@@ -1399,10 +1506,11 @@ class RecordsStore:
     def open_signals(self, openings: Iterable[Mapping[str, Any]]) -> int:
         """`open_signal_horizons` for each of `openings` (its keyword arguments), with one
         statement for all of them; the last opening of a signal wins. The rows written."""
+        now = _utc(None)  # one time for the statement's rows
         rows = {
             (r["signal_id"], r["horizon_bars"]): r
             for opening in openings
-            for r in _signal_horizon_rows(**opening)
+            for r in _signal_horizon_rows(**opening, opened_at=now)
         }
         if not rows:
             return 0
@@ -1502,6 +1610,7 @@ class RecordsStore:
             {
                 "b_signal_id": _ident(c["signal_id"], "signal_id"),
                 "b_horizon_bars": _horizon(c["horizon_bars"]),
+                "b_closed_at": now,
                 "b_exit_at": _utc(c["exit_at"]),
                 "b_exit_price": _positive(c["exit_price"], "exit_price"),
                 "b_forward_return": _finite(c["forward_return"], "forward_return"),
@@ -1511,25 +1620,28 @@ class RecordsStore:
         ]
         if not rows:
             return
-        table = cast(Table, SignalHorizon.__table__)
-        stmt = (
-            update(table)
-            .where(
-                table.c.signal_id == bindparam("b_signal_id"),
-                table.c.horizon_bars == bindparam("b_horizon_bars"),
-                table.c.status == "open",
+
+        def close() -> Executable:
+            table = cast(Table, SignalHorizon.__table__)
+            return (
+                update(table)
+                .where(
+                    table.c.signal_id == bindparam("b_signal_id"),
+                    table.c.horizon_bars == bindparam("b_horizon_bars"),
+                    table.c.status == "open",
+                )
+                .values(
+                    status="done",
+                    closed_at=bindparam("b_closed_at"),
+                    exit_at=bindparam("b_exit_at"),
+                    exit_price=bindparam("b_exit_price"),
+                    forward_return=bindparam("b_forward_return"),
+                    pnl=bindparam("b_pnl"),
+                )
             )
-            .values(
-                status="done",
-                closed_at=now,
-                exit_at=bindparam("b_exit_at"),
-                exit_price=bindparam("b_exit_price"),
-                forward_return=bindparam("b_forward_return"),
-                pnl=bindparam("b_pnl"),
-            )
-        )
+
         with self.session() as session:
-            session.execute(stmt, rows)
+            self._write_many(session, "close_signal_horizons", close, rows)
 
     def expire_signal_horizons(self, signal_id: str) -> bool:
         """Mark a signal's open horizons expired (their bars never came); False if none was."""
@@ -1565,17 +1677,54 @@ class RecordsStore:
         """INSERT the rows; on a key that exists, set the `set_columns` (default: all but the
         keys) from the new row, where `where` holds."""
         table = cast(Table, model.__table__)
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(table)
         columns = set_columns or [c for c in rows[0] if c not in keys]
-        session.execute(
-            stmt.on_conflict_do_update(
+
+        def upsert() -> Executable:
+            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+            stmt = insert(table)
+            return stmt.on_conflict_do_update(
                 index_elements=keys,
                 set_={c: stmt.excluded[c] for c in columns},
                 where=where,
-            ),
-            rows,
-        )
+            )
+
+        condition = None if where is None else str(where.compile(compile_kwargs=_LITERALS))
+        key = ("upsert", table.name, tuple(keys), tuple(columns), condition)
+        self._write_many(session, key, upsert, rows)
+
+    def _write_many(
+        self,
+        session: Session,
+        key: Hashable,
+        statement: Callable[[], Executable],
+        rows: list[dict[str, Any]],
+    ) -> None:
+        """Run the write `statement()` once per row of `rows` in one executemany of the driver,
+        the statement compiled once per `key` and row keys.
+
+        The pipeline's services write several rows per message (kept messages, trades, fills,
+        TCA's costs and horizons); SQLAlchemy's own executemany builds and processes every
+        row's parameters in Python at several times the cost of the statement itself. Here each
+        row goes to the driver as the column types' bind processors make it, which is what
+        SQLAlchemy would send. A statement that needs SQLAlchemy's per-row work (`_ManyWrite.of`
+        says None), or rows with differing keys, go through SQLAlchemy."""
+        if not rows:
+            return
+        row_keys = tuple(rows[0])
+        cache_key = (key, row_keys)
+        if cache_key not in self._many_writes:
+            self._many_writes[cache_key] = _ManyWrite.of(statement(), self.engine.dialect, row_keys)
+        write = self._many_writes[cache_key]
+        if write is None or any(len(row) != len(row_keys) for row in rows):
+            session.execute(statement(), rows)  # rows of differing keys: SQLAlchemy sorts them
+            return
+        try:
+            params = write.parameters(rows)
+        except TradeosError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # as SQLAlchemy reports a bad parameter
+            raise StatementError(str(e), write.sql, None, e) from e
+        session.connection().exec_driver_sql(write.sql, params)
 
     # ---- batches: many calls, one transaction --------------------------------------------
 
@@ -1652,66 +1801,15 @@ class RecordsStore:
     def _insert_ignore_many(
         self, session: Session, model: type[Base], rows: list[dict[str, Any]]
     ) -> None:
-        """`_insert_ignore` of many rows in one statement (executemany).
-
-        Every message a pipeline service keeps passes here, so the statement is compiled once
-        per table and set of columns (`_BulkInsert`) and each row goes to the driver as the
-        columns' own bind processors make it, without SQLAlchemy's per-row parameter work.
-        Rows of differing columns take SQLAlchemy's executemany."""
-        if not rows:
-            return
+        """`_insert_ignore` of many rows in one statement (executemany); every message a
+        pipeline service keeps passes here (`_write_many`)."""
         table = cast(Table, model.__table__)
-        keys = tuple(rows[0])
-        bulk = None
-        if all(len(row) == len(keys) for row in rows):
-            bulk = self._bulk_insert(table, keys)
-        if bulk is None:
-            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-            session.execute(insert(table).on_conflict_do_nothing(), rows)
-            return
-        try:
-            params = bulk.params(rows)
-        except TradeosError:
-            raise
-        except (KeyError, TypeError, ValueError) as e:  # as SQLAlchemy reports a bad parameter
-            raise StatementError(str(e), bulk.sql, None, e) from e
-        session.connection().exec_driver_sql(bulk.sql, params)
 
-    def _bulk_insert(self, table: Table, keys: tuple[str, ...]) -> _BulkInsert | None:
-        """The compiled INSERT .. ON CONFLICT DO NOTHING of `table`'s columns `keys`, made once;
-        None when the statement needs more than the rows give (a column default computed in
-        Python, bind names other than the columns')."""
-        cache = self._bulk_inserts
-        found = (table.name, keys)
-        if found in cache:
-            return cache[found]
-        dialect = self.engine.dialect
-        insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
-        compiled = (
-            insert(table).on_conflict_do_nothing().compile(dialect=dialect, column_keys=list(keys))
-        )
-        bulk: _BulkInsert | None = None
-        names = compiled.positiontup if dialect.positional else list(compiled.binds)
-        if (
-            set(keys) <= set(table.c.keys())
-            and names is not None
-            and sorted(names) == sorted(keys)
-            and not compiled.insert_prefetch
-            and not compiled.postfetch
-            and not compiled.effective_returning
-            and not compiled.escaped_bind_names
-        ):
-            bulk = _BulkInsert(
-                sql=compiled.string,
-                keys=tuple(names),
-                processors=tuple(
-                    table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                    for name in names
-                ),
-                positional=dialect.positional,
-            )
-        cache[found] = bulk
-        return bulk
+        def insert_ignore() -> Executable:
+            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+            return insert(table).on_conflict_do_nothing()
+
+        self._write_many(session, ("insert_ignore", table.name), insert_ignore, rows)
 
     def orders_of(self, client_order_ids: Iterable[str]) -> dict[str, Order]:
         """The recorded orders among these client order ids, in one query."""
@@ -2178,31 +2276,6 @@ class RecordsStore:
 
 
 @dataclass(frozen=True)
-class _BulkInsert:
-    """An INSERT of one table's columns, compiled for the engine's dialect, and the bind
-    processor of each of its parameters (None: the value goes as it is)."""
-
-    sql: str
-    keys: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
-    positional: bool
-
-    def params(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """The driver's parameters of each row: a tuple in the statement's order (positional
-        dialects), else a dict by name."""
-        get = operator.itemgetter(*self.keys)
-        converted = [(i, f) for i, f in enumerate(self.processors) if f is not None]
-        values: list[Any] = []
-        for row in rows:
-            value = list(get(row)) if len(self.keys) > 1 else [get(row)]
-            for i, f in converted:
-                value[i] = f(value[i])
-            named = dict(zip(self.keys, value, strict=True)) if not self.positional else None
-            values.append(tuple(value) if named is None else named)
-        return values
-
-
-@dataclass(frozen=True)
 class PlacedOrder:
     """A new order and what placed it, for `RecordsStore.record_placed`: the keyword arguments
     of `record_order`, of each `apply_order_update` (`event_id` included, the client order id
@@ -2432,6 +2505,7 @@ def _fill_cost_row(
     shadow_price: float | None = None,
     shadow_fee: float | None = None,
     shadow_price_diff_bps: float | None = None,
+    recorded_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "execution_id": _ident(execution_id, "execution_id"),
@@ -2453,7 +2527,7 @@ def _fill_cost_row(
         "shadow_price": _positive_or_none(shadow_price, "shadow_price"),
         "shadow_fee": _finite_or_none(shadow_fee, "shadow_fee"),
         "shadow_price_diff_bps": _finite_or_none(shadow_price_diff_bps, "shadow_price_diff_bps"),
-        "recorded_at": _utc(None),
+        "recorded_at": _utc(recorded_at),
     }
 
 
@@ -2474,6 +2548,7 @@ def _order_cost_row(
     opportunity_cost: float,
     shortfall: float,
     shortfall_bps: float,
+    updated_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "client_order_id": client_order_id_of(client_order_id),
@@ -2491,7 +2566,7 @@ def _order_cost_row(
         "opportunity_cost": _finite(opportunity_cost, "opportunity_cost"),
         "shortfall": _finite(shortfall, "shortfall"),
         "shortfall_bps": _finite(shortfall_bps, "shortfall_bps"),
-        "updated_at": _utc(None),
+        "updated_at": _utc(updated_at),
     }
 
 
@@ -2509,9 +2584,10 @@ def _signal_horizon_rows(
     avg_price: float,
     fees: float,
     arrival_price: float,
+    opened_at: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """A filled signal's open row at each horizon (bars)."""
-    now = _utc(None)
+    now = _utc(opened_at)
     common = {
         "signal_id": _ident(signal_id, "signal_id"),
         "strategy": canonical_name(strategy, "strategy"),
@@ -2544,6 +2620,7 @@ def _signal_outcome_row(
     holding_seconds: float | None = None,
     execution_id: str | None = None,
     closed_at: datetime | None = None,
+    recorded_at: datetime | None = None,
 ) -> dict[str, Any]:
     values = {
         "signal_id": _ident(signal_id, "signal_id"),
@@ -2555,10 +2632,8 @@ def _signal_outcome_row(
         "holding_seconds": _finite_or_none(holding_seconds, "holding_seconds"),
         "execution_id": _ident(execution_id, "execution_id", optional=True),
         "closed_at": None if closed_at is None else _utc(closed_at),
-        "recorded_at": _utc(None),
+        "recorded_at": _utc(recorded_at),
     }
-    if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
-        raise ValidationError("holding_seconds cannot be negative")
     if values["holding_seconds"] is not None and values["holding_seconds"] < 0:
         raise ValidationError("holding_seconds cannot be negative")
     return values
@@ -2626,6 +2701,8 @@ def _reason(e: StatementError) -> str:
 def _utc(value: datetime | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
+    if value.__class__ is datetime and value.tzinfo is UTC:  # the common case, checked first
+        return value
     if not isinstance(value, datetime):
         raise ValidationError(f"expected a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -2634,6 +2711,8 @@ def _utc(value: datetime | None) -> datetime:
 
 
 def _ident(value: str | None, name: str, *, optional: bool = False, limit: int = 64) -> Any:
+    if value.__class__ is str and 0 < len(value) <= limit and _IDENTIFIER.fullmatch(value):
+        return value  # the common case, checked first
     if value is None and optional:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= limit:
@@ -2656,6 +2735,8 @@ def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
 
 
 def _finite(value: float, name: str) -> float:
+    if value.__class__ is float and math.isfinite(value):  # the common case, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValidationError(f"{name} must be a finite number, got {value!r}")
     return float(value)
@@ -2686,6 +2767,8 @@ def _sequence(value: int | None) -> int | None:
 
 
 def _horizon(value: int) -> int:
+    if value.__class__ is int and 0 < value < 2**31:  # the common case, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
         raise ValidationError(f"expected a positive whole number of bars, got {value!r}")
     return value
