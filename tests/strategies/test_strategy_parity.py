@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +43,7 @@ from tradeos_lab.strategies import (
     crossed_above,
     crossed_below,
 )
+from tradeos_lab.strategies.live import warm_up
 
 
 class BandBreakParams(StrategyParams):
@@ -231,3 +234,37 @@ def test_live_gives_the_batch_signal_on_random_series(
     )
     for strategy in SMALL:
         assert_same_signals(strategy.signals(bars), live_signals(strategy, bars))
+
+
+_KERNELS_LOADED = """
+import sys
+from tradeos_lab.strategies.builtins.sma_cross import SmaCross
+from tradeos_lab.strategies.live import warm_up
+from tradeos_lab.strategies.rules import _choose_nb, _crossings_nb
+if sys.argv[1] == "warm":
+    warm_up([SmaCross()], "1m")
+print(len(_choose_nb.signatures), len(_crossings_nb.signatures))
+"""
+
+
+@pytest.mark.parametrize(("warm", "loaded"), [("warm", True), ("cold", False)])
+def test_warm_up_loads_the_rule_kernels_a_live_strategy_uses(warm: str, loaded: bool) -> None:
+    """In a fresh process, so nothing else has loaded them."""
+    done = subprocess.run(
+        [sys.executable, "-c", _KERNELS_LOADED, warm], capture_output=True, text=True, check=True
+    )
+    counts = [int(n) for n in done.stdout.split()]
+    assert all(counts) if loaded else not any(counts), done.stdout
+
+
+class _Broken(SmaCross):
+    def rule(self, values: Values) -> Decision | FloatArray:
+        raise RuntimeError("broken rule")
+
+
+def test_warm_up_passes_over_a_strategy_that_fails_which_fails_on_its_first_bar() -> None:
+    warm_up([_Broken(), SmaCross()], "1m")
+    live = LiveStrategy(_Broken(), "BTC-USD", "1m")
+    bar = {"ts": pd.Timestamp("2024-01-02", tz="UTC"), "open": 1.0, "high": 1.0, "low": 1.0}
+    with pytest.raises(RuntimeError, match="broken rule"):
+        live.update({**bar, "close": 1.0, "volume": 1.0}, source_message_id=new_message_id())

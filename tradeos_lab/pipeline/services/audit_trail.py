@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 from tradeos_lab.contracts import AuditMessage, RiskEventMessage
 from tradeos_lab.errors import ContractError
 from tradeos_lab.keys import Stream
-from tradeos_lab.pipeline.service import Service
+from tradeos_lab.pipeline.service import Service, ServiceContext
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -28,6 +28,10 @@ class AuditTrail(Service):
     inputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT, Stream.RISK_EVENTS)
     outputs: ClassVar[tuple[Stream, ...]] = ()
 
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.records = ctx.lab.records  # opened at start, not on the first entry
+
     def handle(self, message: Message) -> Sequence[Message]:
         return self.handle_batch([message])[0]
 
@@ -38,5 +42,5 @@ class AuditTrail(Service):
             if not isinstance(message, AuditMessage | RiskEventMessage):
                 raise ContractError(f"the audit trail keeps audit and risk events, not {message!r}")
             kept.append(message)
-        self.ctx.lab.records.keep_messages(kept)
+        self.records.keep_messages(kept)
         return [() for _ in messages]

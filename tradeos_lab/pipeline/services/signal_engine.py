@@ -53,6 +53,7 @@ from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.strategies import BAR_FIELDS, LiveStrategy, Strategy, get_strategy
 from tradeos_lab.strategies.base import strategy_hash
+from tradeos_lab.strategies.live import warm_up
 from tradeos_lab.symbols import Timeframe
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class SignalEngine(Service):
         #: The strategies of the settings (or the deployment), before the system config.
         self.configured = self.given_strategies or load_strategies(ctx.settings.pipeline_strategies)
         self.strategies = self.configured
+        warm_up(self.configured, ctx.settings.pipeline_timeframe)
         #: The pipeline's engine follows the system config; a deployment runs what it was given.
         self.config = None if self.given_strategies else ConfigWatcher(ctx.lab.records)
         #: The system config keys it follows (asked on every bar).
