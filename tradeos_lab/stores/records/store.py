@@ -1715,7 +1715,8 @@ class RecordsStore:
         if cache_key not in self._many_writes:
             self._many_writes[cache_key] = _ManyWrite.of(statement(), self.engine.dialect, row_keys)
         write = self._many_writes[cache_key]
-        if write is None or any(len(row) != len(row_keys) for row in rows):
+        first = rows[0].keys()
+        if write is None or any(row.keys() != first for row in rows):
             session.execute(statement(), rows)  # rows of differing keys: SQLAlchemy sorts them
             return
         try:
@@ -1966,8 +1967,8 @@ class RecordsStore:
                     "record_placed only writes new orders"
                 )
             for model, rows in ((Order, orders), (OrderEvent, events), (Fill, fills)):
-                if rows:
-                    session.execute(cast(Table, model.__table__).insert(), rows)
+                table = cast(Table, model.__table__)
+                self._write_many(session, ("insert", table.name), table.insert, rows)
             self._insert_ignore_many(session, LedgerEntry, ledger)
         return orders
 
