@@ -107,6 +107,9 @@ class Lab:
     def kill_switches(self) -> KillSwitches:
         """The kill switches of the services and the agent: agent source only, so they can never
         clear an operator's halt; every change is audited on the bus."""
+        built = self._kill_switches
+        if built is not None:  # asked for every order: once built, no import and no lock
+            return built
         from tradeos_lab.operator import audit_sink
         from tradeos_lab.tiers.flags import KillSource, KillSwitches
 

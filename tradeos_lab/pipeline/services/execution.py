@@ -177,12 +177,6 @@ class Execution(Service):
         return broker.trade_updates(poll_interval_s=poll).start()
 
     @cached_property
-    def _kill_switches(self) -> KillSwitches:
-        """The lab's kill switches (asked for every order; the lab builds them once, but each
-        ask imports and locks)."""
-        return self.ctx.lab.kill_switches
-
-    @cached_property
     def _quiet_since(self) -> dict[str, float]:
         """Symbol -> monotonic time the records last showed it without open orders."""
         return {}
@@ -315,7 +309,7 @@ class Execution(Service):
         with self._one_at_a_time:
             self._await_broker_state()
             records.keep_intents(intents)
-            switches = self._kill_switches.read_switches(
+            switches = self.ctx.lab.kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
             )
             self._batch = _Batch(trades=[])
@@ -392,7 +386,7 @@ class Execution(Service):
                 return request, self._fold(found)[0]
         if known_order is None or known_order.status == OrderStatus.NEW.value:
             # Not yet placed: the kill switch is asked again right before the broker is.
-            decision = self._kill_switches.check_order(
+            decision = self.ctx.lab.kill_switches.check_order(
                 intent.strategy,
                 intent.symbol,
                 intent.side,

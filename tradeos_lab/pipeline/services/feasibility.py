@@ -34,7 +34,6 @@ it (nothing new is parked). A timer sweeps the queue: an intent not approved in 
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Sequence
@@ -88,7 +87,7 @@ from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records.models import LedgerEntry, Order
 from tradeos_lab.tiers.flags import BreakerState, Decision, ParkedIntent, reduces_exposure
 from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
-from tradeos_lab.tiers.flags.kill_switches import KillSwitches, SwitchesRead
+from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -159,12 +158,6 @@ class Feasibility(Service):
         self._note_unplaced(message, outputs)
         self.config.acknowledge(changes)
         return outputs
-
-    @functools.cached_property
-    def _kill_switches(self) -> KillSwitches:
-        """The lab's kill switches (asked for every order; the lab builds them once, but each
-        ask imports and locks)."""
-        return self.ctx.lab.kill_switches
 
     def _follow_profile(self, parent: Message) -> tuple[dict[str, Any], list[Message]]:
         """When another profile was chosen: read it now, and its `audit` entry."""
@@ -256,7 +249,7 @@ class Feasibility(Service):
         pairs = list(dict.fromkeys((s.strategy, s.symbol) for s in signals))
         symbols = list(dict.fromkeys(s.symbol for s in signals))
         books = self._books(pairs)
-        switches = self._kill_switches.read_switches(pairs)
+        switches = self.ctx.lab.kill_switches.read_switches(pairs)
         try:
             breaker: BreakerState | None = broker_circuit(lab)
         except (redis.RedisError, TradeosError):
@@ -328,7 +321,7 @@ class Feasibility(Service):
         The kill switch is read first and alone; a flags-tier failure on any later read refuses
         the order under the rule that needed it (fail closed)."""
         lab = self.ctx.lab
-        kill = self._kill_switches.check_order(
+        kill = self.ctx.lab.kill_switches.check_order(
             p.signal.strategy,
             p.signal.symbol,
             p.side,
