@@ -53,7 +53,7 @@ from tradeos_lab.contracts import (
     new_message,
 )
 from tradeos_lab.errors import ProviderError, TransientError, ValidationError
-from tradeos_lab.stores.records import Order, RecordsStore
+from tradeos_lab.stores.records import Order, RecordsStore, fill_columns
 from tradeos_lab.stores.records.store import client_order_id_of
 from tradeos_lab.tiers.flags import KillMode, KillScope, KillSource, KillSwitch, KillSwitches
 
@@ -499,18 +499,7 @@ def _update(run: _Run, order: BrokerOrder) -> bool:
 
 
 def _record_fill(run: _Run, fill: BrokerFill) -> None:
-    run.records.record_fill(
-        execution_id=fill.execution_id,
-        client_order_id=fill.client_order_id,
-        symbol=fill.symbol,
-        side=fill.side.value,
-        quantity=fill.quantity,
-        price=fill.price,
-        fee=fill.fee,
-        filled_at=fill.ts,
-        broker=run.broker,
-        external=True,
-    )
+    run.records.record_fill(**fill_columns(fill), broker=run.broker, external=True)
 
 
 def _pending(run: _Run, fills: Iterable[BrokerFill]) -> None:

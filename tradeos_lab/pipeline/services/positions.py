@@ -37,6 +37,7 @@ from tradeos_lab.contracts import (
 from tradeos_lab.errors import ContractError, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, Timer
+from tradeos_lab.stores.records import fill_columns
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -194,14 +195,7 @@ class Positions(Service):
                 )
         self.records.record_fills(
             {
-                "execution_id": fill.execution_id,
-                "client_order_id": fill.client_order_id,
-                "symbol": fill.symbol,
-                "side": fill.side.value,
-                "quantity": fill.quantity,
-                "price": fill.price,
-                "fee": fill.fee,
-                "filled_at": fill.ts,
+                **fill_columns(fill),
                 "broker": brokers[fill.client_order_id] or self.broker.name,
             }
             for fill in fills

@@ -38,6 +38,7 @@ from tradeos_lab.contracts import Bar, FillMessage, FillV1Message, new_message
 from tradeos_lab.errors import ContractError, LakeInUse, TransientError, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, Timer
+from tradeos_lab.stores.records import fill_columns
 from tradeos_lab.symbols import Timeframe
 from tradeos_lab.tca import (
     horizon_result,
@@ -243,18 +244,11 @@ class TcaMonitor(Service):
                 }
             costs.append(
                 {
-                    "execution_id": fill.execution_id,
-                    "client_order_id": fill.client_order_id,
+                    **fill_columns(fill),
                     "correlation_id": m.message.correlation_id,
                     "signal_id": chain.trade.raw_signal_id,
                     "strategy": chain.order.strategy,
                     "broker": broker,
-                    "symbol": fill.symbol,
-                    "side": fill.side.value,
-                    "quantity": fill.quantity,
-                    "price": fill.price,
-                    "fee": fill.fee,
-                    "filled_at": fill.ts,
                     "arrival_price": None if arrival is None else arrival.close,
                     "arrival_at": None if arrival is None else arrival.ts,
                     "slippage_bps": None

@@ -32,6 +32,7 @@ from tradeos_lab.stores.records.store import (
     Attribution,
     FillAmountRow,
     FillCostRow,
+    FillFacts,
     FillTotals,
     PlacedOrder,
     RecordsStore,
@@ -39,6 +40,7 @@ from tradeos_lab.stores.records.store import (
     SignalRow,
     TradeChainRow,
     create_records_engine,
+    fill_columns,
 )
 from tradeos_lab.stores.records.timescale import (
     enable_timescaledb,
@@ -57,6 +59,7 @@ __all__ = [
     "FillAmountRow",
     "FillCost",
     "FillCostRow",
+    "FillFacts",
     "FillTotals",
     "IntentRecord",
     "LedgerEntry",
@@ -85,6 +88,7 @@ __all__ = [
     "advance",
     "create_records_engine",
     "enable_timescaledb",
+    "fill_columns",
     "timescaledb_available",
     "timescaledb_installed",
 ]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config
@@ -57,7 +57,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Bundle, Session, sessionmaker
 
-from tradeos_lab.contracts.enums import OrderStatus
+from tradeos_lab.contracts.enums import OrderStatus, Side
 from tradeos_lab.contracts.messages import (
     AuditMessage,
     IntentMessage,
@@ -318,6 +318,42 @@ class _ManyWrite:
                 values.insert(i, value)
             out.append(tuple(values))
         return out
+
+
+class FillFacts(Protocol):
+    """What a fill says of itself, in a `fills.raw` payload or a broker's report alike."""
+
+    @property
+    def execution_id(self) -> str: ...
+    @property
+    def client_order_id(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def side(self) -> Side: ...
+    @property
+    def quantity(self) -> float: ...
+    @property
+    def price(self) -> float: ...
+    @property
+    def fee(self) -> float: ...
+    @property
+    def ts(self) -> datetime: ...
+
+
+def fill_columns(fill: FillFacts) -> dict[str, Any]:
+    """The fill's own columns in the records (`record_fill`'s keywords but where it came from:
+    `broker`, `external`)."""
+    return {
+        "execution_id": fill.execution_id,
+        "client_order_id": fill.client_order_id,
+        "symbol": fill.symbol,
+        "side": fill.side.value,
+        "quantity": fill.quantity,
+        "price": fill.price,
+        "fee": fill.fee,
+        "filled_at": fill.ts,
+    }
 
 
 @dataclass(frozen=True)
