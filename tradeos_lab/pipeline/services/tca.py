@@ -397,16 +397,19 @@ class TcaMonitor(Service):
                             continue
                         expired.append(signal_id)
                     ended[signal_id] = _Concluded.of(rows, closing)
+            # Signals a crash left with nothing open: a query over every horizon kept, so only
+            # until it finds fewer than it asks for. Read before this run's closes, so the
+            # signals this run ends (concluded below anyway) neither fill it nor keep it going.
+            left: list[str] = []
+            if not self._swept:
+                left = self.records.signals_to_conclude(SWEEP_LIMIT)
+                self._swept = len(left) < SWEEP_LIMIT
             with self.records.batch():
                 self.records.close_signal_horizons(closes)
                 for signal_id in expired:
                     self.records.expire_signal_horizons(signal_id)
-                # Every signal with nothing open left: those this run ended, and (a query over
-                # every horizon kept, so only until it finds none) those a crash left.
-                left: list[str] = []
-                if not self._swept:
-                    left = self.records.signals_to_conclude(SWEEP_LIMIT)
-                    self._swept = len(left) < SWEEP_LIMIT
+                # Every signal with nothing open left: those this run ended, and those a crash
+                # left.
                 out = self._conclude(ended, [s for s in left if s not in ended])
             self._score(scored | self._unscored)
         return out
