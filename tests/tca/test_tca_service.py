@@ -28,6 +28,7 @@ from tradeos_lab.errors import ContractError, ValidationError
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.registry import PIPELINE_ORDER, service_class
 from tradeos_lab.pipeline.service import ServiceContext
+from tradeos_lab.pipeline.services import tca as tca_service
 from tradeos_lab.pipeline.services.execution import Execution
 from tradeos_lab.pipeline.services.tca import HORIZONS_BARS, TcaMonitor
 from tradeos_lab.settings import PIPELINE_SERVICES, SharedRedisServerWarning
@@ -224,6 +225,29 @@ def test_a_signal_whose_horizons_closed_before_a_crash_is_concluded_after_it(
     assert audit.payload.new_value["outcome"] == "loss"  # type: ignore[attr-defined]
     with lab.records.session() as s:
         assert [o.outcome for o in s.query(SignalOutcome)] == ["loss"]
+    assert restarted.complete() == []
+
+
+def test_signals_a_run_ends_do_not_crowd_a_crash_leftover_out_of_the_sweep(
+    lab: Lab, ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tca_service, "SWEEP_LIMIT", 1)  # the sweep takes one signal a run
+    tca = TcaMonitor(ctx)
+    tca.handle(_traded(lab, ctx, 0, 100.0))  # ended by the run below
+    tca.handle(_traded(lab, ctx, 1, 100.0))  # closed by a run that died before concluding
+    (left,) = {h.signal_id for h in lab.records.signal_horizons() if h.signal_at > T0}
+    for h in lab.records.signal_horizons(signal_id=left):
+        lab.records.close_signal_horizon(
+            h.signal_id, h.horizon_bars, exit_at=T0, exit_price=99.0, forward_return=-0.01, pnl=-2
+        )
+    _bars(lab, dict.fromkeys(range(2, 61), 100.0))
+    restarted = TcaMonitor(ctx)
+    audits = restarted.complete()  # the older signal it ends first, the leftover in the same run
+    assert sorted(a.payload.target for a in audits) == sorted(  # type: ignore[attr-defined]
+        f"signal:{s}" for s in {h.signal_id for h in lab.records.signal_horizons()}
+    )
+    with lab.records.session() as s:
+        assert len(s.query(SignalOutcome).all()) == 2
     assert restarted.complete() == []
 
 

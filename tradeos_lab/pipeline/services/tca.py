@@ -177,13 +177,20 @@ class TcaMonitor(Service):
         `bars`: the cached bars read for the batch, by series."""
         tf = Timeframe.parse(signal.payload["timeframe"])
         ts: datetime = signal.ts
-        if (signal.symbol, tf) not in bars:
-            bars[signal.symbol, tf] = _Series.of(self.ctx.lab.cache.get_bars(signal.symbol, tf))
-        after = ts - timedelta(seconds=tf.seconds)
-        found = self._bars(signal.symbol, tf, after=after, count=1, cached=bars[signal.symbol, tf])
-        if not len(found) or found.ts_ns[0] != _ns(ts):
+        cached = bars.get((signal.symbol, tf))
+        if cached is None:
+            cached = bars[signal.symbol, tf] = _Series.of(
+                self.ctx.lab.cache.get_bars(signal.symbol, tf)
+            )
+        at = _ns(ts)
+        if cached.holds(at):  # the bar is looked up where it is, as `_bars` would slice it
+            found, i = cached, cached.first_after(at - tf.seconds * 1_000_000_000)
+        else:
+            after = ts - timedelta(seconds=tf.seconds)
+            found, i = self._bars(signal.symbol, tf, after=after, count=1, cached=cached), 0
+        if i >= len(found) or found.ts_ns[i] != at:
             return None
-        return _Arrival(signal.symbol, tf, ts, float(found.close[0]), found)
+        return _Arrival(signal.symbol, tf, ts, float(found.close[i]), found, i)
 
     def _bars(
         self,
@@ -397,16 +404,19 @@ class TcaMonitor(Service):
                             continue
                         expired.append(signal_id)
                     ended[signal_id] = _Concluded.of(rows, closing)
+            # Signals a crash left with nothing open: a query over every horizon kept, so only
+            # until it finds fewer than it asks for. Read before this run's closes, so the
+            # signals this run ends (concluded below anyway) neither fill it nor keep it going.
+            left: list[str] = []
+            if not self._swept:
+                left = self.records.signals_to_conclude(SWEEP_LIMIT)
+                self._swept = len(left) < SWEEP_LIMIT
             with self.records.batch():
                 self.records.close_signal_horizons(closes)
                 for signal_id in expired:
                     self.records.expire_signal_horizons(signal_id)
-                # Every signal with nothing open left: those this run ended, and (a query over
-                # every horizon kept, so only until it finds none) those a crash left.
-                left: list[str] = []
-                if not self._swept:
-                    left = self.records.signals_to_conclude(SWEEP_LIMIT)
-                    self._swept = len(left) < SWEEP_LIMIT
+                # Every signal with nothing open left: those this run ended, and those a crash
+                # left.
                 out = self._conclude(ended, [s for s in left if s not in ended])
             self._score(scored | self._unscored)
         return out
@@ -593,9 +603,13 @@ class _Series:
         """Whether the bars start at or before `at_ns` (epoch nanoseconds)."""
         return len(self.ts_ns) > 0 and int(self.ts_ns[0]) <= at_ns
 
+    def first_after(self, after_ns: int) -> int:
+        """The index of the first bar after `after_ns` (epoch nanoseconds); `len` if none."""
+        return int(np.searchsorted(self.ts_ns, after_ns, side="right"))
+
     def after(self, after: datetime, count: int) -> _Series:
         """Up to `count` bars after `after`."""
-        start = int(np.searchsorted(self.ts_ns, _ns(after), side="right"))
+        start = self.first_after(_ns(after))
         end = start + count
         return _Series(
             self.ts_ns[start:end],
@@ -656,26 +670,27 @@ class _Concluded:
 
 @dataclass(frozen=True, slots=True)
 class _Arrival:
-    """A fill's arrival bar (`found`, a series of that one bar): a `Bar` is built of it only
-    for the shadow fill of a real venue's fill."""
+    """A fill's arrival bar (bar `at` of `found`, its series as read): a `Bar` is built of it
+    only for the shadow fill of a real venue's fill."""
 
     symbol: str
     timeframe: Timeframe
     ts: datetime
     close: float
     found: _Series
+    at: int
 
     def bar(self) -> Bar:
-        found = self.found
+        found, at = self.found, self.at
         return Bar(
             symbol=self.symbol,
             timeframe=self.timeframe,
             ts=self.ts,
-            open=float(found.open[0]),
-            high=float(found.high[0]),
-            low=float(found.low[0]),
+            open=float(found.open[at]),
+            high=float(found.high[at]),
+            low=float(found.low[at]),
             close=self.close,
-            volume=float(found.volume[0]),
+            volume=float(found.volume[at]),
             source="cache",
         )
 

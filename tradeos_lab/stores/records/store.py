@@ -174,7 +174,23 @@ _SIGNAL_ROWS = select(
     SignalRecord.payload,
 ).where(SignalRecord.message_id.in_(bindparam("ids", expanding=True)))
 _HORIZONS_OF_OPEN_SIGNALS = (
-    select(cast(Table, SignalHorizon.__table__))
+    select(
+        SignalHorizon.signal_id,
+        SignalHorizon.horizon_bars,
+        SignalHorizon.strategy,
+        SignalHorizon.symbol,
+        SignalHorizon.timeframe,
+        SignalHorizon.signal_at,
+        SignalHorizon.side,
+        SignalHorizon.quantity,
+        SignalHorizon.avg_price,
+        SignalHorizon.fees,
+        SignalHorizon.arrival_price,
+        SignalHorizon.status,
+        SignalHorizon.exit_at,
+        SignalHorizon.pnl,
+        SignalHorizon.opened_at,
+    )
     .where(
         SignalHorizon.signal_id.in_(
             select(SignalHorizon.signal_id).where(SignalHorizon.status == "open")
@@ -1598,7 +1614,9 @@ class RecordsStore:
 
     def horizons_of_open_signals(self) -> list[SignalHorizonRow]:
         """Every horizon, open or not, of each signal with one still open, in signal order:
-        what the tca service's timer closes, and the rest it concludes a signal from."""
+        what the tca service's timer closes, and the rest it concludes a signal from. Only the
+        columns it needs (all but `strength`, `exit_price`, `forward_return`, `closed_at`):
+        it reads every horizon of every filled signal once at least."""
         with self.reading() as session:
             return list(session.execute(_HORIZONS_OF_OPEN_SIGNALS))
 
