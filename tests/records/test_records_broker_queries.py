@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tradeos_lab.contracts import RawSignal, new_message
+from tradeos_lab.contracts import ModifiedSignal, RawSignal, derive, new_message
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.stores.records import RecordsStore
 
@@ -94,6 +94,51 @@ def test_signal_by_message_id(store: RecordsStore) -> None:
         T0,
         "1m",
     )
+
+
+def test_raw_signal_ids_of_name_what_each_kept_signal_was_made_from(store: RecordsStore) -> None:
+    raw = new_message(
+        RawSignal(
+            strategy="sma_cross",
+            symbol="BTC-USD",
+            timeframe="1m",
+            ts=T0,
+            direction="long",
+            strength=0.5,
+            confidence=0.7,
+            features={"sma_fast": 101.0},
+            source_message_id="01890000-0000-7000-8000-000000000000",
+        ),
+        producer="signal_engine",
+    )
+    modified = derive(
+        raw,
+        ModifiedSignal(
+            raw_signal_id=raw.message_id,
+            strategy="sma_cross",
+            symbol="BTC-USD",
+            timeframe="1m",
+            ts=T0,
+            direction="long",
+            raw_strength=0.5,
+            adjusted_strength=0.4,
+            confidence=0.7,
+            modifiers=[],
+        ),
+        producer="signal_modifier",
+    )
+    store.keep_messages([raw, modified])  # type: ignore[list-item]
+    unknown = "01890000-0000-7000-8000-000000000009"
+    ids = [modified.message_id, raw.message_id, unknown, modified.message_id]
+    found = store.raw_signal_ids_of(ids)
+    # what the kept payloads say, read whole
+    assert found == {
+        k: row.payload.get("raw_signal_id") for k, row in store.signal_rows_of(ids).items()
+    }
+    assert found == {modified.message_id: raw.message_id, raw.message_id: None}
+    assert store.raw_signal_ids_of([]) == {}
+    with pytest.raises(ValidationError):
+        store.raw_signal_ids_of([""])
 
 
 def test_find_order_is_none_for_an_unknown_client_order_id(store: RecordsStore) -> None:

@@ -137,6 +137,7 @@ _READ_ONLY = "tradeos_records_read_only"
 _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN.removeprefix("^").removesuffix("$"))
+_WORD = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
 
 # The tca service's reads, built once rather than per call: plain columns, no ORM objects.
@@ -166,6 +167,21 @@ _TRADE_CHAINS: Select[Any, Any] = (
     .join(Order, Order.client_order_id == Trade.client_order_id)
     .where(Trade.execution_id.in_(bindparam("ids", expanding=True)))
 )
+# Execution's reads of a batch of intents, built once rather than per call, on the tables
+# themselves: a plain column read needs none of the ORM's per-statement work.
+_INTENTS = cast(Table, IntentRecord.__table__)
+_ORDERS = cast(Table, Order.__table__)
+_SIGNALS = cast(Table, SignalRecord.__table__)
+_KEPT_INTENTS = select(_INTENTS.c.message_id).where(
+    _INTENTS.c.message_id.in_(bindparam("ids", expanding=True))
+)
+_KNOWN_ORDERS = select(_ORDERS.c.client_order_id).where(
+    _ORDERS.c.client_order_id.in_(bindparam("ids", expanding=True))
+)
+_RAW_SIGNAL_IDS = select(
+    _SIGNALS.c.message_id,
+    _SIGNALS.c.payload["raw_signal_id"].as_string().label("raw_signal_id"),
+).where(_SIGNALS.c.message_id.in_(bindparam("ids", expanding=True)))
 _SIGNAL_ROWS = select(
     SignalRecord.message_id,
     SignalRecord.strategy,
@@ -1813,8 +1829,7 @@ class RecordsStore:
         if not ids:
             return
         with self.reading() as session:
-            stmt = select(IntentRecord.message_id).where(IntentRecord.message_id.in_(ids))
-            kept = set(session.scalars(stmt))
+            kept = set(session.scalars(_KEPT_INTENTS, {"ids": ids}))
         missing = [m for m in messages if m.message_id not in kept]
         if missing:
             self.keep_messages(missing)
@@ -1834,6 +1849,19 @@ class RecordsStore:
             return {}
         with self.reading() as session:
             return {s.message_id: s for s in session.execute(_SIGNAL_ROWS, {"ids": ids})}
+
+    def raw_signal_ids_of(self, message_ids: Iterable[str]) -> dict[str, str | None]:
+        """The `raw_signal_id` of each kept signal with these message ids (None for a raw
+        signal), in one query: the database reads the one field of each payload, so Execution's
+        batch of intents decodes no signal's whole payload to name its raw signal."""
+        ids = list({_ident(m, "message_id") for m in message_ids})
+        if not ids:
+            return {}
+        with self.reading() as session:
+            return {
+                r.message_id: r.raw_signal_id
+                for r in session.execute(_RAW_SIGNAL_IDS, {"ids": ids})
+            }
 
     def _insert_ignore_many(
         self, session: Session, model: type[Base], rows: list[dict[str, Any]]
@@ -1911,8 +1939,7 @@ class RecordsStore:
         if not cids:
             return set()
         with self.reading() as session:
-            stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
-            return set(session.scalars(stmt))
+            return set(session.scalars(_KNOWN_ORDERS, {"ids": cids}))
 
     def known_fills(self, execution_ids: Iterable[str]) -> set[str]:
         """Which of these execution ids the records hold, in one query."""
@@ -2760,7 +2787,7 @@ def _ident(value: str | None, name: str, *, optional: bool = False, limit: int =
 
 
 def _word(value: str, name: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", value):
+    if not isinstance(value, str) or not _WORD.fullmatch(value):
         raise ValidationError(f"{name} must be a lower-case word, got {value!r}")
     return value
 
