@@ -314,7 +314,7 @@ class PaperBroker:
                 if plan is not None:
                     plans[index] = plan
                     taken.add(request.client_order_id)
-            placed = self.records.record_placed(list(plans.values()))
+            placed = self.records.record_placed(list(plans.values()), known=known)
             made = dict(zip(plans, placed, strict=True))
             reports: list[OrderReport] = []
             for index, request in enumerate(requests):

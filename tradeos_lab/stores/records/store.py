@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -1950,7 +1951,9 @@ class RecordsStore:
             stmt = select(Fill.execution_id).where(Fill.execution_id.in_(ids))
             return set(session.scalars(stmt))
 
-    def record_placed(self, placed: Sequence[PlacedOrder]) -> list[dict[str, Any]]:
+    def record_placed(
+        self, placed: Sequence[PlacedOrder], *, known: AbstractSet[str] | None = None
+    ) -> list[dict[str, Any]]:
         """New orders with the broker updates and the fills that placed them, written with one
         statement per table for all of them: the rows `record_order`, then `apply_order_update`
         and `record_fill` in the given order, would write one call at a time (the same checks,
@@ -1958,7 +1961,11 @@ class RecordsStore:
         the records do not hold yet: a client order id already recorded raises
         `ValidationError` (its updates go one by one through `apply_order_update`). The orders are
         returned as the rows written (the columns of `Order`), not as ORM objects: a batch of
-        orders needs none of their tracking."""
+        orders needs none of their tracking.
+
+        `known`: the client order ids the records hold as `known_orders` read them in this same
+        `batch()`, checked instead of reading them again; an order recorded since that read is
+        still refused, by the orders' unique client order id (`StoreError`)."""
         orders: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         fills: list[dict[str, Any]] = []
@@ -2019,14 +2026,13 @@ class RecordsStore:
             return []
         cids = [row["client_order_id"] for row in orders]
         with self.session() as session:
-            known = list(
-                session.scalars(
-                    select(Order.client_order_id).where(Order.client_order_id.in_(cids))
-                )
-            )
-            if known or len(set(cids)) < len(cids):
+            if known is None:
+                held = set(session.scalars(_KNOWN_ORDERS, {"ids": cids}))
+            else:
+                held = {cid for cid in cids if cid in known}
+            if held or len(set(cids)) < len(cids):
                 raise ValidationError(
-                    f"orders {sorted(set(known)) or cids} are already recorded (or given twice): "
+                    f"orders {sorted(held) or cids} are already recorded (or given twice): "
                     "record_placed only writes new orders"
                 )
             for model, rows in ((Order, orders), (OrderEvent, events), (Fill, fills)):
