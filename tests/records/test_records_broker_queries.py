@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tradeos_lab.contracts import RawSignal, new_message
-from tradeos_lab.errors import ValidationError
-from tradeos_lab.stores.records import RecordsStore
+from tradeos_lab.contracts import ModifiedSignal, RawSignal, derive, new_message
+from tradeos_lab.errors import StoreError, ValidationError
+from tradeos_lab.stores.records import PlacedOrder, RecordsStore
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 
@@ -94,6 +94,115 @@ def test_signal_by_message_id(store: RecordsStore) -> None:
         T0,
         "1m",
     )
+
+
+def test_raw_signal_ids_of_name_what_each_kept_signal_was_made_from(store: RecordsStore) -> None:
+    raw = new_message(
+        RawSignal(
+            strategy="sma_cross",
+            symbol="BTC-USD",
+            timeframe="1m",
+            ts=T0,
+            direction="long",
+            strength=0.5,
+            confidence=0.7,
+            features={"sma_fast": 101.0},
+            source_message_id="01890000-0000-7000-8000-000000000000",
+        ),
+        producer="signal_engine",
+    )
+    modified = derive(
+        raw,
+        ModifiedSignal(
+            raw_signal_id=raw.message_id,
+            strategy="sma_cross",
+            symbol="BTC-USD",
+            timeframe="1m",
+            ts=T0,
+            direction="long",
+            raw_strength=0.5,
+            adjusted_strength=0.4,
+            confidence=0.7,
+            modifiers=[],
+        ),
+        producer="signal_modifier",
+    )
+    store.keep_messages([raw, modified])  # type: ignore[list-item]
+    unknown = "01890000-0000-7000-8000-000000000009"
+    ids = [modified.message_id, raw.message_id, unknown, modified.message_id]
+    found = store.raw_signal_ids_of(ids)
+    # what the kept payloads say, read whole
+    assert found == {
+        k: row.payload.get("raw_signal_id") for k, row in store.signal_rows_of(ids).items()
+    }
+    assert found == {modified.message_id: raw.message_id, raw.message_id: None}
+    assert store.raw_signal_ids_of([]) == {}
+    with pytest.raises(ValidationError):
+        store.raw_signal_ids_of([""])
+
+
+def _placed(cid: str) -> PlacedOrder:
+    """A paper order accepted and filled on one bar, as the paper broker places it in bulk."""
+    order = {"client_order_id": cid, "symbol": "BTC-USD", "side": "buy", "quantity": 2.0}
+    accepted = {"event_id": f"{cid}:accepted:1", "status": "accepted", "broker_at": T0}
+    filled = {
+        "event_id": f"{cid}:1",
+        "status": "filled",
+        "broker_at": T0,
+        "filled_quantity": 2.0,
+        "avg_price": 100.0,
+        "sequence": 1,
+    }
+    fill = {
+        "execution_id": f"{cid}:1",
+        "client_order_id": cid,
+        "symbol": "BTC-USD",
+        "side": "buy",
+        "quantity": 2.0,
+        "price": 100.0,
+        "filled_at": T0,
+    }
+    return PlacedOrder({**order, "broker": "paper", "at": T0}, [accepted, filled], [fill])
+
+
+def test_record_placed_with_the_known_orders_of_its_batch_writes_what_it_reads_itself(
+    store: RecordsStore,
+) -> None:
+    with store.batch():
+        given = store.record_placed([_placed("a")], known=store.known_orders(["a"]))
+    read = store.record_placed([_placed("b")])
+
+    def same(row: dict[str, object]) -> dict[str, object]:
+        drop = ("client_order_id", "broker_order_id", "created_at", "updated_at")
+        return {k: v for k, v in row.items() if k not in drop}
+
+    assert [same(r) for r in given] == [same(r) for r in read]
+    assert [(f.execution_id, f.quantity) for f in store.fills("a")] == [("a:1", 2.0)]
+    assert store.order("a").status == store.order("b").status == "filled"
+
+
+def test_record_placed_refuses_a_known_order_and_one_recorded_since_the_batch_read(
+    store: RecordsStore,
+) -> None:
+    _order(store, "a")
+    with store.batch():
+        known = store.known_orders(["a", "b"])
+        assert known == {"a"}
+        with pytest.raises(ValidationError, match="already recorded"):
+            store.record_placed([_placed("a")], known=known)
+    assert store.fills("a") == []
+
+    # recorded after the read that `known` holds: the orders' unique client order id refuses it
+    def placed_after_recorded() -> None:
+        with store.batch():
+            known = store.known_orders(["b"])
+            _order(store, "b")
+            store.record_placed([_placed("b")], known=known)
+
+    with pytest.raises(StoreError):
+        placed_after_recorded()
+    assert store.find_order("b") is None  # the batch rolled back whole
+    assert store.fills("b") == []
 
 
 def test_find_order_is_none_for_an_unknown_client_order_id(store: RecordsStore) -> None:

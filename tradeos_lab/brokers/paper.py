@@ -49,7 +49,9 @@ LatestBar = Callable[[str], Bar | None]
 
 _TIMES_IN_FORCE = (TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK)
 _ORDER_TYPES = (OrderType.MARKET, OrderType.LIMIT)
-_ACCEPTED = "accepted"
+_ACCEPTED = OrderStatus.ACCEPTED.value
+_FILLED = OrderStatus.FILLED.value
+_PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED.value
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,7 @@ class PaperBroker:
                 if plan is not None:
                     plans[index] = plan
                     taken.add(request.client_order_id)
-            placed = self.records.record_placed(list(plans.values()))
+            placed = self.records.record_placed(list(plans.values()), known=known)
             made = dict(zip(plans, placed, strict=True))
             reports: list[OrderReport] = []
             for index, request in enumerate(requests):
@@ -328,16 +330,14 @@ class PaperBroker:
 
     def _plan(self, request: OrderRequest) -> PlacedOrder | None:
         """How a new order placed now goes, as `submit` would write it; None when it is not one
-        `submit_many` places in bulk (see there)."""
+        `submit_many` places in bulk (see there). The request's enums are read once here."""
+        order_type = OrderType(request.order_type)
         tif = TimeInForce(request.time_in_force)
         if (
-            _unsupported(request) is not None
+            order_type not in _ORDER_TYPES  # unsupported: `submit` rejects it
+            or tif not in _TIMES_IN_FORCE
             or self.config.latency_bars
-            or tif
-            in (
-                TimeInForce.IOC,
-                TimeInForce.FOK,
-            )
+            or tif in (TimeInForce.IOC, TimeInForce.FOK)
         ):
             return None
         bar = self.latest_bar(request.symbol)
@@ -345,13 +345,13 @@ class PaperBroker:
             return None
         cid = request.client_order_id
         now = self._now()
-        side = Side(request.side).value
+        side = Side(request.side)
         values: dict[str, Any] = {
             "client_order_id": cid,
             "symbol": request.symbol,
-            "side": side,
+            "side": side.value,
             "quantity": request.quantity,
-            "order_type": OrderType(request.order_type).value,
+            "order_type": order_type.value,
             "limit_price": request.limit_price,
             "stop_price": request.stop_price,
             "time_in_force": tif.value,
@@ -366,7 +366,7 @@ class PaperBroker:
         updates: list[dict[str, Any]] = [
             {
                 "event_id": f"{cid}:{_ACCEPTED}:{epoch}",
-                "status": OrderStatus.ACCEPTED.value,
+                "status": _ACCEPTED,
                 "broker_at": now,
                 "broker_order_id": broker_id,
                 "sequence": 0,
@@ -378,7 +378,7 @@ class PaperBroker:
             bar,
             side=side,
             quantity=request.quantity,
-            order_type=values["order_type"],
+            order_type=order_type,
             limit_price=request.limit_price,
             time_in_force=tif,
         )
@@ -390,7 +390,7 @@ class PaperBroker:
                     "execution_id": execution_id,
                     "client_order_id": cid,
                     "symbol": request.symbol,
-                    "side": side,
+                    "side": side.value,
                     "quantity": quantity,
                     "price": price,
                     "fee": model.fee,
@@ -402,7 +402,7 @@ class PaperBroker:
             updates.append(
                 {
                     "event_id": execution_id,
-                    "status": (OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED).value,
+                    "status": _FILLED if done else _PARTIALLY_FILLED,
                     "broker_at": now,
                     "filled_quantity": request.quantity if done else quantity,
                     "avg_price": price,

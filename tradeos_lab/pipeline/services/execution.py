@@ -316,12 +316,9 @@ class Execution(Service):
             try:
                 with records.batch():
                     known = records.known_orders(client_order_id_for(m.message_id) for m in intents)
-                    self._batch.raw_signals = {
-                        signal_id: (row.payload or {}).get("raw_signal_id")
-                        for signal_id, row in records.signal_rows_of(
-                            m.payload.signal_id for m in intents if m.payload.signal_id is not None
-                        ).items()
-                    }
+                    self._batch.raw_signals = records.raw_signal_ids_of(
+                        m.payload.signal_id for m in intents if m.payload.signal_id is not None
+                    )
                     prepared = [self._prepare(m, switches, known=known) for m in intents]
                     # an order refused here was recorded after `known` was read
                     known.update(r.client_order_id for r, done in prepared if done is not None)

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -137,6 +138,7 @@ _READ_ONLY = "tradeos_records_read_only"
 _IDENTIFIER = re.compile(r"[\x21-\x7e]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN.removeprefix("^").removesuffix("$"))
+_WORD = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _KeptT = TypeVar("_KeptT", SignalRecord, IntentRecord, RiskEventRecord, AuditRecord)
 
 # The tca service's reads, built once rather than per call: plain columns, no ORM objects.
@@ -166,6 +168,21 @@ _TRADE_CHAINS: Select[Any, Any] = (
     .join(Order, Order.client_order_id == Trade.client_order_id)
     .where(Trade.execution_id.in_(bindparam("ids", expanding=True)))
 )
+# Execution's reads of a batch of intents, built once rather than per call, on the tables
+# themselves: a plain column read needs none of the ORM's per-statement work.
+_INTENTS = cast(Table, IntentRecord.__table__)
+_ORDERS = cast(Table, Order.__table__)
+_SIGNALS = cast(Table, SignalRecord.__table__)
+_KEPT_INTENTS = select(_INTENTS.c.message_id).where(
+    _INTENTS.c.message_id.in_(bindparam("ids", expanding=True))
+)
+_KNOWN_ORDERS = select(_ORDERS.c.client_order_id).where(
+    _ORDERS.c.client_order_id.in_(bindparam("ids", expanding=True))
+)
+_RAW_SIGNAL_IDS = select(
+    _SIGNALS.c.message_id,
+    _SIGNALS.c.payload["raw_signal_id"].as_string().label("raw_signal_id"),
+).where(_SIGNALS.c.message_id.in_(bindparam("ids", expanding=True)))
 _SIGNAL_ROWS = select(
     SignalRecord.message_id,
     SignalRecord.strategy,
@@ -1831,8 +1848,7 @@ class RecordsStore:
         if not ids:
             return
         with self.reading() as session:
-            stmt = select(IntentRecord.message_id).where(IntentRecord.message_id.in_(ids))
-            kept = set(session.scalars(stmt))
+            kept = set(session.scalars(_KEPT_INTENTS, {"ids": ids}))
         missing = [m for m in messages if m.message_id not in kept]
         if missing:
             self.keep_messages(missing)
@@ -1852,6 +1868,19 @@ class RecordsStore:
             return {}
         with self.reading() as session:
             return {s.message_id: s for s in session.execute(_SIGNAL_ROWS, {"ids": ids})}
+
+    def raw_signal_ids_of(self, message_ids: Iterable[str]) -> dict[str, str | None]:
+        """The `raw_signal_id` of each kept signal with these message ids (None for a raw
+        signal), in one query: the database reads the one field of each payload, so Execution's
+        batch of intents decodes no signal's whole payload to name its raw signal."""
+        ids = list({_ident(m, "message_id") for m in message_ids})
+        if not ids:
+            return {}
+        with self.reading() as session:
+            return {
+                r.message_id: r.raw_signal_id
+                for r in session.execute(_RAW_SIGNAL_IDS, {"ids": ids})
+            }
 
     def _insert_ignore_many(
         self, session: Session, model: type[Base], rows: list[dict[str, Any]]
@@ -1929,8 +1958,7 @@ class RecordsStore:
         if not cids:
             return set()
         with self.reading() as session:
-            stmt = select(Order.client_order_id).where(Order.client_order_id.in_(cids))
-            return set(session.scalars(stmt))
+            return set(session.scalars(_KNOWN_ORDERS, {"ids": cids}))
 
     def known_fills(self, execution_ids: Iterable[str]) -> set[str]:
         """Which of these execution ids the records hold, in one query."""
@@ -1941,7 +1969,9 @@ class RecordsStore:
             stmt = select(Fill.execution_id).where(Fill.execution_id.in_(ids))
             return set(session.scalars(stmt))
 
-    def record_placed(self, placed: Sequence[PlacedOrder]) -> list[dict[str, Any]]:
+    def record_placed(
+        self, placed: Sequence[PlacedOrder], *, known: AbstractSet[str] | None = None
+    ) -> list[dict[str, Any]]:
         """New orders with the broker updates and the fills that placed them, written with one
         statement per table for all of them: the rows `record_order`, then `apply_order_update`
         and `record_fill` in the given order, would write one call at a time (the same checks,
@@ -1949,7 +1979,11 @@ class RecordsStore:
         the records do not hold yet: a client order id already recorded raises
         `ValidationError` (its updates go one by one through `apply_order_update`). The orders are
         returned as the rows written (the columns of `Order`), not as ORM objects: a batch of
-        orders needs none of their tracking."""
+        orders needs none of their tracking.
+
+        `known`: the client order ids the records hold as `known_orders` read them in this same
+        `batch()`, checked instead of reading them again; an order recorded since that read is
+        still refused, by the orders' unique client order id (`StoreError`)."""
         orders: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         fills: list[dict[str, Any]] = []
@@ -2010,14 +2044,13 @@ class RecordsStore:
             return []
         cids = [row["client_order_id"] for row in orders]
         with self.session() as session:
-            known = list(
-                session.scalars(
-                    select(Order.client_order_id).where(Order.client_order_id.in_(cids))
-                )
-            )
-            if known or len(set(cids)) < len(cids):
+            if known is None:
+                held = set(session.scalars(_KNOWN_ORDERS, {"ids": cids}))
+            else:
+                held = {cid for cid in cids if cid in known}
+            if held or len(set(cids)) < len(cids):
                 raise ValidationError(
-                    f"orders {sorted(set(known)) or cids} are already recorded (or given twice): "
+                    f"orders {sorted(held) or cids} are already recorded (or given twice): "
                     "record_placed only writes new orders"
                 )
             for model, rows in ((Order, orders), (OrderEvent, events), (Fill, fills)):
@@ -2778,7 +2811,7 @@ def _ident(value: str | None, name: str, *, optional: bool = False, limit: int =
 
 
 def _word(value: str, name: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", value):
+    if not isinstance(value, str) or not _WORD.fullmatch(value):
         raise ValidationError(f"{name} must be a lower-case word, got {value!r}")
     return value
 
