@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from tradeos_lab.agent.config import ConfigWatcher, applied
 from tradeos_lab.contracts import (
@@ -126,6 +126,22 @@ _KIND: Final = {
     "rate_limit": RiskKind.RATE_LIMITED,
 }
 _CRITICAL: Final = frozenset({"kill_switch", "max_daily_loss", "circuit_breaker"})
+#: What `Feasibility._books` asks the records for each batch, built once: a strategy's and the
+#: account's net position in a symbol (the ledger), the strategy's working orders there, and
+#: which of the intents cleared here have an order recorded.
+_NET: Final = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
+_HELD: Final = select(_NET).where(
+    LedgerEntry.strategy == bindparam("strategy"), LedgerEntry.symbol == bindparam("symbol")
+)
+_ACCOUNT: Final = select(_NET).where(LedgerEntry.symbol == bindparam("symbol"))
+_WORKING_ORDERS: Final = select(Order.side, Order.quantity, Order.filled_quantity).where(
+    Order.strategy == bindparam("strategy"),
+    Order.symbol == bindparam("symbol"),
+    Order.status.in_(_WORKING),
+)
+_PLACED: Final = select(Order.client_order_id).where(
+    Order.client_order_id.in_(bindparam("cids", expanding=True))
+)
 #: What an intent lists as the checks it passed: every rule, in order.
 _CHECKS: Final = tuple(name for name, _ in RULES)
 
@@ -365,7 +381,6 @@ class Feasibility(Service):
         whose order the records now hold (counted in the working orders or the ledger)."""
         from tradeos_lab.pipeline.services.execution import client_order_id_for
 
-        net = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
         out: dict[tuple[str, str], _Book] = {}
         stale = time.monotonic() - UNPLACED_MAX_AGE_S
         for pair in list(self._unplaced):
@@ -378,29 +393,17 @@ class Feasibility(Service):
                     for pair, entries in self._unplaced.items()
                     for i in entries.entries
                 }
-                placed = session.scalars(
-                    select(Order.client_order_id).where(Order.client_order_id.in_(cids))
-                )
-                for cid in placed:
+                for cid in session.scalars(_PLACED, {"cids": list(cids)}):
                     pair, intent_id = cids[cid]
                     self._unplaced[pair].discard(intent_id)
             for strategy, symbol in pairs:
-                held = session.scalar(
-                    select(net).where(
-                        LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
-                    )
-                )
+                where = {"strategy": strategy, "symbol": symbol}
+                held = session.scalar(_HELD, where)
                 working = sum(
                     (quantity - filled) * (1 if side == Side.BUY.value else -1)
-                    for side, quantity, filled in session.execute(
-                        select(Order.side, Order.quantity, Order.filled_quantity).where(
-                            Order.strategy == strategy,
-                            Order.symbol == symbol,
-                            Order.status.in_(_WORKING),
-                        )
-                    )
+                    for side, quantity, filled in session.execute(_WORKING_ORDERS, where)
                 )
-                account = session.scalar(select(net).where(LedgerEntry.symbol == symbol))
+                account = session.scalar(_ACCOUNT, {"symbol": symbol})
                 out[strategy, symbol] = _Book(float(held or 0.0), working, float(account or 0.0))
         return out
 
@@ -434,7 +437,8 @@ class Feasibility(Service):
         return self.profiles.get() if self._batch is None else self._batch.profile
 
     def _read_limits(self) -> RiskLimits:
-        get = self.ctx.lab.records.get_config
+        """The limits in one read of the records' system config."""
+        get = self.ctx.lab.records.config_values().get
         return RiskLimits(
             max_order_notional=float(get(MAX_ORDER_NOTIONAL_KEY, DEFAULT_MAX_ORDER_NOTIONAL)),
             exit_cooldown_s=float(get(EXIT_COOLDOWN_KEY, DEFAULT_EXIT_COOLDOWN_S)),
