@@ -28,6 +28,7 @@ from tradeos_lab.contracts import (
     new_message,
     new_message_id,
 )
+from tradeos_lab.contracts.ids import derived_message_id
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.runner import ServiceRunner
@@ -273,6 +274,42 @@ def test_a_refusal_is_kept_in_the_records_under_its_bus_ids(lab: Lab) -> None:
     assert [r.message_id for r in lab.records.risk_events()] == [event.message_id]
     kept = [r.message_id for r in lab.records.audit_trail() if r.producer == Feasibility.name]
     assert kept == [audit.message_id]
+
+
+def test_outputs_are_built_under_the_ids_the_runner_gives_them_in_a_batch_and_alone(
+    lab: Lab,
+) -> None:
+    """Feasibility builds its outputs under their derived ids itself (nothing re-stamps them):
+    a batch and the same signals handled one by one give the same ids and payloads, and the
+    records keep each once under those ids."""
+    signals = [
+        _signal(),  # crypto on a Saturday: cleared (intent, audit)
+        _signal(symbol="AAPL"),  # the exchange is closed: refused (risk event, audit)
+        _signal(strategy="rsi_reversion", confidence=0.3),  # too unsure: skipped (audit)
+    ]
+
+    def ctx(name: str) -> ServiceContext:
+        return ServiceContext(lab, lab.settings, name, clock=lambda: SATURDAY)
+
+    batch = Feasibility(ctx("feasibility-batch")).handle_batch(signals)
+    alone = [Feasibility(ctx("feasibility-alone")).handle(s) for s in signals]
+    assert [[type(m.payload) for m in out] for out in batch] == [
+        [Intent, Audit],
+        [RiskEvent, Audit],
+        [Audit],
+    ]
+    for signal, out, again in zip(signals, batch, alone, strict=True):
+        ids = [
+            derived_message_id(signal.message_id, stage=Feasibility.name, index=i) for i in (0, 1)
+        ]
+        assert [m.message_id for m in out] == ids[: len(out)]
+        assert [m.message_id for m in again] == ids[: len(out)]
+        assert [m.payload for m in again] == [m.payload for m in out]
+        assert {m.causation_id for m in out} == {signal.message_id}
+    assert [r.message_id for r in lab.records.intents()] == [batch[0][0].message_id]
+    assert [r.message_id for r in lab.records.risk_events()] == [batch[1][0].message_id]
+    kept = [r.message_id for r in lab.records.audit_trail() if r.producer == Feasibility.name]
+    assert sorted(kept) == sorted([batch[1][1].message_id, batch[2][0].message_id])
 
 
 def test_an_explicit_clear_resumes_intents(lab: Lab) -> None:

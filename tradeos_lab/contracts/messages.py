@@ -356,12 +356,16 @@ def derive(
     *,
     producer: str,
     produced_at: datetime | None = None,
+    message_id: str | None = None,
 ) -> Envelope[P]:
-    """A new message caused by `parent`: same correlation id, `causation_id` = parent's id."""
+    """A new message caused by `parent`: same correlation id, `causation_id` = parent's id.
+
+    `message_id`: the id the runner will give it (`derived_message_id`), for a stage that keeps
+    its outputs itself; a fresh one otherwise."""
     return _build(
         payload,
         producer=producer,
-        message_id=new_message_id(),
+        message_id=message_id or new_message_id(),
         correlation_id=parent.correlation_id,
         causation_id=parent.message_id,
         produced_at=produced_at,

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from tradeos_lab.agent.config import ConfigWatcher, applied
 from tradeos_lab.contracts import (
@@ -82,6 +82,7 @@ from tradeos_lab.pipeline.services.signal_modifier import (
     ProfileSource,
     kept,
     kept_many,
+    output_id,
 )
 from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records.models import LedgerEntry, Order
@@ -90,7 +91,7 @@ from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
 from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
 if TYPE_CHECKING:
-    from tradeos_lab.contracts import Message
+    from tradeos_lab.contracts import Message, Payload
     from tradeos_lab.lab import Lab
 
 #: The broker's circuit breaker and rate limiter on the flags tier, shared with Execution.
@@ -125,6 +126,24 @@ _KIND: Final = {
     "rate_limit": RiskKind.RATE_LIMITED,
 }
 _CRITICAL: Final = frozenset({"kill_switch", "max_daily_loss", "circuit_breaker"})
+#: What `Feasibility._books` asks the records for each batch, built once: a strategy's and the
+#: account's net position in a symbol (the ledger), the strategy's working orders there, and
+#: which of the intents cleared here have an order recorded.
+_NET: Final = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
+_HELD: Final = select(_NET).where(
+    LedgerEntry.strategy == bindparam("strategy"), LedgerEntry.symbol == bindparam("symbol")
+)
+_ACCOUNT: Final = select(_NET).where(LedgerEntry.symbol == bindparam("symbol"))
+_WORKING_ORDERS: Final = select(Order.side, Order.quantity, Order.filled_quantity).where(
+    Order.strategy == bindparam("strategy"),
+    Order.symbol == bindparam("symbol"),
+    Order.status.in_(_WORKING),
+)
+_PLACED: Final = select(Order.client_order_id).where(
+    Order.client_order_id.in_(bindparam("cids", expanding=True))
+)
+#: What an intent lists as the checks it passed: every rule, in order.
+_CHECKS: Final = tuple(name for name, _ in RULES)
 
 
 class Feasibility(Service):
@@ -232,16 +251,17 @@ class Feasibility(Service):
 
     def _note_unplaced(self, parent: Message, outputs: Sequence[Message]) -> None:
         """Count the intent among `outputs` (under the id the runner gives it) as working."""
-        now = time.monotonic()
+        signal = parent.payload
+        if not isinstance(signal, ModifiedSignal):
+            return
         for index, output in enumerate(outputs):
-            if isinstance(output.payload, Intent):
-                intent = output.payload
+            intent = output.payload
+            if isinstance(intent, Intent):
                 signed = intent.quantity if intent.side is Side.BUY else -intent.quantity
-                intent_id = derived_message_id(parent.message_id, stage=self.name, index=index)
-                ts = parent.payload.ts if isinstance(parent.payload, ModifiedSignal) else None
-                if ts is not None:
-                    pair = (intent.strategy, intent.symbol)
-                    self._unplaced.setdefault(pair, _OnTheWay()).add(intent_id, signed, now, ts)
+                intent_id = output_id(parent.message_id, self.name, index)
+                pair = (intent.strategy, intent.symbol)
+                on_the_way = self._unplaced.setdefault(pair, _OnTheWay())
+                on_the_way.add(intent_id, signed, time.monotonic(), signal.ts)
 
     def _read_batch(self, signals: Sequence[ModifiedSignal]) -> _BatchFacts:
         """The facts every decision of a batch reads, each store asked once."""
@@ -361,7 +381,6 @@ class Feasibility(Service):
         whose order the records now hold (counted in the working orders or the ledger)."""
         from tradeos_lab.pipeline.services.execution import client_order_id_for
 
-        net = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
         out: dict[tuple[str, str], _Book] = {}
         stale = time.monotonic() - UNPLACED_MAX_AGE_S
         for pair in list(self._unplaced):
@@ -374,29 +393,17 @@ class Feasibility(Service):
                     for pair, entries in self._unplaced.items()
                     for i in entries.entries
                 }
-                placed = session.scalars(
-                    select(Order.client_order_id).where(Order.client_order_id.in_(cids))
-                )
-                for cid in placed:
+                for cid in session.scalars(_PLACED, {"cids": list(cids)}):
                     pair, intent_id = cids[cid]
                     self._unplaced[pair].discard(intent_id)
             for strategy, symbol in pairs:
-                held = session.scalar(
-                    select(net).where(
-                        LedgerEntry.strategy == strategy, LedgerEntry.symbol == symbol
-                    )
-                )
+                where = {"strategy": strategy, "symbol": symbol}
+                held = session.scalar(_HELD, where)
                 working = sum(
                     (quantity - filled) * (1 if side == Side.BUY.value else -1)
-                    for side, quantity, filled in session.execute(
-                        select(Order.side, Order.quantity, Order.filled_quantity).where(
-                            Order.strategy == strategy,
-                            Order.symbol == symbol,
-                            Order.status.in_(_WORKING),
-                        )
-                    )
+                    for side, quantity, filled in session.execute(_WORKING_ORDERS, where)
                 )
-                account = session.scalar(select(net).where(LedgerEntry.symbol == symbol))
+                account = session.scalar(_ACCOUNT, {"symbol": symbol})
                 out[strategy, symbol] = _Book(float(held or 0.0), working, float(account or 0.0))
         return out
 
@@ -430,7 +437,8 @@ class Feasibility(Service):
         return self.profiles.get() if self._batch is None else self._batch.profile
 
     def _read_limits(self) -> RiskLimits:
-        get = self.ctx.lab.records.get_config
+        """The limits in one read of the records' system config."""
+        get = self.ctx.lab.records.config_values().get
         return RiskLimits(
             max_order_notional=float(get(MAX_ORDER_NOTIONAL_KEY, DEFAULT_MAX_ORDER_NOTIONAL)),
             exit_cooldown_s=float(get(EXIT_COOLDOWN_KEY, DEFAULT_EXIT_COOLDOWN_S)),
@@ -563,8 +571,17 @@ class Feasibility(Service):
 
     # ---- outputs ----------------------------------------------------------------------------
 
+    def _emit(self, parent: Message, index: int, payload: Payload) -> Message:
+        """Output `index` of `parent`, built under the id the runner gives it, so neither
+        `kept_many` nor the intents noted as working derive or stamp it again."""
+        message_id = output_id(parent.message_id, self.name, index)
+        return derive(
+            parent, payload, producer=self.name, produced_at=self.ctx.now(), message_id=message_id
+        )
+
     def _clear(self, p: _Proposal, profile: ActiveProfile) -> list[Message]:
         signal = p.signal
+        label = profile.label
         intent = Intent(
             symbol=signal.symbol,
             side=p.side,
@@ -573,25 +590,25 @@ class Feasibility(Service):
             time_in_force=TimeInForce.GTC if is_crypto(signal.symbol) else TimeInForce.DAY,
             strategy=signal.strategy,
             reduce_only=p.reduces,
-            checks_passed=[name for name, _ in RULES],
+            checks_passed=list(_CHECKS),
             signal_id=p.message.message_id,
-            policy_profile=profile.label,
+            policy_profile=label,
         )
-        out = derive(p.message, intent, producer=self.name, produced_at=self.ctx.now())
+        out = self._emit(p.message, 0, intent)
         threshold = profile.approval_notional
         if threshold is not None and not p.reduces and p.quantity * p.price > threshold:
             return self._park(p, profile, out, threshold)
-        audit = self.ctx.audit(
-            p.message,
+        side = p.side.value
+        audit = self.ctx.audit_payload(
             action="intent.cleared",
             target=f"symbol:{signal.symbol}",
             reason=(
-                f"{signal.strategy} {p.side.value} {p.quantity:g} {signal.symbol} at ~{p.price:g} "
-                f"passed {len(RULES)} checks under {profile.label}{p.note}"
+                f"{signal.strategy} {side} {p.quantity:g} {signal.symbol} at ~{p.price:g} "
+                f"passed {len(RULES)} checks under {label}{p.note}"
             ),
-            new_value={"side": p.side.value, "quantity": p.quantity, "price": p.price},
+            new_value={"side": side, "quantity": p.quantity, "price": p.price},
         )
-        return [out, audit]
+        return [out, self._emit(p.message, 1, audit)]
 
     def _park(
         self, p: _Proposal, profile: ActiveProfile, out: Message, threshold: float
@@ -640,14 +657,13 @@ class Feasibility(Service):
             f"above its approval threshold {threshold:,.2f}: it waits up to "
             f"{profile.approval_ttl_s:g} s for an operator"
         )
-        audit = self.ctx.audit(
-            p.message,
+        audit = self.ctx.audit_payload(
             action="intent.parked",
             target=f"intent:{intent_id}",
             reason=reason,
             new_value={"side": p.side.value, "quantity": p.quantity, "notional": notional},
         )
-        return [audit]
+        return [self._emit(p.message, 0, audit)]
 
     def timers(self) -> Sequence[Timer]:
         return (Timer("approval_expiry", APPROVAL_SWEEP_S, self.expire_approvals),)
@@ -701,30 +717,28 @@ class Feasibility(Service):
             "quantity": p.quantity,
             "price": p.price,
         }
-        event = self.ctx.risk_event(
-            p.message,
+        event = self.ctx.risk_event_payload(
             kind=_KIND.get(rule, RiskKind.LIMIT_BREACH),
             severity=Severity.CRITICAL if rule in _CRITICAL else Severity.WARNING,
             scope=f"symbol:{p.signal.symbol}",
             detail=f"{rule}: {reason}"[:4000],
             data=facts,
         )
-        audit = self.ctx.audit(
-            p.message,
+        audit = self.ctx.audit_payload(
             action="intent.refused",
             target=f"rule:{rule}",
             reason=reason[:4000],
             new_value=facts,
         )
-        return [event, audit]
+        return [self._emit(p.message, 0, event), self._emit(p.message, 1, audit)]
 
     def _skip(self, message: Message, signal: ModifiedSignal, reason: str) -> Message:
-        return self.ctx.audit(
-            message,
+        audit = self.ctx.audit_payload(
             action="intent.skipped",
             target=f"symbol:{signal.symbol}",
             reason=reason,
         )
+        return self._emit(message, 0, audit)
 
 
 # ---- helpers --------------------------------------------------------------------------------

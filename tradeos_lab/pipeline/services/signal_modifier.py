@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 from sqlalchemy import select
@@ -132,6 +133,14 @@ def ensure_default_profiles(records: RecordsStore, *, now: float | None = None) 
     return created
 
 
+@lru_cache(maxsize=8192)
+def output_id(parent_id: str, stage: str, index: int) -> str:
+    """The id the runner gives output `index` of `stage` for message `parent_id`
+    (`derived_message_id`), derived once: a stage that builds its outputs under their ids asks
+    for it, and `kept_many` again for the same outputs."""
+    return derived_message_id(parent_id, stage=stage, index=index)
+
+
 def kept(
     records: RecordsStore, parent: Message, outputs: Sequence[Message], *, stage: str
 ) -> list[Message]:
@@ -150,15 +159,20 @@ def kept_many(
     *,
     stage: str,
 ) -> list[list[Message]]:
-    """`kept` for a batch: every parent's outputs stamped, all kept with one write per table."""
+    """`kept` for a batch: every parent's outputs stamped (an output built under its id already
+    is taken as it is), all kept with one write per table."""
     stamped: list[list[Message]] = []
     keep: list[KeptMessage] = []
     for parent, messages in zip(parents, outputs, strict=True):
         with_intent = any(isinstance(m, IntentMessage) for m in messages)
         mine: list[Message] = []
         for index, output in enumerate(messages):
-            message_id = derived_message_id(parent.message_id, stage=stage, index=index)
-            message = output.model_copy(update={"message_id": message_id})
+            message_id = output_id(parent.message_id, stage, index)
+            message = (
+                output
+                if output.message_id == message_id
+                else output.model_copy(update={"message_id": message_id})
+            )
             if isinstance(message, ModifiedSignalMessage | IntentMessage | RiskEventMessage) or (
                 isinstance(message, AuditMessage) and not with_intent
             ):

@@ -639,6 +639,8 @@ _E = TypeVar("_E", bound=StrEnum)
 
 
 def _enum(kind: type[_E], value: object, what: str) -> _E:
+    if isinstance(value, kind):
+        return value  # a member already (every order Feasibility checks)
     try:
         if not isinstance(value, str):
             raise ValueError(value)
