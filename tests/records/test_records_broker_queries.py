@@ -43,6 +43,43 @@ def test_open_orders_are_those_still_working_at_their_broker(store: RecordsStore
     assert store.open_orders(symbol="ETH-USD") == []
 
 
+def test_working_order_reads_search_the_status_index_not_the_order_history(
+    store: RecordsStore,
+) -> None:
+    """The paper broker's open orders of a symbol (each bar) and Feasibility's working orders of
+    a strategy in a symbol (each batch) read the working orders through the status index, so
+    their cost does not grow with the orders ever recorded. SQLite's plan, of the statements as
+    they run."""
+    from sqlalchemy import event
+
+    from tradeos_lab.pipeline.services.feasibility import _WORKING_ORDERS
+
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("the query plan checked is SQLite's")
+    ran: list[tuple[str, object]] = []
+
+    def capture(_conn: object, _cursor: object, sql: str, params: object, *_: object) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and "FROM orders" in sql:
+            ran.append((sql, params))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        store.open_orders(broker="paper", symbol="BTC-USD")
+        with store.reading() as session:
+            session.execute(_WORKING_ORDERS, {"strategy": "s", "symbol": "BTC-USD"}).all()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    assert len(ran) == 2
+    with store.engine.connect() as conn:
+        for sql, params in ran:
+            plan = " ".join(
+                r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+            )
+            assert "USING INDEX ix_orders_status_symbol_strategy (status=? AND symbol=?" in plan, (
+                plan
+            )
+
+
 def test_fills_of_an_order_oldest_first(store: RecordsStore) -> None:
     _order(store, "a")
     _fill(store, "ex-22", "a", "buy", 1, 100.0)

@@ -91,6 +91,10 @@ class Order(Base):
         CheckConstraint(
             "filled_quantity >= 0 AND filled_quantity <= quantity", name="filled_quantity"
         ),
+        # The working orders of a symbol (the paper broker on each bar) or of a strategy in it
+        # (Feasibility's book, each batch) are read by status first: the read costs what the
+        # working orders cost, not the whole order history.
+        Index("ix_orders_status_symbol_strategy", "status", "symbol", "strategy"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
