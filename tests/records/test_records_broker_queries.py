@@ -7,11 +7,29 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tradeos_lab.contracts import ModifiedSignal, RawSignal, derive, new_message
+from tradeos_lab.contracts import Message, ModifiedSignal, RawSignal, derive, new_message
 from tradeos_lab.errors import StoreError, ValidationError
 from tradeos_lab.stores.records import PlacedOrder, RecordsStore
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+
+
+def _raw_signal() -> Message:
+    """A kept-signal test's raw signal of sma_cross on BTC-USD at T0."""
+    return new_message(
+        RawSignal(
+            strategy="sma_cross",
+            symbol="BTC-USD",
+            timeframe="1m",
+            ts=T0,
+            direction="long",
+            strength=0.5,
+            confidence=0.7,
+            features={"sma_fast": 101.0},
+            source_message_id="01890000-0000-7000-8000-000000000000",
+        ),
+        producer="signal_engine",
+    )
 
 
 def _order(store: RecordsStore, cid: str, side: str = "buy", broker: str = "paper") -> None:
@@ -102,20 +120,7 @@ def test_fill_totals_net_quantity_cash_and_fees_per_symbol(store: RecordsStore) 
 
 
 def test_signal_by_message_id(store: RecordsStore) -> None:
-    raw = new_message(
-        RawSignal(
-            strategy="sma_cross",
-            symbol="BTC-USD",
-            timeframe="1m",
-            ts=T0,
-            direction="long",
-            strength=0.5,
-            confidence=0.7,
-            features={},
-            source_message_id="01890000-0000-7000-8000-000000000000",
-        ),
-        producer="signal_engine",
-    )
+    raw = _raw_signal()
     assert store.signal(raw.message_id) is None
     store.record_signal(raw)  # type: ignore[arg-type]
     kept = store.signal(raw.message_id)
@@ -134,20 +139,7 @@ def test_signal_by_message_id(store: RecordsStore) -> None:
 
 
 def test_raw_signal_ids_of_name_what_each_kept_signal_was_made_from(store: RecordsStore) -> None:
-    raw = new_message(
-        RawSignal(
-            strategy="sma_cross",
-            symbol="BTC-USD",
-            timeframe="1m",
-            ts=T0,
-            direction="long",
-            strength=0.5,
-            confidence=0.7,
-            features={"sma_fast": 101.0},
-            source_message_id="01890000-0000-7000-8000-000000000000",
-        ),
-        producer="signal_engine",
-    )
+    raw = _raw_signal()
     modified = derive(
         raw,
         ModifiedSignal(
