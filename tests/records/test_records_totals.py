@@ -236,3 +236,12 @@ def test_upgrade_from_0011_backfills_the_totals_and_downgrade_drops_them(
     store.upgrade()
     _assert_totals_are_the_sums(store)
     assert _kept(store)[0]["momo", "AAPL"][-1] == 4
+    # The migrations run again over the same tables (the version lost) count nothing twice.
+    counts = [{key: values[-1] for key, values in t.items()} for t in _kept(store)]
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version"))
+    store.upgrade()
+    assert [{key: values[-1] for key, values in t.items()} for t in _kept(store)] == counts
+    _assert_totals_are_the_sums(store)
+    store.record_fill(**_fill("e7", "m-sell", "AAPL", "sell", 0.5, 96.0))
+    _assert_totals_are_the_sums(store)
