@@ -50,6 +50,8 @@ RECORD_TABLES = {
     "policy_profile_versions",
     "weight_adjustments",
     "config_proposals",
+    "position_totals",
+    "fill_totals",
 }
 ALEMBIC_INI = Path(__file__).parents[2] / "tradeos_lab/stores/records/alembic.ini"
 

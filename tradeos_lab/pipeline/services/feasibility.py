@@ -85,7 +85,7 @@ from tradeos_lab.pipeline.services.signal_modifier import (
     output_id,
 )
 from tradeos_lab.providers.alpaca import is_crypto
-from tradeos_lab.stores.records.models import LedgerEntry, Order
+from tradeos_lab.stores.records.models import LedgerEntry, Order, PositionTotal
 from tradeos_lab.tiers.flags import BreakerState, Decision, ParkedIntent, reduces_exposure
 from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
 from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
@@ -127,13 +127,15 @@ _KIND: Final = {
 }
 _CRITICAL: Final = frozenset({"kill_switch", "max_daily_loss", "circuit_breaker"})
 #: What `Feasibility._books` asks the records for each batch, built once: a strategy's and the
-#: account's net position in a symbol (the ledger), the strategy's working orders there, and
-#: which of the intents cleared here have an order recorded.
-_NET: Final = func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)
+#: account's net position in a symbol (the ledger's sums, read from `position_totals`, which
+#: the database keeps as entries are written, so the read does not grow with the history of
+#: fills), the strategy's working orders there, and which of the intents cleared here have an
+#: order recorded.
+_NET: Final = func.coalesce(func.sum(PositionTotal.quantity), 0.0)
 _HELD: Final = select(_NET).where(
-    LedgerEntry.strategy == bindparam("strategy"), LedgerEntry.symbol == bindparam("symbol")
+    PositionTotal.strategy == bindparam("strategy"), PositionTotal.symbol == bindparam("symbol")
 )
-_ACCOUNT: Final = select(_NET).where(LedgerEntry.symbol == bindparam("symbol"))
+_ACCOUNT: Final = select(_NET).where(PositionTotal.symbol == bindparam("symbol"))
 _WORKING_ORDERS: Final = select(Order.side, Order.quantity, Order.filled_quantity).where(
     Order.strategy == bindparam("strategy"),
     Order.symbol == bindparam("symbol"),

@@ -197,6 +197,45 @@ class LedgerEntry(Base):
     executed_at: Mapped[datetime]
 
 
+NO_STRATEGY = ""
+"""`PositionTotal.strategy` of ledger entries without a strategy (a key column cannot be NULL:
+NULLs never collide in a unique key)."""
+
+
+class PositionTotal(Base):
+    """The ledger summed per strategy and symbol, kept by database triggers on
+    `position_ledger` (migration 0012), so a position is read in one row however long the
+    ledger grows."""
+
+    __tablename__ = "position_totals"
+
+    strategy: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The entries' strategy, `NO_STRATEGY` for entries without one."""
+    symbol: Mapped[str] = mapped_column(String(20), primary_key=True)
+    quantity: Mapped[float]
+    """Sum of `signed_quantity`."""
+    entries: Mapped[int] = mapped_column(Integer)
+    """How many ledger entries are summed: the row goes when the last one does."""
+
+
+class FillTotal(Base):
+    """A broker's fills summed per symbol (`RecordsStore.fill_totals`), kept by database
+    triggers on `fills` (migration 0012), so an account is read in one row per symbol however
+    many fills it had."""
+
+    __tablename__ = "fill_totals"
+
+    broker: Mapped[str] = mapped_column(String(32), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(20), primary_key=True)
+    quantity: Mapped[float]
+    """Bought minus sold."""
+    cash_flow: Mapped[float]
+    """Proceeds of sells minus cost of buys, before fees."""
+    fees: Mapped[float]
+    fills: Mapped[int] = mapped_column(Integer)
+    """How many fills are summed: the row goes when the last one does."""
+
+
 class Trade(Base):
     """A filled order with its full attribution chain, so every P&L traces back to its data."""
 

@@ -93,6 +93,7 @@ from tradeos_lab.stores.records.models import (
     ConfigProposal,
     Fill,
     FillCost,
+    FillTotal,
     IntentRecord,
     LedgerEntry,
     NewsArticleRecord,
@@ -103,6 +104,7 @@ from tradeos_lab.stores.records.models import (
     PolicyProfile,
     PolicyProfileVersion,
     PositionSnapshot,
+    PositionTotal,
     RiskEventRecord,
     SignalHorizon,
     SignalOutcome,
@@ -852,17 +854,14 @@ class RecordsStore:
         """Per symbol, what `broker`'s fills add up to: net quantity, net cash and fees paid.
 
         An account kept in the records is these totals plus its starting cash, so it is the same
-        after a restart as before.
+        after a restart as before. Read from `fill_totals`, which the database keeps as fills
+        are written (cash leaves the account on a buy and comes in on a sell), so the read does
+        not grow with the history of fills.
         """
-        buy = Fill.side == "buy"
-        signed = case((buy, Fill.quantity), else_=-Fill.quantity)
-        # Cash leaves the account on a buy and comes in on a sell.
-        cash = case((buy, -Fill.quantity * Fill.price), else_=Fill.quantity * Fill.price)
         stmt = (
-            select(Fill.symbol, func.sum(signed), func.sum(cash), func.sum(Fill.fee))
-            .where(Fill.broker == _word(broker, "broker"))
-            .group_by(Fill.symbol)
-            .order_by(Fill.symbol)
+            select(FillTotal.symbol, FillTotal.quantity, FillTotal.cash_flow, FillTotal.fees)
+            .where(FillTotal.broker == _word(broker, "broker"))
+            .order_by(FillTotal.symbol)
         )
         with self.reading() as session:
             return {
@@ -1079,12 +1078,13 @@ class RecordsStore:
         """The signed position in `symbol` from the ledger: positive long, negative short.
 
         `strategy=None` sums across strategies. Every fill counts once (by execution id).
+        Read from `position_totals`, the ledger's sums the database keeps as entries are written.
         """
-        stmt = select(func.coalesce(func.sum(LedgerEntry.signed_quantity), 0.0)).where(
-            LedgerEntry.symbol == validate_symbol(symbol)
+        stmt = select(func.coalesce(func.sum(PositionTotal.quantity), 0.0)).where(
+            PositionTotal.symbol == validate_symbol(symbol)
         )
         if strategy is not None:
-            stmt = stmt.where(LedgerEntry.strategy == canonical_name(strategy, "strategy"))
+            stmt = stmt.where(PositionTotal.strategy == canonical_name(strategy, "strategy"))
         with self.reading() as session:
             return float(session.scalar(stmt) or 0.0)
 
