@@ -61,6 +61,45 @@ def test_open_orders_are_those_still_working_at_their_broker(store: RecordsStore
     assert store.open_orders(symbol="ETH-USD") == []
 
 
+def test_strategy_books_are_each_strategys_position_working_orders_and_the_accounts(
+    store: RecordsStore,
+) -> None:
+    def order(cid: str, strategy: str, side: str, quantity: float) -> None:
+        store.record_order(
+            client_order_id=cid,
+            symbol="BTC-USD",
+            side=side,
+            quantity=quantity,
+            strategy=strategy,
+            broker="paper",
+            at=T0,
+        )
+
+    order("a-filled", "a", "buy", 3)
+    store.apply_order_update(
+        "a-filled", event_id="f1", status="filled", broker_at=T0, filled_quantity=3
+    )
+    _fill(store, "e1", "a-filled", "buy", 3, 100.0)
+    order("a-working", "a", "sell", 2)
+    store.apply_order_update(
+        "a-working", event_id="w1", status="partially_filled", broker_at=T0, filled_quantity=0.5
+    )
+    _fill(store, "e22", "a-working", "sell", 0.5, 101.0)
+    order("b-filled", "b", "sell", 1)
+    _fill(store, "e333", "b-filled", "sell", 1, 99.0)
+    books, recorded = store.strategy_books(
+        [("a", "BTC-USD"), ("c", "BTC-USD")], client_order_ids=["a-working", "nowhere"]
+    )
+    assert books["a", "BTC-USD"].held == pytest.approx(2.5)
+    assert books["a", "BTC-USD"].working == pytest.approx(-1.5)
+    assert books["a", "BTC-USD"].account == pytest.approx(1.5)
+    assert (books["c", "BTC-USD"].held, books["c", "BTC-USD"].working) == (0.0, 0)
+    assert books["c", "BTC-USD"].account == pytest.approx(1.5)
+    assert recorded == {"a-working"}
+    assert store.net_quantity("a", "BTC-USD") == books["a", "BTC-USD"].held
+    assert store.net_quantity(None, "BTC-USD") == books["a", "BTC-USD"].account
+
+
 def test_working_order_reads_search_the_status_index_not_the_order_history(
     store: RecordsStore,
 ) -> None:
@@ -69,8 +108,6 @@ def test_working_order_reads_search_the_status_index_not_the_order_history(
     their cost does not grow with the orders ever recorded. SQLite's plan, of the statements as
     they run."""
     from sqlalchemy import event
-
-    from tradeos_lab.pipeline.services.feasibility import _WORKING_ORDERS
 
     if store.engine.dialect.name != "sqlite":
         pytest.skip("the query plan checked is SQLite's")
@@ -83,8 +120,7 @@ def test_working_order_reads_search_the_status_index_not_the_order_history(
     event.listen(store.engine, "before_cursor_execute", capture)
     try:
         store.open_orders(broker="paper", symbol="BTC-USD")
-        with store.reading() as session:
-            session.execute(_WORKING_ORDERS, {"strategy": "s", "symbol": "BTC-USD"}).all()
+        store.strategy_books([("s", "BTC-USD")])
     finally:
         event.remove(store.engine, "before_cursor_execute", capture)
     assert len(ran) == 2

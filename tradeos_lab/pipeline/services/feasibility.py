@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import redis
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import select
 
 from tradeos_lab.agent.config import ConfigWatcher, applied
 from tradeos_lab.contracts import (
@@ -50,7 +50,6 @@ from tradeos_lab.contracts import (
     Intent,
     IntentMessage,
     ModifiedSignal,
-    OrderStatus,
     OrderType,
     RiskKind,
     Severity,
@@ -85,7 +84,8 @@ from tradeos_lab.pipeline.services.signal_modifier import (
     output_id,
 )
 from tradeos_lab.providers.alpaca import is_crypto
-from tradeos_lab.stores.records.models import LedgerEntry, Order, PositionTotal
+from tradeos_lab.stores.records import StrategyBook
+from tradeos_lab.stores.records.models import LedgerEntry
 from tradeos_lab.tiers.flags import BreakerState, Decision, ParkedIntent, reduces_exposure
 from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
 from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
@@ -119,31 +119,12 @@ APPROVAL_STAGE: Final = "feasibility.approval"
 APPROVAL_SWEEP_S: Final = 1.0
 
 #: Order statuses still working at the broker (not filled, canceled, rejected or expired).
-_WORKING: Final = tuple(s.value for s in OrderStatus if not s.is_terminal)
 _KIND: Final = {
     "kill_switch": RiskKind.KILL_SWITCH,
     "circuit_breaker": RiskKind.CIRCUIT_BREAKER,
     "rate_limit": RiskKind.RATE_LIMITED,
 }
 _CRITICAL: Final = frozenset({"kill_switch", "max_daily_loss", "circuit_breaker"})
-#: What `Feasibility._books` asks the records for each batch, built once: a strategy's and the
-#: account's net position in a symbol (the ledger's sums, read from `position_totals`, which
-#: the database keeps as entries are written, so the read does not grow with the history of
-#: fills), the strategy's working orders there, and which of the intents cleared here have an
-#: order recorded.
-_NET: Final = func.coalesce(func.sum(PositionTotal.quantity), 0.0)
-_HELD: Final = select(_NET).where(
-    PositionTotal.strategy == bindparam("strategy"), PositionTotal.symbol == bindparam("symbol")
-)
-_ACCOUNT: Final = select(_NET).where(PositionTotal.symbol == bindparam("symbol"))
-_WORKING_ORDERS: Final = select(Order.side, Order.quantity, Order.filled_quantity).where(
-    Order.strategy == bindparam("strategy"),
-    Order.symbol == bindparam("symbol"),
-    Order.status.in_(_WORKING),
-)
-_PLACED: Final = select(Order.client_order_id).where(
-    Order.client_order_id.in_(bindparam("cids", expanding=True))
-)
 #: What an intent lists as the checks it passed: every rule, in order.
 _CHECKS: Final = tuple(name for name, _ in RULES)
 
@@ -378,36 +359,26 @@ class Feasibility(Service):
         unplaced = 0.0 if on_the_way is None else on_the_way.before(signal.ts)
         return book.held, book.working + unplaced, book.account
 
-    def _books(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], _Book]:
-        """`_Book` of each (strategy, symbol), in one transaction; forgets the unplaced intents
-        whose order the records now hold (counted in the working orders or the ledger)."""
+    def _books(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], StrategyBook]:
+        """The records' `StrategyBook` of each (strategy, symbol), from one snapshot; forgets the
+        unplaced intents whose order the records now hold (counted in the working orders or the
+        ledger)."""
         from tradeos_lab.pipeline.services.execution import client_order_id_for
 
-        out: dict[tuple[str, str], _Book] = {}
         stale = time.monotonic() - UNPLACED_MAX_AGE_S
         for pair in list(self._unplaced):
             if not self._unplaced[pair].forget_older(stale):
                 del self._unplaced[pair]
-        with self.ctx.lab.records.reading() as session:
-            if self._unplaced:
-                cids = {
-                    client_order_id_for(i): (pair, i)
-                    for pair, entries in self._unplaced.items()
-                    for i in entries.entries
-                }
-                for cid in session.scalars(_PLACED, {"cids": list(cids)}):
-                    pair, intent_id = cids[cid]
-                    self._unplaced[pair].discard(intent_id)
-            for strategy, symbol in pairs:
-                where = {"strategy": strategy, "symbol": symbol}
-                held = session.scalar(_HELD, where)
-                working = sum(
-                    (quantity - filled) * (1 if side == Side.BUY.value else -1)
-                    for side, quantity, filled in session.execute(_WORKING_ORDERS, where)
-                )
-                account = session.scalar(_ACCOUNT, {"symbol": symbol})
-                out[strategy, symbol] = _Book(float(held or 0.0), working, float(account or 0.0))
-        return out
+        cids = {
+            client_order_id_for(i): (pair, i)
+            for pair, entries in self._unplaced.items()
+            for i in entries.entries
+        }
+        books, recorded = self.ctx.lab.records.strategy_books(pairs, client_order_ids=cids)
+        for cid in recorded:
+            pair, intent_id = cids[cid]
+            self._unplaced[pair].discard(intent_id)
+        return books
 
     def _price(self, signal: ModifiedSignal) -> float | None:
         """The latest price in the cache, else the close of the latest cached bar."""
@@ -766,22 +737,12 @@ class RiskLimits:
 
 
 @dataclass(frozen=True)
-class _Book:
-    """A strategy's filled position in a symbol, its working orders' signed unfilled quantity,
-    and the account's position in the symbol."""
-
-    held: float
-    working: float
-    account: float
-
-
-@dataclass(frozen=True)
 class _BatchFacts:
     """What `Feasibility.handle_batch` reads once for all the batch's decisions."""
 
     profile: ActiveProfile
     limits: RiskLimits
-    books: dict[tuple[str, str], _Book]
+    books: dict[tuple[str, str], StrategyBook]
     switches: SwitchesRead
     #: None: the flags tier did not answer (every order is refused, fail closed).
     breaker: BreakerState | None

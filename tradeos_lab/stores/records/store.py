@@ -181,6 +181,16 @@ _KEPT_INTENTS = select(_INTENTS.c.message_id).where(
 _KNOWN_ORDERS = select(_ORDERS.c.client_order_id).where(
     _ORDERS.c.client_order_id.in_(bindparam("ids", expanding=True))
 )
+# A position from the ledger's sums (`position_totals`): a strategy's in a symbol, or the
+# account's (every strategy's) in it; and a strategy's working orders there.
+_NET_QUANTITY = func.coalesce(func.sum(PositionTotal.quantity), 0.0)
+_ACCOUNT_POSITION = select(_NET_QUANTITY).where(PositionTotal.symbol == bindparam("symbol"))
+_STRATEGY_POSITION = _ACCOUNT_POSITION.where(PositionTotal.strategy == bindparam("strategy"))
+_WORKING_ORDERS = select(_ORDERS.c.side, _ORDERS.c.quantity, _ORDERS.c.filled_quantity).where(
+    _ORDERS.c.strategy == bindparam("strategy"),
+    _ORDERS.c.symbol == bindparam("symbol"),
+    _ORDERS.c.status.in_(_OPEN_ORDER_STATUSES),
+)
 _RAW_SIGNAL_IDS = select(
     _SIGNALS.c.message_id,
     _SIGNALS.c.payload["raw_signal_id"].as_string().label("raw_signal_id"),
@@ -353,6 +363,16 @@ class _ManyWrite:
                 values.insert(i, value)
             out.append(tuple(values))
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyBook:
+    """A strategy's filled position in a symbol (the ledger), its working orders' signed
+    unfilled quantity there, and the account's position in the symbol."""
+
+    held: float
+    working: float
+    account: float
 
 
 class FillFacts(Protocol):
@@ -1080,13 +1100,35 @@ class RecordsStore:
         `strategy=None` sums across strategies. Every fill counts once (by execution id).
         Read from `position_totals`, the ledger's sums the database keeps as entries are written.
         """
-        stmt = select(func.coalesce(func.sum(PositionTotal.quantity), 0.0)).where(
-            PositionTotal.symbol == validate_symbol(symbol)
-        )
+        where = {"symbol": validate_symbol(symbol)}
+        stmt = _ACCOUNT_POSITION
         if strategy is not None:
-            stmt = stmt.where(PositionTotal.strategy == canonical_name(strategy, "strategy"))
+            stmt, where["strategy"] = _STRATEGY_POSITION, canonical_name(strategy, "strategy")
         with self.reading() as session:
-            return float(session.scalar(stmt) or 0.0)
+            return float(session.scalar(stmt, where) or 0.0)
+
+    def strategy_books(
+        self, pairs: Iterable[tuple[str, str]], *, client_order_ids: Iterable[str] = ()
+    ) -> tuple[dict[tuple[str, str], StrategyBook], set[str]]:
+        """Each (strategy, symbol)'s `StrategyBook`, and which of `client_order_ids` the records
+        hold, all from one snapshot: what a pre-trade check sizes and limits an order on, with
+        the orders it sent since its last look that are now recorded."""
+        books: dict[tuple[str, str], StrategyBook] = {}
+        with self.reading() as session:
+            cids = list(client_order_ids)
+            recorded = set(session.scalars(_KNOWN_ORDERS, {"ids": cids})) if cids else set()
+            for strategy, symbol in pairs:
+                where = {"strategy": strategy, "symbol": symbol}
+                working = sum(
+                    (quantity - filled) * (1 if side == Side.BUY.value else -1)
+                    for side, quantity, filled in session.execute(_WORKING_ORDERS, where)
+                )
+                books[strategy, symbol] = StrategyBook(
+                    held=float(session.scalar(_STRATEGY_POSITION, where) or 0.0),
+                    working=working,
+                    account=float(session.scalar(_ACCOUNT_POSITION, {"symbol": symbol}) or 0.0),
+                )
+        return books, recorded
 
     def ledger_amounts(self) -> list[Row[Any]]:
         """The whole ledger's `execution_id`, `symbol`, `signed_quantity`, `price` and `fee`,
