@@ -43,31 +43,42 @@ from tradeos_lab.pipeline.registry import service_class
 from tradeos_lab.pipeline.supervisor import Backoff, Supervisor, service_instance
 from tradeos_lab.settings import Settings
 
-#: How long a frozen service lets its input pile up, and how long it works before the kill.
+#: How long a frozen service lets its input pile up, and how long it works before the kill: a
+#: service that settled its whole backlog within the first is killed again after the next.
 FROZEN_S = 0.6
-WORKING_S = 0.03
+WORKING_S = (0.03, 0.01, 0.0)
 
 
 def _kill_mid_batch(supervisor: Supervisor, lab: Lab, name: str) -> int:
-    """Freeze `name`, let a backlog build, wake it, SIGKILL it mid-batch, await its restart.
+    """Freeze `name`, let a backlog build, wake it, SIGKILL it mid-batch, await its restart;
+    again, sooner after the wake, while the killed process held nothing (a fast service can
+    settle its whole backlog before the first kill lands).
 
-    Returns how many entries the killed process held unacked (its batch in hand).
+    Returns how many entries the last killed process held unacked (its batch in hand).
     """
-    pid = _running(supervisor, lab, name)
-    restarts = supervisor.restarts()[name]
-    os.kill(pid, signal.SIGSTOP)
-    time.sleep(FROZEN_S)
-    os.kill(pid, signal.SIGCONT)
-    time.sleep(WORKING_S)
-    os.kill(pid, signal.SIGKILL)
-    in_hand = sum(
-        int(row.pending)
-        for stream in service_class(name).inputs
-        for row in lab.bus.inspect.consumers(stream, name).itertuples()
-        if row.consumer == service_instance(pid)
-    )
-    wait_for(lambda: supervisor.restarts()[name] > restarts, timeout=30, what=f"{name} restart")
-    _running(supervisor, lab, name)
+    in_hand = 0
+    for working_s in WORKING_S:
+        pid = _running(supervisor, lab, name)
+        restarts = supervisor.restarts()[name]
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(FROZEN_S)
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(working_s)
+        os.kill(pid, signal.SIGKILL)
+        in_hand = sum(
+            int(row.pending)
+            for stream in service_class(name).inputs
+            for row in lab.bus.inspect.consumers(stream, name).itertuples()
+            if row.consumer == service_instance(pid)
+        )
+        wait_for(
+            lambda before=restarts: supervisor.restarts()[name] > before,
+            timeout=30,
+            what=f"{name} restart",
+        )
+        _running(supervisor, lab, name)
+        if in_hand:
+            break
     return in_hand
 
 
