@@ -20,6 +20,7 @@ from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar, cast
@@ -115,6 +116,7 @@ from tradeos_lab.stores.records.models import (
 )
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
 from tradeos_lab.stores.records.timescale import timescaledb_installed
+from tradeos_lab.stores.records.write_turns import WriteTurns
 from tradeos_lab.symbols import canonical_name, validate_symbol
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -460,8 +462,9 @@ def create_records_engine(url: str | URL, *, application_name: str = "tradeos-la
     except OSError as e:
         raise DataDirError(f"cannot create the directory of {database}: {e}") from e
     engine = create_engine(parsed.set(drivername="sqlite+pysqlite"))
+    turns = WriteTurns.attach(engine, database)
     event.listen(engine, "connect", _sqlite_on_connect)
-    event.listen(engine, "begin", _sqlite_on_begin)
+    event.listen(engine, "begin", partial(_sqlite_on_begin, turns))
     return engine
 
 
@@ -504,13 +507,14 @@ def check_foreign_keys(conn: Connection) -> None:
         raise StoreError(f"the migration would leave dangling foreign keys: {broken[:5]}")
 
 
-def _sqlite_on_begin(connection: Any) -> None:
-    # IMMEDIATE takes the write lock up front, so read-then-write methods (set_config) wait on
-    # busy_timeout instead of failing when two processes write at once; a read-only session
+def _sqlite_on_begin(turns: WriteTurns, connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front, so read-then-write methods (set_config) wait for
+    # their turn instead of failing when two processes write at once; a read-only session
     # (`RecordsStore.reading`) takes no lock: under WAL it reads a snapshot beside the writer.
     if connection.get_execution_options().get(_READ_ONLY):
         connection.exec_driver_sql("BEGIN DEFERRED")
         return
+    turns.take(connection.connection.info)
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -527,6 +531,7 @@ class RecordsStore:
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
         self._many_writes: dict[Hashable, _ManyWrite | None] = {}  # `_write_many`'s writes
+        self._write_turns = WriteTurns.of(engine)  # SQLite's writers' turns; None on PostgreSQL
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = False) -> RecordsStore:
@@ -548,6 +553,12 @@ class RecordsStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def write_in_background(self) -> None:
+        """Let trading stages write first: this process's writes wait until none of theirs does
+        (SQLite; PostgreSQL locks rows, so its writers do not queue for one turn)."""
+        if self._write_turns is not None:
+            self._write_turns.background = True
 
     def __enter__(self) -> RecordsStore:
         return self
