@@ -49,6 +49,7 @@ from tradeos_lab.tiers.bus.wire import text
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
+    from tradeos_lab.lab import Lab
     from tradeos_lab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ PENDING = Gauge(
 
 #: How many entries one read fetches; a batch's outputs and acks go out in one MULTI/EXEC.
 BATCH = 256
+#: How much lower a background service's process runs (`nice`): when the trading stages want the
+#: CPU they get about ten times its share.
+BACKGROUND_NICENESS = 10
 #: How long one blocking read waits; also the longest a stop waits for an idle consumer.
 BLOCK_MS = 500
 #: How often the worker heartbeats (well inside the profile's heartbeat TTL).
@@ -684,8 +688,18 @@ def run_service(
     with tl.connect(settings, start=False) as lab:
         ctx = ServiceContext(lab, settings, instance or default_instance())
         runner = ServiceRunner(cls, ctx, batch=batch)
+        if cls.background:
+            yield_to_trading(lab)
         freeze_startup_objects()
         runner.run(stop)
+
+
+def yield_to_trading(lab: Lab) -> None:
+    """Make this process a background service's (`Service.background`): a lower CPU priority
+    and the records' write turn after the trading stages. For a process of its own only: an
+    unprivileged process cannot raise its priority again."""
+    os.nice(BACKGROUND_NICENESS)
+    lab.records.write_in_background()
 
 
 def freeze_startup_objects() -> None:

@@ -159,6 +159,10 @@ class Service:
     #: Streams the service read in an earlier version: the runner drops its group there at
     #: start, so a group nobody reads any more neither holds back trimming nor reports losses.
     retired_inputs: ClassVar[tuple[Stream, ...]] = ()
+    #: A background service is off the way from a bar to its fill (what it keeps may lag a
+    #: burst): in a process of its own it gives the CPU and the records' write turn to the
+    #: trading stages first, so a burst of bars reaches its fills sooner, and catches up after.
+    background: ClassVar[bool] = False
 
     def __init__(self, ctx: ServiceContext) -> None:
         # A context of its own, so messages it builds name this service as their producer even

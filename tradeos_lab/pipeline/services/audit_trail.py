@@ -27,6 +27,7 @@ class AuditTrail(Service):
     name: ClassVar[str] = "audit_trail"
     inputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT, Stream.RISK_EVENTS)
     outputs: ClassVar[tuple[Stream, ...]] = ()
+    background: ClassVar[bool] = True  # the entries wait on their streams meanwhile
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)

@@ -83,6 +83,7 @@ class TcaMonitor(Service):
     name: ClassVar[str] = "tca"
     inputs: ClassVar[tuple[Stream, ...]] = (Stream.FILLS_RAW,)
     outputs: ClassVar[tuple[Stream, ...]] = (Stream.AUDIT,)
+    background: ClassVar[bool] = True  # measures fills after the fact
 
     @property
     def records(self) -> RecordsStore:
