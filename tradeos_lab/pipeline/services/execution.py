@@ -288,9 +288,10 @@ class Execution(Service):
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """A batch of intents: the intents kept in one transaction committed before any order
         goes out (a crash after it places nothing twice: the client order ids are derived from
-        the intents), the kill switches read once, then the orders placed together at the broker
-        (`PaperBroker.submit_many`) and their orders, fills, trades and ledger entries written in
-        a second transaction, the broker's circuit breaker told once. Bars (and a mixed batch)
+        the intents), the kill switches and the orders already recorded read once, then the
+        orders placed together at the broker (`PaperBroker.submit_many`) and their orders,
+        fills, trades and ledger entries written in a second transaction, the broker's circuit
+        breaker told once. Bars (and a mixed batch)
         go one at a time; a batch of bars under one hold of the lock (every bar of every symbol
         comes here)."""
         bars = [m for m in messages if isinstance(m, BarMessage)]
@@ -314,11 +315,14 @@ class Execution(Service):
             )
             self._batch = _Batch(trades=[])
             try:
+                # Read before the write transaction, whose write lock (SQLite's one) is taken at
+                # its first statement: the orders are planned without it. An order recorded
+                # since this read is still refused by its unique client order id.
+                known = records.known_orders(client_order_id_for(m.message_id) for m in intents)
+                self._batch.raw_signals = records.raw_signal_ids_of(
+                    m.payload.signal_id for m in intents if m.payload.signal_id is not None
+                )
                 with records.batch():
-                    known = records.known_orders(client_order_id_for(m.message_id) for m in intents)
-                    self._batch.raw_signals = records.raw_signal_ids_of(
-                        m.payload.signal_id for m in intents if m.payload.signal_id is not None
-                    )
                     prepared = [self._prepare(m, switches, known=known) for m in intents]
                     # an order refused here was recorded after `known` was read
                     known.update(r.client_order_id for r, done in prepared if done is not None)
