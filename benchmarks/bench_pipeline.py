@@ -30,7 +30,9 @@ reader thread timing their arrival on `fills.raw` (matched by correlation id):
 
 - throughput: a backlog of bars published flat out, filled bars per second until the last fill
   (a chain that stops filling for 10 s, or runs 90 s, is taken as done: the figure counts what
-  it filled);
+  it filled); beside it, bars per second until every stage had caught up with the backlog (the
+  background stages, TCA and the audit trail, give the CPU and the records' write turn to the
+  trading stages, as under `up`, and finish after the last fill);
 - latency: bars offered at a fixed rate (`--rate` per second for `--seconds`), p50 and p99 of
   publish -> fill;
 - Redis round trips per bar per service: every process counts the writes its Redis connections
@@ -263,6 +265,7 @@ NULL_HOPS: tuple[tuple[str, Stream, tuple[Stream, ...]], ...] = (
 def null_service(hop: int) -> type[Any]:
     """A service that only forwards: each input -> constant outputs derived from it."""
     from tradeos_lab.pipeline import Service
+    from tradeos_lab.pipeline.registry import service_class
 
     name, source, outputs = NULL_HOPS[hop]
     payloads = _null_payloads()
@@ -274,6 +277,7 @@ def null_service(hop: int) -> type[Any]:
     NullService.name = name
     NullService.inputs = (source,)
     NullService.outputs = outputs
+    NullService.background = service_class(name).background  # as the real one runs
     return NullService
 
 
@@ -287,7 +291,11 @@ def run_stage(
     import tradeos_lab as tl
     from tradeos_lab.pipeline import ServiceContext
     from tradeos_lab.pipeline.registry import service_class
-    from tradeos_lab.pipeline.runner import ServiceRunner, freeze_startup_objects
+    from tradeos_lab.pipeline.runner import (
+        ServiceRunner,
+        freeze_startup_objects,
+        yield_to_trading,
+    )
 
     warnings.simplefilter("ignore", SharedRedisServerWarning)  # as in main()
     count_round_trips(trips)
@@ -297,7 +305,9 @@ def run_stage(
     runner = ServiceRunner(cls, ctx, health_port=0)
     for consumer in runner.consumers:
         lab.bus.ensure_group(consumer.stream, consumer.group)
-    freeze_startup_objects()  # as `run_service` does in each supervised process
+    if cls.background:  # as `run_service` does in each supervised process
+        yield_to_trading(lab)
+    freeze_startup_objects()
     halt = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
     ready.set()
@@ -414,7 +424,10 @@ class ChainResult:
     latencies_ms: list[float] = field(default_factory=list)
     trips: dict[str, float] = field(default_factory=dict)
     commands_per_bar: float = 0.0
-    #: CPU milliseconds each stage process spent per bar of the throughput run.
+    #: Bars per second of the throughput run until every stage had caught up with it.
+    caught_up: float = 0.0
+    #: CPU milliseconds each stage process spent per bar of the throughput run (until every
+    #: stage had caught up).
     cpu_ms: dict[str, float] = field(default_factory=dict)
     #: Why bars got no fill: reason -> (count, one example).
     unfilled: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -484,16 +497,23 @@ def run_chain(
         cpu_before = {s.name: cpu_seconds(s.process.pid) for s in stages}
         t0 = time.perf_counter()
         bus.publish_many(Stream.MARKET_DATA, bars)
+        # the background stages may still work through the backlog after its last fill: the
+        # next run starts when every group has read and settled everything
+        caught_up: list[float] = []
+        watcher = threading.Thread(target=lambda: caught_up.append(wait_caught_up(bus)))
+        watcher.start()
         ids = [b.correlation_id for b in bars]
         arrivals.wait_for(ids)
         done = [arrivals.at[i] for i in ids if i in arrivals.at]
         result.filled = len(done)
+        if done:
+            result.throughput = len(done) / (max(done) - t0)
+        watcher.join()
+        result.caught_up = backlog / (caught_up[0] - t0)
         result.cpu_ms = {
             s.name: (cpu_seconds(s.process.pid) - cpu_before[s.name]) * 1000 / backlog
             for s in stages
         }
-        if done:
-            result.throughput = len(done) / (max(done) - t0)
         time.sleep(0.5)
         # latency and round trips: bars offered at a fixed rate
         before = commands_done(bus.redis)
@@ -534,6 +554,25 @@ def run_chain(
             if stage.process.is_alive():
                 stage.process.kill()
     return result
+
+
+def wait_caught_up(bus: Bus, *, limit: float = 120.0) -> float:
+    """When every consumer group of the chain has no entry left to read or settle (lag and
+    pending 0 on every stream), as `time.perf_counter()`; the time of giving up after `limit`
+    seconds (the figure then says it did not catch up by then)."""
+    deadline = time.perf_counter() + limit
+    while True:
+        behind = 0
+        for stream in Stream:
+            try:
+                groups = bus.redis.xinfo_groups(bus.stream_key(stream))
+            except redis.ResponseError:  # no such stream: nothing to read
+                continue
+            behind += sum(int(g["pending"]) + int(g.get("lag") or 0) for g in groups)
+        now = time.perf_counter()
+        if not behind or now >= deadline:
+            return now
+        time.sleep(0.02)
 
 
 def why_unfilled(bus: Bus, ids: Sequence[str], arrivals: Arrivals) -> dict[str, tuple[int, str]]:
@@ -694,7 +733,8 @@ def report(results: list[ChainResult], args: argparse.Namespace) -> None:
     for r in results:
         print(
             f"{r.name:>5} chain: throughput {r.throughput:,.0f} bars/s "
-            f"({r.filled} of {args.backlog} filled); latency p50 {r.pct(0.5):.2f} ms, "
+            f"({r.filled} of {args.backlog} filled; every stage caught up at "
+            f"{r.caught_up:,.0f} bars/s); latency p50 {r.pct(0.5):.2f} ms, "
             f"p99 {r.pct(0.99):.2f} ms ({len(r.latencies_ms)} of {r.offered} bars filled); "
             f"server commands {r.commands_per_bar:.1f}/bar"
         )
@@ -710,6 +750,8 @@ def report(results: list[ChainResult], args: argparse.Namespace) -> None:
         null, real = by_name["null"], by_name["real"]
         ratio = real.throughput / null.throughput if null.throughput else float("nan")
         print(f"throughput real/null: {ratio:.0%} (target >= 50%)")
+        behind = real.caught_up / null.caught_up if null.caught_up else float("nan")
+        print(f"every stage caught up, real/null: {behind:.0%}")
         print(
             f"latency p50 real {real.pct(0.5):.2f} ms (target <= 2) beside null "
             f"{null.pct(0.5):.2f} ms; p99 real {real.pct(0.99):.2f} ms (target <= 10) beside "
