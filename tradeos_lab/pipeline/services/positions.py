@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tradeos_lab.brokers import PaperBroker
 from tradeos_lab.contracts import (
@@ -150,25 +150,22 @@ class Positions(Service):
             # what the batch adds to the applied ids (a copy of them all would grow with the book)
             fresh = {f.execution_id for f in fills} - self._applied
             try:
+                # Read and built before the write transaction, so the records' write lock is
+                # held only for the writes (a fill recorded since the read is skipped by them).
+                unrecorded = self._unrecorded(fills)
+                for message, fill in zip(messages, fills, strict=True):
+                    position = self._move(fill, prices)
+                    out.append(
+                        [derive(message, position, producer=self.name, produced_at=self.ctx.now())]
+                    )
+                at = max(f.ts for f in fills)
+                book = [
+                    h.position(s, prices[s].price if s in prices else None, at)
+                    for s, h in sorted(holdings.items())
+                ]
                 with self.records.batch():
-                    self._record(fills)
-                    for message, fill in zip(messages, fills, strict=True):
-                        position = self._move(fill, prices)
-                        out.append(
-                            [
-                                derive(
-                                    message,
-                                    position,
-                                    producer=self.name,
-                                    produced_at=self.ctx.now(),
-                                )
-                            ]
-                        )
-                    at = max(f.ts for f in fills)
-                    book = [
-                        h.position(s, prices[s].price if s in prices else None, at)
-                        for s, h in sorted(holdings.items())
-                    ]
+                    if unrecorded:
+                        self.records.record_fills(unrecorded)
                     self.records.snapshot_positions(book, account=self.broker.name, at=at)
             except BaseException:
                 # nothing of the batch was kept: the book stands as before it
@@ -178,14 +175,15 @@ class Positions(Service):
             self._cache(holdings, symbols)
         return out
 
-    def _record(self, fills: Sequence[Fill | FillV1]) -> None:
-        """The fills in the records' ledger, each once. Execution's broker recorded most of them
-        already (with their ledger entries; a recorded fill's order is recorded, by its foreign
-        key): one read finds those, and only the others are looked up and written."""
+    def _unrecorded(self, fills: Sequence[Fill | FillV1]) -> list[dict[str, Any]]:
+        """The fills the records' ledger still lacks, as `record_fills` takes them. Execution's
+        broker recorded most of them already (with their ledger entries; a recorded fill's order
+        is recorded, by its foreign key): one read finds those, and only the others are looked
+        up."""
         kept = self.records.known_fills(f.execution_id for f in fills)
         fills = [f for f in fills if f.execution_id not in kept]
         if not fills:
-            return
+            return []
         brokers = self.records.brokers_of(f.client_order_id for f in fills)
         for fill in fills:
             if fill.client_order_id not in brokers:
@@ -193,13 +191,10 @@ class Positions(Service):
                     f"fill {fill.execution_id} is of order {fill.client_order_id}, which the "
                     "records do not hold (Execution records an order before its fills)"
                 )
-        self.records.record_fills(
-            {
-                **fill_columns(fill),
-                "broker": brokers[fill.client_order_id] or self.broker.name,
-            }
+        return [
+            {**fill_columns(fill), "broker": brokers[fill.client_order_id] or self.broker.name}
             for fill in fills
-        )
+        ]
 
     def _move(self, fill: Fill | FillV1, prices: dict[str, Price]) -> PositionUpdate:
         """Move the fill's symbol's holding by the fill (once, by its execution id)."""
