@@ -37,8 +37,9 @@ reader thread timing their arrival on `fills.raw` (matched by correlation id):
   publish -> fill;
 - Redis round trips per bar per service: every process counts the writes its Redis connections
   make (one write per round trip: a pipeline or MULTI/EXEC is one), divided by the bars offered;
-  beside it the server's own count of commands per bar (INFO commandstats deltas), and the CPU
-  time each process spent per bar of the throughput run (where a chain's time goes).
+  beside it the server's own count of commands per bar (INFO commandstats deltas), the CPU
+  time each process spent per bar of the throughput run (where a chain's time goes), and, with
+  records on SQLite, how long each waited for the records' one write turn and held it.
 
 Prints the ratios the targets are set on: real throughput >= 50% of the null chain's; real latency
 p50 <= 2 ms and p99 <= 10 ms at 1,000 bars/s, printed beside the null chain's. Loopback only; about
@@ -282,7 +283,14 @@ def null_service(hop: int) -> type[Any]:
 
 
 def run_stage(
-    settings: Settings, name: str, null: bool, *, ready: MpEvent, stop: MpEvent, trips: Any
+    settings: Settings,
+    name: str,
+    null: bool,
+    *,
+    ready: MpEvent,
+    stop: MpEvent,
+    trips: Any,
+    turns: Any,
 ) -> None:
     """One stage process: a real or a null service under the `ServiceRunner`, round trips counted.
 
@@ -301,6 +309,8 @@ def run_stage(
     count_round_trips(trips)
     cls = null_service([h[0] for h in NULL_HOPS].index(name)) if null else service_class(name)
     lab = tl.connect(settings, start=False)
+    if not null:
+        watch_write_turns(lab, turns)
     ctx = ServiceContext(lab=lab, settings=settings, instance=f"{name}-bench", clock=time.time)
     runner = ServiceRunner(cls, ctx, health_port=0)
     for consumer in runner.consumers:
@@ -322,6 +332,23 @@ def run_stage(
     else:
         runner.run(halt, handle_signals=False)
     lab.close()
+
+
+def watch_write_turns(lab: Any, turns: Any) -> None:
+    """Copy the seconds this process's records writers waited for SQLite's write turn and held
+    it into `turns` (a shared array of two), every 50 ms, for the driver to read."""
+    from tradeos_lab.stores.records.write_turns import WriteTurns
+
+    own = WriteTurns.of(lab.records.engine)
+    if own is None:  # PostgreSQL: no turns
+        return
+
+    def copy() -> None:
+        while True:
+            turns[0], turns[1] = own.waited_s, own.held_s
+            time.sleep(0.05)
+
+    threading.Thread(target=copy, daemon=True).start()
 
 
 def profile_threads() -> list[cProfile.Profile]:
@@ -423,6 +450,9 @@ class ChainResult:
     offered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     trips: dict[str, float] = field(default_factory=dict)
+    #: Milliseconds per bar each stage waited for the records' write turn and held it
+    #: (SQLite), over the throughput run until every stage had caught up.
+    turn_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
     commands_per_bar: float = 0.0
     #: Bars per second of the throughput run until every stage had caught up with it.
     caught_up: float = 0.0
@@ -446,10 +476,12 @@ class Stage:
     name: str
     process: Any
     trips: Any
+    turns: Any
 
 
-#: Starts one stage process: (name, ready event, stop event, round-trip counter) -> process.
-StageStarter = Callable[[str, MpEvent, MpEvent, Any], Any]
+#: Starts one stage process: (name, ready event, stop event, round-trip counter, write-turn
+#: seconds) -> process.
+StageStarter = Callable[[str, MpEvent, MpEvent, Any, Any], Any]
 
 
 def start_chain(names: Sequence[str], starter: StageStarter, stop: MpEvent) -> list[Stage]:
@@ -458,11 +490,12 @@ def start_chain(names: Sequence[str], starter: StageStarter, stop: MpEvent) -> l
     stages: list[Stage] = []
     for name in names:
         ready, trips = ctx.Event(), ctx.Value("q", 0, lock=False)
-        process = starter(name, ready, stop, trips)
+        turns = ctx.Array("d", 2, lock=False)
+        process = starter(name, ready, stop, trips, turns)
         while not ready.wait(0.5):
             if not process.is_alive():
                 raise RuntimeError(f"stage {name} exited at start (code {process.exitcode})")
-        stages.append(Stage(name, process, trips))
+        stages.append(Stage(name, process, trips, turns))
     return stages
 
 
@@ -495,6 +528,7 @@ def run_chain(
         # throughput: a backlog published flat out, until its last bar's fill
         bars = [zigzag_bar(i, start=SERIES_START) for i in range(backlog)]
         cpu_before = {s.name: cpu_seconds(s.process.pid) for s in stages}
+        turns_before = {s.name: tuple(s.turns) for s in stages}
         t0 = time.perf_counter()
         bus.publish_many(Stream.MARKET_DATA, bars)
         # the background stages may still work through the backlog after its last fill: the
@@ -512,6 +546,14 @@ def run_chain(
         result.caught_up = backlog / (caught_up[0] - t0)
         result.cpu_ms = {
             s.name: (cpu_seconds(s.process.pid) - cpu_before[s.name]) * 1000 / backlog
+            for s in stages
+        }
+        time.sleep(0.1)  # the stages' last copy of their write-turn seconds
+        result.turn_ms = {
+            s.name: (
+                (s.turns[0] - turns_before[s.name][0]) * 1000 / backlog,
+                (s.turns[1] - turns_before[s.name][1]) * 1000 / backlog,
+            )
             for s in stages
         }
         time.sleep(0.5)
@@ -704,11 +746,11 @@ def chain(
     client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
     bus = Bus(client, keys=Keys(settings.namespace), settings=settings, producer="ingestion")
 
-    def starter(name: str, ready: MpEvent, stop: MpEvent, trips: Any) -> Any:
+    def starter(name: str, ready: MpEvent, stop: MpEvent, trips: Any, turns: Any) -> Any:
         process = mp.get_context("spawn").Process(
             target=run_stage,
             args=(settings, name, kind == "null"),
-            kwargs={"ready": ready, "stop": stop, "trips": trips},
+            kwargs={"ready": ready, "stop": stop, "trips": trips, "turns": turns},
         )
         process.start()
         return process
@@ -739,9 +781,15 @@ def report(results: list[ChainResult], args: argparse.Namespace) -> None:
             f"server commands {r.commands_per_bar:.1f}/bar"
         )
         for name, trips in r.trips.items():
+            waited, held = r.turn_ms.get(name, (0.0, 0.0))
+            turn = (
+                f"; records write turn: waited {waited:.2f}, held {held:.2f} ms per bar"
+                if waited or held
+                else ""
+            )
             print(
                 f"        {name:<16} {trips:.2f} Redis round trips per bar; "
-                f"{r.cpu_ms.get(name, float('nan')):.2f} ms CPU per bar (throughput run)"
+                f"{r.cpu_ms.get(name, float('nan')):.2f} ms CPU per bar (throughput run){turn}"
             )
         for reason, (count, example) in sorted(r.unfilled.items(), key=lambda kv: -kv[1][0]):
             print(f"        not filled: {count} bars, {reason} (e.g. {example[:160]})")

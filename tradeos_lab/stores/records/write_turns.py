@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -41,6 +42,7 @@ TRADING_WAITS_SUFFIX = "-trading-waits"
 # holds the turn, the turns of the thread that took it.
 _FILES = "tradeos_write_turn_files"
 _HOLDS = "tradeos_write_turn_holds"
+_TAKEN_AT = "tradeos_write_turn_taken_at"
 
 _TURNS: weakref.WeakKeyDictionary[Engine, WriteTurns] = weakref.WeakKeyDictionary()
 # The turns each thread holds, by lock file, over every engine of the process.
@@ -62,6 +64,11 @@ class WriteTurns:
         self.trading_waits_path = database + TRADING_WAITS_SUFFIX
         #: Whether this process writes in the background (see the module docstring).
         self.background = False
+        #: Seconds this process's writers waited for the turn and held it, and turns taken:
+        #: where the one writer's time goes (the pipeline benchmark prints them per stage).
+        self.waited_s = 0.0
+        self.held_s = 0.0
+        self.taken = 0
         self._unusable = False  # the lock files cannot be opened: SQLite's own waiting only
 
     @classmethod
@@ -90,6 +97,7 @@ class WriteTurns:
         if files is None:
             return
         turn, trading_waits = files
+        asked = time.perf_counter()
         if self.background:
             fcntl.flock(trading_waits, fcntl.LOCK_EX)  # no trading writer waits now
             fcntl.flock(trading_waits, fcntl.LOCK_UN)
@@ -101,6 +109,9 @@ class WriteTurns:
             finally:
                 fcntl.flock(trading_waits, fcntl.LOCK_UN)
         info[_HOLDS] = held  # the taking thread's, wherever the turn is given back
+        info[_TAKEN_AT] = now = time.perf_counter()
+        self.waited_s += now - asked
+        self.taken += 1
         held[self.turn_path] = held.get(self.turn_path, 0) + 1
 
     def give_back(self, info: dict[str, Any]) -> None:
@@ -111,6 +122,7 @@ class WriteTurns:
         files = info.get(_FILES)
         if files is not None:
             fcntl.flock(files[1][0], fcntl.LOCK_UN)
+        self.held_s += time.perf_counter() - info.pop(_TAKEN_AT, time.perf_counter())
         held[self.turn_path] = max(0, held.get(self.turn_path, 1) - 1)
 
     def _files(self, info: dict[str, Any]) -> tuple[int, int] | None:
