@@ -10,25 +10,13 @@ from types import SimpleNamespace
 
 from tradeos_lab.pipeline.registry import service_class
 from tradeos_lab.pipeline.runner import BACKGROUND_NICENESS, yield_to_trading
+from tradeos_lab.settings import PIPELINE_SERVICES
 from tradeos_lab.stores.records import RecordsStore
 from tradeos_lab.stores.records.write_turns import WriteTurns
 
 
 def test_only_the_services_off_the_way_from_a_bar_to_its_fill_run_in_the_background() -> None:
-    background = {
-        name
-        for name in (
-            "signal_engine",
-            "signal_modifier",
-            "feasibility",
-            "execution",
-            "positions",
-            "tca",
-            "audit_trail",
-            "agent",
-        )
-        if service_class(name).background
-    }
+    background = {name for name in PIPELINE_SERVICES if service_class(name).background}
     assert background == {"tca", "audit_trail"}
 
 

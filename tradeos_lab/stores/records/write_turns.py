@@ -134,12 +134,12 @@ class WriteTurns:
             return turn, trading_waits
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
-            turn = os.open(self.turn_path, flags, 0o644)
+            turn = os.open(self.turn_path, flags, 0o600)
         except OSError as e:
             self._give_up(e)
             return None
         try:
-            trading_waits = os.open(self.trading_waits_path, flags, 0o644)
+            trading_waits = os.open(self.trading_waits_path, flags, 0o600)
         except OSError as e:
             os.close(turn)
             self._give_up(e)
