@@ -256,6 +256,21 @@ def test_positions_use_the_contracts_names_quantity_and_avg_price(
     assert (position.quantity, position.avg_price) == (-3, 250.0)
 
 
+def test_the_book_is_the_account_the_positions_and_the_prices_asked_and_held(
+    cache: Cache,
+) -> None:
+    empty = cache.get_book(["AAPL"])
+    assert (empty.account, empty.positions, empty.prices) == (None, {}, {})
+    cache.set_account(balance=9_000.0, portfolio_value=10_000.0)
+    cache.set_position("TSLA", quantity=-3, avg_price=250.0)
+    cache.set_price("AAPL", 180.0)
+    cache.set_price("TSLA", 240.0)
+    book = cache.get_book(["aapl", "MSFT"])  # MSFT has no price: left out
+    assert book.account == cache.get_account()
+    assert book.positions == cache.get_positions()
+    assert book.prices == cache.get_prices(["AAPL", "TSLA"])  # TSLA is held, not asked for
+
+
 # ---- signals, policy, trackers, rankings -----------------------------------------------------
 
 

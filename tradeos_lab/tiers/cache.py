@@ -164,6 +164,16 @@ class Account:
 
 
 @dataclass(frozen=True)
+class AccountBook:
+    """The account, its open positions and the latest prices a pre-trade check reads at once."""
+
+    account: Account | None
+    positions: dict[str, Position]
+    #: Latest prices of the symbols asked for and of every symbol held (unknown ones left out).
+    prices: dict[str, Price]
+
+
+@dataclass(frozen=True)
 class Position:
     """One open position: signed quantity (negative = short) and average entry price."""
 
@@ -310,14 +320,33 @@ class Cache:
 
     @_redis_errors_translated
     def get_account(self) -> Account | None:
-        raw = _text_dict(self.redis.hgetall(self.keys.account()))
-        if not raw:
-            return None
-        return Account(
-            balance=float(raw["balance"]),
-            portfolio_value=float(raw["portfolio_value"]),
-            updated_at=float(raw.get("updated_at", "0")),
-        )
+        return _account(self.redis.hgetall(self.keys.account()))
+
+    @_redis_errors_translated
+    def get_book(self, symbols: Iterable[str]) -> AccountBook:
+        """The account, the positions and the prices of `symbols` and of every held symbol in
+        one round trip (a second only for held symbols outside `symbols`)."""
+        wanted = [validate_symbol(s) for s in symbols]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.account())
+        pipe.hgetall(self.keys.positions())
+        for symbol in wanted:
+            pipe.hmget(self.keys.price(symbol), ["price", "ts"])
+        raw_account, raw_positions, *raw_prices = pipe.execute()
+        positions = {
+            symbol: _position(symbol, value)
+            for symbol, value in sorted(_text_dict(raw_positions).items())
+        }
+        prices: dict[str, Price] = {}
+        for symbol, raw in zip(wanted, raw_prices, strict=True):
+            price = _price(symbol, raw)
+            if price is not None:
+                prices[symbol] = price
+        asked = set(wanted)
+        others = [s for s in positions if s not in asked]
+        if others:
+            prices.update(self.get_prices(others))
+        return AccountBook(account=_account(raw_account), positions=positions, prices=prices)
 
     @_redis_errors_translated
     def set_position(
@@ -933,6 +962,17 @@ def _price(symbol: str, raw: list[Any]) -> Price | None:
     if price is None:
         return None
     return Price(symbol=symbol, price=float(price), ts=float(ts) if ts is not None else math.nan)
+
+
+def _account(raw: Mapping[Any, Any]) -> Account | None:
+    values = _text_dict(raw)
+    if not values:
+        return None
+    return Account(
+        balance=float(values["balance"]),
+        portfolio_value=float(values["portfolio_value"]),
+        updated_at=float(values.get("updated_at", "0")),
+    )
 
 
 def _position(symbol: str, raw: bytes | str) -> Position:

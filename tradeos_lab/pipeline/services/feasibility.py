@@ -258,11 +258,9 @@ class Feasibility(Service):
         except (redis.RedisError, TradeosError):
             breaker = None  # each order is refused under the breaker's rule (fail closed)
         profile, limits = self.profiles.get(), self.limits()
-        cache = lab.cache
-        prices = {s: p.price for s, p in cache.get_prices(symbols).items()}
-        account = cache.get_account()
-        positions = cache.get_positions()
-        marks = cache.get_prices(positions) if positions else {}
+        book = lab.cache.get_book(symbols)
+        account, positions, marks = book.account, book.positions, book.prices
+        prices = {s: marks[s].price for s in symbols if s in marks}
         return _BatchFacts(
             profile=profile,
             limits=limits,
