@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import multiprocessing as mp
 import os
 import pstats
@@ -459,6 +460,9 @@ class ChainResult:
     #: CPU milliseconds each stage process spent per bar of the throughput run (until every
     #: stage had caught up).
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    #: Median milliseconds each hop added to the fixed-rate run's bars: stream -> ms from the
+    #: stream before it (by the entries' ids, which Redis stamps in milliseconds).
+    hop_ms: dict[str, float] = field(default_factory=dict)
     #: Why bars got no fill: reason -> (count, one example).
     unfilled: dict[str, tuple[int, str]] = field(default_factory=dict)
 
@@ -579,6 +583,7 @@ def run_chain(
             (arrivals.at[c] - t) * 1000 for c, t in sent.items() if c in arrivals.at
         ]
         result.unfilled = why_unfilled(bus, [*ids, *sent], arrivals)
+        result.hop_ms = hop_latencies(bus, set(sent))
     finally:
         if verbose:
             print(bus.inspect.streams()[["stream", "length", "dead_letters"]].to_string())
@@ -615,6 +620,38 @@ def wait_caught_up(bus: Bus, *, limit: float = 120.0) -> float:
         if not behind or now >= deadline:
             return now
         time.sleep(0.02)
+
+
+#: The way from a bar to its fill, stream by stream.
+HOPS = (
+    Stream.MARKET_DATA,
+    Stream.SIGNALS_RAW,
+    Stream.SIGNALS_MODIFIED,
+    Stream.INTENTS,
+    Stream.FILLS_RAW,
+)
+
+
+def hop_latencies(bus: Bus, chains: set[str]) -> dict[str, float]:
+    """Where the bars of `chains` (correlation ids) spent their time: the median of each hop's
+    share, from the time Redis stamped each chain's first entry on one stream to its first entry
+    on the next (whole milliseconds)."""
+    added: dict[Stream, dict[str, int]] = {}
+    for stream in HOPS:
+        first: dict[str, int] = {}
+        for entry_id, fields in bus.redis.xrange(bus.stream_key(stream), "-", "+"):
+            corr = bus.decode(stream, fields).correlation_id
+            if corr in chains and corr not in first:
+                first[corr] = int(entry_id.split(b"-")[0])
+        added[stream] = first
+    shares: dict[str, float] = {}
+    for before, after in itertools.pairwise(HOPS):
+        gaps = sorted(
+            added[after][c] - added[before][c] for c in added[after].keys() & added[before]
+        )
+        if gaps:
+            shares[after.value] = float(gaps[len(gaps) // 2])
+    return shares
 
 
 def why_unfilled(bus: Bus, ids: Sequence[str], arrivals: Arrivals) -> dict[str, tuple[int, str]]:
@@ -791,6 +828,9 @@ def report(results: list[ChainResult], args: argparse.Namespace) -> None:
                 f"        {name:<16} {trips:.2f} Redis round trips per bar; "
                 f"{r.cpu_ms.get(name, float('nan')):.2f} ms CPU per bar (throughput run){turn}"
             )
+        if r.hop_ms:
+            hops = ", ".join(f"{stream} +{ms:.0f}" for stream, ms in r.hop_ms.items())
+            print(f"        latency p50 by hop (ms): {hops}")
         for reason, (count, example) in sorted(r.unfilled.items(), key=lambda kv: -kv[1][0]):
             print(f"        not filled: {count} bars, {reason} (e.g. {example[:160]})")
     by_name = {r.name: r for r in results}
