@@ -64,11 +64,10 @@ class WriteTurns:
         self.trading_waits_path = database + TRADING_WAITS_SUFFIX
         #: Whether this process writes in the background (see the module docstring).
         self.background = False
-        #: Seconds this process's writers waited for the turn and held it, and turns taken:
-        #: where the one writer's time goes (the pipeline benchmark prints them per stage).
+        #: Seconds this process's writers waited for the turn and held it: where the one
+        #: writer's time goes (the pipeline benchmark prints them per stage).
         self.waited_s = 0.0
         self.held_s = 0.0
-        self.taken = 0
         self._unusable = False  # the lock files cannot be opened: SQLite's own waiting only
 
     @classmethod
@@ -91,7 +90,7 @@ class WriteTurns:
     def take(self, info: dict[str, Any]) -> None:
         """Wait for the turn for the pooled connection whose `info` this is (once per checkout)."""
         held = _held()
-        if info.get(_HOLDS) or held.get(self.turn_path) or self._unusable:
+        if _HOLDS in info or held.get(self.turn_path) or self._unusable:
             return
         files = self._files(info)
         if files is None:
@@ -99,8 +98,10 @@ class WriteTurns:
         turn, trading_waits = files
         asked = time.perf_counter()
         if self.background:
-            fcntl.flock(trading_waits, fcntl.LOCK_EX)  # no trading writer waits now
-            fcntl.flock(trading_waits, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(trading_waits, fcntl.LOCK_EX)  # no trading writer waits now
+            finally:
+                fcntl.flock(trading_waits, fcntl.LOCK_UN)
             fcntl.flock(turn, fcntl.LOCK_EX)
         else:
             fcntl.flock(trading_waits, fcntl.LOCK_SH)
@@ -111,7 +112,6 @@ class WriteTurns:
         info[_HOLDS] = held  # the taking thread's, wherever the turn is given back
         info[_TAKEN_AT] = now = time.perf_counter()
         self.waited_s += now - asked
-        self.taken += 1
         held[self.turn_path] = held.get(self.turn_path, 0) + 1
 
     def give_back(self, info: dict[str, Any]) -> None:
