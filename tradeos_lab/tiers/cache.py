@@ -299,12 +299,7 @@ class Cache:
         pipe = self.redis.pipeline(transaction=False)
         for symbol in wanted:
             pipe.hmget(self.keys.price(symbol), ["price", "ts"])
-        out: dict[str, Price] = {}
-        for symbol, raw in zip(wanted, pipe.execute(), strict=True):
-            price = _price(symbol, raw)
-            if price is not None:
-                out[symbol] = price
-        return out
+        return _prices(wanted, pipe.execute())
 
     # ---- account and positions ----------------------------------------------------------
 
@@ -337,11 +332,7 @@ class Cache:
             symbol: _position(symbol, value)
             for symbol, value in sorted(_text_dict(raw_positions).items())
         }
-        prices: dict[str, Price] = {}
-        for symbol, raw in zip(wanted, raw_prices, strict=True):
-            price = _price(symbol, raw)
-            if price is not None:
-                prices[symbol] = price
+        prices = _prices(wanted, raw_prices)
         asked = set(wanted)
         others = [s for s in positions if s not in asked]
         if others:
@@ -962,6 +953,12 @@ def _price(symbol: str, raw: list[Any]) -> Price | None:
     if price is None:
         return None
     return Price(symbol=symbol, price=float(price), ts=float(ts) if ts is not None else math.nan)
+
+
+def _prices(symbols: Sequence[str], raws: Sequence[list[Any]]) -> dict[str, Price]:
+    """The prices of `symbols` from their HMGET replies; unknown ones are left out."""
+    found = (_price(symbol, raw) for symbol, raw in zip(symbols, raws, strict=True))
+    return {price.symbol: price for price in found if price is not None}
 
 
 def _account(raw: Mapping[Any, Any]) -> Account | None:

@@ -118,7 +118,7 @@ MIN_ORDER_NOTIONAL: Final = 1.0
 APPROVAL_STAGE: Final = "feasibility.approval"
 APPROVAL_SWEEP_S: Final = 1.0
 
-#: Order statuses still working at the broker (not filled, canceled, rejected or expired).
+#: The risk kind of a refusal under each rule that has its own (any other is a limit breach).
 _KIND: Final = {
     "kill_switch": RiskKind.KILL_SWITCH,
     "circuit_breaker": RiskKind.CIRCUIT_BREAKER,
