@@ -45,6 +45,15 @@ class LabProcess:
         return [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
 
 
+def _command_line(process: psutil.Process) -> str:
+    """The process's command line; empty for a short-lived child that ended (or is a zombie
+    not yet reaped) since the family was listed."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
 @pytest.fixture
 def lab_process(server_settings: Settings, tmp_path: Path) -> Iterator[LabProcess]:
     env = up_env(tmp_path / "lab", **settings_environment(server_settings))
@@ -76,7 +85,7 @@ def test_lab_serves_the_notebooks_only_with_its_token_and_stops_cleanly_on_sigte
 
         started = http.post("/api/kernels", headers=auth, json={"name": "python3"})
         assert started.status_code == 201, started.text
-    kernels = [p for p in lab.family() if "ipykernel" in " ".join(p.cmdline())]
+    kernels = [p for p in lab.family() if "ipykernel" in _command_line(p)]
     assert len(kernels) == 1
     environ = kernels[0].environ()
     assert environ["TRADEOS_NAMESPACE"] == server_settings.namespace
