@@ -85,6 +85,15 @@ def test_a_re_handled_message_emits_outputs_with_the_same_ids(
     assert signals(shared_redis, keys)[-1].message_id != first.message_id
 
 
+def test_an_output_refused_as_the_batch_commits_raises_instead_of_passing_silently(
+    bus: Bus, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    bus.publish(MD, bar_message(1))
+    shared_redis.set(keys.stream(RAW), "not a stream")  # the XADD fails inside EXEC
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        bus.consumer(MD, "signal-engine", "w1", block_ms=0).poll(signal_for)
+
+
 def test_outputs_and_the_ack_commit_all_or_nothing(
     redis_server_factory: Callable[..., RedisServerProcess],
     keys: Keys,

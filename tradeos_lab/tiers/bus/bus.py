@@ -1,7 +1,8 @@
 """The bus: validated publishing, groups, idempotent effects and trimming over one bus Redis.
 
-`Bus.publish` validates a message against its stream's contract and XADDs it; `queue_publish`
-queues the same XADD on a caller's MULTI, so outputs can commit together with an ack. Consumers
+`Bus.publish` validates a message against its stream's contract and XADDs it. Outputs commit
+together with an ack: `commit` XADDs encoded outputs and other commands (a consumer's XACK) in
+one MULTI/EXEC, and `queue_publish` queues the XADD on a caller's redis-py MULTI. Consumers
 (`Bus.consumer`) live in `consumer.py`, dead letters in `dead_letters.py`, trim-loss reporting in
 `trim_loss.py`.
 
@@ -14,8 +15,8 @@ is reported by `trim_loss.py`.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import redis
@@ -118,10 +119,7 @@ class Bus:
         reply can append the message twice: consumers dedup by `message_id` (`apply_once`).
         """
         s = stream if type(stream) is Stream else Stream(stream)
-        raw = self.encode(s, message)
-        packed = pack_command(
-            ("XADD", self._stream_keys[s], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw)
-        )
+        packed = self._packed_xadd(s, self.encode(s, message))
         try:
             if self.counts_entries():
                 (entry_id,) = self.wire.call(packed, 1)
@@ -137,7 +135,6 @@ class Bus:
         """Validate every message first (one bad one publishes none), then XADD in pipelines."""
         s = Stream(stream)
         raws = [self.encode(s, m) for m in messages]
-        key, cap = self._stream_keys[s], self.hard_cap
         counts = self.counts_entries()
         ids: list[str] = []
         try:
@@ -146,9 +143,7 @@ class Bus:
                 if not counts:
                     ids.extend(text(i) for i in self._counted_xadd(s, chunk))
                     continue
-                packed = b"".join(
-                    [pack_command(("XADD", key, "MAXLEN", "~", cap, "*", FIELD, r)) for r in chunk]
-                )
+                packed = b"".join([self._packed_xadd(s, r) for r in chunk])
                 ids.extend(text(i) for i in self.wire.call(packed, len(chunk)))
         except redis.RedisError as e:
             raise translate_redis_error(
@@ -157,6 +152,39 @@ class Bus:
         finally:
             self._published[s].inc(len(ids))
         return ids
+
+    def commit(self, outputs: Sequence[tuple[Stream, bytes]], then: Sequence[bytes]) -> None:
+        """XADD `outputs` (messages `encode` made, each with its stream), then run `then` (commands
+        packed with `pack_command`), all in one MULTI/EXEC: a stage's outputs with the XACK of
+        their inputs.
+
+        Packed here and sent on the hot-path connection (`Wire`): a batch commits once per
+        fetch in every stage, and redis-py's pipeline costs about four times the CPU for it.
+        A command Redis refuses as it is queued (OOM, say) commits nothing: `StoreError`.
+        """
+        parts = [_MULTI, *(self._packed_xadd(s, raw) for s, raw in outputs)]
+        added = Counter(s for s, _ in outputs)
+        if added and not self.counts_entries():  # Redis 6.2: the bus's count, in the same MULTI
+            parts.extend(
+                pack_command(("HINCRBY", self.keys.trim_loss_reported(s), ADDED_FIELD, n))
+                for s, n in added.items()
+            )
+        parts.extend(then)
+        parts.append(_EXEC)
+        try:
+            executed = self.wire.call(b"".join(parts), len(parts))[-1]
+        except redis.RedisError as e:
+            raise translate_redis_error(e, f"committing {len(outputs)} outputs") from e
+        for s, n in added.items():
+            self._published[s].inc(n)
+        failed = next((r for r in executed if isinstance(r, redis.ResponseError)), None)
+        if failed is not None:  # failed as it ran (a wrong type): the rest did commit
+            raise translate_redis_error(failed, f"committing {len(outputs)} outputs")
+
+    def _packed_xadd(self, stream: Stream, raw: bytes) -> bytes:
+        return pack_command(
+            ("XADD", self._stream_keys[stream], "MAXLEN", "~", self.hard_cap, "*", FIELD, raw)
+        )
 
     def queue_publish(self, pipe: Pipeline, stream: Stream | str, message: Message) -> None:
         """Validate `message` and queue its XADD on `pipe`, a MULTI the caller executes.

@@ -368,6 +368,17 @@ class Consumer:
             self.bus.wire.call(pack_command(("XACK", self._key, self.group, *acks)), 1)
             self._m_acked.inc(len(acks))
             return
+        if not dead and not gone:  # the common case: outputs, acks and markers, packed
+            ttl = self.bus.effect_marker_ttl_s
+            self.bus.commit(
+                outputs,
+                [
+                    pack_command(("XACK", self._key, self.group, *acks)),
+                    *(pack_command(("EXPIRE", marker, ttl)) for marker in batch.markers),
+                ],
+            )
+            self._m_acked.inc(len(acks))
+            return
         pipe = self._redis.pipeline(transaction=True)
         for stream, raw in outputs:
             self.bus.queue_encoded(pipe, stream, raw)
