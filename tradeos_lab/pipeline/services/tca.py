@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -118,18 +118,16 @@ class TcaMonitor(Service):
         return self.handle_batch([message])[0]
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
-        """The batch's fills measured in one records transaction with a few statements for all
-        of them: their trades with their orders and their signals read in one query each, as
-        plain rows, each series' cached bars read once (every fill's arrival bar was cached
-        before the fill was made), the latest price of each symbol once, then the fill costs,
-        order costs and signal horizons each written in one statement, and the fills kept of
-        their orders and signals read back in one. A fill that cannot be measured fails the
+        """The batch's fills measured with a few statements for all of them: their trades with
+        their orders and their signals read in one query each, as plain rows, each series'
+        cached bars read once (every fill's arrival bar was cached before the fill was made),
+        the latest price of each symbol once, the fills kept before of their orders and
+        signals in one query, then the fill costs, order costs and signal horizons written in
+        one records transaction, a statement each. A fill that cannot be measured fails the
         batch: the runner then hands the fills over one at a time, so it fails alone."""
         fills = [_fill_of(m) for m in messages]
         records = self.records
         with self._one_at_a_time:
-            # Read and measured before the write transaction, so the records' write lock is
-            # held only for the writes.
             chains = records.trade_chains_of(f.execution_id for f in fills)
             signals = records.signal_rows_of(
                 sid for c in chains.values() if (sid := c.trade.modified_signal_id) is not None
@@ -149,26 +147,48 @@ class TcaMonitor(Service):
                 measured.append(_Measured(message, fill, chain, signal, arrival))
             costs = self._fill_costs(measured)
             with_arrival = [m for m in measured if m.arrival is not None]
-            cache = self.ctx.lab.cache
-            prices = {s: cache.get_price(s) for s in {m.chain.order.symbol for m in with_arrival}}
+            order_costs: list[dict[str, Any]] = []
+            openings: list[dict[str, Any]] = []
+            if with_arrival:
+                by_order, by_signal = self._fill_amounts(with_arrival, costs)
+                cache = self.ctx.lab.cache
+                symbols = {m.chain.order.symbol for m in with_arrival}
+                prices = {s: cache.get_price(s) for s in symbols}
+                order_costs = self._order_costs(with_arrival, prices, by_order)
+                openings = self._openings(with_arrival, by_signal)
+            # This process runs at a lower priority (`Service.background`): whatever it did
+            # while holding the records' write lock would keep the trading stages waiting the
+            # longer, so the lock is held for the three writes alone.
             with records.batch():
                 records.record_fill_costs(costs)
-                if with_arrival:
-                    # Every fill kept of these orders and signals, this batch's included.
-                    by_order: dict[str, list[FillAmountRow]] = defaultdict(list)
-                    by_signal: dict[str, list[FillAmountRow]] = defaultdict(list)
-                    for kept in records.fill_amounts_of(
-                        client_order_ids={m.chain.order.client_order_id for m in with_arrival},
-                        signal_ids={
-                            sid for m in with_arrival if (sid := m.chain.trade.raw_signal_id)
-                        },
-                    ):
-                        by_order[kept.client_order_id].append(kept)
-                        if kept.signal_id is not None:
-                            by_signal[kept.signal_id].append(kept)
-                    self._record_order_costs(with_arrival, prices, by_order)
-                    self._open_signals(with_arrival, by_signal)
+                records.record_order_costs(order_costs)
+                records.open_signals(openings)
         return [[] for _ in messages]
+
+    def _fill_amounts(
+        self, measured: Sequence[_Measured], costs: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, list[_Amount]], dict[str, list[_Amount]]]:
+        """Every fill kept of the measured fills' orders and signals, by order and by signal,
+        with the batch's own `costs` not kept yet (a batch handled again counts each once)."""
+        cids = {m.chain.order.client_order_id for m in measured}
+        sids = {sid for m in measured if (sid := m.chain.trade.raw_signal_id)}
+        amounts: list[_Amount] = list(
+            self.records.fill_amounts_of(client_order_ids=cids, signal_ids=sids)
+        )
+        kept = {a.execution_id for a in amounts}
+        for c in costs:  # as the records will hold them: once per execution id
+            if c["execution_id"] not in kept and (
+                c["client_order_id"] in cids or c["signal_id"] in sids
+            ):
+                kept.add(c["execution_id"])
+                amounts.append(_BatchFill(*(c[f] for f in _BatchFill._fields)))
+        by_order: dict[str, list[_Amount]] = defaultdict(list)
+        by_signal: dict[str, list[_Amount]] = defaultdict(list)
+        for amount in amounts:
+            by_order[amount.client_order_id].append(amount)
+            if amount.signal_id is not None:
+                by_signal[amount.signal_id].append(amount)
+        return by_order, by_signal
 
     def _arrival(
         self, signal: SignalRow, bars: dict[tuple[str, Timeframe], _Series]
@@ -276,15 +296,16 @@ class TcaMonitor(Service):
             before += kept.quantity
         return before
 
-    def _record_order_costs(
+    def _order_costs(
         self,
         measured: Sequence[_Measured],
         prices: Mapping[str, Price | None],
-        kept: Mapping[str, list[FillAmountRow]],
-    ) -> None:
+        kept: Mapping[str, list[_Amount]],
+    ) -> list[dict[str, Any]]:
         """Each order's shortfall over all its fills measured so far, `kept` by order (this
-        batch's included); the unfilled rest at the symbol's latest price in the cache, `prices`
-        (the arrival close when there is none)."""
+        batch's included), as `RecordsStore.record_order_costs` keeps it; the unfilled rest at
+        the symbol's latest price in the cache, `prices` (the arrival close when there is
+        none)."""
         latest: dict[tuple[str, str], _Measured] = {}
         for m in measured:  # one per order: its fills in the batch share its arrival bar
             latest[m.chain.order.client_order_id, m.chain.order.symbol] = m
@@ -320,16 +341,15 @@ class TcaMonitor(Service):
                     "shortfall_bps": shortfall.bps,
                 }
             )
-        self.records.record_order_costs(rows)
+        return rows
 
-    def _open_signals(
-        self, measured: Sequence[_Measured], kept: Mapping[str, list[FillAmountRow]]
-    ) -> None:
-        """Open each raw signal behind these fills at every horizon with its fills so far,
-        `kept` by signal (all of one side: one order)."""
+    def _openings(
+        self, measured: Sequence[_Measured], kept: Mapping[str, list[_Amount]]
+    ) -> list[dict[str, Any]]:
+        """Each raw signal behind these fills opened at every horizon with its fills so far,
+        `kept` by signal (all of one side: one order), as `RecordsStore.open_signals` keeps
+        them."""
         by_signal = {sid: m for m in measured if (sid := m.chain.trade.raw_signal_id) is not None}
-        if not by_signal:
-            return
         openings = []
         for signal_id, m in by_signal.items():
             fills, signal, arrival = kept[signal_id], m.signal, m.arrival
@@ -352,7 +372,7 @@ class TcaMonitor(Service):
                     "arrival_price": arrival.close,
                 }
             )
-        self.records.open_signals(openings)
+        return openings
 
     # ---- the timer: horizons closed, outcomes written, scores kept ---------------------------
 
@@ -412,13 +432,13 @@ class TcaMonitor(Service):
             if not self._swept:
                 left = self.records.signals_to_conclude(SWEEP_LIMIT)
                 self._swept = len(left) < SWEEP_LIMIT
-            with self.records.batch():
+            # Every signal with nothing open left: those this run ended, and those a crash left.
+            outcomes, out = self._conclude(ended, [s for s in left if s not in ended])
+            with self.records.batch():  # the writes alone hold the write lock
                 self.records.close_signal_horizons(closes)
                 for signal_id in expired:
                     self.records.expire_signal_horizons(signal_id)
-                # Every signal with nothing open left: those this run ended, and those a crash
-                # left.
-                out = self._conclude(ended, [s for s in left if s not in ended])
+                self.records.record_signal_outcomes(outcomes)
             self._score(scored | self._unscored)
         return out
 
@@ -427,10 +447,13 @@ class TcaMonitor(Service):
         opened_at: datetime = rows[0].opened_at
         return (self.ctx.now() - opened_at).total_seconds() > longest
 
-    def _conclude(self, ended: Mapping[str, _Concluded], left: Sequence[str]) -> list[Message]:
-        """Signals none of whose horizons is open: each one's outcome in the records (from its
-        longest closed horizon, or expired) and the audit entry saying so. `ended`: those this
-        run ended, with their horizons as it left them; `left`: those a crash left, read here."""
+    def _conclude(
+        self, ended: Mapping[str, _Concluded], left: Sequence[str]
+    ) -> tuple[list[dict[str, Any]], list[Message]]:
+        """Signals none of whose horizons is open: each one's outcome as
+        `RecordsStore.record_signal_outcomes` keeps it (from its longest closed horizon, or
+        expired) and the audit entry saying so. `ended`: those this run ended, with their
+        horizons as it left them; `left`: those a crash left, read here."""
         concluded: dict[str, _Concluded] = {}
         if left:
             kept: dict[str, list[SignalHorizonRow]] = defaultdict(list)
@@ -439,7 +462,7 @@ class TcaMonitor(Service):
             concluded.update((s, _Concluded.of(kept[s], [])) for s in left)
         concluded.update(ended)
         if not concluded:
-            return []
+            return [], []
         costs: dict[str, list[FillAmountRow]] = defaultdict(list)
         for cost in self.records.fill_amounts_of(signal_ids=concluded):
             costs[cost.signal_id].append(cost)
@@ -449,8 +472,7 @@ class TcaMonitor(Service):
             outcome, audit = self._outcome(signal_id, signal, costs[signal_id])
             outcomes.append(outcome)
             audits.append(audit)
-        self.records.record_signal_outcomes(outcomes)
-        return audits
+        return outcomes, audits
 
     def _outcome(
         self, signal_id: str, signal: _Concluded, fills: list[FillAmountRow]
@@ -694,6 +716,24 @@ class _Arrival:
             volume=float(found.volume[at]),
             source="cache",
         )
+
+
+class _BatchFill(NamedTuple):
+    """A fill cost of the batch in hand, not kept yet, as `RecordsStore.fill_amounts_of`
+    reads a kept one."""
+
+    execution_id: str
+    client_order_id: str
+    correlation_id: str
+    signal_id: str | None
+    side: str
+    quantity: float
+    price: float
+    fee: float
+    slippage_bps: float | None
+
+
+_Amount: TypeAlias = "FillAmountRow | _BatchFill"
 
 
 @dataclass(frozen=True, slots=True)
