@@ -288,10 +288,10 @@ class Execution(Service):
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """A batch of intents: the intents kept in one transaction committed before any order
         goes out (a crash after it places nothing twice: the client order ids are derived from
-        the intents), the kill switches and the orders already recorded read once, then the
-        orders placed together at the broker (`PaperBroker.submit_many`) and their orders,
-        fills, trades and ledger entries written in a second transaction, the broker's circuit
-        breaker told once. Bars (and a mixed batch) go one at a time; a batch of bars under one
+        the intents), the kill switches, the orders already recorded and the bars to fill on
+        read once, then the orders placed together at the broker (`PaperBroker.submit_many`)
+        and their orders, fills, trades and ledger entries written in a second transaction, the
+        broker's circuit breaker told once after it. Bars (and a mixed batch) go one at a time; a batch of bars under one
         hold of the lock (every bar of every symbol comes here)."""
         bars = [m for m in messages if isinstance(m, BarMessage)]
         if len(bars) == len(messages):
@@ -306,12 +306,14 @@ class Execution(Service):
             return [self.handle(m) for m in messages]
         intents = [m for m in messages if isinstance(m, IntentMessage)]
         records = self.records
-        with self._one_at_a_time:
+        with self._one_at_a_time, broker.same_bars():
             self._await_broker_state()
             records.keep_intents(intents)
             switches = self.ctx.lab.kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
             )
+            for symbol in {m.payload.symbol for m in intents}:
+                broker.latest_bar(symbol)  # the bars the orders fill on, read before the lock
             self._batch = _Batch(trades=[])
             try:
                 # Read before the write transaction, whose write lock (SQLite's one) is taken at
@@ -325,9 +327,8 @@ class Execution(Service):
                     prepared = [self._prepare(m, switches, known=known) for m in intents]
                     # an order refused here was recorded after `known` was read
                     known.update(r.client_order_id for r, done in prepared if done is not None)
-                    sent = iter(
-                        self._submit_many([r for r, done in prepared if done is None], known=known)
-                    )
+                    requests = [r for r, done in prepared if done is None]
+                    sent = iter(self._submit_many(requests, known=known, success_later=True))
                     answered = [
                         self._recorded(m, done or next(sent))
                         for m, (_, done) in zip(intents, prepared, strict=True)
@@ -335,6 +336,8 @@ class Execution(Service):
                     records.record_trades(self._batch.trades)
             finally:
                 self._batch = None
+            if requests:
+                self._broker_answered()
         # the messages are built once the records are committed (the write lock released)
         return [self._answer(m, report, chain) for m, report, chain in answered]
 
@@ -438,12 +441,18 @@ class Execution(Service):
         return self._submit_many([request])[0]
 
     def _submit_many(
-        self, requests: Sequence[OrderRequest], *, known: set[str] | None = None
+        self,
+        requests: Sequence[OrderRequest],
+        *,
+        known: set[str] | None = None,
+        success_later: bool = False,
     ) -> list[OrderReport]:
         """Submit through the broker's circuit breaker, which Feasibility's rule reads: a broker
         that cannot answer counts a failure (and the intents are retried), an answer a success
         (once for all of them). `known`: the client order ids the records hold (the paper
-        broker's batch reads them once)."""
+        broker's batch reads them once). `success_later`: the caller counts the success
+        (`_broker_answered`) once its records transaction has committed, so the flags tier's
+        round trip is not made while the transaction holds the records' write lock."""
         if not requests:
             return []
         breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
@@ -465,14 +474,23 @@ class Execution(Service):
                         status.failures,
                     )
             raise
+        if not success_later:
+            self._broker_answered()
+        return reports
+
+    def _broker_answered(self) -> None:
+        """A success on the broker's circuit breaker; its closing on `risk_events` when it was
+        open."""
+        breaker = self.ctx.lab.flags.circuit_breaker(BROKER_DEPENDENCY)
         closed = breaker.record_success().state is BreakerState.CLOSED
         if self._breaker_opened and closed:
             self._breaker_opened = False
             with contextlib.suppress(TransientError):
                 self._breaker_changed(
-                    Severity.INFO, f"broker {broker.name} circuit closed: an order went through", 0
+                    Severity.INFO,
+                    f"broker {self.broker.name} circuit closed: an order went through",
+                    0,
                 )
-        return reports
 
     def _breaker_changed(self, severity: Severity, detail: str, failures: int) -> None:
         """A change of the broker's circuit, on `risk_events` at once: the intent that saw it
