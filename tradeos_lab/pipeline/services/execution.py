@@ -291,8 +291,8 @@ class Execution(Service):
         the intents), the kill switches, the orders already recorded and the bars to fill on
         read once, then the orders placed together at the broker (`PaperBroker.submit_many`)
         and their orders, fills, trades and ledger entries written in a second transaction, the
-        broker's circuit breaker told once after it. Bars (and a mixed batch) go one at a time; a batch of bars under one
-        hold of the lock (every bar of every symbol comes here)."""
+        broker's circuit breaker told once after it. Bars (and a mixed batch) go one at a time;
+        a batch of bars under one hold of the lock (every bar of every symbol comes here)."""
         bars = [m for m in messages if isinstance(m, BarMessage)]
         if len(bars) == len(messages):
             with self._one_at_a_time:
