@@ -170,6 +170,9 @@ def test_an_order_passing_every_rule_is_an_intent_sized_by_the_profile_and_kept(
     [message] = out[Stream.INTENTS]
     assert message.correlation_id == signal.correlation_id
     assert [r.message_id for r in lab.records.intents()] == [message.message_id]
+    # the modified signal it decided on is kept with it (the modifier keeps nothing)
+    kept = lab.records.signals(correlation_id=signal.correlation_id)
+    assert [(k.message_id, k.stage) for k in kept] == [(signal.message_id, "modified")]
     # The intent row is the record of the clearance; its audit entry stays on the bus.
     assert [r for r in lab.records.audit_trail() if r.producer == Feasibility.name] == []
     assert out[Stream.RISK_EVENTS] == []
@@ -310,6 +313,10 @@ def test_outputs_are_built_under_the_ids_the_runner_gives_them_in_a_batch_and_al
     assert [r.message_id for r in lab.records.risk_events()] == [batch[1][0].message_id]
     kept = [r.message_id for r in lab.records.audit_trail() if r.producer == Feasibility.name]
     assert sorted(kept) == sorted([batch[1][1].message_id, batch[2][0].message_id])
+    # every signal decided on is kept once, whatever became of it
+    assert sorted(r.message_id for r in lab.records.signals()) == sorted(
+        s.message_id for s in signals
+    )
 
 
 def test_an_explicit_clear_resumes_intents(lab: Lab) -> None:

@@ -37,6 +37,7 @@ from tradeos_lab.agent.policy import propose
 from tradeos_lab.cli import cli
 from tradeos_lab.contracts import (
     Audit,
+    AuditMessage,
     Bar,
     FillMessage,
     Intent,
@@ -52,6 +53,7 @@ from tradeos_lab.contracts import (
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.service import ServiceContext
+from tradeos_lab.pipeline.services.audit_trail import AuditTrail
 from tradeos_lab.pipeline.services.feasibility import Feasibility
 from tradeos_lab.pipeline.services.signal_engine import (
     PROMOTED_KEY,
@@ -156,6 +158,7 @@ def test_the_modifier_follows_the_confidence_threshold_and_hero_signals_without_
 
     modifier.config.note(_apply(lab, CONFIDENCE_THRESHOLD_KEY, 0.9))
     out = list(modifier.handle(_raw("sma_cross")))
+    emitted = list(out)
     assert _kept(out) == ([], ["sma_cross"])
     [applied] = _applied(out)
     assert applied.target == f"config:{CONFIDENCE_THRESHOLD_KEY}"
@@ -169,10 +172,15 @@ def test_the_modifier_follows_the_confidence_threshold_and_hero_signals_without_
     modifier.config.note(_apply(lab, HERO_SIGNALS_KEY, ["rsi_reversion"]))
     batch = modifier.handle_batch([_raw("sma_cross", confidence=1.0), _raw("rsi_reversion")])
     out = [m for outputs in batch for m in outputs]
+    emitted += out
     assert _kept(out) == ([], ["sma_cross", "rsi_reversion"])  # not a hero; then too unsure
     assert [a.target for a in _applied(out)] == [f"config:{HERO_SIGNALS_KEY}"]
     later = list(modifier.handle(_raw("rsi_reversion", confidence=0.95)))
     assert _kept(later) == (["rsi_reversion"], []) and _applied(later) == []  # once per version
+    # the audit trail keeps what the modifier emits (it writes no records itself)
+    AuditTrail(ServiceContext(lab, lab.settings, "t")).handle_batch(
+        [m for m in emitted if isinstance(m, AuditMessage)]
+    )
     kept = [r.action for r in lab.records.audit_trail() if r.producer == SignalModifier.name]
     assert kept.count(CONFIG_APPLIED) == 2
 

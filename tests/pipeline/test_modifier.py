@@ -22,6 +22,7 @@ from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.runner import ServiceRunner
 from tradeos_lab.pipeline.service import ServiceContext
+from tradeos_lab.pipeline.services.audit_trail import AuditTrail
 from tradeos_lab.pipeline.services.signal_modifier import (
     ACTIVE_PROFILE_KEY,
     HERO_SIGNALS_KEY,
@@ -89,9 +90,8 @@ def test_defaults_leave_the_strength_and_list_every_modifier_with_its_reason(
     assert all(m.reason for m in signal.modifiers)
     assert "equal weights" in signal.modifiers[0].reason  # type: ignore[operator]
     assert signal.regime is None
-    [message] = out[Stream.SIGNALS_MODIFIED]
-    kept = pipeline_lab.records.signals(correlation_id=raw.correlation_id)
-    assert [(k.message_id, k.stage) for k in kept] == [(message.message_id, "modified")]
+    # Feasibility keeps it with the decision it takes on it: the modifier writes no records
+    assert pipeline_lab.records.signals(correlation_id=raw.correlation_id) == []
 
 
 def test_the_ensemble_weighs_the_strategies_signals_on_the_same_bar_by_the_cache(
@@ -135,6 +135,8 @@ def test_the_hero_filter_drops_a_signal_that_is_not_a_hero_and_audits_it(
         if isinstance(m.payload, Audit) and m.producer == SignalModifier.name
     ]
     assert audit.action == "signal.filtered" and "not a hero signal" in audit.reason
+    ctx = ServiceContext(pipeline_lab, pipeline_lab.settings, "audit-trail-test")
+    ServiceRunner(AuditTrail, ctx).drain()  # the audit trail keeps it
     assert [r.action for r in pipeline_lab.records.audit_trail()].count("signal.filtered") == 1
 
 

@@ -21,7 +21,8 @@ audit entry.
 
 What it emits: an `intents` message listing the rules it passed and the policy profile version it
 was sized under, kept in the records under the id the bus gives it, plus an `audit` entry; or, for
-a refused order, a `risk_events` message and an `audit` entry naming the rule and its reason.
+a refused order, a `risk_events` message and an `audit` entry naming the rule and its reason. The
+modified signal it decided on is kept with them, in the same transaction (`kept`).
 
 Approval: an intent that passed every rule but whose notional is above the active profile's
 `approval_notional` is parked in the flags tier's approval queue for `approval_ttl_s` instead of
@@ -39,6 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import redis
@@ -46,11 +48,14 @@ from sqlalchemy import select
 
 from tradeos_lab.agent.config import ConfigWatcher, applied
 from tradeos_lab.contracts import (
+    AuditMessage,
     Direction,
     Intent,
     IntentMessage,
     ModifiedSignal,
+    ModifiedSignalMessage,
     OrderType,
+    RiskEventMessage,
     RiskKind,
     Severity,
     Side,
@@ -79,13 +84,11 @@ from tradeos_lab.pipeline.services.signal_modifier import (
     ActiveProfile,
     Held,
     ProfileSource,
-    kept,
-    kept_many,
-    output_id,
 )
 from tradeos_lab.providers.alpaca import is_crypto
-from tradeos_lab.stores.records import StrategyBook
+from tradeos_lab.stores.records import RecordsStore, StrategyBook
 from tradeos_lab.stores.records.models import LedgerEntry
+from tradeos_lab.stores.records.store import KeptMessage
 from tradeos_lab.tiers.flags import BreakerState, Decision, ParkedIntent, reduces_exposure
 from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
 from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
@@ -722,6 +725,63 @@ def broker_circuit(lab: Lab) -> BreakerState:
     while the cooldown runs or a probe is out, it reads open."""
     status = lab.flags.circuit_breaker(BROKER_DEPENDENCY).admit()
     return status.state if status.allowed else BreakerState.OPEN
+
+
+@lru_cache(maxsize=8192)
+def output_id(parent_id: str, stage: str, index: int) -> str:
+    """The id the runner gives output `index` of `stage` for message `parent_id`
+    (`derived_message_id`), derived once: a stage that builds its outputs under their ids asks
+    for it, and `kept_many` again for the same outputs."""
+    return derived_message_id(parent_id, stage=stage, index=index)
+
+
+def kept(
+    records: RecordsStore, parent: Message, outputs: Sequence[Message], *, stage: str
+) -> list[Message]:
+    """`outputs` under the ids the runner gives them (derived from the parent's id, the stage
+    and their index), kept in the records with the modified signal they answer: a re-handled
+    message keeps nothing twice, and the decisions outlive the bus's trimming.
+
+    The modified signal is kept here, with the decision taken on it, not by the Signal
+    Modifier: one records transaction on the way from a bar to its order instead of two. It is
+    kept before Execution reads it (the intent is published after this commit), and it waits
+    on the bus, unacked, until it is. Beside an intent its audit entry stays on the bus (the
+    audit trail keeps it): the intent row, with the checks it passed, is the record of that
+    decision."""
+    return kept_many(records, [parent], [outputs], stage=stage)[0]
+
+
+def kept_many(
+    records: RecordsStore,
+    parents: Sequence[Message],
+    outputs: Sequence[Sequence[Message]],
+    *,
+    stage: str,
+) -> list[list[Message]]:
+    """`kept` for a batch: every parent's outputs stamped (an output built under its id already
+    is taken as it is), all kept with the parents with one write per table."""
+    stamped: list[list[Message]] = []
+    keep: list[KeptMessage] = []
+    for parent, messages in zip(parents, outputs, strict=True):
+        if isinstance(parent, ModifiedSignalMessage):
+            keep.append(parent)
+        with_intent = any(isinstance(m, IntentMessage) for m in messages)
+        mine: list[Message] = []
+        for index, output in enumerate(messages):
+            message_id = output_id(parent.message_id, stage, index)
+            message = (
+                output
+                if output.message_id == message_id
+                else output.model_copy(update={"message_id": message_id})
+            )
+            if isinstance(message, IntentMessage | RiskEventMessage) or (
+                isinstance(message, AuditMessage) and not with_intent
+            ):
+                keep.append(message)
+            mine.append(message)
+        stamped.append(mine)
+    records.keep_messages(keep)
+    return stamped
 
 
 @dataclass(frozen=True)

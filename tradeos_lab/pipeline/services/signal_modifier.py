@@ -21,6 +21,8 @@ after a change carries a `config.applied` audit entry per changed key.
 
 What it emits: one `signals.modified` message listing every modifier, its effect and its reason
 (or an `audit` entry for a dropped signal). A flat signal is an exit: it passes through unscaled.
+It writes nothing to the records: Feasibility keeps each modified signal with the decision it takes
+on it, and the audit trail the audit entries.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 from sqlalchemy import select
@@ -41,23 +42,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tradeos_lab.agent.config import ConfigWatcher, applied
 from tradeos_lab.contracts import (
-    AuditMessage,
     Direction,
-    IntentMessage,
     ModifiedSignal,
-    ModifiedSignalMessage,
     Modifier,
     RawSignal,
-    RiskEventMessage,
     derive,
 )
-from tradeos_lab.contracts.ids import derived_message_id
 from tradeos_lab.errors import ContractError
 from tradeos_lab.indicators.specs import ATRRegime
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.stores.records.models import PolicyProfile
-from tradeos_lab.stores.records.store import KeptMessage, RecordsStore
+from tradeos_lab.stores.records.store import RecordsStore
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
@@ -131,56 +127,6 @@ def ensure_default_profiles(records: RecordsStore, *, now: float | None = None) 
             session.execute(stmt, rows)
             created = [r["name"] for r in rows]
     return created
-
-
-@lru_cache(maxsize=8192)
-def output_id(parent_id: str, stage: str, index: int) -> str:
-    """The id the runner gives output `index` of `stage` for message `parent_id`
-    (`derived_message_id`), derived once: a stage that builds its outputs under their ids asks
-    for it, and `kept_many` again for the same outputs."""
-    return derived_message_id(parent_id, stage=stage, index=index)
-
-
-def kept(
-    records: RecordsStore, parent: Message, outputs: Sequence[Message], *, stage: str
-) -> list[Message]:
-    """`outputs` under the ids the runner gives them (derived from the parent's id, the stage
-    and their index), each kept in the records: a re-handled message keeps nothing twice, and
-    the decisions outlive the bus's trimming. Beside an intent its audit entry stays on the bus
-    only: the intent row, with the checks it passed, is the record of that decision (and one
-    commit fewer on the path every order takes)."""
-    return kept_many(records, [parent], [outputs], stage=stage)[0]
-
-
-def kept_many(
-    records: RecordsStore,
-    parents: Sequence[Message],
-    outputs: Sequence[Sequence[Message]],
-    *,
-    stage: str,
-) -> list[list[Message]]:
-    """`kept` for a batch: every parent's outputs stamped (an output built under its id already
-    is taken as it is), all kept with one write per table."""
-    stamped: list[list[Message]] = []
-    keep: list[KeptMessage] = []
-    for parent, messages in zip(parents, outputs, strict=True):
-        with_intent = any(isinstance(m, IntentMessage) for m in messages)
-        mine: list[Message] = []
-        for index, output in enumerate(messages):
-            message_id = output_id(parent.message_id, stage, index)
-            message = (
-                output
-                if output.message_id == message_id
-                else output.model_copy(update={"message_id": message_id})
-            )
-            if isinstance(message, ModifiedSignalMessage | IntentMessage | RiskEventMessage) or (
-                isinstance(message, AuditMessage) and not with_intent
-            ):
-                keep.append(message)
-            mine.append(message)
-        stamped.append(mine)
-    records.keep_messages(keep)
-    return stamped
 
 
 class Held(Generic[T]):
@@ -285,9 +231,8 @@ class SignalModifier(Service):
     def handle(self, message: Message) -> Sequence[Message]:
         changes = self._follow_config()
         outputs = self._modify(message) + self._applied(message, changes)
-        kept_outputs = kept(self.ctx.lab.records, message, outputs, stage=self.name)
         self.config.acknowledge(changes)
-        return kept_outputs
+        return outputs
 
     # ---- live-tunable config -------------------------------------------------------------
 
@@ -331,7 +276,7 @@ class SignalModifier(Service):
     # ---- what it decides -----------------------------------------------------------------
 
     def _modify(self, message: Message) -> list[Message]:
-        """The modified signal (or the audit entry of a dropped one), not yet kept."""
+        """The modified signal (or the audit entry of a dropped one)."""
         raw = message.payload
         if not isinstance(raw, RawSignal):
             raise ContractError(f"signal_modifier reads raw signals, not {message.SCHEMA}")
@@ -372,8 +317,7 @@ class SignalModifier(Service):
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """The batch's ensemble inputs noted in the cache in one round trip, each series' ATR
-        regime read once, its modified signals kept with one records write; the whole batch
-        under one reading of the config."""
+        regime read once; the whole batch under one reading of the config."""
         changes = self._follow_config()
         noted = [
             m
@@ -396,11 +340,8 @@ class SignalModifier(Service):
             self._seen, self._indicators = {}, None
         if messages:
             outputs[0] += self._applied(messages[0], changes)
-        batch: list[Sequence[Message]] = list(
-            kept_many(self.ctx.lab.records, messages, outputs, stage=self.name)
-        )
         self.config.acknowledge(changes)
-        return batch
+        return list(outputs)
 
     def _ensemble(
         self,
