@@ -11,6 +11,8 @@ import redis
 from tradeos_lab.errors import DependencyUnavailable, RateLimited, ValidationError
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
+from tradeos_lab.stack.clients import make_redis
+from tradeos_lab.stack.redis_server import RedisServerProcess
 from tradeos_lab.tiers.flags import BreakerState, Flags, KillSwitches, RateBudget
 
 
@@ -218,3 +220,27 @@ def test_circuit_breaker_boundaries_are_exact(flags: Flags) -> None:
     assert breaker.allow(now_ms=probe_sent + 5_000)  # the probe never reported: a new one
     reopened = breaker.record_failure(now_ms=probe_sent + 5_001)
     assert (reopened.state, reopened.opened_at_ms) == (BreakerState.OPEN, probe_sent + 5_001)
+
+
+# ---- several flags in one round trip ----------------------------------------------------------
+
+
+def test_a_breaker_admitted_beside_other_reads_answers_as_admit_even_after_a_script_flush(
+    redis_server_factory: Callable[..., RedisServerProcess],
+    keys: Keys,
+    settings_factory: Callable[..., Settings],
+) -> None:
+    client = make_redis(redis_server_factory("flags").url, role="flags")
+    flags = Flags(client, keys=keys, settings=settings_factory())
+    breaker = flags.circuit_breaker("broker", failure_threshold=1, cooldown_seconds=60)
+    pipe = client.pipeline(transaction=False)
+    admitted = breaker.queue_admit(pipe)
+    assert admitted(pipe.execute(raise_on_error=False)[0]).allowed
+    breaker.record_failure()
+    client.script_flush()  # a restarted server: the pipeline's EVALSHA answers NOSCRIPT
+    pipe = client.pipeline(transaction=False)
+    pipe.ping()
+    admitted = breaker.queue_admit(pipe)
+    status = admitted(pipe.execute(raise_on_error=False)[1])
+    assert (status.state, status.allowed) == (BreakerState.OPEN, False)
+    client.close()

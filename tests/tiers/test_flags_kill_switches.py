@@ -16,6 +16,7 @@ from tradeos_lab.errors import DependencyUnavailable, TradingHalted, ValidationE
 from tradeos_lab.keys import Keys
 from tradeos_lab.settings import Settings
 from tradeos_lab.tiers.flags import (
+    Decision,
     Flags,
     KillMode,
     KillScope,
@@ -426,3 +427,22 @@ def test_a_change_whose_audit_fails_raises(shared_redis: redis.Redis, keys: Keys
     agent = KillSwitches(shared_redis, keys=keys, source="agent", audit=unreachable_trail)
     with pytest.raises(DependencyUnavailable):
         agent.engage("global", "HALTED", **ops(actor="agent"))
+
+
+def test_switches_read_beside_other_reads_fail_closed_on_an_error_reply(
+    switches: KillSwitches, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    switches.arm(actor="user:test", reason="test")
+    pipe = shared_redis.pipeline(transaction=False)
+    pipe.ping()  # another read of the same round trip
+    read = switches.queue_switches(pipe, [("momo", "AAPL")])
+    assert read(pipe.execute(raise_on_error=False)[1:])["momo", "AAPL"] == ()  # none engaged
+    shared_redis.delete(keys.kill_switches())
+    shared_redis.set(keys.kill_switches(), "not a hash")  # HMGET now answers WRONGTYPE
+    pipe = shared_redis.pipeline(transaction=False)
+    read = switches.queue_switches(pipe, [("momo", "AAPL")])
+    decision = read(pipe.execute(raise_on_error=False))["momo", "AAPL"]
+    assert isinstance(decision, Decision) and not decision.allowed
+    assert "failing closed" in (decision.reason or "")
+    gone = read(redis.ConnectionError("gone"))["momo", "AAPL"]
+    assert isinstance(gone, Decision) and not gone.allowed

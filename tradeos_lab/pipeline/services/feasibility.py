@@ -175,8 +175,8 @@ class Feasibility(Service):
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
         """Every message of the batch decided in order on facts read once for the batch (the
-        records' book in one transaction; kill switches in one flags round trip and the broker's
-        breaker in another; prices, account and positions from the cache), each decision's
+        records' book in one transaction; the kill switches and the broker's breaker in one
+        flags round trip; prices, account and positions from the cache), each decision's
         intent counted as working for the next, and what they emit kept in one transaction."""
         signals: list[ModifiedSignal] = []
         for message in messages:
@@ -255,11 +255,7 @@ class Feasibility(Service):
         pairs = list(dict.fromkeys((s.strategy, s.symbol) for s in signals))
         symbols = list(dict.fromkeys(s.symbol for s in signals))
         books = self._books(pairs)
-        switches = self.ctx.lab.kill_switches.read_switches(pairs)
-        try:
-            breaker: BreakerState | None = broker_circuit(lab)
-        except (redis.RedisError, TradeosError):
-            breaker = None  # each order is refused under the breaker's rule (fail closed)
+        switches, breaker = self._gate(pairs)
         profile, limits = self.profiles.get(), self.limits()
         book = lab.cache.get_book(symbols)
         account, positions, marks = book.account, book.positions, book.prices
@@ -278,6 +274,25 @@ class Feasibility(Service):
             },
             held=frozenset(s for s, p in positions.items() if abs(p.quantity) > DUST),
         )
+
+    def _gate(self, pairs: Sequence[tuple[str, str]]) -> tuple[SwitchesRead, BreakerState | None]:
+        """The kill switches over `pairs` and the broker's circuit (`broker_circuit`), read in
+        one flags round trip. A switch that cannot be read reads HALTED; a circuit that cannot
+        be read is None, and each order is refused under the breaker's rule (fail closed)."""
+        lab = self.ctx.lab
+        pipe = lab.flags.redis.pipeline(transaction=False)
+        read_switches = lab.kill_switches.queue_switches(pipe, pairs)
+        admitted = lab.flags.circuit_breaker(BROKER_DEPENDENCY).queue_admit(pipe)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as e:
+            return read_switches(e), None
+        try:
+            status = admitted(replies[2])
+            breaker: BreakerState | None = status.state if status.allowed else BreakerState.OPEN
+        except (redis.RedisError, TradeosError):
+            breaker = None
+        return read_switches(replies), breaker
 
     def _decide(self, message: Message) -> list[Message]:
         """Intent and audit, or risk event and audit, or an audit of a skip, or nothing."""

@@ -41,11 +41,11 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import redis
 
@@ -60,6 +60,9 @@ from tradeos_lab.tiers.flags.plumbing import (
     server_time,
     text,
 )
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 KILL_TTL_SECONDS: Final = 30 * 86_400
 _ARMED: Final = "armed"
@@ -196,6 +199,12 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return {redis.call('HEXISTS', KEYS[1], 'armed'), string.format('%.6f', now), dropped}
 """
+
+
+def _unreachable(pairs: list[tuple[str, str]], error: BaseException) -> SwitchesRead:
+    """Every pair HALTED: the switches could not be read (fail closed)."""
+    down = _halted(f"flags tier unreachable ({type(error).__name__}): failing closed")
+    return dict.fromkeys(pairs, down)
 
 
 class KillSwitches:
@@ -442,6 +451,20 @@ class KillSwitches:
     def read_switches(self, pairs: Iterable[tuple[str, str]]) -> SwitchesRead:
         """The live switches over each (strategy, symbol) of a batch, all read in one HMGET, for
         `check_order(switches=...)`; a pair whose switches cannot be known maps to HALTED."""
+        pipe = self.redis.pipeline(transaction=False)
+        switches = self.queue_switches(pipe, pairs)
+        try:
+            return switches(pipe.execute(raise_on_error=False))
+        except redis.RedisError as e:
+            return switches(e)
+
+    def queue_switches(
+        self, pipe: Pipeline, pairs: Iterable[tuple[str, str]]
+    ) -> Callable[[Sequence[Any] | BaseException], SwitchesRead]:
+        """`read_switches` queued on `pipe` (no transaction, run with `raise_on_error=False`,
+        so a caller reads other flags in the same round trip). Returns what reads the switches
+        from the replies of the two commands queued here (the pipeline's replies from theirs
+        on), or from the error that kept the pipeline from running: every pair HALTED."""
         pairs = list(
             dict.fromkeys(
                 (canonical_name(st, "strategy"), canonical_symbol(sy)) for st, sy in pairs
@@ -457,14 +480,22 @@ class KillSwitches:
                 for source in KillSource
             )
         )
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hmget(self.keys.kill_switches(), [_ARMED, *fields])
-            pipe.time()
-            values, clock = pipe.execute()
-        except redis.RedisError as e:
-            down = _halted(f"flags tier unreachable ({type(e).__name__}): failing closed")
-            return dict.fromkeys(pairs, down)
+        pipe.hmget(self.keys.kill_switches(), [_ARMED, *fields])
+        pipe.time()
+        return lambda replies: self._switches_read(pairs, fields, replies)
+
+    def _switches_read(
+        self,
+        pairs: list[tuple[str, str]],
+        fields: list[str],
+        replies: Sequence[Any] | BaseException,
+    ) -> SwitchesRead:
+        if isinstance(replies, BaseException):
+            return _unreachable(pairs, replies)
+        unread = next((r for r in replies[:2] if isinstance(r, BaseException)), None)
+        if unread is not None:
+            return _unreachable(pairs, unread)
+        values, clock = replies[0], replies[1]
         try:
             if values[0] is None:
                 return dict.fromkeys(pairs, _halted(_NOT_ARMED))

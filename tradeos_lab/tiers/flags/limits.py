@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tradeos_lab.errors import CircuitOpen, RateLimited, ValidationError
+import redis
+
+from tradeos_lab.errors import CircuitOpen, DependencyUnavailable, RateLimited, ValidationError
 from tradeos_lab.symbols import canonical_name
 from tradeos_lab.tiers.flags.plumbing import (
     NOW_MS,
@@ -24,6 +27,8 @@ from tradeos_lab.tiers.flags.plumbing import (
 )
 
 if TYPE_CHECKING:
+    from redis.client import Pipeline
+
     from tradeos_lab.tiers.flags import Flags
 
 
@@ -250,8 +255,27 @@ class CircuitBreaker:
                 self.dependency,
             )
 
+    def queue_admit(self, pipe: Pipeline) -> Callable[[Any], BreakerStatus]:
+        """`admit` queued on `pipe` (no transaction, run with `raise_on_error=False`), so a
+        caller reads other flags in the same round trip: returns what reads the status from its
+        reply. A server that lost the script is asked again directly (which loads it); any
+        other error raises `DependencyUnavailable`."""
+        pipe.evalsha(self._script.sha, 1, self.key, *self._args("allow", None))
+
+        def admitted(reply: Any) -> BreakerStatus:
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                return self.admit()
+            if isinstance(reply, BaseException):
+                raise DependencyUnavailable(f"flags Redis: {type(reply).__name__}: {reply}")
+            return _status(reply)
+
+        return admitted
+
     def _op(self, op: str, now_ms: int | None) -> BreakerStatus:
-        args = [
+        return _status(call_script(self._script, [self.key], self._args(op, now_ms)))
+
+    def _args(self, op: str, now_ms: int | None) -> list[Any]:
+        return [
             -1 if now_ms is None else int(now_ms),
             op,
             self.failure_threshold,
@@ -260,7 +284,10 @@ class CircuitBreaker:
             self.probe_ms,
             self.ttl_ms,
         ]
-        state, failures, opened, probe_until, allowed = call_script(self._script, [self.key], args)
-        return BreakerStatus(
-            BreakerState(text(state)), int(failures), int(opened), int(probe_until), bool(allowed)
-        )
+
+
+def _status(reply: Any) -> BreakerStatus:
+    state, failures, opened, probe_until, allowed = reply
+    return BreakerStatus(
+        BreakerState(text(state)), int(failures), int(opened), int(probe_until), bool(allowed)
+    )
