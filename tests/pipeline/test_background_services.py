@@ -18,11 +18,8 @@ from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline import ServiceContext, ServiceRunner
 from tradeos_lab.pipeline.registry import service_class
-from tradeos_lab.pipeline.runner import (
-    BACKGROUND_LINGER_S,
-    BACKGROUND_NICENESS,
-    yield_to_trading,
-)
+from tradeos_lab.pipeline.runner import BACKGROUND_NICENESS, yield_to_trading
+from tradeos_lab.pipeline.service import BACKGROUND_LINGER_S
 from tradeos_lab.settings import PIPELINE_SERVICES
 from tradeos_lab.stores.records import RecordsStore
 from tradeos_lab.stores.records.write_turns import WriteTurns

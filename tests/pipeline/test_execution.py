@@ -25,9 +25,14 @@ from tradeos_lab.contracts import (
     new_message,
 )
 from tradeos_lab.errors import DependencyUnavailable
+from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
 from tradeos_lab.pipeline.service import ServiceContext
-from tradeos_lab.pipeline.services.execution import Execution, client_order_id_for
+from tradeos_lab.pipeline.services.execution import (
+    QUIET_BARS_LINGER_S,
+    Execution,
+    client_order_id_for,
+)
 from tradeos_lab.settings import Settings, SharedRedisServerWarning
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
@@ -223,7 +228,6 @@ def test_records_down_is_a_transient_error_before_anything_is_published(
 def test_through_the_runner_an_intent_on_the_bus_comes_out_as_an_order_and_fills(
     pipeline_lab: Lab, pipeline_settings: Settings
 ) -> None:
-    from tradeos_lab.keys import Stream
     from tradeos_lab.pipeline.runner import ServiceRunner
 
     intent = _intent(pipeline_lab, _bar(pipeline_lab, 0))
@@ -354,3 +358,17 @@ def test_a_restarted_execution_on_the_paper_broker_reads_no_orders_back_before_i
         s for s in statements if s.lstrip().upper().startswith("SELECT") and "orders" in s
     ]
     assert len(orders_read) <= 3, f"a reconciliation read the day's orders back: {orders_read}"
+
+
+def test_bars_are_read_together_while_no_order_works_and_as_they_come_while_one_does(
+    execution: Execution, pipeline_lab: Lab
+) -> None:
+    assert execution.linger_s(Stream.MARKET_DATA) == QUIET_BARS_LINGER_S
+    assert execution.linger_s(Stream.INTENTS) == 0.0  # an intent never waits
+    limit = {"order_type": "limit", "limit_price": 95.0}
+    execution.handle(_intent(pipeline_lab, _bar(pipeline_lab, 0), **limit))  # stays open
+    assert execution.linger_s(Stream.MARKET_DATA) == 0.0
+    fills = _of(FillMessage, execution.handle(_bar(pipeline_lab, 1, close=94.0)))
+    assert fills and execution.linger_s(Stream.MARKET_DATA) == 0.0  # as the records last showed
+    execution.handle(_bar(pipeline_lab, 2, close=94.0))  # the records show none working now
+    assert execution.linger_s(Stream.MARKET_DATA) == QUIET_BARS_LINGER_S

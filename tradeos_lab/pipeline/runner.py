@@ -79,10 +79,6 @@ BATCH = 256
 #: How much lower a background service's process runs (`nice`): when the trading stages want the
 #: CPU they get about ten times its share.
 BACKGROUND_NICENESS = 10
-#: How long a background service waits after a batch that did not fill before it reads again.
-#: What arrived meanwhile is then one batch (one records transaction, one commit) instead of a
-#: wake-up, a transaction and a write turn for every few entries the trading stages publish.
-BACKGROUND_LINGER_S = 0.1
 #: How long one blocking read waits; also the longest a stop waits for an idle consumer.
 BLOCK_MS = 500
 #: How often the worker heartbeats (well inside the profile's heartbeat TTL).
@@ -473,17 +469,18 @@ class ServiceRunner:
         return adopted
 
     def _consume(self, consumer: Consumer, stop: threading.Event) -> None:
-        """One input's loop: poll until `stop`, settling each batch before looking at `stop`; a
-        background service lingers after a batch that did not fill (`BACKGROUND_LINGER_S`)."""
-        linger = BACKGROUND_LINGER_S if self.service.background else 0.0
+        """One input's loop: poll until `stop`, settling each batch before looking at `stop`,
+        and lingering after a batch that did not fill as the service asks (`linger_s`)."""
         try:
             while not stop.is_set():
                 result = consumer.run(
                     self.handle, stop=stop, max_messages=1, batch_handler=self.batch_handler
                 )
                 self._record(result)
-                if linger and result.fetched < consumer.count:
-                    stop.wait(linger)
+                if result.fetched < consumer.count:
+                    linger = self.service.linger_s(consumer.stream)
+                    if linger > 0:
+                        stop.wait(linger)
         except BaseException as e:
             self._failure = e
             log.exception("%s consumer of %s died", self.service.name, consumer.stream.value)

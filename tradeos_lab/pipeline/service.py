@@ -146,6 +146,11 @@ class ServiceContext:
         )
 
 
+#: How long a background service waits after a batch that did not fill before it reads again
+#: (`Service.linger_s`).
+BACKGROUND_LINGER_S = 0.1
+
+
 class Service:
     """Pure logic of one stage: what it consumes, what it decides, what it emits.
 
@@ -194,6 +199,13 @@ class Service:
         is down: the batch is retried in place.
         """
         return [self.handle(message) for message in messages]
+
+    def linger_s(self, stream: Stream) -> float:
+        """How long the runner waits, after a batch of `stream` that did not fill, before it
+        reads `stream` again: what came meanwhile is then one batch (one transaction, one
+        commit) instead of a wake-up for every few entries. A background service lingers
+        `BACKGROUND_LINGER_S`; a trading stage reads each entry as it comes."""
+        return BACKGROUND_LINGER_S if self.background else 0.0
 
     def timers(self) -> Sequence[Timer]:
         """Scheduled work; none by default."""

@@ -85,6 +85,9 @@ if TYPE_CHECKING:
 OPEN_ORDERS_RECHECK_S = 1.0
 """How long a symbol without open orders is taken to stay so (for orders placed by another
 process; this one's own orders are worked from the next bar)."""
+QUIET_BARS_LINGER_S = 0.1
+"""How long Execution waits between reads of the bars while it knows of no order working: the
+bars that came meanwhile are then one batch, not a wake-up for every bar of every symbol."""
 
 CLIENT_ORDER_ID_PREFIX = "tl-"
 """Marks the orders this pipeline placed: `tl-` and the intent's message id (39 characters,
@@ -180,6 +183,20 @@ class Execution(Service):
     def _quiet_since(self) -> dict[str, float]:
         """Symbol -> monotonic time the records last showed it without open orders."""
         return {}
+
+    @cached_property
+    def _working(self) -> set[str]:
+        """Symbols where orders may be working: the records last showed open orders there, or
+        this process placed one there that stayed open."""
+        return set()
+
+    def linger_s(self, stream: Stream) -> float:
+        """Bars come here only to work open orders: while none is known to work, those that
+        came meanwhile are read together every `QUIET_BARS_LINGER_S` (orders placed by another
+        process are found within `OPEN_ORDERS_RECHECK_S` anyway)."""
+        if stream is Stream.MARKET_DATA and not self._working:
+            return QUIET_BARS_LINGER_S
+        return super().linger_s(stream)
 
     @cached_property
     def _one_at_a_time(self) -> threading.Lock:
@@ -415,6 +432,7 @@ class Execution(Service):
         intent = message.payload
         if report.order.is_open:
             self._quiet_since.pop(intent.symbol, None)  # the next bar must work it
+            self._working.add(intent.symbol)
         chain = self._chain(message.correlation_id, message.message_id, intent.signal_id)
         self._record_trades(report, chain)
         return message, report, chain
@@ -609,8 +627,10 @@ class Execution(Service):
         reports = broker.advance(message.payload)
         if broker.working_seen.get(symbol):
             self._quiet_since.pop(symbol, None)
+            self._working.add(symbol)
         else:
             self._quiet_since[symbol] = now
+            self._working.discard(symbol)
         for report in reports:
             order = self.records.order(report.order.client_order_id)
             chain = self._chain_of(order)
