@@ -328,10 +328,7 @@ class Cache:
         for symbol in wanted:
             pipe.hmget(self.keys.price(symbol), ["price", "ts"])
         raw_account, raw_positions, *raw_prices = pipe.execute()
-        positions = {
-            symbol: _position(symbol, value)
-            for symbol, value in sorted(_text_dict(raw_positions).items())
-        }
+        positions = _positions(raw_positions)
         prices = _prices(wanted, raw_prices)
         asked = set(wanted)
         others = [s for s in positions if s not in asked]
@@ -379,8 +376,7 @@ class Cache:
 
     @_redis_errors_translated
     def get_positions(self) -> dict[str, Position]:
-        raw = _text_dict(self.redis.hgetall(self.keys.positions()))
-        return {symbol: _position(symbol, value) for symbol, value in sorted(raw.items())}
+        return _positions(self.redis.hgetall(self.keys.positions()))
 
     # ---- signals, policy, trackers ------------------------------------------------------
 
@@ -970,6 +966,11 @@ def _account(raw: Mapping[Any, Any]) -> Account | None:
         portfolio_value=float(values["portfolio_value"]),
         updated_at=float(values.get("updated_at", "0")),
     )
+
+
+def _positions(raw: Mapping[Any, Any]) -> dict[str, Position]:
+    """The positions hash as read (HGETALL), by symbol in order."""
+    return {symbol: _position(symbol, value) for symbol, value in sorted(_text_dict(raw).items())}
 
 
 def _position(symbol: str, raw: bytes | str) -> Position:

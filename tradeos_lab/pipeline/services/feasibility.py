@@ -89,7 +89,13 @@ from tradeos_lab.providers.alpaca import is_crypto
 from tradeos_lab.stores.records import RecordsStore, StrategyBook
 from tradeos_lab.stores.records.models import LedgerEntry
 from tradeos_lab.stores.records.store import KeptMessage
-from tradeos_lab.tiers.flags import BreakerState, Decision, ParkedIntent, reduces_exposure
+from tradeos_lab.tiers.flags import (
+    BreakerState,
+    BreakerStatus,
+    Decision,
+    ParkedIntent,
+    reduces_exposure,
+)
 from tradeos_lab.tiers.flags.approvals import APPROVAL_RULE
 from tradeos_lab.tiers.flags.kill_switches import SwitchesRead
 
@@ -288,8 +294,7 @@ class Feasibility(Service):
         except redis.RedisError as e:
             return read_switches(e), None
         try:
-            status = admitted(replies[2])
-            breaker: BreakerState | None = status.state if status.allowed else BreakerState.OPEN
+            breaker: BreakerState | None = _judged(admitted(replies[2]))
         except (redis.RedisError, TradeosError):
             breaker = None
         return read_switches(replies), breaker
@@ -738,8 +743,12 @@ def broker_circuit(lab: Lab) -> BreakerState:
     admission: once the cooldown has passed it turns an open circuit half-open and lets this
     order (or batch) through as the probe, whose outcome at Execution closes or re-opens it;
     while the cooldown runs or a probe is out, it reads open."""
-    status = lab.flags.circuit_breaker(BROKER_DEPENDENCY).admit()
-    return status.state if status.allowed else BreakerState.OPEN
+    return _judged(lab.flags.circuit_breaker(BROKER_DEPENDENCY).admit())
+
+
+def _judged(admission: BreakerStatus) -> BreakerState:
+    """The circuit as the rule judges an admission: open while it lets nothing through."""
+    return admission.state if admission.allowed else BreakerState.OPEN
 
 
 @lru_cache(maxsize=8192)
