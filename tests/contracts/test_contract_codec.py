@@ -562,6 +562,32 @@ def test_new_message_rejects_a_bad_producer_name() -> None:
         new_message(a_bar(), producer="has spaces")
 
 
+def test_derive_checks_what_its_caller_gives() -> None:
+    bar = new_message(a_bar(), producer="ingestion")
+    event = RiskEvent(
+        kind="data_gap",
+        severity="warning",
+        scope="symbol:AAPL",
+        detail="gap",
+        data={},
+        ts=bar.payload.ts,
+    )
+    assert derive(bar, event, producer="Feasibility").producer == "feasibility"
+    with pytest.raises(ContractError, match="producer"):
+        derive(bar, event, producer="has spaces")
+    with pytest.raises(ContractError, match="produced_at"):
+        derive(bar, event, producer="feasibility", produced_at=datetime(2024, 3, 15))
+    with pytest.raises(ContractError, match="produced_at"):
+        derive(bar, event, producer="feasibility", produced_at=datetime(2200, 1, 1, tzinfo=UTC))
+    with pytest.raises(ContractError, match="message_id"):
+        derive(bar, event, producer="feasibility", message_id="not-an-id")
+    with pytest.raises(ContractError, match="not a message payload"):
+        derive(bar, bar, producer="feasibility")  # type: ignore[type-var]
+    child = derive(bar, event, producer="feasibility")
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        child.producer = "someone-else"  # type: ignore[misc]
+
+
 def test_encode_refuses_what_is_not_a_message() -> None:
     with pytest.raises(ContractError, match="cannot encode a Bar"):
         encode(a_bar())  # type: ignore[arg-type]

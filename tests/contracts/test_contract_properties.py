@@ -7,13 +7,30 @@ from typing import Any
 
 import jsonschema
 import pytest
-from contract_strategies import PAYLOAD_STRATEGIES, any_message, json_values, messages_of
+from contract_strategies import (
+    PAYLOAD_STRATEGIES,
+    any_message,
+    external_ids,
+    json_values,
+    message_ids,
+    messages_of,
+    names,
+    times,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import JsonValue, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from tradeos_lab.contracts import MESSAGE_TYPES, Envelope, decode, encode
+from tradeos_lab.contracts import (
+    MESSAGE_TYPES,
+    Envelope,
+    decode,
+    derive,
+    encode,
+    restamped,
+    schema_for,
+)
 from tradeos_lab.contracts.export import generated_schemas, schema_filename
 from tradeos_lab.contracts.types import Json, _check_json, _json_fault
 from tradeos_lab.errors import ContractError
@@ -53,6 +70,49 @@ def test_every_valid_message_satisfies_its_published_json_schema(
     message = data.draw(messages_of(cls))
     document = json.loads(encode(message))
     _VALIDATORS[schema_filename(cls.SCHEMA, cls.major())].validate(document)
+
+
+@pytest.mark.parametrize(
+    "cls", [c for c in MESSAGE_TYPES if schema_for(c.SCHEMA) is c], ids=lambda c: c.SCHEMA
+)
+@PROPERTY
+@given(data=st.data())
+def test_derive_and_restamped_build_what_validation_builds(
+    cls: type[Envelope[Any]], data: Any
+) -> None:
+    """`derive` and `restamped` assemble an envelope without validating it again: the message
+    must be the one pydantic's validation makes of the same fields, field for field and byte for
+    byte."""
+    parent = data.draw(any_message)
+    payload = data.draw(PAYLOAD_STRATEGIES[cls])
+    producer, at = data.draw(names), data.draw(times())
+    child = derive(parent, payload, producer=producer, produced_at=at)
+    latest = type(child)
+    assert latest is cls
+    validated = latest(
+        schema=latest.SCHEMA,
+        version=latest.VERSION,
+        message_id=child.message_id,
+        correlation_id=parent.correlation_id,
+        causation_id=parent.message_id,
+        producer=producer,
+        produced_at=at,
+        payload=payload,
+    )
+    assert type(child.payload) is type(payload)
+    assert child == validated
+    assert child.model_fields_set == validated.model_fields_set
+    assert encode(child) == encode(validated)
+    assert decode(encode(child)) == child
+    ids = {
+        "message_id": data.draw(message_ids),
+        "correlation_id": data.draw(external_ids),
+        "causation_id": data.draw(message_ids),
+    }
+    moved = restamped(child, **ids)
+    assert moved == validated.model_copy(update=ids)
+    reread = latest.model_validate_json(json.dumps(json.loads(encode(validated)) | ids))
+    assert encode(moved) == encode(reread)
 
 
 @PROPERTY

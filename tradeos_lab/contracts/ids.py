@@ -8,8 +8,8 @@ increasing, even when several are made in the same millisecond or the clock step
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-import secrets
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,39 +20,58 @@ MESSAGE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[
 _MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN.removeprefix("^").removesuffix("$"))
 
 _COUNTER_MAX = 0xFFF  # the 12 bits of `rand_a`, used as a counter (RFC 9562 method 1)
+_ENTROPY_BYTES = 4096
+"""How much of the OS's CSPRNG an id generator reads at once: a stage makes ids for every
+message it sends, and a system call for each 8 bytes cost more than the rest of the id."""
 
 
 class _Clock:
-    """The last millisecond and counter handed out, so ids never go backwards."""
+    """The last millisecond and counter handed out, so ids never go backwards, and the random
+    bytes read from the OS and not used yet."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.last_ms = 0
         self.counter = 0
+        self.forget_entropy()
 
-    def tick(self) -> tuple[int, int]:
+    def forget_entropy(self) -> None:
+        """Drop the unused random bytes (a forked child must not use its parent's)."""
+        self._entropy = b""
+        self._used = 0
+
+    def _random(self, nbytes: int) -> int:
+        if self._used + nbytes > len(self._entropy):
+            self._entropy = os.urandom(_ENTROPY_BYTES)
+            self._used = 0
+        start, self._used = self._used, self._used + nbytes
+        return int.from_bytes(self._entropy[start : self._used], "big")
+
+    def next_id(self) -> tuple[int, int, int]:
+        """The millisecond, counter and 62 random bits of the next id."""
         with self.lock:
             now_ms = time.time_ns() // 1_000_000
             if now_ms > self.last_ms:
                 self.last_ms = now_ms
                 # a random start with the top bit clear leaves room for 2048 more ids this ms
-                self.counter = secrets.randbits(11)
+                self.counter = self._random(2) >> 5
             else:
                 # same millisecond, or the clock stepped back: keep counting from the last id
                 self.counter += 1
                 if self.counter > _COUNTER_MAX:
                     self.last_ms += 1
-                    self.counter = secrets.randbits(11)
-            return self.last_ms, self.counter
+                    self.counter = self._random(2) >> 5
+            return self.last_ms, self.counter, self._random(8) >> 2
 
 
 _clock = _Clock()
+os.register_at_fork(after_in_child=_clock.forget_entropy)
 
 
 def new_message_id() -> str:
     """A new UUIDv7 as a lowercase canonical string, greater than every earlier one here."""
-    ms, counter = _clock.tick()
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | secrets.randbits(62)
+    ms, counter, rand_b = _clock.next_id()
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -18,7 +18,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from tradeos_lab.contracts.base import ContractModel
-from tradeos_lab.contracts.ids import new_message_id
+from tradeos_lab.contracts.ids import is_message_id, new_message_id
 from tradeos_lab.contracts.payloads import (
     Audit,
     Bar,
@@ -43,9 +43,11 @@ from tradeos_lab.contracts.types import (
     Name,
     SemVer,
     UtcDatetime,
+    utc_time,
 )
-from tradeos_lab.errors import ContractError
+from tradeos_lab.errors import ContractError, ValidationError
 from tradeos_lab.keys import Stream
+from tradeos_lab.symbols import canonical_name
 
 P = TypeVar("P", bound=Payload)
 # Covariant: a message of a `Bar` is a message of a `Payload` (envelopes are immutable).
@@ -361,15 +363,47 @@ def derive(
     """A new message caused by `parent`: same correlation id, `causation_id` = parent's id.
 
     `message_id`: the id the runner will give it (`derived_message_id`), for a stage that keeps
-    its outputs itself; a fresh one otherwise."""
-    return _build(
-        payload,
-        producer=producer,
-        message_id=message_id or new_message_id(),
-        correlation_id=parent.correlation_id,
-        causation_id=parent.message_id,
-        produced_at=produced_at,
-    )
+    its outputs itself; a fresh one otherwise.
+
+    Every stage derives each of its outputs, so the envelope is assembled from fields that are
+    valid already (the parent's ids, validated when it was read or built; a checked producer,
+    time and id; a payload validated when it was built) instead of being validated again."""
+    cls = _message_class(payload)
+    if message_id is None:
+        message_id = new_message_id()
+    elif not is_message_id(message_id):
+        raise ContractError(f"{cls.__name__}: message_id {message_id!r} is not a UUIDv7 id")
+    values = {
+        "schema_name": cls.SCHEMA,
+        "version": cls.VERSION,
+        "message_id": message_id,
+        "correlation_id": parent.correlation_id,
+        "causation_id": parent.message_id,
+        "producer": _producer(producer),
+        "produced_at": _produced_at(produced_at),
+        "payload": payload,
+    }
+    return cast("Envelope[P]", _assembled(cls, values))
+
+
+def restamped(
+    message: M,
+    *,
+    message_id: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> M:
+    """`message` under the ids given, as the runner stamps an output with the id derived from
+    its input's: a copy of the fields, like `model_copy`, for a message each stage makes
+    several of per input."""
+    values = message.__dict__.copy()
+    if message_id is not None:
+        values["message_id"] = message_id
+    if correlation_id is not None:
+        values["correlation_id"] = correlation_id
+    if causation_id is not None:
+        values["causation_id"] = causation_id
+    return _assembled(type(message), values)
 
 
 def _build(
@@ -381,9 +415,7 @@ def _build(
     causation_id: str | None,
     produced_at: datetime | None,
 ) -> Envelope[P]:
-    cls = _BY_PAYLOAD.get(type(payload))
-    if cls is None:
-        raise ContractError(f"{type(payload).__name__} is not a message payload")
+    cls = _message_class(payload)
     message = cls(
         schema=cls.SCHEMA,
         version=cls.VERSION,
@@ -395,3 +427,44 @@ def _build(
         payload=payload,
     )
     return cast("Envelope[P]", message)  # a string: subscripting a generic model costs at run time
+
+
+M = TypeVar("M", bound=Envelope[Any])
+_ENVELOPE_FIELDS = frozenset(Envelope.model_fields)
+
+
+def _message_class(payload: Payload) -> type[Envelope[Any]]:
+    cls = _BY_PAYLOAD.get(type(payload))
+    if cls is None:
+        raise ContractError(f"{type(payload).__name__} is not a message payload")
+    return cls
+
+
+def _assembled(cls: type[M], values: dict[str, Any]) -> M:
+    """An envelope of `values`, each valid already: what pydantic's validation would build from
+    them (frozen, every field set), without validating them again."""
+    message = cls.__new__(cls)
+    object.__setattr__(message, "__dict__", values)
+    object.__setattr__(message, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
+    object.__setattr__(message, "__pydantic_extra__", None)
+    object.__setattr__(message, "__pydantic_private__", None)
+    return message
+
+
+@lru_cache(maxsize=256)  # a process has a handful of producers
+def _producer(name: str) -> str:
+    try:
+        return canonical_name(name, "producer")
+    except ValidationError as e:
+        raise ContractError(str(e)) from None
+
+
+def _produced_at(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    if not isinstance(at, datetime) or at.utcoffset() is None:
+        raise ContractError(f"produced_at {at!r} is not a time with its offset")
+    try:
+        return utc_time(at)
+    except ValueError as e:
+        raise ContractError(f"produced_at: {e}") from None

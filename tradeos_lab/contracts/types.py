@@ -150,7 +150,8 @@ _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
-def _utc(value: datetime) -> datetime:
+def utc_time(value: datetime) -> datetime:
+    """An aware time in UTC; raises `ValueError` outside 1970..2199."""
     value = value.astimezone(UTC)
     if not _EARLIEST <= value < _LATEST:
         raise ValueError(f"time {value.isoformat()} is outside 1970..2199")
@@ -159,7 +160,7 @@ def _utc(value: datetime) -> datetime:
 
 UtcDatetime: TypeAlias = Annotated[
     AwareDatetime,
-    AfterValidator(_utc),
+    AfterValidator(utc_time),
     Field(description="RFC 3339 time with an offset, stored as UTC, in 1970..2199."),
 ]
 

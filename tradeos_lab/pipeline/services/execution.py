@@ -62,6 +62,7 @@ from tradeos_lab.contracts import (
     Severity,
     Side,
     TradeMessage,
+    restamped,
 )
 from tradeos_lab.errors import (
     ContractError,
@@ -706,9 +707,7 @@ class Execution(Service):
         out = self.ctx.message(parent, payload)
         if chain.intent_id is None or (parent is not None and parent.message_id == chain.intent_id):
             return out
-        return out.model_copy(
-            update={"correlation_id": chain.correlation_id, "causation_id": chain.intent_id}
-        )
+        return restamped(out, correlation_id=chain.correlation_id, causation_id=chain.intent_id)
 
     def _chain(self, correlation_id: str, intent_id: str | None, signal_id: str | None) -> Chain:
         """The attribution chain behind an intent. A signal's chain starts at its bar, whose

@@ -61,6 +61,7 @@ from tradeos_lab.contracts import (
     Side,
     TimeInForce,
     derive,
+    restamped,
 )
 from tradeos_lab.contracts.ids import derived_message_id
 from tradeos_lab.errors import (
@@ -611,7 +612,7 @@ class Feasibility(Service):
         while an earlier intent of the strategy waits in the symbol; refused when the flags tier
         cannot hold it (fail closed)."""
         intent_id = derived_message_id(p.message.message_id, stage=APPROVAL_STAGE, index=0)
-        message = out.model_copy(update={"message_id": intent_id})
+        message = restamped(out, message_id=intent_id)
         if not isinstance(message, IntentMessage):
             raise ContractError("only an intent waits for approval")
         signal, notional = p.signal, p.quantity * p.price
@@ -796,7 +797,7 @@ def kept_many(
             message = (
                 output
                 if output.message_id == message_id
-                else output.model_copy(update={"message_id": message_id})
+                else restamped(output, message_id=message_id)
             )
             if isinstance(message, IntentMessage | RiskEventMessage) or (
                 isinstance(message, AuditMessage) and not with_intent

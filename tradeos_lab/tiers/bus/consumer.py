@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import redis
 
 from tradeos_lab.contracts.ids import derived_message_id
-from tradeos_lab.contracts.messages import Envelope
+from tradeos_lab.contracts.messages import Envelope, restamped
 from tradeos_lab.errors import ContractError, StoreError, TransientError
 from tradeos_lab.keys import Stream
 from tradeos_lab.retry import RetryPolicy
@@ -591,8 +591,8 @@ class Consumer:
         for index, message in enumerate(items):
             if not isinstance(message, Envelope):
                 raise ContractError(f"handler output {index} is a {type(message).__name__}")
-            stamped = message.model_copy(
-                update={"message_id": derived_message_id(parent, stage=self.group, index=index)}
+            stamped = restamped(
+                message, message_id=derived_message_id(parent, stage=self.group, index=index)
             )
             encoded.append(
                 (stamped.STREAM, self.bus.encode(stamped.STREAM, cast("Message", stamped)))
