@@ -232,8 +232,11 @@ class ServiceRunner:
     def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Sequence[Message]]:
         """The service's outputs for a batch of deliveries, one list per delivery, in order."""
         started = time.perf_counter()
+        # a batch of one is logged under its message's correlation id, as `handle` logs it
+        chain = deliveries[0].message.correlation_id if len(deliveries) == 1 else None
         try:
-            outputs = self.service.handle_batch([d.message for d in deliveries])
+            with correlation(chain):
+                outputs = self.service.handle_batch([d.message for d in deliveries])
         except TransientError:
             raise  # retried in place by the consumer, which logs it
         except Exception as e:

@@ -404,9 +404,10 @@ class Consumer:
     ) -> PollResult:
         """Fetch one batch, hand each message to `handler`, commit outputs and acks together.
 
-        With `batch_handler`, a batch of several messages is handed over whole first (one call,
-        so the handler can do one store transaction for all of them); should it fail, each message
-        goes to `handler` alone. A handler exception leaves the entry pending: it is redelivered
+        With `batch_handler`, the batch is handed over whole first (one call, so the handler can
+        do one store transaction and one read of each store for all of them; a batch of one too,
+        which is what a lightly loaded stage mostly reads); should it fail, each message goes to
+        `handler` alone. A handler exception leaves the entry pending: it is redelivered
         after `claim_idle_ms`, and dead-lettered once it has failed `max_deliveries` deliveries. A
         transient error is retried in place (see `_handle`); `stop` interrupts that wait, leaving
         the rest of the batch pending. A bus Redis error propagates, so `run` can back off.
@@ -424,7 +425,7 @@ class Consumer:
                 delivery = self._sort(entry, batch, result)
                 if delivery is not None:
                     todo.append((entry, delivery))
-            if batch_handler is not None and len(todo) > 1:
+            if batch_handler is not None and todo:
                 todo = self._handle_batch(batch_handler, todo, batch, result, stop)
             self._handle_each(handler, todo, batch, result, stop)
         finally:
