@@ -404,3 +404,17 @@ def test_keep_messages_writes_the_rows_the_one_at_a_time_calls_write(
     assert store.record_intent(intent) and store.record_risk_event(risk)
     assert store.record_audit(audit) and store.record_audit(nested)
     assert _stored_rows(store) == kept
+
+
+def test_reads_inside_one_reading_join_its_transaction(store: RecordsStore) -> None:
+    """A service reads several things before it writes in one `reading()`: the reads inside it
+    join its transaction; on SQLite that is one snapshot, so a write committed meanwhile is
+    seen after it only (PostgreSQL reads what is committed, statement by statement)."""
+    sqlite = store.engine.dialect.name == "sqlite"
+    with store.reading() as outer:
+        assert store.known_orders(["ord-1"]) == set()
+        _order(store, "ord-1")  # committed by a write transaction of its own
+        with store.reading() as inner:
+            assert inner is outer
+        assert store.known_orders(["ord-1"]) == (set() if sqlite else {"ord-1"})
+    assert store.known_orders(["ord-1"]) == {"ord-1"}

@@ -326,7 +326,6 @@ class Execution(Service):
         records = self.records
         with self._one_at_a_time, broker.same_bars():
             self._await_broker_state()
-            records.keep_intents(intents)
             switches = self.ctx.lab.kill_switches.read_switches(
                 (m.payload.strategy, m.payload.symbol) for m in intents
             )
@@ -334,13 +333,15 @@ class Execution(Service):
                 broker.latest_bar(symbol)  # the bars the orders fill on, read before the lock
             self._batch = _Batch(trades=[])
             try:
-                # Read before the write transaction, whose write lock (SQLite's one) is taken at
-                # its first statement: the orders are planned without it. An order recorded
-                # since this read is still refused by its unique client order id.
-                known = records.known_orders(client_order_id_for(m.message_id) for m in intents)
-                self._batch.raw_signals = records.raw_signal_ids_of(
-                    m.payload.signal_id for m in intents if m.payload.signal_id is not None
-                )
+                # Read in one snapshot before the write transaction, whose write lock (SQLite's
+                # one) is taken at its first statement: the orders are planned without it. An
+                # order recorded since this read is still refused by its unique client order id.
+                with records.reading():
+                    records.keep_intents(intents)
+                    known = records.known_orders(client_order_id_for(m.message_id) for m in intents)
+                    self._batch.raw_signals = records.raw_signal_ids_of(
+                        m.payload.signal_id for m in intents if m.payload.signal_id is not None
+                    )
                 with records.batch():
                     prepared = [self._prepare(m, switches, known=known) for m in intents]
                     # an order refused here was recorded after `known` was read

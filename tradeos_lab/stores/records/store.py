@@ -1874,13 +1874,24 @@ class RecordsStore:
     def reading(self) -> Iterator[Session]:
         """A session for reads only, one consistent snapshot that takes no write lock (SQLite:
         BEGIN DEFERRED under WAL), so a service's reads do not queue behind the other processes'
-        writes; inside `batch()`, the batch's own session."""
+        writes; inside `batch()`, the batch's own session. A `reading()` inside another joins
+        it: a service that reads several things before it writes reads them in one transaction
+        (on SQLite, one snapshot)."""
         if getattr(self._batches, "session", None) is not None:
             with self.session() as joined:
                 yield joined
             return
+        outer: Session | None = getattr(self._batches, "reads", None)
+        if outer is not None:
+            with self._translate():
+                yield outer
+            return
         with self._translate(), self._reads.begin() as session:
-            yield session
+            self._batches.reads = session
+            try:
+                yield session
+            finally:
+                self._batches.reads = None
 
     def keep_messages(self, messages: Iterable[KeptMessage]) -> None:
         """Keep signals, intents, risk events and audit entries (as `record_signal` and the
