@@ -255,3 +255,24 @@ def test_signal_notes_of_a_batch_answer_as_noted_one_by_one(pipeline_lab: Lab) -
     for symbol in ("BTC-USD", "ETH-USD"):
         assert cache.redis.ttl(cache.keys.tracker(f"latest:{symbol}:1m")) > 0
     assert cache.note_signals([]) == []
+
+
+def test_signal_notes_read_their_series_indicators_in_the_same_round_trip(
+    pipeline_lab: Lab,
+) -> None:
+    cache = pipeline_lab.cache
+    cache.set_indicators("BTC-USD", "1m", {"atr_regime_14_100": 1.0}, ts=TS)
+    notes = [
+        ("BTC-USD", "1m", "sma_cross", 1.7e9, 0.5),
+        ("BTC-USD", "5m", "momo", 1.7e9, -0.25),
+        ("BTC-USD", "1m", "momo", 1.7e9, 0.75),
+    ]
+    seen, indicators = cache.note_signals_reading_indicators(notes)
+    assert seen[2] == {"sma_cross": (1.7e9, 0.5), "momo": (1.7e9, 0.75)}
+    assert indicators == {
+        ("BTC-USD", "1m"): cache.get_indicators("BTC-USD", "1m"),
+        ("BTC-USD", "5m"): None,
+    }
+    assert indicators["BTC-USD", "1m"] is not None
+    assert indicators["BTC-USD", "1m"].values == {"atr_regime_14_100": 1.0}
+    assert cache.note_signals_reading_indicators([]) == ([], {})

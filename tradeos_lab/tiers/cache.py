@@ -437,36 +437,61 @@ class Cache:
         series: so each series' hash is read once, in the same MULTI/EXEC before the batch's
         notes are written to it (one HSET of the latest note per signal), and each answer is
         that reading with the notes up to it applied, instead of a read of the hash per note."""
+        return self._noted(notes, indicators=False)[0]
+
+    @_redis_errors_translated
+    def note_signals_reading_indicators(
+        self, notes: Sequence[tuple[str, Timeframe | str, str, float, float]]
+    ) -> tuple[list[dict[str, tuple[float, float]]], dict[tuple[str, str], Indicators | None]]:
+        """`note_signals`, and each noted series' latest indicators (`get_indicators`, by
+        symbol and timeframe) read in the same round trip: the Signal Modifier's regime reads
+        them for the same batch."""
+        return self._noted(notes, indicators=True)
+
+    def _noted(
+        self, notes: Sequence[tuple[str, Timeframe | str, str, float, float]], *, indicators: bool
+    ) -> tuple[list[dict[str, tuple[float, float]]], dict[tuple[str, str], Indicators | None]]:
         if not notes:
-            return []
-        series: dict[str, tuple[Timeframe, dict[str, tuple[float, float]]]] = {}
+            return [], {}
+        series: dict[str, tuple[str, Timeframe, dict[str, tuple[float, float]]]] = {}
         parsed: list[tuple[str, str, tuple[float, float]]] = []
-        for symbol, timeframe, signal, ts, strength in notes:
-            tf = Timeframe.parse(timeframe)
-            key = self.keys.tracker(f"latest:{validate_symbol(symbol)}:{tf.value}")
+        for given, timeframe, signal, ts, strength in notes:
+            tf, symbol = Timeframe.parse(timeframe), validate_symbol(given)
+            key = self.keys.tracker(f"latest:{symbol}:{tf.value}")
             value = (_number("ts", ts), _number("strength", strength))
             name = _name("signal", signal)
-            series.setdefault(key, (tf, {}))[1][name] = value
+            series.setdefault(key, (symbol, tf, {}))[2][name] = value
             parsed.append((key, name, value))
         pipe = self.redis.pipeline(transaction=True)
-        for key, (tf, latest) in series.items():
+        for key, (symbol, tf, latest) in series.items():
             pipe.hgetall(key)
             pipe.hset(key, mapping={n: json.dumps(list(v)) for n, v in latest.items()})
             pipe.expire(key, self.bar_ttl(tf))
+            if indicators:
+                pipe.hgetall(self.keys.indicators(symbol, tf))
         replies = pipe.execute()
+        step = 4 if indicators else 3
         seen = {
             key: {
                 s: (float(v[0]), float(v[1]))
                 for s, v in ((s, json.loads(v)) for s, v in _text_dict(raw).items())
             }
-            for key, raw in zip(series, replies[0::3], strict=True)
+            for key, raw in zip(series, replies[0::step], strict=True)
         }
         answers: list[dict[str, tuple[float, float]]] = []
         for key, name, value in parsed:
             now = seen[key]
             now[name] = value
             answers.append(dict(now))
-        return answers
+        latest_indicators = (
+            {
+                (symbol, tf.value): _indicators(raw)
+                for (symbol, tf, _), raw in zip(series.values(), replies[3::4], strict=True)
+            }
+            if indicators
+            else {}
+        )
+        return answers, latest_indicators
 
     @_redis_errors_translated
     def set_policy_profile(

@@ -316,8 +316,8 @@ class SignalModifier(Service):
         return [derive(message, modified, producer=self.name, produced_at=self.ctx.now())]
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Sequence[Message]]:
-        """The batch's ensemble inputs noted in the cache in one round trip, each series' ATR
-        regime read once; the whole batch under one reading of the config."""
+        """The batch's ensemble inputs noted in the cache, and each series' ATR regime read, in
+        one round trip; the whole batch under one reading of the config."""
         changes = self._follow_config()
         noted = [
             m
@@ -330,10 +330,9 @@ class SignalModifier(Service):
             (r.symbol, r.timeframe, r.strategy, r.ts.timestamp(), r.strength)
             for r in (cast(RawSignal, m.payload) for m in noted)
         ]
-        self._seen = dict(
-            zip((m.message_id for m in noted), self.ctx.lab.cache.note_signals(notes), strict=True)
-        )
-        self._indicators = {}
+        seen, indicators = self.ctx.lab.cache.note_signals_reading_indicators(notes)
+        self._seen = dict(zip((m.message_id for m in noted), seen, strict=True))
+        self._indicators = dict(indicators)
         try:
             outputs = [self._modify(message) for message in messages]
         finally:
