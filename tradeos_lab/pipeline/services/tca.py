@@ -128,34 +128,36 @@ class TcaMonitor(Service):
         fills = [_fill_of(m) for m in messages]
         records = self.records
         with self._one_at_a_time:
-            chains = records.trade_chains_of(f.execution_id for f in fills)
-            signals = records.signal_rows_of(
-                sid for c in chains.values() if (sid := c.trade.modified_signal_id) is not None
-            )
-            bars: dict[tuple[str, Timeframe], _Series] = {}
-            measured: list[_Measured] = []
-            for message, fill in zip(messages, fills, strict=True):
-                chain = chains.get(fill.execution_id)
-                if chain is None:
-                    raise ValidationError(
-                        f"fill {fill.execution_id} has no trade in the records (Execution "
-                        "records a fill's trade before it publishes the fill)"
-                    )
-                _check_against_trade(fill, chain)
-                signal = _signal_of(chain, signals)
-                arrival = None if signal is None else self._arrival(signal, bars)
-                measured.append(_Measured(message, fill, chain, signal, arrival))
-            costs = self._fill_costs(measured)
-            with_arrival = [m for m in measured if m.arrival is not None]
-            order_costs: list[dict[str, Any]] = []
-            openings: list[dict[str, Any]] = []
-            if with_arrival:
-                by_order, by_signal = self._fill_amounts(with_arrival, costs)
-                cache = self.ctx.lab.cache
-                symbols = {m.chain.order.symbol for m in with_arrival}
-                prices = {s: cache.get_price(s) for s in symbols}
-                order_costs = self._order_costs(with_arrival, prices, by_order)
-                openings = self._openings(with_arrival, by_signal)
+            # its reads in one transaction (one snapshot), before the write transaction
+            with records.reading():
+                chains = records.trade_chains_of(f.execution_id for f in fills)
+                signals = records.signal_rows_of(
+                    sid for c in chains.values() if (sid := c.trade.modified_signal_id) is not None
+                )
+                bars: dict[tuple[str, Timeframe], _Series] = {}
+                measured: list[_Measured] = []
+                for message, fill in zip(messages, fills, strict=True):
+                    chain = chains.get(fill.execution_id)
+                    if chain is None:
+                        raise ValidationError(
+                            f"fill {fill.execution_id} has no trade in the records (Execution "
+                            "records a fill's trade before it publishes the fill)"
+                        )
+                    _check_against_trade(fill, chain)
+                    signal = _signal_of(chain, signals)
+                    arrival = None if signal is None else self._arrival(signal, bars)
+                    measured.append(_Measured(message, fill, chain, signal, arrival))
+                costs = self._fill_costs(measured)
+                with_arrival = [m for m in measured if m.arrival is not None]
+                order_costs: list[dict[str, Any]] = []
+                openings: list[dict[str, Any]] = []
+                if with_arrival:
+                    by_order, by_signal = self._fill_amounts(with_arrival, costs)
+                    cache = self.ctx.lab.cache
+                    symbols = {m.chain.order.symbol for m in with_arrival}
+                    prices = cache.get_prices(symbols)
+                    order_costs = self._order_costs(with_arrival, prices, by_order)
+                    openings = self._openings(with_arrival, by_signal)
             # This process runs at a lower priority (`Service.background`): whatever it did
             # while holding the records' write lock would keep the trading stages waiting the
             # longer, so the lock is held for the three writes alone.
@@ -313,7 +315,7 @@ class TcaMonitor(Service):
         for (cid, symbol), m in latest.items():
             order, arrival = m.chain.order, m.arrival
             assert arrival is not None  # measured with an arrival bar only
-            price = prices[symbol]
+            price = prices.get(symbol)
             last = price.price if price is not None else arrival.close
             shortfall = implementation_shortfall(
                 order.side,
