@@ -137,3 +137,21 @@ def test_sigterm_finishes_the_batch_in_hand_acks_it_and_exits_zero(
     group = lab.bus.inspect.group_info(Stream.MARKET_DATA, "relay")
     assert (group.pending, group.lag) == (0, 5)
     assert [w for w in lab.flags.workers.live_workers() if w.service == "relay"] == []
+
+
+def test_a_service_process_collects_young_objects_every_twenty_thousand_allocations() -> None:
+    """A stage makes thousands of short-lived objects a batch: its process sets the cyclic
+    collector's young threshold above Python's 700 once its startup objects are frozen."""
+    probe = (
+        "import gc; from tradeos_lab.pipeline.runner import freeze_startup_objects; "
+        "default = gc.get_threshold(); freeze_startup_objects(); "
+        "print(default[0], *gc.get_threshold(), gc.get_freeze_count() > 0)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout.split()
+    assert shown == ["700", "20000", "10", "10", "True"]
