@@ -115,6 +115,7 @@ from tradeos_lab.stores.records.models import (
     WeightAdjustment,
 )
 from tradeos_lab.stores.records.order_state import OrderState, OrderUpdate, advance
+from tradeos_lab.stores.records.sqltypes import JSONText, json_document
 from tradeos_lab.stores.records.timescale import timescaledb_installed
 from tradeos_lab.stores.records.write_turns import WriteTurns
 from tradeos_lab.symbols import canonical_name, validate_symbol
@@ -451,6 +452,7 @@ def create_records_engine(url: str | URL, *, application_name: str = "tradeos-la
             parsed.set(drivername="postgresql+psycopg"),
             pool_pre_ping=True,
             connect_args={"application_name": application_name},
+            json_serializer=json_document,
         )
     if backend != "sqlite":
         raise ConfigError("records_url must be a sqlite:// or postgresql+psycopg:// URL")
@@ -461,7 +463,7 @@ def create_records_engine(url: str | URL, *, application_name: str = "tradeos-la
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataDirError(f"cannot create the directory of {database}: {e}") from e
-    engine = create_engine(parsed.set(drivername="sqlite+pysqlite"))
+    engine = create_engine(parsed.set(drivername="sqlite+pysqlite"), json_serializer=json_document)
     turns = WriteTurns.attach(engine, database)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", partial(_sqlite_on_begin, turns))
@@ -2631,7 +2633,7 @@ def _kept_row(message: KeptMessage) -> tuple[type[Base], dict[str, Any]]:
         "causation_id": message.causation_id,
         "producer": message.producer,
         "produced_at": message.produced_at,
-        "payload": p.model_dump(mode="json"),
+        "payload": JSONText(p.model_dump_json()),
         **columns,
     }
 
