@@ -52,6 +52,8 @@ from tradeos_lab.symbols import canonical_name
 P = TypeVar("P", bound=Payload)
 # Covariant: a message of a `Bar` is a message of a `Payload` (envelopes are immutable).
 P_co = TypeVar("P_co", bound=Payload, covariant=True)
+# Any message class, kept by the helpers that copy a message (`restamped`).
+M = TypeVar("M", bound="Envelope[Any]")
 
 
 @lru_cache(maxsize=256)  # on the decode path; a handful of versions ever exist
@@ -429,7 +431,6 @@ def _build(
     return cast("Envelope[P]", message)  # a string: subscripting a generic model costs at run time
 
 
-M = TypeVar("M", bound=Envelope[Any])
 _ENVELOPE_FIELDS = frozenset(Envelope.model_fields)
 
 

@@ -333,9 +333,10 @@ class Execution(Service):
                 broker.latest_bar(symbol)  # the bars the orders fill on, read before the lock
             self._batch = _Batch(trades=[])
             try:
-                # Read in one snapshot before the write transaction, whose write lock (SQLite's
-                # one) is taken at its first statement: the orders are planned without it. An
-                # order recorded since this read is still refused by its unique client order id.
+                # Read in one read transaction before the write transaction, whose write lock
+                # (SQLite's one) is taken at its first statement: the orders are planned without
+                # it. An order recorded since this read is still refused by its unique client
+                # order id.
                 with records.reading():
                     records.keep_intents(intents)
                     known = records.known_orders(client_order_id_for(m.message_id) for m in intents)

@@ -128,7 +128,7 @@ class TcaMonitor(Service):
         fills = [_fill_of(m) for m in messages]
         records = self.records
         with self._one_at_a_time:
-            # its reads in one transaction (one snapshot), before the write transaction
+            # its reads in one read transaction, before the write transaction
             with records.reading():
                 chains = records.trade_chains_of(f.execution_id for f in fills)
                 signals = records.signal_rows_of(
