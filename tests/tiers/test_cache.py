@@ -271,6 +271,29 @@ def test_the_book_is_the_account_the_positions_and_the_prices_asked_and_held(
     assert book.prices == cache.get_prices(["AAPL", "TSLA"])  # TSLA is held, not asked for
 
 
+def test_the_book_is_written_whole_positions_and_account_together(
+    cache: Cache, shared_redis: redis.Redis, keys: Keys
+) -> None:
+    cache.set_position("TSLA", quantity=-3, avg_price=250.0)
+    cache.set_position("MSFT", quantity=2, avg_price=400.0)
+    with pytest.raises(ValidationError, match="avg_price"):
+        cache.set_book({"AAPL": (10, 0.0)}, balance=1.0, portfolio_value=1.0)
+    assert cache.get_account() is None  # nothing of a refused book is written
+    cache.set_book(
+        {"aapl": (10, 180.0), "TSLA": None, "MSFT": (0, 400.0)},
+        balance=9_000.0,
+        portfolio_value=10_800.0,
+    )
+    positions = cache.get_positions()
+    assert list(positions) == ["AAPL"]
+    assert (positions["AAPL"].quantity, positions["AAPL"].avg_price) == (10, 180.0)
+    account = cache.get_account()
+    assert account is not None
+    assert (account.balance, account.portfolio_value) == (9_000.0, 10_800.0)
+    stored = json.loads(shared_redis.hget(keys.positions(), "AAPL") or b"{}")
+    assert stored["quantity"] == 10 and stored["strategy"] is None
+
+
 # ---- signals, policy, trackers, rankings -----------------------------------------------------
 
 

@@ -145,6 +145,41 @@ def _redis_errors_translated(method: Callable[_P, _T]) -> Callable[_P, _T]:
 # ---- values ---------------------------------------------------------------------------------
 
 
+def _account_fields(balance: float, portfolio_value: float) -> dict[EncodableT, EncodableT]:
+    return {
+        "balance": repr(_number("balance", balance)),
+        "portfolio_value": repr(_number("portfolio_value", portfolio_value)),
+        "updated_at": repr(time.time()),
+    }
+
+
+def _position_entry(
+    symbol: str, *, quantity: float, avg_price: float, strategy: str | None = None
+) -> Position:
+    """A position as the cache keeps it, checked (quantity != 0, average price > 0)."""
+    quantity = _number("quantity", quantity)
+    if quantity == 0:
+        raise ValidationError("quantity is 0; close a position with remove_position")
+    return Position(
+        symbol=validate_symbol(symbol),
+        quantity=quantity,
+        avg_price=_number("avg_price", avg_price, positive=True),
+        strategy=None if strategy is None else _name("strategy", strategy),
+        updated_at=time.time(),
+    )
+
+
+def _position_json(position: Position) -> str:
+    return json.dumps(
+        {
+            "quantity": position.quantity,
+            "avg_price": position.avg_price,
+            "strategy": position.strategy,
+            "updated_at": position.updated_at,
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Price:
     """The latest price of one symbol and when it was observed (epoch seconds)."""
@@ -306,12 +341,36 @@ class Cache:
     @_redis_errors_translated
     def set_account(self, *, balance: float, portfolio_value: float) -> None:
         """Replace the account's balance and portfolio value."""
-        mapping: dict[EncodableT, EncodableT] = {
-            "balance": repr(_number("balance", balance)),
-            "portfolio_value": repr(_number("portfolio_value", portfolio_value)),
-            "updated_at": repr(time.time()),
-        }
-        self.redis.hset(self.keys.account(), mapping=mapping)
+        self.redis.hset(self.keys.account(), mapping=_account_fields(balance, portfolio_value))
+
+    @_redis_errors_translated
+    def set_book(
+        self,
+        positions: Mapping[str, tuple[float, float] | None],
+        *,
+        balance: float,
+        portfolio_value: float,
+    ) -> None:
+        """`set_position` (symbol -> (quantity, average price)) or `remove_position` (symbol ->
+        None, or a quantity of 0) for each of `positions`, and `set_account`, in one MULTI/EXEC:
+        a reader sees the book before or after, never a mix (Positions writes it after every
+        batch of fills)."""
+        held: dict[EncodableT, EncodableT] = {}
+        gone: list[str] = []
+        for symbol, position in positions.items():
+            if position is None or position[0] == 0:
+                gone.append(validate_symbol(symbol))
+            else:
+                quantity, avg_price = position
+                entry = _position_entry(symbol, quantity=quantity, avg_price=avg_price)
+                held[entry.symbol] = _position_json(entry)
+        pipe = self.redis.pipeline(transaction=True)
+        if held:
+            pipe.hset(self.keys.positions(), mapping=held)
+        if gone:
+            pipe.hdel(self.keys.positions(), *gone)
+        pipe.hset(self.keys.account(), mapping=_account_fields(balance, portfolio_value))
+        pipe.execute()
 
     @_redis_errors_translated
     def get_account(self) -> Account | None:
@@ -341,26 +400,10 @@ class Cache:
         self, symbol: str, *, quantity: float, avg_price: float, strategy: str | None = None
     ) -> Position:
         """Open or update the position in `symbol` (quantity != 0; close with `remove_position`)."""
-        symbol = validate_symbol(symbol)
-        quantity = _number("quantity", quantity)
-        if quantity == 0:
-            raise ValidationError("quantity is 0; close a position with remove_position")
-        if strategy is not None:
-            strategy = _name("strategy", strategy)
-        position = Position(
-            symbol=symbol,
-            quantity=quantity,
-            avg_price=_number("avg_price", avg_price, positive=True),
-            strategy=strategy,
-            updated_at=time.time(),
+        position = _position_entry(
+            symbol, quantity=quantity, avg_price=avg_price, strategy=strategy
         )
-        payload = {
-            "quantity": position.quantity,
-            "avg_price": position.avg_price,
-            "strategy": position.strategy,
-            "updated_at": position.updated_at,
-        }
-        self.redis.hset(self.keys.positions(), symbol, json.dumps(payload))
+        self.redis.hset(self.keys.positions(), position.symbol, _position_json(position))
         return position
 
     @_redis_errors_translated

@@ -249,12 +249,10 @@ class Positions(Service):
         ]
 
     def _cache(self, holdings: dict[str, Holding], symbols: list[str]) -> None:
-        cache = self.ctx.lab.cache
-        for symbol in symbols:
-            h = holdings[symbol]
-            if h.quantity:
-                cache.set_position(symbol, quantity=h.quantity, avg_price=h.avg)
-            else:
-                cache.remove_position(symbol)
+        """The batch's symbols' positions and the account in the cache, in one round trip."""
         account = self.broker.account()
-        cache.set_account(balance=account.cash, portfolio_value=account.equity)
+        self.ctx.lab.cache.set_book(
+            {s: (h.quantity, h.avg) if (h := holdings[s]).quantity else None for s in symbols},
+            balance=account.cash,
+            portfolio_value=account.equity,
+        )
