@@ -452,7 +452,6 @@ def _assembled(cls: type[M], values: dict[str, Any]) -> M:
     return message
 
 
-@lru_cache(maxsize=256)  # a process has a handful of producers
 def _producer(name: str) -> str:
     try:
         return canonical_name(name, "producer")

@@ -252,7 +252,7 @@ class Positions(Service):
         """The batch's symbols' positions and the account in the cache, in one round trip."""
         account = self.broker.account()
         self.ctx.lab.cache.set_book(
-            {s: (h.quantity, h.avg) if (h := holdings[s]).quantity else None for s in symbols},
+            {s: (holdings[s].quantity, holdings[s].avg) for s in symbols},  # flat: removed
             balance=account.cash,
             portfolio_value=account.equity,
         )

@@ -332,7 +332,7 @@ class SignalModifier(Service):
         ]
         seen, indicators = self.ctx.lab.cache.note_signals_reading_indicators(notes)
         self._seen = dict(zip((m.message_id for m in noted), seen, strict=True))
-        self._indicators = dict(indicators)
+        self._indicators = indicators
         try:
             outputs = [self._modify(message) for message in messages]
         finally:
