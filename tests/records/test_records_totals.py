@@ -4,6 +4,9 @@ migration that adds them backfills them (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -245,3 +248,63 @@ def test_upgrade_from_0011_backfills_the_totals_and_downgrade_drops_them(
     _assert_totals_are_the_sums(store)
     store.record_fill(**_fill("e7", "m-sell", "AAPL", "sell", 0.5, 96.0))
     _assert_totals_are_the_sums(store)
+
+
+def _placed(cid: str, symbol: str) -> PlacedOrder:
+    order = {"client_order_id": cid, "symbol": symbol, "side": "buy", "quantity": 1.0}
+    order |= {"strategy": "momo", "broker": "paper", "at": T0}
+    update = {"event_id": f"{cid}:1", "status": "filled", "broker_at": T0, "sequence": 1}
+    update |= {"filled_quantity": 1.0, "avg_price": 100.0}
+    return PlacedOrder(order, [update], [_fill(f"{cid}:1", cid, symbol, "buy", 1.0, 100.0)])
+
+
+def _by_record_fills(store: RecordsStore, tag: str, symbols: list[str]) -> None:
+    store.record_fills([_fill(f"{tag}-{s}", f"o-{s}", s, "buy", 1.0, 100.0) for s in symbols])
+
+
+def _by_record_placed(store: RecordsStore, tag: str, symbols: list[str]) -> None:
+    store.record_placed([_placed(f"{tag}-{s}", s) for s in symbols])
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("write", [_by_record_fills, _by_record_placed])
+def test_writers_of_the_same_symbols_take_the_totals_rows_in_one_order(
+    pg_url: str, write: Callable[[RecordsStore, str, list[str]], None]
+) -> None:
+    """A writer holds the totals row of each symbol it wrote until it commits. One holds AAPL's
+    and is about to write MSFT; another is given MSFT then AAPL. Taken as given, the second
+    would hold MSFT's row while it waits for AAPL's, and PostgreSQL would abort one of them as
+    a deadlock; taken in the totals' order, it waits for AAPL's first and holds nothing."""
+    first, second = RecordsStore.from_url(pg_url), RecordsStore.from_url(pg_url)
+    try:
+        first.upgrade()
+        for symbol in ("AAPL", "MSFT"):
+            _order(first, f"o-{symbol}", symbol, "buy", "momo", "paper")
+        errors: list[BaseException] = []
+
+        def second_writer() -> None:
+            try:
+                write(second, "b", ["MSFT", "AAPL"])
+            except BaseException as e:  # the test reports it
+                errors.append(e)
+
+        with first.batch():
+            write(first, "a", ["AAPL"])
+            thread = threading.Thread(target=second_writer)
+            thread.start()
+            waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            deadline = time.monotonic() + 10
+            with first.engine.connect() as watcher:
+                while not watcher.execute(waiting).scalar():
+                    assert time.monotonic() < deadline, "the second writer never waited"
+                    time.sleep(0.01)
+                    watcher.rollback()  # a new snapshot of the locks
+            write(first, "a", ["MSFT"])
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert not errors, errors
+        _assert_totals_are_the_sums(first)
+        assert _kept(first)[1]["paper", "AAPL"][-1] == 2
+    finally:
+        first.close()
+        second.close()

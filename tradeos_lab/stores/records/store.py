@@ -2014,8 +2014,8 @@ class RecordsStore:
                         f"{r['client_order_id']} a {side} of {symbol}"
                     )
                 ledger.append(_ledger_row(r, strategy))
-            self._insert_ignore_many(session, Fill, list(rows.values()))
-            self._insert_ignore_many(session, LedgerEntry, ledger)
+            self._insert_ignore_many(session, Fill, _in_totals_order(list(rows.values())))
+            self._insert_ignore_many(session, LedgerEntry, _in_totals_order(ledger))
         return list(rows)
 
     def known_orders(self, client_order_ids: Iterable[str]) -> set[str]:
@@ -2119,10 +2119,14 @@ class RecordsStore:
                     f"orders {sorted(held) or cids} are already recorded (or given twice): "
                     "record_placed only writes new orders"
                 )
-            for model, rows in ((Order, orders), (OrderEvent, events), (Fill, fills)):
+            for model, rows in (
+                (Order, orders),
+                (OrderEvent, events),
+                (Fill, _in_totals_order(fills)),
+            ):
                 table = cast(Table, model.__table__)
                 self._write_many(session, ("insert", table.name), table.insert, rows)
-            self._insert_ignore_many(session, LedgerEntry, ledger)
+            self._insert_ignore_many(session, LedgerEntry, _in_totals_order(ledger))
         return orders
 
     # ---- news and sentiment (the sentiment scorer) ----------------------------------------
@@ -2808,6 +2812,14 @@ def _ledger_row(fill: Mapping[str, Any], strategy: str | None) -> dict[str, Any]
         "fee": fill["fee"],
         "executed_at": fill["filled_at"],
     }
+
+
+def _in_totals_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill or ledger rows sorted by the key of the totals row each one updates (a trigger locks
+    it until the transaction ends). Every writer takes those locks in this order, after the
+    fills' before the ledger's, so two writers of the same symbols never wait on each other in a
+    cycle (PostgreSQL would abort one of them as a deadlock)."""
+    return sorted(rows, key=lambda r: (r.get("broker") or "", r.get("strategy") or "", r["symbol"]))
 
 
 def _score(value: float) -> float:
