@@ -308,3 +308,23 @@ def test_writers_of_the_same_symbols_take_the_totals_rows_in_one_order(
     finally:
         first.close()
         second.close()
+
+
+def test_truncating_the_rows_empties_their_totals(store: RecordsStore) -> None:
+    """PostgreSQL fires no row trigger for TRUNCATE; the totals follow it all the same. SQLite
+    has no TRUNCATE: its DELETE without a WHERE goes through the row triggers."""
+    _write_through_every_path(store)
+    postgresql = store.engine.dialect.name == "postgresql"
+    with store.engine.begin() as conn:
+        conn.execute(
+            text("TRUNCATE position_ledger" if postgresql else "DELETE FROM position_ledger")
+        )
+    assert _kept(store)[0] == {}
+    assert store.net_quantity("momo", "AAPL") == 0.0
+    assert _kept(store)[1]  # the fills' totals are the fills'
+    with store.engine.begin() as conn:
+        conn.execute(text("TRUNCATE fills CASCADE" if postgresql else "DELETE FROM fills"))
+    assert _kept(store) == ({}, {})
+    store.record_fill(**_fill("e9", "m-buy", "AAPL", "buy", 0.5, 100.0))
+    _assert_totals_are_the_sums(store)
+    assert _kept(store)[1]["paper", "AAPL"][-1] == 1
