@@ -30,11 +30,16 @@ def test_only_the_services_off_the_way_from_a_bar_to_its_fill_run_in_the_backgro
     assert background == {"tca", "audit_trail"}
 
 
-def _report_background(database: str, answer: mp.Queue[tuple[int, bool]]) -> None:
+def _scheduler() -> int | None:
+    """This process's scheduling policy, where the OS tells it."""
+    return os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
+
+
+def _report_background(database: str, answer: mp.Queue[tuple[int, int | None, bool]]) -> None:
     store = RecordsStore.from_url(f"sqlite:///{database}")
     yield_to_trading(SimpleNamespace(records=store))  # type: ignore[arg-type]
     turns = WriteTurns.of(store.engine)
-    answer.put((os.nice(0), turns is not None and turns.background))
+    answer.put((os.nice(0), _scheduler(), turns is not None and turns.background))
     store.close()
 
 
@@ -42,12 +47,15 @@ def test_a_background_service_process_yields_the_cpu_and_the_write_turn(tmp_path
     database = str(tmp_path / "records.db")
     RecordsStore.from_url(f"sqlite:///{database}").upgrade()
     ctx = mp.get_context("spawn")
-    answer: mp.Queue[tuple[int, bool]] = ctx.Queue()
+    answer: mp.Queue[tuple[int, int | None, bool]] = ctx.Queue()
     process = ctx.Process(target=_report_background, args=(database, answer))
     process.start()
-    niceness, background = answer.get(timeout=60)
+    niceness, scheduler, background = answer.get(timeout=60)
     process.join(timeout=30)
     assert niceness == os.nice(0) + BACKGROUND_NICENESS
+    if hasattr(os, "SCHED_IDLE"):  # Linux: a trading stage that wakes preempts it at once
+        assert scheduler == os.SCHED_IDLE
+        assert _scheduler() != os.SCHED_IDLE  # the service's own process only
     assert background
 
 
