@@ -321,7 +321,7 @@ def test_truncating_the_rows_empties_their_totals(store: RecordsStore) -> None:
         )
     assert _kept(store)[0] == {}
     assert store.net_quantity("momo", "AAPL") == 0.0
-    assert _kept(store)[1]  # the fills' totals are the fills'
+    assert _kept(store)[1]  # the fills keep their totals
     with store.engine.begin() as conn:
         conn.execute(text("TRUNCATE fills CASCADE" if postgresql else "DELETE FROM fills"))
     assert _kept(store) == ({}, {})

@@ -120,3 +120,39 @@ def test_rollups_on_timescale_match_a_pandas_resample(timescale_url: str) -> Non
         assert got["symbol"].dtype == by_symbol["AAPL"]["symbol"].dtype
     finally:
         engine.dispose()
+
+
+def test_a_truncated_chunk_of_fills_takes_out_only_its_own_totals(timescale_url: str) -> None:
+    """On TimescaleDB the totals' TRUNCATE trigger is on every chunk of `fills` too: a truncated
+    chunk leaves the totals of the fills in the others."""
+    with RecordsStore.from_url(timescale_url) as store:
+        store.upgrade()
+        for cid, quantity, month in (("early", 1.0, 1), ("late", 2.0, 6)):
+            at = pd.Timestamp(2024, month, 3, tz="UTC").to_pydatetime()
+            store.record_order(
+                client_order_id=cid, symbol="AAPL", side="buy", quantity=quantity, at=at
+            )
+            store.record_fills(
+                [
+                    {
+                        "execution_id": f"{cid}:1",
+                        "client_order_id": cid,
+                        "symbol": "AAPL",
+                        "side": "buy",
+                        "quantity": quantity,
+                        "price": 100.0,
+                        "filled_at": at,
+                    }
+                ]
+            )
+        assert store.fill_totals("paper")["AAPL"].quantity == 3.0
+        with store.engine.begin() as conn:
+            early = conn.execute(
+                text(
+                    "SELECT show_chunks('fills', older_than => "
+                    "TIMESTAMPTZ '2024-03-01 00:00:00+00')"
+                )
+            ).scalar_one()
+            conn.execute(text(f"TRUNCATE {early}"))
+        assert store.fill_totals("paper")["AAPL"].quantity == 2.0
+        assert store.net_quantity(None, "AAPL") == 3.0  # the ledger is a plain table, untouched

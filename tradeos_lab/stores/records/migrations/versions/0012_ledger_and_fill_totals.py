@@ -7,7 +7,7 @@ sums over `position_ledger` and `fills` those reads grew with the whole history 
 sums, and triggers on the two tables keep them on every insert, update and delete, so no writer
 (the store, reconciliation, a hand-written statement) can leave them behind. A row whose count
 of summed rows falls to zero is deleted, so the totals have the same keys as a GROUP BY of the
-rows. (TRUNCATE fires no row trigger on PostgreSQL: 0013 adds statement triggers for it.)
+rows. (TRUNCATE fires no row trigger on PostgreSQL: 0013 adds a statement trigger for it.)
 
 Entries without a strategy are summed under `NO_STRATEGY` (''): NULLs never collide in a key.
 
