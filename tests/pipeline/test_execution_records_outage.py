@@ -214,7 +214,7 @@ def test_a_30s_records_outage_holds_orders_back_and_loses_nothing(
     settings = pipeline_settings_for(
         lab.settings,
         zigzag_file(tmp_path / "bars.csv", BARS),
-        pipeline_bar_interval_s=0.1,
+        pipeline_bar_interval_s=0.075,  # bars until about the end of the outage
     )
     watch = IntentsCommittedFirst(own_postgres.dsn)
     event.listen(lab.records.engine, "before_cursor_execute", watch.before_cursor_execute)
