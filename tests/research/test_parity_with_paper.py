@@ -16,6 +16,9 @@ How the pipeline is set up so that a difference would be a real one:
   last. The paper broker fills a market order at its symbol's latest cached bar, so a replay
   faster than the pipeline fills at a later bar than the signal's: that is the pace of the replay,
   not a rule of either engine.
+- No lingering: Execution reads a quiet symbol's bars (no order working) in batches every
+  `QUIET_BARS_LINGER_S`, which in lock step would be a wait on every bar; here it reads each
+  bar as it comes, as it does while an order works.
 - Market time: the services run on the replayed bar's time (their context clock), as a backtest
   does. On the wall clock Feasibility's market-hours rule judges the October 2025 bars by today's
   hour, and refuses every equity order outside the NYSE session.
@@ -49,6 +52,7 @@ from tradeos_lab.pipeline import ServiceContext
 from tradeos_lab.pipeline.deploy import deployed_engine
 from tradeos_lab.pipeline.registry import service_class
 from tradeos_lab.pipeline.runner import RunningService, ServiceRunner
+from tradeos_lab.pipeline.services import execution
 from tradeos_lab.pipeline.services.ingestion import Ingestion, bar_message_id
 from tradeos_lab.providers import read_bar_file
 from tradeos_lab.providers.files import save_bars
@@ -135,9 +139,11 @@ def sample() -> pd.DataFrame:
 
 
 @pytest.fixture
-def lab(armed_server_lab: Lab) -> Lab:
-    """A lab on the machine's servers, switches armed, the risk rules permissive."""
+def lab(armed_server_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Lab:
+    """A lab on the machine's servers, switches armed, the risk rules permissive; Execution
+    reads each bar as it comes."""
     allow_trading_every_bar(armed_server_lab)
+    monkeypatch.setattr(execution, "QUIET_BARS_LINGER_S", 0.0)
     return armed_server_lab
 
 
