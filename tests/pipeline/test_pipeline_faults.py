@@ -90,7 +90,7 @@ def _await_restart(supervisor: Supervisor, name: str, before: int) -> None:
 
 
 def _running(supervisor: Supervisor, lab: Lab, name: str) -> int:
-    """The pid of `name`'s process once its runner heartbeats (its consumers are up)."""
+    """The pid of `name`'s process once its runner heartbeats and its consumer groups exist."""
     pid = wait_for(lambda: supervisor.pids()[name], timeout=30, what=f"{name} process")
     instance = service_instance(pid)
     wait_for(
@@ -98,6 +98,13 @@ def _running(supervisor: Supervisor, lab: Lab, name: str) -> int:
         timeout=60,
         what=f"{name} heartbeat",
     )
+    inputs = {s.value for s in service_class(name).inputs}
+
+    def reads_every_input() -> bool:  # a batch can only be in hand once its groups exist
+        groups = lab.bus.inspect.groups()
+        return inputs <= set(groups.loc[groups["group"] == name, "stream"])
+
+    wait_for(reads_every_input, timeout=60, what=f"{name} consumer groups")
     return pid
 
 
