@@ -3,9 +3,9 @@
 - SIGKILL: the pipeline runs under the supervisor (one process per service, the machine's Redis 7
   and PostgreSQL). Each service in turn, downstream first, is frozen (SIGSTOP) so a backlog builds
   at its input, woken and killed (SIGKILL) while it works through that batch; the supervisor
-  restarts it. Afterwards
-  every stage has answered every input once: no message lost, no output duplicated on the bus
-  (outputs of a re-handled input carry the same derived ids), no order or trade recorded twice.
+  restarts it. Afterwards every stage has answered every input once: no message lost, no output
+  duplicated on the bus (outputs of a re-handled input carry the same derived ids), no order or
+  trade recorded twice.
 - Bad input: a malformed entry on every stream a service reads goes to that stream's dead
   letters with the reason, and bars published after it still become fills.
 """
