@@ -139,6 +139,26 @@ def test_after_a_crash_the_engine_catches_up_on_the_cached_bars(
     _assert_batch_parity(_signals(outputs), bars)
 
 
+def test_a_state_saved_inside_a_batch_a_crash_left_unacked_swallows_none_of_its_bars(
+    pipeline_lab: Lab, bars: pd.DataFrame
+) -> None:
+    """The periodic save can fall inside a batch, whose outputs are committed at its end: after
+    a crash there the whole batch comes again, its first bars older than the saved state."""
+    pipeline_lab.cache.write_bars(bars)  # ingestion caches every bar before publishing it
+    messages = _bar_messages(bars.iloc[HISTORY:])
+    signalled = sorted(t for t, _ in _expected(SmaCross(), bars))
+    hit = next(i for i, m in enumerate(messages) if m.payload.ts == signalled[len(signalled) // 2])
+    batch = range(hit - 2, hit + 3)  # a signal inside, before the save
+    first = _engine(pipeline_lab)
+    outputs = [m for msg in messages[: batch.start] for m in first.handle(msg)]
+    for msg in messages[batch.start : batch.stop]:
+        first.handle(msg)  # outputs never committed
+    first.save()  # the periodic save, inside the batch
+    restarted = _engine(pipeline_lab)  # killed before the ack: the batch comes again
+    outputs += [m for msg in messages[batch.start :] for m in restarted.handle(msg)]
+    _assert_batch_parity(_signals(outputs), bars)
+
+
 def test_a_bar_handled_again_gives_the_same_outputs_and_an_older_one_none(
     pipeline_lab: Lab, bars: pd.DataFrame
 ) -> None:

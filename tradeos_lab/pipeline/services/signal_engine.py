@@ -16,9 +16,11 @@ catches up on the bars it took since, from the bars ingestion cached (ingestion 
 before publishing it); so the signals after a restart, and the outputs of a bar handled again
 after a crash, are the ones an engine that never stopped would give. When the cache no longer
 reaches back to the saved state (a long outage) or there is none, the state is warmed afresh on
-the cached bars, so a strategy signals from its first live bar. The saved states are a fast
-copy: while the cache is down the engine goes on from memory and tries to save again later. A bar
-older than the last one a strategy took is a duplicate of one already answered: it emits nothing.
+the cached bars, so a strategy signals from its first live bar; so is a state saved ahead of the
+first bar a restarted engine takes (saved inside a batch a crash left unacked, which comes again
+from its oldest bar). The saved states are a fast copy: while the cache is down the engine goes
+on from memory and tries to save again later. A bar older than the last one a strategy took is a
+duplicate of one already answered: it emits nothing.
 
 Live-tunable strategies: the pipeline's engine (not a notebook's deployment, which runs what it was
 given) follows two system config entries through a `ConfigWatcher`, at its first bar and on the
@@ -325,6 +327,10 @@ class SignalEngine(Service):
                     live = None  # the cache no longer reaches back to the saved state
                 else:
                     earlier = missed
+            elif live.last_ts is not None and live.last_ts > bar.ts:
+                # Saved inside a batch whose outputs were never committed (a crash before the
+                # ack): its bars come again from the oldest, before the state. Start afresh.
+                live = None
             else:
                 earlier = earlier.iloc[0:0]
             if live is not None:
