@@ -1,11 +1,10 @@
 """Faults in the running pipeline: services killed mid-batch, malformed messages on every stream.
 
 - SIGKILL: the pipeline runs under the supervisor (one process per service, the machine's Redis 7
-  and PostgreSQL). Each service in turn, downstream first, is frozen (SIGSTOP) so a backlog builds
-  at its input, woken and killed (SIGKILL) while it works through that batch; the supervisor
-  restarts it. Afterwards every stage has answered every input once: no message lost, no output
-  duplicated on the bus (outputs of a re-handled input carry the same derived ids), no order or
-  trade recorded twice.
+  and PostgreSQL). Each service in turn is frozen (SIGSTOP) so a backlog builds at its input, woken
+  and killed (SIGKILL) while it works through that batch; the supervisor restarts it. Afterwards
+  every stage has answered every input once: no message lost, no output duplicated on the bus
+  (outputs of a re-handled input carry the same derived ids), no order or trade recorded twice.
 - Bad input: a malformed entry on every stream a service reads goes to that stream's dead
   letters with the reason, and bars published after it still become fills.
 """
@@ -47,46 +46,41 @@ from tradeos_lab.settings import Settings
 #: How long a frozen service lets its input pile up, and how long it works before the kill: a
 #: service that settled its whole backlog within the first is killed again after the next.
 FROZEN_S = 0.6
-WORKING_S = (0.01, 0.03, 0.0)
+WORKING_S = (0.03, 0.01, 0.0)
 
 
-def _kill_each_mid_batch(supervisor: Supervisor, lab: Lab, names: list[str]) -> dict[str, int]:
-    """Freeze each service, let a backlog build, wake it and SIGKILL it mid-batch; again, after
-    another delay, while the killed process held nothing (a fast service can settle its whole
-    backlog before the kill lands). Returns how many entries each service's last killed
-    process held unacked (its batch in hand), once every one of them has restarted.
+def _kill_mid_batch(supervisor: Supervisor, lab: Lab, name: str) -> int:
+    """Freeze `name`, let a backlog build, wake it, SIGKILL it mid-batch, await its restart;
+    again, sooner after the wake, while the killed process held nothing (a fast service can
+    settle its whole backlog before the first kill lands). A service that reads no stream
+    (ingestion) holds no batch: it is killed once.
 
-    Downstream first: while a killed service restarts, the next one up is frozen, its input
-    still fed by the services above it, none of which has been killed yet."""
-    in_hand: dict[str, int] = {}
-    restarted_after: dict[str, int] = {}
-    for name in reversed(names):
-        for working_s in WORKING_S:
-            if name in restarted_after:  # a retry: its last process was killed holding nothing
-                _await_restart(supervisor, name, restarted_after[name])
-            pid = _running(supervisor, lab, name)
-            restarted_after[name] = supervisor.restarts()[name]
-            os.kill(pid, signal.SIGSTOP)
-            time.sleep(FROZEN_S)
-            os.kill(pid, signal.SIGCONT)
-            time.sleep(working_s)
-            os.kill(pid, signal.SIGKILL)
-            in_hand[name] = sum(
-                int(row.pending)
-                for stream in service_class(name).inputs
-                for row in lab.bus.inspect.consumers(stream, name).itertuples()
-                if row.consumer == service_instance(pid)
-            )
-            if in_hand[name] or not service_class(name).inputs:
-                break  # a service that reads no stream (ingestion) holds no batch to kill it in
-    for name, before in restarted_after.items():
-        _await_restart(supervisor, name, before)
+    Returns how many entries the last killed process held unacked (its batch in hand).
+    """
+    in_hand = 0
+    for working_s in WORKING_S:
+        pid = _running(supervisor, lab, name)
+        restarts = supervisor.restarts()[name]
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(FROZEN_S)
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(working_s)
+        os.kill(pid, signal.SIGKILL)
+        in_hand = sum(
+            int(row.pending)
+            for stream in service_class(name).inputs
+            for row in lab.bus.inspect.consumers(stream, name).itertuples()
+            if row.consumer == service_instance(pid)
+        )
+        wait_for(
+            lambda before=restarts: supervisor.restarts()[name] > before,
+            timeout=30,
+            what=f"{name} restart",
+        )
         _running(supervisor, lab, name)
+        if in_hand or not service_class(name).inputs:
+            break
     return in_hand
-
-
-def _await_restart(supervisor: Supervisor, name: str, before: int) -> None:
-    wait_for(lambda: supervisor.restarts()[name] > before, timeout=30, what=f"{name} restart")
 
 
 def _running(supervisor: Supervisor, lab: Lab, name: str) -> int:
@@ -142,7 +136,7 @@ def test_sigkill_of_each_service_mid_batch_loses_and_duplicates_nothing(
             timeout=60,
             what="fills before the first kill",
         )
-        in_hand = _kill_each_mid_batch(supervisor, lab, list(services))
+        in_hand = {name: _kill_mid_batch(supervisor, lab, name) for name in services}
         wait_for(lambda: len(stream_messages(lab, Stream.FILLS_RAW)) >= 10, timeout=30)
     finally:
         supervisor.stop()
