@@ -155,34 +155,9 @@ def stream_messages(lab: Lab, stream: Stream, *, skip_invalid: bool = False) -> 
 
 
 def settled(lab: Lab) -> bool:
-    """No group on any stream has an entry undelivered or unacked, and there is a group: what
-    `lab.bus.inspect.groups()` says with zero lag and pending, in one round trip. Tests poll it
-    every few milliseconds, often beside services on threads of their own process, which the
-    inspection's frame and round trip per group would hold back."""
-    bus = lab.bus
-    pipe = bus.redis.pipeline(transaction=False)
-    for stream in Stream:
-        pipe.xinfo_groups(bus.stream_key(stream))
-        pipe.xrevrange(bus.stream_key(stream), count=1)
-    replies = pipe.execute(raise_on_error=False)
-    seen = False
-    for groups, newest in zip(replies[::2], replies[1::2], strict=True):
-        if isinstance(groups, Exception):
-            if "no such key" in str(groups):
-                continue
-            raise groups
-        last_id = _stream_id(newest[0][0]) if newest else (0, 0)
-        for group in groups:
-            seen = True
-            if group["pending"] or _stream_id(group["last-delivered-id"]) < last_id:
-                return False
-    return seen
-
-
-def _stream_id(raw: bytes | str) -> tuple[int, int]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+    """No group on any stream has an entry undelivered or unacked."""
+    groups = lab.bus.inspect.groups()
+    return bool(len(groups)) and int(groups["lag"].sum() + groups["pending"].sum()) == 0
 
 
 def wait_until_settled(lab: Lab, *, bars: int, timeout: float = 60.0) -> None:
