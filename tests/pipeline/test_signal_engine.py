@@ -1,22 +1,26 @@
 """Signal Engine on the machine's Redis: the live signals equal the strategies' batch form over
 the same bars, each with its audit entry; a restarted engine resumes from the cache; a bar
-handled again gives the same answer; unknown strategies are a clear error."""
+handled again gives the same answer, also in a running engine whose batch the bus refused to
+commit; unknown strategies are a clear error."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import redis
+from end_to_end_support import stream_messages
 
 import tradeos_lab as tl
 from tradeos_lab.contracts import AuditMessage, Bar, Message, Quote, RawSignal, new_message
 from tradeos_lab.errors import ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.lab import Lab
+from tradeos_lab.pipeline.runner import ServiceRunner
 from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services import signal_engine
 from tradeos_lab.pipeline.services.signal_engine import SignalEngine
@@ -255,4 +259,52 @@ def test_signals_keep_coming_while_the_cache_is_down(
         engine.close()  # its last save fails, with a warning, and stopping goes on
         _assert_batch_parity(_signals(outputs), bars)
     finally:
+        lab.close()
+
+
+def test_a_batch_the_bus_refused_to_commit_is_answered_again_in_the_same_process(
+    pipeline_settings: Settings,
+    redis_server_factory: Callable[..., RedisServerProcess],
+    bars: pd.DataFrame,
+) -> None:
+    """The bus runs out of memory while a batch is handled: the commit of its outputs and acks
+    is refused, nothing of it committed. The running engine, its states already past the batch,
+    gets the batch again from its oldest bar and signals every one of its bars, each once."""
+    bus_server = redis_server_factory("bus")
+    admin = redis.Redis.from_url(bus_server.url)
+    messages = _bar_messages(bars.iloc[HISTORY:])
+    refused = messages[100:200]  # the second batch
+    signalled = {t for t, _ in _expected(SmaCross(), bars)}
+    assert signalled & {m.payload.ts for m in refused}, "no signal in the batch: proves nothing"
+    full: list[str] = []
+
+    class BusFillsUp(SignalEngine):
+        def handle(self, message: Message) -> Sequence[Message]:
+            if message.message_id == refused[-1].message_id and not full:
+                full.append(message.message_id)
+                admin.config_set("maxmemory", 1)  # every XADD is refused from now on
+            return super().handle(message)
+
+    settings = pipeline_settings.model_copy(
+        update={"bus_url": SecretUrl(bus_server.url), "pipeline_strategies": STRATEGIES}
+    )
+    lab = tl.connect(settings, start=False)
+    try:
+        lab.cache.write_bars(bars)  # ingestion caches every bar before publishing it
+        ctx = ServiceContext(lab=lab, settings=settings, instance="refused-commit")
+        runner = ServiceRunner(BusFillsUp, ctx, batch=100)
+        (consumer,) = runner.consumers
+        lab.bus.ensure_group(Stream.MARKET_DATA, SignalEngine.name)
+        lab.bus.publish_many(Stream.MARKET_DATA, messages)
+        runner.run_once()  # the first batch commits
+        with pytest.raises(Exception, match="maxmemory"):
+            runner.run_once()
+        admin.config_set("maxmemory", 0)
+        consumer.restart()  # as the consumer's loop does after a bus error
+        runner.drain()
+        signals = _signals(stream_messages(lab, Stream.SIGNALS_RAW))
+        assert len(signals) == len({(s.strategy, s.ts) for s in signals})  # none twice
+        _assert_batch_parity(signals, bars)
+    finally:
+        admin.close()
         lab.close()

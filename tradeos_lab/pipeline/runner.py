@@ -195,6 +195,8 @@ class ServiceRunner:
         with correlation(message.correlation_id):
             started = time.perf_counter()
             try:
+                if delivery.redelivered:
+                    self.service.on_redelivery([message])
                 outputs = self.service.handle(message)
             except TransientError:
                 raise  # retried in place by the consumer, which logs it
@@ -239,6 +241,9 @@ class ServiceRunner:
         chain = deliveries[0].message.correlation_id if len(deliveries) == 1 else None
         try:
             with correlation(chain):
+                again = [d.message for d in deliveries if d.redelivered]
+                if again:
+                    self.service.on_redelivery(again)
                 outputs = self.service.handle_batch([d.message for d in deliveries])
         except TransientError:
             raise  # retried in place by the consumer, which logs it

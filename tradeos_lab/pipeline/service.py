@@ -200,6 +200,12 @@ class Service:
         """
         return [self.handle(message) for message in messages]
 
+    def on_redelivery(self, messages: Sequence[Message]) -> None:
+        """Called before `messages`, delivered again, are handled. Their earlier handling was
+        never committed (outputs and ack commit together): a crash, a handler that failed, or a
+        commit the bus refused. A service that keeps in memory what it has taken (the Signal
+        Engine's live states) forgets what it took from them; nothing by default."""
+
     def linger_s(self, stream: Stream) -> float:
         """How long the runner waits, after a batch of `stream` that did not fill, before it
         reads `stream` again: what came meanwhile is then one batch (one transaction, one

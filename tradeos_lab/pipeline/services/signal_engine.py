@@ -18,9 +18,12 @@ after a crash, are the ones an engine that never stopped would give. When the ca
 reaches back to the saved state (a long outage) or there is none, the state is warmed afresh on
 the cached bars, so a strategy signals from its first live bar; so is a state saved ahead of the
 first bar a restarted engine takes (saved inside a batch a crash left unacked, which comes again
-from its oldest bar). The saved states are a fast copy: while the cache is down the engine goes
-on from memory and tries to save again later. A bar older than the last one a strategy took is a
-duplicate of one already answered: it emits nothing.
+from its oldest bar). A running engine that gets bars again (their batch was never committed: a
+handler failed, or the bus refused the commit) drops the states that had taken them and resumes
+them the same way (`on_redelivery`). The saved states are a fast copy: while the cache is down
+the engine goes on from memory and tries to save again later. A bar delivered for the first
+time that is older than the last one a strategy took is a duplicate of one already answered: it
+emits nothing.
 
 Live-tunable strategies: the pipeline's engine (not a notebook's deployment, which runs what it was
 given) follows two system config entries through a `ConfigWatcher`, at its first bar and on the
@@ -43,6 +46,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 from uuid import UUID
 
@@ -177,6 +181,8 @@ class SignalEngine(Service):
         self._live: dict[_SeriesKey, LiveStrategy] = {}
         self._last_outcome: dict[_SeriesKey, Outcome] = {}
         self._unsaved: set[_SeriesKey] = set()
+        #: Series rewound for bars delivered again: the last bar each had taken before.
+        self._rewound: dict[_SeriesKey, datetime] = {}
         self._saved_at = time.monotonic()
 
     def handle(self, message: Message) -> Sequence[Message]:
@@ -187,6 +193,8 @@ class SignalEngine(Service):
         for strategy in self.strategies:
             key = (strategy.name, bar.symbol, bar.timeframe)
             live = self._live.get(key) or self._resume(strategy, bar, message)
+            if key in self._rewound and bar.ts > self._rewound[key]:
+                live = self._caught_up(strategy, bar, message, live)
             last = live.last_ts
             if last is not None and bar.ts < last:
                 continue  # older than what this strategy took: already answered
@@ -209,6 +217,36 @@ class SignalEngine(Service):
         if self.config is not None:
             self.config.acknowledge(changes)
         return outputs
+
+    def on_redelivery(self, messages: Sequence[Message]) -> None:
+        """Bars delivered again were never committed: a state that has taken them (or later
+        ones) is dropped, and resumed before the oldest of them as a restarted engine resumes,
+        so each of them gets its signal again, under the same ids."""
+        for message in messages:
+            bar = message.payload
+            if not isinstance(bar, Bar):
+                continue
+            for key, live in list(self._live.items()):
+                last = live.last_ts
+                if key[1:] == (bar.symbol, bar.timeframe) and last is not None and last > bar.ts:
+                    self._rewound.setdefault(key, last)
+                    self._drop(key)
+
+    def _caught_up(
+        self, strategy: Strategy[Any], bar: Bar, message: Message, live: LiveStrategy
+    ) -> LiveStrategy:
+        """A rewound state at a bar past where it had been: as it was if the bars it had taken
+        came again, else resumed afresh (those bars were committed and will not come again)."""
+        key = (strategy.name, bar.symbol, bar.timeframe)
+        if live.last_ts == self._rewound.pop(key):
+            return live
+        self._drop(key)
+        return self._resume(strategy, bar, message)
+
+    def _drop(self, key: _SeriesKey) -> None:
+        self._live.pop(key, None)
+        self._last_outcome.pop(key, None)
+        self._unsaved.discard(key)
 
     # ---- live-tunable strategies -----------------------------------------------------------
 
@@ -243,9 +281,8 @@ class SignalEngine(Service):
         """Drop the live states of strategies that changed: they start again on the cached bars
         (a saved state of the old version is not resumed: `_resume` checks the strategy)."""
         for key in [k for k in self._live if k[0] in names]:
-            self._live.pop(key)
-            self._last_outcome.pop(key, None)
-            self._unsaved.discard(key)
+            self._drop(key)
+            self._rewound.pop(key, None)
 
     def _refusal(self, message: Message, key: str, why: str) -> list[Message]:
         log.warning("%s refuses config %s: %s", self.name, key, why)
