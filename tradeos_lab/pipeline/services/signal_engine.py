@@ -197,7 +197,17 @@ class SignalEngine(Service):
                 live = self._caught_up(strategy, bar, message, live)
             last = live.last_ts
             if last is not None and bar.ts < last:
-                continue  # older than what this strategy took: already answered
+                log.info(
+                    "%s: %s bar %s %s is older than the last one %s took (%s): a duplicate, "
+                    "answered already",
+                    self.name,
+                    bar.symbol,
+                    bar.ts.isoformat(),
+                    message.message_id,
+                    strategy.name,
+                    last.isoformat(),
+                )
+                continue
             if last is not None and bar.ts == last:
                 outcome = self._last_outcome.get(key)  # handled before: the same answer
             else:
@@ -229,6 +239,15 @@ class SignalEngine(Service):
             for key, live in list(self._live.items()):
                 last = live.last_ts
                 if key[1:] == (bar.symbol, bar.timeframe) and last is not None and last > bar.ts:
+                    log.info(
+                        "%s: %s bar %s came again, never committed: %s, which took it and "
+                        "bars up to %s, resumes before it",
+                        self.name,
+                        bar.symbol,
+                        bar.ts.isoformat(),
+                        key[0],
+                        last.isoformat(),
+                    )
                     self._rewound.setdefault(key, last)
                     self._drop(key)
 
@@ -354,26 +373,40 @@ class SignalEngine(Service):
         history = cache.get_bars(bar.symbol, bar.timeframe)
         earlier = history[history["ts"] < bar.ts]
         live: LiveStrategy | None = None
+        how = "no saved state"
         if raw is not None:
             live, outcome = _from_json(raw)
+            saved = None if live is None or live.last_ts is None else live.last_ts.isoformat()
             if live is None or live.strategy != strategy:
-                live = None  # another strategy version or parameters: start again
+                live, how = None, "the saved state is of another version or unreadable"
             elif live.last_ts is not None and live.last_ts < bar.ts:
                 missed = earlier[earlier["ts"] > live.last_ts]
                 if len(missed) and earlier["ts"].iloc[0] > live.last_ts:
-                    live = None  # the cache no longer reaches back to the saved state
+                    live, how = None, f"the cache no longer reaches back to its state at {saved}"
                 else:
-                    earlier = missed
+                    earlier, how = missed, f"from its state saved at {saved}"
             elif live.last_ts is not None and live.last_ts > bar.ts:
                 # Saved inside a batch whose outputs were never committed (a crash before the
                 # ack): its bars come again from the oldest, before the state. Start afresh.
-                live = None
+                live, how = None, f"its state was saved ahead, at {saved}"
             else:
-                earlier = earlier.iloc[0:0]
+                earlier, how = earlier.iloc[0:0], f"from its state saved at {saved}"
             if live is not None:
                 self._last_outcome[key] = outcome
         if live is None:
+            how = f"afresh ({how})"
             live = strategy.live(bar.symbol, bar.timeframe)
+        log.info(
+            "%s resumes %s on %s %s at bar %s %s, %s, on %d cached bars before it",
+            self.name,
+            strategy.name,
+            bar.symbol,
+            bar.timeframe.value,
+            bar.ts.isoformat(),
+            message.message_id,
+            how,
+            len(earlier),
+        )
         for row in earlier.loc[:, ["ts", *BAR_FIELDS]].to_dict("records"):
             with contextlib.suppress(ValidationError):  # a failing rule shows on live bars
                 live.update(
@@ -426,8 +459,9 @@ def _from_json(raw: bytes | str) -> tuple[LiveStrategy | None, Outcome]:
         data = json.loads(raw)
         live = LiveStrategy.from_dict(data["live"])
         saved, error = data["signal"], data.get("error")
-        if saved is not None:
-            return live, RawSignal.model_validate(saved)
+        if saved is not None:  # JSON's text types (a time as ISO text), so validated as JSON
+            return live, RawSignal.model_validate_json(json.dumps(saved))
         return live, None if error is None else str(error)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError) as e:
+        log.warning("a saved live strategy state is unreadable, rebuilt instead: %s", e)
         return None, None
