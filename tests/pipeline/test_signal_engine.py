@@ -199,6 +199,35 @@ def test_a_bar_whose_handling_failed_is_signalled_when_it_comes_again_after_late
     _assert_batch_parity(sorted(_signals(outputs), key=lambda s: s.ts), bars, besides=without_it)
 
 
+def test_an_engine_further_behind_than_the_cache_reaches_reads_its_bars_from_the_lake(
+    pipeline_settings: Settings, bars: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingestion is so far ahead (a burst, a long outage) that the cache holds none of the bars
+    before the ones the engine takes: it warms up on the lake's bars, and after a restart it
+    catches up from its saved state on the lake's bars, as if it had kept up."""
+    monkeypatch.setattr(signal_engine, "SAVE_EVERY_S", math.inf)  # saved when the test says
+    settings = pipeline_settings.model_copy(
+        update={"cache_bars": HISTORY, "pipeline_strategies": STRATEGIES}
+    )
+    recent = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=2)  # the lake keeps it
+    bars = bars.assign(ts=bars["ts"] - bars["ts"].iloc[0] + recent)
+    lab = tl.connect(settings, start=False)
+    try:
+        lab.lake.write_bars(bars)  # every bar ingestion stored
+        lab.cache.write_bars(bars)  # only the latest HISTORY stay cached: none before the first
+        assert lab.cache.get_bars("BTC-USD", "1m")["ts"].iloc[0] > bars["ts"].iloc[HISTORY + 50]
+        messages = _bar_messages(bars.iloc[HISTORY:])
+        first = SignalEngine(ServiceContext(lab=lab, settings=settings, instance="behind"))
+        outputs = [m for msg in messages[:50] for m in first.handle(msg)]
+        first.save()  # its last save, then bars it handled and committed but never saved
+        outputs += [m for msg in messages[50:100] for m in first.handle(msg)]
+        restarted = SignalEngine(ServiceContext(lab=lab, settings=settings, instance="behind"))
+        outputs += [m for msg in messages[100:] for m in restarted.handle(msg)]
+        _assert_batch_parity(_signals(outputs), bars)
+    finally:
+        lab.close()
+
+
 def test_a_bar_handled_again_gives_the_same_outputs_and_an_older_one_none(
     pipeline_lab: Lab, bars: pd.DataFrame
 ) -> None:

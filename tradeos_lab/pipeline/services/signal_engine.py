@@ -14,16 +14,18 @@ cache at most every `SAVE_EVERY_S` seconds and when the engine stops, in one pip
 the hot path has no round trip of its own. A restarted engine resumes from the saved state and
 catches up on the bars it took since, from the bars ingestion cached (ingestion caches every bar
 before publishing it); so the signals after a restart, and the outputs of a bar handled again
-after a crash, are the ones an engine that never stopped would give. When the cache no longer
-reaches back to the saved state (a long outage) or there is none, the state is warmed afresh on
-the cached bars, so a strategy signals from its first live bar; so is a state saved ahead of the
-first bar a restarted engine takes (saved inside a batch a crash left unacked, which comes again
-from its oldest bar). A running engine that gets bars again (their batch was never committed: a
-handler failed, or the bus refused the commit) drops the states that had taken them and resumes
-them the same way (`on_redelivery`). The saved states are a fast copy: while the cache is down
-the engine goes on from memory and tries to save again later. A bar delivered for the first
-time that is older than the last one a strategy took is a duplicate of one already answered: it
-emits nothing.
+after a crash, are the ones an engine that never stopped would give. When there is no saved
+state, the state is warmed afresh on the latest `cache_bars` bars before the bar, so a strategy
+signals from its first live bar; so is a state saved ahead of the first bar a restarted engine
+takes (saved inside a batch a crash left unacked, which comes again from its oldest bar). An
+engine so far behind ingestion (a burst, a long outage) that the cache has dropped the bars it
+needs reads them from the lake through the three-tier reader; only when that fails too does a
+state whose bars are missing start afresh on the cached ones. A running engine that gets bars
+again (their batch was never committed: a handler failed, or the bus refused the commit) drops
+the states that had taken them and resumes them the same way (`on_redelivery`). The saved
+states are a fast copy: while the cache is down the engine goes on from memory and tries to
+save again later. A bar delivered for the first time that is older than the last one a strategy
+took is a duplicate of one already answered: it emits nothing.
 
 Live-tunable strategies: the pipeline's engine (not a notebook's deployment, which runs what it was
 given) follows two system config entries through a `ConfigWatcher`, at its first bar and on the
@@ -50,11 +52,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 from uuid import UUID
 
+import pandas as pd
 import redis
 
 from tradeos_lab.agent.config import ConfigWatcher, applied
+from tradeos_lab.bars import empty_bars
 from tradeos_lab.contracts import Bar, RawSignal, RiskKind, Severity
-from tradeos_lab.errors import DependencyUnavailable, ValidationError
+from tradeos_lab.errors import DependencyUnavailable, TradeosError, ValidationError
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.strategies import BAR_FIELDS, LiveStrategy, Strategy, get_strategy
@@ -362,42 +366,45 @@ class SignalEngine(Service):
         self._unsaved.clear()
 
     def _resume(self, strategy: Strategy[Any], bar: Bar, message: Message) -> LiveStrategy:
-        """The saved live state of this series caught up on the cached bars before this bar,
-        else a fresh one warmed on them (their signals are history, not news: none is emitted)."""
+        """The saved live state of this series caught up on the bars between it and this bar,
+        else a fresh one warmed on the bars before this bar (their signals are history, not
+        news: none is emitted)."""
         key = (strategy.name, bar.symbol, bar.timeframe)
-        cache = self.ctx.lab.cache
         try:
-            raw = cache.redis.get(self._state_key(strategy.name, bar.symbol, bar.timeframe))
+            raw = self.ctx.lab.cache.redis.get(
+                self._state_key(strategy.name, bar.symbol, bar.timeframe)
+            )
         except redis.RedisError as e:
             raise DependencyUnavailable(f"cache Redis: {type(e).__name__}") from e
-        history = cache.get_bars(bar.symbol, bar.timeframe)
-        earlier = history[history["ts"] < bar.ts]
         live: LiveStrategy | None = None
         how = "no saved state"
+        saved = None
         if raw is not None:
             live, outcome = _from_json(raw)
             saved = None if live is None or live.last_ts is None else live.last_ts.isoformat()
             if live is None or live.strategy != strategy:
                 live, how = None, "the saved state is of another version or unreadable"
-            elif live.last_ts is not None and live.last_ts < bar.ts:
-                missed = earlier[earlier["ts"] > live.last_ts]
-                if len(missed) and earlier["ts"].iloc[0] > live.last_ts:
-                    live, how = None, f"the cache no longer reaches back to its state at {saved}"
-                else:
-                    earlier, how = missed, f"from its state saved at {saved}"
             elif live.last_ts is not None and live.last_ts > bar.ts:
                 # Saved inside a batch whose outputs were never committed (a crash before the
                 # ack): its bars come again from the oldest, before the state. Start afresh.
                 live, how = None, f"its state was saved ahead, at {saved}"
             else:
-                earlier, how = earlier.iloc[0:0], f"from its state saved at {saved}"
-            if live is not None:
+                how = f"from its state saved at {saved}"
                 self._last_outcome[key] = outcome
+        earlier = empty_bars()
+        if live is not None and live.last_ts is not None and live.last_ts < bar.ts:
+            missed = self._bars_since(bar, live.last_ts)
+            if missed is None:
+                live, how = None, f"the bars since its state at {saved} are unread"
+                self._last_outcome.pop(key, None)
+            else:
+                earlier = missed
         if live is None:
             how = f"afresh ({how})"
             live = strategy.live(bar.symbol, bar.timeframe)
+            earlier = self._warm_up_bars(bar)
         log.info(
-            "%s resumes %s on %s %s at bar %s %s, %s, on %d cached bars before it",
+            "%s resumes %s on %s %s at bar %s %s, %s, on %d bars before it",
             self.name,
             strategy.name,
             bar.symbol,
@@ -414,6 +421,39 @@ class SignalEngine(Service):
                 )
         self._live[key] = live
         return live
+
+    def _warm_up_bars(self, bar: Bar) -> pd.DataFrame:
+        """The latest `cache_bars` bars before `bar`, which a fresh state warms up on."""
+        window = self.ctx.lab.settings.limits.cache_bars
+        cached = self.ctx.lab.cache.get_bars(bar.symbol, bar.timeframe)
+        earlier = cached[cached["ts"] < bar.ts]
+        if len(cached) < window or len(earlier) >= window:
+            return earlier  # the cache holds the series since its start, or enough of it
+        read = self._read_before(bar, start=None, limit=window)
+        return earlier if read is None else read
+
+    def _bars_since(self, bar: Bar, since: pd.Timestamp) -> pd.DataFrame | None:
+        """The bars after `since` (a saved state's last bar) and before `bar`; None when some of
+        them are no longer cached and cannot be read (the lake is down)."""
+        cached = self.ctx.lab.cache.get_bars(bar.symbol, bar.timeframe)
+        if not cached.empty and cached["ts"].iloc[0] <= since:
+            return cached[(cached["ts"] > since) & (cached["ts"] < bar.ts)]
+        read = self._read_before(bar, start=since, limit=None)
+        return None if read is None else read[read["ts"] > since]
+
+    def _read_before(
+        self, bar: Bar, *, start: pd.Timestamp | None, limit: int | None
+    ) -> pd.DataFrame | None:
+        """Bars before `bar` that the cache has dropped (an engine far behind ingestion, after
+        a long outage or a burst), through the three-tier reader: the lake keeps every bar
+        ingestion stored. None when it cannot be read."""
+        try:
+            return self.ctx.lab.bars().get_bars(
+                bar.symbol, bar.timeframe, start=start, end=bar.ts, limit=limit
+            )
+        except TradeosError as e:
+            log.warning("%s: bars before %s unread from the lake: %s", self.name, bar.ts, e)
+            return None
 
     # ---- what it emits --------------------------------------------------------------------------
 
