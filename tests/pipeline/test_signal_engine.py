@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from tradeos_lab.pipeline.service import ServiceContext
 from tradeos_lab.pipeline.services import signal_engine
 from tradeos_lab.pipeline.services.signal_engine import SignalEngine
 from tradeos_lab.providers import SyntheticProvider
+from tradeos_lab.providers.files import save_bars
 from tradeos_lab.secrets import SecretUrl
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.redis_server import RedisServerProcess
@@ -200,20 +202,30 @@ def test_a_bar_whose_handling_failed_is_signalled_when_it_comes_again_after_late
 
 
 def test_an_engine_further_behind_than_the_cache_reaches_reads_its_bars_from_the_lake(
-    pipeline_settings: Settings, bars: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+    pipeline_settings: Settings,
+    bars: pd.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """Ingestion is so far ahead (a burst, a long outage) that the cache holds none of the bars
     before the ones the engine takes: it warms up on the lake's bars, and after a restart it
-    catches up from its saved state on the lake's bars, as if it had kept up."""
+    catches up from its saved state on the lake's bars and, where ingestion crashed before it
+    stored some, on the feed's, as if it had kept up."""
     monkeypatch.setattr(signal_engine, "SAVE_EVERY_S", math.inf)  # saved when the test says
-    settings = pipeline_settings.model_copy(
-        update={"cache_bars": HISTORY, "pipeline_strategies": STRATEGIES}
-    )
     recent = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=2)  # the lake keeps it
     bars = bars.assign(ts=bars["ts"] - bars["ts"].iloc[0] + recent)
+    feed = save_bars(bars, tmp_path / "feed.csv")
+    settings = pipeline_settings.model_copy(
+        update={
+            "cache_bars": HISTORY,
+            "pipeline_strategies": STRATEGIES,
+            "pipeline_feed": f"replay:{feed}",
+        }
+    )
     lab = tl.connect(settings, start=False)
     try:
-        lab.lake.write_bars(bars)  # every bar ingestion stored
+        unstored = bars.index[HISTORY + 60 : HISTORY + 80]  # ingestion crashed holding them
+        lab.lake.write_bars(bars.drop(unstored))
         lab.cache.write_bars(bars)  # only the latest HISTORY stay cached: none before the first
         assert lab.cache.get_bars("BTC-USD", "1m")["ts"].iloc[0] > bars["ts"].iloc[HISTORY + 50]
         messages = _bar_messages(bars.iloc[HISTORY:])

@@ -19,8 +19,9 @@ state, the state is warmed afresh on the latest `cache_bars` bars before the bar
 signals from its first live bar; so is a state saved ahead of the first bar a restarted engine
 takes (saved inside a batch a crash left unacked, which comes again from its oldest bar). An
 engine so far behind ingestion (a burst, a long outage) that the cache has dropped the bars it
-needs reads them from the lake through the three-tier reader; only when that fails too does a
-state whose bars are missing start afresh on the cached ones. A running engine that gets bars
+needs reads them through the three-tier reader: from the lake, or from the feed's provider for
+those a crashed ingestion had not stored yet; only when that fails too does a state whose bars
+are missing start afresh on the cached ones. A running engine that gets bars
 again (their batch was never committed: a handler failed, or the bus refused the commit) drops
 the states that had taken them and resumes them the same way (`on_redelivery`). The saved
 states are a fast copy: while the cache is down the engine goes on from memory and tries to
@@ -68,6 +69,7 @@ from tradeos_lab.symbols import Timeframe
 
 if TYPE_CHECKING:
     from tradeos_lab.contracts import Message
+    from tradeos_lab.providers import BarProvider
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,7 @@ class SignalEngine(Service):
         self._unsaved: set[_SeriesKey] = set()
         #: Series rewound for bars delivered again: the last bar each had taken before.
         self._rewound: dict[_SeriesKey, datetime] = {}
+        self._provider: BarProvider | None = None
         self._saved_at = time.monotonic()
 
     def handle(self, message: Message) -> Sequence[Message]:
@@ -446,14 +449,27 @@ class SignalEngine(Service):
     ) -> pd.DataFrame | None:
         """Bars before `bar` that the cache has dropped (an engine far behind ingestion, after
         a long outage or a burst), through the three-tier reader: the lake keeps every bar
-        ingestion stored. None when it cannot be read."""
+        ingestion stored, the feed's provider has those it had not stored yet (it crashed).
+        None when they cannot be read."""
         try:
-            return self.ctx.lab.bars().get_bars(
+            return self.ctx.lab.bars(self._feed_provider()).get_bars(
                 bar.symbol, bar.timeframe, start=start, end=bar.ts, limit=limit
             )
         except TradeosError as e:
             log.warning("%s: bars before %s unread from the lake: %s", self.name, bar.ts, e)
             return None
+
+    def _feed_provider(self) -> BarProvider | None:
+        """The provider of the feed ingestion polls (`pipeline_feed`), opened on first use."""
+        if self._provider is None:
+            from tradeos_lab.pipeline.services.ingestion import open_feed
+
+            try:
+                self._provider = open_feed(self.ctx.settings, self.ctx.lab).provider
+            except TradeosError as e:
+                log.warning("%s reads history without the feed's provider: %s", self.name, e)
+                return None
+        return self._provider
 
     # ---- what it emits --------------------------------------------------------------------------
 
