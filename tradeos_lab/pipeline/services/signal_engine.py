@@ -21,12 +21,12 @@ takes (saved inside a batch a crash left unacked, which comes again from its old
 engine so far behind ingestion (a burst, a long outage) that the cache has dropped the bars it
 needs reads them through the three-tier reader: from the lake, or from the feed's provider for
 those a crashed ingestion had not stored yet; only when that fails too does a state whose bars
-are missing start afresh on the cached ones. A running engine that gets bars
-again (their batch was never committed: a handler failed, or the bus refused the commit) drops
-the states that had taken them and resumes them the same way (`on_redelivery`). The saved
-states are a fast copy: while the cache is down the engine goes on from memory and tries to
-save again later. A bar delivered for the first time that is older than the last one a strategy
-took is a duplicate of one already answered: it emits nothing.
+are missing start afresh on the cached ones. A running engine that gets bars again (their
+batch was never committed: a handler failed, or the bus refused the commit) drops the states
+that had taken them and resumes them the same way (`on_redelivery`). The saved states are a
+fast copy: while the cache is down the engine goes on from memory and tries to save again later.
+A bar delivered for the first time that is older than the last one a strategy took is a
+duplicate of one already answered: it emits nothing.
 
 Live-tunable strategies: the pipeline's engine (not a notebook's deployment, which runs what it was
 given) follows two system config entries through a `ConfigWatcher`, at its first bar and on the
@@ -426,11 +426,13 @@ class SignalEngine(Service):
         return live
 
     def _warm_up_bars(self, bar: Bar) -> pd.DataFrame:
-        """The latest `cache_bars` bars before `bar`, which a fresh state warms up on."""
+        """The latest `cache_bars` bars before `bar`, which a fresh state warms up on: the
+        cached ones, unless the cache has dropped most of them (a few bars behind is as good a
+        warm-up, and asks the lake nothing)."""
         window = self.ctx.lab.settings.limits.cache_bars
         cached = self.ctx.lab.cache.get_bars(bar.symbol, bar.timeframe)
         earlier = cached[cached["ts"] < bar.ts]
-        if len(cached) < window or len(earlier) >= window:
+        if len(cached) < window or len(earlier) >= window // 2:
             return earlier  # the cache holds the series since its start, or enough of it
         read = self._read_before(bar, start=None, limit=window)
         return earlier if read is None else read
