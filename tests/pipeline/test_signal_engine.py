@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -201,16 +202,19 @@ def test_a_bar_whose_handling_failed_is_signalled_when_it_comes_again_after_late
     _assert_batch_parity(sorted(_signals(outputs), key=lambda s: s.ts), bars, besides=without_it)
 
 
+@pytest.mark.parametrize("lake", ["up", "down"])
 def test_an_engine_further_behind_than_the_cache_reaches_reads_its_bars_from_the_lake(
     pipeline_settings: Settings,
     bars: pd.DataFrame,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    lake: str,
 ) -> None:
     """Ingestion is so far ahead (a burst, a long outage) that the cache holds none of the bars
     before the ones the engine takes: it warms up on the lake's bars, and after a restart it
     catches up from its saved state on the lake's bars and, where ingestion crashed before it
-    stored some, on the feed's, as if it had kept up."""
+    stored some, on the feed's, as if it had kept up. While the lake does not answer, it reads
+    them all from the feed."""
     monkeypatch.setattr(signal_engine, "SAVE_EVERY_S", math.inf)  # saved when the test says
     recent = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=2)  # the lake keeps it
     bars = bars.assign(ts=bars["ts"] - bars["ts"].iloc[0] + recent)
@@ -228,6 +232,14 @@ def test_an_engine_further_behind_than_the_cache_reaches_reads_its_bars_from_the
         lab.lake.write_bars(bars.drop(unstored))
         lab.cache.write_bars(bars)  # only the latest HISTORY stay cached: none before the first
         assert lab.cache.get_bars("BTC-USD", "1m")["ts"].iloc[0] > bars["ts"].iloc[HISTORY + 50]
+        if lake == "down":  # a lake server nobody answers for
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                settings = settings.model_copy(
+                    update={"lake_url": SecretUrl(f"http://127.0.0.1:{s.getsockname()[1]}/x")}
+                )
+            lab.close()
+            lab = tl.connect(settings, start=False)
         messages = _bar_messages(bars.iloc[HISTORY:])
         first = SignalEngine(ServiceContext(lab=lab, settings=settings, instance="behind"))
         outputs = [m for msg in messages[:50] for m in first.handle(msg)]

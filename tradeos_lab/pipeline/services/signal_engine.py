@@ -13,20 +13,20 @@ State: each strategy's live state per series (with its answer to the last bar) i
 cache at most every `SAVE_EVERY_S` seconds and when the engine stops, in one pipelined write, so
 the hot path has no round trip of its own. A restarted engine resumes from the saved state and
 catches up on the bars it took since, from the bars ingestion cached (ingestion caches every bar
-before publishing it); so the signals after a restart, and the outputs of a bar handled again
-after a crash, are the ones an engine that never stopped would give. When there is no saved
-state, the state is warmed afresh on the latest `cache_bars` bars before the bar, so a strategy
-signals from its first live bar; so is a state saved ahead of the first bar a restarted engine
-takes (saved inside a batch a crash left unacked, which comes again from its oldest bar). An
-engine so far behind ingestion (a burst, a long outage) that the cache has dropped the bars it
-needs reads them through the three-tier reader: from the lake, or from the feed's provider for
-those a crashed ingestion had not stored yet; only when that fails too does a state whose bars
-are missing start afresh on the cached ones. A running engine that gets bars again (their
-batch was never committed: a handler failed, or the bus refused the commit) drops the states
-that had taken them and resumes them the same way (`on_redelivery`). The saved states are a
-fast copy: while the cache is down the engine goes on from memory and tries to save again later.
-A bar delivered for the first time that is older than the last one a strategy took is a
-duplicate of one already answered: it emits nothing.
+before publishing it); so the signals after a restart, and the outputs of a bar handled again after
+a crash, are the ones an engine that never stopped would give. When there is no saved state, the
+state is warmed afresh on the latest `cache_bars` bars before the bar, so a strategy signals from
+its first live bar; so is a state saved ahead of the first bar a restarted engine takes (saved
+inside a batch a crash left unacked, which comes again from its oldest bar). An engine so far
+behind ingestion (a burst, a long outage) that the cache has dropped the bars it needs reads them
+through the three-tier reader: from the lake, or from the feed's provider for those a crashed
+ingestion had not stored yet; when that fails too, a saved state catches up on the cached bars over
+the hole, which costs it less than a cold start. A running engine that gets bars again (their batch
+was never committed: a handler failed, or the bus refused the commit) drops the states that had
+taken them and resumes them the same way (`on_redelivery`). The saved states are a fast copy: while
+the cache is down the engine goes on from memory and tries to save again later. A bar delivered for
+the first time that is older than the last one a strategy took is a duplicate of one already
+answered: it emits nothing.
 
 Live-tunable strategies: the pipeline's engine (not a notebook's deployment, which runs what it was
 given) follows two system config entries through a `ConfigWatcher`, at its first bar and on the
@@ -396,12 +396,7 @@ class SignalEngine(Service):
                 self._last_outcome[key] = outcome
         earlier = empty_bars()
         if live is not None and live.last_ts is not None and live.last_ts < bar.ts:
-            missed = self._bars_since(bar, live.last_ts)
-            if missed is None:
-                live, how = None, f"the bars since its state at {saved} are unread"
-                self._last_outcome.pop(key, None)
-            else:
-                earlier = missed
+            earlier = self._bars_since(bar, live.last_ts)
         if live is None:
             how = f"afresh ({how})"
             live = strategy.live(bar.symbol, bar.timeframe)
@@ -437,14 +432,17 @@ class SignalEngine(Service):
         read = self._read_before(bar, start=None, limit=window)
         return earlier if read is None else read
 
-    def _bars_since(self, bar: Bar, since: pd.Timestamp) -> pd.DataFrame | None:
-        """The bars after `since` (a saved state's last bar) and before `bar`; None when some of
-        them are no longer cached and cannot be read (the lake is down)."""
+    def _bars_since(self, bar: Bar, since: pd.Timestamp) -> pd.DataFrame:
+        """The bars after `since` (a saved state's last bar) and before `bar`. When the cache
+        no longer reaches back to `since` and the lake cannot be read either, the cached ones
+        (the state catches up over the hole, which costs it less than starting cold)."""
         cached = self.ctx.lab.cache.get_bars(bar.symbol, bar.timeframe)
-        if not cached.empty and cached["ts"].iloc[0] <= since:
-            return cached[(cached["ts"] > since) & (cached["ts"] < bar.ts)]
+        between = cached[(cached["ts"] > since) & (cached["ts"] < bar.ts)]
+        reaches = not cached.empty and cached["ts"].iloc[0] <= since
+        if reaches or (bar.ts - since).total_seconds() <= bar.timeframe.seconds:
+            return between  # all cached, or none can lie between
         read = self._read_before(bar, start=since, limit=None)
-        return None if read is None else read[read["ts"] > since]
+        return between if read is None else read[read["ts"] > since]
 
     def _read_before(
         self, bar: Bar, *, start: pd.Timestamp | None, limit: int | None
@@ -452,14 +450,24 @@ class SignalEngine(Service):
         """Bars before `bar` that the cache has dropped (an engine far behind ingestion, after
         a long outage or a burst), through the three-tier reader: the lake keeps every bar
         ingestion stored, the feed's provider has those it had not stored yet (it crashed).
-        None when they cannot be read."""
+        While the lake cannot be read, the provider alone; None when neither answers."""
+        provider = self._feed_provider()
         try:
-            return self.ctx.lab.bars(self._feed_provider()).get_bars(
+            return self.ctx.lab.bars(provider).get_bars(
                 bar.symbol, bar.timeframe, start=start, end=bar.ts, limit=limit
             )
         except TradeosError as e:
             log.warning("%s: bars before %s unread from the lake: %s", self.name, bar.ts, e)
+        if provider is None:
             return None
+        step = pd.Timedelta(seconds=bar.timeframe.seconds)
+        since = start if start is not None else bar.ts - (limit or 1) * step
+        try:
+            bars = provider.fetch_bars(bar.symbol, bar.timeframe, since, bar.ts)
+        except TradeosError as e:
+            log.warning("%s: bars before %s unread from the feed: %s", self.name, bar.ts, e)
+            return None
+        return bars if limit is None else bars.tail(limit)
 
     def _feed_provider(self) -> BarProvider | None:
         """The provider of the feed ingestion polls (`pipeline_feed`), opened on first use."""
