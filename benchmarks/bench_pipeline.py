@@ -91,6 +91,7 @@ from tradeos_lab.contracts import (
 )
 from tradeos_lab.contracts.codec import FIELD
 from tradeos_lab.keys import Keys, Stream
+from tradeos_lab.providers.files import save_bars
 from tradeos_lab.settings import Settings, SharedRedisServerWarning, load_settings
 from tradeos_lab.stack.clients import make_redis
 from tradeos_lab.stack.redis_server import (
@@ -746,6 +747,10 @@ def chain(
 
     base = url.rsplit("/", 1)[0]
     series_length = args.backlog + int(args.rate * args.seconds)
+    series = [zigzag_bar(i, start=SERIES_START).payload for i in range(series_length)]
+    # the feed the services are told ingestion polls: the series the driver publishes (a Signal
+    # Engine far behind the cache reads bars before its first one from it)
+    feed = save_bars(pd.DataFrame([b.model_dump() for b in series]), workdir / f"{kind}.csv")
     records = args.records
     if records == "sqlite":
         records = f"sqlite:///{workdir / f'records-{kind}.db'}"
@@ -764,6 +769,7 @@ def chain(
         cache_bars=series_length,
         pipeline_symbols=(_SYMBOL,),
         pipeline_strategies=(STRATEGY_REF,),
+        pipeline_feed=f"replay:{feed}",
     )
     if kind == "real":
         RecordsStore.open(settings, migrate=True).close()
@@ -781,7 +787,6 @@ def chain(
             # what ingestion caches before it publishes each bar (the driver stands in for it):
             # the whole series, so every fill's arrival bar is cached as it is in a running
             # stack, and the latest price, for sizing and the paper broker
-            series = [zigzag_bar(i, start=SERIES_START).payload for i in range(series_length)]
             lab.cache.write_bars(pd.DataFrame([b.model_dump() for b in series]))
             lab.cache.set_price(_SYMBOL, series[-1].close)
     client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
