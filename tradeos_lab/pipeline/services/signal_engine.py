@@ -59,7 +59,13 @@ import redis
 from tradeos_lab.agent.config import ConfigWatcher, applied
 from tradeos_lab.bars import empty_bars
 from tradeos_lab.contracts import Bar, RawSignal, RiskKind, Severity
-from tradeos_lab.errors import DependencyUnavailable, TradeosError, ValidationError
+from tradeos_lab.errors import (
+    DependencyUnavailable,
+    ProviderError,
+    RateLimited,
+    TradeosError,
+    ValidationError,
+)
 from tradeos_lab.keys import Stream
 from tradeos_lab.pipeline.service import Service, ServiceContext
 from tradeos_lab.strategies import BAR_FIELDS, LiveStrategy, Strategy, get_strategy
@@ -82,6 +88,8 @@ SAVE_PAUSE_AFTER_FAILURE_S: Final = 30.0
 PROMOTED_KEY: Final = "pipeline.promoted_strategies"
 #: The records' system config prefix of a strategy's live parameters: `strategy_params.NAME`.
 STRATEGY_PARAMS_KEY: Final = "strategy_params"
+#: What a bar provider raises when it fails (the lake raises others).
+_FEED_ERRORS: Final = (ProviderError, RateLimited)
 #: Series key: (strategy name, symbol, timeframe).
 _SeriesKey = tuple[str, str, Timeframe]
 #: What a strategy made of one bar: a signal, none, or the error its rule raised.
@@ -456,6 +464,9 @@ class SignalEngine(Service):
             return self.ctx.lab.bars(provider).get_bars(
                 bar.symbol, bar.timeframe, start=start, end=bar.ts, limit=limit
             )
+        except _FEED_ERRORS as e:  # the feed failed inside the reader: asking it again would too
+            log.warning("%s: bars before %s unread from the feed: %s", self.name, bar.ts, e)
+            return None
         except TradeosError as e:
             log.warning("%s: bars before %s unread from the lake: %s", self.name, bar.ts, e)
         if provider is None:
