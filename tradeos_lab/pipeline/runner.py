@@ -371,32 +371,40 @@ class ServiceRunner:
         LAG.labels(service=self.service.name).set(lag)
         PENDING.labels(service=self.service.name).set(pending)
 
+    def _counted(self) -> dict[str, int]:
+        """The counts the heartbeat and `/healthz` report, read together."""
+        with self._counts_lock:
+            return {
+                "handled": self.counts.handled,
+                "failed": self.counts.failed,
+                "dead_lettered": self.counts.dead_lettered,
+                "timer_messages": self.counts.timer_messages,
+            }
+
     def heartbeat(self) -> None:
         """Tell the worker registry this worker lives, with its status, lag, pending and counts.
 
         Lag and pending come from the bus; a bus that does not answer leaves the last figures
-        (and marks the bus degraded) but the heartbeat still goes out.
+        (and marks the bus degraded) but the heartbeat still goes out. The counts are taken
+        before the bus is asked, so a batch they count as handled is committed by then and not
+        also reported pending.
         """
+        counts = self._counted()
         try:
             self._measure()
             self._reachable["bus"] = True
         except (TransientError, redis.RedisError) as e:
             self._reachable["bus"] = False
             log.warning("%s could not read its lag: %s: %s", self.service.name, type(e).__name__, e)
-        with self._counts_lock:
-            counts = self.counts
-            info: dict[str, str | int | float] = {
-                "status": self.status,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "inputs": ",".join(s.value for s in self.service.inputs),
-                "lag": self._lag,
-                "pending": self._pending,
-                "handled": counts.handled,
-                "failed": counts.failed,
-                "dead_lettered": counts.dead_lettered,
-                "timer_messages": counts.timer_messages,
-            }
+        info: dict[str, str | int | float] = {
+            "status": self.status,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "inputs": ",".join(s.value for s in self.service.inputs),
+            "lag": self._lag,
+            "pending": self._pending,
+            **counts,
+        }
         if self.health is not None:
             info["health_url"] = self.health.url
         try:
@@ -409,13 +417,7 @@ class ServiceRunner:
     def check(self) -> dict[str, dict[str, Any]]:
         """The `/healthz` parts: the service, and the bus and flags tier as it last found them
         (degraded, not down, when one does not answer: the service retries and goes on)."""
-        with self._counts_lock:
-            counts = {
-                "handled": self.counts.handled,
-                "failed": self.counts.failed,
-                "dead_lettered": self.counts.dead_lettered,
-                "timer_messages": self.counts.timer_messages,
-            }
+        counts = self._counted()
         state = "down" if self._failure is not None or self.status == "stopped" else "up"
         service = {
             "state": state,
