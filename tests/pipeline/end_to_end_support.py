@@ -105,16 +105,29 @@ def pipeline_settings_for(settings: Settings, replay: Path, **overrides: Any) ->
 
 
 def allow_trading_every_bar(lab: Lab) -> None:
-    """No cooldown after an exit and a broker budget no test exhausts (records settings), so
-    `FlipFlop` may trade on every bar; the rules themselves have their own tests."""
+    """No cooldown after an exit, and a broker budget and a daily loss limit no test reaches
+    (records settings and a version of the active policy profile), so `FlipFlop` may trade on
+    every bar for as long as a test runs, paying fees and slippage on each; the rules themselves
+    have their own tests."""
     from tradeos_lab.pipeline.services.feasibility import (
         BROKER_RATE_LIMIT_KEY,
         EXIT_COOLDOWN_KEY,
+    )
+    from tradeos_lab.pipeline.services.signal_modifier import (
+        ACTIVE_PROFILE_KEY,
+        REFERENCE_PROFILE,
+        ensure_default_profiles,
     )
 
     why = {"changed_by": "user:test", "reason": "a test trades on every bar"}
     lab.records.set_config(EXIT_COOLDOWN_KEY, 0, **why)
     lab.records.set_config(BROKER_RATE_LIMIT_KEY, 1_000_000, **why)
+    ensure_default_profiles(lab.records)
+    active = str(lab.records.get_config(ACTIVE_PROFILE_KEY, REFERENCE_PROFILE))
+    version = lab.records.save_profile_version(
+        active, {"max_daily_loss_pct": 100.0}, created_by=why["changed_by"], reason=why["reason"]
+    )
+    lab.records.activate_profile(active, version.version, activated_by=why["changed_by"])
 
 
 @contextmanager
