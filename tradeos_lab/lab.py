@@ -218,19 +218,32 @@ class Lab:
         return store
 
     def _open_lake(self) -> Lake:
+        """The stack's lake when this process owns the stack; the embedded lake through the
+        running stack's gateway; a `chdb://` lake through the gateway of a stack that serves
+        that directory, else opened here (chdb lets one process open it); a server's lake."""
         from tradeos_lab.stores.lake import Lake
 
-        if self.settings.lake_url is not None:
-            lake = Lake.open(self.settings)
-        elif self.stack is not None and self.stack.lake is not None:
+        if self.stack is not None and self.stack.lake is not None:
             return cast("Lake", self.stack.lake)  # stopped with the stack
-        else:
+        if self.settings.lake_url is None:
             runtime = self._embedded_runtime("lake")
             if not runtime.lake_gateway:
                 raise StackError(f"the stack in {runtime.data_dir} serves no lake")
             lake = Lake.over_gateway(runtime.lake_gateway, token=self._password())
+        elif gateway := self._serving_gateway():
+            lake = Lake.over_gateway(gateway, token=self._password())
+        else:
+            lake = Lake.open(self.settings)
         self._owned_lake = lake
         return lake
+
+    def _serving_gateway(self) -> str | None:
+        """The gateway of a running stack that serves this lake's chdb directory, if any."""
+        path = self.settings.chdb_lake_path
+        if path is None:
+            return None
+        runtime = read_runtime(self.settings.data_dir.expanduser().resolve())
+        return None if runtime is None else runtime.lake_gateway_for(path)
 
     def _embedded_runtime(self, part: str) -> RuntimeInfo:
         """The runtime of the stack serving an embedded `part`, re-read unless this lab owns it

@@ -109,6 +109,11 @@ _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 _LAKE_SCHEMES = {"chdb", "http", "https", "clickhouse", "clickhouses"}
 
 
+def _chdb_directory(url: SecretUrl) -> str:
+    """`chdb:///abs/path` or `chdb://relative/path` -> the directory ("" when none is named)."""
+    return url.get_secret_value().split("://", 1)[1].split("?", 1)[0]
+
+
 class Settings(BaseSettings):
     """Everything configurable, validated once at start; immutable afterwards."""
 
@@ -388,6 +393,8 @@ class Settings(BaseSettings):
     def _lake_scheme(cls, url: SecretUrl | None) -> SecretUrl | None:
         if url is not None and url.scheme not in _LAKE_SCHEMES:
             raise ValueError(f"scheme {url.scheme!r} is not chdb://PATH or a ClickHouse URL")
+        if url is not None and url.scheme == "chdb" and not _chdb_directory(url):
+            raise ValueError("a chdb:// lake URL needs a directory: chdb:///path/to/lake")
         return url
 
     @field_validator("records_url")
@@ -488,6 +495,25 @@ class Settings(BaseSettings):
             "lake": self.lake_url,
         }
         return [name for name, url in urls.items() if url is None]
+
+    @property
+    def chdb_lake_path(self) -> Path | None:
+        """The directory of a lake on chdb: the embedded default under the data directory, or
+        `chdb://PATH`; None for a ClickHouse server."""
+        if self.lake_url is None:
+            return self.data_dir.expanduser() / "lake"
+        if self.lake_url.scheme != "chdb":
+            return None
+        return Path(_chdb_directory(self.lake_url)).expanduser()
+
+    @property
+    def stack_parts(self) -> list[str]:
+        """Parts a running stack owns and serves to the other processes: the embedded ones, and
+        a lake on chdb wherever it lives, since chdb opens a directory in one process only."""
+        parts = self.embedded_parts
+        if "lake" not in parts and self.chdb_lake_path is not None:
+            parts.append("lake")
+        return parts
 
     @classmethod
     def settings_customise_sources(

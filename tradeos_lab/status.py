@@ -108,7 +108,7 @@ def collect_status(settings: Settings) -> StatusReport:
     """Check every part of the stack described by `settings`."""
     parts: list[PartStatus] = []
     data_dir = settings.data_dir.expanduser().resolve()
-    info = read_runtime(data_dir) if settings.embedded_parts else None
+    info = read_runtime(data_dir) if settings.stack_parts else None
     owner_report: dict[str, Any] = {}
     if settings.embedded_parts:
         if info is None:
@@ -213,14 +213,13 @@ def _lake_status(settings: Settings, info: RuntimeInfo | None, password: str) ->
     kind = "server" if settings.lake_url else "embedded"
     if kind == "embedded" and (info is None or not info.lake_gateway):
         return PartStatus("lake", kind, "down", "", "stack not running")
+    path = settings.chdb_lake_path  # a chdb lake is read through the stack that serves it
+    gateway = info.lake_gateway_for(path) if info is not None and path is not None else None
 
     def check() -> tuple[str, str]:
         from tradeos_lab.stores.lake import Lake
 
-        if kind == "embedded" and info is not None and info.lake_gateway:
-            lake = Lake.over_gateway(info.lake_gateway, token=password)
-        else:
-            lake = Lake.open(settings)
+        lake = Lake.open(settings) if gateway is None else Lake.over_gateway(gateway, password)
         try:
             # a probe: settling pending rollups is the owner's work, not a status check's
             version = lake.query("SELECT version() AS v", settle=False)["v"].iloc[0]

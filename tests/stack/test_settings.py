@@ -79,6 +79,8 @@ def test_wrong_url_scheme_is_rejected() -> None:
         load_settings(bus_url="postgresql://localhost/db")
     with pytest.raises(ConfigError, match="invalid setting lake_url"):
         load_settings(lake_url="redis://localhost")
+    with pytest.raises(ConfigError, match="needs a directory"):
+        load_settings(lake_url="chdb://")
 
 
 def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:

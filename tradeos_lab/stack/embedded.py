@@ -106,7 +106,7 @@ class EmbeddedStack:
             records_url = self.records_url()
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="stack-start") as pool:
                 pending = [pool.submit(self._migrate_records)]
-                if "lake" in self.settings.embedded_parts:
+                if "lake" in self.settings.stack_parts:
                     pending.append(pool.submit(self._open_lake))
                 for server in self.servers.values():
                     server.wait_ready()
@@ -124,6 +124,7 @@ class EmbeddedStack:
                 # Other processes take a password from their own settings, never from this file.
                 records_url=url_without_password(records_url),
                 lake_gateway=self.gateway.url if self.gateway else None,
+                lake_path=str(self.lake_path()) if self.gateway else None,
                 version=__version__,
             )
             write_runtime(self.data_dir, self.info)
@@ -181,6 +182,12 @@ class EmbeddedStack:
             from tradeos_lab.stores.records import RecordsStore
 
             RecordsStore.open(self.settings, migrate=True).close()
+
+    def lake_path(self) -> Path:
+        """The directory of the chdb lake this stack owns."""
+        path = self.settings.chdb_lake_path
+        assert path is not None  # the stack owns a lake only on chdb (`Settings.stack_parts`)
+        return path.resolve()
 
     def _open_lake(self) -> None:
         from tradeos_lab.stores.lake import Lake, serve_gateway

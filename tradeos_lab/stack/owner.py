@@ -48,7 +48,7 @@ class StackOwner:
         self.settings = settings
         self.service = service
         self.instance = f"{socket.gethostname()}-{os.getpid()}"
-        self.stack = EmbeddedStack(settings, owner_kind="up") if settings.embedded_parts else None
+        self.stack = EmbeddedStack(settings, owner_kind="up") if settings.stack_parts else None
         self.health: HealthServer | None = None
         self._flags_client: redis.Redis | None = None
         self._flags: Flags | None = None
@@ -194,10 +194,14 @@ class StackOwner:
                 lines.append(
                     f"  {role:<10} redis-server pid {server.pid} on {server.spec.socket_path}"
                 )
-            lines.append(f"  records    {self.stack.records_url().split('://')[0]} in the data dir")
+            if "records" in self.settings.embedded_parts:
+                scheme = self.stack.records_url().split("://")[0]
+                lines.append(f"  records    {scheme} in the data dir")
             if self.stack.gateway is not None:
+                where = "" if self.settings.lake_url is None else f" in {self.stack.lake_path()}"
                 lines.append(
-                    f"  lake       chdb, served to other processes at {self.stack.gateway.url}"
+                    f"  lake       chdb{where}, served to other processes at "
+                    f"{self.stack.gateway.url}"
                 )
         if self.health is not None:
             lines.append(

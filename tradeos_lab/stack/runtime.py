@@ -95,8 +95,15 @@ class RuntimeInfo:
     redis_pids: dict[str, int] = field(default_factory=dict)
     records_url: str | None = None  # without its password: this file is not a secret
     lake_gateway: str | None = None
+    lake_path: str | None = None  # the chdb directory the gateway serves
     health_url: str | None = None
     version: str = ""
+
+    def lake_gateway_for(self, lake_path: Path) -> str | None:
+        """The gateway of this stack's lake when it serves the chdb directory `lake_path`."""
+        if self.lake_gateway and self.lake_path == str(lake_path.expanduser().resolve()):
+            return self.lake_gateway
+        return None
 
     def redis_url(self, role: str, password: str) -> str:
         from urllib.parse import quote

@@ -14,7 +14,6 @@ import time
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -97,17 +96,17 @@ class Lake:
         connect through its gateway with `Lake.over_gateway` instead.
         """
         ttl = {tf: settings.lake_ttl_days(tf) for tf in TIERS}
-        url = settings.lake_url
+        path = settings.chdb_lake_path
         backend: LakeBackend
-        if url is None or url.scheme == "chdb":
+        if path is not None:
             from tradeos_lab.stores.lake.chdb_backend import ChdbBackend
 
-            path = settings.data_dir / "lake" if url is None else _chdb_path(url.get_secret_value())
             backend = ChdbBackend(path)
         else:
             from tradeos_lab.stores.lake.server_backend import ClickHouseServerBackend
 
-            backend = ClickHouseServerBackend(url.get_secret_value())
+            assert settings.lake_url is not None  # a lake not on chdb is a server's
+            backend = ClickHouseServerBackend(settings.lake_url.get_secret_value())
         try:
             return cls(backend, ttl_days=ttl)
         except BaseException:
@@ -723,14 +722,6 @@ class Lake:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def _chdb_path(url: str) -> Path:
-    """`chdb:///abs/path` or `chdb://relative/path` -> the directory."""
-    rest = url.split("://", 1)[1].split("?", 1)[0]
-    if not rest:
-        raise ValidationError("chdb:// lake URL needs a directory: chdb:///path/to/lake")
-    return Path(rest).expanduser()
 
 
 def _check_int(value: object, name: str, lo: int, hi: int) -> int:
