@@ -19,11 +19,11 @@ and runs, one after the other, two chains of consumer processes over it:
   its own process under the `ServiceRunner` (which hands each service a whole batch), on a lab
   whose bus, cache and flags are the same scratch server and whose records are a SQLite file (or
   the PostgreSQL database given), with a strategy that asks to trade on every bar (`FlipFlop` on
-  zig-zag bars, no cooldown after an exit, a paper broker without fees or slippage so the round
-  trips lose nothing and the daily loss limit never stops it), so every bar after the first
-  becomes a fill; the report says why any bar got none (the rule that refused it, or how far down
-  the chain it got). The
-  driver stands in for ingestion: it caches the series' latest bars and price before it starts.
+  zig-zag bars, no cooldown after an exit nor daily loss limit, a paper broker without fees or
+  slippage so the round trips lose nothing and the orders keep their size), so every bar after
+  the first becomes a fill; the report says why any bar got none (the rule that refused it, or
+  how far down the chain it got). The driver stands in for ingestion: it caches the series'
+  latest bars and price before it starts.
 
 For each chain it measures, with the benchmark driver publishing the bars to `market_data` and a
 reader thread timing their arrival on `fills.raw` (matched by correlation id):
@@ -748,9 +748,10 @@ def chain(
     base = url.rsplit("/", 1)[0]
     series_length = args.backlog + int(args.rate * args.seconds)
     series = [zigzag_bar(i, start=SERIES_START).payload for i in range(series_length)]
+    series_bars = pd.DataFrame([b.model_dump() for b in series])
     # the feed the services are told ingestion polls: the series the driver publishes (a Signal
     # Engine far behind the cache reads bars before its first one from it)
-    feed = save_bars(pd.DataFrame([b.model_dump() for b in series]), workdir / f"{kind}.csv")
+    feed = save_bars(series_bars, workdir / f"{kind}.csv")
     records = args.records
     if records == "sqlite":
         records = f"sqlite:///{workdir / f'records-{kind}.db'}"
@@ -779,15 +780,15 @@ def chain(
         with tl.connect(settings, start=False) as lab:
             operator.arm(lab, actor="user:bench", reason="pipeline benchmark")
             allow_trading_every_bar(lab)
-            # no costs: the zig-zag's round trips then neither lose nor make money, so the daily
-            # loss limit never stops a chain that trades on every bar
+            # no costs: the zig-zag's round trips then neither lose nor make money, so the
+            # account, and each order's size, stays the same over the whole run
             why = {"changed_by": "user:bench", "reason": "pipeline benchmark: costless fills"}
             lab.records.set_config("broker.paper.fee_bps", 0.0, **why)
             lab.records.set_config("broker.paper.slippage_bps", 0.0, **why)
             # what ingestion caches before it publishes each bar (the driver stands in for it):
             # the whole series, so every fill's arrival bar is cached as it is in a running
             # stack, and the latest price, for sizing and the paper broker
-            lab.cache.write_bars(pd.DataFrame([b.model_dump() for b in series]))
+            lab.cache.write_bars(series_bars)
             lab.cache.set_price(_SYMBOL, series[-1].close)
     client = make_redis(url, role="bus", settings=settings, client_name="bench-driver")
     bus = Bus(client, keys=Keys(settings.namespace), settings=settings, producer="ingestion")
