@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tradeos_lab.pipeline.supervisor import settings_environment
 from tradeos_lab.settings import Settings
 from tradeos_lab.stack.owner import StackOwner
 from tradeos_lab.status import collect_status
@@ -46,22 +47,9 @@ with tl.connect(start=False) as lab:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a process these settings."""
+    """This environment without TRADEOS_* settings, plus those that load exactly `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOS_")}
-    urls = {
-        "BUS_URL": settings.bus_url,
-        "CACHE_URL": settings.cache_url,
-        "FLAGS_URL": settings.flags_url,
-        "RECORDS_URL": settings.records_url,
-        "LAKE_URL": settings.lake_url,
-    }
-    env.update({f"TRADEOS_{k}": v.get_secret_value() for k, v in urls.items() if v is not None})
-    env.update(
-        TRADEOS_NAMESPACE=settings.namespace,
-        TRADEOS_DATA_DIR=str(settings.data_dir),
-        PYTHONWARNINGS="ignore",
-    )
-    return env
+    return {**env, "PYTHONWARNINGS": "ignore", **settings_environment(settings)}
 
 
 @pytest.fixture
